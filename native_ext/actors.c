@@ -1,0 +1,171 @@
+/* actors.c: RCU read-side sections, the GUP-fast walker and the rmap walker, split into interleavable steps. */
+#include "ptf.h"
+
+static int idle_cpu(struct engine *e, uint64_t cpu)
+{
+	return e->cpus[cpu].actor == A_NONE ? 0 : -EBUSY;
+}
+
+static int walk_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
+{
+	int ret = idle_cpu(e, cpu);
+	if (ret)
+		return ret;
+	if (pid >= MAX_PIDS || !e->procs[pid].exists)
+		return -ESRCH;
+	struct cpu *c = &e->cpus[cpu];
+	int mm = e->procs[pid].mm;
+	if (addr >= e->task_size)
+		return -EFAULT;
+	rcu_enter(e, cpu); /* local_irq_save: GUP-fast is an RCU reader */
+	mm_get(e, mm);
+	c->actor = A_WALK;
+	c->mm = mm;
+	c->addr = addr;
+	c->level = e->mms[mm].pgt.top;
+	c->tbl = e->mms[mm].pgt.root;
+	c->walk_done = false;
+	return 0;
+}
+
+static int walk_step(struct engine *e, int cpu)
+{
+	struct cpu *c = &e->cpus[cpu];
+	if (c->actor != A_WALK)
+		return -EINVAL;
+	if (c->walk_done)
+		return -ENOENT;
+	const struct geom *g = &e->geom;
+	uint64_t *mem = tref_deref(e, c->tbl, "GUP-fast walker");
+	if (!mem)
+		return 0;
+	const struct level_geom *lv = &g->lv[c->level];
+	uint64_t ent = mem[(c->addr >> lv->shift) & (lv->entries - 1)];
+	if (c->level < g->nlevels - 1 && g->fmt->kind(c->level, ent) == E_TABLE) {
+		c->tbl = tref_from_phys(e, g->fmt->addr(c->level, ent));
+		c->level = child_level(g, c->level);
+	} else {
+		c->walk_done = true;
+	}
+	return 0;
+}
+
+static void actor_end(struct engine *e, int cpu)
+{
+	struct cpu *c = &e->cpus[cpu];
+	rcu_exit(e, cpu);
+	mm_drop(e, c->mm);
+	c->actor = A_NONE;
+}
+
+static int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
+{
+	int ret = idle_cpu(e, cpu);
+	if (ret)
+		return ret;
+	if (pid >= MAX_PIDS || !e->procs[pid].exists)
+		return -ESRCH;
+	const struct geom *g = &e->geom;
+	struct cpu *c = &e->cpus[cpu];
+	int mm = e->procs[pid].mm, pl = g->nlevels - 1, ml = g->nlevels - 2;
+	if (addr >= e->task_size)
+		return -EFAULT;
+	struct tref pmd_tbl;
+	uint32_t pmd_idx;
+	uint64_t pmd = host_entry_at(e, mm, addr, ml, &pmd_tbl, &pmd_idx);
+	if (g->fmt->kind(ml, pmd) != E_TABLE)
+		return -ENOENT;
+	struct tref pte_tbl = tref_from_phys(e, g->fmt->addr(ml, pmd));
+	uint32_t idx = (uint32_t)(addr >> g->lv[pl].shift) & (g->lv[pl].entries - 1);
+	if (g->fmt->kind(pl, entry_get(e, pte_tbl, idx)) != E_LEAF)
+		return -ENOENT;
+	rcu_enter(e, cpu);
+	mm_get(e, mm);
+	c->actor = A_RMAP;
+	c->mm = mm;
+	c->addr = addr;
+	c->tbl = pte_tbl;
+	c->pmd_tbl = pmd_tbl;
+	c->pmd_idx = pmd_idx;
+	c->pmd_level = ml;
+	c->pmd_seen = pmd;
+	return 0;
+}
+
+/* page_vma_mapped_walk + try_to_unmap_one under the PTL. */
+static int rmap_commit(struct engine *e, int cpu)
+{
+	struct cpu *c = &e->cpus[cpu];
+	if (c->actor != A_RMAP)
+		return -EINVAL;
+	const struct geom *g = &e->geom;
+	int pl = g->nlevels - 1, ret = 0;
+	if (e->knob[K_PMD_RECHECK] == 0) {
+		uint64_t *pmd = tref_deref(e, c->pmd_tbl, "rmap walker (pmd recheck)");
+		if (!pmd || pmd[c->pmd_idx] != c->pmd_seen) {
+			ret = -EAGAIN;
+			goto out;
+		}
+	}
+	uint64_t *pte = tref_deref(e, c->tbl, "rmap walker");
+	if (!pte)
+		goto out;
+	uint32_t idx = (uint32_t)(c->addr >> g->lv[pl].shift) & (g->lv[pl].entries - 1);
+	uint64_t old = pte[idx];
+	entry_write(e, c->tbl, pl, idx, g->fmt->empty(pl));
+	if (g->fmt->kind(pl, old) == E_LEAF) {
+		emit(e, EV_LEAF_ZAP, pl, c->addr & ~(g->page_size - 1), g->fmt->addr(pl, old) >> 12, c->mm);
+		data_put(e, g->fmt->addr(pl, old) >> 12);
+	}
+out:
+	actor_end(e, cpu);
+	return ret;
+}
+
+int op_actor(struct engine *e, const uint64_t *op)
+{
+	const uint64_t *a = op + 1;
+	int cpu = (int)a[0];
+	if (op[0] != OP_RCU_GP && a[0] >= MAX_CPUS)
+		return -EINVAL;
+	switch (op[0]) {
+	case OP_RCU_LOCK:
+		rcu_enter(e, cpu);
+		return 0;
+	case OP_RCU_UNLOCK:
+		/* only the explicit sections: an actor's own section ends with the actor */
+		if (e->cpus[cpu].rcu_nest <= (e->cpus[cpu].actor == A_WALK || e->cpus[cpu].actor == A_RMAP))
+			return -EINVAL;
+		rcu_exit(e, cpu);
+		return 0;
+	case OP_RCU_GP:
+		rcu_gp(e, false);
+		return 0;
+	case OP_WALK_BEGIN:
+		return walk_begin(e, cpu, a[1], a[2]);
+	case OP_WALK_STEP:
+		return walk_step(e, cpu);
+	case OP_WALK_END:
+		if (e->cpus[cpu].actor != A_WALK)
+			return -EINVAL;
+		actor_end(e, cpu);
+		return 0;
+	case OP_RMAP_BEGIN:
+		return rmap_begin(e, cpu, a[1], a[2]);
+	case OP_RMAP_COMMIT:
+		return rmap_commit(e, cpu);
+	}
+	return -ENOSYS;
+}
+
+/* End of trace: walkers end, rmap actors abort, explicit sections close. */
+void actors_abandon(struct engine *e)
+{
+	for (int cpu = 0; cpu < MAX_CPUS; cpu++) {
+		struct cpu *c = &e->cpus[cpu];
+		if (c->actor == A_WALK || c->actor == A_RMAP)
+			actor_end(e, cpu);
+		c->rcu_nest = 0;
+	}
+	kvm_abort_faults(e);
+}

@@ -1,0 +1,189 @@
+/* engine.c: set-up, the operation dispatcher, the per-step oracle, teardown, audit and digest. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "ptf.h"
+
+void violate(struct engine *e, enum violation v, const char *fmt, ...)
+{
+	if (e->viol)
+		return;
+	e->viol = v;
+	e->viol_op = e->op_index;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(e->viol_msg, sizeof(e->viol_msg), fmt, ap);
+	va_end(ap);
+}
+
+void emit(struct engine *e, enum event t, uint64_t a, uint64_t b, uint64_t c, uint64_t d)
+{
+	if (!e->steps)
+		return;
+	if (e->nevents == e->capevents) {
+		size_t n = e->capevents ? e->capevents * 2 : 256;
+		struct event_rec *p = realloc(e->events, n * sizeof(*p));
+		if (!p)
+			return;
+		e->events = p;
+		e->capevents = n;
+	}
+	e->events[e->nevents++] = (struct event_rec){ e->op_index, t, a, b, c, d };
+}
+
+/* config: granule, va_bits, la57, max_table_pages */
+int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t *config)
+{
+	memset(e, 0, sizeof(*e));
+	e->arch = arch;
+	e->free_blocks = -1;
+	for (int k = 0; k < K_NR; k++)
+		e->knob[k] = knobs[k];
+	e->max_table_pages = config[3];
+	for (int i = 0; i < MAX_MMS; i++)
+		e->mms[i].pgt.root = TREF_NONE;
+	int ret = geom_stage1(&e->geom, arch, config);
+	if (ret)
+		return ret;
+	switch (arch) {
+	case ARCH_S390:
+		e->task_size = 0ull - 4096;
+		e->stack_top = 1ull << 42;
+		break;
+	default:
+		return -ENOSYS;
+	}
+	return 0;
+}
+
+void ptf_fini(struct engine *e)
+{
+	for (int32_t i = 0; i < e->nblocks; i++)
+		free(e->blocks[i].mem);
+	free(e->blocks);
+	for (int i = 0; i < MAX_MMS; i++)
+		free(e->mms[i].vmas);
+	for (int i = 0; i < MAX_VMS; i++)
+		free(e->vms[i].links);
+	free(e->cpd);
+	free(e->cbs);
+	free(e->events);
+	memset(e, 0, sizeof(*e));
+}
+
+static void oracle(struct engine *e)
+{
+	if (e->viol)
+		return;
+	if (e->arch == ARCH_S390) {
+		if (s390_frag_check(e))
+			return;
+		gmap_check(e);
+	}
+}
+
+int ptf_step(struct engine *e, const uint64_t *op)
+{
+	int ret;
+	if (op[0] <= OP_SPLIT)
+		ret = op_mm(e, op);
+	else if (op[0] <= OP_RMAP_COMMIT)
+		ret = op_actor(e, op);
+	else if (op[0] < OP_NR)
+		ret = op_kvm(e, op);
+	else
+		ret = -ENOSYS;
+	if (ret > 0)
+		ret = 0;
+	e->st.results[-ret < 64 ? -ret : 63]++;
+	oracle(e);
+	e->op_index++;
+	return ret;
+}
+
+/* Abandon actors, tear everything down, drain RCU; whatever is still in the pool leaked. */
+int ptf_finish(struct engine *e, bool teardown)
+{
+	if (e->viol)
+		return 0;
+	actors_abandon(e);
+	if (!teardown || e->viol)
+		return 0;
+	kvm_destroy_all(e);
+	for (int pid = 0; pid < MAX_PIDS && !e->viol; pid++) {
+		if (!e->procs[pid].exists)
+			continue;
+		e->procs[pid].exists = false;
+		mm_put_users(e, e->procs[pid].mm);
+	}
+	for (int guard = 0; e->ncbs && !e->viol && guard < 1000; guard++)
+		rcu_gp(e, true);
+	if (e->viol)
+		return 0;
+	for (int32_t i = 0; i < e->nblocks; i++) {
+		struct block *b = &e->blocks[i];
+		if (b->used) {
+			violate(e, V_TABLE_LEAK, "after teardown and RCU drain the level-%d table at 0x%llx "
+				"(mm %d) is still in use", b->level[0],
+				(unsigned long long)tref_phys((struct tref){ i, 0, 0 }), b->mm[0]);
+			break;
+		}
+	}
+	return 0;
+}
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * 0x100000001b3ull;
+	return h;
+}
+
+/* FNV-1a over the table pool, the mms and their VMAs, the processes and the VMs. */
+uint64_t ptf_digest(struct engine *e)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	for (int32_t i = 0; i < e->nblocks; i++) {
+		struct block *b = &e->blocks[i];
+		if (!b->used)
+			continue;
+		h = fnv(h, &i, sizeof(i));
+		h = fnv(h, b->half, sizeof(b->half));
+		h = fnv(h, b->mem, (size_t)b->pages * 4096);
+	}
+	for (int i = 0; i < MAX_MMS; i++) {
+		struct mm *m = &e->mms[i];
+		if (!m->used)
+			continue;
+		uint8_t flags[4] = { m->alloc_pgste, m->has_pgste, m->def_nohuge, m->dead };
+		h = fnv(h, &i, sizeof(i));
+		h = fnv(h, flags, sizeof(flags));
+		h = fnv(h, &m->pgt.top, sizeof(m->pgt.top));
+		for (int j = 0; j < m->nvma; j++) {
+			uint64_t vv[3] = { m->vmas[j].start, m->vmas[j].end, m->vmas[j].flags };
+			h = fnv(h, vv, sizeof(vv));
+		}
+	}
+	for (int i = 0; i < MAX_PIDS; i++) {
+		struct proc *p = &e->procs[i];
+		uint8_t flags[2] = { p->exists, p->tif_pgste };
+		h = fnv(h, flags, sizeof(flags));
+		if (p->exists)
+			h = fnv(h, &p->mm, sizeof(p->mm));
+	}
+	for (int i = 0; i < MAX_VMS; i++) {
+		struct vm *v = &e->vms[i];
+		if (!v->used)
+			continue;
+		h = fnv(h, &i, sizeof(i));
+		for (int j = 0; j < MAX_SLOTS; j++) {
+			struct memslot *s = &v->slots[j];
+			uint64_t sv[4] = { s->used, s->gpa, s->hva, s->len };
+			h = fnv(h, sv, sizeof(sv));
+		}
+		h = fnv(h, &v->invalidate_seq, sizeof(v->invalidate_seq));
+	}
+	return h;
+}

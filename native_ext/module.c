@@ -1,0 +1,236 @@
+/* module.c: the thin CPython binding of the engine (marshalling only). */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdlib.h>
+#include "ptf.h"
+
+/* Engine errors become Python exceptions here and nowhere else. */
+static PyObject *raise_errno(int err)
+{
+	if (err == -ENOSYS)
+		PyErr_SetString(PyExc_NotImplementedError, "architecture not modelled");
+	else if (err == -ENOMEM)
+		PyErr_NoMemory();
+	else
+		PyErr_Format(PyExc_ValueError, "engine rejected the configuration (errno %d)", -err);
+	return NULL;
+}
+
+static PyObject *stats_dict(struct engine *e)
+{
+	PyObject *results = PyDict_New();
+	if (!results)
+		return NULL;
+	for (int i = 0; i < 64; i++) {
+		if (!e->st.results[i])
+			continue;
+		PyObject *k = PyLong_FromLong(-i), *v = PyLong_FromUnsignedLongLong(e->st.results[i]);
+		if (!k || !v || PyDict_SetItem(results, k, v)) {
+			Py_XDECREF(k);
+			Py_XDECREF(v);
+			Py_DECREF(results);
+			return NULL;
+		}
+		Py_DECREF(k);
+		Py_DECREF(v);
+	}
+	return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:N}",
+		"page_table_bytes_peak", (unsigned long long)e->st.pages_peak * 4096,
+		"tables_allocated", (unsigned long long)e->st.tables_allocated,
+		"tables_freed", (unsigned long long)e->st.tables_freed,
+		"rcu_callbacks", (unsigned long long)e->st.rcu_callbacks,
+		"data_pages_peak", (unsigned long long)e->st.data_pages_peak,
+		"results", results);
+}
+
+static PyObject *events_list(struct engine *e)
+{
+	PyObject *list = PyList_New((Py_ssize_t)e->nevents);
+	if (!list)
+		return NULL;
+	for (size_t i = 0; i < e->nevents; i++) {
+		struct event_rec *r = &e->events[i];
+		PyObject *t = Py_BuildValue("(IIKKKK)", r->op, r->type, (unsigned long long)r->a,
+					    (unsigned long long)r->b, (unsigned long long)r->c,
+					    (unsigned long long)r->d);
+		if (!t) {
+			Py_DECREF(list);
+			return NULL;
+		}
+		PyList_SET_ITEM(list, (Py_ssize_t)i, t);
+	}
+	return list;
+}
+
+/* run(arch, knobs, config, elfs, ops, steps, teardown) -> dict */
+static PyObject *py_run(PyObject *self, PyObject *args)
+{
+	int arch, steps, teardown;
+	PyObject *knobs_obj, *config_obj, *elfs_obj;
+	Py_buffer ops;
+	(void)self;
+	if (!PyArg_ParseTuple(args, "iO!O!O!y*pp", &arch, &PyTuple_Type, &knobs_obj, &PyTuple_Type,
+			      &config_obj, &PyTuple_Type, &elfs_obj, &ops, &steps, &teardown))
+		return NULL;
+	PyObject *result = NULL;
+	int knobs[K_NR];
+	uint64_t config[4];
+	Py_ssize_t nelfs = PyTuple_GET_SIZE(elfs_obj);
+	const uint8_t **elfs = calloc((size_t)nelfs + 1, sizeof(*elfs));
+	size_t *lens = calloc((size_t)nelfs + 1, sizeof(*lens));
+	struct engine *e = calloc(1, sizeof(*e));
+	if (!elfs || !lens || !e) {
+		PyErr_NoMemory();
+		goto out;
+	}
+	if (arch < 0 || arch >= ARCH_NR || PyTuple_GET_SIZE(knobs_obj) != K_NR ||
+	    PyTuple_GET_SIZE(config_obj) != 4 || ops.len % (8 * (OP_ARGS + 1))) {
+		PyErr_SetString(PyExc_ValueError, "bad engine arguments");
+		goto out;
+	}
+	for (int i = 0; i < K_NR; i++)
+		knobs[i] = (int)PyLong_AsLong(PyTuple_GET_ITEM(knobs_obj, i));
+	for (int i = 0; i < 4; i++)
+		config[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(config_obj, i));
+	for (Py_ssize_t i = 0; i < nelfs; i++) {
+		PyObject *b = PyTuple_GET_ITEM(elfs_obj, i);
+		if (!PyBytes_Check(b)) {
+			PyErr_SetString(PyExc_TypeError, "elfs must be bytes");
+			goto out;
+		}
+		elfs[i] = (const uint8_t *)PyBytes_AS_STRING(b);
+		lens[i] = (size_t)PyBytes_GET_SIZE(b);
+	}
+	if (PyErr_Occurred())
+		goto out;
+	int ret = ptf_init(e, (enum arch)arch, knobs, config);
+	if (ret) {
+		raise_errno(ret);
+		goto fini;
+	}
+	e->elfs = elfs;
+	e->elf_lens = lens;
+	e->nelfs = (int)nelfs;
+	e->steps = steps;
+	const uint64_t *op = ops.buf;
+	size_t nops = (size_t)ops.len / (8 * (OP_ARGS + 1));
+	PyObject *op_results = PyBytes_FromStringAndSize(NULL, steps ? (Py_ssize_t)nops : 0);
+	if (!op_results)
+		goto fini;
+	int8_t *res = (int8_t *)PyBytes_AS_STRING(op_results);
+	size_t executed = 0;
+	Py_BEGIN_ALLOW_THREADS
+	for (; executed < nops && !e->viol; executed++) {
+		int r = ptf_step(e, op + executed * (OP_ARGS + 1));
+		if (steps)
+			res[executed] = (int8_t)r;
+	}
+	Py_END_ALLOW_THREADS
+	uint64_t digest = ptf_digest(e);
+	e->op_index = (uint32_t)nops;
+	ptf_finish(e, teardown);
+	result = Py_BuildValue("{s:n,s:i,s:I,s:s,s:K,s:N,s:N,s:N}",
+		"executed", (Py_ssize_t)executed,
+		"violation", (int)e->viol,
+		"op_index", e->viol_op,
+		"message", e->viol_msg,
+		"digest", (unsigned long long)digest,
+		"stats", stats_dict(e),
+		"op_results", op_results,
+		"events", steps ? events_list(e) : (Py_INCREF(Py_None), Py_None));
+fini:
+	ptf_fini(e);
+out:
+	free(e);
+	free(elfs);
+	free(lens);
+	PyBuffer_Release(&ops);
+	return result;
+}
+
+static PyObject *py_tables(PyObject *self, PyObject *noargs)
+{
+	(void)self; (void)noargs;
+	PyObject *ops = PyList_New(OP_NR), *knobs = PyList_New(K_NR), *viols = PyList_New(V_NR);
+	PyObject *arches = PyList_New(ARCH_NR);
+	if (!ops || !knobs || !viols || !arches)
+		goto fail;
+	for (int i = 0; i < OP_NR; i++)
+		PyList_SET_ITEM(ops, i, Py_BuildValue("(si)", op_defs[i].name, op_defs[i].nargs));
+	for (int i = 0; i < V_NR; i++)
+		PyList_SET_ITEM(viols, i, PyUnicode_FromString(violation_names[i]));
+	for (int i = 0; i < ARCH_NR; i++)
+		PyList_SET_ITEM(arches, i, PyUnicode_FromString(arch_names[i]));
+	for (int i = 0; i < K_NR; i++) {
+		const struct knob_def *k = &knob_defs[i];
+		PyObject *vals = PyList_New(0);
+		for (int j = 0; j < 5 && k->values[j]; j++) {
+			PyObject *s = PyUnicode_FromString(k->values[j]);
+			PyList_Append(vals, s);
+			Py_DECREF(s);
+		}
+		PyList_SET_ITEM(knobs, i, Py_BuildValue("(sN(iii)s)", k->name, vals, k->default_value[0],
+							k->default_value[1], k->default_value[2],
+							k->description));
+	}
+	return Py_BuildValue("{s:N,s:N,s:N,s:N}", "ops", ops, "knobs", knobs, "violations", viols,
+			     "arches", arches);
+fail:
+	Py_XDECREF(ops); Py_XDECREF(knobs); Py_XDECREF(viols); Py_XDECREF(arches);
+	return NULL;
+}
+
+/* elf_check(image, machine, big_endian) -> (accepted, pgste) */
+static PyObject *py_elf_check(PyObject *self, PyObject *args)
+{
+	Py_buffer buf;
+	int machine, be;
+	(void)self;
+	if (!PyArg_ParseTuple(args, "y*ip", &buf, &machine, &be))
+		return NULL;
+	struct elf_info info;
+	int ret = elf_parse(buf.buf, (size_t)buf.len, machine, be, &info);
+	PyBuffer_Release(&buf);
+	return Py_BuildValue("(OO)", ret == 0 ? Py_True : Py_False, info.pgste ? Py_True : Py_False);
+}
+
+/* geometry(arch, config) -> list of (name, shift, entries, table_bytes, folded, leaf_ok) */
+static PyObject *py_geometry(PyObject *self, PyObject *args)
+{
+	int arch;
+	unsigned long long config[4];
+	(void)self;
+	if (!PyArg_ParseTuple(args, "i(KKKK)", &arch, &config[0], &config[1], &config[2], &config[3]))
+		return NULL;
+	struct geom g;
+	uint64_t cfg[4] = { config[0], config[1], config[2], config[3] };
+	int ret = arch >= 0 && arch < ARCH_NR ? geom_stage1(&g, (enum arch)arch, cfg) : -EINVAL;
+	if (ret)
+		return raise_errno(ret);
+	PyObject *list = PyList_New(g.nlevels);
+	if (!list)
+		return NULL;
+	for (int i = 0; i < g.nlevels; i++)
+		PyList_SET_ITEM(list, i, Py_BuildValue("(siiiOO)", g.lv[i].name, g.lv[i].shift,
+			g.lv[i].entries, g.lv[i].table_bytes, g.lv[i].folded ? Py_True : Py_False,
+			g.lv[i].leaf_ok ? Py_True : Py_False));
+	return list;
+}
+
+static PyMethodDef methods[] = {
+	{ "geometry", py_geometry, METH_VARARGS, "geometry(arch, config) -> levels" },
+	{ "run", py_run, METH_VARARGS, "run(arch, knobs, config, elfs, ops, steps, teardown) -> dict" },
+	{ "tables", py_tables, METH_NOARGS, "The engine's op, knob, violation and arch tables." },
+	{ "elf_check", py_elf_check, METH_VARARGS, "elf_check(image, machine, big_endian) -> (accepted, pgste)" },
+	{ NULL, NULL, 0, NULL },
+};
+
+static struct PyModuleDef moduledef = {
+	PyModuleDef_HEAD_INIT, "ptfuzz._engine", "The ptfuzz page-table engine.", -1, methods,
+	NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__engine(void)
+{
+	return PyModule_Create(&moduledef);
+}

@@ -1,0 +1,219 @@
+/* pool.c: table pages with generations, data pages, and the one entry-write path the oracle watches. */
+#include <stdlib.h>
+#include <string.h>
+#include "ptf.h"
+
+#define PAGE_BYTES 4096u
+
+/* Table addresses are synthetic but stable: block b lives at (b+1) * 16 KiB,
+ * so a CRST (4 pages) and the two 2K halves of a PTE page all get distinct
+ * origins that fit the entry formats' origin masks. */
+uint64_t tref_phys(struct tref t)
+{
+	return ((uint64_t)t.blk + 1) << 14 | (uint64_t)t.half << 11;
+}
+
+struct tref tref_from_phys(struct engine *e, uint64_t phys)
+{
+	int64_t blk = (int64_t)(phys >> 14) - 1;
+	struct tref t = TREF_NONE;
+	if (blk < 0 || blk >= e->nblocks)
+		return t;
+	t.blk = (int32_t)blk;
+	t.half = (phys >> 11) & 1;
+	t.gen = e->blocks[blk].gen[t.half];
+	return t;
+}
+
+bool tref_alive(struct engine *e, struct tref t)
+{
+	if (t.blk < 0 || t.blk >= e->nblocks)
+		return false;
+	struct block *b = &e->blocks[t.blk];
+	return b->used && b->gen[t.half] == t.gen;
+}
+
+uint64_t *tref_mem(struct engine *e, struct tref t)
+{
+	struct block *b = &e->blocks[t.blk];
+	return b->mem + (b->frag ? t.half * 256u : 0);
+}
+
+/* Every dereference of a remembered table pointer goes through here. */
+uint64_t *tref_deref(struct engine *e, struct tref t, const char *who)
+{
+	if (!tref_alive(e, t)) {
+		violate(e, V_UAF_TABLE, "%s dereferenced table at 0x%llx, freed since it took the pointer",
+			who, (unsigned long long)tref_phys(t));
+		return NULL;
+	}
+	return tref_mem(e, t);
+}
+
+uint64_t entry_get(struct engine *e, struct tref t, uint32_t idx)
+{
+	return tref_mem(e, t)[idx];
+}
+
+static int grow(void **p, size_t elem, uint64_t *cap, uint64_t need)
+{
+	if (need <= *cap)
+		return 0;
+	uint64_t n = *cap ? *cap * 2 : 64;
+	while (n < need)
+		n *= 2;
+	void *q = realloc(*p, n * elem);
+	if (!q)
+		return -ENOMEM;
+	*p = q;
+	*cap = n;
+	return 0;
+}
+
+int table_alloc(struct engine *e, int mm, int level, int pages, struct tref *out)
+{
+	if (e->st.pages_in_use + (uint64_t)pages > e->max_table_pages)
+		return -ENOMEM;
+	int32_t id = e->free_blocks;
+	if (id >= 0) {
+		e->free_blocks = e->blocks[id].next_free;
+	} else {
+		uint64_t cap = (uint64_t)e->capblocks;
+		if (grow((void **)&e->blocks, sizeof(struct block), &cap, (uint64_t)e->nblocks + 1))
+			return -ENOMEM;
+		e->capblocks = (int32_t)cap;
+		id = e->nblocks++;
+		memset(&e->blocks[id], 0, sizeof(struct block));
+	}
+	struct block *b = &e->blocks[id];
+	uint32_t g0 = b->gen[0], g1 = b->gen[1];
+	memset(b, 0, sizeof(*b));
+	b->gen[0] = g0;
+	b->gen[1] = g1;
+	b->mem = malloc((size_t)pages * PAGE_BYTES);
+	if (!b->mem) {
+		b->next_free = e->free_blocks;
+		e->free_blocks = id;
+		return -ENOMEM;
+	}
+	b->pages = (uint8_t)pages;
+	b->used = 1;
+	b->half[0] = H_ALLOC;
+	b->level[0] = b->level[1] = (int8_t)level;
+	b->mm[0] = b->mm[1] = (int16_t)mm;
+	b->list_next = b->list_prev = -1;
+	uint64_t empty = e->geom.fmt->empty(level);
+	size_t n = (size_t)pages * PAGE_BYTES / 8;
+	for (size_t i = 0; i < n; i++)
+		b->mem[i] = empty;
+	e->st.pages_in_use += pages;
+	if (e->st.pages_in_use > e->st.pages_peak)
+		e->st.pages_peak = e->st.pages_in_use;
+	e->st.tables_allocated++;
+	*out = (struct tref){ id, 0, b->gen[0] };
+	return 0;
+}
+
+/* The block's memory goes back to the pool: every pointer into it is stale. */
+void block_release(struct engine *e, int32_t id)
+{
+	struct block *b = &e->blocks[id];
+	if (!b->used) {
+		violate(e, V_DOUBLE_FREE, "table page at 0x%llx freed twice",
+			(unsigned long long)tref_phys((struct tref){ id, 0, 0 }));
+		return;
+	}
+	e->st.pages_in_use -= b->pages;
+	free(b->mem);
+	b->mem = NULL;
+	b->used = 0;
+	b->gen[0]++;
+	b->gen[1]++;
+	b->half[0] = b->half[1] = H_FREE;
+	b->next_free = e->free_blocks;
+	e->free_blocks = id;
+}
+
+uint64_t data_alloc(struct engine *e, uint64_t nr)
+{
+	if (grow((void **)&e->cpd, sizeof(struct compound), &e->capcpd, e->ncpd + 1))
+		return 0;
+	uint64_t id = e->ncpd++;
+	e->cpd[id] = (struct compound){ .nr = nr };
+	e->st.data_pages += nr;
+	if (e->st.data_pages > e->st.data_pages_peak)
+		e->st.data_pages_peak = e->st.data_pages;
+	/* compound 0 is never handed out so that pfn 0 can mean "none" */
+	return (id + 1) << PFN_SHIFT_COMPOUND;
+}
+
+struct compound *data_lookup(struct engine *e, uint64_t pfn)
+{
+	uint64_t id = (pfn >> PFN_SHIFT_COMPOUND);
+	if (id == 0 || id > e->ncpd)
+		return NULL;
+	return &e->cpd[id - 1];
+}
+
+/* A kernel path dropped one mapping of the page. */
+void data_put(struct engine *e, uint64_t pfn)
+{
+	struct compound *c = data_lookup(e, pfn);
+	if (!c)
+		return;
+	if (c->freed) {
+		violate(e, V_DOUBLE_FREE, "data page pfn 0x%llx freed twice", (unsigned long long)pfn);
+		return;
+	}
+	if (--c->mapcount > 0)
+		return;
+	c->freed = 1;
+	e->st.data_pages -= c->nr;
+	emit(e, EV_DATA_FREE, pfn & ~((1ull << PFN_SHIFT_COMPOUND) - 1), c->nr, 0, 0);
+	if (c->live > 0)
+		violate(e, V_FREED_PAGE_MAPPED, "data page pfn 0x%llx freed while %lld live leaves still map it",
+			(unsigned long long)pfn, (long long)c->live);
+}
+
+static void live_adjust(struct engine *e, int level, uint64_t val, int delta)
+{
+	const struct entry_fmt *f = e->geom.fmt;
+	if (f->kind(level, val) != E_LEAF)
+		return;
+	struct compound *c = data_lookup(e, f->addr(level, val) >> 12);
+	if (c)
+		c->live += delta;
+}
+
+/* The one place a host page-table entry changes: the oracle's eyes. */
+void entry_write(struct engine *e, struct tref t, int level, uint32_t idx, uint64_t val)
+{
+	struct block *b = &e->blocks[t.blk];
+	uint64_t *slot = &tref_mem(e, t)[idx];
+	if (b->mm[t.half] >= 0) {
+		if (b->linked[t.half] == 2)
+			violate(e, V_LOST_UPDATE, "write of 0x%llx into entry %u of level-%d table 0x%llx, "
+				"which is no longer linked into mm %d", (unsigned long long)val, idx, level,
+				(unsigned long long)tref_phys(t), b->mm[t.half]);
+		if (b->linked[t.half] == 1) {
+			live_adjust(e, level, *slot, -1);
+			live_adjust(e, level, val, +1);
+		}
+	}
+	*slot = val;
+}
+
+/* linked: 0 never linked, 1 linked, 2 unlinked. Leaves count as live only in linked tables. */
+void table_set_linked(struct engine *e, struct tref t, bool linked)
+{
+	struct block *b = &e->blocks[t.blk];
+	int was = b->linked[t.half];
+	b->linked[t.half] = linked ? 1 : 2;
+	if ((was == 1) == linked || b->mm[t.half] < 0)
+		return;
+	int level = b->level[t.half];
+	uint32_t n = e->geom.lv[level].entries;
+	uint64_t *m = tref_mem(e, t);
+	for (uint32_t i = 0; i < n; i++)
+		live_adjust(e, level, m[i], linked ? 1 : -1);
+}

@@ -1,0 +1,350 @@
+/* ptf.h: the page-table model's types, shared by every engine source file. */
+#ifndef PTF_H
+#define PTF_H
+
+#include <stdint.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <errno.h>
+
+#define MAX_PIDS 64
+#define MAX_CPUS 16
+#define MAX_VMS 16
+#define MAX_SLOTS 32
+#define MAX_MMS 160
+#define MAX_VMAS 1024
+#define MAX_LEVELS 5
+#define OP_ARGS 5
+
+enum arch { ARCH_S390, ARCH_ARM64, ARCH_X86_64, ARCH_NR };
+
+/* Opcodes: the numbering is the trace format's (TRACE.md). */
+enum opcode {
+	OP_SYSCTL_ALLOCATE_PGSTE, OP_EXEC, OP_FORK, OP_EXIT, OP_MMAP, OP_MUNMAP,
+	OP_MADVISE, OP_FAULT, OP_SPLIT, OP_RCU_LOCK, OP_RCU_UNLOCK, OP_RCU_GP,
+	OP_WALK_BEGIN, OP_WALK_STEP, OP_WALK_END, OP_RMAP_BEGIN, OP_RMAP_COMMIT,
+	OP_VM_CREATE, OP_MEMSLOT, OP_GUEST_FAULT, OP_GUEST_FAULT_BEGIN,
+	OP_GUEST_FAULT_COMMIT, OP_VM_DESTROY, OP_NR
+};
+
+enum violation {
+	V_NONE, V_UAF_TABLE, V_DOUBLE_FREE, V_TABLE_LEAK, V_FRAGMENT_CORRUPT,
+	V_PGSTE_TABLE_MISSING, V_GMAP_DANGLING, V_LOST_UPDATE, V_FREED_PAGE_MAPPED,
+	V_STAGE2_BLOCK_ILLEGAL, V_STAGE2_OVERSIZE, V_STAGE2_STALE,
+	V_STAGE2_AFTER_RELEASE, V_ENGINE_ASSERT, V_NR
+};
+
+enum knob {
+	K_TABLE_FREE, K_PMD_RECHECK, K_PGSTE_DECISION, K_PT_ALLOC, K_THP_IN_PGSTE,
+	K_DEFER_GMAP_UNLINK, K_INVALIDATE_RETRY, K_FAULT_HOLDS_MM, K_RELEASE_CHECK,
+	K_STAGE2_BLOCK_CHECK, K_THP_SIZE, K_NR
+};
+/* Knob values are indices into the knob's value list (knobs.c). */
+enum { TF_RCU, TF_IMMEDIATE };
+enum { PD_ELF_RESTART, PD_SYSCTL_ONLY, PD_ELF_NO_RESTART, PD_CONVERT_LATE };
+enum { PA_FRAGMENTS, PA_FULL_PAGE, PA_FRAGMENTS_ALWAYS };
+
+struct knob_def {
+	const char *name;
+	const char *values[5];
+	int default_value[ARCH_NR]; /* -1: the knob does not apply to that arch */
+	const char *description;
+};
+extern const struct knob_def knob_defs[K_NR];
+
+struct op_def { const char *name; int nargs; };
+extern const struct op_def op_defs[OP_NR];
+extern const char *const violation_names[V_NR];
+extern const char *const arch_names[ARCH_NR];
+
+/* ---- geometry: data, not code ---- */
+enum entry_kind { E_EMPTY, E_TABLE, E_LEAF };
+
+struct level_geom {
+	const char *name;
+	uint8_t shift;        /* VA bits below one entry of this level */
+	uint16_t entries;     /* entries per table (1 when folded) */
+	uint32_t table_bytes; /* bytes of one table; 0 when folded */
+	bool folded;
+	bool leaf_ok;         /* host leaves (THP / hugetlb) may live here */
+};
+
+struct entry_fmt {
+	uint64_t (*empty)(int level);
+	uint64_t (*table)(int level, uint64_t phys);
+	uint64_t (*leaf)(int level, uint64_t phys, bool write);
+	enum entry_kind (*kind)(int level, uint64_t e);
+	uint64_t (*addr)(int level, uint64_t e);
+};
+
+struct geom {
+	int nlevels;                 /* index nlevels-1 is the page level */
+	struct level_geom lv[MAX_LEVELS];
+	const struct entry_fmt *fmt;
+	uint64_t page_size;
+};
+
+/* ---- table pool ---- */
+enum { H_FREE, H_ALLOC, H_PENDING };
+struct tref { int32_t blk; uint8_t half; uint32_t gen; };
+#define TREF_NONE ((struct tref){ -1, 0, 0 })
+
+struct block {
+	uint64_t *mem;
+	uint32_t gen[2];
+	uint8_t pages;      /* 4K pages in this block: 1, or 4 for a CRST */
+	uint8_t used;
+	uint8_t half[2];    /* H_*; a whole-page table uses half 0 */
+	uint8_t frag;       /* 2K-fragment page */
+	uint8_t pgste;      /* full page with PGSTEs in the upper 2K */
+	uint8_t active;     /* pte_free_defer: freed halves wait for RCU */
+	uint8_t listed;     /* on its mm's fragment reuse list */
+	uint8_t linked[2];  /* currently linked into a live page table */
+	int8_t level[2];
+	int16_t mm[2];      /* owning mm, -1 for gmap / stage-2 tables */
+	int32_t next_free;
+	int32_t list_next, list_prev;
+};
+
+/* ---- data pages ---- */
+struct compound {
+	uint64_t nr;      /* 4K pages in the compound */
+	int64_t mapcount; /* maintained by the kernel paths */
+	int64_t live;     /* maintained by the oracle: leaves in linked tables */
+	uint8_t freed;
+};
+#define PFN_SHIFT_COMPOUND 19
+
+/* ---- processes, mms, VMAs ---- */
+enum { VMA_THP = 1, VMA_HUGETLB_PMD = 2, VMA_HUGETLB_PUD = 4, VMA_NOHUGE = 8 };
+struct vma { uint64_t start, end; uint32_t flags; };
+
+struct pgtable {
+	int top;          /* level index of the top table */
+	struct tref root;
+	int16_t mm;       /* owning mm, -1 for gmap/stage-2 */
+};
+
+struct mm {
+	bool used;
+	int users;        /* mm_users */
+	int count;        /* mm_count: actors and VMs that still point at it */
+	bool dead;        /* exit_mmap has run */
+	struct pgtable pgt;
+	uint64_t asce_limit;
+	bool alloc_pgste, has_pgste, def_nohuge;
+	struct vma *vmas;
+	int nvma;
+	int32_t frag_list;  /* head block of the fragment reuse list */
+	int n_frag_tables;  /* 2K PTE tables owned (oracle) */
+};
+
+struct proc { bool exists; int mm; bool tif_pgste; };
+
+enum actor_kind { A_NONE, A_WALK, A_RMAP, A_GFAULT };
+struct cpu {
+	int rcu_nest;
+	uint64_t section;   /* id of the current (or last) outermost section */
+	enum actor_kind actor;
+	/* walk */
+	int mm;
+	uint64_t addr;
+	int level;
+	struct tref tbl;
+	bool walk_done;
+	/* rmap */
+	struct tref pmd_tbl;
+	int pmd_level;
+	uint32_t pmd_idx;
+	uint64_t pmd_seen;
+	/* guest fault */
+	int vm;
+	uint64_t gpa, hva, size;
+	uint64_t pfn;
+	uint64_t seq;
+	bool holds_mm, write;
+};
+
+struct memslot { bool used; uint64_t gpa, hva, len; };
+
+struct gmap_link { uint64_t gaddr, vmaddr; };
+
+struct vm {
+	bool used;
+	int mm;
+	struct pgtable s2;     /* gmap (s390) or stage 2 / TDP */
+	bool root_freed;       /* release freed the root (arm64/x86) */
+	struct geom geom;      /* stage-2 geometry */
+	int start_level, pgd_pages;
+	uint64_t invalidate_seq;
+	int invalidate_in_progress;
+	struct memslot slots[MAX_SLOTS];
+	struct gmap_link *links; /* s390 host_to_guest */
+	int nlinks, caplinks;
+	int faults_in_flight;
+};
+
+/* ---- RCU ---- */
+enum cb_kind { CB_FRAG_PENDING, CB_FREE_BLOCK };
+struct rcu_cb {
+	enum cb_kind kind;
+	int32_t blk;
+	uint8_t half;
+	uint64_t wait_section[MAX_CPUS]; /* 0: no wait on that cpu */
+};
+
+/* ---- --steps events ---- */
+enum event {
+	EV_TABLE_ALLOC, EV_TABLE_FREE, EV_TABLE_RCU, EV_TABLE_DEFER, EV_RCU_RUN,
+	EV_LEAF_SET, EV_LEAF_ZAP, EV_DATA_FREE, EV_UPGRADE, EV_GMAP_LINK,
+	EV_GMAP_UNLINK, EV_NOTIFY, EV_RESTART, EV_PGSTE, EV_S2_LEAF, EV_S2_ZAP,
+	EV_NR
+};
+struct event_rec { uint32_t op; uint32_t type; uint64_t a, b, c, d; };
+
+struct stats {
+	uint64_t pages_in_use, pages_peak;
+	uint64_t tables_allocated, tables_freed, rcu_callbacks;
+	uint64_t data_pages, data_pages_peak;
+	uint64_t results[64]; /* by -errno */
+};
+
+struct engine {
+	enum arch arch;
+	int knob[K_NR];
+	struct geom geom;
+	uint64_t task_size, stack_top;
+	uint64_t max_table_pages;
+
+	struct block *blocks;
+	int32_t nblocks, capblocks, free_blocks;
+
+	struct compound *cpd;
+	uint64_t ncpd, capcpd;
+
+	struct proc procs[MAX_PIDS];
+	struct mm mms[MAX_MMS];
+	struct cpu cpus[MAX_CPUS + 1]; /* the last one runs synchronous guest_fault */
+	struct vm vms[MAX_VMS];
+	bool sysctl_pgste;
+	uint64_t next_section;
+
+	struct rcu_cb *cbs;
+	size_t ncbs, capcbs;
+
+	const uint8_t *const *elfs;
+	const size_t *elf_lens;
+	int nelfs;
+
+	/* the current operation and the first violation */
+	uint32_t op_index;
+	enum violation viol;
+	uint32_t viol_op;
+	char viol_msg[256];
+
+	bool steps;
+	struct event_rec *events;
+	size_t nevents, capevents;
+
+	struct stats st;
+};
+
+/* engine.c */
+int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t *config);
+void ptf_fini(struct engine *e);
+int ptf_step(struct engine *e, const uint64_t *op);
+int ptf_finish(struct engine *e, bool teardown);
+uint64_t ptf_digest(struct engine *e);
+void violate(struct engine *e, enum violation v, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void emit(struct engine *e, enum event t, uint64_t a, uint64_t b, uint64_t c, uint64_t d);
+
+/* pool.c: table pages, data pages */
+int table_alloc(struct engine *e, int mm, int level, int pages, struct tref *out);
+void block_release(struct engine *e, int32_t blk);
+uint64_t *tref_mem(struct engine *e, struct tref t);
+uint64_t *tref_deref(struct engine *e, struct tref t, const char *who);
+struct tref tref_from_phys(struct engine *e, uint64_t phys);
+uint64_t tref_phys(struct tref t);
+bool tref_alive(struct engine *e, struct tref t);
+uint64_t data_alloc(struct engine *e, uint64_t nr);
+struct compound *data_lookup(struct engine *e, uint64_t pfn);
+void data_put(struct engine *e, uint64_t pfn);
+void entry_write(struct engine *e, struct tref t, int level, uint32_t idx, uint64_t val);
+void table_set_linked(struct engine *e, struct tref t, bool linked);
+
+/* rcu.c */
+void rcu_enter(struct engine *e, int cpu);
+void rcu_exit(struct engine *e, int cpu);
+void call_rcu_table(struct engine *e, enum cb_kind kind, int32_t blk, int half);
+void rcu_gp(struct engine *e, bool drain);
+
+/* geom.c, walk.c */
+int geom_stage1(struct geom *g, enum arch arch, const uint64_t *config);
+struct walk_ctx;
+typedef int (*walk_fn)(struct walk_ctx *ctx, unsigned visit);
+enum { WALK_LEAF = 1, WALK_TABLE_PRE = 2, WALK_TABLE_POST = 4 };
+struct walker { walk_fn cb; void *arg; unsigned flags; };
+struct walk_ctx {
+	struct engine *e;
+	struct pgtable *pgt;
+	const struct geom *g;
+	struct tref tbl;     /* table holding the entry */
+	uint32_t idx;
+	int level;
+	uint64_t addr;       /* first VA the entry maps */
+	uint64_t end;        /* end of the walk */
+	uint64_t old;        /* entry value when visited */
+	void *arg;
+};
+int pt_walk(struct engine *e, struct pgtable *pgt, const struct geom *g,
+	    uint64_t addr, uint64_t end, struct walker *w);
+uint64_t level_size(const struct geom *g, int level);
+int child_level(const struct geom *g, int level);
+int level_for_size(const struct geom *g, uint64_t size);
+uint64_t entry_get(struct engine *e, struct tref t, uint32_t idx);
+
+/* mm.c */
+int mm_new(struct engine *e, bool alloc_pgste, int *out);
+void mm_get(struct engine *e, int mm);
+void mm_put_users(struct engine *e, int mm);
+void mm_drop(struct engine *e, int mm);
+struct vma *vma_find(struct mm *m, uint64_t addr);
+int do_fault(struct engine *e, int mm, uint64_t addr, bool write, uint64_t *pfn, uint64_t *size);
+int do_split(struct engine *e, int mm, uint64_t addr);
+int unmap_range(struct engine *e, int mm, uint64_t start, uint64_t end, bool free_tables);
+uint64_t host_entry_at(struct engine *e, int mm, uint64_t addr, int level, struct tref *tbl, uint32_t *idx);
+int host_lookup(struct engine *e, int mm, uint64_t addr, int *level, uint64_t *pfn, struct tref *tbl, uint32_t *idx);
+int op_mm(struct engine *e, const uint64_t *op);
+int op_exec(struct engine *e, int pid, int64_t elf);
+int op_actor(struct engine *e, const uint64_t *op);
+void actors_abandon(struct engine *e);
+void pte_table_free(struct engine *e, int mm, struct tref t, uint64_t vmaddr, bool defer);
+void crst_free(struct engine *e, int mm, struct tref t);
+
+/* s390.c */
+int s390_pte_alloc(struct engine *e, int mm, struct tref *out);
+void s390_pte_free(struct engine *e, int mm, struct tref t, bool rcu, bool defer);
+void s390_rcu_done(struct engine *e, int32_t blk, int half);
+int s390_upgrade(struct engine *e, int mm, uint64_t end);
+int s390_enable_sie(struct engine *e, int mm);
+void gmap_unlink_table(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
+int gmap_create(struct engine *e, struct vm *v);
+int gmap_link(struct engine *e, struct vm *v, uint64_t gaddr, uint64_t vmaddr);
+void gmap_unmap(struct engine *e, struct vm *v, uint64_t gaddr, uint64_t len);
+void gmap_destroy(struct engine *e, struct vm *v);
+int s390_frag_check(struct engine *e);
+int gmap_check(struct engine *e);
+
+/* kvm.c */
+int op_kvm(struct engine *e, const uint64_t *op);
+void kvm_notify_range(struct engine *e, int mm, uint64_t start, uint64_t end);
+void kvm_release(struct engine *e, int mm);
+void kvm_abort_faults(struct engine *e);
+void kvm_destroy_all(struct engine *e);
+
+/* elf.c */
+struct elf_info { int machine; bool big_endian; bool pgste; int type; };
+int elf_parse(const uint8_t *buf, size_t len, int want_machine, bool big_endian, struct elf_info *out);
+
+#endif

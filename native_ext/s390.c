@@ -1,0 +1,470 @@
+/* s390.c: 2K page-table fragments, PGSTE tables, ASCE upgrade, s390_enable_sie and the classic gmap. */
+#include <stdlib.h>
+#include <string.h>
+#include "ptf.h"
+
+enum { R1, R2, R3, SEG, PTE };
+#define SEG_SIZE (1ull << 20)
+#define GMAP_LIMIT (1ull << 42)
+
+/* ---- the per-mm fragment reuse list (mm->context.pgtable_list) ---- */
+
+static void list_del(struct engine *e, int mm, int32_t blk)
+{
+	struct block *b = &e->blocks[blk];
+	if (!b->listed)
+		return;
+	if (b->list_prev >= 0)
+		e->blocks[b->list_prev].list_next = b->list_next;
+	else
+		e->mms[mm].frag_list = b->list_next;
+	if (b->list_next >= 0)
+		e->blocks[b->list_next].list_prev = b->list_prev;
+	b->listed = 0;
+	b->list_next = b->list_prev = -1;
+}
+
+static void list_add(struct engine *e, int mm, int32_t blk, bool tail)
+{
+	struct block *b = &e->blocks[blk];
+	list_del(e, mm, blk);
+	b->listed = 1;
+	if (!tail || e->mms[mm].frag_list < 0) {
+		b->list_prev = -1;
+		b->list_next = e->mms[mm].frag_list;
+		if (b->list_next >= 0)
+			e->blocks[b->list_next].list_prev = blk;
+		e->mms[mm].frag_list = blk;
+		return;
+	}
+	int32_t t = e->mms[mm].frag_list;
+	while (e->blocks[t].list_next >= 0)
+		t = e->blocks[t].list_next;
+	e->blocks[t].list_next = blk;
+	b->list_prev = t;
+	b->list_next = -1;
+}
+
+static void init_pte_half(struct engine *e, struct tref t)
+{
+	uint64_t *m = tref_mem(e, t);
+	for (int i = 0; i < 256; i++)
+		m[i] = 0x400; /* _PAGE_INVALID */
+}
+
+/* page_table_alloc (v6.6): reuse a listed half, else a fresh page. */
+int s390_pte_alloc(struct engine *e, int mm, struct tref *out)
+{
+	struct mm *m = &e->mms[mm];
+	int mode = e->knob[K_PT_ALLOC];
+	bool full = mode == PA_FULL_PAGE || (m->alloc_pgste && mode != PA_FRAGMENTS_ALWAYS);
+	if (!full && m->frag_list >= 0) {
+		int32_t blk = m->frag_list;
+		struct block *b = &e->blocks[blk];
+		unsigned mask = (b->half[0] != H_FREE) | (b->half[1] != H_FREE) << 1;
+		if (mask != 3) {
+			int half = mask & 1;
+			list_del(e, mm, blk);
+			b->half[half] = H_ALLOC;
+			b->mm[half] = (int16_t)mm;
+			b->level[half] = PTE;
+			b->linked[half] = 0;
+			*out = (struct tref){ blk, (uint8_t)half, b->gen[half] };
+			init_pte_half(e, *out);
+			m->n_frag_tables++;
+			e->st.tables_allocated++;
+			emit(e, EV_TABLE_ALLOC, PTE, tref_phys(*out), mm, 2048);
+			return 0;
+		}
+	}
+	int ret = table_alloc(e, mm, PTE, 1, out);
+	if (ret)
+		return ret;
+	struct block *b = &e->blocks[out->blk];
+	if (full) {
+		b->pgste = m->alloc_pgste;
+		if (b->pgste)
+			memset(b->mem + 256, 0, 2048); /* PGSTEs start out zero */
+		emit(e, EV_TABLE_ALLOC, PTE, tref_phys(*out), mm, b->pgste ? 4097 : 4096);
+		return 0;
+	}
+	b->frag = 1;
+	b->half[1] = H_FREE;
+	b->mm[1] = -1;
+	m->n_frag_tables++;
+	list_add(e, mm, out->blk, false);
+	emit(e, EV_TABLE_ALLOC, PTE, tref_phys(*out), mm, 2048);
+	return 0;
+}
+
+static void frag_page_maybe_free(struct engine *e, int32_t blk)
+{
+	struct block *b = &e->blocks[blk];
+	if (b->half[0] != H_FREE || b->half[1] != H_FREE)
+		return;
+	if (b->active) {
+		/* pte_free_defer: the page itself waits a grace period */
+		b->active = 0;
+		call_rcu_table(e, CB_FREE_BLOCK, blk, 0);
+	} else {
+		emit(e, EV_TABLE_FREE, PTE, tref_phys((struct tref){ blk, 0, 0 }), -1, 4096);
+		block_release(e, blk);
+	}
+}
+
+/* A half became reusable: pointers into it are stale from now on. */
+static void half_reusable(struct block *b, int half)
+{
+	if (!b->active)
+		b->gen[half]++;
+}
+
+/* page_table_free (rcu=false), page_table_free_rcu (rcu=true), pte_free_defer (defer=true). */
+void s390_pte_free(struct engine *e, int mm, struct tref t, bool rcu, bool defer)
+{
+	struct block *b = &e->blocks[t.blk];
+	if (!b->used || b->half[t.half] != H_ALLOC) {
+		violate(e, V_DOUBLE_FREE, "page table 0x%llx freed while not allocated",
+			(unsigned long long)tref_phys(t));
+		return;
+	}
+	if (!b->frag) {
+		b->half[0] = H_PENDING;
+		if (rcu) {
+			if (defer)
+				emit(e, EV_TABLE_DEFER, PTE, tref_phys(t), mm, 0);
+			call_rcu_table(e, CB_FREE_BLOCK, t.blk, 0);
+		} else {
+			emit(e, EV_TABLE_FREE, PTE, tref_phys(t), mm, 4096);
+			block_release(e, t.blk);
+		}
+		return;
+	}
+	int h = t.half, other = !h;
+	e->mms[mm].n_frag_tables--;
+	if (defer) {
+		b->active = 1;
+		emit(e, EV_TABLE_DEFER, PTE, tref_phys(t), mm, 0);
+	}
+	b->half[h] = (rcu && !defer) ? H_PENDING : H_FREE;
+	if (b->half[other] == H_ALLOC && !b->active)
+		list_add(e, mm, t.blk, rcu);
+	else
+		list_del(e, mm, t.blk);
+	if (rcu && !defer) {
+		call_rcu_table(e, CB_FRAG_PENDING, t.blk, h);
+		return;
+	}
+	if (!defer)
+		emit(e, EV_TABLE_FREE, PTE, tref_phys(t), mm, 2048);
+	half_reusable(b, h);
+	frag_page_maybe_free(e, t.blk);
+}
+
+/* __tlb_remove_table for a 2K half: the pending bit goes. */
+void s390_rcu_done(struct engine *e, int32_t blk, int half)
+{
+	struct block *b = &e->blocks[blk];
+	if (!b->used || b->half[half] != H_PENDING) {
+		violate(e, V_DOUBLE_FREE, "page-table half 0x%llx released twice",
+			(unsigned long long)tref_phys((struct tref){ blk, (uint8_t)half, 0 }));
+		return;
+	}
+	b->half[half] = H_FREE;
+	half_reusable(b, half);
+	frag_page_maybe_free(e, blk);
+}
+
+/* The fragment oracle: what the bookkeeping says must match the tables that exist. */
+int s390_frag_check(struct engine *e)
+{
+	for (int mm = 0; mm < MAX_MMS; mm++) {
+		struct mm *m = &e->mms[mm];
+		if (!m->used)
+			continue;
+		if (m->alloc_pgste && m->n_frag_tables > 0) {
+			violate(e, V_PGSTE_TABLE_MISSING, "mm %d has alloc_pgste but owns %d 2K page table(s) "
+				"without PGSTE space", mm, m->n_frag_tables);
+			return -1;
+		}
+		int guard = 0;
+		for (int32_t blk = m->frag_list; blk >= 0; blk = e->blocks[blk].list_next) {
+			struct block *b = &e->blocks[blk];
+			int alloc = (b->half[0] == H_ALLOC) + (b->half[1] == H_ALLOC);
+			if (!b->used || !b->frag || b->pgste || b->active || alloc != 1 || ++guard > 1 << 20) {
+				violate(e, V_FRAGMENT_CORRUPT, "mm %d lists page 0x%llx for reuse, but it is %s",
+					mm, (unsigned long long)tref_phys((struct tref){ blk, 0, 0 }),
+					!b->used ? "free" : !b->frag ? "not a fragment page" :
+					alloc == 2 ? "full" : alloc == 0 ? "empty" : "deferred");
+				return -1;
+			}
+		}
+	}
+	return 0;
+}
+
+/* ---- crst_table_upgrade ---- */
+
+int s390_upgrade(struct engine *e, int mm, uint64_t end)
+{
+	struct mm *m = &e->mms[mm];
+	while (end > m->asce_limit && m->pgt.top > R1) {
+		struct tref t;
+		int lvl = m->pgt.top - 1;
+		int ret = table_alloc(e, mm, lvl, 4, &t);
+		if (ret)
+			return ret;
+		entry_write(e, t, lvl, 0, e->geom.fmt->table(lvl, tref_phys(m->pgt.root)));
+		table_set_linked(e, t, true);
+		m->pgt.root = t;
+		m->pgt.top = lvl;
+		m->asce_limit = lvl == R2 ? 1ull << 53 : e->task_size;
+		emit(e, EV_UPGRADE, mm, 5 - lvl, tref_phys(t), m->asce_limit);
+	}
+	return 0;
+}
+
+/* ---- s390_enable_sie ---- */
+
+struct convert_arg { int mm; int ret; };
+
+/* page_table_realloc (v3.15-v4.5): replace each 2K table by a 4K pgste table, in place. */
+static int convert_visit(struct walk_ctx *ctx, unsigned visit)
+{
+	struct convert_arg *a = ctx->arg;
+	struct engine *e = ctx->e;
+	(void)visit;
+	if (ctx->level != SEG || e->geom.fmt->kind(SEG, ctx->old) != E_TABLE)
+		return 0;
+	struct tref old = tref_from_phys(e, e->geom.fmt->addr(SEG, ctx->old));
+	if (!e->blocks[old.blk].frag)
+		return 0; /* already a full page */
+	struct tref nt;
+	int ret = s390_pte_alloc(e, a->mm, &nt);
+	if (ret) {
+		a->ret = ret;
+		return ret;
+	}
+	uint64_t *src = tref_mem(e, old);
+	for (uint32_t i = 0; i < 256; i++)
+		entry_write(e, nt, PTE, i, src[i]);
+	entry_write(e, ctx->tbl, SEG, ctx->idx, e->geom.fmt->table(SEG, tref_phys(nt)));
+	table_set_linked(e, old, false);
+	table_set_linked(e, nt, true);
+	pte_table_free(e, a->mm, old, ctx->addr, false);
+	return e->viol ? -EFAULT : 0;
+}
+
+int s390_enable_sie(struct engine *e, int mm)
+{
+	struct mm *m = &e->mms[mm];
+	if (m->has_pgste)
+		return 0;
+	if (!m->alloc_pgste) {
+		if (e->knob[K_PGSTE_DECISION] != PD_CONVERT_LATE)
+			return -EINVAL;
+		m->alloc_pgste = true;
+		struct convert_arg a = { mm, 0 };
+		struct walker w = { convert_visit, &a, WALK_TABLE_PRE };
+		pt_walk(e, &m->pgt, &e->geom, 0, e->task_size, &w);
+		emit(e, EV_PGSTE, mm, 2, 0, 0);
+		if (a.ret)
+			return a.ret;
+	}
+	m->has_pgste = true;
+	if (e->knob[K_THP_IN_PGSTE] == 0) {
+		/* thp_split_mm: every VMA NOHUGEPAGE, every huge PMD split */
+		m->def_nohuge = true;
+		for (int i = 0; i < m->nvma && !e->viol; i++) {
+			struct vma *v = &m->vmas[i];
+			if (v->flags & (VMA_HUGETLB_PMD | VMA_HUGETLB_PUD))
+				continue;
+			v->flags = (v->flags | VMA_NOHUGE) & ~VMA_THP;
+			for (uint64_t a = v->start & ~(SEG_SIZE - 1); a < v->end && !e->viol; a += SEG_SIZE)
+				do_split(e, mm, a < v->start ? v->start : a);
+		}
+	}
+	return 0;
+}
+
+/* ---- the gmap: guest segment entries point at the host's PTE tables ---- */
+
+int gmap_create(struct engine *e, struct vm *v)
+{
+	v->geom = e->geom;
+	v->geom.nlevels = 4; /* the segment level is the gmap's last: its entries are host tables */
+	v->s2.top = R3;
+	v->s2.mm = -1;
+	int ret = table_alloc(e, -1, R3, 4, &v->s2.root);
+	if (!ret)
+		emit(e, EV_TABLE_ALLOC, R3, tref_phys(v->s2.root), -1, 0);
+	return ret;
+}
+
+static int link_add(struct vm *v, uint64_t gaddr, uint64_t vmaddr)
+{
+	if (v->nlinks == v->caplinks) {
+		int n = v->caplinks ? v->caplinks * 2 : 16;
+		struct gmap_link *p = realloc(v->links, (size_t)n * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		v->links = p;
+		v->caplinks = n;
+	}
+	v->links[v->nlinks++] = (struct gmap_link){ gaddr, vmaddr };
+	return 0;
+}
+
+/* The gmap segment entry for gaddr, allocating the segment table when asked. */
+static int gmap_seg_entry(struct engine *e, struct vm *v, uint64_t gaddr, bool alloc,
+			  struct tref *tbl, uint32_t *idx)
+{
+	const struct entry_fmt *f = e->geom.fmt;
+	uint32_t r3 = (uint32_t)(gaddr >> 31) & 2047;
+	uint64_t re = entry_get(e, v->s2.root, r3);
+	if (f->kind(R3, re) != E_TABLE) {
+		if (!alloc)
+			return -ENOENT;
+		struct tref t;
+		int ret = table_alloc(e, -1, SEG, 4, &t);
+		if (ret)
+			return ret;
+		emit(e, EV_TABLE_ALLOC, SEG, tref_phys(t), -1, 0);
+		entry_write(e, v->s2.root, R3, r3, f->table(R3, tref_phys(t)));
+		re = entry_get(e, v->s2.root, r3);
+	}
+	*tbl = tref_from_phys(e, f->addr(R3, re));
+	*idx = (uint32_t)(gaddr >> 20) & 2047;
+	return 0;
+}
+
+/* __gmap_link */
+int gmap_link(struct engine *e, struct vm *v, uint64_t gaddr, uint64_t vmaddr)
+{
+	const struct entry_fmt *f = e->geom.fmt;
+	gaddr &= ~(SEG_SIZE - 1);
+	vmaddr &= ~(SEG_SIZE - 1);
+	int lvl;
+	struct tref ht;
+	uint32_t hidx;
+	int k = host_lookup(e, v->mm, vmaddr, &lvl, NULL, &ht, &hidx);
+	if (k == E_LEAF && lvl <= SEG)
+		return -EFAULT; /* large pmds/puds cannot be handled */
+	if (lvl < SEG)
+		return -EAGAIN; /* the host table vanished since the fault: retry */
+	struct tref st;
+	uint32_t sidx;
+	int ret = gmap_seg_entry(e, v, gaddr, true, &st, &sidx);
+	if (ret)
+		return ret;
+	if (f->kind(SEG, entry_get(e, st, sidx)) != E_EMPTY)
+		return 0;
+	uint64_t hseg = host_entry_at(e, v->mm, vmaddr, SEG, NULL, NULL);
+	if (f->kind(SEG, hseg) != E_TABLE)
+		return -EAGAIN;
+	ret = link_add(v, gaddr, vmaddr);
+	if (ret)
+		return ret;
+	entry_write(e, st, SEG, sidx, hseg);
+	emit(e, EV_GMAP_LINK, gaddr, vmaddr, f->addr(SEG, hseg), (uint64_t)(v - e->vms));
+	return 0;
+}
+
+static void gmap_clear_link(struct engine *e, struct vm *v, int i)
+{
+	struct tref st;
+	uint32_t sidx;
+	if (gmap_seg_entry(e, v, v->links[i].gaddr, false, &st, &sidx) == 0)
+		entry_write(e, st, SEG, sidx, e->geom.fmt->empty(SEG));
+	emit(e, EV_GMAP_UNLINK, v->links[i].gaddr, v->links[i].vmaddr, 0, (uint64_t)(v - e->vms));
+	v->links[i] = v->links[--v->nlinks];
+}
+
+/* gmap_unlink: every gmap of the mm forgets the segment whose host table goes away. */
+void gmap_unlink_table(struct engine *e, int mm, struct tref t, uint64_t vmaddr)
+{
+	(void)t;
+	vmaddr &= ~(SEG_SIZE - 1);
+	for (int vi = 0; vi < MAX_VMS; vi++) {
+		struct vm *v = &e->vms[vi];
+		if (!v->used || v->mm != mm)
+			continue;
+		for (int i = v->nlinks - 1; i >= 0; i--)
+			if (v->links[i].vmaddr == vmaddr)
+				gmap_clear_link(e, v, i);
+	}
+}
+
+void gmap_unmap(struct engine *e, struct vm *v, uint64_t gaddr, uint64_t len)
+{
+	for (int i = v->nlinks - 1; i >= 0; i--)
+		if (v->links[i].gaddr >= gaddr && v->links[i].gaddr < gaddr + len)
+			gmap_clear_link(e, v, i);
+}
+
+static int gmap_free_visit(struct walk_ctx *ctx, unsigned visit)
+{
+	(void)visit;
+	struct engine *e = ctx->e;
+	struct tref t = tref_from_phys(e, e->geom.fmt->addr(ctx->level, ctx->old));
+	entry_write(e, ctx->tbl, ctx->level, ctx->idx, e->geom.fmt->empty(ctx->level));
+	emit(e, EV_TABLE_FREE, SEG, tref_phys(t), -1, 0);
+	e->st.tables_freed++;
+	block_release(e, t.blk);
+	return 0;
+}
+
+/* gmap_remove: the gmap's own tables are freed at once, as gmap_free does. */
+void gmap_destroy(struct engine *e, struct vm *v)
+{
+	while (v->nlinks)
+		gmap_clear_link(e, v, v->nlinks - 1);
+	struct walker w = { gmap_free_visit, NULL, WALK_TABLE_POST };
+	pt_walk(e, &v->s2, &v->geom, 0, GMAP_LIMIT, &w);
+	emit(e, EV_TABLE_FREE, R3, tref_phys(v->s2.root), -1, 0);
+	e->st.tables_freed++;
+	block_release(e, v->s2.root.blk);
+	v->s2.root = TREF_NONE;
+	free(v->links);
+	v->links = NULL;
+	v->nlinks = v->caplinks = 0;
+}
+
+/* The gmap oracle: each linked guest segment shares the host's current table for its segment. */
+int gmap_check(struct engine *e)
+{
+	const struct entry_fmt *f = e->geom.fmt;
+	for (int vi = 0; vi < MAX_VMS; vi++) {
+		struct vm *v = &e->vms[vi];
+		if (!v->used)
+			continue;
+		for (int i = 0; i < v->nlinks; i++) {
+			struct tref st;
+			uint32_t sidx;
+			if (gmap_seg_entry(e, v, v->links[i].gaddr, false, &st, &sidx))
+				continue;
+			uint64_t ge = entry_get(e, st, sidx);
+			if (f->kind(SEG, ge) != E_TABLE)
+				continue;
+			struct tref gt = tref_from_phys(e, f->addr(SEG, ge));
+			struct block *b = gt.blk >= 0 ? &e->blocks[gt.blk] : NULL;
+			bool live = b && b->used && b->half[gt.half] == H_ALLOC;
+			struct tref ht = TREF_NONE;
+			uint32_t hidx;
+			int lvl = -1;
+			int k = e->mms[v->mm].used && !e->mms[v->mm].dead ?
+				host_lookup(e, v->mm, v->links[i].vmaddr, &lvl, NULL, &ht, &hidx) : E_EMPTY;
+			(void)k;
+			bool same = lvl == PTE && ht.blk == gt.blk && ht.half == gt.half;
+			if (!live || !same) {
+				violate(e, V_GMAP_DANGLING, "vm %d guest segment 0x%llx points at page table 0x%llx, "
+					"which %s the host's table for hva 0x%llx", vi,
+					(unsigned long long)v->links[i].gaddr, (unsigned long long)tref_phys(gt),
+					live ? "is no longer" : "has been freed and is not",
+					(unsigned long long)v->links[i].vmaddr);
+				return -1;
+			}
+		}
+	}
+	return 0;
+}

@@ -1,0 +1,62 @@
+/* tables.c: the names the trace format and the CLI share with the engine. */
+#include "ptf.h"
+
+const char *const arch_names[ARCH_NR] = { "s390", "arm64", "x86_64" };
+
+const struct op_def op_defs[OP_NR] = {
+	{ "sysctl_allocate_pgste", 1 }, { "exec", 2 }, { "fork", 2 }, { "exit", 1 },
+	{ "mmap", 4 }, { "munmap", 3 }, { "madvise", 4 }, { "fault", 3 },
+	{ "split", 2 }, { "rcu_lock", 1 }, { "rcu_unlock", 1 }, { "rcu_gp", 0 },
+	{ "walk_begin", 3 }, { "walk_step", 1 }, { "walk_end", 1 },
+	{ "rmap_begin", 3 }, { "rmap_commit", 1 }, { "vm_create", 3 },
+	{ "memslot", 5 }, { "guest_fault", 3 }, { "guest_fault_begin", 4 },
+	{ "guest_fault_commit", 1 }, { "vm_destroy", 1 },
+};
+
+const char *const violation_names[V_NR] = {
+	"none", "uaf-table", "double-free", "table-leak", "fragment-corrupt",
+	"pgste-table-missing", "gmap-dangling", "lost-update", "freed-page-mapped",
+	"stage2-block-illegal", "stage2-oversize", "stage2-stale",
+	"stage2-after-release", "engine-assert",
+};
+
+#define ALL { 0, 0, 0 }
+#define S390_ONLY { 0, -1, -1 }
+#define KVM_ARCHES { -1, 0, 0 }
+#define ARM64_ONLY { -1, 0, -1 }
+
+const struct knob_def knob_defs[K_NR] = {
+	[K_TABLE_FREE] = { "mm.table_free", { "rcu", "immediate" }, ALL,
+		"immediate: tables removed from a live mm go straight back to the pool "
+		"(no MMU_GATHER_RCU_TABLE_FREE); unsafe with lockless walkers and rmap" },
+	[K_PMD_RECHECK] = { "mm.pmd_recheck", { "yes", "no" }, ALL,
+		"no: rmap commit writes into whatever table it found at begin (pre-v6.5 "
+		"shape); unsafe with collapse or table replacement" },
+	[K_PGSTE_DECISION] = { "s390.pgste_decision",
+		{ "elf-restart", "sysctl-only", "elf-no-restart", "convert-late" }, S390_ONLY,
+		"sysctl-only: only vm.allocate_pgste counts (v4.5-4.11); elf-no-restart: "
+		"the ELF flag is applied to the mm already built; convert-late: vm_create "
+		"converts existing 2K tables to pgste tables in place (v3.15-v4.5)" },
+	[K_PT_ALLOC] = { "s390.pt_alloc", { "fragments", "full-page", "fragments-always" },
+		S390_ONLY,
+		"full-page: every PTE table is a 4K page (v6.7+); fragments-always: even "
+		"pgste mms get 2K fragments (a bug)" },
+	[K_THP_IN_PGSTE] = { "s390.thp_in_pgste_mm", { "forbid", "allow" }, S390_ONLY,
+		"allow: THP stays possible after has_pgste" },
+	[K_DEFER_GMAP_UNLINK] = { "s390.defer_gmap_unlink", { "no", "yes" }, S390_ONLY,
+		"yes: pte_free_defer also does gmap_unlink (the safer design discussed in review)" },
+	[K_INVALIDATE_RETRY] = { "kvm.invalidate_retry", { "seq", "none" }, KVM_ARCHES,
+		"none: commit installs without checking mmu_invalidate_seq/in_progress" },
+	[K_FAULT_HOLDS_MM] = { "kvm.fault_holds_mm", { "yes", "no" }, KVM_ARCHES,
+		"no: an in-flight guest fault does not keep exit_mmap from running" },
+	[K_RELEASE_CHECK] = { "kvm.release_check", { "root", "none" }, { -1, 1, 0 },
+		"none: commit does not check that the stage-2 root still exists "
+		"(default root on x86_64, none on arm64)" },
+	[K_STAGE2_BLOCK_CHECK] = { "arm64.stage2_block_check",
+		{ "can-map-block-size", "has-pmd", "has-pud", "none" }, ARM64_ONLY,
+		"has-pmd: PUD block iff stage 2 has more than 2 levels; has-pud: iff it has "
+		"4; none: a PUD-size candidate is installed even when stage 2 starts below it" },
+	[K_THP_SIZE] = { "arm64.thp_size", { "walk", "vma-naive" }, ARM64_ONLY,
+		"vma-naive: a 4K candidate in a THP-eligible VMA is mapped as a PMD block "
+		"without walking the host tables" },
+};

@@ -1,0 +1,42 @@
+"""The ptfuzz command line: one Typer app; errors become one line and an exit code here, and only here."""
+import sys
+
+import typer
+
+from ..errors import PtfuzzError
+
+app = typer.Typer(
+    name="ptfuzz",
+    help="Replay and fuzz operation traces against a model of Linux page-table management.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    from . import elf, fuzz, gen, geometry, knobs, minimize, replay, trace  # noqa: F401
+
+
+def main() -> None:
+    _register()
+    try:
+        app(standalone_mode=False)
+    except PtfuzzError as exc:
+        print(f"ptfuzz: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("ptfuzz: aborted", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("ptfuzz: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise

@@ -1,0 +1,34 @@
+"""ptfuzz knobs: the design variants the engine models."""
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..names import KNOBS
+from . import app
+from .common import check_arch, print_json
+
+
+@app.command()
+def knobs(arch: str = typer.Option(None, "--arch", help="Only knobs that apply to this arch."),
+          json_out: bool = typer.Option(False, "--json", help="A JSON list of knobs.")):
+    """Every knob with its values, default, arches and description.
+
+    Examples: ptfuzz knobs --arch s390 ; ptfuzz knobs --json
+    """
+    if arch:
+        check_arch(arch)
+    rows = [k for k in KNOBS if arch is None or arch in k.arches]
+    if json_out:
+        print_json([{"name": k.name, "values": list(k.values),
+                     "default": k.default(arch) if arch else {a: k.default(a) for a in k.arches},
+                     "arches": k.arches, "description": k.description} for k in rows])
+        return
+    table = Table(title="knobs")
+    for col in ("name", "values", "default", "arches", "description"):
+        table.add_column(col, overflow="fold")
+    for k in rows:
+        defaults = {k.default(a) for a in k.arches}
+        default = k.default(arch) if arch else (defaults.pop() if len(defaults) == 1 else
+                                                 ", ".join(f"{a}: {k.default(a)}" for a in k.arches))
+        table.add_row(k.name, " | ".join(k.values), default, ", ".join(k.arches), k.description)
+    Console().print(table)

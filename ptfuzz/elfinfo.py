@@ -1,0 +1,131 @@
+"""ELF inspection with pyelftools: headers, program headers and the s390 exec-time PGSTE decision."""
+import io
+from dataclasses import dataclass, field
+
+from elftools.common.exceptions import ELFError as PyElfError
+from elftools.elf.elffile import ELFFile
+
+from .errors import ElfError
+
+PT_S390_PGSTE = 0x70000000
+PT_LOPROC, PT_HIPROC = 0x70000000, 0x7FFFFFFF
+EM_S390, EM_AARCH64, EM_X86_64 = 22, 183, 62
+ARCH_MACHINE = {"s390": EM_S390, "arm64": EM_AARCH64, "x86_64": EM_X86_64}
+ARCH_BIG_ENDIAN = {"s390": True, "arm64": False, "x86_64": False}
+# pyelftools knows no name for the s390 PGSTE header; the kernel's is this.
+EXTRA_PT_NAMES = {PT_S390_PGSTE: "PT_S390_PGSTE"}
+PT_NAME_TO_NUM = {"PT_NULL": 0, "PT_LOAD": 1, "PT_DYNAMIC": 2, "PT_INTERP": 3, "PT_NOTE": 4, "PT_SHLIB": 5,
+                  "PT_PHDR": 6, "PT_TLS": 7, "PT_GNU_EH_FRAME": 0x6474E550, "PT_GNU_STACK": 0x6474E551,
+                  "PT_GNU_RELRO": 0x6474E552, "PT_GNU_PROPERTY": 0x6474E553}
+
+
+@dataclass
+class ElfReport:
+    path: str
+    elfclass: int
+    endian: str
+    machine: int
+    machine_name: str
+    type: str
+    phdrs: list = field(default_factory=list)
+    pgste_requested: bool = False
+    alloc_pgste: bool = False
+    exec_restarts: int = 0
+    reason: str = ""
+    header_bytes: int = 0  # ELF header plus program header table
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "class": self.elfclass, "endian": self.endian, "machine": self.machine,
+                "machine_name": self.machine_name, "type": self.type, "phdrs": self.phdrs,
+                "pgste_requested": self.pgste_requested, "alloc_pgste": self.alloc_pgste,
+                "exec_restarts": self.exec_restarts, "reason": self.reason}
+
+
+def _ptype_number(p_type) -> int:
+    if isinstance(p_type, int):
+        return p_type
+    return PT_NAME_TO_NUM.get(p_type, -1)
+
+
+def _ptype_name(p_type) -> str:
+    if isinstance(p_type, int):
+        return EXTRA_PT_NAMES.get(p_type, f"0x{p_type:08x}")
+    return str(p_type)
+
+
+def inspect_bytes(data: bytes, path: str, allocate_pgste: bool = False) -> ElfReport:
+    try:
+        elf = ELFFile(io.BytesIO(data))
+        h = elf.header
+        phdrs = []
+        for seg in elf.iter_segments():
+            s = seg.header
+            num = _ptype_number(s["p_type"])
+            phdrs.append({"type": num, "type_name": _ptype_name(s["p_type"]), "offset": s["p_offset"],
+                          "vaddr": s["p_vaddr"], "filesz": s["p_filesz"], "memsz": s["p_memsz"],
+                          "flags": s["p_flags"]})
+    except (PyElfError, ValueError, TypeError, KeyError, EOFError, OverflowError, AttributeError) as exc:
+        raise ElfError(path, f"not a readable ELF file ({exc or type(exc).__name__})") from None
+    except Exception as exc:  # construct's StreamError and friends
+        raise ElfError(path, f"not a readable ELF file ({type(exc).__name__}: {exc})") from None
+    machine_num = h["e_machine"] if isinstance(h["e_machine"], int) else _machine_number(h["e_machine"])
+    report = ElfReport(path=path, elfclass=elf.elfclass, endian="little" if elf.little_endian else "big",
+                       machine=machine_num, machine_name=str(h["e_machine"]), type=str(h["e_type"]),
+                       phdrs=phdrs, header_bytes=h["e_phoff"] + h["e_phnum"] * h["e_phentsize"])
+    decide(report, allocate_pgste)
+    return report
+
+
+def _machine_number(name: str) -> int:
+    return {"EM_S390": EM_S390, "EM_AARCH64": EM_AARCH64, "EM_X86_64": EM_X86_64}.get(name, -1)
+
+
+def decide(r: ElfReport, allocate_pgste: bool) -> None:
+    """arch_elf_pt_proc and init_new_context, for an exec from a process without PGSTEs."""
+    r.pgste_requested = any(p["type"] == PT_S390_PGSTE for p in r.phdrs)
+    if r.machine != EM_S390:
+        r.reason = f"{r.machine_name} is not s390: page tables carry no PGSTEs there"
+        return
+    if allocate_pgste:
+        r.alloc_pgste = True
+        r.reason = ("vm.allocate_pgste=1 gives every new mm PGSTEs, so exec needs no restart"
+                    + (" and the PT_S390_PGSTE header changes nothing" if r.pgste_requested else ""))
+    elif r.pgste_requested:
+        r.alloc_pgste, r.exec_restarts = True, 1
+        r.reason = ("the PT_S390_PGSTE program header makes exec set TIF_PGSTE and restart once, "
+                    "so the new mm allocates page tables with PGSTEs")
+    else:
+        r.reason = "no PT_S390_PGSTE program header and vm.allocate_pgste=0: 2K page tables without PGSTEs"
+
+
+def inspect_file(path, allocate_pgste: bool = False) -> ElfReport:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 20)  # headers live at the front; a 1 MiB prefix holds any sane table
+    except OSError as exc:
+        raise ElfError(path, exc.strerror or str(exc)) from None
+    return inspect_bytes(data, str(path), allocate_pgste)
+
+
+def exec_accepts(data: bytes, arch: str) -> tuple[bool, bool]:
+    """The exec rules of MODEL.md section 5, checked through pyelftools: (accepted, pgste)."""
+    if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] != 2:
+        return False, False
+    # The kernel reads the header in its own byte order whatever EI_DATA says; make pyelftools do the same.
+    data = bytearray(data)
+    data[5] = 2 if ARCH_BIG_ENDIAN[arch] else 1
+    try:
+        elf = ELFFile(io.BytesIO(bytes(data)))
+        h = elf.header
+        machine = h["e_machine"] if isinstance(h["e_machine"], int) else _machine_number(h["e_machine"])
+        if h["e_type"] not in ("ET_EXEC", "ET_DYN") or machine != ARCH_MACHINE[arch]:
+            return False, False
+        if h["e_phentsize"] != 56 or not 1 <= h["e_phnum"] or h["e_phnum"] * 56 > 4096:
+            return False, False
+        if h["e_phoff"] > len(data) or h["e_phnum"] * 56 > len(data) - h["e_phoff"]:
+            return False, False
+        pgste = any(_ptype_number(elf.get_segment(i).header["p_type"]) == PT_S390_PGSTE
+                    for i in range(h["e_phnum"]))
+        return True, pgste
+    except Exception:
+        return False, False

@@ -1,0 +1,68 @@
+"""The high-level API: run a Trace through the C engine and describe the outcome."""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _engine
+from .errors import NotModelledError
+from .names import ARCH_NAMES, VIOLATION_KINDS, Verdict, errno_name, knob_vector
+from .trace import Trace, op_text
+
+MODELLED = {"s390"}
+CONFIG_ORDER = ("granule", "va_bits", "la57", "max_table_pages")
+
+
+@dataclass
+class Violation:
+    kind: str
+    op_index: int
+    op: str
+    message: str
+
+
+@dataclass
+class ReplayResult:
+    arch: str
+    ops: int
+    executed: int
+    verdict: Verdict
+    violation: Violation | None
+    knobs: dict
+    stats: dict
+    digest: str
+    op_results: list[int] | None = None
+    events: list[tuple] | None = field(default=None, repr=False)
+
+    def matches(self, trace: Trace) -> bool:
+        want = trace.expected_kind()
+        got = self.violation.kind if self.violation else None
+        return want == got
+
+
+def config_tuple(trace: Trace) -> tuple:
+    cfg = trace.full_config()
+    return tuple(int(cfg[k]) for k in CONFIG_ORDER)
+
+
+def replay(trace: Trace, knobs: dict | None = None, steps: bool = False, teardown: bool = True) -> ReplayResult:
+    """Run every operation; stop at the first violation; tear down and audit unless told not to."""
+    if trace.arch not in MODELLED:
+        raise NotModelledError(f"arch {trace.arch} is not modelled yet (only {', '.join(sorted(MODELLED))})")
+    effective = {**trace.knobs, **(knobs or {})}
+    ops = np.ascontiguousarray(trace.ops, dtype=np.uint64)
+    out = _engine.run(ARCH_NAMES.index(trace.arch), knob_vector(trace.arch, effective), config_tuple(trace),
+                      tuple(bytes(b) for b in trace.elfs), ops, steps, teardown)
+    violation = None
+    if out["violation"]:
+        idx = out["op_index"]
+        violation = Violation(VIOLATION_KINDS[out["violation"] - 1], idx,
+                              op_text(ops[idx]) if idx < len(ops) else "(teardown)", out["message"])
+    stats = out["stats"]
+    stats["results"] = {errno_name(k): v for k, v in sorted(stats["results"].items(), reverse=True)}
+    return ReplayResult(
+        arch=trace.arch, ops=len(ops), executed=out["executed"],
+        verdict=Verdict.VIOLATION if violation else Verdict.CLEAN, violation=violation,
+        knobs=effective, stats=stats, digest=f"{out['digest']:016x}",
+        op_results=list(np.frombuffer(out["op_results"], dtype=np.int8)) if steps else None,
+        events=out["events"],
+    )

@@ -1,0 +1,114 @@
+"""Rendering: human replay reports, the strace-like --steps log, JSON records and summary tables."""
+from rich.console import Console
+from rich.table import Table
+
+from .engine import ReplayResult
+from .names import errno_name
+from .trace import Trace, op_text
+
+S390_LEVELS = ["region-first", "region-second", "region-third", "segment", "page"]
+EVENT_NAMES = ["table_alloc", "table_free", "table_rcu", "table_defer", "rcu_run", "leaf_set", "leaf_zap",
+               "data_free", "upgrade", "gmap_link", "gmap_unlink", "notify", "exec_restart", "pgste",
+               "s2_leaf", "s2_zap"]
+
+
+def level_name(arch: str, level: int) -> str:
+    if arch == "s390" and 0 <= level < len(S390_LEVELS):
+        return S390_LEVELS[level]
+    return f"L{level}"
+
+
+def describe_event(arch: str, ev: tuple) -> str:
+    _, kind, a, b, c, d = ev
+    name = EVENT_NAMES[kind] if kind < len(EVENT_NAMES) else f"event{kind}"
+    lv = level_name(arch, a) if name in ("table_alloc", "table_free", "table_defer", "leaf_set", "leaf_zap") else ""
+    owner = "gmap" if c == (1 << 64) - 1 or c == 0xFFFFFFFFFFFFFFFF else f"mm {c}"
+    if name == "table_alloc":
+        size = {2048: " (2K fragment)", 4096: " (4K)", 4097: " (4K with PGSTEs)"}.get(d, "")
+        return f"+ table {lv} at {b:#x} for {owner}{size}"
+    if name == "table_free":
+        return f"- table {lv} at {b:#x} freed now"
+    if name == "table_defer":
+        return f"~ table {lv} at {b:#x} freed by pte_free_defer (after a grace period)"
+    if name == "table_rcu":
+        what = "2K half pending" if b == 0 else "table"
+        return f"~ {what} at {a:#x} queued for RCU"
+    if name == "rcu_run":
+        return f"  rcu callback ran for {a:#x}"
+    if name == "leaf_set":
+        return f"+ leaf {lv} va {b:#x} -> pfn {c:#x}"
+    if name == "leaf_zap":
+        return f"- leaf {lv} va {b:#x} (pfn {c:#x}) zapped"
+    if name == "data_free":
+        return f"- data page pfn {a:#x} ({b} x 4K) freed"
+    if name == "upgrade":
+        return f"^ mm {a} upgraded to {b} levels (new top {c:#x}, asce_limit {d:#x})"
+    if name == "gmap_link":
+        return f"+ gmap vm {d}: guest segment {a:#x} -> host table {c:#x} (hva {b:#x})"
+    if name == "gmap_unlink":
+        return f"- gmap vm {d}: guest segment {a:#x} unlinked (hva {b:#x})"
+    if name == "exec_restart":
+        return f"! exec of pid {a} restarts with TIF_PGSTE set (PT_S390_PGSTE)"
+    if name == "pgste":
+        how = {1: "by the ELF flag on the mm already built", 2: "by converting its page tables"}.get(b, "")
+        return f"! mm {a} now allocates PGSTEs {how}"
+    return f"{name} {a:#x} {b:#x} {c:#x} {d:#x}"
+
+
+def steps_lines(trace: Trace, result: ReplayResult) -> list[str]:
+    by_op: dict[int, list[tuple]] = {}
+    for ev in result.events or []:
+        by_op.setdefault(ev[0], []).append(ev)
+    lines = []
+    for i in range(result.executed):
+        r = int(result.op_results[i])
+        lines.append(f"[{i:4d}] {op_text(trace.ops[i])} = {r} {'' if r == 0 else errno_name(r)}".rstrip())
+        lines.extend(f"         {describe_event(trace.arch, ev)}" for ev in by_op.get(i, []))
+        if result.violation and result.violation.op_index == i:
+            lines.append(f"         !! {result.violation.kind}: {result.violation.message}")
+    tail = by_op.get(result.ops, [])
+    if tail:
+        lines.append("[teardown]")
+        lines.extend(f"         {describe_event(trace.arch, ev)}" for ev in tail)
+    if result.violation and result.violation.op_index >= result.executed:
+        lines.append(f"         !! {result.violation.kind}: {result.violation.message}")
+    return lines
+
+
+def json_record(path, trace: Trace, result: ReplayResult) -> dict:
+    v = result.violation
+    return {
+        "trace": str(path),
+        "arch": result.arch,
+        "ops": result.ops,
+        "verdict": result.verdict.value,
+        "violation": None if v is None else {"kind": v.kind, "op_index": v.op_index, "op": v.op, "message": v.message},
+        "expected": trace.expect or {"verdict": "clean"},
+        "matched": result.matches(trace),
+        "knobs": result.knobs,
+        "stats": result.stats,
+        "digest": result.digest,
+    }
+
+
+def human_report(console: Console, path, trace: Trace, result: ReplayResult) -> None:
+    ok = result.matches(trace)
+    status = "[green]PASS[/]" if ok else "[red]FAIL[/]"
+    verdict = result.verdict.value
+    console.print(f"{status} {path}  arch={result.arch} ops={result.ops} verdict={verdict}", highlight=False)
+    if result.violation:
+        v = result.violation
+        console.print(f"     {v.kind} at op {v.op_index}: {v.op}", highlight=False)
+        console.print(f"     {v.message}", highlight=False)
+    if not ok:
+        want = trace.expected_kind() or "clean"
+        console.print(f"     expected {want}", highlight=False)
+
+
+def summary_table(rows: list[tuple]) -> Table:
+    table = Table(title="replay summary")
+    for col in ("trace", "arch", "ops", "verdict", "expected", "result"):
+        table.add_column(col)
+    for path, arch, ops, verdict, expected, ok in rows:
+        table.add_row(str(path), arch, str(ops), verdict, expected, "PASS" if ok else "FAIL")
+    return table

@@ -1,0 +1,370 @@
+"""Trace schema and I/O: msgpack reading with validation, list and packed (numpy) forms, atomic writing, JSON view."""
+import base64
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from .errors import TraceError
+from .names import ARCH_NAMES, KNOB_BY_NAME, OP_NUMBER, OP_WIDTH, OPS, VIOLATION_KINDS
+
+FORMAT = "ptfuzz-trace"
+VERSION = 1
+TOP_KEYS = {"format", "version", "arch", "config", "knobs", "elfs", "ops", "ops_packed", "expect", "meta"}
+U64_MAX = (1 << 64) - 1
+
+# Argument kinds per operation (TRACE.md); their ranges are checked when a file is read.
+ARG_KINDS: dict[str, tuple[str, ...]] = {
+    "sysctl_allocate_pgste": ("bool",),
+    "exec": ("pid", "elf"),
+    "fork": ("pid", "pid"),
+    "exit": ("pid",),
+    "mmap": ("pid", "u64", "u64", "flags"),
+    "munmap": ("pid", "u64", "u64"),
+    "madvise": ("pid", "u64", "u64", "advice"),
+    "fault": ("pid", "u64", "bool"),
+    "split": ("pid", "u64"),
+    "rcu_lock": ("cpu",),
+    "rcu_unlock": ("cpu",),
+    "rcu_gp": (),
+    "walk_begin": ("cpu", "pid", "u64"),
+    "walk_step": ("cpu",),
+    "walk_end": ("cpu",),
+    "rmap_begin": ("cpu", "pid", "u64"),
+    "rmap_commit": ("cpu",),
+    "vm_create": ("vm", "pid", "ipa"),
+    "memslot": ("vm", "slot", "u64", "u64", "u64"),
+    "guest_fault": ("vm", "u64", "bool"),
+    "guest_fault_begin": ("cpu", "vm", "u64", "bool"),
+    "guest_fault_commit": ("cpu",),
+    "vm_destroy": ("vm",),
+}
+KIND_MAX = {"bool": 1, "pid": 63, "cpu": 15, "vm": 15, "slot": 31, "flags": 7, "advice": 3, "u64": U64_MAX}
+KIND_TEXT = {"bool": "0 or 1", "pid": "a pid 0..63", "cpu": "a cpu 0..15", "vm": "a vm 0..15",
+             "slot": "a slot 0..31", "flags": "flags 0..7", "advice": "advice 0..3",
+             "u64": "an integer 0..2^64-1", "ipa": "ipa_bits 0 or 32..52", "elf": "-1 or an index into elfs"}
+
+CONFIG_RULES: dict[str, dict[str, Any]] = {
+    "granule": {"arches": {"arm64"}, "type": int, "values": {4096, 16384, 65536}},
+    "va_bits": {"arches": {"arm64"}, "type": int, "values": {36, 39, 42, 47, 48}},
+    "la57": {"arches": {"x86_64"}, "type": bool, "values": {True, False}},
+    "max_table_pages": {"arches": set(ARCH_NAMES), "type": int, "values": None},
+}
+ARM64_VA_BITS = {4096: {39, 48}, 16384: {36, 47, 48}, 65536: {42, 48}}
+CONFIG_DEFAULTS = {"granule": 4096, "va_bits": 48, "la57": False, "max_table_pages": 262144}
+
+assert [n for n, _ in OPS] == list(ARG_KINDS), "trace schema and engine disagree on the operations"
+assert all(len(ARG_KINDS[n]) == k for n, k in OPS), "trace schema and engine disagree on argument counts"
+
+
+def _column_limits():
+    """Per opcode and argument column: the largest value allowed (unused columns must be 0)."""
+    hi = np.zeros((len(OPS), OP_WIDTH), dtype=np.uint64)
+    for i, (name, _) in enumerate(OPS):
+        hi[i, 0] = U64_MAX
+        for j, kind in enumerate(ARG_KINDS[name], start=1):
+            hi[i, j] = KIND_MAX.get(kind, U64_MAX)
+    return hi
+
+
+_HI = _column_limits()
+_ELF_COL = {i: ARG_KINDS[n].index("elf") + 1 for i, (n, _) in enumerate(OPS) if "elf" in ARG_KINDS[n]}
+_IPA_COL = {i: ARG_KINDS[n].index("ipa") + 1 for i, (n, _) in enumerate(OPS) if "ipa" in ARG_KINDS[n]}
+
+
+@dataclass
+class Trace:
+    arch: str
+    ops: np.ndarray  # (n, 6) uint64: opcode and 5 arguments
+    config: dict = field(default_factory=dict)
+    knobs: dict = field(default_factory=dict)
+    elfs: list = field(default_factory=list)
+    expect: dict | None = None
+    meta: dict | None = None
+    packed: bool = False
+
+    def full_config(self) -> dict:
+        return {**CONFIG_DEFAULTS, **self.config}
+
+    def op_list(self) -> list[list]:
+        return [op_to_list(row) for row in self.ops]
+
+    def expected_kind(self) -> str | None:
+        e = self.expect or {"verdict": "clean"}
+        return e.get("kind") if e.get("verdict") == "violation" else None
+
+
+def op_to_list(row) -> list:
+    code = int(row[0])
+    name = OPS[code][0]
+    args = [int(a) for a in row[1:1 + OPS[code][1]]]
+    if code in _ELF_COL and args[_ELF_COL[code] - 1] == U64_MAX:
+        args[_ELF_COL[code] - 1] = -1
+    return [name, *args]
+
+
+def op_text(row) -> str:
+    name, *args = op_to_list(row)
+    shown = [hex(a) if kind == "u64" and a >= 4096 else str(a) for a, kind in zip(args, ARG_KINDS[name])]
+    return f"{name}({', '.join(shown)})"
+
+
+def ops_from_list(ops: list) -> np.ndarray:
+    """[["mmap", 1, ...], ...] -> (n, 6) uint64; shape errors raise ValueError("ops[i]: ...")."""
+    rows = []
+    append = rows.append
+    for i, op in enumerate(ops):
+        if not isinstance(op, (list, tuple)) or not op or not isinstance(op[0], str):
+            raise ValueError(f"ops[{i}]: an operation is an array starting with its name")
+        name = op[0]
+        code = OP_NUMBER.get(name)
+        if code is None:
+            raise ValueError(f"ops[{i}]: unknown operation {name!r}")
+        args = op[1:]
+        want = OPS[code][1]
+        if len(args) != want:
+            raise ValueError(f'ops[{i}]: "{name}" takes {want} argument{"s" * (want != 1)}, got {len(args)}')
+        for a in args:
+            if type(a) is not int:
+                raise ValueError(f'ops[{i}]: "{name}" arguments must be integers, got {a!r}')
+            if a < 0 or a > U64_MAX:
+                if not (a == -1 and code in _ELF_COL):
+                    raise ValueError(f'ops[{i}]: "{name}" argument {a} is outside 0..2^64-1')
+        row = [code, *[a & U64_MAX for a in args]]
+        row.extend([0] * (OP_WIDTH - len(row)))
+        append(row)
+    if not rows:
+        return np.zeros((0, OP_WIDTH), dtype=np.uint64)
+    return np.array(rows, dtype=np.uint64)
+
+
+def check_ops(arr: np.ndarray, nelfs: int) -> None:
+    """Range checks on the packed form, vectorized; the first bad operation raises ValueError."""
+    if len(arr) == 0:
+        return
+    codes = arr[:, 0]
+    bad = codes >= len(OPS)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"ops[{i}]: unknown opcode {int(codes[i])}")
+    hi = _HI[codes.astype(np.intp)]
+    over = arr > hi
+    for code, col in _ELF_COL.items():
+        rows = codes == code
+        v = arr[:, col]
+        over[:, col] &= ~(rows & (v == U64_MAX))
+        over[:, col] |= rows & (v >= nelfs) & (v != U64_MAX)
+    for code, col in _IPA_COL.items():
+        v = arr[:, col]
+        over[:, col] = (codes == code) & ~((v == 0) | ((v >= 32) & (v <= 52)))
+    if over.any():
+        i = int(np.argmax(over.any(axis=1)))
+        code = int(codes[i])
+        name = OPS[code][0]
+        col = int(np.argmax(over[i]))
+        kinds = ARG_KINDS[name]
+        if col > len(kinds):
+            raise ValueError(f'ops[{i}]: "{name}" unused argument {col} must be 0')
+        kind = kinds[col - 1]
+        value = int(arr[i, col])
+        if kind == "elf" and value == U64_MAX:
+            value = -1
+        raise ValueError(f'ops[{i}]: "{name}" argument {col} is {value}, expected {KIND_TEXT[kind]}')
+
+
+def _check_config(arch: str, config: Any) -> dict:
+    if not isinstance(config, dict):
+        raise ValueError("config: must be a map")
+    for key, value in config.items():
+        rule = CONFIG_RULES.get(key)
+        if rule is None:
+            raise ValueError(f"config: unknown key {key!r}")
+        if arch not in rule["arches"]:
+            raise ValueError(f"config.{key}: does not apply to {arch}")
+        if type(value) is not rule["type"]:
+            raise ValueError(f"config.{key}: must be {rule['type'].__name__}")
+        if rule["values"] is not None and value not in rule["values"]:
+            raise ValueError(f"config.{key}: {value!r} is not one of {sorted(rule['values'])}")
+        if key == "max_table_pages" and not 1 <= value <= 1 << 32:
+            raise ValueError(f"config.max_table_pages: {value} is outside 1..2^32")
+    if arch == "arm64":
+        g = config.get("granule", 4096)
+        v = config.get("va_bits", 48)
+        if v not in ARM64_VA_BITS[g]:
+            raise ValueError(f"config: va_bits {v} is not supported with granule {g}")
+    return dict(config)
+
+
+def check_knobs(arch: str, knobs: Any, where: str = "knobs") -> dict:
+    if not isinstance(knobs, dict):
+        raise ValueError(f"{where}: must be a map")
+    for name, value in knobs.items():
+        k = KNOB_BY_NAME.get(name)
+        if k is None:
+            raise ValueError(f"{where}: unknown knob {name!r}")
+        if arch not in k.arches:
+            raise ValueError(f"{where}.{name}: does not apply to {arch}")
+        if value not in k.values:
+            raise ValueError(f"{where}.{name}: {value!r} is not one of {', '.join(k.values)}")
+    return dict(knobs)
+
+
+def _check_expect(expect: Any) -> dict:
+    if not isinstance(expect, dict) or expect.get("verdict") not in ("clean", "violation"):
+        raise ValueError('expect: must be {"verdict": "clean"} or {"verdict": "violation", "kind": KIND}')
+    if expect["verdict"] == "clean" and set(expect) != {"verdict"}:
+        raise ValueError('expect: a clean verdict takes no other key')
+    if expect["verdict"] == "violation":
+        if set(expect) != {"verdict", "kind"} or expect["kind"] not in VIOLATION_KINDS:
+            raise ValueError(f"expect.kind: must be one of {', '.join(VIOLATION_KINDS)}")
+    return dict(expect)
+
+
+def from_map(doc: Any) -> Trace:
+    """Validate a decoded trace map; ValueError("where: what") on the first problem."""
+    if not isinstance(doc, dict):
+        raise ValueError("a trace is one msgpack map")
+    for key in doc:
+        if key not in TOP_KEYS:
+            raise ValueError(f"unknown top-level key {key!r}")
+    if doc.get("format") != FORMAT:
+        raise ValueError(f'format: must be "{FORMAT}"')
+    if doc.get("version") != VERSION or type(doc.get("version")) is not int:
+        raise ValueError(f"version: must be {VERSION}")
+    arch = doc.get("arch")
+    if arch not in ARCH_NAMES:
+        raise ValueError(f"arch: must be one of {', '.join(ARCH_NAMES)}")
+    config = _check_config(arch, doc.get("config", {}))
+    knobs = check_knobs(arch, doc.get("knobs", {}))
+    elfs = doc.get("elfs", [])
+    if not isinstance(elfs, list) or not all(isinstance(b, bytes) for b in elfs):
+        raise ValueError("elfs: must be an array of bin")
+    if ("ops" in doc) == ("ops_packed" in doc):
+        raise ValueError('exactly one of "ops" and "ops_packed" is required')
+    if "ops" in doc:
+        if not isinstance(doc["ops"], list):
+            raise ValueError("ops: must be an array")
+        ops = ops_from_list(doc["ops"])
+        packed = False
+    else:
+        raw = doc["ops_packed"]
+        if not isinstance(raw, bytes):
+            raise ValueError("ops_packed: must be bin")
+        if len(raw) % (8 * OP_WIDTH):
+            raise ValueError(f"ops_packed: length {len(raw)} is not a multiple of {8 * OP_WIDTH}")
+        ops = np.frombuffer(raw, dtype="<u8").reshape(-1, OP_WIDTH).astype(np.uint64)
+        packed = True
+    check_ops(ops, len(elfs))
+    expect = _check_expect(doc["expect"]) if "expect" in doc else None
+    meta = doc.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        raise ValueError("meta: must be a map")
+    return Trace(arch, ops, config, knobs, list(elfs), expect, meta, packed)
+
+
+def loads(data: bytes, path="<bytes>") -> Trace:
+    # Every declared length is bounded by the bytes that exist, so nothing is allocated on a lie.
+    n = len(data)
+    try:
+        doc = msgpack.unpackb(data, raw=False, strict_map_key=False, max_bin_len=n, max_str_len=n,
+                              max_array_len=n, max_map_len=n, max_ext_len=n)
+    except msgpack.ExtraData:
+        raise TraceError(path, "", "trailing bytes after the trace map") from None
+    except (ValueError, msgpack.UnpackException, RecursionError, TypeError) as exc:
+        what = str(exc) or type(exc).__name__
+        if "depth" in what.lower() or isinstance(exc, (msgpack.StackError, RecursionError)):
+            what = "nested deeper than the format allows"
+        elif isinstance(exc, msgpack.OutOfData) or "incomplete" in what.lower():
+            what = "truncated msgpack"
+        raise TraceError(path, "", f"not a msgpack trace ({what})") from None
+    try:
+        return from_map(doc)
+    except ValueError as exc:
+        where, _, what = str(exc).partition(": ")
+        if not what:
+            where, what = "", where
+        raise TraceError(path, where, what) from None
+
+
+def load(path) -> Trace:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise TraceError(path, "", exc.strerror or str(exc)) from None
+    return loads(data, path)
+
+
+def to_map(trace: Trace, packed: bool | None = None) -> dict:
+    packed = trace.packed if packed is None else packed
+    doc: dict[str, Any] = {"format": FORMAT, "version": VERSION, "arch": trace.arch}
+    if trace.config:
+        doc["config"] = dict(trace.config)
+    if trace.knobs:
+        doc["knobs"] = dict(trace.knobs)
+    if trace.elfs:
+        doc["elfs"] = list(trace.elfs)
+    if packed:
+        doc["ops_packed"] = np.ascontiguousarray(trace.ops, dtype="<u8").tobytes()
+    else:
+        doc["ops"] = trace.op_list()
+    if trace.expect is not None:
+        doc["expect"] = dict(trace.expect)
+    if trace.meta is not None:
+        doc["meta"] = dict(trace.meta)
+    return doc
+
+
+def dumps(trace: Trace, packed: bool | None = None) -> bytes:
+    return msgpack.packb(to_map(trace, packed), use_bin_type=True)
+
+
+def atomic_write(path, data: bytes) -> None:
+    """Write to a temporary file beside the target and rename: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save(trace: Trace, path, packed: bool | None = None) -> None:
+    atomic_write(path, dumps(trace, packed))
+
+
+def to_json_doc(trace: Trace) -> dict:
+    doc = to_map(trace, packed=False)
+    if "elfs" in doc:
+        doc["elfs"] = [{"base64": base64.b64encode(b).decode()} for b in doc["elfs"]]
+    return doc
+
+
+def from_json_doc(doc: Any, path="<json>") -> Trace:
+    try:
+        if isinstance(doc, dict) and "elfs" in doc:
+            elfs = doc["elfs"]
+            if not isinstance(elfs, list) or not all(isinstance(e, dict) and set(e) == {"base64"} for e in elfs):
+                raise ValueError('elfs: each entry must be {"base64": "..."}')
+            try:
+                doc = {**doc, "elfs": [base64.b64decode(e["base64"], validate=True) for e in elfs]}
+            except (ValueError, TypeError):
+                raise ValueError("elfs: invalid base64") from None
+        return from_map(doc)
+    except ValueError as exc:
+        where, _, what = str(exc).partition(": ")
+        if not what:
+            where, what = "", where
+        raise TraceError(path, where, what) from None
