@@ -187,3 +187,54 @@ uint64_t ptf_digest(struct engine *e)
 	}
 	return h;
 }
+
+/* Drive one detector from a deliberately corrupted state (detectors no s390 knob reaches yet). */
+int ptf_selftest(int which)
+{
+	static const int knobs[K_NR];
+	uint64_t config[4] = { 4096, 48, 0, 1024 };
+	struct engine *e = calloc(1, sizeof(*e));
+	struct tref t;
+	int mm, got = -1;
+	if (!e || ptf_init(e, ARCH_S390, knobs, config))
+		goto out;
+	switch (which) {
+	case V_TABLE_LEAK: /* a table nobody owns survives teardown */
+		table_alloc(e, -1, 3, 4, &t);
+		ptf_finish(e, true);
+		break;
+	case V_DOUBLE_FREE:
+		table_alloc(e, -1, 3, 4, &t);
+		block_release(e, t.blk);
+		block_release(e, t.blk);
+		break;
+	case V_FREED_PAGE_MAPPED: { /* a kernel path drops a mapping it never removed */
+		mm_new(e, false, &mm);
+		uint64_t pfn = data_alloc(e, 1);
+		entry_write(e, e->mms[mm].pgt.root, 2, 0, e->geom.fmt->leaf(2, pfn << 12, true));
+		data_lookup(e, pfn)->mapcount = 1;
+		data_put(e, pfn);
+		break;
+	}
+	case V_FRAGMENT_CORRUPT: { /* a full page left on the reuse list */
+		mm_new(e, false, &mm);
+		struct tref a, b;
+		s390_pte_alloc(e, mm, &a);
+		s390_pte_alloc(e, mm, &b);
+		e->blocks[a.blk].listed = 1;
+		e->mms[mm].frag_list = a.blk;
+		s390_frag_check(e);
+		break;
+	}
+	case V_UAF_TABLE:
+		table_alloc(e, -1, 3, 4, &t);
+		block_release(e, t.blk);
+		tref_deref(e, t, "selftest");
+		break;
+	}
+	got = e->viol;
+	ptf_fini(e);
+out:
+	free(e);
+	return got;
+}

@@ -217,7 +217,17 @@ static PyObject *py_geometry(PyObject *self, PyObject *args)
 	return list;
 }
 
+static PyObject *py_selftest(PyObject *self, PyObject *args)
+{
+	int which;
+	(void)self;
+	if (!PyArg_ParseTuple(args, "i", &which))
+		return NULL;
+	return PyLong_FromLong(ptf_selftest(which));
+}
+
 static PyMethodDef methods[] = {
+	{ "selftest", py_selftest, METH_VARARGS, "selftest(kind) -> the violation a corrupted state produces" },
 	{ "geometry", py_geometry, METH_VARARGS, "geometry(arch, config) -> levels" },
 	{ "run", py_run, METH_VARARGS, "run(arch, knobs, config, elfs, ops, steps, teardown) -> dict" },
 	{ "tables", py_tables, METH_NOARGS, "The engine's op, knob, violation and arch tables." },

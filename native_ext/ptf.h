@@ -255,6 +255,7 @@ void ptf_fini(struct engine *e);
 int ptf_step(struct engine *e, const uint64_t *op);
 int ptf_finish(struct engine *e, bool teardown);
 uint64_t ptf_digest(struct engine *e);
+int ptf_selftest(int which);
 void violate(struct engine *e, enum violation v, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void emit(struct engine *e, enum event t, uint64_t a, uint64_t b, uint64_t c, uint64_t d);

@@ -54,8 +54,12 @@ def _ptype_name(p_type) -> str:
 
 
 def inspect_bytes(data: bytes, path: str, allocate_pgste: bool = False) -> ElfReport:
+    return inspect_stream(io.BytesIO(data), path, allocate_pgste)
+
+
+def inspect_stream(stream, path: str, allocate_pgste: bool = False) -> ElfReport:
     try:
-        elf = ELFFile(io.BytesIO(data))
+        elf = ELFFile(stream)
         h = elf.header
         phdrs = []
         for seg in elf.iter_segments():
@@ -100,11 +104,10 @@ def decide(r: ElfReport, allocate_pgste: bool) -> None:
 
 def inspect_file(path, allocate_pgste: bool = False) -> ElfReport:
     try:
-        with open(path, "rb") as f:
-            data = f.read(1 << 20)  # headers live at the front; a 1 MiB prefix holds any sane table
+        with open(path, "rb") as f:  # pyelftools reads lazily: a large binary costs only its headers
+            return inspect_stream(f, str(path), allocate_pgste)
     except OSError as exc:
         raise ElfError(path, exc.strerror or str(exc)) from None
-    return inspect_bytes(data, str(path), allocate_pgste)
 
 
 def exec_accepts(data: bytes, arch: str) -> tuple[bool, bool]:
@@ -112,8 +115,11 @@ def exec_accepts(data: bytes, arch: str) -> tuple[bool, bool]:
     if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] != 2:
         return False, False
     # The kernel reads the header in its own byte order whatever EI_DATA says; make pyelftools do the same.
+    # Nor does it look at section headers: hide them so pyelftools does not chase a truncated table.
     data = bytearray(data)
     data[5] = 2 if ARCH_BIG_ENDIAN[arch] else 1
+    data[40:48] = bytes(8)  # e_shoff
+    data[60:64] = bytes(4)  # e_shnum, e_shstrndx
     try:
         elf = ELFFile(io.BytesIO(bytes(data)))
         h = elf.header

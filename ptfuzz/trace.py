@@ -160,7 +160,8 @@ def check_ops(arr: np.ndarray, nelfs: int) -> None:
         over[:, col] |= rows & (v >= nelfs) & (v != U64_MAX)
     for code, col in _IPA_COL.items():
         v = arr[:, col]
-        over[:, col] = (codes == code) & ~((v == 0) | ((v >= 32) & (v <= 52)))
+        bad_ipa = ~((v == 0) | ((v >= 32) & (v <= 52)))
+        over[:, col] = np.where(codes == code, bad_ipa, over[:, col])
     if over.any():
         i = int(np.argmax(over.any(axis=1)))
         code = int(codes[i])
@@ -327,7 +328,10 @@ def atomic_write(path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 is for the temporary, not for the result
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

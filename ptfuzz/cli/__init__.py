@@ -21,7 +21,7 @@ def _register() -> None:
 def main() -> None:
     _register()
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except PtfuzzError as exc:
         print(f"ptfuzz: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -33,10 +33,10 @@ def main() -> None:
     except KeyboardInterrupt:
         print("ptfuzz: interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
+    except Exception as exc:
+        # Typer's (vendored click) usage errors carry their own message; anything else is a bug in ptfuzz.
+        if callable(getattr(exc, "format_message", None)):
+            print(f"ptfuzz: {exc.format_message()}", file=sys.stderr)
             sys.exit(2)
         raise
+    sys.exit(rc if isinstance(rc, int) else 0)

@@ -35,7 +35,7 @@ def elf_inspect(
 
       ptfuzz elf-inspect tests/fixtures/elf/s390x-pgste.elf --json --emit-trace t.msgpack
     """
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     failed = False
     for i, f in enumerate(files):
         try:

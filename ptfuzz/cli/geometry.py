@@ -58,7 +58,7 @@ def geometry(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64
     if json_out:
         print_json(g)
         return
-    c = Console(highlight=False)
+    c = Console(highlight=False, soft_wrap=True)
     c.print(f"{arch} stage {g['stage']}: {g['levels']} levels, page {g['page_size']} bytes, "
             f"leaf sizes {', '.join(str(s) for s in g['leaf_sizes'])}")
     for lv in g["per_level"]:

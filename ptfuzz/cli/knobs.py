@@ -31,4 +31,4 @@ def knobs(arch: str = typer.Option(None, "--arch", help="Only knobs that apply t
         default = k.default(arch) if arch else (defaults.pop() if len(defaults) == 1 else
                                                  ", ".join(f"{a}: {k.default(a)}" for a in k.arches))
         table.add_row(k.name, " | ".join(k.values), default, ", ".join(k.arches), k.description)
-    Console().print(table)
+    Console(soft_wrap=True).print(table)

@@ -29,7 +29,7 @@ def replay(
 
       ptfuzz replay t.msgpack --knob mm.table_free=immediate --json
     """
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     files = trace_files(paths)
     traces = [(f, tracemod.load(f)) for f in files]  # validate everything before running anything
     rows, all_ok = [], True

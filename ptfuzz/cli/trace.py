@@ -21,7 +21,7 @@ def show(paths: list[Path] = typer.Argument(..., help="Trace files.")):
 
     Example: ptfuzz trace show corpus/seeds/s390/exec-pgste-restart.msgpack
     """
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     for p in paths:
         t = tracemod.load(p)
         console.print(f"{p}: arch {t.arch}, {len(t.ops)} ops ({'packed' if t.packed else 'list'} form)", markup=False)

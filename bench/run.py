@@ -1,0 +1,121 @@
+"""bench/run.py: the BENCH.md figures this build can produce (B1 replay throughput, B5 memory), in one table."""
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from ptfuzz import trace as tracemod  # noqa: E402
+from ptfuzz.engine import MODELLED, replay  # noqa: E402
+from ptfuzz.gen import generate  # noqa: E402
+from ptfuzz.names import OP_NUMBER  # noqa: E402
+
+REPS = int(os.environ.get("BENCH_REPS", "3"))
+B1_OPS = int(os.environ.get("BENCH_B1_OPS", "2000000"))
+PTFUZZ = [sys.executable, "-m", "ptfuzz"]
+
+
+def timed(fn, reps=REPS):
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), min(times), max(times)
+
+
+def child_run(args):
+    """Run a ptfuzz command as a child; wall seconds and the child's peak RSS in bytes."""
+    t0 = time.perf_counter()
+    code = ("import resource,subprocess,sys;"
+            "p=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL);"
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss*1024);sys.exit(p.returncode)")
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT)
+    return time.perf_counter() - t0, int(out.stdout.strip() or 0), out.returncode
+
+
+def b1(arch, tmp):
+    rows = []
+    t = generate(arch, B1_OPS, 1)
+    for form in ("list", "packed"):
+        path = Path(tmp) / f"b1-{arch}-{form}.msgpack"
+        tracemod.save(t, path, packed=form == "packed")
+        med, lo, hi = timed(lambda: child_run([*PTFUZZ, "replay", str(path), "--json"]))
+        rows.append({"id": "B1", "arch": arch, "form": form, "what": "end to end (read, validate, run, audit)",
+                     "ops_per_s": round(B1_OPS / med), "median_s": round(med, 3), "min_s": round(lo, 3),
+                     "max_s": round(hi, 3)})
+    loaded = tracemod.load(Path(tmp) / f"b1-{arch}-packed.msgpack")
+    med, lo, hi = timed(lambda: replay(loaded))
+    rows.append({"id": "B1", "arch": arch, "form": "-", "what": "engine only (run, audit, teardown)",
+                 "ops_per_s": round(B1_OPS / med), "median_s": round(med, 3), "min_s": round(lo, 3),
+                 "max_s": round(hi, 3)})
+    return rows
+
+
+def dense_trace(arch, gib=4):
+    base, length = 0x100000000, gib << 30
+    pages = length >> 12
+    ops = np.zeros((2 + pages, 6), dtype=np.uint64)
+    ops[0] = [OP_NUMBER["exec"], 1, (1 << 64) - 1, 0, 0, 0]
+    ops[1] = [OP_NUMBER["mmap"], 1, base, length, 0, 0]
+    ops[2:, 0] = OP_NUMBER["fault"]
+    ops[2:, 1] = 1
+    ops[2:, 2] = base + (np.arange(pages, dtype=np.uint64) << np.uint64(12))
+    ops[2:, 3] = 1
+    return tracemod.Trace(arch, ops, packed=True), base, length
+
+
+def kernel_table_bytes_s390(base, length):
+    """What Linux spends: 2K PTE tables two to a page, 16K CRSTs; plus the exec stack's tables."""
+    pte_tables = length >> 20
+    seg_tables = len({a >> 31 for a in range(base, base + length, 1 << 20)})
+    stack_pte, stack_seg, r3 = 1, 1, 1
+    pte_pages = -(-(pte_tables + stack_pte) // 2)
+    return pte_pages * 4096 + (seg_tables + stack_seg + r3) * 16384
+
+
+def b5(arch, tmp):
+    t, base, length = dense_trace(arch)
+    path = Path(tmp) / f"b5-{arch}.msgpack"
+    tracemod.save(t, path)
+    secs, rss, rc = child_run([*PTFUZZ, "replay", str(path), "--json"])
+    model = replay(t).stats["page_table_bytes_peak"]
+    kernel = kernel_table_bytes_s390(base, length) if arch == "s390" else None
+    return [{"id": "B5", "arch": arch, "what": "4 GiB of 4K pages, one process", "peak_rss_bytes": rss,
+             "model_table_bytes": model, "kernel_table_bytes": kernel,
+             "rss_target_bytes": int(1.5 * model + (64 << 20)), "rss_within_target": rss <= 1.5 * model + (64 << 20),
+             "model_equals_kernel": model == kernel, "seconds": round(secs, 2)}]
+
+
+def main():
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in sorted(MODELLED):
+            results += b1(arch, tmp)
+            results += b5(arch, tmp)
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    doc = {"machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
+           "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_revision": rev, "reps": REPS,
+           "results": results}
+    tracemod.atomic_write(ROOT / "bench" / "results.json", (json.dumps(doc, indent=1) + "\n").encode())
+    for r in results:
+        if r["id"] == "B1":
+            print(f"B1 {r['arch']:<6} {r['form']:<6} {r['what']:<42} {r['ops_per_s']:>12,} ops/s "
+                  f"(median {r['median_s']}s, {r['min_s']}-{r['max_s']})")
+        else:
+            print(f"B5 {r['arch']:<6} peak RSS {r['peak_rss_bytes'] / 2**20:.1f} MiB "
+                  f"(target {r['rss_target_bytes'] / 2**20:.1f} MiB), model tables {r['model_table_bytes']:,} B, "
+                  f"kernel {r['kernel_table_bytes']:,} B, equal={r['model_equals_kernel']}")
+    print(f"written to {ROOT / 'bench' / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

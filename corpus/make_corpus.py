@@ -1,0 +1,164 @@
+"""make_corpus.py: the hand-written corpus, as source; `make corpus` writes every .msgpack from it."""
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ptfuzz import trace as tracemod  # noqa: E402
+from ptfuzz.gen import s390_elf  # noqa: E402
+from ptfuzz.trace import Trace, ops_from_list  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+K, M, G = 1 << 10, 1 << 20, 1 << 30
+A = 0x10000000  # a quiet place for mappings
+PGSTE_ELF, PLAIN_ELF = s390_elf(True), s390_elf(False)
+BAD_ELF = PLAIN_ELF[:16] + b"\x00\x09" + PLAIN_ELF[18:]  # ET_DYN? no: e_type 9, not executable
+ELFS = [PGSTE_ELF, PLAIN_ELF, BAD_ELF]
+
+# name -> (ops, knobs, expected kind or None, note)
+S390 = {
+    # ---- seeds: clean under the knobs given ----
+    "seeds/s390/exec-plain-4k": ([
+        ["exec", 1, -1], ["mmap", 1, A, 64 * K, 0], ["fault", 1, A, 1], ["fault", 1, A + 4 * K, 0],
+        ["fault", 1, A, 1], ["fault", 1, A + 64 * K, 1], ["munmap", 1, A, 64 * K], ["exit", 1],
+    ], {}, None, "4K faults, an already-mapped fault, a fault outside every VMA (-14), munmap, exit"),
+    "seeds/s390/exec-pgste-restart": ([
+        ["exec", 1, 0], ["vm_create", 0, 1, 0], ["exec", 2, 1], ["vm_create", 1, 2, 0],
+    ], {}, None, "PT_S390_PGSTE restarts exec once and vm_create works; a plain ELF gets 2K tables and vm_create -22"),
+    "seeds/s390/sysctl-allocate-pgste": ([
+        ["sysctl_allocate_pgste", 1], ["exec", 1, 1], ["mmap", 1, A, 1 * M, 0], ["fault", 1, A, 1],
+        ["vm_create", 0, 1, 0], ["sysctl_allocate_pgste", 0],
+    ], {}, None, "vm.allocate_pgste=1 gives a plain binary PGSTE tables"),
+    "seeds/s390/pgste-inherited": ([
+        ["exec", 1, 0], ["fork", 1, 2], ["vm_create", 0, 2, 0], ["exec", 2, 1], ["vm_create", 1, 2, 0],
+        ["fork", 1, 2], ["fork", 9, 3],
+    ], {}, None, "alloc_pgste is inherited by fork and sticky across exec; fork onto a live pid -17, from a dead one -3"),
+    "seeds/s390/asce-upgrade": ([
+        ["exec", 1, -1], ["mmap", 1, 1 << 42, 2 * M, 0], ["fault", 1, (1 << 42) + 4 * K, 1],
+        ["mmap", 1, 1 << 60, 1 * M, 0], ["fault", 1, 1 << 60, 0], ["fork", 1, 2], ["fault", 2, 1 << 60, 1],
+        ["mmap", 1, (1 << 64) - 8 * K, 8 * K, 0], ["munmap", 1, 1 << 60, 1 * M],
+    ], {}, None, "mappings above 4 TiB and 8 PiB upgrade the mm to 4 and 5 levels; fork keeps the level; past TASK_SIZE -12"),
+    "seeds/s390/fragments-reuse": ([
+        ["exec", 1, -1], ["mmap", 1, A, 4 * M, 0], ["fault", 1, A, 1], ["fault", 1, A + M, 1],
+        ["fault", 1, A + 2 * M, 1], ["munmap", 1, A + M, M], ["fault", 1, A + 3 * M, 1], ["rcu_gp"],
+        ["mmap", 1, A + M, M, 0], ["fault", 1, A + M, 1], ["munmap", 1, A, 4 * M],
+    ], {}, None, "2K halves share pages; a freed half waits for RCU before it is reused"),
+    "seeds/s390/thp-collapse-split": ([
+        ["exec", 1, -1], ["mmap", 1, A, 4 * M, 1], ["fault", 1, A, 1], ["split", 1, A],
+        ["madvise", 1, A, 2 * M, 3], ["fault", 1, A + 2 * M, 0], ["madvise", 1, A + 2 * M + 64 * K, 64 * K, 0],
+        ["madvise", 1, A, 4 * M, 2], ["fault", 1, A + 3 * M, 1], ["madvise", 1, A, 4 * M, 1],
+        ["madvise", 1, A, 4 * M, 3], ["split", 1, A + 3 * M], ["munmap", 1, A + 512 * K, 1 * M],
+        ["rcu_gp"],
+    ], {}, None, "THP at segment level: huge fault, split, collapse, DONTNEED inside a THP, NOHUGEPAGE, partial munmap"),
+    "seeds/s390/hugetlb": ([
+        ["exec", 1, -1], ["mmap", 1, A, 2 * M, 2], ["fault", 1, A + 5 * K, 1], ["mmap", 1, 2 * G, 2 * G, 4],
+        ["fault", 1, 2 * G + M, 0], ["mmap", 1, A + 4 * K, 1 * M, 2], ["munmap", 1, A + M, 4 * K],
+        ["split", 1, A], ["munmap", 1, 2 * G, 2 * G],
+    ], {}, None, "hugetlb at segment (1 MiB) and region-third (2 GiB) level; misaligned -22; no split"),
+    "seeds/s390/walker-rcu": ([
+        ["exec", 1, -1], ["mmap", 1, A, M, 0], ["fault", 1, A, 1], ["walk_begin", 0, 1, A],
+        ["walk_step", 0], ["walk_step", 0], ["munmap", 1, A, M], ["rcu_gp"], ["walk_step", 0], ["walk_step", 0],
+        ["walk_step", 0], ["walk_end", 0], ["rcu_gp"], ["walk_step", 0], ["walk_begin", 0, 5, A],
+    ], {}, None, "a lockless walker keeps freed tables alive until its section ends and a grace period passes"),
+    "seeds/s390/rcu-explicit": ([
+        ["exec", 1, -1], ["mmap", 1, A, M, 0], ["fault", 1, A, 1], ["rcu_lock", 3], ["rcu_lock", 3],
+        ["munmap", 1, A, M], ["rcu_gp"], ["rcu_unlock", 3], ["rcu_gp"], ["rcu_unlock", 3], ["rcu_gp"],
+        ["rcu_unlock", 3],
+    ], {}, None, "nested explicit read-side sections hold back callbacks; an unbalanced unlock is -22"),
+    "seeds/s390/rmap": ([
+        ["exec", 1, -1], ["mmap", 1, A, 2 * M, 1], ["fault", 1, A + 2 * M - 4 * K, 1], ["mmap", 1, A + 4 * M, M, 0],
+        ["fault", 1, A + 4 * M, 1], ["rmap_begin", 1, 1, A + 4 * M], ["rmap_commit", 1],
+        ["fault", 1, A + 4 * M, 1], ["rmap_begin", 2, 1, A + 4 * M], ["munmap", 1, A + 4 * M, M],
+        ["rmap_commit", 2], ["rmap_begin", 2, 1, A], ["rmap_commit", 4],
+    ], {}, None, "rmap unmaps a PTE; when the table goes in between, the pmd recheck says -11"),
+    "seeds/s390/rmap-vs-collapse": ([
+        ["exec", 1, -1], ["mmap", 1, A, M, 1], ["madvise", 1, A, M, 2], ["fault", 1, A, 1],
+        ["madvise", 1, A, M, 1], ["rmap_begin", 0, 1, A], ["madvise", 1, A, M, 3], ["rmap_commit", 0], ["rcu_gp"],
+    ], {}, None, "collapse replaces the PTE table under an rmap walker: pmd recheck -11, pte_free_defer waits"),
+    "seeds/s390/gmap": ([
+        ["exec", 1, 0], ["mmap", 1, A, 4 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, A, 2 * M],
+        ["memslot", 0, 1, 2 * M, A + 2 * M, 2 * M], ["guest_fault", 0, 4 * K, 1], ["guest_fault", 0, M, 0],
+        ["guest_fault_begin", 2, 0, 2 * M, 1], ["vm_destroy", 0], ["guest_fault_commit", 2],
+        ["munmap", 1, A, M], ["guest_fault", 0, 0, 1], ["memslot", 0, 1, 0, 0, 0], ["memslot", 0, 2, M, A, M],
+        ["memslot", 0, 3, 8 * M, A + 4 * K, M], ["guest_fault", 0, 64 * M, 0], ["vm_destroy", 0],
+    ], {}, None, "gmap: memslots, guest faults linking host PTE tables, gmap_unlink on munmap, vm_destroy -16 in flight"),
+    "seeds/s390/vm-splits-thp": ([
+        ["exec", 1, 0], ["mmap", 1, A, 2 * M, 1], ["fault", 1, A, 1], ["vm_create", 0, 1, 0],
+        ["madvise", 1, A, 2 * M, 1], ["madvise", 1, A, 2 * M, 3], ["mmap", 1, A + 2 * M, M, 1],
+        ["fault", 1, A + 2 * M, 1], ["memslot", 0, 0, 0, A, 2 * M], ["guest_fault", 0, 0, 1], ["vm_destroy", 0],
+    ], {}, None, "s390_enable_sie splits THPs and marks the mm NOHUGEPAGE; HUGEPAGE is ignored, COLLAPSE -22"),
+    "seeds/s390/exec-errors": ([
+        ["exec", 1, -1], ["mmap", 1, A, M, 0], ["fault", 1, A, 1], ["exec", 1, 2], ["fault", 1, A, 0],
+        ["mmap", 1, A + 1, M, 0], ["mmap", 1, A, 0, 0], ["mmap", 1, A, M, 6], ["munmap", 3, A, M],
+        ["walk_step", 7], ["walk_end", 7], ["rmap_commit", 7], ["guest_fault_commit", 7], ["vm_destroy", 3],
+        ["memslot", 3, 0, 0, A, M], ["split", 1, A + 8 * M], ["exit", 4],
+    ], {}, None, "a malformed ELF is -8 and leaves the old mm; every failed precondition is an errno, not a violation"),
+    "seeds/s390/exit-in-flight": ([
+        ["exec", 1, 0], ["mmap", 1, A, M, 0], ["fault", 1, A, 1], ["walk_begin", 0, 1, A], ["walk_step", 0],
+        ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, A, M], ["guest_fault_begin", 1, 0, 0, 1], ["exit", 1],
+        ["walk_step", 0], ["guest_fault_commit", 1], ["walk_step", 0],
+    ], {}, None, "exit while a walker and a guest fault are in flight: the pgd outlives them (mmdrop)"),
+    "seeds/s390/convert-late-control": ([
+        ["exec", 1, -1], ["mmap", 1, A, 2 * M, 0], ["fault", 1, A, 1], ["fault", 1, A + M, 1],
+        ["rmap_begin", 0, 1, A], ["vm_create", 0, 1, 0], ["rmap_commit", 0], ["memslot", 0, 0, 0, A, 2 * M],
+        ["guest_fault", 0, 0, 1],
+    ], {"s390.pgste_decision": "convert-late"}, None, "safe control: convert-late alone (the pmd recheck catches the swap)"),
+    "seeds/s390/full-page-control": ([
+        ["exec", 1, -1], ["mmap", 1, A, 4 * M, 0], ["fault", 1, A, 1], ["fault", 1, A + M, 1],
+        ["walk_begin", 0, 1, A + M], ["walk_step", 0], ["walk_step", 0], ["munmap", 1, A + M, M],
+        ["walk_step", 0], ["walk_end", 0], ["rcu_gp"], ["exec", 2, 0], ["vm_create", 0, 2, 0],
+    ], {"s390.pt_alloc": "full-page"}, None, "safe control: every PTE table a 4K page (v6.7+)"),
+    "seeds/s390/sysctl-only-control": ([
+        ["exec", 1, 0], ["vm_create", 0, 1, 0], ["sysctl_allocate_pgste", 1], ["exec", 2, 1],
+        ["vm_create", 1, 2, 0],
+    ], {"s390.pgste_decision": "sysctl-only"}, None, "safe control: only the sysctl counts, the ELF header is ignored"),
+    "seeds/s390/defer-gmap-unlink-control": ([
+        ["exec", 1, 0], ["mmap", 1, A, M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, A, M],
+        ["guest_fault", 0, 0, 1], ["madvise", 1, A, M, 1], ["madvise", 1, A, M, 3], ["guest_fault", 0, 0, 1],
+    ], {"s390.defer_gmap_unlink": "yes", "s390.thp_in_pgste_mm": "allow"}, None,
+        "safe control: THP allowed in a pgste mm, but pte_free_defer unlinks the gmap"),
+
+    # ---- regressions: minimal counterexamples for BENCH.md U1-U5 ----
+    "regressions/s390/uaf-table-u1": ([
+        ["exec", 1, -1], ["mmap", 1, A, M, 0], ["fault", 1, A, 1], ["walk_begin", 0, 1, A], ["walk_step", 0],
+        ["munmap", 1, A, M], ["walk_step", 0],
+    ], {"mm.table_free": "immediate"}, "uaf-table",
+        "U1: munmap frees the segment table at once; the walker that loaded its pointer reads freed memory"),
+    "regressions/s390/pgste-table-missing-u2": ([
+        ["exec", 1, 0],
+    ], {"s390.pgste_decision": "elf-no-restart"}, "pgste-table-missing",
+        "U2: the stack page tables exist before binfmt_elf sees PT_S390_PGSTE; flagging the built mm leaves a 2K table"),
+    "regressions/s390/pgste-table-missing-u3": ([
+        ["sysctl_allocate_pgste", 1], ["exec", 1, -1],
+    ], {"s390.pt_alloc": "fragments-always"}, "pgste-table-missing",
+        "U3: a pgste mm handed a 2K fragment has no room for PGSTEs"),
+    "regressions/s390/gmap-dangling-u4": ([
+        ["exec", 1, 0], ["mmap", 1, A, M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, A, M],
+        ["guest_fault", 0, 0, 1], ["madvise", 1, A, M, 1], ["madvise", 1, A, M, 3],
+    ], {"s390.thp_in_pgste_mm": "allow"}, "gmap-dangling",
+        "U4: collapse frees the PTE table through pte_free_defer, which does not gmap_unlink"),
+    "regressions/s390/lost-update-u5": ([
+        ["exec", 1, -1], ["mmap", 1, A, M, 0], ["fault", 1, A, 1], ["rmap_begin", 0, 1, A],
+        ["vm_create", 0, 1, 0], ["rmap_commit", 0],
+    ], {"s390.pgste_decision": "convert-late", "mm.pmd_recheck": "no"}, "lost-update",
+        "U5: vm_create swaps the 2K table for a pgste table under an rmap walker that does not recheck the pmd"),
+}
+
+
+def build() -> list[Path]:
+    written = []
+    for name, (ops, knobs, kind, note) in S390.items():
+        expect = {"verdict": "violation", "kind": kind} if kind else {"verdict": "clean"}
+        uses_elf = any(op[0] == "exec" and op[2] >= 0 for op in ops)
+        t = Trace("s390", ops_from_list(ops), knobs=knobs, elfs=ELFS if uses_elf else [],
+                  expect=expect, meta={"found_by": "hand-written", "note": note})
+        path = HERE / f"{name}.msgpack"
+        tracemod.save(t, path)
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for p in build():
+        print(p.relative_to(HERE))

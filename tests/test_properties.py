@@ -1,0 +1,56 @@
+"""Properties over arbitrary operation sequences: no crash, no engine-assert, safe designs stay silent."""
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import ELFS, M, kind
+from ptfuzz.engine import replay
+from ptfuzz.names import KNOBS
+from ptfuzz.trace import ARG_KINDS, Trace, ops_from_list
+
+ADDRS = [0, 0x10000000, 0x10000000 + 4096, 0x10100000, 0x10200000, 0x80000000, 1 << 42, 1 << 53, 0x3fffffff000]
+LENS = [4096, 64 << 10, M, 2 * M, 1 << 31]
+ARG = {
+    "pid": st.integers(0, 3), "cpu": st.integers(0, 3), "vm": st.integers(0, 1), "slot": st.integers(0, 2),
+    "bool": st.integers(0, 1), "flags": st.integers(0, 7), "advice": st.integers(0, 3),
+    "elf": st.integers(-1, len(ELFS) - 1), "ipa": st.just(0),
+}
+
+
+@st.composite
+def ops(draw):
+    out = []
+    for _ in range(draw(st.integers(1, 40))):
+        name = draw(st.sampled_from(list(ARG_KINDS)))
+        args = []
+        for i, k in enumerate(ARG_KINDS[name]):
+            if k == "u64":
+                pool = LENS if (name in ("mmap", "munmap", "madvise") and i == 2) or (name == "memslot" and i == 4) else ADDRS
+                args.append(draw(st.sampled_from(pool)))
+            else:
+                args.append(draw(ARG[k]))
+        out.append([name, *args])
+    return out
+
+
+SAFE = [{}, {"s390.pt_alloc": "full-page"}, {"s390.pgste_decision": "sysctl-only"},
+        {"s390.pgste_decision": "convert-late"},
+        {"s390.defer_gmap_unlink": "yes", "s390.thp_in_pgste_mm": "allow"}]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops(), st.sampled_from(SAFE))
+def test_safe_designs_are_silent(op_list, knobs):
+    r = replay(Trace("s390", ops_from_list(op_list), knobs=knobs, elfs=ELFS))
+    assert kind(r) is None, (r.violation, op_list)
+
+
+S390_KNOBS = [k for k in KNOBS if "s390" in k.arches]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops(), st.fixed_dictionaries({k.name: st.sampled_from(k.values) for k in S390_KNOBS}))
+def test_any_design_never_trips_the_engine(op_list, knobs):
+    t = Trace("s390", ops_from_list(op_list), knobs=knobs, elfs=ELFS)
+    a, b = replay(t), replay(t)
+    assert kind(a) != "engine-assert", a.violation
+    assert (a.digest, kind(a)) == (b.digest, kind(b))
