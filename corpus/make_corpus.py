@@ -51,6 +51,10 @@ S390 = {
         ["madvise", 1, A, 4 * M, 3], ["split", 1, A + 3 * M], ["munmap", 1, A + 512 * K, 1 * M],
         ["rcu_gp"],
     ], {}, None, "THP at segment level: huge fault, split, collapse, DONTNEED inside a THP, NOHUGEPAGE, partial munmap"),
+    "seeds/s390/mmap-over-part-of-thp": ([
+        ["exec", 5, -1], ["mmap", 5, A, M, 1], ["fault", 5, A + 768 * K, 0], ["mmap", 5, A, 72 * K, 0],
+        ["fault", 5, A + 4 * K, 1],
+    ], {}, None, "MAP_FIXED over the first 72K of a THP splits it first; exit then unmaps VMA by VMA"),
     "seeds/s390/hugetlb": ([
         ["exec", 1, -1], ["mmap", 1, A, 2 * M, 2], ["fault", 1, A + 5 * K, 1], ["mmap", 1, 2 * G, 2 * G, 4],
         ["fault", 1, 2 * G + M, 0], ["mmap", 1, A + 4 * K, 1 * M, 2], ["munmap", 1, A + M, 4 * K],

@@ -77,10 +77,12 @@ static void oracle(struct engine *e)
 	if (e->viol)
 		return;
 	if (e->arch == ARCH_S390) {
-		if (s390_frag_check(e))
+		if (e->frag_dirty && s390_frag_check(e))
 			return;
-		gmap_check(e);
+		if (e->gmap_dirty)
+			gmap_check(e);
 	}
+	e->frag_dirty = e->gmap_dirty = false;
 }
 
 int ptf_step(struct engine *e, const uint64_t *op)

@@ -19,6 +19,7 @@ int mm_new(struct engine *e, bool alloc_pgste, int *out)
 		return -ENOMEM;
 	struct mm *m = &e->mms[id];
 	memset(m, 0, sizeof(*m));
+	e->frag_dirty = true;
 	m->frag_list = -1;
 	m->alloc_pgste = alloc_pgste;
 	m->pgt.mm = (int16_t)id;
@@ -64,9 +65,13 @@ static void exit_mmap(struct engine *e, int mm)
 {
 	struct mm *m = &e->mms[mm];
 	kvm_release(e, mm);
+	/* unmap_vmas + free_pgtables, VMA by VMA: only tables under some VMA exist */
+	int n = m->nvma;
 	m->nvma = 0;
-	unmap_range(e, mm, 0, e->task_size, true);
+	for (int i = 0; i < n && !e->viol; i++)
+		unmap_range(e, mm, m->vmas[i].start, m->vmas[i].end, true);
 	m->dead = true;
+	e->frag_dirty = e->gmap_dirty = true;
 }
 
 void mm_put_users(struct engine *e, int mm)
@@ -203,6 +208,7 @@ static void free_child_table(struct engine *e, struct walk_ctx *ctx)
 /* ---- zapping leaves and freeing tables over a range ---- */
 
 struct unmap_arg { uint64_t start, end; bool free_tables; struct mm *m; int mm; };
+static int split_pmd_leaf(struct engine *e, int mm, uint64_t addr);
 
 static int unmap_visit(struct walk_ctx *ctx, unsigned visit)
 {
@@ -214,12 +220,11 @@ static int unmap_visit(struct walk_ctx *ctx, unsigned visit)
 	if (visit == WALK_LEAF) {
 		if (f->kind(ctx->level, ctx->old) != E_LEAF)
 			return 0;
-		if (ctx->addr < a->start || ctx->addr + size > a->end) {
-			/* a THP straddling the range is split and the walk descends into it;
-			 * a hugetlb leaf (or a failed split) stays whole */
-			do_split(e, a->mm, ctx->addr);
+		/* a THP straddling the range is split and the walk descends into it (hugetlb
+		 * leaves never straddle: their VMAs split only at huge-page boundaries) */
+		if ((ctx->addr < a->start || ctx->addr + size > a->end) &&
+		    split_pmd_leaf(e, a->mm, ctx->addr) == 0)
 			return 0;
-		}
 		uint64_t pfn = f->addr(ctx->level, ctx->old) >> 12;
 		entry_write(e, ctx->tbl, ctx->level, ctx->idx, f->empty(ctx->level));
 		emit(e, EV_LEAF_ZAP, ctx->level, ctx->addr, pfn, a->mm);
@@ -234,6 +239,10 @@ static int unmap_visit(struct walk_ctx *ctx, unsigned visit)
 		cov_end = ~0ull;
 	if (vma_overlaps(a->m, ctx->addr, cov_end))
 		return 0;
+	/* parts of the table this walk did not cover may still map something (exit goes VMA by VMA) */
+	struct tref child = tref_from_phys(e, ctx->g->fmt->addr(ctx->level, ctx->old));
+	if (e->blocks[child.blk].nonempty[child.half])
+		return 0;
 	free_child_table(e, ctx);
 	return e->viol ? -EFAULT : 0;
 }
@@ -242,7 +251,7 @@ int unmap_range(struct engine *e, int mm, uint64_t start, uint64_t end, bool fre
 {
 	struct mm *m = &e->mms[mm];
 	struct unmap_arg a = { start, end, free_tables, m, mm };
-	struct walker w = { unmap_visit, &a, WALK_LEAF | WALK_TABLE_POST };
+	struct walker w = { unmap_visit, &a, WALK_LEAF | WALK_TABLE_POST | WALK_SKIP_EMPTY };
 	return pt_walk(e, &m->pgt, &e->geom, start, end, &w);
 }
 
@@ -402,18 +411,26 @@ int do_fault(struct engine *e, int mm, uint64_t addr, bool write, uint64_t *pfn_
 }
 
 /* split_huge_pmd: the PMD leaf becomes a PTE table mapping the same compound. */
+static int split_pmd_leaf(struct engine *e, int mm, uint64_t addr);
+
 int do_split(struct engine *e, int mm, uint64_t addr)
 {
-	const struct geom *g = &e->geom;
 	struct mm *m = &e->mms[mm];
+	struct vma *v = vma_find(m, addr);
+	if (!v || (v->flags & (VMA_HUGETLB_PMD | VMA_HUGETLB_PUD)))
+		return -EINVAL;
+	return split_pmd_leaf(e, mm, addr);
+}
+
+/* __split_huge_pmd, also for a THP whose VMA is already gone (unmap of part of it). */
+static int split_pmd_leaf(struct engine *e, int mm, uint64_t addr)
+{
+	const struct geom *g = &e->geom;
 	int lvl;
 	struct tref tbl;
 	uint32_t idx;
 	uint64_t pfn;
 	if (host_lookup(e, mm, addr, &lvl, &pfn, &tbl, &idx) != E_LEAF || lvl != pmd_level(g))
-		return -EINVAL;
-	struct vma *v = vma_find(m, addr);
-	if (!v || (v->flags & (VMA_HUGETLB_PMD | VMA_HUGETLB_PUD)))
 		return -EINVAL;
 	uint64_t pmd = level_size(g, lvl);
 	uint64_t base = addr & ~(pmd - 1);
@@ -632,6 +649,7 @@ again:;
 		} else if (decision == PD_ELF_NO_RESTART) {
 			p->tif_pgste = true;
 			m->alloc_pgste = true;
+			e->frag_dirty = true;
 			emit(e, EV_PGSTE, nm, 1, 0, 0);
 		}
 	}

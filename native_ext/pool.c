@@ -124,6 +124,7 @@ void block_release(struct engine *e, int32_t id)
 		return;
 	}
 	e->st.pages_in_use -= b->pages;
+	e->frag_dirty = e->gmap_dirty = true;
 	free(b->mem);
 	b->mem = NULL;
 	b->used = 0;
@@ -178,8 +179,6 @@ void data_put(struct engine *e, uint64_t pfn)
 static void live_adjust(struct engine *e, int level, uint64_t val, int delta)
 {
 	const struct entry_fmt *f = e->geom.fmt;
-	if (f->kind(level, val) != E_LEAF)
-		return;
 	struct compound *c = data_lookup(e, f->addr(level, val) >> 12);
 	if (c)
 		c->live += delta;
@@ -190,14 +189,20 @@ void entry_write(struct engine *e, struct tref t, int level, uint32_t idx, uint6
 {
 	struct block *b = &e->blocks[t.blk];
 	uint64_t *slot = &tref_mem(e, t)[idx];
+	const struct entry_fmt *f = e->geom.fmt;
+	enum entry_kind was = f->kind(level, *slot), now = f->kind(level, val);
+	b->nonempty[t.half] += (now != E_EMPTY) - (was != E_EMPTY);
+	b->leaves[t.half] += (now == E_LEAF) - (was == E_LEAF);
 	if (b->mm[t.half] >= 0) {
 		if (b->linked[t.half] == 2)
 			violate(e, V_LOST_UPDATE, "write of 0x%llx into entry %u of level-%d table 0x%llx, "
 				"which is no longer linked into mm %d", (unsigned long long)val, idx, level,
 				(unsigned long long)tref_phys(t), b->mm[t.half]);
 		if (b->linked[t.half] == 1) {
-			live_adjust(e, level, *slot, -1);
-			live_adjust(e, level, val, +1);
+			if (was == E_LEAF)
+				live_adjust(e, level, *slot, -1);
+			if (now == E_LEAF)
+				live_adjust(e, level, val, +1);
 		}
 	}
 	*slot = val;
@@ -209,11 +214,13 @@ void table_set_linked(struct engine *e, struct tref t, bool linked)
 	struct block *b = &e->blocks[t.blk];
 	int was = b->linked[t.half];
 	b->linked[t.half] = linked ? 1 : 2;
-	if ((was == 1) == linked || b->mm[t.half] < 0)
+	e->gmap_dirty = true;
+	if ((was == 1) == linked || b->mm[t.half] < 0 || !b->leaves[t.half])
 		return;
 	int level = b->level[t.half];
 	uint32_t n = e->geom.lv[level].entries;
 	uint64_t *m = tref_mem(e, t);
 	for (uint32_t i = 0; i < n; i++)
-		live_adjust(e, level, m[i], linked ? 1 : -1);
+		if (e->geom.fmt->kind(level, m[i]) == E_LEAF)
+			live_adjust(e, level, m[i], linked ? 1 : -1);
 }

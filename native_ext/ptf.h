@@ -102,6 +102,8 @@ struct block {
 	uint8_t linked[2];  /* currently linked into a live page table */
 	int8_t level[2];
 	int16_t mm[2];      /* owning mm, -1 for gmap / stage-2 tables */
+	uint16_t nonempty[2]; /* entries that are not empty, kept by entry_write */
+	uint16_t leaves[2];   /* entries that are leaves, kept by entry_write */
 	int32_t next_free;
 	int32_t list_next, list_prev;
 };
@@ -242,6 +244,9 @@ struct engine {
 	uint32_t viol_op;
 	char viol_msg[256];
 
+	/* where the post-step oracle must look: set by structural changes, whatever the knobs */
+	bool frag_dirty, gmap_dirty;
+
 	bool steps;
 	struct event_rec *events;
 	size_t nevents, capevents;
@@ -284,7 +289,8 @@ void rcu_gp(struct engine *e, bool drain);
 int geom_stage1(struct geom *g, enum arch arch, const uint64_t *config);
 struct walk_ctx;
 typedef int (*walk_fn)(struct walk_ctx *ctx, unsigned visit);
-enum { WALK_LEAF = 1, WALK_TABLE_PRE = 2, WALK_TABLE_POST = 4 };
+enum { WALK_LEAF = 1, WALK_TABLE_PRE = 2, WALK_TABLE_POST = 4,
+       WALK_SKIP_EMPTY = 8 /* the visitor has nothing to do with empty entries */ };
 struct walker { walk_fn cb; void *arg; unsigned flags; };
 struct walk_ctx {
 	struct engine *e;

@@ -50,12 +50,14 @@ static void init_pte_half(struct engine *e, struct tref t)
 	uint64_t *m = tref_mem(e, t);
 	for (int i = 0; i < 256; i++)
 		m[i] = 0x400; /* _PAGE_INVALID */
+	e->blocks[t.blk].nonempty[t.half] = e->blocks[t.blk].leaves[t.half] = 0;
 }
 
 /* page_table_alloc (v6.6): reuse a listed half, else a fresh page. */
 int s390_pte_alloc(struct engine *e, int mm, struct tref *out)
 {
 	struct mm *m = &e->mms[mm];
+	e->frag_dirty = true;
 	int mode = e->knob[K_PT_ALLOC];
 	bool full = mode == PA_FULL_PAGE || (m->alloc_pgste && mode != PA_FRAGMENTS_ALWAYS);
 	if (!full && m->frag_list >= 0) {
@@ -123,6 +125,7 @@ static void half_reusable(struct block *b, int half)
 void s390_pte_free(struct engine *e, int mm, struct tref t, bool rcu, bool defer)
 {
 	struct block *b = &e->blocks[t.blk];
+	e->frag_dirty = e->gmap_dirty = true;
 	if (!b->used || b->half[t.half] != H_ALLOC) {
 		violate(e, V_DOUBLE_FREE, "page table 0x%llx freed while not allocated",
 			(unsigned long long)tref_phys(t));
@@ -165,6 +168,7 @@ void s390_pte_free(struct engine *e, int mm, struct tref t, bool rcu, bool defer
 void s390_rcu_done(struct engine *e, int32_t blk, int half)
 {
 	struct block *b = &e->blocks[blk];
+	e->frag_dirty = e->gmap_dirty = true;
 	if (!b->used || b->half[half] != H_PENDING) {
 		violate(e, V_DOUBLE_FREE, "page-table half 0x%llx released twice",
 			(unsigned long long)tref_phys((struct tref){ blk, (uint8_t)half, 0 }));
@@ -264,8 +268,9 @@ int s390_enable_sie(struct engine *e, int mm)
 		if (e->knob[K_PGSTE_DECISION] != PD_CONVERT_LATE)
 			return -EINVAL;
 		m->alloc_pgste = true;
+		e->frag_dirty = true;
 		struct convert_arg a = { mm, 0 };
-		struct walker w = { convert_visit, &a, WALK_TABLE_PRE };
+		struct walker w = { convert_visit, &a, WALK_TABLE_PRE | WALK_SKIP_EMPTY };
 		pt_walk(e, &m->pgt, &e->geom, 0, e->task_size, &w);
 		emit(e, EV_PGSTE, mm, 2, 0, 0);
 		if (a.ret)
@@ -366,6 +371,7 @@ int gmap_link(struct engine *e, struct vm *v, uint64_t gaddr, uint64_t vmaddr)
 	if (ret)
 		return ret;
 	entry_write(e, st, SEG, sidx, hseg);
+	e->gmap_dirty = true;
 	emit(e, EV_GMAP_LINK, gaddr, vmaddr, f->addr(SEG, hseg), (uint64_t)(v - e->vms));
 	return 0;
 }
@@ -419,7 +425,7 @@ void gmap_destroy(struct engine *e, struct vm *v)
 {
 	while (v->nlinks)
 		gmap_clear_link(e, v, v->nlinks - 1);
-	struct walker w = { gmap_free_visit, NULL, WALK_TABLE_POST };
+	struct walker w = { gmap_free_visit, NULL, WALK_TABLE_POST | WALK_SKIP_EMPTY };
 	pt_walk(e, &v->s2, &v->geom, 0, GMAP_LIMIT, &w);
 	emit(e, EV_TABLE_FREE, R3, tref_phys(v->s2.root), -1, 0);
 	e->st.tables_freed++;

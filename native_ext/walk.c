@@ -159,6 +159,13 @@ static int walk_entry(struct walk_data *d, struct walk_ctx *ctx)
 static int walk_table(struct walk_data *d, struct tref tbl, int level, uint64_t base)
 {
 	const struct level_geom *lv = &d->g->lv[level];
+	unsigned flags = d->w->flags;
+	const struct block *b = &d->e->blocks[tbl.blk];
+	bool last = level == d->g->nlevels - 1;
+	if ((flags & WALK_SKIP_EMPTY) && !b->nonempty[tbl.half])
+		return 0;
+	if (last && !(flags & WALK_LEAF))
+		return 0;
 	uint64_t lo = d->start > base ? d->start : base;
 	struct walk_ctx ctx = { .e = d->e, .pgt = d->pgt, .g = d->g, .tbl = tbl,
 				.level = level, .end = d->end, .arg = d->w->arg };
@@ -169,6 +176,8 @@ static int walk_table(struct walk_data *d, struct tref tbl, int level, uint64_t 
 		ctx.idx = idx;
 		ctx.addr = ea;
 		ctx.old = entry_get(d->e, tbl, idx);
+		if ((flags & WALK_SKIP_EMPTY) && d->g->fmt->kind(level, ctx.old) == E_EMPTY)
+			continue;
 		int ret = walk_entry(d, &ctx);
 		if (ret)
 			return ret;
