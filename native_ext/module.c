@@ -2,6 +2,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdlib.h>
+#include <string.h>
 #include "ptf.h"
 
 /* Engine errors become Python exceptions here and nowhere else. */
@@ -226,7 +227,65 @@ static PyObject *py_selftest(PyObject *self, PyObject *args)
 	return PyLong_FromLong(ptf_selftest(which));
 }
 
+/* pack_ops(ops, codes, elf_columns) -> (bytes, bad_index): list-form operations to packed words.
+ * codes maps a name to its opcode; elf_columns maps an opcode to the argument column allowed to be -1.
+ * On the first malformed operation it returns (None, index) and the trace layer explains why. */
+static PyObject *py_pack_ops(PyObject *self, PyObject *args)
+{
+	PyObject *ops, *codes, *elf_cols;
+	(void)self;
+	if (!PyArg_ParseTuple(args, "O!O!O!", &PyList_Type, &ops, &PyDict_Type, &codes, &PyDict_Type, &elf_cols))
+		return NULL;
+	Py_ssize_t n = PyList_GET_SIZE(ops);
+	PyObject *out = PyBytes_FromStringAndSize(NULL, n * 8 * (OP_ARGS + 1));
+	if (!out)
+		return NULL;
+	uint64_t *w = (uint64_t *)PyBytes_AS_STRING(out);
+	memset(w, 0, (size_t)n * 8 * (OP_ARGS + 1));
+	for (Py_ssize_t i = 0; i < n; i++, w += OP_ARGS + 1) {
+		PyObject *op = PyList_GET_ITEM(ops, i);
+		if (!(PyList_Check(op) || PyTuple_Check(op)) || PySequence_Fast_GET_SIZE(op) < 1)
+			goto bad;
+		PyObject *name = PySequence_Fast_GET_ITEM(op, 0);
+		if (!PyUnicode_Check(name))
+			goto bad;
+		PyObject *code_obj = PyDict_GetItemWithError(codes, name);
+		if (!code_obj) {
+			if (PyErr_Occurred())
+				PyErr_Clear();
+			goto bad;
+		}
+		long code = PyLong_AsLong(code_obj);
+		if (code < 0 || code >= OP_NR || PySequence_Fast_GET_SIZE(op) != op_defs[code].nargs + 1)
+			goto bad;
+		PyObject *elf_obj = PyDict_GetItem(elf_cols, code_obj);
+		long elf_col = elf_obj ? PyLong_AsLong(elf_obj) : -1;
+		w[0] = (uint64_t)code;
+		for (int j = 1; j <= op_defs[code].nargs; j++) {
+			PyObject *a = PySequence_Fast_GET_ITEM(op, j);
+			if (!PyLong_CheckExact(a))
+				goto bad;
+			unsigned long long v = PyLong_AsUnsignedLongLong(a);
+			if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+				PyErr_Clear();
+				if (j != elf_col || PyLong_AsLongLong(a) != -1) {
+					PyErr_Clear();
+					goto bad;
+				}
+				v = ~0ull;
+			}
+			w[j] = v;
+		}
+		continue;
+bad:
+		Py_DECREF(out);
+		return Py_BuildValue("(On)", Py_None, i);
+	}
+	return Py_BuildValue("(Nn)", out, (Py_ssize_t)-1);
+}
+
 static PyMethodDef methods[] = {
+	{ "pack_ops", py_pack_ops, METH_VARARGS, "pack_ops(ops, codes, elf_columns) -> (bytes, bad_index)" },
 	{ "selftest", py_selftest, METH_VARARGS, "selftest(kind) -> the violation a corrupted state produces" },
 	{ "geometry", py_geometry, METH_VARARGS, "geometry(arch, config) -> levels" },
 	{ "run", py_run, METH_VARARGS, "run(arch, knobs, config, elfs, ops, steps, teardown) -> dict" },

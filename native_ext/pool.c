@@ -140,7 +140,7 @@ uint64_t data_alloc(struct engine *e, uint64_t nr)
 	if (grow((void **)&e->cpd, sizeof(struct compound), &e->capcpd, e->ncpd + 1))
 		return 0;
 	uint64_t id = e->ncpd++;
-	e->cpd[id] = (struct compound){ .nr = nr };
+	e->cpd[id] = (struct compound){ .nr = (uint32_t)nr };
 	e->st.data_pages += nr;
 	if (e->st.data_pages > e->st.data_pages_peak)
 		e->st.data_pages_peak = e->st.data_pages;
@@ -172,8 +172,8 @@ void data_put(struct engine *e, uint64_t pfn)
 	e->st.data_pages -= c->nr;
 	emit(e, EV_DATA_FREE, pfn & ~((1ull << PFN_SHIFT_COMPOUND) - 1), c->nr, 0, 0);
 	if (c->live > 0)
-		violate(e, V_FREED_PAGE_MAPPED, "data page pfn 0x%llx freed while %lld live leaves still map it",
-			(unsigned long long)pfn, (long long)c->live);
+		violate(e, V_FREED_PAGE_MAPPED, "data page pfn 0x%llx freed while %d live leaves still map it",
+			(unsigned long long)pfn, c->live);
 }
 
 static void live_adjust(struct engine *e, int level, uint64_t val, int delta)

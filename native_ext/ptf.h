@@ -110,9 +110,9 @@ struct block {
 
 /* ---- data pages ---- */
 struct compound {
-	uint64_t nr;      /* 4K pages in the compound */
-	int64_t mapcount; /* maintained by the kernel paths */
-	int64_t live;     /* maintained by the oracle: leaves in linked tables */
+	uint32_t nr;      /* 4K pages in the compound */
+	int32_t mapcount; /* maintained by the kernel paths */
+	int32_t live;     /* maintained by the oracle: leaves in linked tables */
 	uint8_t freed;
 };
 #define PFN_SHIFT_COMPOUND 19

@@ -9,6 +9,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from . import _engine
 from .errors import TraceError
 from .names import ARCH_NAMES, KNOB_BY_NAME, OP_NUMBER, OP_WIDTH, OPS, VIOLATION_KINDS
 
@@ -113,44 +114,43 @@ def op_text(row) -> str:
     return f"{name}({', '.join(shown)})"
 
 
+def _explain_op(i: int, op) -> str:
+    """Why list-form operation i is malformed (the engine's packer only says where)."""
+    if not isinstance(op, (list, tuple)) or not op or not isinstance(op[0], str):
+        return f"ops[{i}]: an operation is an array starting with its name"
+    name = op[0]
+    code = OP_NUMBER.get(name)
+    if code is None:
+        return f"ops[{i}]: unknown operation {name!r}"
+    want, args = OPS[code][1], op[1:]
+    if len(args) != want:
+        return f'ops[{i}]: "{name}" takes {want} argument{"s" * (want != 1)}, got {len(args)}'
+    for a in args:
+        if type(a) is not int:
+            return f'ops[{i}]: "{name}" arguments must be integers, got {a!r}'
+    return f'ops[{i}]: "{name}" argument outside 0..2^64-1 ({", ".join(map(str, args))})'
+
+
 def ops_from_list(ops: list) -> np.ndarray:
-    """[["mmap", 1, ...], ...] -> (n, 6) uint64; shape errors raise ValueError("ops[i]: ...")."""
-    rows = []
-    append = rows.append
-    for i, op in enumerate(ops):
-        if not isinstance(op, (list, tuple)) or not op or not isinstance(op[0], str):
-            raise ValueError(f"ops[{i}]: an operation is an array starting with its name")
-        name = op[0]
-        code = OP_NUMBER.get(name)
-        if code is None:
-            raise ValueError(f"ops[{i}]: unknown operation {name!r}")
-        args = op[1:]
-        want = OPS[code][1]
-        if len(args) != want:
-            raise ValueError(f'ops[{i}]: "{name}" takes {want} argument{"s" * (want != 1)}, got {len(args)}')
-        for a in args:
-            if type(a) is not int:
-                raise ValueError(f'ops[{i}]: "{name}" arguments must be integers, got {a!r}')
-            if a < 0 or a > U64_MAX:
-                if not (a == -1 and code in _ELF_COL):
-                    raise ValueError(f'ops[{i}]: "{name}" argument {a} is outside 0..2^64-1')
-        row = [code, *[a & U64_MAX for a in args]]
-        row.extend([0] * (OP_WIDTH - len(row)))
-        append(row)
-    if not rows:
-        return np.zeros((0, OP_WIDTH), dtype=np.uint64)
-    return np.array(rows, dtype=np.uint64)
+    """[["mmap", 1, ...], ...] -> (n, 6) uint64; a malformed operation raises ValueError("ops[i]: ...")."""
+    packed, bad = _engine.pack_ops(ops, OP_NUMBER, _ELF_COL)
+    if packed is None:
+        raise ValueError(_explain_op(bad, ops[bad]))
+    return np.frombuffer(packed, dtype=np.uint64).reshape(-1, OP_WIDTH)
 
 
-def check_ops(arr: np.ndarray, nelfs: int) -> None:
-    """Range checks on the packed form, vectorized; the first bad operation raises ValueError."""
-    if len(arr) == 0:
-        return
+def check_ops(arr: np.ndarray, nelfs: int, chunk: int = 1 << 16) -> None:
+    """Range checks on the packed form, vectorized a chunk at a time; the first bad one raises ValueError."""
+    for start in range(0, len(arr), chunk):
+        _check_chunk(arr[start:start + chunk], nelfs, start)
+
+
+def _check_chunk(arr: np.ndarray, nelfs: int, base: int) -> None:
     codes = arr[:, 0]
     bad = codes >= len(OPS)
     if bad.any():
         i = int(np.argmax(bad))
-        raise ValueError(f"ops[{i}]: unknown opcode {int(codes[i])}")
+        raise ValueError(f"ops[{base + i}]: unknown opcode {int(codes[i])}")
     hi = _HI[codes.astype(np.intp)]
     over = arr > hi
     for code, col in _ELF_COL.items():
@@ -169,12 +169,12 @@ def check_ops(arr: np.ndarray, nelfs: int) -> None:
         col = int(np.argmax(over[i]))
         kinds = ARG_KINDS[name]
         if col > len(kinds):
-            raise ValueError(f'ops[{i}]: "{name}" unused argument {col} must be 0')
+            raise ValueError(f'ops[{base + i}]: "{name}" unused argument {col} must be 0')
         kind = kinds[col - 1]
         value = int(arr[i, col])
         if kind == "elf" and value == U64_MAX:
             value = -1
-        raise ValueError(f'ops[{i}]: "{name}" argument {col} is {value}, expected {KIND_TEXT[kind]}')
+        raise ValueError(f'ops[{base + i}]: "{name}" argument {col} is {value}, expected {KIND_TEXT[kind]}')
 
 
 def _check_config(arch: str, config: Any) -> dict:
@@ -257,7 +257,9 @@ def from_map(doc: Any) -> Trace:
             raise ValueError("ops_packed: must be bin")
         if len(raw) % (8 * OP_WIDTH):
             raise ValueError(f"ops_packed: length {len(raw)} is not a multiple of {8 * OP_WIDTH}")
-        ops = np.frombuffer(raw, dtype="<u8").reshape(-1, OP_WIDTH).astype(np.uint64)
+        ops = np.frombuffer(raw, dtype="<u8").reshape(-1, OP_WIDTH)
+        if ops.dtype != np.uint64:  # a big-endian host needs its own copy
+            ops = ops.astype(np.uint64)
         packed = True
     check_ops(ops, len(elfs))
     expect = _check_expect(doc["expect"]) if "expect" in doc else None
