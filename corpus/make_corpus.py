@@ -150,17 +150,139 @@ S390 = {
 }
 
 
+T = 1 << 40  # arm64/x86_64 mappings start at 1 TiB: inside every supported VA size but 36 bits
+H = 0x800000000  # 32 GiB: below 2^36 for the 16K/36 configuration
+
+
+def kvm_seeds(arch: str, base: int) -> dict:
+    """Paths shared by arm64 and x86_64: mm, THP, walkers, rmap, and the KVM fault protocol."""
+    p = f"seeds/{arch}/"
+    return {
+        p + "mm-thp-walkers": ([
+            ["exec", 1, -1], ["mmap", 1, base, 8 * M, 1], ["fault", 1, base, 1], ["split", 1, base],
+            ["madvise", 1, base, 2 * M, 3], ["fault", 1, base + 2 * M + 4 * K, 0], ["madvise", 1, base, 8 * M, 2],
+            ["fault", 1, base + 4 * M, 1], ["madvise", 1, base, 8 * M, 1], ["walk_begin", 0, 1, base + 4 * M],
+            ["walk_step", 0], ["walk_step", 0], ["walk_step", 0], ["madvise", 1, base + 4 * M, 2 * M, 3],
+            ["walk_step", 0], ["rmap_begin", 1, 1, base + 2 * M + 4 * K], ["munmap", 1, base + 3 * M, M],
+            ["rmap_commit", 1], ["rcu_gp"], ["walk_end", 0], ["rcu_gp"], ["fork", 1, 2], ["fault", 2, base, 1],
+            ["exit", 2], ["madvise", 1, base, 8 * M, 0], ["sysctl_allocate_pgste", 1],
+        ], {}, None, "THP fault, split, collapse, NOHUGEPAGE, walkers and rmap against collapse and munmap; no PGSTEs here (-38)"),
+        p + "kvm-fault-protocol": ([
+            ["exec", 1, -1], ["mmap", 1, base, 8 * M, 1], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, base, 4 * M],
+            ["memslot", 0, 1, 64 * M + 4 * K, base + 4 * M, 4 * M], ["fault", 1, base, 1], ["guest_fault", 0, 0, 1],
+            ["guest_fault", 0, 64 * M + 8 * K, 1], ["guest_fault_begin", 2, 0, 2 * M, 1], ["munmap", 1, base + 2 * M, 2 * M],
+            ["guest_fault_commit", 2], ["guest_fault_begin", 3, 0, 4 * K, 0], ["split", 1, base], ["guest_fault_commit", 3],
+            ["guest_fault", 0, 4 * K, 1], ["madvise", 1, base, 2 * M, 0], ["memslot", 0, 1, 0, 0, 0],
+            ["guest_fault_begin", 4, 0, 8 * K, 1], ["memslot", 0, 2, 128 * M, base, 2 * M], ["vm_destroy", 0],
+            ["guest_fault_commit", 4], ["vm_destroy", 0],
+        ], {}, None, "memslots, THP-backed blocks, incongruent slot demoted to 4K, invalidations forcing -11 retries, vm_destroy -16"),
+        p + "kvm-exit-in-flight": ([
+            ["exec", 1, -1], ["mmap", 1, base, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, base, 2 * M],
+            ["guest_fault", 0, 0, 1], ["guest_fault_begin", 0, 0, 4 * K, 1], ["exit", 1], ["guest_fault_commit", 0],
+            ["guest_fault", 0, 8 * K, 1], ["vm_destroy", 0],
+        ], {}, None, "exit while a guest fault is in flight: the fault holds mm_users, exit_mmap and release run after it"),
+    }
+
+
+ARM64 = {
+    **kvm_seeds("arm64", T),
+    "seeds/arm64/hugetlb-stage2-blocks": ([
+        ["exec", 1, -1], ["mmap", 1, T, 2 * G, 4], ["mmap", 1, T + 2 * G, 4 * M, 2], ["vm_create", 0, 1, 40],
+        ["memslot", 0, 0, G, T, 2 * G], ["memslot", 0, 1, 4 * G, T + 2 * G, 4 * M], ["guest_fault", 0, G + 5 * M, 1],
+        ["guest_fault", 0, 4 * G + 3 * M, 0], ["vm_create", 1, 1, 32], ["memslot", 1, 0, 0, T, G],
+        ["guest_fault", 1, 4 * K, 1], ["vm_create", 2, 1, 49], ["mmap", 1, T + 3 * G, 2 * M, 4],
+        ["munmap", 1, T, G], ["guest_fault", 0, G + 5 * M, 1],
+    ], {}, None, "hugetlb PUD and PMD: a 1G block at ipa 40 (start level 1), demoted to 2M at ipa 32 (start level 2); ipa 49 -22"),
+    "seeds/arm64/folded-4k-39": ([
+        ["exec", 1, -1], ["mmap", 1, 1 << 37, 2 * G, 4], ["fault", 1, (1 << 37) + 8 * K, 1], ["mmap", 1, G, 4 * M, 1],
+        ["fault", 1, G, 1], ["fault", 1, G + 2 * M + 4 * K, 1], ["walk_begin", 0, 1, G + 2 * M], ["walk_step", 0],
+        ["walk_step", 0], ["walk_step", 0], ["walk_end", 0], ["munmap", 1, G, 4 * M], ["mmap", 1, 1 << 39, 4 * K, 0],
+    ], {}, None, "3 levels with p4d and pud folded into the pgd: 1G hugetlb at the pgd, THP at the pmd; past TASK_SIZE -12"),
+    "seeds/arm64/folded-16k-36": ([
+        ["exec", 1, -1], ["mmap", 1, H, 64 * M, 1], ["fault", 1, H, 1], ["fault", 1, H + 32 * M + 16 * K, 1],
+        ["split", 1, H], ["madvise", 1, H, 64 * M, 3], ["mmap", 1, H + 4 * K, 16 * K, 0], ["mmap", 1, H, 32 * M, 4],
+        ["vm_create", 0, 1, 36], ["memslot", 0, 0, 0, H + 32 * M, 32 * M], ["guest_fault", 0, 16 * K, 1],
+    ], {}, None, "2 levels at 16K/36: pud and pmd fold into the pgd, 32M THP leaves live in the pgd; no PUD hugetlb (-22)"),
+    "seeds/arm64/folded-64k-42": ([
+        ["exec", 1, -1], ["mmap", 1, T, G, 1], ["fault", 1, T, 1], ["fault", 1, T + 512 * M + 64 * K, 0],
+        ["walk_begin", 0, 1, T + 512 * M], ["walk_step", 0], ["walk_step", 0], ["munmap", 1, T + 512 * M, 512 * M],
+        ["walk_step", 0], ["walk_end", 0], ["vm_create", 0, 1, 44], ["memslot", 0, 0, 0, T, 512 * M],
+        ["guest_fault", 0, 64 * K, 1],
+    ], {}, None, "2 levels at 64K/42: 512M THP in the pgd, a 512M stage-2 block at ipa 44"),
+    "seeds/arm64/stage2-block-has-pmd-control": ([
+        ["exec", 1, -1], ["mmap", 1, T, G, 4], ["vm_create", 0, 1, 32], ["memslot", 0, 0, 0, T, G], ["guest_fault", 0, 0, 1],
+    ], {"arm64.stage2_block_check": "has-pmd"}, None, "safe control: has-pmd never maps a PUD block on 2 levels"),
+    "seeds/arm64/stage2-block-has-pud-control": ([
+        ["exec", 1, -1], ["mmap", 1, T, G, 4], ["vm_create", 0, 1, 32], ["memslot", 0, 0, 0, T, G], ["guest_fault", 0, 0, 1],
+        ["vm_create", 1, 1, 40], ["memslot", 1, 0, 0, T, G], ["guest_fault", 1, 0, 1],
+    ], {"arm64.stage2_block_check": "has-pud"}, None, "safe control: has-pud only maps PUD blocks on 4 levels"),
+    "regressions/arm64/lost-update-u6": ([
+        ["exec", 1, -1], ["mmap", 1, T, 2 * M, 1], ["madvise", 1, T, 2 * M, 2], ["fault", 1, T, 1],
+        ["madvise", 1, T, 2 * M, 1], ["rmap_begin", 0, 1, T], ["madvise", 1, T, 2 * M, 3], ["rmap_commit", 0],
+    ], {"mm.pmd_recheck": "no"}, "lost-update",
+        "U6: collapse swaps the PTE table for a huge leaf; an rmap walker without the pmd recheck writes the old table"),
+    "regressions/arm64/stage2-block-illegal-u7": ([
+        ["exec", 1, -1], ["mmap", 1, T, G, 4], ["vm_create", 0, 1, 32], ["memslot", 0, 0, 0, T, G], ["guest_fault", 0, 0, 1],
+    ], {"arm64.stage2_block_check": "none"}, "stage2-block-illegal",
+        "U7: ipa 32 gives 2 levels starting at level 2; a 1G hugetlb page is mapped as a level-1 block that cannot exist"),
+    "regressions/arm64/stage2-oversize-u8": ([
+        ["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["fault", 1, T, 1], ["madvise", 1, T, 2 * M, 1],
+        ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 2 * M], ["guest_fault", 0, 0, 1],
+    ], {"arm64.thp_size": "vma-naive"}, "stage2-oversize",
+        "U8: the VMA is THP-eligible but the host maps 4K pages; trusting the VMA maps a 2M block over them"),
+    "regressions/arm64/stage2-stale-u9": ([
+        ["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 64 * K],
+        ["guest_fault_begin", 0, 0, 0, 1], ["munmap", 1, T, 2 * M], ["guest_fault_commit", 0],
+    ], {"kvm.invalidate_retry": "none"}, "stage2-stale",
+        "U9: munmap invalidates between the host fault and the install; without the sequence check a freed page is mapped (a 64K slot: no THP walk)"),
+    "regressions/arm64/stage2-after-release-u10": ([
+        ["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 2 * M],
+        ["guest_fault_begin", 0, 0, 0, 1], ["exit", 1], ["guest_fault_commit", 0],
+    ], {"kvm.fault_holds_mm": "no"}, "stage2-after-release",
+        "U10: exit_mmap runs under an in-flight fault that holds no mm_users; release frees the stage-2 it installs into"),
+}
+
+X86 = {
+    **kvm_seeds("x86_64", T),
+    "seeds/x86_64/la57-and-1g": ([
+        ["exec", 1, -1], ["mmap", 1, 1 << 46, 2 * G, 4], ["fault", 1, (1 << 46) + G + 4 * K, 1], ["vm_create", 0, 1, 0],
+        ["memslot", 0, 0, 4 * G, 1 << 46, 2 * G], ["guest_fault", 0, 5 * G + 8 * K, 1], ["mmap", 1, T, 4 * M, 2],
+        ["memslot", 0, 1, 8 * G + 4 * K, T, 4 * M], ["guest_fault", 0, 8 * G + 4 * K + 2 * M, 1],
+    ], {}, None, "a 1G TDP leaf over 1G hugetlb; a 2M hugetlb page in an incongruent slot is demoted to 4K"),
+    "seeds/x86_64/fault-holds-mm-no-control": ([
+        ["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 2 * M],
+        ["guest_fault_begin", 0, 0, 0, 1], ["exit", 1], ["guest_fault_commit", 0],
+    ], {"kvm.fault_holds_mm": "no"}, None, "safe control: x86's stale-root check turns the exit_mmap race into a -11 retry"),
+    "regressions/x86_64/stage2-stale-u11": ([
+        ["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 64 * K],
+        ["guest_fault_begin", 0, 0, 0, 1], ["munmap", 1, T, 2 * M], ["guest_fault_commit", 0],
+    ], {"kvm.invalidate_retry": "none"}, "stage2-stale", "U11: as U9, on the TDP MMU"),
+    "regressions/x86_64/uaf-table-u12": ([
+        ["exec", 1, -1], ["mmap", 1, T, M, 0], ["fault", 1, T, 1], ["walk_begin", 0, 1, T], ["walk_step", 0],
+        ["walk_step", 0], ["munmap", 1, T, M], ["walk_step", 0],
+    ], {"mm.table_free": "immediate"}, "uaf-table", "U12: munmap frees the pmd table at once under a GUP-fast walker"),
+}
+
+CONFIGS = {"seeds/arm64/folded-4k-39": {"va_bits": 39}, "seeds/arm64/folded-16k-36": {"granule": 16384, "va_bits": 36},
+           "seeds/arm64/folded-64k-42": {"granule": 65536, "va_bits": 42}, "seeds/x86_64/la57-and-1g": {"la57": True}}
+
+
 def build() -> list[Path]:
     written = []
-    for name, (ops, knobs, kind, note) in S390.items():
+    for arch, table in (("s390", S390), ("arm64", ARM64), ("x86_64", X86)):
+        written += [write(arch, name, *entry) for name, entry in table.items()]
+    return written
+
+
+def write(arch, name, ops, knobs, kind, note) -> Path:
+    if True:
         expect = {"verdict": "violation", "kind": kind} if kind else {"verdict": "clean"}
         uses_elf = any(op[0] == "exec" and op[2] >= 0 for op in ops)
-        t = Trace("s390", ops_from_list(ops), knobs=knobs, elfs=ELFS if uses_elf else [],
-                  expect=expect, meta={"found_by": "hand-written", "note": note})
+        t = Trace(arch, ops_from_list(ops), config=CONFIGS.get(name, {}), knobs=knobs,
+                  elfs=ELFS if uses_elf else [], expect=expect, meta={"found_by": "hand-written", "note": note})
         path = HERE / f"{name}.msgpack"
         tracemod.save(t, path)
-        written.append(path)
-    return written
+        return path
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ static int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
 		return -ESRCH;
 	const struct geom *g = &e->geom;
 	struct cpu *c = &e->cpus[cpu];
-	int mm = e->procs[pid].mm, pl = g->nlevels - 1, ml = g->nlevels - 2;
+	int mm = e->procs[pid].mm, pl = g->nlevels - 1, ml = pmd_level(g);
 	if (addr >= e->task_size)
 		return -EFAULT;
 	struct tref pmd_tbl;
@@ -112,6 +112,8 @@ static int rmap_commit(struct engine *e, int cpu)
 		goto out;
 	uint32_t idx = (uint32_t)(c->addr >> g->lv[pl].shift) & (g->lv[pl].entries - 1);
 	uint64_t old = pte[idx];
+	uint64_t page = c->addr & ~(g->page_size - 1);
+	kvm_notify_range(e, c->mm, page, page + g->page_size); /* try_to_unmap_one notifies */
 	entry_write(e, c->tbl, pl, idx, g->fmt->empty(pl));
 	if (g->fmt->kind(pl, old) == E_LEAF) {
 		emit(e, EV_LEAF_ZAP, pl, c->addr & ~(g->page_size - 1), g->fmt->addr(pl, old) >> 12, c->mm);

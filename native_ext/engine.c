@@ -46,13 +46,20 @@ int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t 
 	int ret = geom_stage1(&e->geom, arch, config);
 	if (ret)
 		return ret;
+	e->s2_fmt = stage2_fmt(arch);
 	switch (arch) {
 	case ARCH_S390:
 		e->task_size = 0ull - 4096;
 		e->stack_top = 1ull << 42;
 		break;
+	case ARCH_ARM64:
+		e->task_size = e->stack_top = 1ull << config[1];
+		break;
+	case ARCH_X86_64:
+		e->task_size = e->stack_top = (1ull << 47) - 4096;
+		break;
 	default:
-		return -ENOSYS;
+		return -EINVAL;
 	}
 	return 0;
 }
@@ -110,6 +117,7 @@ int ptf_finish(struct engine *e, bool teardown)
 	if (e->viol)
 		return 0;
 	actors_abandon(e);
+	kvm_coherence_check(e);
 	if (!teardown || e->viol)
 		return 0;
 	kvm_destroy_all(e);
@@ -133,6 +141,18 @@ int ptf_finish(struct engine *e, bool teardown)
 		}
 	}
 	return 0;
+}
+
+/* The 4K frame the process maps at va, or ~0 when nothing is mapped there. */
+uint64_t ptf_translate(struct engine *e, uint64_t pid, uint64_t va)
+{
+	int level;
+	uint64_t pfn;
+	if (pid >= MAX_PIDS || !e->procs[pid].exists || va >= e->task_size)
+		return ~0ull;
+	if (host_lookup(e, e->procs[pid].mm, va, &level, &pfn, NULL, NULL) != E_LEAF)
+		return ~0ull;
+	return pfn;
 }
 
 static uint64_t fnv(uint64_t h, const void *p, size_t n)

@@ -1,32 +1,118 @@
-/* kvm.c: VMs, memslots and the guest-fault protocol (s390 gmap; stage 2 and TDP build on the same steps). */
+/* kvm.c: VMs, memslots, the guest-fault protocol and the mmu_notifier side: s390 gmap, arm64 stage 2, x86 TDP. */
 #include <string.h>
 #include <stdlib.h>
 #include "ptf.h"
 
 #define SYNC_CPU MAX_CPUS
+enum { BC_CAN_MAP, BC_HAS_PMD, BC_HAS_PUD, BC_NONE };
 
 static struct vm *vm_get(struct engine *e, uint64_t vm)
 {
 	return vm < MAX_VMS && e->vms[vm].used ? &e->vms[vm] : NULL;
 }
 
+static int vm_index(struct engine *e, struct vm *v) { return (int)(v - e->vms); }
+
+/* ---- stage-2 page tables, through the generic walker ---- */
+
+static int s2_create(struct engine *e, struct vm *v, unsigned ipa_bits)
+{
+	int ret = geom_stage2(&v->geom, e->arch, (uint64_t[]){ e->geom.page_size, 0, 0, 0 }, ipa_bits,
+			      &v->start_level, &v->pgd_pages);
+	if (ret)
+		return ret;
+	v->s2.top = v->start_level;
+	v->s2.mm = -1;
+	const struct level_geom *lv = &v->geom.lv[v->start_level];
+	ret = table_alloc(e, -1, v->start_level, (int)((lv->table_bytes + 4095) / 4096), &v->s2.root);
+	if (!ret)
+		emit(e, EV_TABLE_ALLOC, v->start_level, tref_phys(v->s2.root), ~0ull, lv->table_bytes);
+	return ret;
+}
+
+struct s2_map_arg { int level; uint64_t leaf; int ret; };
+
+static int s2_map_visit(struct walk_ctx *ctx, unsigned visit)
+{
+	struct s2_map_arg *a = ctx->arg;
+	const struct entry_fmt *f = ctx->g->fmt;
+	(void)visit;
+	if (f->kind(ctx->level, ctx->old) == E_LEAF)
+		return 1; /* already mapped (by this or a bigger leaf): nothing to do */
+	if (ctx->level == a->level) {
+		entry_write(ctx->e, ctx->tbl, ctx->level, ctx->idx, a->leaf);
+		return 1;
+	}
+	struct tref t;
+	int lvl = child_level(ctx->g, ctx->level);
+	a->ret = table_alloc(ctx->e, -1, lvl, (int)((ctx->g->lv[lvl].table_bytes + 4095) / 4096), &t);
+	if (a->ret)
+		return 1;
+	emit(ctx->e, EV_TABLE_ALLOC, lvl, tref_phys(t), ~0ull, ctx->g->lv[lvl].table_bytes);
+	entry_write(ctx->e, ctx->tbl, ctx->level, ctx->idx, f->table(ctx->level, tref_phys(t)));
+	return 0;
+}
+
+static int s2_zap_visit(struct walk_ctx *ctx, unsigned visit)
+{
+	const struct entry_fmt *f = ctx->g->fmt;
+	struct vm *v = ctx->arg;
+	(void)visit;
+	if (f->kind(ctx->level, ctx->old) != E_LEAF)
+		return 0;
+	/* a block is unmapped whole, as stage2_unmap_walker does */
+	entry_write(ctx->e, ctx->tbl, ctx->level, ctx->idx, f->empty(ctx->level));
+	emit(ctx->e, EV_S2_ZAP, (uint64_t)vm_index(ctx->e, v), ctx->addr, ctx->level, f->addr(ctx->level, ctx->old) >> 12);
+	return 0;
+}
+
+static void s2_zap(struct engine *e, struct vm *v, uint64_t gpa, uint64_t end)
+{
+	struct walker w = { s2_zap_visit, v, WALK_LEAF | WALK_SKIP_EMPTY };
+	if (!v->root_freed)
+		pt_walk(e, &v->s2, &v->geom, gpa, end, &w);
+}
+
+static int s2_free_visit(struct walk_ctx *ctx, unsigned visit)
+{
+	(void)visit;
+	struct tref t = tref_from_phys(ctx->e, ctx->g->fmt->addr(ctx->level, ctx->old));
+	entry_write(ctx->e, ctx->tbl, ctx->level, ctx->idx, ctx->g->fmt->empty(ctx->level));
+	emit(ctx->e, EV_TABLE_FREE, child_level(ctx->g, ctx->level), tref_phys(t), ~0ull, 0);
+	ctx->e->st.tables_freed++;
+	block_release(ctx->e, t.blk);
+	return 0;
+}
+
+/* kvm_free_stage2_pgd: every table, then the root; the VM's root pointer is cleared. */
+static void s2_destroy(struct engine *e, struct vm *v)
+{
+	if (v->root_freed)
+		return;
+	struct walker w = { s2_free_visit, NULL, WALK_TABLE_POST | WALK_SKIP_EMPTY };
+	pt_walk(e, &v->s2, &v->geom, 0, ~0ull, &w);
+	emit(e, EV_TABLE_FREE, v->start_level, tref_phys(v->s2.root), ~0ull, 0);
+	e->st.tables_freed++;
+	block_release(e, v->s2.root.blk);
+	v->s2.root = TREF_NONE;
+	v->root_freed = true;
+}
+
+/* ---- VMs and memslots ---- */
+
 static int vm_create(struct engine *e, uint64_t vmi, uint64_t pid, uint64_t ipa_bits)
 {
-	(void)ipa_bits;
 	if (e->vms[vmi].used)
 		return -EEXIST;
 	if (pid >= MAX_PIDS || !e->procs[pid].exists)
 		return -ESRCH;
-	int mm = e->procs[pid].mm;
+	int mm = e->procs[pid].mm, ret;
 	struct vm *v = &e->vms[vmi];
-	if (e->arch != ARCH_S390)
-		return -ENOSYS;
-	int ret = s390_enable_sie(e, mm);
-	if (ret)
+	if (e->arch == ARCH_S390 && (ret = s390_enable_sie(e, mm)))
 		return ret;
 	memset(v, 0, sizeof(*v));
 	v->mm = mm;
-	ret = gmap_create(e, v);
+	ret = e->arch == ARCH_S390 ? gmap_create(e, v) : s2_create(e, v, (unsigned)ipa_bits);
 	if (ret)
 		return ret;
 	v->used = true;
@@ -38,6 +124,8 @@ static void zap_slot(struct engine *e, struct vm *v, struct memslot *s)
 {
 	if (e->arch == ARCH_S390)
 		gmap_unmap(e, v, s->gpa, s->len);
+	else
+		s2_zap(e, v, s->gpa, s->gpa + s->len);
 }
 
 static int memslot(struct engine *e, const uint64_t *a)
@@ -45,6 +133,9 @@ static int memslot(struct engine *e, const uint64_t *a)
 	struct vm *v = vm_get(e, a[0]);
 	if (!v)
 		return -ENOENT;
+	/* a memslot update waits for in-flight faults (synchronize_srcu) */
+	if (v->faults_in_flight)
+		return -EBUSY;
 	uint64_t slot = a[1], gpa = a[2], hva = a[3], len = a[4];
 	struct memslot *s = &v->slots[slot];
 	if (len == 0) {
@@ -55,11 +146,14 @@ static int memslot(struct engine *e, const uint64_t *a)
 		return 0;
 	}
 	uint64_t align = e->arch == ARCH_S390 ? 1ull << 20 : e->geom.page_size;
-	if ((gpa | hva | len) & (align - 1) || gpa + len < gpa || hva + len < hva ||
-	    hva + len > e->task_size)
+	if ((gpa | hva | len) & (align - 1) || gpa + len < gpa || hva + len < hva || hva + len > e->task_size)
 		return -EINVAL;
-	if (e->arch == ARCH_S390 && gpa + len > (1ull << 42))
-		return -EINVAL;
+	uint64_t limit = e->arch == ARCH_S390 ? 1ull << 42 :
+			 e->arch == ARCH_ARM64 ? 1ull << (v->geom.lv[v->start_level].shift +
+							  __builtin_ctz(v->geom.lv[v->start_level].entries)) :
+			 1ull << 48;
+	if (gpa + len > limit)
+		return e->arch == ARCH_ARM64 ? -EFAULT : -EINVAL;
 	for (int i = 0; i < MAX_SLOTS; i++) {
 		struct memslot *o = &v->slots[i];
 		if (i != (int)slot && o->used && o->gpa < gpa + len && gpa < o->gpa + o->len)
@@ -79,6 +173,17 @@ static struct memslot *slot_for(struct vm *v, uint64_t gpa)
 	return NULL;
 }
 
+/* fault_supports_stage2_huge_mapping: congruent gpa/hva and the whole block inside the slot. */
+static bool slot_allows(const struct memslot *s, uint64_t hva, uint64_t size)
+{
+	if ((s->gpa & (size - 1)) != (s->hva & (size - 1)))
+		return false;
+	uint64_t start = hva & ~(size - 1);
+	return start >= s->hva && start + size <= s->hva + s->len;
+}
+
+/* ---- the guest-fault protocol ---- */
+
 static int fault_begin(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bool write)
 {
 	struct cpu *c = &e->cpus[cpu];
@@ -91,13 +196,22 @@ static int fault_begin(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bo
 	if (!s)
 		return -EFAULT;
 	struct mm *m = &e->mms[v->mm];
-	if (m->dead)
+	if (m->dead || v->root_freed)
 		return -EFAULT;
 	uint64_t hva = s->hva + (gpa - s->gpa);
 	struct vma *vma = vma_find(m, hva);
 	if (!vma)
 		return -EFAULT;
-	uint64_t size = e->geom.page_size;
+	const struct geom *g = &e->geom;
+	uint64_t size = g->page_size;
+	if (vma->flags & VMA_HUGETLB_PUD)
+		size = 1ull << g->pud_shift;
+	else if (vma->flags & VMA_HUGETLB_PMD)
+		size = 1ull << g->pmd_shift;
+	if (size > 1ull << g->pmd_shift && !slot_allows(s, hva, size))
+		size = 1ull << g->pmd_shift;
+	if (size > g->page_size && !slot_allows(s, hva, size))
+		size = g->page_size;
 	c->seq = v->invalidate_seq;
 	uint64_t pfn, host_size;
 	int ret = do_fault(e, v->mm, hva, write, &pfn, &host_size);
@@ -111,7 +225,11 @@ static int fault_begin(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bo
 	c->size = size;
 	c->pfn = pfn;
 	c->write = write;
-	c->holds_mm = false;
+	c->vma_thp = (vma->flags & VMA_THP) && !(vma->flags & VMA_NOHUGE);
+	c->s2_root = v->s2.root;
+	c->holds_mm = e->arch != ARCH_S390 && e->knob[K_FAULT_HOLDS_MM] == 0;
+	if (c->holds_mm)
+		e->mms[v->mm].users++; /* mmget */
 	v->faults_in_flight++;
 	mm_get(e, v->mm);
 	return 0;
@@ -124,8 +242,115 @@ static void fault_end(struct engine *e, int cpu)
 	v->faults_in_flight--;
 	c->actor = A_NONE;
 	if (c->holds_mm)
-		mm_put_users(e, c->mm);
+		mm_put_users(e, c->mm); /* mmput: may run exit_mmap now */
 	mm_drop(e, c->mm);
+}
+
+/* The legality oracle: what a stage-2 leaf of this size may be, whatever the knobs decided. */
+static int s2_check_install(struct engine *e, struct vm *v, struct cpu *c, int level, uint64_t size,
+			    uint64_t gpa, uint64_t pfn)
+{
+	int vi = vm_index(e, v);
+	int min_block = e->arch == ARCH_ARM64 ? (e->geom.page_size == 4096 ? 1 : 2) : 1;
+	uint64_t page = e->geom.page_size;
+	if (level < 0 || level < v->start_level || (level < 3 && level < min_block) ||
+	    (gpa & (size - 1)) || ((pfn * 4096) & (size - 1))) {
+		violate(e, V_STAGE2_BLOCK_ILLEGAL, "vm %d: a %#llx-byte leaf for gpa %#llx at stage-2 level %d, "
+			"but stage 2 starts at level %d and blocks need level >= %d", vi,
+			(unsigned long long)size, (unsigned long long)gpa, level, v->start_level, min_block);
+		return -1;
+	}
+	struct memslot *s = slot_for(v, c->gpa);
+	int hl = -1;
+	uint64_t hpfn = 0;
+	int k = host_lookup(e, v->mm, c->hva, &hl, &hpfn, NULL, NULL);
+	uint64_t host_size = k == E_LEAF ? level_size(&e->geom, hl) : 0;
+	if (size > page && (k == E_LEAF && size > host_size)) {
+		violate(e, V_STAGE2_OVERSIZE, "vm %d: %#llx-byte stage-2 block at gpa %#llx, but the host maps "
+			"hva %#llx with a %#llx-byte leaf", vi, (unsigned long long)size, (unsigned long long)gpa,
+			(unsigned long long)c->hva, (unsigned long long)host_size);
+		return -1;
+	}
+	if (size > page && (!s || !slot_allows(s, c->hva, size))) {
+		violate(e, V_STAGE2_OVERSIZE, "vm %d: %#llx-byte stage-2 block at gpa %#llx leaves its memslot "
+			"or breaks gpa/hva congruence", vi, (unsigned long long)size, (unsigned long long)gpa);
+		return -1;
+	}
+	struct compound *cp = data_lookup(e, c->pfn);
+	if (k != E_LEAF || hpfn != c->pfn || !cp || cp->freed) {
+		violate(e, V_STAGE2_STALE, "vm %d: gpa %#llx mapped to pfn %#llx, but the host %s at hva %#llx",
+			vi, (unsigned long long)c->gpa, (unsigned long long)c->pfn,
+			k != E_LEAF ? "maps nothing" : "maps another page", (unsigned long long)c->hva);
+		return -1;
+	}
+	return 0;
+}
+
+static bool pud_block_allowed(struct engine *e, struct vm *v, uint64_t size)
+{
+	int levels = 4 - v->start_level;
+	switch (e->arch == ARCH_ARM64 ? e->knob[K_STAGE2_BLOCK_CHECK] : BC_CAN_MAP) {
+	case BC_HAS_PMD:
+		return levels > 2;
+	case BC_HAS_PUD:
+		return levels == 4;
+	case BC_NONE:
+		return true;
+	default: /* can-map-block-size */
+		return size >= 1ull << e->geom.pmd_shift && level_size(&v->geom, v->start_level) >= size;
+	}
+}
+
+static int s2_fault_commit(struct engine *e, int cpu)
+{
+	struct cpu *c = &e->cpus[cpu];
+	struct vm *v = &e->vms[c->vm];
+	const struct geom *g = &e->geom;
+	uint64_t pmd = 1ull << g->pmd_shift, size = c->size;
+	/* under mmu_lock */
+	if (e->knob[K_INVALIDATE_RETRY] == 0 && (v->invalidate_seq != c->seq || v->invalidate_in_progress))
+		return -EAGAIN;
+	if (e->knob[K_RELEASE_CHECK] == 0 && v->root_freed)
+		return -EAGAIN;
+	if (!tref_alive(e, c->s2_root)) {
+		violate(e, V_STAGE2_AFTER_RELEASE, "vm %d: guest fault for gpa %#llx installs into stage-2 root "
+			"%#llx, freed by mmu_notifier release (exit_mmap)", vm_index(e, v),
+			(unsigned long long)c->gpa, (unsigned long long)tref_phys(c->s2_root));
+		return 0;
+	}
+	struct memslot *s = slot_for(v, c->gpa);
+	if (size == g->page_size && s && slot_allows(s, c->hva, pmd)) {
+		if (e->arch == ARCH_ARM64 && e->knob[K_THP_SIZE] == 1) {
+			if (c->vma_thp)
+				size = pmd; /* vma-naive: the VMA says THP, the host tables are not asked */
+		} else {
+			/* get_user_mapping_size / host_pfn_mapping_level: the host leaf, now */
+			int hl;
+			uint64_t hpfn;
+			if (host_lookup(e, v->mm, c->hva, &hl, &hpfn, NULL, NULL) != E_LEAF)
+				return -EAGAIN;
+			uint64_t hs = level_size(g, hl);
+			if (hs >= pmd)
+				size = pmd;
+			if (e->arch == ARCH_X86_64 && hs > pmd && slot_allows(s, c->hva, hs))
+				size = hs;
+		}
+	}
+	if (size > pmd && !pud_block_allowed(e, v, size))
+		size = pmd;
+	int level = 3;
+	while (level > 0 && level_size(&v->geom, level) < size)
+		level--;
+	uint64_t gpa = c->gpa & ~(size - 1), pages = size / 4096;
+	uint64_t pfn = c->pfn & ~(pages - 1);
+	if (s2_check_install(e, v, c, level, size, gpa, pfn))
+		return 0;
+	struct s2_map_arg a = { level, v->geom.fmt->leaf(level, pfn << 12, c->write), 0 };
+	struct walker w = { s2_map_visit, &a, WALK_LEAF };
+	pt_walk(e, &v->s2, &v->geom, gpa, gpa + 1, &w);
+	if (!a.ret)
+		emit(e, EV_S2_LEAF, (uint64_t)vm_index(e, v), gpa, level, pfn);
+	return a.ret;
 }
 
 static int fault_commit(struct engine *e, int cpu)
@@ -133,10 +358,11 @@ static int fault_commit(struct engine *e, int cpu)
 	struct cpu *c = &e->cpus[cpu];
 	if (c->actor != A_GFAULT)
 		return -EINVAL;
-	struct vm *v = &e->vms[c->vm];
-	int ret = -ENOSYS;
+	int ret;
 	if (e->arch == ARCH_S390)
-		ret = e->mms[c->mm].dead ? -EFAULT : gmap_link(e, v, c->gpa, c->hva);
+		ret = e->mms[c->mm].dead ? -EFAULT : gmap_link(e, &e->vms[c->vm], c->gpa, c->hva);
+	else
+		ret = s2_fault_commit(e, cpu);
 	fault_end(e, cpu);
 	return ret;
 }
@@ -150,6 +376,8 @@ static int vm_destroy(struct engine *e, uint64_t vmi)
 		return -EBUSY;
 	if (e->arch == ARCH_S390)
 		gmap_destroy(e, v);
+	else
+		s2_destroy(e, v);
 	v->used = false;
 	mm_drop(e, v->mm);
 	return 0;
@@ -181,16 +409,41 @@ int op_kvm(struct engine *e, const uint64_t *op)
 	return -ENOSYS;
 }
 
-/* invalidate_range_start/end: the s390 gmap learns of host changes through gmap_unlink instead. */
+/* ---- the mmu_notifier side ---- */
+
+/* invalidate_range_start/end: zap what the range backs in every VM of the mm, then bump the sequence.
+ * The s390 gmap shares the host's PTE tables and learns of changes through gmap_unlink instead. */
 void kvm_notify_range(struct engine *e, int mm, uint64_t start, uint64_t end)
 {
-	(void)e; (void)mm; (void)start; (void)end;
+	if (e->arch == ARCH_S390)
+		return;
+	emit(e, EV_NOTIFY, (uint64_t)mm, start, end, 0);
+	for (int vi = 0; vi < MAX_VMS; vi++) {
+		struct vm *v = &e->vms[vi];
+		if (!v->used || v->mm != mm || v->root_freed)
+			continue;
+		v->invalidate_in_progress++;
+		for (int i = 0; i < MAX_SLOTS; i++) {
+			struct memslot *s = &v->slots[i];
+			if (!s->used || s->hva >= end || s->hva + s->len <= start)
+				continue;
+			uint64_t lo = start > s->hva ? start : s->hva;
+			uint64_t hi = end < s->hva + s->len ? end : s->hva + s->len;
+			s2_zap(e, v, s->gpa + (lo - s->hva), s->gpa + (hi - s->hva));
+		}
+		v->invalidate_seq++;
+		v->invalidate_in_progress--;
+	}
 }
 
-/* mmu_notifier_release from exit_mmap. */
+/* mmu_notifier_release from exit_mmap: the stage-2 goes, and the subscription with it. */
 void kvm_release(struct engine *e, int mm)
 {
-	(void)e; (void)mm;
+	if (e->arch == ARCH_S390)
+		return;
+	for (int vi = 0; vi < MAX_VMS; vi++)
+		if (e->vms[vi].used && e->vms[vi].mm == mm)
+			s2_destroy(e, &e->vms[vi]);
 }
 
 void kvm_abort_faults(struct engine *e)
@@ -200,10 +453,48 @@ void kvm_abort_faults(struct engine *e)
 			fault_end(e, cpu);
 }
 
-/* Teardown: every VM goes. */
 void kvm_destroy_all(struct engine *e)
 {
 	for (int i = 0; i < MAX_VMS; i++)
 		if (e->vms[i].used)
 			vm_destroy(e, (uint64_t)i);
+}
+
+struct coherence_arg { struct vm *v; int vi; };
+
+static int coherence_visit(struct walk_ctx *ctx, unsigned visit)
+{
+	struct coherence_arg *a = ctx->arg;
+	struct engine *e = ctx->e;
+	(void)visit;
+	if (ctx->g->fmt->kind(ctx->level, ctx->old) != E_LEAF)
+		return 0;
+	uint64_t pfn = ctx->g->fmt->addr(ctx->level, ctx->old) >> 12;
+	struct memslot *s = slot_for(a->v, ctx->addr);
+	int hl;
+	uint64_t hpfn = 0;
+	int k = s ? host_lookup(e, a->v->mm, s->hva + (ctx->addr - s->gpa), &hl, &hpfn, NULL, NULL) : E_EMPTY;
+	struct compound *cp = data_lookup(e, pfn);
+	if (k != E_LEAF || hpfn != pfn || !cp || cp->freed) {
+		violate(e, V_STAGE2_STALE, "coherence: vm %d maps gpa %#llx to pfn %#llx, the host %s",
+			a->vi, (unsigned long long)ctx->addr, (unsigned long long)pfn,
+			k != E_LEAF ? "maps nothing there" : "maps another page there");
+		return 1;
+	}
+	return 0;
+}
+
+/* The coherence oracle: every stage-2 leaf translates to what the host maps at the matching hva. */
+void kvm_coherence_check(struct engine *e)
+{
+	if (e->arch == ARCH_S390)
+		return;
+	for (int vi = 0; vi < MAX_VMS && !e->viol; vi++) {
+		struct vm *v = &e->vms[vi];
+		if (!v->used || v->root_freed)
+			continue;
+		struct coherence_arg a = { v, vi };
+		struct walker w = { coherence_visit, &a, WALK_LEAF | WALK_SKIP_EMPTY };
+		pt_walk(e, &v->s2, &v->geom, 0, ~0ull, &w);
+	}
 }

@@ -5,8 +5,6 @@
 
 #define STACK_BYTES (128ull << 10)
 
-static int pmd_level(const struct geom *g) { return g->nlevels - 2; }
-static int pud_level(const struct geom *g) { return g->nlevels - 3; }
 
 /* ---- mm lifetime ---- */
 
@@ -385,7 +383,7 @@ int do_fault(struct engine *e, int mm, uint64_t addr, bool write, uint64_t *pfn_
 		*size_out = level_size(g, lvl);
 		return 0;
 	}
-	uint64_t head = data_alloc(e, size / g->page_size);
+	uint64_t head = data_alloc(e, size >> 12); /* pfns count 4K frames on every arch */
 	if (!head)
 		return -ENOMEM;
 	struct map_arg a = { mm, target, g->fmt->leaf(target, head << 12, write), false, 0 };
@@ -443,8 +441,9 @@ static int split_pmd_leaf(struct engine *e, int mm, uint64_t addr)
 		return ret;
 	int pl = g->nlevels - 1;
 	uint32_t n = g->lv[pl].entries;
+	uint64_t frames = g->page_size >> 12;
 	for (uint32_t i = 0; i < n; i++)
-		entry_write(e, t, pl, i, g->fmt->leaf(pl, (head + i) << 12, true));
+		entry_write(e, t, pl, i, g->fmt->leaf(pl, (head + i * frames) << 12, true));
 	data_lookup(e, head)->mapcount += n - 1;
 	entry_write(e, tbl, lvl, idx, g->fmt->table(lvl, tref_phys(t)));
 	table_set_linked(e, t, true);
@@ -466,7 +465,7 @@ static int collapse_block(struct engine *e, int mm, uint64_t base)
 	struct tref pte_tbl = tref_from_phys(e, g->fmt->addr(ml, pmd));
 	uint64_t pmd_size = level_size(g, ml);
 	kvm_notify_range(e, mm, base, base + pmd_size);
-	uint64_t head = data_alloc(e, pmd_size / g->page_size);
+	uint64_t head = data_alloc(e, pmd_size >> 12);
 	if (!head)
 		return -ENOMEM;
 	uint32_t n = g->lv[pl].entries;

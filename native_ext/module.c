@@ -9,7 +9,7 @@
 static PyObject *raise_errno(int err)
 {
 	if (err == -ENOSYS)
-		PyErr_SetString(PyExc_NotImplementedError, "architecture not modelled");
+		PyErr_SetString(PyExc_NotImplementedError, "not modelled on this architecture");
 	else if (err == -ENOMEM)
 		PyErr_NoMemory();
 	else
@@ -68,10 +68,10 @@ static PyObject *py_run(PyObject *self, PyObject *args)
 {
 	int arch, steps, teardown;
 	PyObject *knobs_obj, *config_obj, *elfs_obj;
-	Py_buffer ops;
+	Py_buffer ops, probes = { 0 };
 	(void)self;
-	if (!PyArg_ParseTuple(args, "iO!O!O!y*pp", &arch, &PyTuple_Type, &knobs_obj, &PyTuple_Type,
-			      &config_obj, &PyTuple_Type, &elfs_obj, &ops, &steps, &teardown))
+	if (!PyArg_ParseTuple(args, "iO!O!O!y*pp|y*", &arch, &PyTuple_Type, &knobs_obj, &PyTuple_Type,
+			      &config_obj, &PyTuple_Type, &elfs_obj, &ops, &steps, &teardown, &probes))
 		return NULL;
 	PyObject *result = NULL;
 	int knobs[K_NR];
@@ -128,9 +128,19 @@ static PyObject *py_run(PyObject *self, PyObject *args)
 	}
 	Py_END_ALLOW_THREADS
 	uint64_t digest = ptf_digest(e);
+	/* probes: (pid, va) pairs translated after the last operation, before teardown */
+	size_t nprobes = probes.buf ? (size_t)probes.len / 16 : 0;
+	PyObject *translations = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)nprobes * 8);
+	if (!translations) {
+		Py_DECREF(op_results);
+		goto fini;
+	}
+	uint64_t *tr = (uint64_t *)PyBytes_AS_STRING(translations);
+	for (size_t i = 0; i < nprobes; i++)
+		tr[i] = ptf_translate(e, ((const uint64_t *)probes.buf)[2 * i], ((const uint64_t *)probes.buf)[2 * i + 1]);
 	e->op_index = (uint32_t)nops;
 	ptf_finish(e, teardown);
-	result = Py_BuildValue("{s:n,s:i,s:I,s:s,s:K,s:N,s:N,s:N}",
+	result = Py_BuildValue("{s:n,s:i,s:I,s:s,s:K,s:N,s:N,s:N,s:N}",
 		"executed", (Py_ssize_t)executed,
 		"violation", (int)e->viol,
 		"op_index", e->viol_op,
@@ -138,7 +148,8 @@ static PyObject *py_run(PyObject *self, PyObject *args)
 		"digest", (unsigned long long)digest,
 		"stats", stats_dict(e),
 		"op_results", op_results,
-		"events", steps ? events_list(e) : (Py_INCREF(Py_None), Py_None));
+		"events", steps ? events_list(e) : (Py_INCREF(Py_None), Py_None),
+		"translations", translations);
 fini:
 	ptf_fini(e);
 out:
@@ -146,6 +157,8 @@ out:
 	free(elfs);
 	free(lens);
 	PyBuffer_Release(&ops);
+	if (probes.buf)
+		PyBuffer_Release(&probes);
 	return result;
 }
 
@@ -195,7 +208,7 @@ static PyObject *py_elf_check(PyObject *self, PyObject *args)
 	return Py_BuildValue("(OO)", ret == 0 ? Py_True : Py_False, info.pgste ? Py_True : Py_False);
 }
 
-/* geometry(arch, config) -> list of (name, shift, entries, table_bytes, folded, leaf_ok) */
+/* geometry(arch, config) -> ([(name, shift, entries, table_bytes, folded, leaf_ok)], pmd_shift, pud_shift) */
 static PyObject *py_geometry(PyObject *self, PyObject *args)
 {
 	int arch;
@@ -212,10 +225,10 @@ static PyObject *py_geometry(PyObject *self, PyObject *args)
 	if (!list)
 		return NULL;
 	for (int i = 0; i < g.nlevels; i++)
-		PyList_SET_ITEM(list, i, Py_BuildValue("(siiiOO)", g.lv[i].name, g.lv[i].shift,
+		PyList_SET_ITEM(list, i, Py_BuildValue("(sIIIOO)", g.lv[i].name, (unsigned)g.lv[i].shift,
 			g.lv[i].entries, g.lv[i].table_bytes, g.lv[i].folded ? Py_True : Py_False,
 			g.lv[i].leaf_ok ? Py_True : Py_False));
-	return list;
+	return Py_BuildValue("(Nii)", list, g.pmd_shift, g.pud_shift);
 }
 
 static PyObject *py_selftest(PyObject *self, PyObject *args)
@@ -284,7 +297,33 @@ bad:
 	return Py_BuildValue("(Nn)", out, (Py_ssize_t)-1);
 }
 
+/* geometry2(arch, config, ipa_bits) -> (levels, start_level, pgd_pages) for KVM stage 2 / TDP */
+static PyObject *py_geometry2(PyObject *self, PyObject *args)
+{
+	int arch;
+	unsigned ipa;
+	unsigned long long config[4];
+	(void)self;
+	if (!PyArg_ParseTuple(args, "i(KKKK)I", &arch, &config[0], &config[1], &config[2], &config[3], &ipa))
+		return NULL;
+	struct geom g;
+	int start, pages;
+	uint64_t cfg[4] = { config[0], config[1], config[2], config[3] };
+	int ret = arch >= 0 && arch < ARCH_NR ? geom_stage2(&g, (enum arch)arch, cfg, ipa, &start, &pages) : -EINVAL;
+	if (ret)
+		return raise_errno(ret);
+	PyObject *list = PyList_New(g.nlevels);
+	if (!list)
+		return NULL;
+	for (int i = 0; i < g.nlevels; i++)
+		PyList_SET_ITEM(list, i, Py_BuildValue("(sIIIOO)", g.lv[i].name, (unsigned)g.lv[i].shift,
+			g.lv[i].entries, g.lv[i].table_bytes, g.lv[i].folded ? Py_True : Py_False,
+			g.lv[i].leaf_ok ? Py_True : Py_False));
+	return Py_BuildValue("(Nii)", list, start, pages);
+}
+
 static PyMethodDef methods[] = {
+	{ "geometry2", py_geometry2, METH_VARARGS, "geometry2(arch, config, ipa_bits) -> (levels, start, pgd_pages)" },
 	{ "pack_ops", py_pack_ops, METH_VARARGS, "pack_ops(ops, codes, elf_columns) -> (bytes, bad_index)" },
 	{ "selftest", py_selftest, METH_VARARGS, "selftest(kind) -> the violation a corrupted state produces" },
 	{ "geometry", py_geometry, METH_VARARGS, "geometry(arch, config) -> levels" },

@@ -102,7 +102,7 @@ int table_alloc(struct engine *e, int mm, int level, int pages, struct tref *out
 	b->level[0] = b->level[1] = (int8_t)level;
 	b->mm[0] = b->mm[1] = (int16_t)mm;
 	b->list_next = b->list_prev = -1;
-	uint64_t empty = e->geom.fmt->empty(level);
+	uint64_t empty = (mm >= 0 ? e->geom.fmt : e->s2_fmt)->empty(level);
 	size_t n = (size_t)pages * PAGE_BYTES / 8;
 	for (size_t i = 0; i < n; i++)
 		b->mem[i] = empty;
@@ -135,25 +135,36 @@ void block_release(struct engine *e, int32_t id)
 	e->free_blocks = id;
 }
 
+/* A compound of nr pages (a power of two), naturally aligned; 0 when memory runs out. */
 uint64_t data_alloc(struct engine *e, uint64_t nr)
 {
 	if (grow((void **)&e->cpd, sizeof(struct compound), &e->capcpd, e->ncpd + 1))
 		return 0;
-	uint64_t id = e->ncpd++;
-	e->cpd[id] = (struct compound){ .nr = (uint32_t)nr };
+	if (e->next_pfn < DATA_PFN_BASE)
+		e->next_pfn = DATA_PFN_BASE;
+	uint64_t pfn = (e->next_pfn + nr - 1) & ~(nr - 1);
+	e->next_pfn = pfn + nr;
+	e->cpd[e->ncpd++] = (struct compound){ .pfn = pfn, .nr = (uint32_t)nr };
 	e->st.data_pages += nr;
 	if (e->st.data_pages > e->st.data_pages_peak)
 		e->st.data_pages_peak = e->st.data_pages;
-	/* compound 0 is never handed out so that pfn 0 can mean "none" */
-	return (id + 1) << PFN_SHIFT_COMPOUND;
+	return pfn;
 }
 
+/* The compound holding pfn: the last one starting at or below it. */
 struct compound *data_lookup(struct engine *e, uint64_t pfn)
 {
-	uint64_t id = (pfn >> PFN_SHIFT_COMPOUND);
-	if (id == 0 || id > e->ncpd)
+	uint64_t lo = 0, hi = e->ncpd;
+	while (lo < hi) {
+		uint64_t mid = (lo + hi) / 2;
+		if (e->cpd[mid].pfn <= pfn)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == 0 || pfn - e->cpd[lo - 1].pfn >= e->cpd[lo - 1].nr)
 		return NULL;
-	return &e->cpd[id - 1];
+	return &e->cpd[lo - 1];
 }
 
 /* A kernel path dropped one mapping of the page. */
@@ -170,10 +181,15 @@ void data_put(struct engine *e, uint64_t pfn)
 		return;
 	c->freed = 1;
 	e->st.data_pages -= c->nr;
-	emit(e, EV_DATA_FREE, pfn & ~((1ull << PFN_SHIFT_COMPOUND) - 1), c->nr, 0, 0);
+	emit(e, EV_DATA_FREE, c->pfn, c->nr, 0, 0);
 	if (c->live > 0)
 		violate(e, V_FREED_PAGE_MAPPED, "data page pfn 0x%llx freed while %d live leaves still map it",
 			(unsigned long long)pfn, c->live);
+}
+
+const struct entry_fmt *block_fmt(struct engine *e, const struct block *b, int half)
+{
+	return b->mm[half] >= 0 ? e->geom.fmt : e->s2_fmt;
 }
 
 static void live_adjust(struct engine *e, int level, uint64_t val, int delta)
@@ -189,7 +205,7 @@ void entry_write(struct engine *e, struct tref t, int level, uint32_t idx, uint6
 {
 	struct block *b = &e->blocks[t.blk];
 	uint64_t *slot = &tref_mem(e, t)[idx];
-	const struct entry_fmt *f = e->geom.fmt;
+	const struct entry_fmt *f = block_fmt(e, b, t.half);
 	enum entry_kind was = f->kind(level, *slot), now = f->kind(level, val);
 	b->nonempty[t.half] += (now != E_EMPTY) - (was != E_EMPTY);
 	b->leaves[t.half] += (now == E_LEAF) - (was == E_LEAF);

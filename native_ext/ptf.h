@@ -63,7 +63,7 @@ enum entry_kind { E_EMPTY, E_TABLE, E_LEAF };
 struct level_geom {
 	const char *name;
 	uint8_t shift;        /* VA bits below one entry of this level */
-	uint16_t entries;     /* entries per table (1 when folded) */
+	uint32_t entries;     /* entries per table (1 when folded) */
 	uint32_t table_bytes; /* bytes of one table; 0 when folded */
 	bool folded;
 	bool leaf_ok;         /* host leaves (THP / hugetlb) may live here */
@@ -82,6 +82,7 @@ struct geom {
 	struct level_geom lv[MAX_LEVELS];
 	const struct entry_fmt *fmt;
 	uint64_t page_size;
+	uint8_t pmd_shift, pud_shift; /* THP/hugetlb PMD size; hugetlb PUD size (0: none) */
 };
 
 /* ---- table pool ---- */
@@ -102,20 +103,21 @@ struct block {
 	uint8_t linked[2];  /* currently linked into a live page table */
 	int8_t level[2];
 	int16_t mm[2];      /* owning mm, -1 for gmap / stage-2 tables */
-	uint16_t nonempty[2]; /* entries that are not empty, kept by entry_write */
-	uint16_t leaves[2];   /* entries that are leaves, kept by entry_write */
+	uint32_t nonempty[2]; /* entries that are not empty, kept by entry_write */
+	uint32_t leaves[2];   /* entries that are leaves, kept by entry_write */
 	int32_t next_free;
 	int32_t list_next, list_prev;
 };
 
 /* ---- data pages ---- */
 struct compound {
+	uint64_t pfn;     /* first page; compounds are handed out in increasing pfn order */
 	uint32_t nr;      /* 4K pages in the compound */
 	int32_t mapcount; /* maintained by the kernel paths */
 	int32_t live;     /* maintained by the oracle: leaves in linked tables */
 	uint8_t freed;
 };
-#define PFN_SHIFT_COMPOUND 19
+#define DATA_PFN_BASE (1ull << 24) /* data pages live above the table pool's addresses */
 
 /* ---- processes, mms, VMAs ---- */
 enum { VMA_THP = 1, VMA_HUGETLB_PMD = 2, VMA_HUGETLB_PUD = 4, VMA_NOHUGE = 8 };
@@ -164,7 +166,8 @@ struct cpu {
 	uint64_t gpa, hva, size;
 	uint64_t pfn;
 	uint64_t seq;
-	bool holds_mm, write;
+	bool holds_mm, write, vma_thp;
+	struct tref s2_root;    /* the stage-2 root the fault will install into */
 };
 
 struct memslot { bool used; uint64_t gpa, hva, len; };
@@ -222,7 +225,8 @@ struct engine {
 	int32_t nblocks, capblocks, free_blocks;
 
 	struct compound *cpd;
-	uint64_t ncpd, capcpd;
+	uint64_t ncpd, capcpd, next_pfn;
+	const struct entry_fmt *s2_fmt; /* entry format of gmap / stage-2 / TDP tables */
 
 	struct proc procs[MAX_PIDS];
 	struct mm mms[MAX_MMS];
@@ -261,12 +265,14 @@ int ptf_step(struct engine *e, const uint64_t *op);
 int ptf_finish(struct engine *e, bool teardown);
 uint64_t ptf_digest(struct engine *e);
 int ptf_selftest(int which);
+uint64_t ptf_translate(struct engine *e, uint64_t pid, uint64_t va);
 void violate(struct engine *e, enum violation v, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void emit(struct engine *e, enum event t, uint64_t a, uint64_t b, uint64_t c, uint64_t d);
 
 /* pool.c: table pages, data pages */
 int table_alloc(struct engine *e, int mm, int level, int pages, struct tref *out);
+const struct entry_fmt *block_fmt(struct engine *e, const struct block *b, int half);
 void block_release(struct engine *e, int32_t blk);
 uint64_t *tref_mem(struct engine *e, struct tref t);
 uint64_t *tref_deref(struct engine *e, struct tref t, const char *who);
@@ -287,6 +293,9 @@ void rcu_gp(struct engine *e, bool drain);
 
 /* geom.c, walk.c */
 int geom_stage1(struct geom *g, enum arch arch, const uint64_t *config);
+int geom_stage2(struct geom *g, enum arch arch, const uint64_t *config, unsigned ipa_bits,
+		int *start_level, int *pgd_pages);
+const struct entry_fmt *stage2_fmt(enum arch arch);
 struct walk_ctx;
 typedef int (*walk_fn)(struct walk_ctx *ctx, unsigned visit);
 enum { WALK_LEAF = 1, WALK_TABLE_PRE = 2, WALK_TABLE_POST = 4,
@@ -309,6 +318,8 @@ int pt_walk(struct engine *e, struct pgtable *pgt, const struct geom *g,
 uint64_t level_size(const struct geom *g, int level);
 int child_level(const struct geom *g, int level);
 int level_for_size(const struct geom *g, uint64_t size);
+int pmd_level(const struct geom *g);
+int pud_level(const struct geom *g);
 uint64_t entry_get(struct engine *e, struct tref t, uint32_t idx);
 
 /* mm.c */
@@ -349,6 +360,7 @@ void kvm_notify_range(struct engine *e, int mm, uint64_t start, uint64_t end);
 void kvm_release(struct engine *e, int mm);
 void kvm_abort_faults(struct engine *e);
 void kvm_destroy_all(struct engine *e);
+void kvm_coherence_check(struct engine *e);
 
 /* elf.c */
 struct elf_info { int machine; bool big_endian; bool pgste; int type; };

@@ -92,7 +92,6 @@ int s390_pte_alloc(struct engine *e, int mm, struct tref *out)
 	}
 	b->frag = 1;
 	b->half[1] = H_FREE;
-	b->mm[1] = -1;
 	m->n_frag_tables++;
 	list_add(e, mm, out->blk, false);
 	emit(e, EV_TABLE_ALLOC, PTE, tref_phys(*out), mm, 2048);
@@ -109,7 +108,7 @@ static void frag_page_maybe_free(struct engine *e, int32_t blk)
 		b->active = 0;
 		call_rcu_table(e, CB_FREE_BLOCK, blk, 0);
 	} else {
-		emit(e, EV_TABLE_FREE, PTE, tref_phys((struct tref){ blk, 0, 0 }), -1, 4096);
+		emit(e, EV_TABLE_FREE, PTE, tref_phys((struct tref){ blk, 0, 0 }), (uint64_t)b->mm[0], 4096);
 		block_release(e, blk);
 	}
 }

@@ -8,7 +8,7 @@ from .errors import NotModelledError
 from .names import ARCH_NAMES, VIOLATION_KINDS, Verdict, errno_name, knob_vector
 from .trace import Trace, op_text
 
-MODELLED = {"s390"}
+MODELLED = {"s390", "arm64", "x86_64"}
 CONFIG_ORDER = ("granule", "va_bits", "la57", "max_table_pages")
 
 
@@ -32,6 +32,7 @@ class ReplayResult:
     digest: str
     op_results: list[int] | None = None
     events: list[tuple] | None = field(default=None, repr=False)
+    translations: np.ndarray | None = field(default=None, repr=False)
 
     def matches(self, trace: Trace) -> bool:
         want = trace.expected_kind()
@@ -44,14 +45,19 @@ def config_tuple(trace: Trace) -> tuple:
     return tuple(int(cfg[k]) for k in CONFIG_ORDER)
 
 
-def replay(trace: Trace, knobs: dict | None = None, steps: bool = False, teardown: bool = True) -> ReplayResult:
-    """Run every operation; stop at the first violation; tear down and audit unless told not to."""
+def replay(trace: Trace, knobs: dict | None = None, steps: bool = False, teardown: bool = True,
+           probes: np.ndarray | None = None) -> ReplayResult:
+    """Run every operation; stop at the first violation; tear down and audit unless told not to.
+
+    probes: an (n, 2) uint64 array of (pid, va); the result's translations give the 4K frame each maps
+    after the last operation (2^64-1 where nothing is mapped)."""
     if trace.arch not in MODELLED:
         raise NotModelledError(f"arch {trace.arch} is not modelled yet (only {', '.join(sorted(MODELLED))})")
     effective = {**trace.knobs, **(knobs or {})}
     ops = np.ascontiguousarray(trace.ops, dtype=np.uint64)
     out = _engine.run(ARCH_NAMES.index(trace.arch), knob_vector(trace.arch, effective), config_tuple(trace),
-                      tuple(bytes(b) for b in trace.elfs), ops, steps, teardown)
+                      tuple(bytes(b) for b in trace.elfs), ops, steps, teardown,
+                      *(() if probes is None else (np.ascontiguousarray(probes, dtype=np.uint64),)))
     violation = None
     if out["violation"]:
         idx = out["op_index"]
@@ -65,4 +71,5 @@ def replay(trace: Trace, knobs: dict | None = None, steps: bool = False, teardow
         knobs=effective, stats=stats, digest=f"{out['digest']:016x}",
         op_results=list(np.frombuffer(out["op_results"], dtype=np.int8)) if steps else None,
         events=out["events"],
+        translations=np.frombuffer(out["translations"], dtype=np.uint64) if probes is not None else None,
     )

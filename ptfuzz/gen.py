@@ -27,10 +27,13 @@ def s390_elf(pgste: bool) -> bytes:
 class Generator:
     """Emits operations that mostly succeed: live pids, mapped addresses, idle or busy cpus as needed."""
 
-    def __init__(self, arch: str, seed: int, pmd_size: int = MiB):
+    def __init__(self, arch: str, seed: int, config: dict | None = None):
+        from .cli.geometry import stage1_geometry
+        geo = stage1_geometry(arch, config or {})
         self.arch = arch
         self.rng = np.random.default_rng(seed)
-        self.pmd = pmd_size
+        self.page = geo["page_size"]
+        self.pmd = geo["pmd_size"]
         self.pids: list[int] = []
         self.maps: dict[int, list[tuple[int, int]]] = {}
         self.cpu_state = ["idle"] * 16
@@ -50,13 +53,13 @@ class Generator:
         if not maps:
             return MAP_BASE
         start, length = maps[self.r(len(maps))]
-        return start + self.r(length // 4096) * 4096
+        return start + self.r(length // self.page) * self.page
 
     def step(self) -> None:
         r = self.r(100)
         if not self.pids or r < 3:
             pid = self.r(8)
-            self.op("exec", pid, self.r(3) - 1)  # -1, 0 (pgste), 1 (plain)
+            self.op("exec", pid, self.r(3) - 1 if self.arch == "s390" else -1)  # -1, 0 (pgste), 1 (plain)
             if pid not in self.pids:
                 self.pids.append(pid)
             self.maps[pid] = []
@@ -64,7 +67,7 @@ class Generator:
         pid = self.pids[self.r(len(self.pids))]
         if r < 15:
             slot = self.r(MAP_SLOTS)
-            length = (1 + self.r(4)) * self.pmd if self.r(2) else (1 + self.r(64)) * 4096
+            length = (1 + self.r(4)) * self.pmd if self.r(2) else (1 + self.r(64)) * self.page
             addr = MAP_BASE + slot * 4 * self.pmd
             self.op("mmap", pid, addr, length, self.r(2))
             self.maps.setdefault(pid, []).append((addr, length))
@@ -133,7 +136,7 @@ class Generator:
             self.op("memslot", vm, self.r(4), self.r(4) * 64 * self.pmd, addr, self.pmd * (1 + self.r(2)))
         elif r < 9:
             cpu = 8 + self.r(4)
-            gpa = self.r(4) * 64 * self.pmd + self.r(self.pmd // 4096) * 4096
+            gpa = self.r(4) * 64 * self.pmd + self.r(self.pmd // self.page) * self.page
             if self.cpu_state[cpu] == "idle" and self.r(2):
                 self.op("guest_fault_begin", cpu, vm, gpa, 1)
                 self.cpu_state[cpu] = "gfault"
@@ -147,10 +150,11 @@ class Generator:
             del self.vms[vm]
 
 
-def generate(arch: str, nops: int, seed: int = 0, knobs: dict | None = None) -> Trace:
-    g = Generator(arch, seed)
+def generate(arch: str, nops: int, seed: int = 0, knobs: dict | None = None, config: dict | None = None) -> Trace:
+    g = Generator(arch, seed, config)
     while len(g.rows) < nops:
         g.step()
     ops = np.array(g.rows[:nops], dtype=np.uint64) if nops else np.zeros((0, OP_WIDTH), dtype=np.uint64)
     elfs = [s390_elf(True), s390_elf(False)] if arch == "s390" else []
-    return Trace(arch, ops, knobs=dict(knobs or {}), elfs=elfs, meta={"found_by": "gen", "seed": seed})
+    return Trace(arch, ops, config=dict(config or {}), knobs=dict(knobs or {}), elfs=elfs,
+                 meta={"found_by": "gen", "seed": seed})

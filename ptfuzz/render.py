@@ -7,24 +7,28 @@ from .names import errno_name
 from .trace import Trace, op_text
 
 S390_LEVELS = ["region-first", "region-second", "region-third", "segment", "page"]
+GENERIC_LEVELS = ["pgd", "p4d", "pud", "pmd", "pte"]
+NO_OWNER = (1 << 64) - 1
 EVENT_NAMES = ["table_alloc", "table_free", "table_rcu", "table_defer", "rcu_run", "leaf_set", "leaf_zap",
                "data_free", "upgrade", "gmap_link", "gmap_unlink", "notify", "exec_restart", "pgste",
                "s2_leaf", "s2_zap"]
 
 
-def level_name(arch: str, level: int) -> str:
-    if arch == "s390" and 0 <= level < len(S390_LEVELS):
-        return S390_LEVELS[level]
-    return f"L{level}"
+def level_name(arch: str, level: int, stage2: bool = False) -> str:
+    if stage2 and arch != "s390":
+        return f"stage-2 level {level}"
+    names = S390_LEVELS if arch == "s390" else GENERIC_LEVELS
+    return names[level] if 0 <= level < len(names) else f"L{level}"
 
 
 def describe_event(arch: str, ev: tuple) -> str:
     _, kind, a, b, c, d = ev
     name = EVENT_NAMES[kind] if kind < len(EVENT_NAMES) else f"event{kind}"
-    lv = level_name(arch, a) if name in ("table_alloc", "table_free", "table_defer", "leaf_set", "leaf_zap") else ""
-    owner = "gmap" if c == (1 << 64) - 1 or c == 0xFFFFFFFFFFFFFFFF else f"mm {c}"
+    unowned = c == NO_OWNER
+    owner = ("gmap" if arch == "s390" else "stage 2") if unowned else f"mm {c}"
+    lv = level_name(arch, a, unowned) if name in ("table_alloc", "table_free", "table_defer", "leaf_set", "leaf_zap") else ""
     if name == "table_alloc":
-        size = {2048: " (2K fragment)", 4096: " (4K)", 4097: " (4K with PGSTEs)"}.get(d, "")
+        size = {2048: " (2K fragment)", 4097: " (4K with PGSTEs)"}.get(d, "") if arch == "s390" else ""
         return f"+ table {lv} at {b:#x} for {owner}{size}"
     if name == "table_free":
         return f"- table {lv} at {b:#x} freed now"
@@ -49,6 +53,12 @@ def describe_event(arch: str, ev: tuple) -> str:
         return f"- gmap vm {d}: guest segment {a:#x} unlinked (hva {b:#x})"
     if name == "exec_restart":
         return f"! exec of pid {a} restarts with TIF_PGSTE set (PT_S390_PGSTE)"
+    if name == "notify":
+        return f"~ mmu_notifier invalidate mm {a} [{b:#x}, {c:#x})"
+    if name == "s2_leaf":
+        return f"+ vm {a} stage-2 leaf level {c} gpa {b:#x} -> pfn {d:#x}"
+    if name == "s2_zap":
+        return f"- vm {a} stage-2 leaf level {c} gpa {b:#x} (pfn {d:#x}) zapped"
     if name == "pgste":
         how = {1: "by the ELF flag on the mm already built", 2: "by converting its page tables"}.get(b, "")
         return f"! mm {a} now allocates PGSTEs {how}"

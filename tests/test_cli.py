@@ -56,12 +56,14 @@ def test_bad_input_is_one_line_and_exit_2(cli, tmp_path):
     assert 'm.msgpack: ops[0]: "mmap" takes 4 arguments, got 3' in r.stderr
 
 
-def test_other_arches_validate_but_are_not_modelled_yet(cli, tmp_path):
-    p = tmp_path / "a.msgpack"
-    p.write_bytes(msgpack.packb({"format": "ptfuzz-trace", "version": 1, "arch": "arm64", "ops": [["rcu_gp"]]}))
-    assert cli("trace", "validate", p).returncode == 0
-    r = cli("replay", p)
-    assert r.returncode == 2 and "not modelled yet" in r.stderr
+def test_stage2_geometry_json(cli):
+    g = json.loads(cli("geometry", "--arch", "arm64", "--granule", 4096, "--stage2", "--ipa-bits", 40, "--json").stdout)
+    assert (g["levels"], g["start_level"], g["pgd_pages"]) == (3, 1, 2)
+    assert g["leaf_sizes"] == [1 << 30, 1 << 21, 4096]
+    r = cli("geometry", "--arch", "s390", "--stage2")
+    assert r.returncode == 2 and "gmap" in r.stderr
+    r = cli("geometry", "--arch", "arm64", "--granule", 16384, "--va-bits", 39)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
 
 
 def test_trace_json_round_trip(cli, tmp_path):

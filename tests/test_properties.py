@@ -44,13 +44,33 @@ def test_safe_designs_are_silent(op_list, knobs):
     assert kind(r) is None, (r.violation, op_list)
 
 
-S390_KNOBS = [k for k in KNOBS if "s390" in k.arches]
+def any_knobs(arch):
+    return st.fixed_dictionaries({k.name: st.sampled_from(k.values) for k in KNOBS if arch in k.arches})
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops(), st.fixed_dictionaries({k.name: st.sampled_from(k.values) for k in S390_KNOBS}))
-def test_any_design_never_trips_the_engine(op_list, knobs):
-    t = Trace("s390", ops_from_list(op_list), knobs=knobs, elfs=ELFS)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["s390", "arm64", "x86_64"]).flatmap(lambda a: st.tuples(st.just(a), ops(), any_knobs(a))))
+def test_any_design_never_trips_the_engine(case):
+    arch, op_list, knobs = case
+    if arch != "s390":
+        op_list = [op for op in op_list if op[0] != "exec" or op[2] == -1]
+        if not op_list:
+            return
+    t = Trace(arch, ops_from_list(op_list), knobs=knobs, elfs=ELFS)
     a, b = replay(t), replay(t)
     assert kind(a) != "engine-assert", a.violation
     assert (a.digest, kind(a)) == (b.digest, kind(b))
+
+
+KVM_SAFE = [("arm64", {}), ("arm64", {"arm64.stage2_block_check": "has-pmd"}),
+            ("arm64", {"arm64.stage2_block_check": "has-pud"}), ("x86_64", {}),
+            ("x86_64", {"kvm.fault_holds_mm": "no"})]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops(), st.sampled_from(KVM_SAFE))
+def test_safe_kvm_designs_are_silent(op_list, case):
+    arch, knobs = case
+    op_list = [op for op in op_list if op[0] != "exec" or op[2] == -1]
+    r = replay(Trace(arch, ops_from_list(op_list or [["rcu_gp"]]), knobs=knobs, elfs=ELFS))
+    assert kind(r) is None, (r.violation, op_list)

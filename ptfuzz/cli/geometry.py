@@ -14,7 +14,8 @@ from .common import check_arch, print_json
 def stage1_geometry(arch: str, config: dict) -> dict:
     cfg = {**CONFIG_DEFAULTS, **config}
     try:
-        levels = _engine.geometry(ARCH_NAMES.index(arch), tuple(int(cfg[k]) for k in CONFIG_ORDER))
+        levels, pmd_shift, pud_shift = _engine.geometry(ARCH_NAMES.index(arch),
+                                                        tuple(int(cfg[k]) for k in CONFIG_ORDER))
     except NotImplementedError:
         raise NotModelledError(f"arch {arch} is not modelled yet") from None
     page = 1 << levels[-1][1]
@@ -22,9 +23,28 @@ def stage1_geometry(arch: str, config: dict) -> dict:
     return {
         "arch": arch, "stage": 1, "levels": sum(1 for lv in levels if not lv[4]), "start_level": 0,
         "pgd_pages": 1, "folded": [lv[0] for lv in levels if lv[4]], "leaf_sizes": leaf_sizes,
-        "page_size": page,
+        "page_size": page, "pmd_size": 1 << pmd_shift, "pud_size": (1 << pud_shift) if pud_shift else None,
         "per_level": [{"name": n, "shift": s, "entries": e, "table_bytes": b, "folded": f}
                       for n, s, e, b, f, _ in levels],
+    }
+
+
+def stage2_geometry(arch: str, config: dict, ipa_bits: int) -> dict:
+    cfg = {**CONFIG_DEFAULTS, **config}
+    try:
+        levels, start, pages = _engine.geometry2(ARCH_NAMES.index(arch), tuple(int(cfg[k]) for k in CONFIG_ORDER),
+                                                 ipa_bits)
+    except NotImplementedError:
+        raise UsageError(f"{arch} has no stage-2 geometry (s390 guests use the gmap)") from None
+    except ValueError:
+        raise UsageError(f"--ipa-bits {ipa_bits}: not a supported IPA size for this granule") from None
+    page = 1 << levels[-1][1]
+    leaf_sizes = sorted({1 << lv[1] for lv in levels if lv[5]}, reverse=True)
+    return {
+        "arch": arch, "stage": 2, "levels": len(levels) - start, "start_level": start, "pgd_pages": pages,
+        "ipa_bits": ipa_bits or 40, "folded": [], "leaf_sizes": leaf_sizes, "page_size": page,
+        "per_level": [{"level": i, "shift": s, "entries": e, "table_bytes": b}
+                      for i, (_, s, e, b, folded, _) in enumerate(levels) if not folded],
     }
 
 
@@ -53,14 +73,18 @@ def geometry(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if stage2 or ipa_bits is not None:
-        raise NotModelledError(f"stage-2 geometry for {arch} is not modelled yet")
-    g = stage1_geometry(arch, config)
+        g = stage2_geometry(arch, config, ipa_bits or 0)
+    else:
+        g = stage1_geometry(arch, config)
     if json_out:
         print_json(g)
         return
     c = Console(highlight=False, soft_wrap=True)
     c.print(f"{arch} stage {g['stage']}: {g['levels']} levels, page {g['page_size']} bytes, "
             f"leaf sizes {', '.join(str(s) for s in g['leaf_sizes'])}")
+    if g["stage"] == 2:
+        c.print(f"  start level {g['start_level']}, {g['pgd_pages']} concatenated PGD page(s), IPA {g['ipa_bits']} bits")
     for lv in g["per_level"]:
-        c.print(f"  {lv['name']:<14} shift {lv['shift']:>2}  entries {lv['entries']:>5}  "
-                f"table {lv['table_bytes']:>6} B{'  (folded)' if lv['folded'] else ''}")
+        name = lv.get("name") or f"level {lv['level']}"
+        c.print(f"  {name:<14} shift {lv['shift']:>2}  entries {lv['entries']:>6}  "
+                f"table {lv['table_bytes']:>6} B{'  (folded)' if lv.get('folded') else ''}")
