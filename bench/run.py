@@ -17,6 +17,7 @@ from ptfuzz import trace as tracemod  # noqa: E402
 from ptfuzz.engine import MODELLED, replay  # noqa: E402
 from ptfuzz.gen import generate  # noqa: E402
 from ptfuzz.names import OP_NUMBER  # noqa: E402
+from ptfuzz.cli.geometry import stage1_geometry  # noqa: E402
 
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 B1_OPS = int(os.environ.get("BENCH_B1_OPS", "2000000"))
@@ -61,7 +62,7 @@ def b1(arch, tmp):
 
 
 def dense_trace(arch, gib=4):
-    base, length = 0x100000000, gib << 30
+    base, length = 1 << 36, gib << 30
     pages = length >> 12
     ops = np.zeros((2 + pages, 6), dtype=np.uint64)
     ops[0] = [OP_NUMBER["exec"], 1, (1 << 64) - 1, 0, 0, 0]
@@ -73,13 +74,24 @@ def dense_trace(arch, gib=4):
     return tracemod.Trace(arch, ops, packed=True), base, length
 
 
-def kernel_table_bytes_s390(base, length):
-    """What Linux spends: 2K PTE tables two to a page, 16K CRSTs; plus the exec stack's tables."""
-    pte_tables = length >> 20
-    seg_tables = len({a >> 31 for a in range(base, base + length, 1 << 20)})
-    stack_pte, stack_seg, r3 = 1, 1, 1
-    pte_pages = -(-(pte_tables + stack_pte) // 2)
-    return pte_pages * 4096 + (seg_tables + stack_seg + r3) * 16384
+def kernel_table_bytes(arch, base, length, stack_page):
+    """What Linux spends on page tables for these pages, counted from the geometry: one table per
+    distinct prefix at every level below the top, plus the top; s390 pairs 2K PTE tables in a page."""
+    g = stage1_geometry(arch, {})
+    levels = [lv for lv in g["per_level"] if not lv["folded"]]
+    if arch == "s390":
+        levels = levels[2:]  # a new s390 mm has 3 levels: region-third on top
+    pages = np.concatenate([np.arange(base, base + length, 4096, dtype=np.uint64),
+                            np.array([stack_page], dtype=np.uint64)])
+    total = levels[0]["table_bytes"]
+    for lv in levels[1:]:
+        span = lv["shift"] + (lv["entries"].bit_length() - 1)
+        tables = len(np.unique(pages >> np.uint64(span)))
+        if arch == "s390" and lv["name"] == "page":
+            total += -(-tables // 2) * 4096
+        else:
+            total += tables * max(lv["table_bytes"], 4096)
+    return total
 
 
 def b5(arch, tmp):
@@ -88,7 +100,8 @@ def b5(arch, tmp):
     tracemod.save(t, path)
     secs, rss, rc = child_run([*PTFUZZ, "replay", str(path), "--json"])
     model = replay(t).stats["page_table_bytes_peak"]
-    kernel = kernel_table_bytes_s390(base, length) if arch == "s390" else None
+    stack_top = {"s390": 1 << 42, "arm64": 1 << 48, "x86_64": (1 << 47) - 4096}[arch]
+    kernel = kernel_table_bytes(arch, base, length, stack_top - 4096)
     return [{"id": "B5", "arch": arch, "what": "4 GiB of 4K pages, one process", "peak_rss_bytes": rss,
              "model_table_bytes": model, "kernel_table_bytes": kernel,
              "rss_target_bytes": int(1.5 * model + (64 << 20)), "rss_within_target": rss <= 1.5 * model + (64 << 20),
