@@ -193,6 +193,10 @@ ARM64 = {
         ["guest_fault", 1, 4 * K, 1], ["vm_create", 2, 1, 49], ["mmap", 1, T + 3 * G, 2 * M, 4],
         ["munmap", 1, T, G], ["guest_fault", 0, G + 5 * M, 1],
     ], {}, None, "hugetlb PUD and PMD: a 1G block at ipa 40 (start level 1), demoted to 2M at ipa 32 (start level 2); ipa 49 -22"),
+    "seeds/arm64/dontneed-inside-hugetlb": ([
+        ["exec", 3, -1], ["mmap", 3, 5 * G, G, 4], ["vm_create", 1, 3, 32], ["memslot", 1, 0, 0, 5 * G, 64 * K],
+        ["guest_fault", 1, 0, 0], ["madvise", 3, 5 * G + 342 * M, 2 * M, 0], ["madvise", 3, 5 * G, G, 0],
+    ], {}, None, "found by ptfuzz fuzz: DONTNEED of 2M inside a 1G hugetlb page is -22, not a zap of the whole page"),
     "seeds/arm64/folded-4k-39": ([
         ["exec", 1, -1], ["mmap", 1, 1 << 37, 2 * G, 4], ["fault", 1, (1 << 37) + 8 * K, 1], ["mmap", 1, G, 4 * M, 1],
         ["fault", 1, G, 1], ["fault", 1, G + 2 * M + 4 * K, 1], ["walk_begin", 0, 1, G + 2 * M], ["walk_step", 0],
@@ -249,6 +253,11 @@ X86 = {
         ["memslot", 0, 0, 4 * G, 1 << 46, 2 * G], ["guest_fault", 0, 5 * G + 8 * K, 1], ["mmap", 1, T, 4 * M, 2],
         ["memslot", 0, 1, 8 * G + 4 * K, T, 4 * M], ["guest_fault", 0, 8 * G + 4 * K + 2 * M, 1],
     ], {}, None, "a 1G TDP leaf over 1G hugetlb; a 2M hugetlb page in an incongruent slot is demoted to 4K"),
+    "seeds/x86_64/block-over-4k-table": ([
+        ["exec", 1, -1], ["vm_create", 0, 1, 0], ["mmap", 1, 6 * G, 2 * M, 0], ["memslot", 0, 0, G, 6 * G, 2 * M],
+        ["guest_fault", 0, G + 4 * K, 0], ["madvise", 1, 6 * G, 2 * M, 1], ["madvise", 1, 6 * G, 2 * M, 3],
+        ["guest_fault", 0, G, 0],
+    ], {}, None, "found by ptfuzz fuzz: a THP-backed fault where a 4K stage-2 table already hangs maps the page, coherently"),
     "seeds/x86_64/fault-holds-mm-no-control": ([
         ["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 2 * M],
         ["guest_fault_begin", 0, 0, 0, 1], ["exit", 1], ["guest_fault_commit", 0],

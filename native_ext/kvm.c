@@ -30,13 +30,22 @@ static int s2_create(struct engine *e, struct vm *v, unsigned ipa_bits)
 	return ret;
 }
 
-struct s2_map_arg { int level; uint64_t leaf; int ret; };
+struct s2_map_arg { int level; uint64_t leaf; uint64_t page_leaf; int ret; };
 
+/* Install a leaf at a->level; where smaller mappings already hang below that level, map the faulting
+ * page instead of replacing their table (see docs/model-notes.md). */
 static int s2_map_visit(struct walk_ctx *ctx, unsigned visit)
 {
 	struct s2_map_arg *a = ctx->arg;
 	const struct entry_fmt *f = ctx->g->fmt;
-	(void)visit;
+	int last = ctx->g->nlevels - 1;
+	if (visit == WALK_TABLE_PRE) {
+		if (ctx->level == a->level) {
+			a->level = last;
+			a->leaf = a->page_leaf;
+		}
+		return 0;
+	}
 	if (f->kind(ctx->level, ctx->old) == E_LEAF)
 		return 1; /* already mapped (by this or a bigger leaf): nothing to do */
 	if (ctx->level == a->level) {
@@ -345,11 +354,15 @@ static int s2_fault_commit(struct engine *e, int cpu)
 	uint64_t pfn = c->pfn & ~(pages - 1);
 	if (s2_check_install(e, v, c, level, size, gpa, pfn))
 		return 0;
-	struct s2_map_arg a = { level, v->geom.fmt->leaf(level, pfn << 12, c->write), 0 };
-	struct walker w = { s2_map_visit, &a, WALK_LEAF };
-	pt_walk(e, &v->s2, &v->geom, gpa, gpa + 1, &w);
-	if (!a.ret)
+	uint64_t page = g->page_size, page_gpa = c->gpa & ~(page - 1), page_pfn = c->pfn & ~((page >> 12) - 1);
+	struct s2_map_arg a = { level, v->geom.fmt->leaf(level, pfn << 12, c->write),
+				v->geom.fmt->leaf(3, page_pfn << 12, c->write), 0 };
+	struct walker w = { s2_map_visit, &a, WALK_LEAF | WALK_TABLE_PRE };
+	pt_walk(e, &v->s2, &v->geom, c->gpa, c->gpa + 1, &w);
+	if (!a.ret && a.level == level)
 		emit(e, EV_S2_LEAF, (uint64_t)vm_index(e, v), gpa, level, pfn);
+	else if (!a.ret)
+		emit(e, EV_S2_LEAF, (uint64_t)vm_index(e, v), page_gpa, a.level, page_pfn);
 	return a.ret;
 }
 

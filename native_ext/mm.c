@@ -218,11 +218,12 @@ static int unmap_visit(struct walk_ctx *ctx, unsigned visit)
 	if (visit == WALK_LEAF) {
 		if (f->kind(ctx->level, ctx->old) != E_LEAF)
 			return 0;
-		/* a THP straddling the range is split and the walk descends into it (hugetlb
-		 * leaves never straddle: their VMAs split only at huge-page boundaries) */
-		if ((ctx->addr < a->start || ctx->addr + size > a->end) &&
-		    split_pmd_leaf(e, a->mm, ctx->addr) == 0)
+		/* a THP straddling the range is split and the walk descends into it; a leaf that
+		 * cannot be split stays whole (hugetlb ranges are checked for alignment up front) */
+		if (ctx->addr < a->start || ctx->addr + size > a->end) {
+			split_pmd_leaf(e, a->mm, ctx->addr);
 			return 0;
+		}
 		uint64_t pfn = f->addr(ctx->level, ctx->old) >> 12;
 		entry_write(e, ctx->tbl, ctx->level, ctx->idx, f->empty(ctx->level));
 		emit(e, EV_LEAF_ZAP, ctx->level, ctx->addr, pfn, a->mm);
@@ -566,6 +567,21 @@ static int op_munmap(struct engine *e, int mm, uint64_t addr, uint64_t len)
 	return 0;
 }
 
+/* Does [start, end) cut a hugetlb VMA anywhere but at a huge-page boundary? */
+static bool hugetlb_misaligned(struct engine *e, struct mm *m, uint64_t start, uint64_t end)
+{
+	for (int i = 0; i < m->nvma; i++) {
+		struct vma *v = &m->vmas[i];
+		if (!(v->flags & (VMA_HUGETLB_PMD | VMA_HUGETLB_PUD)) || v->end <= start || v->start >= end)
+			continue;
+		int lvl = (v->flags & VMA_HUGETLB_PMD) ? pmd_level(&e->geom) : pud_level(&e->geom);
+		uint64_t hs = level_size(&e->geom, lvl);
+		if (((start > v->start ? start : v->start) | (end < v->end ? end : v->end)) & (hs - 1))
+			return true;
+	}
+	return false;
+}
+
 static int op_madvise(struct engine *e, int mm, uint64_t addr, uint64_t len, uint64_t advice)
 {
 	struct mm *m = &e->mms[mm];
@@ -577,6 +593,8 @@ static int op_madvise(struct engine *e, int mm, uint64_t addr, uint64_t len, uin
 	bool pgste_forbids = m->has_pgste && e->knob[K_THP_IN_PGSTE] == 0;
 	switch (advice) {
 	case 0: /* DONTNEED */
+		if (hugetlb_misaligned(e, m, addr, end))
+			return -EINVAL; /* madvise_dontneed_free_valid_vma */
 		kvm_notify_range(e, mm, addr, end);
 		unmap_range(e, mm, addr, end, false);
 		return 0;
