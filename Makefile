@@ -12,10 +12,12 @@ ASAN_ENV = PYTHONPATH=$(CURDIR)/build/asan \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run fuzz test asan bench corpus fixtures clean
+.PHONY: help setup run fuzz fuzz-ci test asan bench corpus fixtures clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+FUZZ_SO_STAMP := build/fuzz/.built
 
 $(STAMP): $(SOURCES)
 	$(PY) -m venv $(VENV)
@@ -23,14 +25,30 @@ $(STAMP): $(SOURCES)
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 
-setup: $(STAMP) ## create .venv and build the engine into it (pip install -e .)
+# The coverage-instrumented engine for atheris: clang's -fsanitize=fuzzer-no-link. Without clang
+# (and no way to install it) fuzzing still works, on Python-level coverage, and says so.
+$(FUZZ_SO_STAMP): $(SOURCES) | $(STAMP)
+	@command -v clang >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get update -qq && apt-get install -y -qq clang >/dev/null; } || true; }
+	@if command -v clang >/dev/null; then \
+		rm -rf build/fuzz build/fuzz-tmp && mkdir -p build/fuzz && \
+		CC=clang LDSHARED="clang -shared" PTFUZZ_SANITIZE=fuzzer-no-link \
+		$(BIN)/python setup.py -q build_ext --build-lib build/fuzz --build-temp build/fuzz-tmp 2>/dev/null && \
+		touch $@; \
+	else echo "warning: clang not available: atheris will fuzz with Python-level coverage only"; fi
 
-run: $(STAMP) ## the main job: a fuzz campaign on the default s390 model (TIME=60 ARCH=s390)
+setup: $(STAMP) $(FUZZ_SO_STAMP) ## create .venv, build the engine into it, and the coverage build for atheris
+
+run: setup ## the main job: a fuzz campaign on the default s390 model (TIME=60 ARCH=s390)
 	$(BIN)/ptfuzz fuzz --arch $(ARCH) --time $(TIME) --corpus fuzz-out
 
 fuzz: run ## same as run
 
-test: $(STAMP) ## run the test suite
+fuzz-ci: setup ## short campaigns on every arch with default knobs; fails on any finding (FUZZ_CI_TIME=60)
+	@for arch in s390 arm64 x86_64; do \
+		$(BIN)/ptfuzz fuzz --arch $$arch --time $${FUZZ_CI_TIME:-60} --corpus fuzz-ci-out || exit 1; done
+
+test: setup ## run the test suite
 	$(BIN)/python -m pytest -q
 
 asan: $(STAMP) ## build the engine with ASan+UBSan and run the whole suite against it
@@ -51,4 +69,4 @@ fixtures: ## rebuild the ELF test fixtures (needs binutils-s390x-linux-gnu)
 	tests/fixtures/elf/make.sh
 
 clean: ## remove build products (keeps .venv)
-	rm -rf build *.egg-info ptfuzz/*.so .pytest_cache fuzz-out
+	rm -rf build *.egg-info ptfuzz/*.so .pytest_cache fuzz-out fuzz-ci-out

@@ -1,15 +1,24 @@
-"""The fuzz driver: generate state-aware traces, replay them, minimize and file each new unique violation."""
+"""Fuzz campaigns: engines that propose traces, and the one place findings are deduplicated, minimized and filed."""
 import hashlib
 import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import trace as tracemod
 from .engine import replay
-from .gen import generate
+from .fuzzgen import ByteChoices, Layout, RandomChoices, fuzz_trace
 from .minimize import minimize
 from .trace import Trace, op_text
+
+ROOT = Path(__file__).resolve().parent.parent
+NATIVE_BUILD = ROOT / "build" / "fuzz"
 
 
 @dataclass
@@ -19,6 +28,8 @@ class Finding:
     path: Path
     trace: Trace
     ops_before: int
+    seconds: float
+    executions: int
 
 
 @dataclass
@@ -26,45 +37,216 @@ class Campaign:
     arch: str
     knobs: dict
     corpus: Path
-    max_ops: int = 64
+    config: dict = field(default_factory=dict)
+    max_ops: int = 32
     seed: int = 0
-    keep_going: bool = False
     executions: int = 0
-    ops_executed: int = 0
+    coverage: int = 0
     started: float = field(default_factory=time.monotonic)
     seen: set = field(default_factory=set)
     findings: list = field(default_factory=list)
 
-    def finding_key(self, kind: str, op_name: str) -> str:
-        return json.dumps([kind, sorted(self.knobs.items()), op_name])
-
-    def file_finding(self, trace: Trace, kind: str, op_name: str) -> Finding:
-        small, st = minimize(trace)
-        small.meta = {**(small.meta or {}), "found_by": "ptfuzz fuzz", "seed": trace.meta.get("seed"),
-                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        digest = hashlib.sha256(tracemod.dumps(replace(small, meta=None))).hexdigest()[:8]
-        path = self.corpus / "regressions" / self.arch / f"{kind}-{digest}.msgpack"
-        tracemod.save(small, path)
-        return Finding(kind, op_name, path, small, st.ops_before)
-
-    def run_one(self) -> Finding | None:
-        seed = self.seed + self.executions
-        length = 1 + (seed * 2654435761) % self.max_ops
-        t = generate(self.arch, length, seed, self.knobs)
-        r = replay(t)
-        self.executions += 1
-        self.ops_executed += r.executed
-        if r.violation is None:
-            return None
-        op_name = op_text(t.ops[r.violation.op_index]).split("(")[0] if r.violation.op_index < len(t.ops) else "teardown"
-        key = self.finding_key(r.violation.kind, op_name)
-        if key in self.seen:
-            return None
-        self.seen.add(key)
-        f = self.file_finding(t, r.violation.kind, op_name)
-        self.findings.append(f)
-        return f
-
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    def consider(self, t: Trace) -> Finding | None:
+        """A trace an engine flagged: replay it here, dedupe by kind, knobs and operation, minimize, file."""
+        r = replay(t)
+        if r.violation is None:
+            return None
+        idx = r.violation.op_index
+        op_name = op_text(t.ops[idx]).split("(")[0] if idx < len(t.ops) else "teardown"
+        key = json.dumps([r.violation.kind, sorted(self.knobs.items()), op_name])
+        if key in self.seen:
+            return None
+        self.seen.add(key)
+        found_at, execs = self.elapsed, self.executions
+        small, st = minimize(replace(t, meta=None))
+        small.meta = {"found_by": "ptfuzz fuzz", "seed": self.seed, "minimized_from": st.ops_before,
+                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        digest = hashlib.sha256(tracemod.dumps(replace(small, meta=None))).hexdigest()[:8]
+        path = self.corpus / "regressions" / self.arch / f"{r.violation.kind}-{digest}.msgpack"
+        tracemod.save(small, path)
+        f = Finding(r.violation.kind, op_name, path, small, st.ops_before, found_at, execs)
+        self.findings.append(f)
+        return f
+
+
+class RandomEngine:
+    """State-aware random generation, no feedback: the baseline and the fastest to start."""
+    name = "random"
+
+    def __init__(self, c: Campaign, jobs: int = 1):
+        self.c = c
+        self.layout = Layout.of(c.arch, c.config)
+
+    def batches(self, deadline: float, max_runs: int | None):
+        c = self.c
+        while time.monotonic() < deadline and (max_runs is None or c.executions < max_runs):
+            t = fuzz_trace(c.arch, RandomChoices(c.seed + c.executions), c.max_ops, c.knobs, c.config, self.layout)
+            c.executions += 1
+            if replay(t).violation is not None:
+                yield [t]
+            elif c.executions % 256 == 0:
+                yield []
+
+    def close(self):
+        pass
+
+
+class HypothesisEngine:
+    """Hypothesis draws the decision stream as bytes; on a violation its shrinker simplifies them before ours runs."""
+    name = "hypothesis"
+
+    def __init__(self, c: Campaign, jobs: int = 1):
+        self.c = c
+        self.layout = Layout.of(c.arch, c.config)
+
+    def batches(self, deadline: float, max_runs: int | None):
+        from hypothesis import HealthCheck, Phase, given, seed, settings
+        from hypothesis import strategies as st
+        c = self.c
+
+        class Found(Exception):
+            pass
+
+        found: list = []
+        batch = 0
+        while time.monotonic() < deadline and (max_runs is None or c.executions < max_runs):
+            @seed(c.seed + batch)
+            @settings(max_examples=200, deadline=None, database=None, derandomize=False,
+                      phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck),
+                      report_multiple_bugs=False)
+            @given(st.binary(min_size=8, max_size=1024))
+            def prop(data):
+                if time.monotonic() >= deadline:
+                    return
+                t = fuzz_trace(c.arch, ByteChoices(data), c.max_ops, c.knobs, c.config, self.layout)
+                c.executions += 1
+                r = replay(t)
+                if r.violation is not None and not self.known(t, r):
+                    found.append(t)
+                    raise Found()
+
+            try:
+                prop()
+            except Found:
+                pass
+            batch += 1
+            yield [found[-1]] if found else []
+            found.clear()
+
+    def known(self, t, r) -> bool:
+        idx = r.violation.op_index
+        op_name = op_text(t.ops[idx]).split("(")[0] if idx < len(t.ops) else "teardown"
+        return json.dumps([r.violation.kind, sorted(self.c.knobs.items()), op_name]) in self.c.seen
+
+    def close(self):
+        pass
+
+
+def native_engine_so() -> Path | None:
+    sos = sorted(NATIVE_BUILD.glob("ptfuzz/_engine*.so"))
+    return sos[0] if sos else None
+
+
+STATUS = re.compile(r"#(\d+)\s+\w+\s+cov: (\d+)")
+
+
+class AtherisEngine:
+    """libFuzzer through atheris, in worker processes sharing one corpus directory (-reload)."""
+    name = "atheris"
+
+    def __init__(self, c: Campaign, jobs: int = 1):
+        import atheris
+        self.c, self.jobs = c, max(1, jobs)
+        self.work = Path(tempfile.mkdtemp(prefix="ptfuzz-atheris-"))
+        self.inbox = self.work / "inbox"
+        self.inbox.mkdir()
+        self.shared = c.corpus / "libfuzzer" / c.arch  # kept across runs: coverage corpus
+        self.shared.mkdir(parents=True, exist_ok=True)
+        self.native = native_engine_so()
+        self.preload = Path(atheris.path()) / "ubsan_with_fuzzer.so"
+        self.procs: list = []
+        self.logs: list = []
+        self.execs = [0] * self.jobs
+
+    def env(self) -> dict:
+        env = dict(os.environ, PTFUZZ_ARCH=self.c.arch, PTFUZZ_KNOBS=json.dumps(self.c.knobs),
+                   PTFUZZ_CONFIG=json.dumps(self.c.config), PTFUZZ_MAX_OPS=str(self.c.max_ops),
+                   PTFUZZ_INBOX=str(self.inbox))
+        if self.native:
+            env.update(PTFUZZ_ENGINE_SO=str(self.native), LD_PRELOAD=str(self.preload))
+        return env
+
+    def seed_corpus(self):
+        from .fuzzgen import seed_inputs
+        if any(self.shared.iterdir()):
+            return
+        for i, data in enumerate(seed_inputs(self.c.arch, 64, self.c.max_ops, self.c.config)):
+            tracemod.atomic_write(self.shared / f"seed-{i:03d}", data)
+
+    def start(self, seconds: float, max_runs: int | None):
+        self.seed_corpus()
+        args = [f"-max_total_time={max(1, int(seconds))}", "-len_control=0", "-max_len=2048",
+                "-print_final_stats=1", "-reload=1", "-timeout=10", "-rss_limit_mb=4096",
+                f"-artifact_prefix={self.work}/"]
+        if max_runs is not None:
+            args.append(f"-runs={max(1, max_runs // self.jobs)}")
+        for j in range(self.jobs):
+            log = open(self.work / f"worker{j}.log", "w+b")
+            cmd = [sys.executable, "-m", "ptfuzz.atheris_target", str(self.shared), *args,
+                   f"-seed={self.c.seed * 1000 + j + 1}"]
+            self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env(),
+                                               stdin=subprocess.DEVNULL, start_new_session=True))
+            self.logs.append(log)
+
+    def poll_status(self):
+        cov = 0
+        for j, log in enumerate(self.logs):
+            log.seek(0)
+            tail = log.read()[-4096:].decode(errors="replace")
+            for m in STATUS.finditer(tail):
+                self.execs[j] = int(m.group(1))
+                cov = max(cov, int(m.group(2)))
+        self.c.executions = sum(self.execs)
+        self.c.coverage = max(self.c.coverage, cov)
+
+    def batches(self, deadline: float, max_runs: int | None):
+        self.start(deadline - time.monotonic(), max_runs)
+        done = set()
+        while True:
+            time.sleep(0.2)
+            self.poll_status()
+            new = []
+            for p in sorted(self.inbox.glob("*.msgpack")):
+                if p not in done:
+                    done.add(p)
+                    new.append(tracemod.load(p))
+            yield new
+            if all(proc.poll() is not None for proc in self.procs):
+                self.poll_status()
+                return
+
+    def worker_failure(self) -> str | None:
+        for j, proc in enumerate(self.procs):
+            if proc.returncode not in (0, None, -2, -15):
+                self.logs[j].seek(0)
+                return self.logs[j].read()[-2000:].decode(errors="replace")
+        return None
+
+    def close(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, 15)
+                    proc.wait(5)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    os.killpg(proc.pid, 9)
+        for log in self.logs:
+            log.close()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+ENGINES = {"atheris": AtherisEngine, "hypothesis": HypothesisEngine, "random": RandomEngine}

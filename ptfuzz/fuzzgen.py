@@ -32,6 +32,20 @@ class RandomChoices(Choices):
         return self.rng.randrange(n) if n > 1 else 0
 
 
+class RecordingChoices(RandomChoices):
+    """Random decisions, recorded in ByteChoices' encoding: the bytes replay the same trace (seed corpora)."""
+
+    def __init__(self, seed: int):
+        super().__init__(seed)
+        self.bytes = bytearray()
+
+    def below(self, n: int) -> int:
+        v = super().below(n)
+        if n > 1:
+            self.bytes += v.to_bytes(ByteChoices.width(n), "little")
+        return v
+
+
 class ByteChoices(Choices):
     """Decisions read from a byte string (atheris, replayable findings): any bytes decode to a valid trace,
     so libFuzzer's byte-level mutations are structure-aware mutations of the decision stream."""
@@ -42,10 +56,14 @@ class ByteChoices(Choices):
     def exhausted(self) -> bool:
         return self.pos >= len(self.data)
 
+    @staticmethod
+    def width(n: int) -> int:
+        return 1 if n <= 1 << 8 else 2 if n <= 1 << 16 else 4
+
     def below(self, n: int) -> int:
         if n <= 1:
             return 0
-        width = 1 if n <= 256 else 2
+        width = self.width(n)
         chunk = self.data[self.pos:self.pos + width]
         self.pos += width
         return int.from_bytes(chunk.ljust(width, b"\0"), "little") % n
@@ -313,6 +331,15 @@ class FuzzGen:
         ops = np.array(rows, dtype=np.uint64) if rows else np.zeros((0, OP_WIDTH), dtype=np.uint64)
         elfs = [s390_elf(True), s390_elf(False), s390_elf(False)[:40]] if self.arch == "s390" else []
         return Trace(self.arch, ops, config=dict(config or {}), knobs=dict(knobs), elfs=elfs)
+
+
+def seed_inputs(arch: str, count: int, max_ops: int = 32, config: dict | None = None):
+    """Decision streams of random traces, for libFuzzer's starting corpus."""
+    layout = Layout.of(arch, config or {})
+    for seed in range(count):
+        rec = RecordingChoices(seed)
+        FuzzGen(arch, rec, config, layout).trace(max_ops, {}, config)
+        yield bytes(rec.bytes)
 
 
 def fuzz_trace(arch: str, choices: Choices, max_ops: int, knobs: dict, config: dict | None = None,

@@ -15,7 +15,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from . import elf, fuzz, gen, geometry, knobs, minimize, replay, trace  # noqa: F401
+    from . import elf, fuzz, gen, geometry, knobs, minimize, replay, trace, variants  # noqa: F401
 
 
 def main() -> None:

@@ -1,77 +1,109 @@
 """ptfuzz fuzz: a fuzz campaign against one arch and a set of knobs."""
+import sys
+import time
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
 from ..errors import UsageError
-from ..fuzz import Campaign
+from ..fuzz import ENGINES, Campaign, native_engine_so
 from ..trace import op_text
 from . import app
 from .common import check_arch, parse_knobs, print_json
 
-ENGINES = ("random",)
+
+def run_campaign(c: Campaign, engine_name: str, seconds: float, runs: int | None, jobs: int, keep_going: bool,
+                 on_finding=None, on_progress=None) -> bool:
+    """Drive one engine until time, runs or (without keep_going) the first finding; True if interrupted."""
+    engine = ENGINES[engine_name](c, jobs=jobs)
+    deadline = time.monotonic() + seconds
+    try:
+        for batch in engine.batches(deadline, runs):
+            for t in batch:
+                f = c.consider(t)
+                if f and on_finding:
+                    on_finding(f)
+            if on_progress:
+                on_progress()
+            if c.findings and not keep_going:
+                break
+        failure = getattr(engine, "worker_failure", lambda: None)()
+        if failure and not c.findings:
+            raise UsageError(f"the atheris worker failed: {failure.strip().splitlines()[-1]}")
+        return False
+    except KeyboardInterrupt:
+        return True
+    finally:
+        engine.close()
 
 
 @app.command()
 def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
-         engine: str = typer.Option("random", "--engine", help="Trace generator: random (state-aware)."),
+         engine: str = typer.Option("atheris", "--engine", help="atheris (coverage-guided), hypothesis, or random."),
          knob: list[str] = typer.Option(None, "--knob", help="Design variant: NAME=VALUE (repeatable)."),
          seconds: float = typer.Option(60.0, "--time", help="Stop after this many seconds."),
          runs: int = typer.Option(None, "--runs", help="Stop after this many executions."),
          max_ops: int = typer.Option(64, "--max-ops", min=1, help="Longest generated trace."),
-         seed: int = typer.Option(0, "--seed", help="First seed; runs are deterministic per seed."),
+         seed: int = typer.Option(0, "--seed", help="Seed of the first run."),
          corpus: Path = typer.Option(Path("corpus"), "--corpus", help="Findings go to CORPUS/regressions/ARCH/."),
+         jobs: int = typer.Option(1, "--jobs", min=1, help="Parallel workers sharing one corpus (atheris)."),
          keep_going: bool = typer.Option(False, "--keep-going", help="Continue after the first finding."),
          json_out: bool = typer.Option(False, "--json", help="One JSON object per finding, then a summary.")):
-    """Generate traces, replay them, minimize and file every new unique violation.
+    """Generate state-aware traces, replay them, minimize and file every new unique violation.
+
+    Exit 0 when nothing was found, 1 when something was. Ctrl-C stops cleanly; findings are already on disk.
 
     Examples:
 
       ptfuzz fuzz --arch s390 --time 30
 
-      ptfuzz fuzz --arch s390 --knob mm.table_free=immediate --time 10 --corpus /tmp/c
+      ptfuzz fuzz --arch arm64 --knob kvm.invalidate_retry=none --time 10 --corpus /tmp/c
+
+      ptfuzz fuzz --arch x86_64 --engine hypothesis --runs 2000 --json
     """
     check_arch(arch)
     if engine not in ENGINES:
-        raise UsageError(f"--engine {engine!r}: available engines are {', '.join(ENGINES)}")
+        raise UsageError(f"--engine {engine!r}: one of {', '.join(ENGINES)}")
     knobs = parse_knobs(arch, knob)
-    from ..engine import MODELLED
-    if arch not in MODELLED:
-        from ..errors import NotModelledError
-        raise NotModelledError(f"arch {arch} is not modelled yet")
-    c = Campaign(arch, knobs, corpus, max_ops=max_ops, seed=seed, keep_going=keep_going)
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    c = Campaign(arch, knobs, corpus, max_ops=max_ops, seed=seed)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     out = Console(highlight=False, soft_wrap=True)
-    interrupted = False
+    if engine == "atheris" and native_engine_so() is None:
+        err.print("ptfuzz: warning: no coverage-instrumented engine build (needs clang; `make setup` builds it): "
+                  "atheris sees Python-level coverage only")
+
+    def on_finding(f):
+        if json_out:
+            print_json({"kind": f.kind, "op": f.op, "path": str(f.path), "ops": len(f.trace.ops),
+                        "ops_before": f.ops_before, "seconds": round(f.seconds, 3), "executions": f.executions,
+                        "knobs": knobs})
+            return
+        out.print(f"[red]finding[/] {f.kind} at {f.op} after {f.seconds:.1f}s: {len(f.trace.ops)} ops "
+                  f"(from {f.ops_before}), written to {f.path}")
+        for i, row in enumerate(f.trace.ops):
+            out.print(f"  [{i}] {op_text(row)}", markup=False)
+
+    status = None if json_out or not sys.stderr.isatty() else err.status("fuzzing...")
+
+    def on_progress():
+        if status is not None:
+            status.update(f"{c.elapsed:5.1f}s  execs {c.executions:,}  {c.executions / max(c.elapsed, 1e-9):,.0f}/s"
+                          f"  cov {c.coverage}  findings {len(c.findings)}")
+
+    if status:
+        status.start()
     try:
-        with console.status("fuzzing...") as status:
-            while c.elapsed < seconds and (runs is None or c.executions < runs):
-                f = c.run_one()
-                if c.executions % 200 == 0 and not json_out:
-                    status.update(f"{c.elapsed:5.1f}s  execs {c.executions}  "
-                                  f"{c.executions / max(c.elapsed, 1e-9):,.0f}/s  findings {len(c.findings)}")
-                if f is None:
-                    continue
-                if json_out:
-                    print_json({"kind": f.kind, "op": f.op, "path": str(f.path), "ops": len(f.trace.ops),
-                                "ops_before": f.ops_before, "knobs": knobs})
-                else:
-                    out.print(f"[red]finding[/] {f.kind} at {f.op}: {len(f.trace.ops)} ops "
-                              f"(from {f.ops_before}), written to {f.path}")
-                    for i, row in enumerate(f.trace.ops):
-                        out.print(f"  [{i}] {op_text(row)}", markup=False)
-                if not keep_going:
-                    break
-    except KeyboardInterrupt:
-        interrupted = True
-    summary = {"arch": arch, "knobs": knobs, "executions": c.executions, "seconds": round(c.elapsed, 2),
-               "execs_per_second": round(c.executions / max(c.elapsed, 1e-9), 1),
-               "findings": len(c.findings), "interrupted": interrupted}
+        interrupted = run_campaign(c, engine, seconds, runs, jobs, keep_going, on_finding, on_progress)
+    finally:
+        if status:
+            status.stop()
+    summary = {"arch": arch, "engine": engine, "knobs": knobs, "executions": c.executions,
+               "seconds": round(c.elapsed, 2), "execs_per_second": round(c.executions / max(c.elapsed, 1e-9), 1),
+               "coverage": c.coverage, "findings": len(c.findings), "interrupted": interrupted}
     if json_out:
         print_json(summary)
     else:
-        out.print(f"{c.executions} executions in {c.elapsed:.1f}s "
-                  f"({summary['execs_per_second']:,.0f}/s), {len(c.findings)} finding(s)"
-                  + (" (interrupted)" if interrupted else ""))
+        out.print(f"{c.executions:,} executions in {c.elapsed:.1f}s ({summary['execs_per_second']:,.0f}/s), "
+                  f"coverage {c.coverage}, {len(c.findings)} finding(s)" + (" (interrupted)" if interrupted else ""))
     raise typer.Exit(1 if c.findings else (130 if interrupted else 0))

@@ -1,4 +1,5 @@
 """ptfuzz knobs: the design variants the engine models."""
+import sys
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -31,4 +32,4 @@ def knobs(arch: str = typer.Option(None, "--arch", help="Only knobs that apply t
         default = k.default(arch) if arch else (defaults.pop() if len(defaults) == 1 else
                                                  ", ".join(f"{a}: {k.default(a)}" for a in k.arches))
         table.add_row(k.name, " | ".join(k.values), default, ", ".join(k.arches), k.description)
-    Console(soft_wrap=True).print(table)
+    Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160).print(table)

@@ -1,4 +1,5 @@
 """ptfuzz replay: run trace files and check their expectations."""
+import sys
 from pathlib import Path
 
 import typer
@@ -29,7 +30,7 @@ def replay(
 
       ptfuzz replay t.msgpack --knob mm.table_free=immediate --json
     """
-    console = Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
     files = trace_files(paths)
     traces = [(f, tracemod.load(f)) for f in files]  # validate everything before running anything
     rows, all_ok = [], True

@@ -1,0 +1,66 @@
+"""The atheris (libFuzzer) target: bytes -> decision stream -> trace -> replay; usable standalone and under OSS-Fuzz.
+
+Environment: PTFUZZ_ARCH (s390), PTFUZZ_KNOBS and PTFUZZ_CONFIG (JSON maps), PTFUZZ_MAX_OPS (32), and
+PTFUZZ_INBOX: a directory where each new unique violation is written as a trace and fuzzing goes on.
+Without PTFUZZ_INBOX a violation raises, which libFuzzer (and OSS-Fuzz) report as a crash with its input.
+
+Structure-aware mutation comes from the decoding, not from a custom mutator: every byte string decodes
+to a valid, state-aware trace, so libFuzzer's byte mutations are mutations of generator decisions. That
+keeps working when a sanitizer runtime is preloaded, where atheris ignores Python custom mutators.
+"""
+import json
+import os
+import sys
+
+import atheris
+
+# Import the heavy, uninteresting modules first so that only the generator is instrumented.
+import numpy  # noqa: F401
+from ptfuzz import trace as tracemod
+from ptfuzz.engine import replay
+from ptfuzz.trace import op_text
+
+with atheris.instrument_imports(include=["ptfuzz.fuzzgen"]):
+    from ptfuzz.fuzzgen import ByteChoices, Layout, fuzz_trace
+
+ARCH = os.environ.get("PTFUZZ_ARCH", "s390")
+KNOBS = json.loads(os.environ.get("PTFUZZ_KNOBS", "{}"))
+CONFIG = json.loads(os.environ.get("PTFUZZ_CONFIG", "{}"))
+MAX_OPS = int(os.environ.get("PTFUZZ_MAX_OPS", "32"))
+INBOX = os.environ.get("PTFUZZ_INBOX")
+LAYOUT = Layout.of(ARCH, CONFIG)
+_seen: set = set()
+
+
+class Violation(Exception):
+    """Raised in OSS-Fuzz mode so that libFuzzer records the input as a crash."""
+
+
+def finding_key(trace, result) -> str:
+    idx = result.violation.op_index
+    op = op_text(trace.ops[idx]).split("(")[0] if idx < len(trace.ops) else "teardown"
+    return f"{result.violation.kind}:{op}"
+
+
+def TestOneInput(data: bytes) -> None:
+    t = fuzz_trace(ARCH, ByteChoices(data), MAX_OPS, KNOBS, CONFIG, LAYOUT)
+    r = replay(t)
+    if r.violation is None:
+        return
+    key = finding_key(t, r)
+    if INBOX is None:
+        raise Violation(f"{key}: {r.violation.message}")
+    if key in _seen:
+        return
+    _seen.add(key)
+    t.meta = {"found_by": "ptfuzz fuzz --engine atheris", "key": key}
+    tracemod.save(t, os.path.join(INBOX, f"{os.getpid()}-{len(_seen)}.msgpack"))
+
+
+def main(argv=None) -> None:
+    atheris.Setup(list(argv or sys.argv), TestOneInput)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
