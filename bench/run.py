@@ -108,19 +108,107 @@ def b5(arch, tmp):
              "model_equals_kernel": model == kernel, "seconds": round(secs, 2)}]
 
 
+B2_TIME = float(os.environ.get("BENCH_B2_TIME", "30"))
+B3_TRIALS = int(os.environ.get("BENCH_B3_TRIALS", "10"))
+B3_CAP = float(os.environ.get("BENCH_B3_CAP", "60"))
+B3_ENGINE = os.environ.get("BENCH_B3_ENGINE", "atheris")
+UNSAFE = [("U1", "s390", {"mm.table_free": "immediate"}, {"uaf-table"}),
+          ("U2", "s390", {"s390.pgste_decision": "elf-no-restart"}, {"pgste-table-missing"}),
+          ("U3", "s390", {"s390.pt_alloc": "fragments-always"}, {"pgste-table-missing", "fragment-corrupt"}),
+          ("U4", "s390", {"s390.thp_in_pgste_mm": "allow"}, {"gmap-dangling"}),
+          ("U5", "s390", {"s390.pgste_decision": "convert-late", "mm.pmd_recheck": "no"}, {"lost-update"}),
+          ("U6", "arm64", {"mm.pmd_recheck": "no"}, {"lost-update"}),
+          ("U7", "arm64", {"arm64.stage2_block_check": "none"}, {"stage2-block-illegal"}),
+          ("U8", "arm64", {"arm64.thp_size": "vma-naive"}, {"stage2-oversize"}),
+          ("U9", "arm64", {"kvm.invalidate_retry": "none"}, {"stage2-stale"}),
+          ("U10", "arm64", {"kvm.fault_holds_mm": "no"}, {"stage2-after-release"}),
+          ("U11", "x86_64", {"kvm.invalidate_retry": "none"}, {"stage2-stale"}),
+          ("U12", "x86_64", {"mm.table_free": "immediate"}, {"uaf-table"})]
+CONTROLS = [("s390", {}), ("arm64", {}), ("x86_64", {}), ("s390", {"s390.pt_alloc": "full-page"}),
+            ("s390", {"s390.pgste_decision": "sysctl-only"}), ("s390", {"s390.pgste_decision": "convert-late"}),
+            ("s390", {"s390.defer_gmap_unlink": "yes", "s390.thp_in_pgste_mm": "allow"}),
+            ("arm64", {"arm64.stage2_block_check": "has-pmd"}), ("arm64", {"arm64.stage2_block_check": "has-pud"}),
+            ("x86_64", {"kvm.fault_holds_mm": "no"})]
+
+
+def b2(arch, tmp):
+    from ptfuzz.cli.fuzz import run_campaign
+    from ptfuzz.fuzz import Campaign
+    rows = []
+    for engine in ("atheris", "hypothesis", "random"):
+        c = Campaign(arch, {}, Path(tmp) / f"b2-{arch}-{engine}", max_ops=32)
+        run_campaign(c, engine, B2_TIME, None, 1, True)
+        rows.append({"id": "B2", "arch": arch, "engine": engine, "seconds": round(c.elapsed, 1),
+                     "executions": c.executions, "execs_per_s": round(c.executions / c.elapsed),
+                     "coverage": c.coverage or None, "findings": len(c.findings)})
+    return rows
+
+
+def one_minimal(t):
+    from dataclasses import replace as dc_replace
+    kind = t.expect["kind"]
+    for i in range(len(t.ops)):
+        v = replay(dc_replace(t, ops=np.delete(t.ops, i, axis=0))).violation
+        if v is not None and v.kind == kind:
+            return False
+    return True
+
+
+def b3_b4(tmp):
+    from ptfuzz.cli.fuzz import run_campaign
+    from ptfuzz.fuzz import Campaign
+    b3, b4 = [], []
+    for uid, arch, knobs, kinds in UNSAFE:
+        times, execs, lengths = [], [], []
+        for trial in range(B3_TRIALS):
+            c = Campaign(arch, knobs, Path(tmp) / f"b3-{uid}-{trial}", max_ops=32, seed=1000 * trial + 7)
+            run_campaign(c, B3_ENGINE, B3_CAP, None, 1, False)
+            f = c.findings[0] if c.findings else None
+            if f and f.kind in kinds:
+                times.append(f.seconds)
+                execs.append(f.executions)
+                lengths.append(len(f.trace.ops))
+                st = f.minimize_stats
+                b4.append({"id": "B4", "variant": uid, "trial": trial, "ops_before": st.ops_before,
+                           "ops_after": st.ops_after, "replays": st.replays, "seconds": round(st.seconds, 3),
+                           "one_minimal": one_minimal(f.trace)})
+        b3.append({"id": "B3", "variant": uid, "arch": arch, "knobs": knobs, "engine": B3_ENGINE,
+                   "found": f"{len(times)}/{B3_TRIALS}",
+                   "median_s": round(statistics.median(times), 3) if times else None,
+                   "min_s": round(min(times), 3) if times else None, "max_s": round(max(times), 3) if times else None,
+                   "median_execs": int(statistics.median(execs)) if execs else None,
+                   "median_ops": statistics.median(lengths) if lengths else None})
+    for arch, knobs in CONTROLS:
+        c = Campaign(arch, knobs, Path(tmp) / f"b3-control-{arch}-{len(b3)}", max_ops=32)
+        run_campaign(c, B3_ENGINE, B3_CAP, None, 1, True)
+        b3.append({"id": "B3-control", "arch": arch, "knobs": knobs, "engine": B3_ENGINE,
+                   "seconds": round(c.elapsed, 1), "executions": c.executions, "violations": len(c.findings)})
+    return b3, b4
+
+
 def main():
     results = []
+    only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
     with tempfile.TemporaryDirectory() as tmp:
         for arch in sorted(MODELLED):
-            results += b1(arch, tmp)
-            results += b5(arch, tmp)
+            if not only or "B1" in only:
+                results += b1(arch, tmp)
+            if not only or "B5" in only:
+                results += b5(arch, tmp)
+            if not only or "B2" in only:
+                results += b2(arch, tmp)
+        if not only or {"B3", "B4"} & only:
+            b3, b4 = b3_b4(tmp)
+            results += b3 + b4
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     doc = {"machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_revision": rev, "reps": REPS,
            "results": results}
     tracemod.atomic_write(ROOT / "bench" / "results.json", (json.dumps(doc, indent=1) + "\n").encode())
     for r in results:
-        if r["id"] == "B1":
+        if r["id"] in ("B2", "B3", "B3-control", "B4"):
+            print(" ".join(f"{k}={v}" for k, v in r.items()))
+        elif r["id"] == "B1":
             print(f"B1 {r['arch']:<6} {r['form']:<6} {r['what']:<42} {r['ops_per_s']:>12,} ops/s "
                   f"(median {r['median_s']}s, {r['min_s']}-{r['max_s']})")
         else:

@@ -504,6 +504,21 @@ static int check_range(struct engine *e, uint64_t addr, uint64_t len)
 	return 0;
 }
 
+/* do_vmi_munmap: split the VMAs at the edges, notify, remove them, zap and free the tables. */
+static int detach_range(struct engine *e, int mm, uint64_t addr, uint64_t len)
+{
+	struct mm *m = &e->mms[mm];
+	int ret = vma_split_at(e, m, addr);
+	if (!ret)
+		ret = vma_split_at(e, m, addr + len);
+	if (ret)
+		return ret;
+	kvm_notify_range(e, mm, addr, addr + len);
+	vma_remove_range(m, addr, addr + len);
+	unmap_range(e, mm, addr, addr + len, true);
+	return 0;
+}
+
 static int op_mmap(struct engine *e, int mm, uint64_t addr, uint64_t len, uint64_t flags)
 {
 	struct mm *m = &e->mms[mm];
@@ -525,16 +540,9 @@ static int op_mmap(struct engine *e, int mm, uint64_t addr, uint64_t len, uint64
 		if (ret)
 			return ret;
 	}
-	ret = vma_split_at(e, m, addr);
-	if (!ret)
-		ret = vma_split_at(e, m, addr + len);
-	if (ret)
+	ret = detach_range(e, mm, addr, len);
+	if (ret || e->viol)
 		return ret;
-	kvm_notify_range(e, mm, addr, addr + len);
-	vma_remove_range(m, addr, addr + len);
-	unmap_range(e, mm, addr, addr + len, true);
-	if (e->viol)
-		return 0;
 	struct vma v = { addr, addr + len, 0 };
 	if (flags & 1)
 		v.flags |= VMA_THP;
@@ -556,15 +564,7 @@ static int op_munmap(struct engine *e, int mm, uint64_t addr, uint64_t len)
 	int ret = check_range(e, addr, len);
 	if (ret)
 		return ret == -ENOMEM ? -EINVAL : ret;
-	ret = vma_split_at(e, m, addr);
-	if (!ret)
-		ret = vma_split_at(e, m, addr + len);
-	if (ret)
-		return ret;
-	kvm_notify_range(e, mm, addr, addr + len);
-	vma_remove_range(m, addr, addr + len);
-	unmap_range(e, mm, addr, addr + len, true);
-	return 0;
+	return detach_range(e, mm, addr, len);
 }
 
 /* Does [start, end) cut a hugetlb VMA anywhere but at a huge-page boundary? */

@@ -208,6 +208,18 @@ static PyObject *py_elf_check(PyObject *self, PyObject *args)
 	return Py_BuildValue("(OO)", ret == 0 ? Py_True : Py_False, info.pgste ? Py_True : Py_False);
 }
 
+static PyObject *levels_list(const struct geom *g)
+{
+	PyObject *list = PyList_New(g->nlevels);
+	if (!list)
+		return NULL;
+	for (int i = 0; i < g->nlevels; i++)
+		PyList_SET_ITEM(list, i, Py_BuildValue("(sIIIOO)", g->lv[i].name, (unsigned)g->lv[i].shift,
+			g->lv[i].entries, g->lv[i].table_bytes, g->lv[i].folded ? Py_True : Py_False,
+			g->lv[i].leaf_ok ? Py_True : Py_False));
+	return list;
+}
+
 /* geometry(arch, config) -> ([(name, shift, entries, table_bytes, folded, leaf_ok)], pmd_shift, pud_shift) */
 static PyObject *py_geometry(PyObject *self, PyObject *args)
 {
@@ -221,14 +233,8 @@ static PyObject *py_geometry(PyObject *self, PyObject *args)
 	int ret = arch >= 0 && arch < ARCH_NR ? geom_stage1(&g, (enum arch)arch, cfg) : -EINVAL;
 	if (ret)
 		return raise_errno(ret);
-	PyObject *list = PyList_New(g.nlevels);
-	if (!list)
-		return NULL;
-	for (int i = 0; i < g.nlevels; i++)
-		PyList_SET_ITEM(list, i, Py_BuildValue("(sIIIOO)", g.lv[i].name, (unsigned)g.lv[i].shift,
-			g.lv[i].entries, g.lv[i].table_bytes, g.lv[i].folded ? Py_True : Py_False,
-			g.lv[i].leaf_ok ? Py_True : Py_False));
-	return Py_BuildValue("(Nii)", list, g.pmd_shift, g.pud_shift);
+	PyObject *list = levels_list(&g);
+	return list ? Py_BuildValue("(Nii)", list, g.pmd_shift, g.pud_shift) : NULL;
 }
 
 static PyObject *py_selftest(PyObject *self, PyObject *args)
@@ -312,14 +318,8 @@ static PyObject *py_geometry2(PyObject *self, PyObject *args)
 	int ret = arch >= 0 && arch < ARCH_NR ? geom_stage2(&g, (enum arch)arch, cfg, ipa, &start, &pages) : -EINVAL;
 	if (ret)
 		return raise_errno(ret);
-	PyObject *list = PyList_New(g.nlevels);
-	if (!list)
-		return NULL;
-	for (int i = 0; i < g.nlevels; i++)
-		PyList_SET_ITEM(list, i, Py_BuildValue("(sIIIOO)", g.lv[i].name, (unsigned)g.lv[i].shift,
-			g.lv[i].entries, g.lv[i].table_bytes, g.lv[i].folded ? Py_True : Py_False,
-			g.lv[i].leaf_ok ? Py_True : Py_False));
-	return Py_BuildValue("(Nii)", list, start, pages);
+	PyObject *list = levels_list(&g);
+	return list ? Py_BuildValue("(Nii)", list, start, pages) : NULL;
 }
 
 static PyMethodDef methods[] = {

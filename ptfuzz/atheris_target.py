@@ -30,6 +30,7 @@ MAX_OPS = int(os.environ.get("PTFUZZ_MAX_OPS", "32"))
 INBOX = os.environ.get("PTFUZZ_INBOX")
 LAYOUT = Layout.of(ARCH, CONFIG)
 _seen: set = set()
+_runs = 0
 
 
 class Violation(Exception):
@@ -43,6 +44,8 @@ def finding_key(trace, result) -> str:
 
 
 def TestOneInput(data: bytes) -> None:
+    global _runs
+    _runs += 1
     t = fuzz_trace(ARCH, ByteChoices(data), MAX_OPS, KNOBS, CONFIG, LAYOUT)
     r = replay(t)
     if r.violation is None:
@@ -53,7 +56,7 @@ def TestOneInput(data: bytes) -> None:
     if key in _seen:
         return
     _seen.add(key)
-    t.meta = {"found_by": "ptfuzz fuzz --engine atheris", "key": key}
+    t.meta = {"found_by": "ptfuzz fuzz --engine atheris", "key": key, "executions": _runs}
     tracemod.save(t, os.path.join(INBOX, f"{os.getpid()}-{len(_seen)}.msgpack"))
 
 

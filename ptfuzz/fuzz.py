@@ -30,6 +30,7 @@ class Finding:
     ops_before: int
     seconds: float
     executions: int
+    minimize_stats: object = None
 
 
 @dataclass
@@ -68,7 +69,7 @@ class Campaign:
         digest = hashlib.sha256(tracemod.dumps(replace(small, meta=None))).hexdigest()[:8]
         path = self.corpus / "regressions" / self.arch / f"{r.violation.kind}-{digest}.msgpack"
         tracemod.save(small, path)
-        f = Finding(r.violation.kind, op_name, path, small, st.ops_before, found_at, execs)
+        f = Finding(r.violation.kind, op_name, path, small, st.ops_before, found_at, execs, st)
         self.findings.append(f)
         return f
 
@@ -223,7 +224,9 @@ class AtherisEngine:
             for p in sorted(self.inbox.glob("*.msgpack")):
                 if p not in done:
                     done.add(p)
-                    new.append(tracemod.load(p))
+                    t = tracemod.load(p)
+                    self.c.executions = max(self.c.executions, int((t.meta or {}).get("executions", 1)))
+                    new.append(t)
             yield new
             if all(proc.poll() is not None for proc in self.procs):
                 self.poll_status()

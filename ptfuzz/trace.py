@@ -269,6 +269,14 @@ def from_map(doc: Any) -> Trace:
     return Trace(arch, ops, config, knobs, list(elfs), expect, meta, packed)
 
 
+def _trace_error(path, exc: ValueError) -> TraceError:
+    """A validation message "where: what" becomes the one-line error naming the file."""
+    where, _, what = str(exc).partition(": ")
+    if not what:
+        where, what = "", where
+    return TraceError(path, where, what)
+
+
 def loads(data: bytes, path="<bytes>") -> Trace:
     # Every declared length is bounded by the bytes that exist, so nothing is allocated on a lie.
     n = len(data)
@@ -287,10 +295,7 @@ def loads(data: bytes, path="<bytes>") -> Trace:
     try:
         return from_map(doc)
     except ValueError as exc:
-        where, _, what = str(exc).partition(": ")
-        if not what:
-            where, what = "", where
-        raise TraceError(path, where, what) from None
+        raise _trace_error(path, exc) from None
 
 
 def load(path) -> Trace:
@@ -370,7 +375,4 @@ def from_json_doc(doc: Any, path="<json>") -> Trace:
                 raise ValueError("elfs: invalid base64") from None
         return from_map(doc)
     except ValueError as exc:
-        where, _, what = str(exc).partition(": ")
-        if not what:
-            where, what = "", where
-        raise TraceError(path, where, what) from None
+        raise _trace_error(path, exc) from None

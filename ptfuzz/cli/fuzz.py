@@ -65,6 +65,8 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
     check_arch(arch)
     if engine not in ENGINES:
         raise UsageError(f"--engine {engine!r}: one of {', '.join(ENGINES)}")
+    if jobs > 1 and engine != "atheris":
+        raise UsageError("--jobs runs atheris workers sharing one corpus: use it with --engine atheris")
     knobs = parse_knobs(arch, knob)
     c = Campaign(arch, knobs, corpus, max_ops=max_ops, seed=seed)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
