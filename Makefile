@@ -7,7 +7,7 @@ SOURCES := pyproject.toml setup.py $(wildcard native_ext/*.c native_ext/*.h)
 ARCH ?= s390
 TIME ?= 60
 
-ASAN_ENV = PYTHONPATH=$(CURDIR)/build/asan \
+ASAN_ENV = PYTHONPATH=$(CURDIR)/build/asan PTFUZZ_ASAN=1 \
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 

@@ -8,8 +8,9 @@ sanitize = os.environ.get("PTFUZZ_SANITIZE", "")
 extra_compile = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 extra_link = []
 if sanitize:
-    # make asan: ASan + UBSan, aborting on the first report
-    flags = [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all", "-O1", "-g"]
+    # make asan: ASan + UBSan, aborting on the first report; the fuzzing build keeps -O2
+    opt = "-O2" if sanitize == "fuzzer-no-link" else "-O1"
+    flags = [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all", opt, "-g"]
     extra_compile += flags
     extra_link += flags
 

@@ -152,7 +152,7 @@ def native_engine_so() -> Path | None:
     return sos[0] if sos else None
 
 
-STATUS = re.compile(r"#(\d+)\s+\w+\s+cov: (\d+)")
+STATUS = re.compile(r"#(\d+)\s+\w+\s+(?:cov: (\d+))?")
 
 
 class AtherisEngine:
@@ -210,7 +210,7 @@ class AtherisEngine:
             tail = log.read()[-4096:].decode(errors="replace")
             for m in STATUS.finditer(tail):
                 self.execs[j] = int(m.group(1))
-                cov = max(cov, int(m.group(2)))
+                cov = max(cov, int(m.group(2) or 0))
         self.c.executions = sum(self.execs)
         self.c.coverage = max(self.c.coverage, cov)
 
@@ -234,7 +234,7 @@ class AtherisEngine:
 
     def worker_failure(self) -> str | None:
         for j, proc in enumerate(self.procs):
-            if proc.returncode not in (0, None, -2, -15):
+            if proc.returncode not in (0, None, -2, -15) or (proc.returncode == 0 and not self.execs[j]):
                 self.logs[j].seek(0)
                 return self.logs[j].read()[-2000:].decode(errors="replace")
         return None

@@ -16,11 +16,15 @@ from ptfuzz.engine import replay
 from ptfuzz.fuzz import native_engine_so
 from ptfuzz.fuzzgen import ByteChoices, FuzzGen, Layout, RecordingChoices
 
+# atheris workers bring clang's libFuzzer runtime, which cannot share a process with gcc's ASan runtime
+no_atheris_under_asan = pytest.mark.skipif(os.environ.get("PTFUZZ_ASAN") == "1",
+                                           reason="make asan: atheris workers cannot load the gcc ASan build")
+
 UNSAFE = {"s390": ("mm.table_free=immediate", "uaf-table"), "arm64": ("kvm.fault_holds_mm=no", "stage2-after-release"),
           "x86_64": ("kvm.invalidate_retry=none", "stage2-stale")}
 
 
-@pytest.mark.parametrize("engine", ["random", "hypothesis", "atheris"])
+@pytest.mark.parametrize("engine", ["random", "hypothesis", pytest.param("atheris", marks=no_atheris_under_asan)])
 def test_engine_finds_minimizes_and_files(cli, tmp_path, engine):
     arch = {"random": "s390", "hypothesis": "x86_64", "atheris": "arm64"}[engine]
     knob, want = UNSAFE[arch]
@@ -40,6 +44,7 @@ def test_engine_finds_minimizes_and_files(cli, tmp_path, engine):
         assert v is None or v.kind != want
 
 
+@no_atheris_under_asan
 @pytest.mark.parametrize("arch", ["s390", "arm64", "x86_64"])
 def test_smoke_defaults_find_nothing(cli, arch):
     """What CI proves on every run: the coverage-guided fuzzer starts and the safe defaults stay silent."""
@@ -96,6 +101,7 @@ def test_any_bytes_decode_to_a_valid_trace():
             assert replay(t).violation is None
 
 
+@no_atheris_under_asan
 @pytest.mark.skipif(native_engine_so() is None, reason="no clang: the coverage build of the engine is missing")
 def test_native_coverage_reaches_libfuzzer(tmp_path):
     """The engine built with -fsanitize=fuzzer-no-link registers its counters with atheris' libFuzzer and
