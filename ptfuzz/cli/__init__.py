@@ -36,7 +36,9 @@ def main() -> None:
     except Exception as exc:
         # Typer's (vendored click) usage errors carry their own message; anything else is a bug in ptfuzz.
         if callable(getattr(exc, "format_message", None)):
-            print(f"ptfuzz: {exc.format_message()}", file=sys.stderr)
+            message = exc.format_message()
+            if message:  # no_args_is_help has already printed the help
+                print(f"ptfuzz: {message}", file=sys.stderr)
             sys.exit(2)
         raise
     sys.exit(rc if isinstance(rc, int) else 0)

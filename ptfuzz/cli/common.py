@@ -31,7 +31,10 @@ def trace_files(paths: list[Path]) -> list[Path]:
     out = []
     for p in paths:
         if p.is_dir():
-            out.extend(sorted(p.rglob("*.msgpack")))
+            found = sorted(p.rglob("*.msgpack"))
+            if not found:
+                raise UsageError(f"{p}: no *.msgpack traces in this directory")
+            out.extend(found)
         elif p.exists():
             out.append(p)
         else:
