@@ -178,14 +178,15 @@ class AtherisEngine:
                    PTFUZZ_CONFIG=json.dumps(self.c.config), PTFUZZ_MAX_OPS=str(self.c.max_ops),
                    PTFUZZ_INBOX=str(self.inbox))
         if self.native:
-            env.update(PTFUZZ_ENGINE_SO=str(self.native), LD_PRELOAD=str(self.preload))
+            env.update(PTFUZZ_ENGINE_SO=str(self.native), LD_PRELOAD=str(self.preload), PTFUZZ_PY_COVERAGE="0")
         return env
 
     def seed_corpus(self):
         from .fuzzgen import seed_inputs
         if any(self.shared.iterdir()):
             return
-        for i, data in enumerate(seed_inputs(self.c.arch, 64, self.c.max_ops, self.c.config)):
+        first = 1_000_000 + 64 * self.c.seed  # each campaign seed starts from its own random traces
+        for i, data in enumerate(seed_inputs(self.c.arch, 64, self.c.max_ops, self.c.config, first)):
             tracemod.atomic_write(self.shared / f"seed-{i:03d}", data)
 
     def start(self, seconds: float, max_runs: int | None):

@@ -26,10 +26,10 @@ class Choices:
 
 class RandomChoices(Choices):
     def __init__(self, seed: int):
-        self.rng = random.Random(seed)
+        self._random = random.Random(seed).random
 
     def below(self, n: int) -> int:
-        return self.rng.randrange(n) if n > 1 else 0
+        return int(self._random() * n) if n > 1 else 0
 
 
 class RecordingChoices(RandomChoices):
@@ -333,10 +333,10 @@ class FuzzGen:
         return Trace(self.arch, ops, config=dict(config or {}), knobs=dict(knobs), elfs=elfs)
 
 
-def seed_inputs(arch: str, count: int, max_ops: int = 32, config: dict | None = None):
-    """Decision streams of random traces, for libFuzzer's starting corpus."""
+def seed_inputs(arch: str, count: int, max_ops: int = 32, config: dict | None = None, first: int = 0):
+    """Decision streams of random traces (seeds first, first+1, ...), for libFuzzer's starting corpus."""
     layout = Layout.of(arch, config or {})
-    for seed in range(count):
+    for seed in range(first, first + count):
         rec = RecordingChoices(seed)
         FuzzGen(arch, rec, config, layout).trace(max_ops, {}, config)
         yield bytes(rec.bytes)
