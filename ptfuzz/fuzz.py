@@ -51,14 +51,18 @@ class Campaign:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
+    def key(self, t: Trace, r) -> tuple[str, str]:
+        """What makes a finding unique: its kind, the knobs, and the operation it happened at."""
+        idx = r.violation.op_index
+        op_name = op_text(t.ops[idx]).split("(")[0] if idx < len(t.ops) else "teardown"
+        return json.dumps([r.violation.kind, sorted(self.knobs.items()), op_name]), op_name
+
     def consider(self, t: Trace) -> Finding | None:
         """A trace an engine flagged: replay it here, dedupe by kind, knobs and operation, minimize, file."""
         r = replay(t)
         if r.violation is None:
             return None
-        idx = r.violation.op_index
-        op_name = op_text(t.ops[idx]).split("(")[0] if idx < len(t.ops) else "teardown"
-        key = json.dumps([r.violation.kind, sorted(self.knobs.items()), op_name])
+        key, op_name = self.key(t, r)
         if key in self.seen:
             return None
         self.seen.add(key)
@@ -139,9 +143,7 @@ class HypothesisEngine:
             found.clear()
 
     def known(self, t, r) -> bool:
-        idx = r.violation.op_index
-        op_name = op_text(t.ops[idx]).split("(")[0] if idx < len(t.ops) else "teardown"
-        return json.dumps([r.violation.kind, sorted(self.c.knobs.items()), op_name]) in self.c.seen
+        return self.c.key(t, r)[0] in self.c.seen
 
     def close(self):
         pass
