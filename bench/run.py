@@ -1,4 +1,8 @@
-"""bench/run.py: the BENCH.md figures this build can produce (B1 replay throughput, B5 memory), in one table."""
+"""bench/run.py: the BENCH.md figures (B1-B5), printed and written to bench/results.json.
+
+Environment: BENCH_ONLY=B1,B3 (a subset), BENCH_REPS (3), BENCH_B1_OPS (2000000), BENCH_B2_TIME (30 s),
+BENCH_B3_TRIALS (10), BENCH_B3_CAP (60 s), BENCH_B3_ENGINE (atheris | hypothesis | random).
+"""
 import json
 import os
 import platform
