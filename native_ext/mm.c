@@ -84,7 +84,8 @@ void mm_put_users(struct engine *e, int mm)
 
 /* ---- VMAs ---- */
 
-struct vma *vma_find(struct mm *m, uint64_t addr)
+/* The first VMA ending above addr (nvma if none). */
+static int vma_index_after(struct mm *m, uint64_t addr)
 {
 	int lo = 0, hi = m->nvma;
 	while (lo < hi) {
@@ -94,20 +95,19 @@ struct vma *vma_find(struct mm *m, uint64_t addr)
 		else
 			hi = mid;
 	}
-	if (lo < m->nvma && m->vmas[lo].start <= addr)
-		return &m->vmas[lo];
-	return NULL;
+	return lo;
+}
+
+struct vma *vma_find(struct mm *m, uint64_t addr)
+{
+	int i = vma_index_after(m, addr);
+	return i < m->nvma && m->vmas[i].start <= addr ? &m->vmas[i] : NULL;
 }
 
 static bool vma_overlaps(struct mm *m, uint64_t start, uint64_t end)
 {
-	struct vma *v = vma_find(m, start);
-	if (v)
-		return true;
-	for (int i = 0; i < m->nvma; i++)
-		if (m->vmas[i].start < end && m->vmas[i].end > start)
-			return true;
-	return false;
+	int i = vma_index_after(m, start);
+	return i < m->nvma && m->vmas[i].start < end;
 }
 
 static int vma_insert_at(struct mm *m, int pos, struct vma v)
@@ -560,7 +560,6 @@ static int op_mmap(struct engine *e, int mm, uint64_t addr, uint64_t len, uint64
 
 static int op_munmap(struct engine *e, int mm, uint64_t addr, uint64_t len)
 {
-	struct mm *m = &e->mms[mm];
 	int ret = check_range(e, addr, len);
 	if (ret)
 		return ret == -ENOMEM ? -EINVAL : ret;
