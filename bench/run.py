@@ -18,7 +18,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from ptfuzz import trace as tracemod  # noqa: E402
-from ptfuzz.engine import MODELLED, replay  # noqa: E402
+from ptfuzz.engine import replay  # noqa: E402
+from ptfuzz.names import ARCH_NAMES  # noqa: E402
 from ptfuzz.gen import generate  # noqa: E402
 from ptfuzz.names import OP_NUMBER  # noqa: E402
 from ptfuzz.cli.geometry import stage1_geometry  # noqa: E402
@@ -194,7 +195,7 @@ def main():
     results = []
     only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
     with tempfile.TemporaryDirectory() as tmp:
-        for arch in sorted(MODELLED):
+        for arch in sorted(ARCH_NAMES):
             if not only or "B1" in only:
                 results += b1(arch, tmp)
             if not only or "B5" in only:

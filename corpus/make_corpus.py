@@ -2,7 +2,6 @@
 import sys
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ptfuzz import trace as tracemod  # noqa: E402

@@ -87,7 +87,6 @@ static int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
 	c->tbl = pte_tbl;
 	c->pmd_tbl = pmd_tbl;
 	c->pmd_idx = pmd_idx;
-	c->pmd_level = ml;
 	c->pmd_seen = pmd;
 	return 0;
 }

@@ -158,7 +158,6 @@ struct cpu {
 	bool walk_done;
 	/* rmap */
 	struct tref pmd_tbl;
-	int pmd_level;
 	uint32_t pmd_idx;
 	uint64_t pmd_seen;
 	/* guest fault */

@@ -348,10 +348,8 @@ int gmap_link(struct engine *e, struct vm *v, uint64_t gaddr, uint64_t vmaddr)
 	const struct entry_fmt *f = e->geom.fmt;
 	gaddr &= ~(SEG_SIZE - 1);
 	vmaddr &= ~(SEG_SIZE - 1);
-	int lvl;
-	struct tref ht;
-	uint32_t hidx;
-	int k = host_lookup(e, v->mm, vmaddr, &lvl, NULL, &ht, &hidx);
+	int lvl = -1;
+	int k = host_lookup(e, v->mm, vmaddr, &lvl, NULL, NULL, NULL);
 	if (k == E_LEAF && lvl <= SEG)
 		return -EFAULT; /* large pmds/puds cannot be handled */
 	if (lvl < SEG)

@@ -4,11 +4,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _engine
-from .errors import NotModelledError
 from .names import ARCH_NAMES, VIOLATION_KINDS, Verdict, errno_name, knob_vector
 from .trace import Trace, op_text
 
-MODELLED = {"s390", "arm64", "x86_64"}
 CONFIG_ORDER = ("granule", "va_bits", "la57", "max_table_pages")
 
 
@@ -51,8 +49,6 @@ def replay(trace: Trace, knobs: dict | None = None, steps: bool = False, teardow
 
     probes: an (n, 2) uint64 array of (pid, va); the result's translations give the 4K frame each maps
     after the last operation (2^64-1 where nothing is mapped)."""
-    if trace.arch not in MODELLED:
-        raise NotModelledError(f"arch {trace.arch} is not modelled yet (only {', '.join(sorted(MODELLED))})")
     effective = {**trace.knobs, **(knobs or {})}
     ops = np.ascontiguousarray(trace.ops, dtype=np.uint64)
     out = _engine.run(ARCH_NAMES.index(trace.arch), knob_vector(trace.arch, effective), config_tuple(trace),

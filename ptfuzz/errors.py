@@ -27,6 +27,3 @@ class ElfError(PtfuzzError):
         self.path, self.what = str(path), what
         super().__init__(f"{path}: {what}")
 
-
-class NotModelledError(PtfuzzError):
-    """The trace's architecture is valid but the engine does not model it yet."""

@@ -12,7 +12,7 @@ U64 = (1 << 64) - 1
 
 
 class Choices:
-    """Where decisions come from; every generator decision is one below() call."""
+    """Where decisions come from (random, or bytes from atheris and hypothesis); one below() call each."""
 
     def below(self, n: int) -> int:
         raise NotImplementedError
@@ -67,17 +67,6 @@ class ByteChoices(Choices):
         chunk = self.data[self.pos:self.pos + width]
         self.pos += width
         return int.from_bytes(chunk.ljust(width, b"\0"), "little") % n
-
-
-class DrawChoices(Choices):
-    """Decisions drawn through hypothesis, so its shrinker simplifies the decisions themselves."""
-
-    def __init__(self, data):
-        from hypothesis import strategies as st
-        self.data, self.st = data, st
-
-    def below(self, n: int) -> int:
-        return self.data.draw(self.st.integers(0, n - 1)) if n > 1 else 0
 
 
 @dataclass

@@ -1,7 +1,6 @@
 """ELF inspection on real s390x binaries, and pyelftools against the engine's own header parser."""
 import json
 import random
-import struct
 
 import pytest
 

@@ -10,7 +10,6 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT
 from ptfuzz import trace as tracemod
 from ptfuzz.engine import replay
 from ptfuzz.fuzz import native_engine_so

@@ -4,7 +4,7 @@ from rich.console import Console
 
 from .. import _engine
 from ..engine import CONFIG_ORDER
-from ..errors import NotModelledError, UsageError
+from ..errors import UsageError
 from ..names import ARCH_NAMES
 from ..trace import CONFIG_DEFAULTS, _check_config
 from . import app
@@ -13,11 +13,7 @@ from .common import check_arch, print_json
 
 def stage1_geometry(arch: str, config: dict) -> dict:
     cfg = {**CONFIG_DEFAULTS, **config}
-    try:
-        levels, pmd_shift, pud_shift = _engine.geometry(ARCH_NAMES.index(arch),
-                                                        tuple(int(cfg[k]) for k in CONFIG_ORDER))
-    except NotImplementedError:
-        raise NotModelledError(f"arch {arch} is not modelled yet") from None
+    levels, pmd_shift, pud_shift = _engine.geometry(ARCH_NAMES.index(arch), tuple(int(cfg[k]) for k in CONFIG_ORDER))
     page = 1 << levels[-1][1]
     leaf_sizes = sorted({1 << shift for _, shift, _, _, folded, leaf in levels if leaf and not folded}, reverse=True)
     return {
