@@ -23,10 +23,11 @@ from ptfuzz.names import ARCH_NAMES  # noqa: E402
 from ptfuzz.gen import generate  # noqa: E402
 from ptfuzz.names import OP_NUMBER  # noqa: E402
 from ptfuzz.cli.geometry import stage1_geometry  # noqa: E402
+from ptfuzz.procs import ptfuzz_command  # noqa: E402
 
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 B1_OPS = int(os.environ.get("BENCH_B1_OPS", "2000000"))
-PTFUZZ = [sys.executable, "-m", "ptfuzz"]
+PTFUZZ = ptfuzz_command()  # the same ptfuzz package as this script imports
 
 
 def timed(fn, reps=REPS):

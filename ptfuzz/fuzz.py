@@ -4,8 +4,8 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -15,6 +15,7 @@ from . import trace as tracemod
 from .engine import replay
 from .fuzzgen import ByteChoices, Layout, RandomChoices, fuzz_trace
 from .minimize import minimize
+from .procs import deferred_interrupts, module_command
 from .trace import Trace, op_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +31,7 @@ class Finding:
     ops_before: int
     seconds: float
     executions: int
+    message: str = ""
     minimize_stats: object = None
 
 
@@ -72,9 +74,11 @@ class Campaign:
                       "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         digest = hashlib.sha256(tracemod.dumps(replace(small, meta=None))).hexdigest()[:8]
         path = self.corpus / "regressions" / self.arch / f"{r.violation.kind}-{digest}.msgpack"
-        tracemod.save(small, path)
-        f = Finding(r.violation.kind, op_name, path, small, st.ops_before, found_at, execs, st)
-        self.findings.append(f)
+        message = replay(small).violation.message  # the oracle's words for the trace the user will read
+        f = Finding(r.violation.kind, op_name, path, small, st.ops_before, found_at, execs, message, st)
+        with deferred_interrupts():  # on disk and counted, or neither: the exit code must not lie
+            tracemod.save(small, path)
+            self.findings.append(f)
         return f
 
 
@@ -125,7 +129,7 @@ class HypothesisEngine:
                       report_multiple_bugs=False)
             @given(st.binary(min_size=8, max_size=1024))
             def prop(data):
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= deadline or held.pending is not None:
                     return
                 t = fuzz_trace(c.arch, ByteChoices(data), c.max_ops, c.knobs, c.config, self.layout)
                 c.executions += 1
@@ -134,10 +138,14 @@ class HypothesisEngine:
                     found.append(t)
                     raise Found()
 
-            try:
-                prop()
-            except Found:
-                pass
+            # Hypothesis is not written to be interrupted anywhere (a KeyboardInterrupt inside its own code
+            # can be lost), so a signal is only noted while it runs: the remaining examples return at
+            # once, and the signal is raised here when hypothesis has returned.
+            with deferred_interrupts() as held:
+                try:
+                    prop()
+                except Found:
+                    pass
             batch += 1
             yield [found[-1]] if found else []
             found.clear()
@@ -200,8 +208,7 @@ class AtherisEngine:
             args.append(f"-runs={max(1, max_runs // self.jobs)}")
         for j in range(self.jobs):
             log = open(self.work / f"worker{j}.log", "w+b")
-            cmd = [sys.executable, "-m", "ptfuzz.atheris_target", str(self.shared), *args,
-                   f"-seed={self.c.seed * 1000 + j + 1}"]
+            cmd = module_command("ptfuzz.atheris_target", str(self.shared), *args, f"-seed={self.c.seed * 1000 + j + 1}")
             self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env(),
                                                stdin=subprocess.DEVNULL, start_new_session=True))
             self.logs.append(log)
@@ -243,16 +250,29 @@ class AtherisEngine:
         return None
 
     def close(self):
-        for proc in self.procs:
-            if proc.poll() is None:
+        # Signal every worker first and then wait for all of them against one deadline, so that
+        # stopping N workers takes as long as the slowest one, not the sum; a second Ctrl-C must not
+        # leave workers or the work directory behind.
+        with deferred_interrupts():
+            for proc in self.procs:
+                if proc.poll() is None:
+                    try:
+                        os.killpg(proc.pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+            deadline = time.monotonic() + 3
+            for proc in self.procs:
                 try:
-                    os.killpg(proc.pid, 15)
-                    proc.wait(5)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    os.killpg(proc.pid, 9)
-        for log in self.logs:
-            log.close()
-        shutil.rmtree(self.work, ignore_errors=True)
+                    proc.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    proc.wait()
+            for log in self.logs:
+                log.close()
+            shutil.rmtree(self.work, ignore_errors=True)
 
 
 ENGINES = {"atheris": AtherisEngine, "hypothesis": HypothesisEngine, "random": RandomEngine}

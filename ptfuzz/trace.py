@@ -12,6 +12,7 @@ import numpy as np
 from . import _engine
 from .errors import TraceError
 from .names import ARCH_NAMES, KNOB_BY_NAME, OP_NUMBER, OP_WIDTH, OPS, VIOLATION_KINDS
+from .procs import deferred_interrupts
 
 FORMAT = "ptfuzz-trace"
 VERSION = 1
@@ -331,25 +332,27 @@ def dumps(trace: Trace, packed: bool | None = None) -> bytes:
 
 
 def atomic_write(path, data: bytes) -> None:
-    """Write to a temporary file beside the target and rename: a reader never sees half a file."""
+    """Write to a temporary file beside the target and rename: a reader never sees half a file, and a
+    Ctrl-C during the write is held until the file is complete (or the temporary is gone)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 is for the temporary, not for the result
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+    with deferred_interrupts():
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 is for the temporary, not for the result
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
 
 
 def save(trace: Trace, path, packed: bool | None = None) -> None:

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -61,22 +62,105 @@ def test_keep_going_files_several_unique_findings(cli):
     assert r.returncode == 1 and len(kinds) == len(lines) - 1 >= 2
 
 
-def test_interrupt_stops_cleanly_and_keeps_findings(tmp_path):
-    cmd = [sys.executable, "-m", "ptfuzz", "fuzz", "--arch", "s390", "--engine", "random", "--knob",
-           "mm.table_free=immediate", "--keep-going", "--time", 60, "--corpus", "c", "--json"]
-    p = subprocess.Popen(list(map(str, cmd)), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not list((tmp_path / "c").rglob("*.msgpack")):
-        time.sleep(0.2)
-    time.sleep(0.5)
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=30)
-    assert p.returncode == 1, err
-    summary = json.loads(out.splitlines()[-1])
-    assert summary["interrupted"] is True and summary["findings"] >= 1
-    for f in (tmp_path / "c").rglob("*.msgpack"):
+class Campaign:
+    """A `ptfuzz fuzz` child whose stderr is read as it comes, so a test can wait for what it printed."""
+
+    def __init__(self, tmp_path, *args, ignore_sigint=False):
+        env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"))
+        (tmp_path / "tmp").mkdir()
+        # A child of a background job in a non-interactive shell inherits SIGINT ignored: Ctrl-C must work anyway.
+        pre = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
+        self.p = subprocess.Popen([sys.executable, "-m", "ptfuzz", "fuzz", *map(str, args), "--json"], cwd=tmp_path,
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=pre)
+        self.err: list[str] = []
+        self.reader = threading.Thread(target=lambda: self.err.extend(self.p.stderr), daemon=True)
+        self.reader.start()
+
+    def wait_for(self, condition, bound=60.0):
+        deadline = time.monotonic() + bound
+        while not condition():
+            assert self.p.poll() is None, "".join(self.err)
+            assert time.monotonic() < deadline, "condition not reached: " + "".join(self.err)
+            time.sleep(0.05)
+
+    def interrupt(self, bound=20.0):
+        """SIGINT; the campaign must end by itself well within the bound, whatever the load."""
+        self.p.send_signal(signal.SIGINT)
+        out, err = self.p.communicate(timeout=bound)
+        self.reader.join(5)
+        assert out.endswith("\n") and '"interrupted": true' in out.splitlines()[-1], out + "".join(self.err) + err
+        return self.p.returncode, [json.loads(line) for line in out.splitlines()]
+
+
+INTERRUPTS = [
+    # engine, knobs, extra options, expect a finding before the signal
+    ("random", ["--knob", "mm.table_free=immediate"], [], True),
+    ("hypothesis", ["--knob", "mm.table_free=immediate"], [], True),
+    pytest.param("atheris", [], ["--jobs", "2"], False, marks=no_atheris_under_asan),
+    pytest.param("atheris", ["--knob", "mm.table_free=immediate"], [], True, marks=no_atheris_under_asan),
+]
+
+
+@pytest.mark.parametrize("engine,knobs,extra,finds", INTERRUPTS)
+def test_interrupt_stops_promptly_and_keeps_findings(tmp_path, engine, knobs, extra, finds):
+    c = Campaign(tmp_path, "--arch", "s390", "--engine", engine, *knobs, *extra, "--keep-going", "--time", 600,
+                 "--corpus", "c", ignore_sigint=True)
+    filed = lambda: list((tmp_path / "c" / "regressions").rglob("*.msgpack"))  # noqa: E731
+    c.wait_for(lambda: any("ptfuzz: fuzzing" in line for line in c.err))
+    if finds:
+        c.wait_for(filed)
+    rc, lines = c.interrupt()
+    summary = lines[-1]
+    assert summary["interrupted"] is True, summary
+    assert rc == (1 if summary["findings"] else 0)
+    assert bool(summary["findings"]) >= finds and summary["findings"] == len(lines) - 1 == len(filed())
+    for f in filed():
         assert tracemod.load(f).expect["verdict"] == "violation"
-    assert not list((tmp_path / "c").rglob("*.tmp"))
+    assert not list((tmp_path / "c").rglob("*.tmp")) and not list((tmp_path / "tmp").iterdir())
+
+
+def test_live_status_and_findings_on_a_terminal(tmp_path):
+    """In a terminal the status line is cleared before a finding is printed, and the finding carries the
+    oracle's explanation and the command that replays it."""
+    import pty
+    import struct
+    import termios
+    import fcntl
+    import pyte
+    cols, rows = 160, 400
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    env = dict(os.environ, TERM="xterm-256color", COLUMNS=str(cols), LINES=str(rows))
+    env.pop("NO_COLOR", None)
+    p = subprocess.Popen([sys.executable, "-m", "ptfuzz", "fuzz", "--arch", "s390", "--engine", "random", "--knob",
+                          "mm.table_free=immediate", "--knob", "mm.pmd_recheck=no", "--keep-going", "--time", "4",
+                          "--corpus", "c"], cwd=tmp_path, env=env, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    data = bytearray()
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        data += chunk
+    assert p.wait(60) == 1
+    os.close(master)
+    screen = pyte.Screen(cols, rows)
+    pyte.ByteStream(screen).feed(bytes(data))
+    shown = [line.rstrip() for line in screen.display if line.strip()]
+    findings = [i for i, line in enumerate(shown) if line.startswith("finding ")]
+    assert len(findings) >= 2, "\n".join(shown)
+    assert not [line for line in shown if "execs" in line and "finding " in line], "\n".join(shown)
+    for i in findings:
+        assert "0x" in shown[i + 1] and not shown[i + 1].lstrip().startswith("[0]")  # the oracle's explanation
+        replay_line = next(line for line in shown[i:] if line.lstrip().startswith("replay: "))
+        cmd = replay_line.split("replay: ", 1)[1].split()
+        assert cmd[0] == "ptfuzz" and cmd[-1] == "--steps"
+        r = subprocess.run([sys.executable, "-m", *cmd], cwd=tmp_path, capture_output=True, text=True)
+        assert r.returncode == 0 and "FAIL" in r.stdout or "violation" in r.stdout, r.stdout + r.stderr
+    assert shown[-1].startswith(tuple("0123456789")) and "finding(s)" in shown[-1]
 
 
 def test_recorded_decisions_replay_the_same_trace():

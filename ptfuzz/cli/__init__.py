@@ -4,6 +4,7 @@ import sys
 import typer
 
 from ..errors import PtfuzzError
+from ..procs import restore_interrupts
 
 app = typer.Typer(
     name="ptfuzz",
@@ -19,6 +20,7 @@ def _register() -> None:
 
 
 def main() -> None:
+    restore_interrupts()
     _register()
     try:
         rc = app(standalone_mode=False)

@@ -1,13 +1,17 @@
 """ptfuzz fuzz: a fuzz campaign against one arch and a set of knobs."""
-import sys
+import shlex
 import time
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.live import Live
+from rich.spinner import Spinner
+from rich.text import Text
 
 from ..errors import UsageError
 from ..fuzz import ENGINES, Campaign, native_engine_so
+from ..procs import deferred_interrupts
 from ..trace import op_text
 from . import app
 from .common import check_arch, parse_knobs, print_json
@@ -16,14 +20,17 @@ from .common import check_arch, parse_knobs, print_json
 def run_campaign(c: Campaign, engine_name: str, seconds: float, runs: int | None, jobs: int, keep_going: bool,
                  on_finding=None, on_progress=None) -> bool:
     """Drive one engine until time, runs or (without keep_going) the first finding; True if interrupted."""
-    engine = ENGINES[engine_name](c, jobs=jobs)
+    engine = None
     deadline = time.monotonic() + seconds
     try:
+        with deferred_interrupts():  # an engine is made whole (its work directory, its workers) or not at all
+            engine = ENGINES[engine_name](c, jobs=jobs)
         for batch in engine.batches(deadline, runs):
             for t in batch:
-                f = c.consider(t)
-                if f and on_finding:
-                    on_finding(f)
+                with deferred_interrupts():  # a finding is filed and reported, or neither
+                    f = c.consider(t)
+                    if f and on_finding:
+                        on_finding(f)
             if on_progress:
                 on_progress()
             if c.findings and not keep_going:
@@ -35,7 +42,13 @@ def run_campaign(c: Campaign, engine_name: str, seconds: float, runs: int | None
     except KeyboardInterrupt:
         return True
     finally:
-        engine.close()
+        if engine is not None:
+            engine.close()
+
+
+def replay_command(path: Path) -> str:
+    """The command that replays a filed finding step by step (its knobs are in the file)."""
+    return f"ptfuzz replay {shlex.quote(str(path))} --steps"
 
 
 @app.command()
@@ -52,7 +65,8 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
          json_out: bool = typer.Option(False, "--json", help="One JSON object per finding, then a summary.")):
     """Generate state-aware traces, replay them, minimize and file every new unique violation.
 
-    Exit 0 when nothing was found, 1 when something was. Ctrl-C stops cleanly; findings are already on disk.
+    Exit 0 when nothing was found, 1 when something was. Ctrl-C (or SIGTERM) stops the campaign within
+    a couple of seconds; every finding already reported is on disk, and the exit code says whether any was.
 
     Examples:
 
@@ -75,31 +89,48 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
         err.print("ptfuzz: warning: no coverage-instrumented engine build (needs clang; `make setup` builds it): "
                   "atheris sees Python-level coverage only")
 
+    # One live display on stderr; while it runs, everything meant for the terminal is printed through
+    # its console, so that rich clears the status line, prints above it and redraws it. (A second
+    # Console on stdout would bypass the live display: rich unwraps its stdout proxy.)
+    spinner = Spinner("dots", Text("fuzzing..."))
+    live = Live(spinner, console=err, refresh_per_second=8, transient=True,
+                redirect_stdout=False, redirect_stderr=False) if not json_out and err.is_terminal else None
+
     def on_finding(f):
         if json_out:
             print_json({"kind": f.kind, "op": f.op, "path": str(f.path), "ops": len(f.trace.ops),
                         "ops_before": f.ops_before, "seconds": round(f.seconds, 3), "executions": f.executions,
-                        "knobs": knobs})
+                        "message": f.message, "replay": replay_command(f.path), "knobs": knobs})
             return
-        out.print(f"[red]finding[/] {f.kind} at {f.op} after {f.seconds:.1f}s: {len(f.trace.ops)} ops "
-                  f"(from {f.ops_before}), written to {f.path}")
+        to = live.console if live is not None and out.is_terminal else out
+        to.print(f"[red]finding[/] {f.kind} at {f.op} after {f.seconds:.1f}s: {len(f.trace.ops)} ops "
+                 f"(from {f.ops_before}), written to {f.path}")
+        to.print(f"  {f.message}", markup=False)
         for i, row in enumerate(f.trace.ops):
-            out.print(f"  [{i}] {op_text(row)}", markup=False)
+            to.print(f"  [{i}] {op_text(row)}", markup=False)
+        to.print(f"  replay: {replay_command(f.path)}", markup=False)
 
-    status = None if json_out or not sys.stderr.isatty() else err.status("fuzzing...")
+    logged = [0.0]
 
     def on_progress():
-        if status is not None:
-            status.update(f"{c.elapsed:5.1f}s  execs {c.executions:,}  {c.executions / max(c.elapsed, 1e-9):,.0f}/s"
-                          f"  cov {c.coverage}  findings {len(c.findings)}")
+        line = (f"{c.elapsed:5.1f}s  execs {c.executions:,}  {c.executions / max(c.elapsed, 1e-9):,.0f}/s  "
+                f"cov {c.coverage}  findings {len(c.findings)}")
+        if live is not None:
+            spinner.update(text=Text(line))
+        elif c.elapsed - logged[0] >= 10:  # a log (CI, a pipe) gets a progress line every 10 s instead
+            logged[0] = c.elapsed
+            err.print(f"ptfuzz: {line.strip()}", markup=False)
 
-    if status:
-        status.start()
+    if live is not None:
+        live.start()
+    else:
+        err.print(f"ptfuzz: fuzzing {arch} with {engine} for {seconds:g}s, knobs {', '.join(f'{k}={v}' for k, v in knobs.items()) or 'default'}, "
+                  f"findings to {corpus / 'regressions' / arch}", markup=False)
     try:
         interrupted = run_campaign(c, engine, seconds, runs, jobs, keep_going, on_finding, on_progress)
     finally:
-        if status:
-            status.stop()
+        if live is not None:
+            live.stop()
     summary = {"arch": arch, "engine": engine, "knobs": knobs, "executions": c.executions,
                "seconds": round(c.elapsed, 2), "execs_per_second": round(c.executions / max(c.elapsed, 1e-9), 1),
                "coverage": c.coverage, "findings": len(c.findings), "interrupted": interrupted}
@@ -108,4 +139,4 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
     else:
         out.print(f"{c.executions:,} executions in {c.elapsed:.1f}s ({summary['execs_per_second']:,.0f}/s), "
                   f"coverage {c.coverage}, {len(c.findings)} finding(s)" + (" (interrupted)" if interrupted else ""))
-    raise typer.Exit(1 if c.findings else (130 if interrupted else 0))
+    raise typer.Exit(1 if c.findings else 0)  # also when interrupted: what was found is what counts
