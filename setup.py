@@ -1,8 +1,11 @@
-"""setup.py: builds the C engine in native_ext/ as ptfuzz._engine (the rest lives in pyproject.toml)."""
+"""setup.py: builds the C engine in native_ext/ as ptfuzz._engine and crosscheck's helper program
+ptfuzz/ptfuzz-host (the rest lives in pyproject.toml)."""
 import glob
 import os
+import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 sanitize = os.environ.get("PTFUZZ_SANITIZE", "")
 extra_compile = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
@@ -14,7 +17,69 @@ if sanitize:
     extra_compile += flags
     extra_link += flags
 
+HOST_SOURCE = "native_ext/host/ptfuzz_host.c"
+HOST_NAME = "ptfuzz-host"
+
+
+class build_ext_with_host(build_ext):
+    """build_ext, plus ptfuzz-host: a standalone executable (not part of the extension) that
+    `ptfuzz crosscheck` runs to execute operations on the real kernel. Linux only."""
+
+    def _host_paths(self):
+        regular = os.path.join(self.build_lib, "ptfuzz", HOST_NAME)
+        inplace = os.path.join(self.get_finalized_command("build_py").get_package_dir("ptfuzz"), HOST_NAME)
+        return regular, inplace
+
+    def run(self):
+        super().run()  # also sets up self.compiler: the helper is built with the engine's compiler
+        if sys.platform.startswith("linux"):
+            self.build_host()
+
+    def build_host(self):
+        from distutils.errors import CCompilerError, DistutilsExecError, LinkError
+
+        regular, inplace = self._host_paths()
+        stale = self.force or not os.path.exists(regular) or os.path.getmtime(HOST_SOURCE) > os.path.getmtime(regular)
+        if stale:
+            try:
+                # never the sanitizer flags: ASan's shadow memory would sit in the helper's window
+                objects = self.compiler.compile([HOST_SOURCE], output_dir=self.build_temp,
+                                                extra_postargs=["-O2", "-Wall", "-Wextra"])
+                # static where libc.a exists: fewer mappings of its own to keep constant
+                for extra in (["-static"], []):
+                    try:
+                        self.compiler.link_executable(objects, HOST_NAME, output_dir=os.path.dirname(regular),
+                                                      extra_postargs=extra)
+                        break
+                    except LinkError:
+                        if not extra:
+                            raise
+            except (CCompilerError, DistutilsExecError) as e:
+                # the engine is usable without it; ptfuzz.host compiles the helper on first use
+                self.warn(f"{HOST_NAME} not built ({e}); `ptfuzz crosscheck` will try to compile it when run")
+                return
+        if self.inplace:
+            self.copy_file(regular, inplace)
+
+    def get_outputs(self):
+        outputs = super().get_outputs()
+        if sys.platform.startswith("linux") and not self.inplace:
+            outputs.append(self._host_paths()[0])
+        return outputs
+
+    def get_output_mapping(self):
+        mapping = super().get_output_mapping()
+        if sys.platform.startswith("linux") and self.inplace:
+            regular, inplace = self._host_paths()
+            mapping[regular] = inplace
+        return mapping
+
+    def get_source_files(self):
+        return super().get_source_files() + [HOST_SOURCE]  # so that an sdist carries it
+
+
 setup(
+    cmdclass={"build_ext": build_ext_with_host},
     ext_modules=[
         Extension(
             "ptfuzz._engine",

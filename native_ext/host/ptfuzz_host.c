@@ -1,0 +1,1273 @@
+/*
+ * ptfuzz-host: the real-kernel side of `ptfuzz crosscheck`.
+ *
+ * A root helper reads one request line from stdin and answers with exactly one line on stdout.
+ * Each crosscheck process (pid 0..63) is a real child process; the root talks to it over an
+ * AF_UNIX stream socket (a socket rather than a pipe so that a process that forks can hand the
+ * new child's channel to the root with SCM_RIGHTS).  Requests (decimal, or 0x hex, integers):
+ *
+ *   hello                         -> ok PAGE PMD LA57 BASELINE method=scan|kpageflags|none va_bits=N
+ *   probe                         -> ok key=value ...   (host behaviour, measured in a throwaway child)
+ *   exec PID                      -> r 0                (a fresh process forked from the root)
+ *   fork PARENT CHILD             -> r 0 | r -3 | r -17 | r -errno
+ *   exit PID                      -> r 0 | r -3
+ *   mmap PID ADDR LEN FLAGS       -> r RES   (bit0 MADV_HUGEPAGE, bit1 hugetlb 2M, bit2 hugetlb 1G)
+ *   shm_mmap PID ADDR LEN OBJ PGOFF -> r RES
+ *   munmap PID ADDR LEN           -> r RES
+ *   madvise PID ADDR LEN ADVICE   -> r RES   (0 DONTNEED, 1 HUGEPAGE, 2 NOHUGEPAGE, 3 COLLAPSE)
+ *   fault PID ADDR WRITE          -> r 0 | r -14
+ *   figures PID LO HI             -> f VMPTE_MINUS_BASELINE N ADDR1 ... ADDRN  (PMD-mapped blocks)
+ *   pid PID                       -> ok OSPID           (for tests: the real pid)
+ * Errors: `e MESSAGE` (bad line, pid out of range, address outside [2^44, 2^46), ...).
+ * Environment: PTFUZZ_HOST_METHOD=kpageflags forces the pagemap + /proc/kpageflags fallback (tests).
+ *
+ * Page-table bytes are VmPTE minus a baseline.  VmPTE also counts the tables of the helper's own
+ * mappings, so every process keeps its non-window part identical: no allocation after start-up
+ * (static buffers only, no stdio), MADV_NOHUGEPAGE on the helper's own mappings, and every page of
+ * every readable mapping outside the window is pre-faulted when a process starts (fresh or forked),
+ * because fork copies page tables only for some mappings and the rest would fill in later.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* The build host's headers may be older than the kernel the helper runs on. */
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+#ifndef MAP_HUGE_SHIFT
+#define MAP_HUGE_SHIFT 26
+#endif
+#define PTF_MAP_HUGE_2MB (21U << MAP_HUGE_SHIFT)
+#define PTF_MAP_HUGE_1GB (30U << MAP_HUGE_SHIFT)
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#ifndef SYS_memfd_create
+#error "memfd_create is required"
+#endif
+
+/* PAGEMAP_SCAN (Linux 6.7, include/uapi/linux/fs.h), defined here because the headers may lack it. */
+struct ptf_page_region {
+    uint64_t start, end, categories;
+};
+struct ptf_pm_scan_arg {
+    uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+    uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+#define PTF_PAGEMAP_SCAN _IOWR('f', 16, struct ptf_pm_scan_arg)
+#define PTF_PAGE_IS_PRESENT (1ULL << 3)
+#define PTF_PAGE_IS_PFNZERO (1ULL << 5)
+#define PTF_PAGE_IS_HUGE (1ULL << 6)
+
+/* /proc/kpageflags bits (include/uapi/linux/kernel-page-flags.h) for the fallback. */
+#define KPF_COMPOUND_HEAD 15
+#define KPF_HUGE 17
+#define KPF_THP 22
+#define KPF_ZERO_PAGE 24
+
+#define WIN_LO (1ULL << 44) /* every address-space change must lie in [WIN_LO, WIN_HI) */
+#define WIN_HI (1ULL << 46)
+#define MAX_MAP (64ULL << 30) /* the largest single mmap accepted */
+#define NPROC 64
+#define TMP NPROC /* slot of the throwaway child used by hello's baseline and probe */
+#define NOBJ 16
+#define MAXB 65536 /* most PMD-mapped blocks one figures reply lists */
+#define CHILD_TIMEOUT_MS 120000
+
+enum { M_NONE, M_SCAN, M_KPF };
+static const char *const method_names[] = {"none", "scan", "kpageflags"};
+
+enum { C_MMAP = 1, C_SHM, C_MUNMAP, C_MADVISE, C_FAULT, C_FIGURES, C_FORK, C_VMPTE, C_PROBE };
+
+struct req {
+    uint32_t op, pad;
+    uint64_t a[4];
+};
+
+struct proc {
+    int used, sock, pidfd;
+    pid_t ospid;
+};
+
+/* ---- state shared by root and children (children inherit it at fork) ---- */
+static long page_size;
+static uint64_t pmd_size;
+static long long baseline;
+static int method, va_bits, la57;
+static int memfd[NOBJ];
+static uint64_t memfd_size;
+static pid_t root_pid;
+
+/* ---- child state ---- */
+static int chan = -1, pagemap_fd = -1, kpf_fd = -1;
+static int have_1g; /* a 1 GiB hugetlb mapping was made: such blocks are PUD-, not PMD-mapped */
+static sigjmp_buf fault_env;
+static volatile sig_atomic_t in_fault;
+
+/* ---- static buffers: no allocation after start-up keeps the helper's own tables constant ---- */
+static struct proc procs[NPROC + 1];
+static char inbuf[1 << 16];
+static size_t in_start, in_end;
+static char line[1 << 16];
+static char outbuf[MAXB * 16 + 256];
+static uint64_t blocks[MAXB];
+static char iobuf[1 << 16];
+static struct ptf_page_region regions[1024];
+static uint64_t pmbuf[4096];
+static uint64_t g1_lo[256], g1_hi[256];
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int read_full(int fd, void *buf, size_t n)
+{
+    char *p = buf;
+    while (n) {
+        ssize_t r = read(fd, p, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+__attribute__((noreturn)) static void die(const char *msg)
+{
+    char b[512];
+    int n = snprintf(b, sizeof b, "ptfuzz-host: %s: %s\n", msg, strerror(errno));
+    (void)!write(2, b, (size_t)n);
+    _exit(3);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* figures                                                                                     */
+
+static long long read_vmpte(void)
+{
+    static char buf[8192];
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + n, sizeof buf - 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    buf[n] = 0;
+    char *p = strstr(buf, "\nVmPTE:");
+    if (!p)
+        return -1;
+    return strtoll(p + 7, NULL, 10) * 1024; /* reported in kB */
+}
+
+static int add_block(int *n, uint64_t b)
+{
+    if (*n && blocks[*n - 1] >= b)
+        return 0; /* regions arrive in ascending order; a block may span two regions */
+    if (*n >= MAXB)
+        return -1;
+    blocks[(*n)++] = b;
+    return 0;
+}
+
+/* Blocks with PAGE_IS_HUGE|PAGE_IS_PRESENT: PMD-mapped THPs (and the huge zero page) and hugetlb. */
+static int scan_blocks(uint64_t lo, uint64_t hi, int *n)
+{
+    struct ptf_pm_scan_arg a;
+    memset(&a, 0, sizeof a);
+    a.size = sizeof a;
+    a.start = lo;
+    a.end = hi;
+    a.vec = (uint64_t)(uintptr_t)regions;
+    a.vec_len = sizeof regions / sizeof regions[0];
+    a.category_mask = PTF_PAGE_IS_PRESENT | PTF_PAGE_IS_HUGE;
+    a.return_mask = PTF_PAGE_IS_PRESENT | PTF_PAGE_IS_HUGE;
+    while (a.start < hi) {
+        int r = ioctl(pagemap_fd, PTF_PAGEMAP_SCAN, &a);
+        if (r < 0)
+            return -errno;
+        for (int i = 0; i < r; i++)
+            for (uint64_t b = regions[i].start & ~(pmd_size - 1); b < regions[i].end; b += pmd_size)
+                if (add_block(n, b))
+                    return -E2BIG;
+        if (a.walk_end <= a.start || a.walk_end >= hi)
+            break;
+        a.start = a.walk_end;
+    }
+    return 0;
+}
+
+static int kpf_flags(uint64_t pfn, uint64_t *fl)
+{
+    return pread(kpf_fd, fl, 8, (off_t)(pfn * 8)) == 8 ? 0 : -1;
+}
+
+/* Fallback without PAGEMAP_SCAN (root only): a block counts as PMD-mapped when its first page is
+ * the head of a THP (or a hugetlb page or the huge zero page) and all its pages are present with
+ * consecutive PFNs.  A fully PTE-mapped THP looks the same here; PAGEMAP_SCAN has no such blind spot. */
+static int kpf_blocks(uint64_t lo, uint64_t hi, int *n)
+{
+    uint64_t per = pmd_size / (uint64_t)page_size;
+    if (per > sizeof pmbuf / 8)
+        return -EINVAL;
+    for (uint64_t b = lo; b < hi; b += pmd_size) {
+        uint64_t e, fl;
+        if (pread(pagemap_fd, &e, 8, (off_t)(b / (uint64_t)page_size * 8)) != 8)
+            return -EIO;
+        uint64_t pfn = e & ((1ULL << 55) - 1);
+        if (!(e >> 63) || !pfn || pfn % per || kpf_flags(pfn, &fl))
+            continue;
+        int thp = ((fl >> KPF_THP) & 1) && (((fl >> KPF_COMPOUND_HEAD) & 1) || ((fl >> KPF_ZERO_PAGE) & 1));
+        if (!thp && !((fl >> KPF_HUGE) & 1))
+            continue;
+        if (pread(pagemap_fd, pmbuf, per * 8, (off_t)(b / (uint64_t)page_size * 8)) != (ssize_t)(per * 8))
+            return -EIO;
+        uint64_t i;
+        for (i = 0; i < per; i++)
+            if (!(pmbuf[i] >> 63) || (pmbuf[i] & ((1ULL << 55) - 1)) != pfn + i)
+                break;
+        if (i == per && add_block(n, b))
+            return -E2BIG;
+    }
+    return 0;
+}
+
+/* 1 GiB hugetlb VMAs, from smaps, so that their blocks are not reported as PMD-mapped. */
+static int find_1g_vmas(void)
+{
+    int fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC), ng = 0;
+    if (fd < 0)
+        return 0;
+    size_t len = 0;
+    uint64_t cur_lo = 0, cur_hi = 0;
+    for (;;) {
+        ssize_t r = read(fd, iobuf + len, sizeof iobuf - 1 - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        iobuf[len] = 0;
+        char *p = iobuf, *nl;
+        while ((nl = memchr(p, '\n', (size_t)(iobuf + len - p)))) {
+            *nl = 0;
+            unsigned long long a, b, kb;
+            if (sscanf(p, "%llx-%llx ", &a, &b) == 2)
+                cur_lo = a, cur_hi = b;
+            else if (sscanf(p, "KernelPageSize: %llu kB", &kb) == 1 && kb == 1048576 && ng < 256)
+                g1_lo[ng] = cur_lo, g1_hi[ng++] = cur_hi;
+            p = nl + 1;
+        }
+        len = (size_t)(iobuf + len - p);
+        memmove(iobuf, p, len);
+    }
+    close(fd);
+    return ng;
+}
+
+static void do_figures(uint64_t lo, uint64_t hi)
+{
+    long long vm = read_vmpte();
+    int n = 0, r;
+    lo &= ~(pmd_size - 1);
+    hi = (hi + pmd_size - 1) & ~(pmd_size - 1);
+    if (vm < 0) {
+        snprintf(outbuf, sizeof outbuf, "e cannot read VmPTE\n");
+        goto out;
+    }
+    if (method == M_SCAN)
+        r = scan_blocks(lo, hi, &n);
+    else if (method == M_KPF)
+        r = kpf_blocks(lo, hi, &n);
+    else
+        r = -ENOSYS;
+    if (r) {
+        snprintf(outbuf, sizeof outbuf, "e PMD-mapped blocks: %s\n", r == -ENOSYS ? "no method on this host" : strerror(-r));
+        goto out;
+    }
+    if (have_1g) {
+        int ng = find_1g_vmas(), k = 0;
+        for (int i = 0; i < n; i++) {
+            int drop = 0;
+            for (int g = 0; g < ng; g++)
+                drop |= blocks[i] >= g1_lo[g] && blocks[i] < g1_hi[g];
+            if (!drop)
+                blocks[k++] = blocks[i];
+        }
+        n = k;
+    }
+    size_t o = (size_t)snprintf(outbuf, sizeof outbuf, "f %lld %d", vm - baseline, n);
+    for (int i = 0; i < n; i++)
+        o += (size_t)snprintf(outbuf + o, sizeof outbuf - o, " %llu", (unsigned long long)blocks[i]);
+    outbuf[o++] = '\n';
+    outbuf[o] = 0;
+out:
+    if (write_all(chan, outbuf, strlen(outbuf)))
+        _exit(0);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* child process                                                                               */
+
+static void fault_handler(int sig)
+{
+    if (!in_fault) {
+        signal(sig, SIG_DFL); /* a bug in the helper itself: die from the re-raised fault */
+        return;
+    }
+    in_fault = 0;
+    siglongjmp(fault_env, 1);
+}
+
+/* One byte, read or written, with SIGSEGV/SIGBUS turned into -EFAULT. */
+static int touch(uint64_t addr, int write)
+{
+    if (sigsetjmp(fault_env, 1))
+        return -EFAULT;
+    in_fault = 1;
+    if (write)
+        *(volatile char *)(uintptr_t)addr = 1;
+    else
+        (void)*(volatile char *)(uintptr_t)addr;
+    in_fault = 0;
+    return 0;
+}
+
+static int overlaps_window(uint64_t a, uint64_t b)
+{
+    return a < WIN_HI && b > WIN_LO;
+}
+
+/* Calls fn(start, end, perms, name) for every mapping of /proc/self/maps. */
+static void for_each_mapping(void (*fn)(uint64_t, uint64_t, const char *, const char *))
+{
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        die("open /proc/self/maps");
+    size_t len = 0;
+    for (;;) {
+        ssize_t r = read(fd, iobuf + len, sizeof iobuf - 1 - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        iobuf[len] = 0;
+        char *p = iobuf, *nl;
+        while ((nl = memchr(p, '\n', (size_t)(iobuf + len - p)))) {
+            *nl = 0;
+            unsigned long long a, b;
+            char perms[8] = "";
+            int name_at = 0;
+            if (sscanf(p, "%llx-%llx %7s %*s %*s %*s %n", &a, &b, perms, &name_at) >= 3)
+                fn(a, b, perms, name_at ? p + name_at : "");
+            p = nl + 1;
+        }
+        len = (size_t)(iobuf + len - p);
+        memmove(iobuf, p, len);
+    }
+    close(fd);
+}
+
+static int special(const char *name)
+{
+    return !strcmp(name, "[vvar]") || !strcmp(name, "[vvar_vclock]") || !strcmp(name, "[vsyscall]");
+}
+
+static volatile uint64_t pf_lo, pf_hi;
+
+static void prefault_one(uint64_t a, uint64_t b, const char *perms, const char *name)
+{
+    if (perms[0] != 'r' || special(name) || overlaps_window(a, b))
+        return;
+    /* one sigsetjmp per mapping: a fault (SIGBUS past the end of a file) skips the rest of it;
+     * the bounds live in statics because locals may not survive the siglongjmp */
+    pf_lo = a;
+    pf_hi = b;
+    if (sigsetjmp(fault_env, 1))
+        return;
+    in_fault = 1;
+    for (; pf_lo < pf_hi; pf_lo += (uint64_t)page_size)
+        (void)*(volatile char *)(uintptr_t)pf_lo;
+    in_fault = 0;
+}
+
+static void nohuge_one(uint64_t a, uint64_t b, const char *perms, const char *name)
+{
+    (void)perms;
+    if (!special(name) && !overlaps_window(a, b))
+        madvise((void *)(uintptr_t)a, b - a, MADV_NOHUGEPAGE); /* errors (special mappings) do not matter */
+}
+
+static void window_clash(uint64_t a, uint64_t b, const char *perms, const char *name)
+{
+    (void)perms;
+    (void)name;
+    if (overlaps_window(a, b)) {
+        errno = EEXIST;
+        die("the helper's own mappings overlap the window [2^44, 2^46)");
+    }
+}
+
+static void close_others(int keep)
+{
+    /* keep: the channel and the shared memfds (created first, so the fds below them are 0..2) */
+    int lo_keep = memfd[0], hi_keep = memfd[NOBJ - 1];
+    for (int fd = 0; fd < lo_keep; fd++)
+        if (fd != keep)
+            close(fd);
+    if (keep > hi_keep + 1 && syscall(SYS_close_range, hi_keep + 1, keep - 1, 0) && errno == ENOSYS)
+        for (int fd = hi_keep + 1; fd < keep; fd++)
+            close(fd);
+    if (syscall(SYS_close_range, (keep > hi_keep ? keep : hi_keep) + 1, ~0U, 0) && errno == ENOSYS)
+        for (int fd = (keep > hi_keep ? keep : hi_keep) + 1; fd < 4096; fd++)
+            close(fd);
+}
+
+/* Start of every process's life, fresh or forked: own channel only, then a constant set of tables. */
+static void child_init(int ch)
+{
+    close_others(ch);
+    int nul = open("/dev/null", O_RDWR);
+    for (int fd = 0; fd < 3; fd++)
+        if (fd != ch && fd != nul)
+            dup2(nul, fd); /* nothing of the client's stdio stays open in the children */
+    if (nul > 2 && nul != ch)
+        close(nul);
+    chan = ch;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = fault_handler;
+    sa.sa_flags = SA_NODEFER;
+    sigaction(SIGSEGV, &sa, NULL);
+    sigaction(SIGBUS, &sa, NULL);
+    signal(SIGCHLD, SIG_IGN); /* processes forked by this one are reaped by the kernel */
+    signal(SIGPIPE, SIG_IGN);
+    pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC); /* bound to this mm at open */
+    if (method == M_KPF)
+        kpf_fd = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC);
+    for_each_mapping(prefault_one);
+    if (write_all(chan, "r 0\n", 4))
+        _exit(0);
+}
+
+static void reply_r(long long v)
+{
+    char b[64];
+    int n = snprintf(b, sizeof b, "r %lld\n", v);
+    if (write_all(chan, b, (size_t)n))
+        _exit(0);
+}
+
+static int err(long r)
+{
+    return r < 0 ? -errno : 0;
+}
+
+static int do_mmap(uint64_t addr, uint64_t len, uint64_t flags)
+{
+    int f = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
+    if (flags & 2)
+        f |= MAP_HUGETLB | PTF_MAP_HUGE_2MB;
+    if (flags & 4)
+        f |= MAP_HUGETLB | PTF_MAP_HUGE_1GB;
+    void *p = mmap((void *)(uintptr_t)addr, len, PROT_READ | PROT_WRITE, f, -1, 0);
+    if (p == MAP_FAILED)
+        return -errno;
+    if (flags & 4)
+        have_1g = 1;
+    if (flags & 1)
+        return err(madvise(p, len, MADV_HUGEPAGE));
+    return 0;
+}
+
+/* Returns the new process's channel in the new process, -1 in the parent (which has replied).
+ * The new process goes back to the same request loop rather than starting a nested one: a chain
+ * of forks must not deepen the stack (a grown stack mapping would change the baseline). */
+static int do_fork(void)
+{
+    int sv[2];
+    struct {
+        int32_t res, pid;
+    } msg = {0, 0};
+    struct msghdr mh;
+    struct iovec iov = {&msg, sizeof msg};
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int))];
+    } cb;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) {
+        msg.res = -errno;
+    } else {
+        pid_t pid = fork();
+        if (pid == 0) {
+            /* No PR_SET_PDEATHSIG here: the real child outlives its parent's exit.  It leaves when
+             * its channel reaches EOF, i.e. when the root is gone. */
+            close(sv[0]);
+            return sv[1];
+        }
+        close(sv[1]);
+        if (pid < 0) {
+            msg.res = -errno;
+            close(sv[0]);
+        } else {
+            msg.pid = pid;
+            memset(&cb, 0, sizeof cb);
+            mh.msg_control = cb.b;
+            mh.msg_controllen = sizeof cb.b;
+            struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(c), &sv[0], sizeof(int));
+        }
+    }
+    ssize_t w;
+    do
+        w = sendmsg(chan, &mh, MSG_NOSIGNAL);
+    while (w < 0 && errno == EINTR);
+    if (mh.msg_control)
+        close(sv[0]);
+    if (w != (ssize_t)sizeof msg)
+        _exit(0);
+    return -1;
+}
+
+/* ---- probes: run in a throwaway child, in the window (nothing else lives there) ---- */
+
+static uint64_t probe_addr(int i)
+{
+    return 0x300000000000ULL + (uint64_t)i * (4ULL << 30);
+}
+
+static void *probe_map(int i, int advice)
+{
+    void *p = mmap((void *)(uintptr_t)probe_addr(i), pmd_size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    if (advice >= 0)
+        madvise(p, pmd_size, advice);
+    return p;
+}
+
+/* Categories of the first page at p (PAGEMAP_SCAN), or -1. */
+static long long scan_cats(void *p)
+{
+    struct ptf_pm_scan_arg a;
+    memset(&a, 0, sizeof a);
+    a.size = sizeof a;
+    a.start = (uint64_t)(uintptr_t)p;
+    a.end = a.start + (uint64_t)page_size;
+    a.vec = (uint64_t)(uintptr_t)regions;
+    a.vec_len = 1;
+    a.return_mask = PTF_PAGE_IS_PRESENT | PTF_PAGE_IS_HUGE | PTF_PAGE_IS_PFNZERO;
+    int r = ioctl(pagemap_fd, PTF_PAGEMAP_SCAN, &a);
+    if (r < 0)
+        return -1;
+    return r ? (long long)regions[0].categories : 0;
+}
+
+static uint64_t pm_pfn(void *p)
+{
+    uint64_t e = 0;
+    if (pread(pagemap_fd, &e, 8, (off_t)((uintptr_t)p / (uintptr_t)page_size * 8)) != 8 || !(e >> 63))
+        return 0;
+    return e & ((1ULL << 55) - 1);
+}
+
+static int is_pmd_mapped(void *p)
+{
+    int n = 0;
+    uint64_t b = (uint64_t)(uintptr_t)p;
+    int r = method == M_SCAN ? scan_blocks(b, b + pmd_size, &n) : method == M_KPF ? kpf_blocks(b, b + pmd_size, &n) : -1;
+    return r ? -1 : n > 0;
+}
+
+static int sysfs_word(const char *path, const char *const *words, int nwords)
+{
+    char b[256];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, b, sizeof b - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    b[n] = 0;
+    char *s = strchr(b, '[');
+    if (!s) /* a plain number */
+        return atoi(b);
+    for (int i = 0; i < nwords; i++)
+        if (!strncmp(s + 1, words[i], strlen(words[i])) && s[1 + strlen(words[i])] == ']')
+            return i;
+    return -1;
+}
+
+static void do_probe(void)
+{
+    static const char *const thp_words[] = {"never", "madvise", "always"};
+    int pt_reclaim = -1, zero_page = -1, thp_read_pmd = -1, huge_zero = -1, thp_write_pmd = -1;
+    long long thp_write_bytes = -1, pte_write_bytes = -1, munmap_bytes = -1;
+    int collapse = -1, collapse_pmd = -1, huge_zero_wp_pmd = -1;
+    char *p;
+
+    /* pt_reclaim: does MADV_DONTNEED of a whole PTE table's range free the table? */
+    if ((p = probe_map(0, MADV_NOHUGEPAGE))) {
+        long long v0 = read_vmpte();
+        for (uint64_t o = 0; o < pmd_size; o += (uint64_t)page_size)
+            p[o] = 1;
+        long long v1 = read_vmpte();
+        madvise(p, pmd_size, MADV_DONTNEED);
+        long long v2 = read_vmpte();
+        pt_reclaim = v1 - v2 >= page_size;
+        pte_write_bytes = v1 - v0; /* tables for the first page written in an empty PGD slot */
+        munmap(p, pmd_size);
+        munmap_bytes = read_vmpte() - v0; /* 0 when munmap frees every level */
+    }
+    /* zero_page: does a read fault of anonymous memory map the shared zero page? */
+    if ((p = probe_map(1, MADV_NOHUGEPAGE))) {
+        (void)*(volatile char *)p;
+        (void)*(volatile char *)(p + page_size);
+        long long c0 = scan_cats(p), c1 = scan_cats(p + page_size);
+        if (c0 >= 0 && c1 >= 0)
+            zero_page = (c0 & PTF_PAGE_IS_PFNZERO) && (c1 & PTF_PAGE_IS_PFNZERO);
+        else if (pm_pfn(p))
+            zero_page = pm_pfn(p) == pm_pfn(p + page_size);
+        munmap(p, pmd_size);
+    }
+    /* THP read fault: PMD-mapped (the huge zero page)? */
+    if ((p = probe_map(2, MADV_HUGEPAGE))) {
+        (void)*(volatile char *)p;
+        thp_read_pmd = is_pmd_mapped(p);
+        long long c = scan_cats(p);
+        huge_zero = c < 0 ? -1 : (c & PTF_PAGE_IS_HUGE) && (c & PTF_PAGE_IS_PFNZERO);
+        munmap(p, pmd_size);
+    }
+    /* write fault on the huge zero page: a fresh THP in its place (PMD-mapped), or a split to PTEs? */
+    if ((p = probe_map(5, MADV_HUGEPAGE))) {
+        (void)*(volatile char *)p;
+        if (is_pmd_mapped(p) == 1) {
+            p[0] = 1;
+            huge_zero_wp_pmd = is_pmd_mapped(p);
+        }
+        munmap(p, pmd_size);
+    }
+    /* THP write fault: PMD-mapped, and the table bytes (a PTE table is deposited with it) */
+    if ((p = probe_map(3, MADV_HUGEPAGE))) {
+        long long v0 = read_vmpte();
+        p[0] = 1;
+        thp_write_bytes = read_vmpte() - v0;
+        thp_write_pmd = is_pmd_mapped(p);
+        munmap(p, pmd_size);
+    }
+    /* MADV_COLLAPSE of a region with one page written, without MADV_HUGEPAGE */
+    if ((p = probe_map(4, -1))) {
+        p[0] = 1;
+        collapse = madvise(p, pmd_size, MADV_COLLAPSE) ? -errno : 0;
+        collapse_pmd = is_pmd_mapped(p);
+        munmap(p, pmd_size);
+    }
+    int thp = sysfs_word("/sys/kernel/mm/transparent_hugepage/enabled", thp_words, 3);
+    int mpn = sysfs_word("/sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none", NULL, 0);
+    int uzp = sysfs_word("/sys/kernel/mm/transparent_hugepage/use_zero_page", NULL, 0);
+    /* 0 (heuristic): one private writable mapping larger than RAM + swap fails with ENOMEM */
+    int ovc = sysfs_word("/proc/sys/vm/overcommit_memory", NULL, 0);
+    int n = snprintf(outbuf, sizeof outbuf,
+                     "ok pt_reclaim=%d pagemap_scan=%d zero_page=%d thp_read_pmd=%d huge_zero_page=%d "
+                     "huge_zero_wp_pmd=%d thp_write_pmd=%d thp_write_bytes=%lld pte_write_bytes=%lld munmap_bytes=%lld collapse=%d "
+                     "collapse_pmd=%d thp_enabled=%d use_zero_page=%d max_ptes_none=%d overcommit_memory=%d\n",
+                     pt_reclaim, method == M_SCAN, zero_page, thp_read_pmd, huge_zero, huge_zero_wp_pmd, thp_write_pmd, thp_write_bytes,
+                     pte_write_bytes, munmap_bytes, collapse, collapse_pmd, thp, uzp, mpn, ovc);
+    if (write_all(chan, outbuf, (size_t)n))
+        _exit(0);
+}
+
+static void child_loop(void)
+{
+    static const int advices[4] = {MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_COLLAPSE};
+    for (;;) {
+        struct req r;
+        if (read_full(chan, &r, sizeof r))
+            _exit(0); /* EOF: the root is gone */
+        void *addr = (void *)(uintptr_t)r.a[0];
+        switch (r.op) {
+        case C_MMAP:
+            reply_r(do_mmap(r.a[0], r.a[1], r.a[2]));
+            break;
+        case C_SHM: {
+            void *p = mmap(addr, r.a[1], PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, memfd[r.a[2]],
+                           (off_t)(r.a[3] * (uint64_t)page_size));
+            reply_r(p == MAP_FAILED ? -errno : 0);
+            break;
+        }
+        case C_MUNMAP:
+            reply_r(err(munmap(addr, r.a[1])));
+            break;
+        case C_MADVISE:
+            reply_r(err(madvise(addr, r.a[1], advices[r.a[2]])));
+            break;
+        case C_FAULT:
+            reply_r(touch(r.a[0], (int)r.a[1]));
+            break;
+        case C_FIGURES:
+            do_figures(r.a[0], r.a[1]);
+            break;
+        case C_FORK: {
+            int nc = do_fork();
+            if (nc >= 0)
+                child_init(nc); /* closes the parent's channel with everything else */
+            break;
+        }
+        case C_VMPTE:
+            reply_r(read_vmpte());
+            break;
+        case C_PROBE:
+            do_probe();
+            break;
+        default:
+            _exit(4);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* root                                                                                        */
+
+static int out(const char *fmt, ...)
+{
+    static char b[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(b, sizeof b - 1, fmt, ap);
+    va_end(ap);
+    if (n > (int)sizeof b - 2)
+        n = (int)sizeof b - 2;
+    b[n++] = '\n';
+    if (write_all(1, b, (size_t)n))
+        _exit(0); /* the client is gone; PR_SET_PDEATHSIG and EOF take the children with us */
+    return 0;
+}
+
+/* Waits until fd is readable; 0, or -1 on timeout. */
+static int wait_readable(int fd)
+{
+    struct pollfd pf = {fd, POLLIN, 0};
+    int r;
+    do
+        r = poll(&pf, 1, CHILD_TIMEOUT_MS);
+    while (r < 0 && errno == EINTR);
+    return r > 0 ? 0 : -1;
+}
+
+static void reap(void)
+{
+    while (waitpid(-1, NULL, WNOHANG) > 0)
+        ;
+}
+
+/* SIGKILL, then wait for the channel's EOF: the kernel closes files after it has torn down the mm,
+ * so once EOF is seen the process's memory no longer shares anything (COW, THP) with the others.
+ * Returns the wait status when the process was ours to reap, else -1. */
+static int kill_slot(int s)
+{
+    struct proc *p = &procs[s];
+    int st = -1;
+    if (!p->used)
+        return -1;
+    /* through the pidfd, which cannot name a reused pid; kill() only where pidfds do not exist */
+    if (p->pidfd >= 0)
+        syscall(SYS_pidfd_send_signal, p->pidfd, SIGKILL, NULL, 0);
+    else
+        kill(p->ospid, SIGKILL);
+    for (;;) {
+        if (wait_readable(p->sock))
+            break;
+        ssize_t r = read(p->sock, iobuf, sizeof iobuf);
+        if (r == 0 || (r < 0 && errno != EINTR))
+            break;
+    }
+    close(p->sock);
+    if (p->pidfd >= 0)
+        close(p->pidfd);
+    p->used = 0;
+    /* our child (spawned, or forked by a process that has exited since): reap it now; a process
+     * forked by a live one is reaped by its parent (SIGCHLD ignored there): ECHILD here */
+    if (waitpid(p->ospid, &st, 0) != p->ospid)
+        st = -1;
+    return st;
+}
+
+static int lost(int s, const char *what)
+{
+    int st = kill_slot(s);
+    if (st != -1 && WIFSIGNALED(st) && WTERMSIG(st) != SIGKILL)
+        return out("e process %d died during %s (signal %d)", s, what, WTERMSIG(st));
+    return out("e process %d died during %s", s, what);
+}
+
+/* Reads a child's one reply line into outbuf (NUL-terminated, no newline): 0, -1 EOF, -2 timeout. */
+static int read_reply(int s)
+{
+    size_t n = 0;
+    while (n < sizeof outbuf - 1) {
+        if (wait_readable(procs[s].sock))
+            return -2;
+        ssize_t r = read(procs[s].sock, outbuf + n, sizeof outbuf - 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        n += (size_t)r;
+        if (outbuf[n - 1] == '\n') { /* one request, one line: nothing follows the newline */
+            outbuf[n - 1] = 0;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Passes the child's reply on to the client, or reports why there is none. */
+static int relay(int s, const char *what)
+{
+    int r = read_reply(s);
+    if (r == -2) {
+        kill_slot(s);
+        return out("e process %d timed out during %s", s, what);
+    }
+    if (r)
+        return lost(s, what);
+    size_t n = strlen(outbuf);
+    outbuf[n] = '\n';
+    if (write_all(1, outbuf, n + 1))
+        _exit(0);
+    return 0;
+}
+
+static int send_req(int s, uint32_t op, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3)
+{
+    struct req r = {op, 0, {a0, a1, a2, a3}};
+    return send(procs[s].sock, &r, sizeof r, MSG_NOSIGNAL) == (ssize_t)sizeof r ? 0 : -1;
+}
+
+/* After a process announced itself ready: a pidfd, so that a later kill cannot hit a reused pid. */
+static int adopt(int s, int sock, pid_t pid)
+{
+    procs[s] = (struct proc){1, sock, -1, pid};
+    if (read_reply(s) || strcmp(outbuf, "r 0")) {
+        kill_slot(s);
+        return -1;
+    }
+    procs[s].pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    return 0;
+}
+
+static int spawn(int s)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
+        return -errno;
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(sv[0]);
+        close(sv[1]);
+        return -e;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != root_pid)
+            _exit(0); /* the root died before the line above */
+        close(sv[0]);
+        child_init(sv[1]);
+        child_loop();
+    }
+    close(sv[1]);
+    return adopt(s, sv[0], pid) ? -ECHILD : 0;
+}
+
+static int root_fork(int ps, int cs)
+{
+    struct {
+        int32_t res, pid;
+    } msg;
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int))];
+    } cb;
+    struct iovec iov = {&msg, sizeof msg};
+    struct msghdr mh;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cb.b;
+    mh.msg_controllen = sizeof cb.b;
+    if (send_req(ps, C_FORK, 0, 0, 0, 0) || wait_readable(procs[ps].sock))
+        return 1;
+    ssize_t r;
+    do
+        r = recvmsg(procs[ps].sock, &mh, MSG_CMSG_CLOEXEC);
+    while (r < 0 && errno == EINTR);
+    if (r <= 0)
+        return 1;
+    int fd = -1;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+        memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    if (r < (ssize_t)sizeof msg && read_full(procs[ps].sock, (char *)&msg + r, sizeof msg - (size_t)r))
+        return 1;
+    if (msg.res < 0 || fd < 0) {
+        if (fd >= 0)
+            close(fd);
+        return out("r %d", msg.res < 0 ? msg.res : -EIO);
+    }
+    if (adopt(cs, fd, msg.pid))
+        return out("e process %d: the forked process did not start", cs);
+    return out("r 0");
+}
+
+static int tmp_child(uint32_t op)
+{
+    if (spawn(TMP) || send_req(TMP, op, 0, 0, 0, 0) || read_reply(TMP)) {
+        kill_slot(TMP);
+        return -1;
+    }
+    kill_slot(TMP);
+    return 0;
+}
+
+static int parse_u64(const char *s, uint64_t *v)
+{
+    char *end;
+    if (!*s || *s == '-' || *s == '+')
+        return -1;
+    errno = 0;
+    unsigned long long x = strtoull(s, &end, (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) ? 16 : 10);
+    if (errno || *end)
+        return -1;
+    *v = x;
+    return 0;
+}
+
+static int in_window(uint64_t addr, uint64_t len)
+{
+    return addr >= WIN_LO && addr < WIN_HI && len <= WIN_HI - addr;
+}
+
+static void shutdown_all(void)
+{
+    for (int s = 0; s <= TMP; s++) /* all at once, then wait for each */
+        if (procs[s].used && procs[s].pidfd >= 0)
+            syscall(SYS_pidfd_send_signal, procs[s].pidfd, SIGKILL, NULL, 0);
+        else if (procs[s].used)
+            kill(procs[s].ospid, SIGKILL);
+    for (int s = 0; s <= TMP; s++)
+        kill_slot(s);
+    while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
+        ;
+    _exit(0);
+}
+
+/* Next line of stdin (NUL-terminated, without the newline), or NULL at EOF. */
+static char *next_line(void)
+{
+    for (;;) {
+        char *nl = memchr(inbuf + in_start, '\n', in_end - in_start);
+        if (nl) {
+            size_t n = (size_t)(nl - (inbuf + in_start));
+            if (n >= sizeof line)
+                n = sizeof line - 1;
+            memcpy(line, inbuf + in_start, n);
+            line[n] = 0;
+            in_start = (size_t)(nl - inbuf) + 1;
+            return line;
+        }
+        memmove(inbuf, inbuf + in_start, in_end - in_start);
+        in_end -= in_start;
+        in_start = 0;
+        if (in_end == sizeof inbuf)
+            in_end = 0; /* an absurdly long line: dropped, its tail then reads as a bad request */
+        ssize_t r = read(0, inbuf + in_end, sizeof inbuf - in_end);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return NULL;
+        in_end += (size_t)r;
+    }
+}
+
+struct cmd {
+    const char *name;
+    int nargs;
+};
+static const struct cmd cmds[] = {
+    {"hello", 0}, {"probe", 0}, {"exec", 1}, {"fork", 2}, {"exit", 1}, {"mmap", 4}, {"shm_mmap", 5},
+    {"munmap", 3}, {"madvise", 4}, {"fault", 3}, {"figures", 3}, {"pid", 1},
+};
+
+static int handle(char *l)
+{
+    char *tok[8];
+    int nt = 0;
+    for (char *t = strtok(l, " \t\r"); t; t = strtok(NULL, " \t\r"))
+        if (nt < 8)
+            tok[nt++] = t;
+        else
+            return out("e too many arguments");
+    if (!nt)
+        return out("e empty request");
+    const struct cmd *c = NULL;
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (!strcmp(tok[0], cmds[i].name))
+            c = &cmds[i];
+    if (!c)
+        return out("e unknown request %.64s", tok[0]);
+    if (nt - 1 != c->nargs)
+        return out("e %s takes %d arguments, got %d", c->name, c->nargs, nt - 1);
+    uint64_t a[6] = {0};
+    for (int i = 1; i < nt; i++)
+        if (parse_u64(tok[i], &a[i - 1]))
+            return out("e %s: bad integer %.64s", c->name, tok[i]);
+
+    if (!strcmp(c->name, "hello"))
+        return out("ok %ld %llu %d %lld method=%s va_bits=%d", page_size, (unsigned long long)pmd_size, la57, baseline,
+                   method_names[method], va_bits);
+    if (!strcmp(c->name, "probe")) {
+        if (tmp_child(C_PROBE))
+            return out("e probe failed");
+        return out("%s", outbuf);
+    }
+    if (a[0] >= NPROC)
+        return out("e %s: pid %llu is not 0..%d", c->name, (unsigned long long)a[0], NPROC - 1);
+    int s = (int)a[0];
+    struct proc *p = &procs[s];
+    if (!strcmp(c->name, "exec")) {
+        kill_slot(s);
+        int r = spawn(s);
+        if (r == -ECHILD)
+            return out("e process %d did not start", s);
+        return out("r %d", r);
+    }
+    if (!strcmp(c->name, "fork")) {
+        if (a[1] >= NPROC)
+            return out("e fork: pid %llu is not 0..%d", (unsigned long long)a[1], NPROC - 1);
+        if (!p->used)
+            return out("r %d", -ESRCH);
+        if (procs[a[1]].used)
+            return out("r %d", -EEXIST);
+        if (root_fork(s, (int)a[1]))
+            return lost(s, "fork");
+        return 0;
+    }
+    if (!p->used)
+        return out("r %d", -ESRCH);
+    if (!strcmp(c->name, "exit")) {
+        kill_slot(s);
+        return out("r 0");
+    }
+    if (!strcmp(c->name, "pid"))
+        return out("ok %d", (int)p->ospid);
+    uint32_t op = 0;
+    if (!strcmp(c->name, "mmap")) {
+        if (a[3] > 7)
+            return out("e mmap: flags %llu is not 0..7", (unsigned long long)a[3]);
+        if (a[2] > MAX_MAP)
+            return out("e mmap: length %llu exceeds the helper's limit of 64 GiB", (unsigned long long)a[2]);
+        op = C_MMAP;
+    } else if (!strcmp(c->name, "shm_mmap")) {
+        if (a[3] >= NOBJ)
+            return out("e shm_mmap: obj %llu is not 0..%d", (unsigned long long)a[3], NOBJ - 1);
+        if (a[2] > MAX_MAP)
+            return out("e shm_mmap: length %llu exceeds the helper's limit of 64 GiB", (unsigned long long)a[2]);
+        if (a[4] > memfd_size / (uint64_t)page_size)
+            return out("e shm_mmap: pgoff %llu is beyond the %llu-byte object", (unsigned long long)a[4],
+                       (unsigned long long)memfd_size);
+        op = C_SHM;
+    } else if (!strcmp(c->name, "munmap")) {
+        op = C_MUNMAP;
+    } else if (!strcmp(c->name, "madvise")) {
+        if (a[3] > 3)
+            return out("e madvise: advice %llu is not 0..3", (unsigned long long)a[3]);
+        op = C_MADVISE;
+    } else if (!strcmp(c->name, "fault")) {
+        if (a[2] > 1)
+            return out("e fault: write %llu is not 0..1", (unsigned long long)a[2]);
+        if (!in_window(a[1], 1))
+            return out("e fault: address %#llx is outside [2^44, 2^46)", (unsigned long long)a[1]);
+        if (send_req(s, C_FAULT, a[1], a[2], 0, 0))
+            return lost(s, "fault");
+        return relay(s, c->name);
+    } else if (!strcmp(c->name, "figures")) {
+        if (a[1] >= a[2] || !in_window(a[1], a[2] - a[1]))
+            return out("e figures: [%#llx, %#llx) is not a range inside [2^44, 2^46)", (unsigned long long)a[1],
+                       (unsigned long long)a[2]);
+        if (send_req(s, C_FIGURES, a[1], a[2], 0, 0))
+            return lost(s, "figures");
+        return relay(s, c->name);
+    }
+    /* mmap, shm_mmap, munmap, madvise: the range must be in the window so that the helper's own
+     * mappings can never be touched */
+    if (!in_window(a[1], a[2]))
+        return out("e %s: [%#llx, +%#llx) is outside [2^44, 2^46)", c->name, (unsigned long long)a[1],
+                   (unsigned long long)a[2]);
+    if (send_req(s, op, a[1], a[2], a[3], a[4]))
+        return lost(s, c->name);
+    return relay(s, c->name);
+}
+
+static void detect(void)
+{
+    page_size = sysconf(_SC_PAGESIZE);
+    pmd_size = (uint64_t)page_size * ((uint64_t)page_size / 8);
+    char b[64];
+    int fd = open("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, b, sizeof b - 1);
+        close(fd);
+        if (n > 0) {
+            b[n] = 0;
+            if (strtoull(b, NULL, 10))
+                pmd_size = strtoull(b, NULL, 10);
+        }
+    }
+    /* user address bits: the highest 2^n the kernel lets us map (needs an explicit hint above 47/48) */
+    va_bits = 0;
+    for (int n = 56; n >= 36 && !va_bits; n--) {
+        void *want = (void *)(uintptr_t)(1ULL << n);
+        void *got = mmap(want, (size_t)page_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        if (got != MAP_FAILED) {
+            munmap(got, (size_t)page_size);
+            if (got == want)
+                va_bits = n + 1;
+        }
+    }
+#if defined(__x86_64__)
+    la57 = va_bits > 47;
+#endif
+    /* PAGEMAP_SCAN, else pagemap + kpageflags (root), else nothing */
+    fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    struct ptf_pm_scan_arg a;
+    memset(&a, 0, sizeof a);
+    a.size = sizeof a;
+    a.start = WIN_LO;
+    a.end = WIN_LO + pmd_size;
+    a.vec = (uint64_t)(uintptr_t)regions;
+    a.vec_len = 1;
+    a.category_mask = PTF_PAGE_IS_PRESENT;
+    a.return_mask = PTF_PAGE_IS_PRESENT;
+    /* PTFUZZ_HOST_METHOD=kpageflags tests the fallback on a kernel that has PAGEMAP_SCAN */
+    const char *force = getenv("PTFUZZ_HOST_METHOD");
+    int want_kpf = force && !strcmp(force, "kpageflags");
+    if (fd >= 0 && !want_kpf && ioctl(fd, PTF_PAGEMAP_SCAN, &a) >= 0) {
+        method = M_SCAN;
+    } else {
+        uint64_t e = 0, fl;
+        kpf_fd = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC);
+        /* PFNs read as 0 without CAP_SYS_ADMIN: look at a page of our own data */
+        if (fd >= 0 && kpf_fd >= 0 &&
+            pread(fd, &e, 8, (off_t)((uintptr_t)&page_size / (uintptr_t)page_size * 8)) == 8 &&
+            (e & ((1ULL << 55) - 1)) && pread(kpf_fd, &fl, 8, 0) == 8)
+            method = M_KPF;
+        if (kpf_fd >= 0)
+            close(kpf_fd);
+        kpf_fd = -1;
+    }
+    if (fd >= 0)
+        close(fd);
+}
+
+int main(void)
+{
+    root_pid = getpid();
+    /* nothing inherited beyond stdio; 0..2 open, so that the memfds (kept in every child, in one
+     * contiguous run) never take a stdio number */
+    if (syscall(SYS_close_range, 3, ~0U, 0) && errno == ENOSYS)
+        for (int fd = 3; fd < 4096; fd++)
+            close(fd);
+    int fd;
+    while ((fd = open("/dev/null", O_RDWR)) >= 0 && fd < 3)
+        ;
+    if (fd >= 0)
+        close(fd);
+    signal(SIGPIPE, SIG_IGN);
+    prctl(PR_SET_CHILD_SUBREAPER, 1); /* processes whose real parent exited come back to us to be reaped */
+    for (int i = 0; i < NOBJ; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "ptfuzz-shm-%d", i);
+        memfd[i] = (int)syscall(SYS_memfd_create, name, 0);
+        if (memfd[i] < 0)
+            die("memfd_create");
+        if (i && memfd[i] != memfd[i - 1] + 1)
+            die("memfds are not contiguous");
+    }
+    /* sparse objects, as large as the kernel accepts up to 1 TiB: shm_mmap may use any pgoff */
+    for (memfd_size = 1ULL << 40; memfd_size >= (1ULL << 30); memfd_size >>= 1)
+        if (!ftruncate(memfd[0], (off_t)memfd_size))
+            break;
+    for (int i = 1; i < NOBJ; i++)
+        if (ftruncate(memfd[i], (off_t)memfd_size))
+            die("ftruncate memfd");
+    detect();
+    for_each_mapping(window_clash);
+    for_each_mapping(nohuge_one); /* no THP (nor khugepaged) in the helper's own memory */
+    uint64_t base = 0;
+    if (tmp_child(C_VMPTE) || strncmp(outbuf, "r ", 2) || parse_u64(outbuf + 2, &base))
+        die("measuring the baseline");
+    baseline = (long long)base;
+    char *l;
+    while ((l = next_line())) {
+        handle(l);
+        reap();
+    }
+    shutdown_all();
+    return 0;
+}
