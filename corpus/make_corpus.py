@@ -1,5 +1,7 @@
 """make_corpus.py: the hand-written corpus, as source; `make corpus` writes every .msgpack from it."""
+import hashlib
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -78,7 +80,7 @@ S390 = {
     "seeds/s390/rmap-vs-collapse": ([
         ["exec", 1, -1], ["mmap", 1, A, M, 1], ["madvise", 1, A, M, 2], ["fault", 1, A, 1],
         ["madvise", 1, A, M, 1], ["rmap_begin", 0, 1, A], ["madvise", 1, A, M, 3], ["rmap_commit", 0], ["rcu_gp"],
-    ], {}, None, "collapse replaces the PTE table under an rmap walker: pmd recheck -11, pte_free_defer waits"),
+    ], {}, None, "collapse replaces the PTE table under an rmap walker (it becomes the THP's deposit): pmd recheck -11"),
     "seeds/s390/gmap": ([
         ["exec", 1, 0], ["mmap", 1, A, 4 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, A, 2 * M],
         ["memslot", 0, 1, 2 * M, A + 2 * M, 2 * M], ["guest_fault", 0, 4 * K, 1], ["guest_fault", 0, M, 0],
@@ -116,11 +118,16 @@ S390 = {
         ["exec", 1, 0], ["vm_create", 0, 1, 0], ["sysctl_allocate_pgste", 1], ["exec", 2, 1],
         ["vm_create", 1, 2, 0],
     ], {"s390.pgste_decision": "sysctl-only"}, None, "safe control: only the sysctl counts, the ELF header is ignored"),
-    "seeds/s390/defer-gmap-unlink-control": ([
-        ["exec", 1, 0], ["mmap", 1, A, M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, A, M],
-        ["guest_fault", 0, 0, 1], ["madvise", 1, A, M, 1], ["madvise", 1, A, M, 3], ["guest_fault", 0, 0, 1],
-    ], {"s390.defer_gmap_unlink": "yes", "s390.thp_in_pgste_mm": "allow"}, None,
-        "safe control: THP allowed in a pgste mm, but pte_free_defer unlinks the gmap"),
+    "seeds/s390/zero-pages-and-pgste": ([
+        ["exec", 1, 0], ["mmap", 1, A, 2 * M, 1], ["fault", 1, A, 0], ["fault", 1, A + M + 4 * K, 0],
+        ["mmap", 1, A + 4 * M, M, 0], ["fault", 1, A + 4 * M, 0], ["fork", 1, 2], ["fault", 2, A + 4 * M, 1],
+        ["vm_create", 0, 1, 0], ["fault", 1, A + 4 * M + 4 * K, 0], ["fault", 1, A + M, 1], ["exit", 2],
+    ], {}, None, "the huge zero page (a 2K deposit), coloured zero pages, vm_create splits the huge zero PMD; with PGSTEs no zero page"),
+    "seeds/s390/pt-reclaim-gmap": ([
+        ["exec", 1, 0], ["mmap", 1, A, 4 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, A, 4 * M],
+        ["guest_fault", 0, 0, 1], ["guest_fault", 0, M, 1], ["madvise", 1, A, 2 * M, 0], ["guest_fault", 0, 0, 1],
+        ["rcu_gp"],
+    ], {"mm.pt_reclaim": "yes"}, None, "safe control: PT reclaim frees the emptied PTE tables of a pgste mm through the RCU path, which gmap_unlinks"),
 
     # ---- regressions: minimal counterexamples for BENCH.md U1-U5 ----
     "regressions/s390/uaf-table-u1": ([
@@ -146,6 +153,12 @@ S390 = {
         ["vm_create", 0, 1, 0], ["rmap_commit", 0],
     ], {"s390.pgste_decision": "convert-late", "mm.pmd_recheck": "no"}, "lost-update",
         "U5: vm_create swaps the 2K table for a pgste table under an rmap walker that does not recheck the pmd"),
+    "regressions/s390/gmap-dangling-{hash}": ([
+        ["exec", 1, 0], ["mmap", 1, A, M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, A, M],
+        ["guest_fault", 0, 0, 1], ["madvise", 1, A, M, 1], ["madvise", 1, A, M, 3],
+    ], {"s390.defer_gmap_unlink": "yes", "s390.thp_in_pgste_mm": "allow"}, "gmap-dangling",
+        "BENCH.md's control defer_gmap_unlink=yes with thp_in_pgste_mm=allow is unsafe in v2: an anonymous collapse "
+        "deposits the old PTE table (collapse_huge_page), no pte_free_defer, so nothing unlinks the gmap"),
 }
 
 
@@ -180,6 +193,23 @@ def kvm_seeds(arch: str, base: int) -> dict:
             ["guest_fault", 0, 0, 1], ["guest_fault_begin", 0, 0, 4 * K, 1], ["exit", 1], ["guest_fault_commit", 0],
             ["guest_fault", 0, 8 * K, 1], ["vm_destroy", 0],
         ], {}, None, "exit while a guest fault is in flight: the fault holds mm_users, exit_mmap and release run after it"),
+        p + "zero-page-cow-fork": ([
+            ["exec", 1, -1], ["mmap", 1, base, 4 * M, 1], ["fault", 1, base, 0], ["fault", 1, base + 2 * M, 1],
+            ["mmap", 1, base + 4 * M, 2 * M, 0], ["fault", 1, base + 4 * M, 0], ["fault", 1, base + 4 * M + 4 * K, 1],
+            ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, base, 8 * M], ["guest_fault", 0, 4 * M + 8 * K, 0],
+            ["fork", 1, 2], ["fault", 2, base + 2 * M, 1], ["fault", 1, base + 4 * K, 1], ["fault", 1, base + 4 * M + 8 * K, 1],
+            ["exit", 2], ["fault", 1, base + 4 * M + 4 * K, 1], ["guest_fault", 0, 4 * M + 8 * K, 1],
+            ["madvise", 1, base, 4 * M, 3], ["madvise", 1, base + 4 * M, 2 * M, 3], ["munmap", 1, base, 8 * M],
+        ], {}, None, "zero pages and the huge zero page, COW after fork (split, copy, reuse once the child is gone), "
+                     "the VM sees every COW; collapse after it"),
+        p + "vma-merge-madvise-walk": ([
+            ["exec", 1, -1], ["mmap", 1, base, M, 1], ["mmap", 1, base + M, M, 1], ["fault", 1, base, 1],
+            ["mmap", 1, base + 4 * M, M, 0], ["mmap", 1, base + 5 * M, M, 1], ["fault", 1, base + 5 * M, 1],
+            ["madvise", 1, base + 4 * M, M, 1], ["madvise", 1, base, 8 * M, 3], ["madvise", 1, base + 16 * M, 0, 0],
+            ["madvise", 1, base + 8 * M, 4 * K, 0], ["madvise", 1, base, 8 * M, 2], ["madvise", 1, base + 4 * K, 4 * K, 2],
+            ["mmap", 1, base + 2 * M, 4 * M, 2], ["madvise", 1, base + 2 * M + 4 * K, 2 * M, 0], ["madvise", 1, base, 8 * M, 0],
+        ], {}, None, "vma_merge of equal-flag neighbours, madvise_walk_vmas over holes (-12), hugetlb DONTNEED "
+                     "(misaligned start -22, end rounded down), a no-op NOHUGEPAGE splits nothing"),
     }
 
 
@@ -252,6 +282,15 @@ X86 = {
         ["memslot", 0, 0, 4 * G, 1 << 46, 2 * G], ["guest_fault", 0, 5 * G + 8 * K, 1], ["mmap", 1, T, 4 * M, 2],
         ["memslot", 0, 1, 8 * G + 4 * K, T, 4 * M], ["guest_fault", 0, 8 * G + 4 * K + 2 * M, 1],
     ], {}, None, "a 1G TDP leaf over 1G hugetlb; a 2M hugetlb page in an incongruent slot is demoted to 4K"),
+    "seeds/x86_64/pt-reclaim-control": ([
+        ["exec", 1, -1], ["mmap", 1, T, 8 * M, 0], ["fault", 1, T, 1], ["fault", 1, T + 2 * M, 1],
+        ["fault", 1, T + 6 * M - 4 * K, 1], ["walk_begin", 0, 1, T + 2 * M], ["walk_step", 0], ["walk_step", 0],
+        ["walk_step", 0], ["rmap_begin", 1, 1, T + 6 * M - 4 * K], ["vm_create", 0, 1, 0],
+        ["memslot", 0, 0, 0, T, 8 * M], ["guest_fault", 0, 2 * M, 1], ["madvise", 1, T + M, 6 * M, 0],
+        ["walk_step", 0], ["rmap_commit", 1], ["walk_end", 0], ["rcu_gp"], ["guest_fault", 0, 2 * M, 1],
+    ], {"mm.pt_reclaim": "yes"}, None,
+        "safe control: PT reclaim (6.14+) frees the PTE tables DONTNEED empties through RCU, under a walker, an rmap "
+        "walker (pmd recheck -11) and a VM"),
     "seeds/x86_64/block-over-4k-table": ([
         ["exec", 1, -1], ["vm_create", 0, 1, 0], ["mmap", 1, 6 * G, 2 * M, 0], ["memslot", 0, 0, G, 6 * G, 2 * M],
         ["guest_fault", 0, G + 4 * K, 0], ["madvise", 1, 6 * G, 2 * M, 1], ["madvise", 1, 6 * G, 2 * M, 3],
@@ -288,6 +327,9 @@ def write(arch, name, ops, knobs, kind, note) -> Path:
         uses_elf = any(op[0] == "exec" and op[2] >= 0 for op in ops)
         t = Trace(arch, ops_from_list(ops), config=CONFIGS.get(name, {}), knobs=knobs,
                   elfs=ELFS if uses_elf else [], expect=expect, meta={"found_by": "hand-written", "note": note})
+        if name.endswith("{hash}"):  # a finding's name, as ptfuzz fuzz gives it
+            digest = hashlib.sha256(tracemod.dumps(replace(t, meta=None))).hexdigest()[:8]
+            name = name.replace("{hash}", digest)
         path = HERE / f"{name}.msgpack"
         tracemod.save(t, path)
         return path

@@ -77,7 +77,9 @@ static int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
 		return -ENOENT;
 	struct tref pte_tbl = tref_from_phys(e, g->fmt->addr(ml, pmd));
 	uint32_t idx = (uint32_t)(addr >> g->lv[pl].shift) & (g->lv[pl].entries - 1);
-	if (g->fmt->kind(pl, entry_get(e, pte_tbl, idx)) != E_LEAF)
+	uint64_t pte = entry_get(e, pte_tbl, idx);
+	/* rmap starts from a mapped folio: the zero page is on no rmap */
+	if (g->fmt->kind(pl, pte) != E_LEAF || is_zero_pfn(g->fmt->addr(pl, pte) >> 12))
 		return -ENOENT;
 	rcu_enter(e, cpu);
 	mm_get(e, mm);

@@ -38,6 +38,7 @@ int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t 
 	memset(e, 0, sizeof(*e));
 	e->arch = arch;
 	e->free_blocks = -1;
+	e->free_deps = -1;
 	for (int k = 0; k < K_NR; k++)
 		e->knob[k] = knobs[k];
 	e->max_table_pages = config[3];
@@ -47,6 +48,7 @@ int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t 
 	if (ret)
 		return ret;
 	e->s2_fmt = stage2_fmt(arch);
+	e->pmd_lvl = pmd_level(&e->geom);
 	switch (arch) {
 	case ARCH_S390:
 		e->task_size = 0ull - 4096;
@@ -56,7 +58,10 @@ int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t 
 		e->task_size = e->stack_top = 1ull << config[1];
 		break;
 	case ARCH_X86_64:
-		e->task_size = e->stack_top = (1ull << 47) - 4096;
+		/* TASK_SIZE_MAX: 2^47 or, with LA57, 2^56, less a page; exec's stack stays below 2^47
+		 * (STACK_TOP = DEFAULT_MAP_WINDOW) */
+		e->stack_top = (1ull << 47) - 4096;
+		e->task_size = config[2] ? (1ull << 56) - 4096 : e->stack_top;
 		break;
 	default:
 		return -EINVAL;
@@ -74,6 +79,7 @@ void ptf_fini(struct engine *e)
 	for (int i = 0; i < MAX_VMS; i++)
 		free(e->vms[i].links);
 	free(e->cpd);
+	free(e->deps);
 	free(e->cbs);
 	free(e->events);
 	memset(e, 0, sizeof(*e));
@@ -117,6 +123,7 @@ int ptf_finish(struct engine *e, bool teardown)
 	if (e->viol)
 		return 0;
 	actors_abandon(e);
+	mm_audit(e);
 	kvm_coherence_check(e);
 	if (!teardown || e->viol)
 		return 0;
@@ -192,7 +199,16 @@ uint64_t ptf_digest(struct engine *e)
 		h = fnv(h, flags, sizeof(flags));
 		h = fnv(h, &m->pgt.top, sizeof(m->pgt.top));
 		for (int j = 0; j < m->nvma; j++) {
-			uint64_t vv[3] = { m->vmas[j].start, m->vmas[j].end, m->vmas[j].flags };
+			const struct vma *v = &m->vmas[j];
+			/* anon_vma and file identities only matter as "the same as which VMA of this mm" */
+			uint64_t anon = 0, file = 0;
+			for (int k = 0; k <= j && (v->anon || v->file); k++) {
+				if (!anon && v->anon && m->vmas[k].anon == v->anon)
+					anon = (uint64_t)k + 1;
+				if (!file && v->file && m->vmas[k].file == v->file)
+					file = (uint64_t)k + 1;
+			}
+			uint64_t vv[5] = { v->start, v->end, v->flags, anon, file << 1 | v->cloned };
 			h = fnv(h, vv, sizeof(vv));
 		}
 	}
@@ -239,7 +255,7 @@ int ptf_selftest(int which)
 		block_release(e, t.blk);
 		break;
 	case V_FREED_PAGE_MAPPED: { /* a kernel path drops a mapping it never removed */
-		mm_new(e, false, &mm);
+		mm_new(e, false, -1, &mm);
 		uint64_t pfn = data_alloc(e, 1);
 		entry_write(e, e->mms[mm].pgt.root, 2, 0, e->geom.fmt->leaf(2, pfn << 12, true));
 		data_lookup(e, pfn)->mapcount = 1;
@@ -247,7 +263,7 @@ int ptf_selftest(int which)
 		break;
 	}
 	case V_FRAGMENT_CORRUPT: { /* a full page left on the reuse list */
-		mm_new(e, false, &mm);
+		mm_new(e, false, -1, &mm);
 		struct tref a, b;
 		s390_pte_alloc(e, mm, &a);
 		s390_pte_alloc(e, mm, &b);

@@ -77,7 +77,7 @@ static int s2_zap_visit(struct walk_ctx *ctx, unsigned visit)
 
 static void s2_zap(struct engine *e, struct vm *v, uint64_t gpa, uint64_t end)
 {
-	struct walker w = { s2_zap_visit, v, WALK_LEAF | WALK_SKIP_EMPTY };
+	struct walker w = { s2_zap_visit, v, WALK_LEAF | WALK_SKIP_EMPTY, 0 };
 	if (!v->root_freed)
 		pt_walk(e, &v->s2, &v->geom, gpa, end, &w);
 }
@@ -98,7 +98,7 @@ static void s2_destroy(struct engine *e, struct vm *v)
 {
 	if (v->root_freed)
 		return;
-	struct walker w = { s2_free_visit, NULL, WALK_TABLE_POST | WALK_SKIP_EMPTY };
+	struct walker w = { s2_free_visit, NULL, WALK_TABLE_POST | WALK_SKIP_EMPTY, 0 };
 	pt_walk(e, &v->s2, &v->geom, 0, ~0ull, &w);
 	emit(e, EV_TABLE_FREE, v->start_level, tref_phys(v->s2.root), ~0ull, 0);
 	e->st.tables_freed++;
@@ -285,8 +285,7 @@ static int s2_check_install(struct engine *e, struct vm *v, struct cpu *c, int l
 			"or breaks gpa/hva congruence", vi, (unsigned long long)size, (unsigned long long)gpa);
 		return -1;
 	}
-	struct compound *cp = data_lookup(e, c->pfn);
-	if (k != E_LEAF || hpfn != c->pfn || !cp || cp->freed) {
+	if (k != E_LEAF || hpfn != c->pfn || !page_alive(e, c->pfn)) {
 		violate(e, V_STAGE2_STALE, "vm %d: gpa %#llx mapped to pfn %#llx, but the host %s at hva %#llx",
 			vi, (unsigned long long)c->gpa, (unsigned long long)c->pfn,
 			k != E_LEAF ? "maps nothing" : "maps another page", (unsigned long long)c->hva);
@@ -357,7 +356,7 @@ static int s2_fault_commit(struct engine *e, int cpu)
 	uint64_t page = g->page_size, page_gpa = c->gpa & ~(page - 1), page_pfn = c->pfn & ~((page >> 12) - 1);
 	struct s2_map_arg a = { level, v->geom.fmt->leaf(level, pfn << 12, c->write),
 				v->geom.fmt->leaf(3, page_pfn << 12, c->write), 0 };
-	struct walker w = { s2_map_visit, &a, WALK_LEAF | WALK_TABLE_PRE };
+	struct walker w = { s2_map_visit, &a, WALK_LEAF | WALK_TABLE_PRE, 0 };
 	pt_walk(e, &v->s2, &v->geom, c->gpa, c->gpa + 1, &w);
 	if (!a.ret && a.level == level)
 		emit(e, EV_S2_LEAF, (uint64_t)vm_index(e, v), gpa, level, pfn);
@@ -487,8 +486,7 @@ static int coherence_visit(struct walk_ctx *ctx, unsigned visit)
 	int hl;
 	uint64_t hpfn = 0;
 	int k = s ? host_lookup(e, a->v->mm, s->hva + (ctx->addr - s->gpa), &hl, &hpfn, NULL, NULL) : E_EMPTY;
-	struct compound *cp = data_lookup(e, pfn);
-	if (k != E_LEAF || hpfn != pfn || !cp || cp->freed) {
+	if (k != E_LEAF || hpfn != pfn || !page_alive(e, pfn)) {
 		violate(e, V_STAGE2_STALE, "coherence: vm %d maps gpa %#llx to pfn %#llx, the host %s",
 			a->vi, (unsigned long long)ctx->addr, (unsigned long long)pfn,
 			k != E_LEAF ? "maps nothing there" : "maps another page there");
@@ -507,7 +505,7 @@ void kvm_coherence_check(struct engine *e)
 		if (!v->used || v->root_freed)
 			continue;
 		struct coherence_arg a = { v, vi };
-		struct walker w = { coherence_visit, &a, WALK_LEAF | WALK_SKIP_EMPTY };
+		struct walker w = { coherence_visit, &a, WALK_LEAF | WALK_SKIP_EMPTY, 0 };
 		pt_walk(e, &v->s2, &v->geom, 0, ~0ull, &w);
 	}
 }

@@ -1,14 +1,33 @@
-/* mm.c: processes, mms, VMAs and the host mm paths (mmap, munmap, madvise, fault, split, exec, fork, exit). */
+/* mm.c: processes, mms, VMAs and the host mm paths (mmap, munmap, madvise, fault, split, exec, fork, exit).
+ * Functions are named after the v6.6 kernel functions they model (docs/model-notes.md has the table). */
 #include <stdlib.h>
 #include <string.h>
 #include "ptf.h"
 
 #define STACK_BYTES (128ull << 10)
 
+enum { FALLBACK = 1 }; /* VM_FAULT_FALLBACK: the huge path gave up, the PTE path goes on */
+
+static uint64_t page_frames(const struct engine *e) { return e->geom.page_size >> 12; }
+static uint64_t pmd_size(const struct engine *e) { return level_size(&e->geom, e->pmd_lvl); }
+static int pte_level(const struct engine *e) { return e->geom.nlevels - 1; }
+
+/* ZERO_PAGE(vaddr): s390 colours its zero page by the address bits below 512K (zero_page_mask). */
+static uint64_t my_zero_pfn(const struct engine *e, uint64_t addr)
+{
+	return e->arch == ARCH_S390 ? ZERO_PFN + ((addr >> 12) & 127) : ZERO_PFN;
+}
+
+/* mm_forbids_zeropage: s390 (v6.6) maps no zero page into an mm with PGSTEs in use (mm_has_pgste). */
+static bool mm_forbids_zeropage(const struct engine *e, const struct mm *m)
+{
+	return e->arch == ARCH_S390 && m->has_pgste;
+}
 
 /* ---- mm lifetime ---- */
 
-int mm_new(struct engine *e, bool alloc_pgste, int *out)
+/* mm_alloc + pgd_alloc: top is the level of the top table (-1: what exec gets; s390 3 levels). */
+int mm_new(struct engine *e, bool alloc_pgste, int top, int *out)
 {
 	int id;
 	for (id = 0; id < MAX_MMS && e->mms[id].used; id++)
@@ -21,16 +40,19 @@ int mm_new(struct engine *e, bool alloc_pgste, int *out)
 	m->frag_list = -1;
 	m->alloc_pgste = alloc_pgste;
 	m->pgt.mm = (int16_t)id;
-	m->pgt.top = e->arch == ARCH_S390 ? 2 : 0;
+	m->pgt.top = top >= 0 ? top : e->arch == ARCH_S390 ? 2 : 0;
 	while (e->geom.lv[m->pgt.top].folded)
 		m->pgt.top++;
-	const struct level_geom *top = &e->geom.lv[m->pgt.top];
-	int ret = table_alloc(e, id, m->pgt.top, (int)((top->table_bytes + 4095) / 4096), &m->pgt.root);
+	const struct level_geom *tl = &e->geom.lv[m->pgt.top];
+	int ret = table_alloc(e, id, m->pgt.top, (int)((tl->table_bytes + 4095) / 4096), &m->pgt.root);
 	if (ret)
 		return ret;
 	table_set_linked(e, m->pgt.root, true);
 	emit(e, EV_TABLE_ALLOC, m->pgt.top, tref_phys(m->pgt.root), id, 0);
-	m->asce_limit = e->arch == ARCH_S390 ? 1ull << 42 : e->task_size;
+	if (e->arch == ARCH_S390) /* init_new_context: the asce_limit of the top level */
+		m->asce_limit = m->pgt.top == 2 ? 1ull << 42 : m->pgt.top == 1 ? 1ull << 53 : e->task_size;
+	else
+		m->asce_limit = e->task_size;
 	m->used = true;
 	m->users = 1;
 	*out = id;
@@ -84,7 +106,7 @@ void mm_put_users(struct engine *e, int mm)
 
 /* ---- VMAs ---- */
 
-/* The first VMA ending above addr (nvma if none). */
+/* The first VMA ending above addr (nvma if none): find_vma. */
 static int vma_index_after(struct mm *m, uint64_t addr)
 {
 	int lo = 0, hi = m->nvma;
@@ -124,34 +146,194 @@ static int vma_insert_at(struct mm *m, int pos, struct vma v)
 	return 0;
 }
 
-/* Split VMAs so that start and end are boundaries; -ENOMEM when the map count is exhausted. */
-static int vma_split_at(struct engine *e, struct mm *m, uint64_t addr)
+static void vma_remove_at(struct mm *m, int pos)
 {
+	memmove(&m->vmas[pos], &m->vmas[pos + 1], (size_t)(m->nvma - pos - 1) * sizeof(struct vma));
+	m->nvma--;
+}
+
+static uint64_t hugetlb_size(const struct engine *e, const struct vma *v)
+{
+	int lvl = (v->flags & VMA_HUGETLB_PMD) ? e->pmd_lvl : pud_level(&e->geom);
+	return level_size(&e->geom, lvl);
+}
+
+/* is_mergeable_anon_vma: may the range (src_anon, from VMA src, NULL for a new range) merge into VMA tgt?
+ * v6.6 tests list_is_singular() on tgt's anon_vma_chain, which is empty when tgt was never faulted, so a
+ * range with an anon_vma does not merge into such a VMA; 6.16+ (mm.merge_unfaulted=yes) tests the chain of
+ * the VMA whose anon_vma the merged one keeps (vma_had_uncowed_parents). tgt NULL: the prev/next check. */
+static bool uncowed_parents(const struct vma *v) { return v && v->anon && v->cloned; }
+
+static bool is_mergeable_anon_vma(const struct engine *e, uint32_t src_anon, const struct vma *src,
+				  const struct vma *tgt, uint32_t tgt_anon)
+{
+	if (tgt && e->knob[K_MERGE_UNFAULTED] == 1) {
+		if (!tgt_anon && src_anon)
+			return !uncowed_parents(src);
+		if (tgt_anon && !src_anon)
+			return !uncowed_parents(tgt);
+		return src_anon == tgt_anon;
+	}
+	bool singular = tgt && tgt->anon && !tgt->cloned;
+	if ((!src_anon || !tgt_anon) && (!tgt || singular))
+		return true;
+	return src_anon == tgt_anon;
+}
+
+/* is_mergeable_vma: equal flags and file; a VMA that would be removed must not have vm_ops->close (hugetlb) */
+static bool is_mergeable_vma(const struct vma *v, uint32_t flags, uint32_t file, bool may_remove)
+{
+	return v->flags == flags && v->file == file && !(may_remove && (v->flags & VMA_HUGETLB));
+}
+
+/* dup_anon_vma: the expanding VMA takes the anon_vma of the one it absorbs. */
+static void dup_anon_vma(struct vma *dst, const struct vma *src)
+{
+	if (src->anon && !dst->anon) {
+		dst->anon = src->anon;
+		dst->cloned = src->cloned;
+	}
+}
+
+/* anon_vma_prepare -> find_mergeable_anon_vma: reuse a compatible neighbour's anon_vma (next first) whose
+ * chain is singular, else a new one. */
+static void anon_vma_prepare(struct engine *e, struct mm *m, struct vma *v)
+{
+	if (v->anon)
+		return;
+	int i = (int)(v - m->vmas);
+	const struct vma *n = i + 1 < m->nvma ? &m->vmas[i + 1] : NULL;
+	const struct vma *p = i > 0 ? &m->vmas[i - 1] : NULL;
+	if (n && n->start == v->end && n->flags == v->flags && n->file == v->file && n->anon && !n->cloned)
+		v->anon = n->anon;
+	else if (p && p->end == v->start && p->flags == v->flags && p->file == v->file && p->anon && !p->cloned)
+		v->anon = p->anon;
+	else
+		v->anon = ++e->next_anon;
+	v->cloned = 0;
+}
+
+static int split_huge_pmd_if_needed(struct engine *e, int mm, const struct vma *v, uint64_t addr);
+
+/* __split_vma: hugetlb VMAs split only at huge-page boundaries (hugetlb_vm_op_split); a THP across the
+ * new boundary is split first (vma_adjust_trans_huge). */
+static int vma_split_at(struct engine *e, int mm, uint64_t addr)
+{
+	struct mm *m = &e->mms[mm];
 	struct vma *v = vma_find(m, addr);
 	if (!v || v->start == addr)
 		return 0;
-	struct vma tail = *v;
-	tail.start = addr;
-	if (v->flags & (VMA_HUGETLB_PMD | VMA_HUGETLB_PUD)) {
-		/* hugetlb_vm_op_split: only at huge-page boundaries */
-		int lvl = (v->flags & VMA_HUGETLB_PMD) ? pmd_level(&e->geom) : pud_level(&e->geom);
-		if (addr & (level_size(&e->geom, lvl) - 1))
-			return -EINVAL;
-	}
-	int pos = (int)(v - m->vmas);
+	if ((v->flags & VMA_HUGETLB) && (addr & (hugetlb_size(e, v) - 1)))
+		return -EINVAL;
 	if (m->nvma >= MAX_VMAS)
 		return -ENOMEM;
+	int ret = split_huge_pmd_if_needed(e, mm, v, addr);
+	if (ret)
+		return ret;
+	int pos = (int)(v - m->vmas);
+	struct vma tail = *v;
+	tail.start = addr;
 	m->vmas[pos].end = addr;
 	return vma_insert_at(m, pos + 1, tail);
 }
 
-static void vma_remove_range(struct mm *m, uint64_t start, uint64_t end)
+/* mmap_region's merge of a new range with its neighbours (vma_expand), else a new VMA. */
+static int vma_link_new(struct engine *e, struct mm *m, struct vma nv)
 {
-	int w = 0;
-	for (int i = 0; i < m->nvma; i++)
-		if (!(m->vmas[i].start >= start && m->vmas[i].end <= end))
-			m->vmas[w++] = m->vmas[i];
-	m->nvma = w;
+	int pos = vma_index_after(m, nv.start);
+	struct vma *prev = pos > 0 && m->vmas[pos - 1].end == nv.start ? &m->vmas[pos - 1] : NULL;
+	struct vma *next = pos < m->nvma && m->vmas[pos].start == nv.end ? &m->vmas[pos] : NULL;
+	bool mn = next && is_mergeable_vma(next, nv.flags, nv.file, true) &&
+		  is_mergeable_anon_vma(e, 0, NULL, next, next->anon);
+	bool mp;
+	if (e->knob[K_MERGE_UNFAULTED] == 1) /* vma_merge_new_range: both sides, then prev against next */
+		mp = prev && is_mergeable_vma(prev, nv.flags, nv.file, false) &&
+		     is_mergeable_anon_vma(e, 0, NULL, prev, prev->anon) &&
+		     (!mn || is_mergeable_anon_vma(e, prev->anon, prev, NULL, next->anon));
+	else /* mmap_region: prev is checked against the anon_vma of the next it would absorb */
+		mp = prev && is_mergeable_vma(prev, nv.flags, nv.file, false) &&
+		     is_mergeable_anon_vma(e, mn ? next->anon : 0, mn ? next : NULL, prev, prev->anon);
+	if (mp) {
+		prev->end = mn ? next->end : nv.end;
+		if (mn) {
+			dup_anon_vma(prev, next);
+			vma_remove_at(m, pos);
+		}
+		return 0;
+	}
+	if (mn) {
+		next->start = nv.start;
+		return 0;
+	}
+	return vma_insert_at(m, pos, nv);
+}
+
+/* madvise_update_vma -> vma_modify_flags -> vma_merge, else split_vma at start and end. *prev_end: the end
+ * of the VMA that now covers [start, end) (madvise_walk_vmas goes on from there). */
+static int madvise_update_vma(struct engine *e, int mm, int i, uint64_t start, uint64_t end, uint32_t newflags,
+			      uint64_t *prev_end)
+{
+	struct mm *m = &e->mms[mm];
+	struct vma cur = m->vmas[i];
+	*prev_end = cur.end;
+	if (cur.flags == newflags)
+		return 0; /* nothing changes: nothing is split */
+	if (cur.flags & VMA_HUGETLB) {
+		uint64_t hs = hugetlb_size(e, &cur);
+		if ((start > cur.start && (start & (hs - 1))) || (end < cur.end && (end & (hs - 1))))
+			return -EINVAL;
+	}
+	/* vma_adjust_trans_huge: a THP across a new boundary is split */
+	int ret = 0;
+	if (start > cur.start)
+		ret = split_huge_pmd_if_needed(e, mm, &cur, start);
+	if (!ret && end < cur.end)
+		ret = split_huge_pmd_if_needed(e, mm, &cur, end);
+	if (ret || e->viol)
+		return ret;
+	struct vma *prev = i > 0 && m->vmas[i - 1].end == cur.start ? &m->vmas[i - 1] : NULL;
+	struct vma *next = i + 1 < m->nvma && m->vmas[i + 1].start == cur.end ? &m->vmas[i + 1] : NULL;
+	bool mp = start == cur.start && prev && is_mergeable_vma(prev, newflags, cur.file, false) &&
+		  is_mergeable_anon_vma(e, cur.anon, &cur, prev, prev->anon);
+	bool mn = end == cur.end && next && is_mergeable_vma(next, newflags, cur.file, true) &&
+		  is_mergeable_anon_vma(e, cur.anon, &cur, next, next->anon);
+	if (mp && mn && is_mergeable_anon_vma(e, prev->anon, prev, NULL, next->anon)) {
+		prev->end = next->end;
+		dup_anon_vma(prev, next);
+		dup_anon_vma(prev, &cur);
+		*prev_end = prev->end;
+		vma_remove_at(m, i + 1);
+		vma_remove_at(m, i);
+		return 0;
+	}
+	if (mp) {
+		prev->end = end;
+		dup_anon_vma(prev, &cur);
+		if (end == cur.end)
+			vma_remove_at(m, i);
+		else
+			m->vmas[i].start = end;
+		*prev_end = end;
+		return 0;
+	}
+	if (mn) {
+		next->start = start;
+		dup_anon_vma(next, &cur);
+		*prev_end = next->end;
+		if (start == cur.start)
+			vma_remove_at(m, i);
+		else
+			m->vmas[i].end = start;
+		return 0;
+	}
+	if (start > cur.start && (ret = vma_split_at(e, mm, start)))
+		return ret;
+	if (end < cur.end && (ret = vma_split_at(e, mm, end)))
+		return ret;
+	struct vma *v = vma_find(m, start);
+	v->flags = newflags;
+	*prev_end = v->end;
+	return 0;
 }
 
 /* ---- table freeing ---- */
@@ -189,6 +371,18 @@ void pte_table_free(struct engine *e, int mm, struct tref t, uint64_t vmaddr, bo
 	}
 }
 
+/* pte_free: a table no walker can reach (a deposit, or one never linked) goes back at once, no RCU. */
+static void pte_free(struct engine *e, int mm, struct tref t)
+{
+	e->st.tables_freed++;
+	if (e->arch == ARCH_S390) {
+		s390_pte_free(e, mm, t, false, false); /* page_table_free */
+		return;
+	}
+	emit(e, EV_TABLE_FREE, pte_level(e), tref_phys(t), mm, 0);
+	block_release(e, t.blk);
+}
+
 /* Unlink the table an entry points at and free it through the table-free path. */
 static void free_child_table(struct engine *e, struct walk_ctx *ctx)
 {
@@ -203,11 +397,142 @@ static void free_child_table(struct engine *e, struct walk_ctx *ctx)
 		crst_free(e, mm, child);
 }
 
+/* ---- lookups and table allocation ---- */
+
+struct lookup_arg { int stop; int level; uint64_t entry; struct tref tbl; uint32_t idx; uint64_t addr; };
+
+static int lookup_visit(struct walk_ctx *ctx, unsigned visit)
+{
+	struct lookup_arg *a = ctx->arg;
+	(void)visit;
+	if (ctx->level > a->stop)
+		return 1;
+	a->level = ctx->level;
+	a->entry = ctx->old;
+	a->tbl = ctx->tbl;
+	a->idx = ctx->idx;
+	a->addr = ctx->addr;
+	return 0;
+}
+
+/* The deepest entry mapping addr: its kind, level and location; pfn of the 4K page for a leaf. */
+int host_lookup(struct engine *e, int mm, uint64_t addr, int *level, uint64_t *pfn,
+		struct tref *tbl, uint32_t *idx)
+{
+	struct lookup_arg a = { e->geom.nlevels - 1, -1, 0, TREF_NONE, 0, 0 };
+	struct walker w = { lookup_visit, &a, WALK_LEAF | WALK_TABLE_PRE, 0 };
+	pt_walk(e, &e->mms[mm].pgt, &e->geom, addr, addr + 1, &w);
+	if (a.level < 0)
+		return E_EMPTY;
+	if (level)
+		*level = a.level;
+	if (tbl)
+		*tbl = a.tbl;
+	if (idx)
+		*idx = a.idx;
+	enum entry_kind k = e->geom.fmt->kind(a.level, a.entry);
+	if (k == E_LEAF && pfn)
+		*pfn = (e->geom.fmt->addr(a.level, a.entry) >> 12) + ((addr - a.addr) >> 12);
+	return k;
+}
+
+/* The entry at a given level on the way to addr (empty when the walk stops above it). */
+uint64_t host_entry_at(struct engine *e, int mm, uint64_t addr, int level, struct tref *tbl, uint32_t *idx)
+{
+	struct lookup_arg a = { level, -1, 0, TREF_NONE, 0, 0 };
+	struct walker w = { lookup_visit, &a, WALK_LEAF | WALK_TABLE_PRE, 0 };
+	pt_walk(e, &e->mms[mm].pgt, &e->geom, addr, addr + 1, &w);
+	if (a.level != level)
+		return e->geom.fmt->empty(level);
+	if (tbl)
+		*tbl = a.tbl;
+	if (idx)
+		*idx = a.idx;
+	return a.entry;
+}
+
+static int alloc_table_for(struct engine *e, int mm, int level, struct tref *out)
+{
+	if (level == e->geom.nlevels - 1 && e->arch == ARCH_S390)
+		return s390_pte_alloc(e, mm, out);
+	const struct level_geom *lv = &e->geom.lv[level];
+	int ret = table_alloc(e, mm, level, (int)((lv->table_bytes + 4095) / 4096), out);
+	if (!ret)
+		emit(e, EV_TABLE_ALLOC, level, tref_phys(*out), mm, 0);
+	return ret;
+}
+
+struct slot_arg { int mm; int target; struct tref tbl; uint32_t idx; int level; int ret; };
+
+/* p4d_alloc / pud_alloc / pmd_alloc / pte_alloc: tables down to the target level, then stop at the entry
+ * for the address (or at a leaf above it). */
+static int slot_visit(struct walk_ctx *ctx, unsigned visit)
+{
+	struct slot_arg *a = ctx->arg;
+	struct engine *e = ctx->e;
+	const struct entry_fmt *f = ctx->g->fmt;
+	(void)visit;
+	enum entry_kind k = f->kind(ctx->level, ctx->old);
+	if (ctx->level >= a->target || k == E_LEAF) {
+		a->tbl = ctx->tbl;
+		a->idx = ctx->idx;
+		a->level = ctx->level;
+		return 1;
+	}
+	if (k == E_TABLE)
+		return 0;
+	struct tref t;
+	int lvl = child_level(ctx->g, ctx->level);
+	a->ret = alloc_table_for(e, a->mm, lvl, &t);
+	if (a->ret)
+		return 1;
+	entry_write(e, ctx->tbl, ctx->level, ctx->idx, f->table(ctx->level, tref_phys(t)));
+	table_set_linked(e, t, true);
+	return 0;
+}
+
+/* The slot of the entry at level target for addr, allocating the tables above it. */
+static int pt_slot(struct engine *e, int mm, uint64_t addr, int target, struct tref *tbl, uint32_t *idx, int *level)
+{
+	struct slot_arg a = { mm, target, TREF_NONE, 0, -1, 0 };
+	struct walker w = { slot_visit, &a, WALK_LEAF | WALK_TABLE_PRE, 0 };
+	pt_walk(e, &e->mms[mm].pgt, &e->geom, addr, addr + 1, &w);
+	if (a.ret)
+		return a.ret;
+	if (a.level < 0) {
+		violate(e, V_ENGINE_ASSERT, "no page-table slot for va 0x%llx in mm %d", (unsigned long long)addr, mm);
+		return -EFAULT;
+	}
+	*tbl = a.tbl;
+	*idx = a.idx;
+	*level = a.level;
+	return 0;
+}
+
+/* A PMD leaf that owns a deposited table: an anonymous THP or the huge zero page (not hugetlb). */
+static bool pmd_has_deposit(struct engine *e, uint64_t pmdval)
+{
+	uint64_t pfn = e->geom.fmt->addr(e->pmd_lvl, pmdval) >> 12;
+	if (pfn == HUGE_ZERO_PFN)
+		return true;
+	struct compound *c = data_lookup(e, pfn);
+	return c && !c->hugetlb;
+}
+
+/* zap_deposited_table: withdraw the PMD's deposit and pte_free it. */
+static void zap_deposited_table(struct engine *e, int mm, struct tref pmd_tbl)
+{
+	struct tref t = pgtable_trans_huge_withdraw(e, pmd_tbl);
+	if (t.blk >= 0)
+		pte_free(e, mm, t);
+}
+
 /* ---- zapping leaves and freeing tables over a range ---- */
 
 struct unmap_arg { uint64_t start, end; bool free_tables; struct mm *m; int mm; };
-static int split_pmd_leaf(struct engine *e, int mm, uint64_t addr);
+static int __split_huge_pmd(struct engine *e, int mm, uint64_t addr);
 
+/* unmap_page_range (zap_pte_range, zap_huge_pmd) and free_pgtables over one range. */
 static int unmap_visit(struct walk_ctx *ctx, unsigned visit)
 {
 	struct unmap_arg *a = ctx->arg;
@@ -218,15 +543,19 @@ static int unmap_visit(struct walk_ctx *ctx, unsigned visit)
 	if (visit == WALK_LEAF) {
 		if (f->kind(ctx->level, ctx->old) != E_LEAF)
 			return 0;
-		/* a THP straddling the range is split and the walk descends into it; a leaf that
-		 * cannot be split stays whole (hugetlb ranges are checked for alignment up front) */
+		/* zap_pmd_range: a THP the range covers partly is split and the walk descends into it; a
+		 * hugetlb leaf stays whole (hugetlb ranges are aligned up front) */
 		if (ctx->addr < a->start || ctx->addr + size > a->end) {
-			split_pmd_leaf(e, a->mm, ctx->addr);
-			return 0;
+			if (ctx->level == e->pmd_lvl && pmd_has_deposit(e, ctx->old))
+				__split_huge_pmd(e, a->mm, ctx->addr);
+			return e->viol ? -EFAULT : 0;
 		}
 		uint64_t pfn = f->addr(ctx->level, ctx->old) >> 12;
+		bool deposit = ctx->level == e->pmd_lvl && pmd_has_deposit(e, ctx->old);
 		entry_write(e, ctx->tbl, ctx->level, ctx->idx, f->empty(ctx->level));
 		emit(e, EV_LEAF_ZAP, ctx->level, ctx->addr, pfn, a->mm);
+		if (deposit)
+			zap_deposited_table(e, a->mm, ctx->tbl);
 		data_put(e, pfn);
 		return e->viol ? -EFAULT : 0;
 	}
@@ -250,110 +579,289 @@ int unmap_range(struct engine *e, int mm, uint64_t start, uint64_t end, bool fre
 {
 	struct mm *m = &e->mms[mm];
 	struct unmap_arg a = { start, end, free_tables, m, mm };
-	struct walker w = { unmap_visit, &a, WALK_LEAF | WALK_TABLE_POST | WALK_SKIP_EMPTY };
+	struct walker w = { unmap_visit, &a, WALK_LEAF | WALK_TABLE_POST | WALK_SKIP_EMPTY, 0 };
 	return pt_walk(e, &m->pgt, &e->geom, start, end, &w);
 }
 
-/* ---- lookups and mapping ---- */
-
-struct lookup_arg { int stop; int level; uint64_t entry; struct tref tbl; uint32_t idx; uint64_t addr; };
-
-static int lookup_visit(struct walk_ctx *ctx, unsigned visit)
+/* mm/pt_reclaim.c (6.14+): zap_pte_range frees a PTE table whose whole PMD range it zapped (it is empty
+ * then): pmd cleared, free_pte -> pte_free_tlb, the RCU table-free path. */
+static void reclaim_pt(struct engine *e, int mm, uint64_t start, uint64_t end)
 {
-	struct lookup_arg *a = ctx->arg;
-	(void)visit;
-	if (ctx->level > a->stop)
-		return 1;
-	a->level = ctx->level;
-	a->entry = ctx->old;
-	a->tbl = ctx->tbl;
-	a->idx = ctx->idx;
-	a->addr = ctx->addr;
-	return 0;
+	const struct geom *g = &e->geom;
+	int ml = e->pmd_lvl;
+	uint64_t pmd = pmd_size(e);
+	for (uint64_t b = (start + pmd - 1) & ~(pmd - 1); b >= start && b + pmd <= end && b + pmd > b && !e->viol;
+	     b += pmd) {
+		struct tref tbl;
+		uint32_t idx;
+		uint64_t ent = host_entry_at(e, mm, b, ml, &tbl, &idx);
+		if (g->fmt->kind(ml, ent) != E_TABLE)
+			continue;
+		struct tref pte = tref_from_phys(e, g->fmt->addr(ml, ent));
+		if (e->blocks[pte.blk].nonempty[pte.half])
+			continue;
+		entry_write(e, tbl, ml, idx, g->fmt->empty(ml));
+		table_set_linked(e, pte, false);
+		pte_table_free(e, mm, pte, b, false);
+	}
 }
 
-/* The deepest entry mapping addr: its kind, level and location; pfn of the 4K page for a leaf. */
-int host_lookup(struct engine *e, int mm, uint64_t addr, int *level, uint64_t *pfn,
-		struct tref *tbl, uint32_t *idx)
+/* zap_page_range_single: the range's notifiers, its leaves zapped, the tables kept (or reclaimed). */
+static void zap_page_range_single(struct engine *e, int mm, const struct vma *v, uint64_t start, uint64_t end)
 {
-	struct lookup_arg a = { e->geom.nlevels - 1, -1, 0, TREF_NONE, 0, 0 };
-	struct walker w = { lookup_visit, &a, WALK_LEAF | WALK_TABLE_PRE };
-	pt_walk(e, &e->mms[mm].pgt, &e->geom, addr, addr + 1, &w);
-	if (a.level < 0)
-		return E_EMPTY;
-	if (level)
-		*level = a.level;
-	if (tbl)
-		*tbl = a.tbl;
-	if (idx)
-		*idx = a.idx;
-	enum entry_kind k = e->geom.fmt->kind(a.level, a.entry);
-	if (k == E_LEAF && pfn)
-		*pfn = (e->geom.fmt->addr(a.level, a.entry) >> 12) + ((addr - a.addr) >> 12);
-	return k;
+	kvm_notify_range(e, mm, start, end);
+	unmap_range(e, mm, start, end, false);
+	if (e->knob[K_PT_RECLAIM] == 1 && !(v->flags & VMA_HUGETLB) && !e->viol)
+		reclaim_pt(e, mm, start, end);
 }
 
-/* The entry at a given level on the way to addr (empty when the walk stops above it). */
-uint64_t host_entry_at(struct engine *e, int mm, uint64_t addr, int level, struct tref *tbl, uint32_t *idx)
-{
-	struct lookup_arg a = { level, -1, 0, TREF_NONE, 0, 0 };
-	struct walker w = { lookup_visit, &a, WALK_LEAF | WALK_TABLE_PRE };
-	pt_walk(e, &e->mms[mm].pgt, &e->geom, addr, addr + 1, &w);
-	if (a.level != level)
-		return e->geom.fmt->empty(level);
-	if (tbl)
-		*tbl = a.tbl;
-	if (idx)
-		*idx = a.idx;
-	return a.entry;
-}
+/* ---- THP split ---- */
 
-static int alloc_table_for(struct engine *e, int mm, int level, struct tref *out)
+/* __split_huge_pmd (+ __split_huge_pmd_locked, __split_huge_zero_page_pmd): notify the block, withdraw the
+ * deposited table, fill it with PTEs for the same pages (zero-page PTEs for the huge zero page; the
+ * compound stays a compound, the write bit is kept) and populate the PMD with it. -EINVAL: no THP there. */
+static int __split_huge_pmd(struct engine *e, int mm, uint64_t addr)
 {
-	if (level == e->geom.nlevels - 1 && e->arch == ARCH_S390)
-		return s390_pte_alloc(e, mm, out);
-	const struct level_geom *lv = &e->geom.lv[level];
-	int ret = table_alloc(e, mm, level, (int)((lv->table_bytes + 4095) / 4096), out);
-	if (!ret)
-		emit(e, EV_TABLE_ALLOC, level, tref_phys(*out), mm, 0);
-	return ret;
-}
-
-struct map_arg { int mm; int target; uint64_t leaf; bool mapped; int ret; };
-
-/* Allocate tables down to the target level, then install the leaf into an empty slot. */
-static int map_visit(struct walk_ctx *ctx, unsigned visit)
-{
-	struct map_arg *a = ctx->arg;
-	struct engine *e = ctx->e;
-	const struct entry_fmt *f = ctx->g->fmt;
-	enum entry_kind k = f->kind(ctx->level, ctx->old);
-	(void)visit;
-	if (k == E_LEAF) {
-		a->mapped = true;
-		return 1;
+	const struct geom *g = &e->geom;
+	int lvl, ml = e->pmd_lvl, pl = pte_level(e);
+	struct tref tbl;
+	uint32_t idx;
+	uint64_t pfn;
+	if (host_lookup(e, mm, addr, &lvl, &pfn, &tbl, &idx) != E_LEAF || lvl != ml)
+		return -EINVAL;
+	uint64_t old = entry_get(e, tbl, idx);
+	if (!pmd_has_deposit(e, old))
+		return -EINVAL;
+	uint64_t size = level_size(g, ml), base = addr & ~(size - 1);
+	uint64_t head = g->fmt->addr(ml, old) >> 12;
+	bool zero = head == HUGE_ZERO_PFN, write = g->fmt->writable(ml, old);
+	kvm_notify_range(e, mm, base, base + size);
+	struct tref t = pgtable_trans_huge_withdraw(e, tbl);
+	if (t.blk < 0)
+		return -EFAULT;
+	uint32_t n = g->lv[pl].entries;
+	uint64_t frames = page_frames(e);
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t va = base + (uint64_t)i * g->page_size;
+		uint64_t p = zero ? my_zero_pfn(e, va) : head + i * frames;
+		entry_write(e, t, pl, i, g->fmt->leaf(pl, p << 12, write && !zero));
 	}
-	if (ctx->level == a->target) {
-		entry_write(e, ctx->tbl, ctx->level, ctx->idx, a->leaf);
-		return 1;
-	}
-	if (ctx->level > a->target) {
-		a->ret = -EINVAL;
-		return 1;
-	}
-	struct tref t;
-	int lvl = child_level(ctx->g, ctx->level);
-	int ret = alloc_table_for(e, a->mm, lvl, &t);
-	if (ret) {
-		a->ret = ret;
-		return 1;
-	}
-	entry_write(e, ctx->tbl, ctx->level, ctx->idx, f->table(ctx->level, tref_phys(t)));
+	if (!zero)
+		data_lookup(e, head)->mapcount += n - 1;
+	entry_write(e, tbl, ml, idx, g->fmt->table(ml, tref_phys(t)));
 	table_set_linked(e, t, true);
+	emit(e, EV_LEAF_ZAP, ml, base, head, mm);
+	emit(e, EV_LEAF_SET, pl, base, zero ? my_zero_pfn(e, base) : head, mm);
 	return 0;
 }
 
-/* handle_mm_fault: returns 0 and the pfn mapped at addr (new or existing). */
+/* split_huge_pmd_if_needed: an unaligned boundary inside a block the VMA covers splits a THP there. */
+static int split_huge_pmd_if_needed(struct engine *e, int mm, const struct vma *v, uint64_t addr)
+{
+	uint64_t pmd = pmd_size(e), down = addr & ~(pmd - 1);
+	if (!(addr & (pmd - 1)) || (v->flags & VMA_HUGETLB) || down < v->start || down + pmd > v->end)
+		return 0;
+	int ret = __split_huge_pmd(e, mm, addr);
+	return ret == -EINVAL ? 0 : ret;
+}
+
+int do_split(struct engine *e, int mm, uint64_t addr)
+{
+	struct mm *m = &e->mms[mm];
+	struct vma *v = vma_find(m, addr);
+	if (!v || (v->flags & VMA_HUGETLB))
+		return -EINVAL;
+	return __split_huge_pmd(e, mm, addr);
+}
+
+/* ---- faults ---- */
+
+static void set_out(const struct engine *e, uint64_t addr, uint64_t leaf_pfn, int level, uint64_t *pfn, uint64_t *size)
+{
+	uint64_t sz = level_size(&e->geom, level);
+	*pfn = leaf_pfn + ((addr & (sz - 1)) >> 12);
+	*size = sz;
+}
+
+/* wp_page_copy: a new page replaces the zero-page or shared leaf; the range is notified (KVM zaps). */
+static int wp_page_copy(struct engine *e, int mm, struct vma *v, uint64_t addr, struct tref tbl, uint32_t idx,
+			int level, uint64_t *pfn, uint64_t *size)
+{
+	const struct geom *g = &e->geom;
+	uint64_t sz = level_size(g, level), base = addr & ~(sz - 1);
+	uint64_t old = g->fmt->addr(level, entry_get(e, tbl, idx)) >> 12;
+	anon_vma_prepare(e, &e->mms[mm], v);
+	uint64_t head = data_alloc(e, sz >> 12);
+	if (!head)
+		return -ENOMEM;
+	if (v->flags & VMA_HUGETLB)
+		data_lookup(e, head)->hugetlb = 1;
+	kvm_notify_range(e, mm, base, base + sz);
+	entry_write(e, tbl, level, idx, g->fmt->leaf(level, head << 12, true));
+	data_lookup(e, head)->mapcount = 1;
+	emit(e, EV_LEAF_SET, level, base, head, mm);
+	data_put(e, old); /* page_remove_rmap: the old page loses this mapping (not the zero page) */
+	set_out(e, addr, head, level, pfn, size);
+	return 0;
+}
+
+/* do_wp_page / hugetlb_wp: reuse a page nobody else maps (wp_can_reuse_anon_folio: refcount 1, here
+ * the mapcount of the whole folio), else copy. */
+static int do_wp_page(struct engine *e, int mm, struct vma *v, uint64_t addr, struct tref tbl, uint32_t idx,
+		      int level, uint64_t *pfn, uint64_t *size)
+{
+	const struct geom *g = &e->geom;
+	uint64_t ent = entry_get(e, tbl, idx), phys = g->fmt->addr(level, ent);
+	if (!is_zero_pfn(phys >> 12)) {
+		struct compound *c = data_lookup(e, phys >> 12);
+		if (c && c->mapcount == 1) {
+			entry_write(e, tbl, level, idx, g->fmt->leaf(level, phys, true)); /* wp_page_reuse */
+			set_out(e, addr, phys >> 12, level, pfn, size);
+			return 0;
+		}
+	}
+	return wp_page_copy(e, mm, v, addr, tbl, idx, level, pfn, size);
+}
+
+/* do_anonymous_page: the zero page for a read (unless mm_forbids_zeropage), else a new page; a new page
+ * needs the VMA's anon_vma. */
+static int do_anonymous_page(struct engine *e, int mm, struct vma *v, uint64_t addr, bool write, struct tref tbl,
+			     uint32_t idx, uint64_t *pfn, uint64_t *size)
+{
+	const struct geom *g = &e->geom;
+	int pl = pte_level(e);
+	struct mm *m = &e->mms[mm];
+	if (!write && !mm_forbids_zeropage(e, m)) {
+		uint64_t z = my_zero_pfn(e, addr);
+		entry_write(e, tbl, pl, idx, g->fmt->leaf(pl, z << 12, false));
+		emit(e, EV_LEAF_SET, pl, addr, z, mm);
+		set_out(e, addr, z, pl, pfn, size);
+		return 0;
+	}
+	anon_vma_prepare(e, m, v);
+	uint64_t head = data_alloc(e, page_frames(e));
+	if (!head)
+		return -ENOMEM;
+	entry_write(e, tbl, pl, idx, g->fmt->leaf(pl, head << 12, true));
+	data_lookup(e, head)->mapcount = 1;
+	emit(e, EV_LEAF_SET, pl, addr, head, mm);
+	set_out(e, addr, head, pl, pfn, size);
+	return 0;
+}
+
+/* do_huge_pmd_anonymous_page: anon_vma_prepare, then the huge zero page for a read
+ * (transparent_hugepage/use_zero_page=1) or a new THP, each with its deposited PTE table. */
+static int do_huge_pmd_anonymous_page(struct engine *e, int mm, struct vma *v, uint64_t addr, bool write,
+				      struct tref tbl, uint32_t idx, uint64_t *pfn, uint64_t *size)
+{
+	const struct geom *g = &e->geom;
+	int ml = e->pmd_lvl;
+	struct mm *m = &e->mms[mm];
+	uint64_t sz = pmd_size(e), base = addr & ~(sz - 1);
+	anon_vma_prepare(e, m, v);
+	bool zero = !write && !mm_forbids_zeropage(e, m);
+	uint64_t head = zero ? HUGE_ZERO_PFN : data_alloc(e, sz >> 12);
+	if (!head)
+		return FALLBACK;
+	struct tref dep;
+	int ret = alloc_table_for(e, mm, pte_level(e), &dep); /* pte_alloc_one */
+	if (ret) {
+		if (!zero) {
+			data_lookup(e, head)->mapcount = 1;
+			data_put(e, head);
+		}
+		return ret;
+	}
+	pgtable_trans_huge_deposit(e, tbl, dep);
+	entry_write(e, tbl, ml, idx, g->fmt->leaf(ml, head << 12, !zero));
+	if (!zero)
+		data_lookup(e, head)->mapcount = 1;
+	emit(e, EV_LEAF_SET, ml, base, head, mm);
+	set_out(e, addr, head, ml, pfn, size);
+	return 0;
+}
+
+/* do_huge_pmd_wp_page: the huge zero page falls back (split, then do_wp_page on the PTE); a THP nobody else
+ * maps is reused; a shared one is split and the fault goes on at the PTE level. */
+static int do_huge_pmd_wp_page(struct engine *e, int mm, uint64_t addr, struct tref tbl, uint32_t idx,
+			       uint64_t *pfn, uint64_t *size)
+{
+	const struct geom *g = &e->geom;
+	int ml = e->pmd_lvl;
+	uint64_t phys = g->fmt->addr(ml, entry_get(e, tbl, idx));
+	if ((phys >> 12) == HUGE_ZERO_PFN && e->knob[K_HUGE_ZERO_WP] == 1) {
+		/* do_huge_zero_wp_pmd (6.13+): a new THP replaces the huge zero page, the deposit stays */
+		uint64_t sz = pmd_size(e), base = addr & ~(sz - 1);
+		uint64_t head = data_alloc(e, sz >> 12);
+		if (head) {
+			kvm_notify_range(e, mm, base, base + sz);
+			entry_write(e, tbl, ml, idx, g->fmt->leaf(ml, head << 12, true));
+			data_lookup(e, head)->mapcount = 1;
+			emit(e, EV_LEAF_SET, ml, base, head, mm);
+			set_out(e, addr, head, ml, pfn, size);
+			return 0;
+		}
+	}
+	if ((phys >> 12) != HUGE_ZERO_PFN) {
+		struct compound *c = data_lookup(e, phys >> 12);
+		if (c && c->mapcount == 1) {
+			entry_write(e, tbl, ml, idx, g->fmt->leaf(ml, phys, true));
+			set_out(e, addr, phys >> 12, ml, pfn, size);
+			return 0;
+		}
+	}
+	int ret = __split_huge_pmd(e, mm, addr);
+	return ret ? ret : FALLBACK;
+}
+
+static bool thp_fault_allowed(struct engine *e, struct mm *m, const struct vma *v, uint64_t addr)
+{
+	uint64_t pmd = pmd_size(e), base = addr & ~(pmd - 1);
+	/* hugepage_vma_check (sysfs "madvise": VM_HUGEPAGE needed), transhuge_vma_suitable; s390 marks the
+	 * VMAs of an mm with PGSTEs VM_NOHUGEPAGE (thp_split_mm) */
+	return (v->flags & VMA_THP) && !(v->flags & VMA_NOHUGE) && base >= v->start && base + pmd <= v->end &&
+	       !(m->has_pgste && e->knob[K_THP_IN_PGSTE] == 0);
+}
+
+/* hugetlb_fault: hugetlb_no_page (a new page, read-only for a read of a private mapping) or hugetlb_wp. */
+static int hugetlb_fault(struct engine *e, int mm, struct vma *v, uint64_t addr, bool write, uint64_t *pfn,
+			 uint64_t *size)
+{
+	const struct geom *g = &e->geom;
+	int target = (v->flags & VMA_HUGETLB_PMD) ? e->pmd_lvl : pud_level(g), lvl;
+	struct tref tbl;
+	uint32_t idx;
+	int ret = pt_slot(e, mm, addr, target, &tbl, &idx, &lvl); /* huge_pte_alloc */
+	if (ret)
+		return ret;
+	if (lvl != target)
+		return -EFAULT;
+	uint64_t ent = entry_get(e, tbl, idx), sz = level_size(g, target);
+	if (g->fmt->kind(target, ent) == E_TABLE) {
+		violate(e, V_ENGINE_ASSERT, "hugetlb fault at va 0x%llx finds a page table at the hugetlb level",
+			(unsigned long long)addr);
+		return -EFAULT;
+	}
+	if (g->fmt->kind(target, ent) == E_LEAF) {
+		if (write && !g->fmt->writable(target, ent))
+			return do_wp_page(e, mm, v, addr, tbl, idx, target, pfn, size);
+		set_out(e, addr, g->fmt->addr(target, ent) >> 12, target, pfn, size);
+		return 0;
+	}
+	anon_vma_prepare(e, &e->mms[mm], v);
+	uint64_t head = data_alloc(e, sz >> 12);
+	if (!head)
+		return -ENOMEM;
+	struct compound *c = data_lookup(e, head);
+	c->hugetlb = 1;
+	c->mapcount = 1;
+	entry_write(e, tbl, target, idx, g->fmt->leaf(target, head << 12, write));
+	emit(e, EV_LEAF_SET, target, addr & ~(sz - 1), head, mm);
+	set_out(e, addr, head, target, pfn, size);
+	return 0;
+}
+
+/* handle_mm_fault: returns 0 and the 4K frame mapped at addr (new or existing) and the leaf size. */
 int do_fault(struct engine *e, int mm, uint64_t addr, bool write, uint64_t *pfn_out, uint64_t *size_out)
 {
 	struct mm *m = &e->mms[mm];
@@ -362,131 +870,250 @@ int do_fault(struct engine *e, int mm, uint64_t addr, bool write, uint64_t *pfn_
 	struct vma *v = vma_find(m, addr);
 	if (!v)
 		return -EFAULT;
-	int target = g->nlevels - 1;
-	if (v->flags & VMA_HUGETLB_PMD)
-		target = pmd_level(g);
-	else if (v->flags & VMA_HUGETLB_PUD)
-		target = pud_level(g);
-	else if ((v->flags & VMA_THP) && !(v->flags & VMA_NOHUGE) &&
-		 !(m->has_pgste && e->knob[K_THP_IN_PGSTE] == 0)) {
-		uint64_t pmd = level_size(g, pmd_level(g));
-		uint64_t base = addr & ~(pmd - 1);
-		int lvl = -1;
-		int k = host_lookup(e, mm, addr, &lvl, NULL, NULL, NULL);
-		if (base >= v->start && base + pmd <= v->end && k == E_EMPTY && lvl <= pmd_level(g))
-			target = pmd_level(g);
-	}
-	uint64_t size = level_size(g, target);
-	int lvl;
-	uint64_t pfn;
-	if (host_lookup(e, mm, addr, &lvl, &pfn, NULL, NULL) == E_LEAF) {
-		*pfn_out = pfn;
-		*size_out = level_size(g, lvl);
-		return 0;
-	}
-	uint64_t head = data_alloc(e, size >> 12); /* pfns count 4K frames on every arch */
-	if (!head)
-		return -ENOMEM;
-	struct map_arg a = { mm, target, g->fmt->leaf(target, head << 12, write), false, 0 };
-	struct walker w = { map_visit, &a, WALK_LEAF };
-	pt_walk(e, &m->pgt, g, addr, addr + 1, &w);
-	if (a.ret || a.mapped) {
-		/* nothing got mapped: the fresh page goes straight back */
-		struct compound *c = data_lookup(e, head);
-		c->mapcount = 1;
-		data_put(e, head);
-		if (a.ret)
-			return a.ret;
-		host_lookup(e, mm, addr, &lvl, &pfn, NULL, NULL);
-		*pfn_out = pfn;
-		*size_out = level_size(g, lvl);
-		return 0;
-	}
-	data_lookup(e, head)->mapcount = 1;
-	emit(e, EV_LEAF_SET, target, addr & ~(size - 1), head, mm);
-	*pfn_out = head + ((addr & (size - 1)) >> 12);
-	*size_out = size;
-	return 0;
-}
-
-/* split_huge_pmd: the PMD leaf becomes a PTE table mapping the same compound. */
-static int split_pmd_leaf(struct engine *e, int mm, uint64_t addr);
-
-int do_split(struct engine *e, int mm, uint64_t addr)
-{
-	struct mm *m = &e->mms[mm];
-	struct vma *v = vma_find(m, addr);
-	if (!v || (v->flags & (VMA_HUGETLB_PMD | VMA_HUGETLB_PUD)))
-		return -EINVAL;
-	return split_pmd_leaf(e, mm, addr);
-}
-
-/* __split_huge_pmd, also for a THP whose VMA is already gone (unmap of part of it). */
-static int split_pmd_leaf(struct engine *e, int mm, uint64_t addr)
-{
-	const struct geom *g = &e->geom;
-	int lvl;
+	if (v->flags & VMA_HUGETLB)
+		return hugetlb_fault(e, mm, v, addr, write, pfn_out, size_out);
+	int ml = e->pmd_lvl, pl = pte_level(e), lvl;
 	struct tref tbl;
 	uint32_t idx;
-	uint64_t pfn;
-	if (host_lookup(e, mm, addr, &lvl, &pfn, &tbl, &idx) != E_LEAF || lvl != pmd_level(g))
-		return -EINVAL;
-	uint64_t pmd = level_size(g, lvl);
-	uint64_t base = addr & ~(pmd - 1);
-	uint64_t old = entry_get(e, tbl, idx);
-	uint64_t head = g->fmt->addr(lvl, old) >> 12;
-	kvm_notify_range(e, mm, base, base + pmd);
-	struct tref t;
-	int ret = alloc_table_for(e, mm, g->nlevels - 1, &t);
+	/* __handle_mm_fault: p4d_alloc, pud_alloc, pmd_alloc */
+	int ret = pt_slot(e, mm, addr, ml, &tbl, &idx, &lvl);
 	if (ret)
 		return ret;
-	int pl = g->nlevels - 1;
-	uint32_t n = g->lv[pl].entries;
-	uint64_t frames = g->page_size >> 12;
-	for (uint32_t i = 0; i < n; i++)
-		entry_write(e, t, pl, i, g->fmt->leaf(pl, (head + i * frames) << 12, true));
-	data_lookup(e, head)->mapcount += n - 1;
-	entry_write(e, tbl, lvl, idx, g->fmt->table(lvl, tref_phys(t)));
-	table_set_linked(e, t, true);
-	emit(e, EV_LEAF_ZAP, lvl, base, head, mm);
-	emit(e, EV_LEAF_SET, pl, base, head, n);
+	uint64_t pmdval = entry_get(e, tbl, idx);
+	enum entry_kind k = g->fmt->kind(lvl, pmdval);
+	if (lvl == ml && k == E_EMPTY && thp_fault_allowed(e, m, v, addr)) {
+		ret = do_huge_pmd_anonymous_page(e, mm, v, addr, write, tbl, idx, pfn_out, size_out);
+		if (ret != FALLBACK)
+			return ret;
+	} else if (k == E_LEAF) {
+		if (!write || g->fmt->writable(lvl, pmdval)) {
+			set_out(e, addr, g->fmt->addr(lvl, pmdval) >> 12, lvl, pfn_out, size_out);
+			return 0;
+		}
+		ret = do_huge_pmd_wp_page(e, mm, addr, tbl, idx, pfn_out, size_out);
+		if (ret != FALLBACK)
+			return ret;
+	}
+	/* handle_pte_fault */
+	ret = pt_slot(e, mm, addr, pl, &tbl, &idx, &lvl);
+	if (ret)
+		return ret;
+	uint64_t pte = entry_get(e, tbl, idx);
+	if (g->fmt->kind(lvl, pte) == E_EMPTY)
+		return do_anonymous_page(e, mm, v, addr, write, tbl, idx, pfn_out, size_out);
+	if (write && !g->fmt->writable(lvl, pte))
+		return do_wp_page(e, mm, v, addr, tbl, idx, lvl, pfn_out, size_out);
+	set_out(e, addr, g->fmt->addr(lvl, pte) >> 12, lvl, pfn_out, size_out);
 	return 0;
 }
 
-/* MADV_COLLAPSE of one PMD block mapped by a PTE table. */
-static int collapse_block(struct engine *e, int mm, uint64_t base)
+/* ---- MADV_COLLAPSE (mm/khugepaged.c) ---- */
+
+enum scan_result { SCAN_FAIL, SCAN_SUCCEED, SCAN_PMD_NULL, SCAN_PMD_NONE, SCAN_PMD_MAPPED, SCAN_PAGE_RO,
+		   SCAN_ALLOC_HUGE_PAGE_FAIL, SCAN_WAIT /* the model's: an IRQs-off walker is in flight */ };
+
+/* collapse_huge_page (anonymous): a new THP, the PMD cleared and notified, the old pages dropped, the old PTE
+ * table deposited (not freed) and the PMD leaf set. tlb_remove_table_sync_one waits for IRQs-off GUP-fast
+ * walkers, which the sequential model cannot do: with one in flight the collapse does not start. */
+static int collapse_huge_page(struct engine *e, int mm, uint64_t base, struct tref pmd_tbl, uint32_t pmd_idx)
 {
 	const struct geom *g = &e->geom;
-	int pl = g->nlevels - 1, ml = pmd_level(g);
-	struct tref pmd_tbl;
-	uint32_t pmd_idx;
-	uint64_t pmd = host_entry_at(e, mm, base, ml, &pmd_tbl, &pmd_idx);
-	if (g->fmt->kind(ml, pmd) != E_TABLE)
-		return 0; /* nothing mapped there, or already huge */
-	struct tref pte_tbl = tref_from_phys(e, g->fmt->addr(ml, pmd));
-	uint64_t pmd_size = level_size(g, ml);
-	kvm_notify_range(e, mm, base, base + pmd_size);
-	uint64_t head = data_alloc(e, pmd_size >> 12);
+	int pl = pte_level(e), ml = e->pmd_lvl;
+	for (int cpu = 0; cpu < MAX_CPUS; cpu++)
+		if (e->cpus[cpu].actor == A_WALK)
+			return SCAN_WAIT;
+	uint64_t sz = pmd_size(e);
+	uint64_t head = data_alloc(e, sz >> 12);
 	if (!head)
-		return -ENOMEM;
+		return SCAN_ALLOC_HUGE_PAGE_FAIL;
+	kvm_notify_range(e, mm, base, base + sz);
+	uint64_t pmdval = entry_get(e, pmd_tbl, pmd_idx);
+	struct tref pte_tbl = tref_from_phys(e, g->fmt->addr(ml, pmdval));
+	entry_write(e, pmd_tbl, ml, pmd_idx, g->fmt->empty(ml)); /* pmdp_collapse_flush */
+	table_set_state(e, pte_tbl, L_PRIVATE);
 	uint32_t n = g->lv[pl].entries;
 	uint64_t *pte = tref_mem(e, pte_tbl);
-	for (uint32_t i = 0; i < n && !e->viol; i++) {
+	for (uint32_t i = 0; i < n && !e->viol; i++) { /* __collapse_huge_page_copy_succeeded */
 		if (g->fmt->kind(pl, pte[i]) != E_LEAF)
 			continue;
 		uint64_t pfn = g->fmt->addr(pl, pte[i]) >> 12;
 		entry_write(e, pte_tbl, pl, i, g->fmt->empty(pl));
 		data_put(e, pfn);
 	}
+	pgtable_trans_huge_deposit(e, pmd_tbl, pte_tbl);
 	entry_write(e, pmd_tbl, ml, pmd_idx, g->fmt->leaf(ml, head << 12, true));
 	data_lookup(e, head)->mapcount = 1;
-	table_set_linked(e, pte_tbl, false);
 	emit(e, EV_LEAF_SET, ml, base, head, mm);
-	pte_table_free(e, mm, pte_tbl, base, true);
+	return SCAN_SUCCEED;
+}
+
+/* hpage_collapse_scan_pmd as MADV_COLLAPSE runs it (no max_ptes_none/shared/referenced limits):
+ * find_pmd_or_thp_or_none, then the PTEs: none and zero-page PTEs count as none; a block with no
+ * writable PTE is SCAN_PAGE_RO. */
+static int hpage_collapse_scan_pmd(struct engine *e, int mm, uint64_t base)
+{
+	const struct geom *g = &e->geom;
+	int ml = e->pmd_lvl, pl = pte_level(e), lvl = -1;
+	struct tref tbl;
+	uint32_t idx;
+	int k = host_lookup(e, mm, base, &lvl, NULL, &tbl, &idx);
+	if (lvl < ml)
+		return SCAN_PMD_NULL; /* mm_find_pmd: no PMD table */
+	if (lvl == ml)
+		return k == E_EMPTY ? SCAN_PMD_NONE : SCAN_PMD_MAPPED;
+	uint64_t pmdval = host_entry_at(e, mm, base, ml, &tbl, &idx);
+	uint64_t *pte = tref_mem(e, tref_from_phys(e, g->fmt->addr(ml, pmdval)));
+	bool writable = false;
+	for (uint32_t i = 0; i < g->lv[pl].entries; i++)
+		if (g->fmt->kind(pl, pte[i]) == E_LEAF && !is_zero_pfn(g->fmt->addr(pl, pte[i]) >> 12) &&
+		    g->fmt->writable(pl, pte[i]))
+			writable = true;
+	if (!writable && e->knob[K_COLLAPSE_RO] == 0)
+		return SCAN_PAGE_RO;
+	return collapse_huge_page(e, mm, base, tbl, idx);
+}
+
+static int madvise_collapse_errno(int r)
+{
+	switch (r) {
+	case SCAN_ALLOC_HUGE_PAGE_FAIL:
+		return -ENOMEM;
+	case SCAN_WAIT:
+		return -EBUSY;
+	default:
+		return -EINVAL;
+	}
+}
+
+/* madvise_collapse for one VMA's part of the range: hugepage_vma_check(smaps=false, in_pf=false,
+ * enforce_sysfs=false) ignores VM_HUGEPAGE and sysfs but needs no VM_NOHUGEPAGE, no hugetlb, an aligned
+ * PMD block at the VMA's end (transhuge_vma_suitable) and an anon_vma; then block by block. */
+static int madvise_collapse(struct engine *e, int mm, int vi, uint64_t start, uint64_t end, uint64_t *prev_end)
+{
+	struct mm *m = &e->mms[mm];
+	struct vma *v = &m->vmas[vi];
+	uint64_t pmd = pmd_size(e);
+	*prev_end = v->end;
+	uint64_t last = (v->end - pmd) & ~(pmd - 1);
+	if ((v->flags & (VMA_NOHUGE | VMA_HUGETLB)) || (m->has_pgste && e->knob[K_THP_IN_PGSTE] == 0) ||
+	    v->end - v->start < pmd || last < v->start || last + pmd > v->end || !v->anon)
+		return -EINVAL;
+	uint64_t hstart = (start + pmd - 1) & ~(pmd - 1), hend = end & ~(pmd - 1);
+	uint64_t thps = 0;
+	int last_fail = SCAN_FAIL;
+	for (uint64_t addr = hstart; addr < hend && !e->viol; addr += pmd) {
+		int r = hpage_collapse_scan_pmd(e, mm, addr);
+		if (r == SCAN_SUCCEED || r == SCAN_PMD_MAPPED) {
+			thps++;
+			continue;
+		}
+		last_fail = r;
+		if (r != SCAN_PMD_NULL && r != SCAN_PAGE_RO)
+			break; /* SCAN_PMD_NONE and the rest end the walk */
+	}
+	if (e->viol)
+		return -EFAULT;
+	uint64_t want = (hend - hstart) / pmd; /* "negative" (a range inside one block) never matches */
+	return hend >= hstart && thps == want ? 0 : madvise_collapse_errno(last_fail);
+}
+
+/* ---- madvise ---- */
+
+typedef int (*madvise_visit)(struct engine *e, int mm, int vi, uint64_t start, uint64_t end, uint64_t *prev_end);
+
+/* madvise_dontneed_free: hugetlb needs an aligned start and rounds the end down
+ * (madvise_dontneed_free_valid_vma), then madvise_dontneed_single_vma. */
+static int madvise_dontneed(struct engine *e, int mm, int vi, uint64_t start, uint64_t end, uint64_t *prev_end)
+{
+	struct vma v = e->mms[mm].vmas[vi];
+	*prev_end = v.end;
+	if (v.flags & VMA_HUGETLB) {
+		uint64_t hs = hugetlb_size(e, &v);
+		if (start & (hs - 1))
+			return -EINVAL;
+		end &= ~(hs - 1);
+		if (end <= start)
+			return 0;
+	}
+	zap_page_range_single(e, mm, &v, start, end);
 	return 0;
 }
 
-/* ---- operations ---- */
+/* hugepage_madvise (s390: ignored in an mm with PGSTEs, unless THP stays allowed there), then
+ * madvise_update_vma. */
+static int madvise_hugepage(struct engine *e, int mm, int vi, uint64_t start, uint64_t end, uint64_t *prev_end,
+			    bool huge)
+{
+	struct mm *m = &e->mms[mm];
+	uint32_t flags = m->vmas[vi].flags;
+	if (!huge)
+		flags = (flags | VMA_NOHUGE) & ~VMA_THP;
+	else if (!(m->has_pgste && e->knob[K_THP_IN_PGSTE] == 0))
+		flags = (flags | VMA_THP) & ~VMA_NOHUGE;
+	int ret = madvise_update_vma(e, mm, vi, start, end, flags, prev_end);
+	return ret == -ENOMEM ? -EAGAIN : ret;
+}
+
+static int madvise_huge(struct engine *e, int mm, int vi, uint64_t start, uint64_t end, uint64_t *prev_end)
+{
+	return madvise_hugepage(e, mm, vi, start, end, prev_end, true);
+}
+
+static int madvise_nohuge(struct engine *e, int mm, int vi, uint64_t start, uint64_t end, uint64_t *prev_end)
+{
+	return madvise_hugepage(e, mm, vi, start, end, prev_end, false);
+}
+
+/* madvise_walk_vmas: the advice for each VMA's part of the range; a hole, or no VMA at or after the
+ * address, is -ENOMEM once the mapped parts are done; a VMA's error ends the walk. */
+static int madvise_walk_vmas(struct engine *e, int mm, uint64_t start, uint64_t end, madvise_visit visit)
+{
+	struct mm *m = &e->mms[mm];
+	int unmapped_error = 0;
+	int i = vma_index_after(m, start);
+	for (;;) {
+		if (i >= m->nvma)
+			return -ENOMEM;
+		struct vma *v = &m->vmas[i];
+		if (start < v->start) {
+			unmapped_error = -ENOMEM;
+			start = v->start;
+			if (start >= end)
+				break;
+		}
+		uint64_t tmp = v->end < end ? v->end : end;
+		uint64_t prev_end = v->end;
+		int err = visit(e, mm, i, start, tmp, &prev_end);
+		if (err || e->viol)
+			return err;
+		start = tmp > prev_end ? tmp : prev_end;
+		if (start >= end)
+			break;
+		i = vma_index_after(m, prev_end);
+	}
+	return unmapped_error;
+}
+
+/* do_madvise: start must be page aligned, len is rounded up (a len_in that rounds to 0 is -EINVAL), an end
+ * that wraps is -EINVAL, len 0 is 0; no TASK_SIZE check (past it there is no VMA: -ENOMEM). */
+static int do_madvise(struct engine *e, int mm, uint64_t start, uint64_t len_in, uint64_t advice)
+{
+	uint64_t page = e->geom.page_size;
+	if (start & (page - 1))
+		return -EINVAL;
+	uint64_t len = (len_in + page - 1) & ~(page - 1);
+	if (len_in && !len)
+		return -EINVAL;
+	uint64_t end = start + len;
+	if (end < start)
+		return -EINVAL;
+	if (end == start)
+		return 0;
+	static const madvise_visit visits[4] = { madvise_dontneed, madvise_huge, madvise_nohuge, madvise_collapse };
+	return madvise_walk_vmas(e, mm, start, end, visits[advice & 3]);
+}
+
+/* ---- mmap, munmap ---- */
 
 static int proc_mm(struct engine *e, uint64_t pid)
 {
@@ -495,140 +1122,205 @@ static int proc_mm(struct engine *e, uint64_t pid)
 	return e->procs[pid].mm;
 }
 
-static int check_range(struct engine *e, uint64_t addr, uint64_t len)
-{
-	if (len == 0 || (addr | len) & (e->geom.page_size - 1))
-		return -EINVAL;
-	if (addr + len < addr || addr + len > e->task_size)
-		return -ENOMEM;
-	return 0;
-}
-
-/* do_vmi_munmap: split the VMAs at the edges, notify, remove them, zap and free the tables. */
-static int detach_range(struct engine *e, int mm, uint64_t addr, uint64_t len)
+/* do_vmi_align_munmap: split the VMAs at the edges, notify, remove them, zap and free the tables. */
+static int detach_range(struct engine *e, int mm, uint64_t start, uint64_t end)
 {
 	struct mm *m = &e->mms[mm];
-	int ret = vma_split_at(e, m, addr);
+	if (!vma_overlaps(m, start, end))
+		return 0;
+	int ret = vma_split_at(e, mm, start);
 	if (!ret)
-		ret = vma_split_at(e, m, addr + len);
-	if (ret)
+		ret = vma_split_at(e, mm, end);
+	if (ret || e->viol)
 		return ret;
-	kvm_notify_range(e, mm, addr, addr + len);
-	vma_remove_range(m, addr, addr + len);
-	unmap_range(e, mm, addr, addr + len, true);
+	kvm_notify_range(e, mm, start, end);
+	int w = 0;
+	for (int i = 0; i < m->nvma; i++)
+		if (!(m->vmas[i].start >= start && m->vmas[i].end <= end))
+			m->vmas[w++] = m->vmas[i];
+	m->nvma = w;
+	unmap_range(e, mm, start, end, true);
 	return 0;
 }
 
+/* ksys_mmap_pgoff (hugetlb: len rounded up to the huge page size), do_mmap, get_unmapped_area (MAP_FIXED;
+ * hugetlb: prepare_hugepage_range; s390: check_asce_limit upgrades), mmap_region. */
 static int op_mmap(struct engine *e, int mm, uint64_t addr, uint64_t len, uint64_t flags)
 {
 	struct mm *m = &e->mms[mm];
-	int ret = check_range(e, addr, len);
-	if (ret)
-		return ret;
+	uint64_t page = e->geom.page_size, task = e->task_size, hs = 0;
 	if ((flags & 6) == 6)
 		return -EINVAL;
 	if (flags & 6) {
-		int lvl = (flags & 2) ? pmd_level(&e->geom) : pud_level(&e->geom);
+		int lvl = (flags & 2) ? e->pmd_lvl : pud_level(&e->geom);
 		if (lvl < 0 || !e->geom.lv[lvl].leaf_ok)
-			return -EINVAL;
-		uint64_t hs = level_size(&e->geom, lvl);
-		if ((addr | len) & (hs - 1))
-			return -EINVAL;
+			return -EINVAL; /* hstate_sizelog: no such huge page size */
+		hs = level_size(&e->geom, lvl);
+		len = (len + hs - 1) & ~(hs - 1);
 	}
-	if (e->arch == ARCH_S390 && addr + len > m->asce_limit) {
-		ret = s390_upgrade(e, mm, addr + len);
+	if (!len)
+		return -EINVAL;
+	len = (len + page - 1) & ~(page - 1);
+	if (!len || len > task)
+		return -ENOMEM;
+	if (hs && (addr & (hs - 1)))
+		return -EINVAL;
+	if (e->arch == ARCH_S390 && !(addr & (page - 1)) && addr + len > m->asce_limit && addr + len > addr &&
+	    addr + len <= task) {
+		int ret = s390_upgrade(e, mm, addr + len);
 		if (ret)
 			return ret;
 	}
-	ret = detach_range(e, mm, addr, len);
+	if (addr > task - len)
+		return -ENOMEM;
+	if (addr & (page - 1))
+		return -EINVAL;
+	int ret = detach_range(e, mm, addr, addr + len);
 	if (ret || e->viol)
-		return ret;
-	struct vma v = { addr, addr + len, 0 };
-	if (flags & 1)
-		v.flags |= VMA_THP;
+		return ret ? -ENOMEM : 0; /* mmap_region: a failed do_vmi_munmap is -ENOMEM */
+	struct vma v = { addr, addr + len, 0, 0, 0, 0 };
 	if (flags & 2)
 		v.flags |= VMA_HUGETLB_PMD;
 	if (flags & 4)
 		v.flags |= VMA_HUGETLB_PUD;
+	if (flags & 6)
+		v.file = ++e->next_file; /* MAP_HUGETLB: a new hugetlbfs file (hugetlb_file_setup) */
 	if (m->def_nohuge)
 		v.flags |= VMA_NOHUGE;
-	int pos = 0;
-	while (pos < m->nvma && m->vmas[pos].start < addr)
-		pos++;
-	return vma_insert_at(m, pos, v);
+	if ((ret = vma_link_new(e, m, v)) || !(flags & 1))
+		return ret;
+	/* bit0: MADV_HUGEPAGE right after the mmap, as the crosscheck helper does it */
+	return madvise_walk_vmas(e, mm, addr, addr + len, madvise_huge);
 }
 
-static int op_munmap(struct engine *e, int mm, uint64_t addr, uint64_t len)
+/* do_vmi_munmap: start aligned, len rounded up, inside TASK_SIZE; nothing mapped there is 0. */
+static int op_munmap(struct engine *e, int mm, uint64_t start, uint64_t len)
 {
-	int ret = check_range(e, addr, len);
-	if (ret)
-		return ret == -ENOMEM ? -EINVAL : ret;
-	return detach_range(e, mm, addr, len);
+	uint64_t page = e->geom.page_size, task = e->task_size;
+	if ((start & (page - 1)) || start > task || len > task - start)
+		return -EINVAL;
+	uint64_t end = start + ((len + page - 1) & ~(page - 1));
+	if (end == start)
+		return -EINVAL;
+	return detach_range(e, mm, start, end);
 }
 
-/* Does [start, end) cut a hugetlb VMA anywhere but at a huge-page boundary? */
-static bool hugetlb_misaligned(struct engine *e, struct mm *m, uint64_t start, uint64_t end)
+/* ---- fork: dup_mmap, copy_page_range ---- */
+
+struct copy_arg { int src, dst; int ret; };
+
+/* copy_p4d/pud/pmd/pte_range: the child gets a table wherever the parent has one in the VMA's range (even an
+ * empty one); copy_present_pte and copy_hugetlb_page_range write-protect writable leaves on both sides and
+ * add a mapping; copy_huge_pmd gives the child its own deposited table. */
+static int copy_visit(struct walk_ctx *ctx, unsigned visit)
 {
-	for (int i = 0; i < m->nvma; i++) {
-		struct vma *v = &m->vmas[i];
-		if (!(v->flags & (VMA_HUGETLB_PMD | VMA_HUGETLB_PUD)) || v->end <= start || v->start >= end)
-			continue;
-		int lvl = (v->flags & VMA_HUGETLB_PMD) ? pmd_level(&e->geom) : pud_level(&e->geom);
-		uint64_t hs = level_size(&e->geom, lvl);
-		if (((start > v->start ? start : v->start) | (end < v->end ? end : v->end)) & (hs - 1))
-			return true;
+	struct copy_arg *a = ctx->arg;
+	struct engine *e = ctx->e;
+	const struct entry_fmt *f = ctx->g->fmt;
+	struct tref dt;
+	uint32_t di;
+	int dl;
+	if (visit == WALK_TABLE_PRE) {
+		a->ret = pt_slot(e, a->dst, ctx->addr, child_level(ctx->g, ctx->level), &dt, &di, &dl);
+		return a->ret ? 1 : 0;
 	}
-	return false;
+	if (f->kind(ctx->level, ctx->old) != E_LEAF)
+		return 0;
+	a->ret = pt_slot(e, a->dst, ctx->addr, ctx->level, &dt, &di, &dl);
+	if (a->ret)
+		return 1;
+	if (dl != ctx->level || f->kind(dl, entry_get(e, dt, di)) != E_EMPTY) {
+		violate(e, V_ENGINE_ASSERT, "fork: the child's level-%d slot for va 0x%llx is taken", ctx->level,
+			(unsigned long long)ctx->addr);
+		return 1;
+	}
+	uint64_t phys = f->addr(ctx->level, ctx->old), pfn = phys >> 12;
+	if (ctx->level == e->pmd_lvl && pmd_has_deposit(e, ctx->old)) {
+		struct tref dep;
+		a->ret = alloc_table_for(e, a->dst, pte_level(e), &dep);
+		if (a->ret)
+			return 1;
+		pgtable_trans_huge_deposit(e, dt, dep);
+	}
+	if (!is_zero_pfn(pfn)) {
+		struct compound *c = data_lookup(e, pfn);
+		if (!c) {
+			violate(e, V_ENGINE_ASSERT, "fork: va 0x%llx maps pfn 0x%llx, no data page",
+				(unsigned long long)ctx->addr, (unsigned long long)pfn);
+			return 1;
+		}
+		c->mapcount++;
+	}
+	if (f->writable(ctx->level, ctx->old))
+		entry_write(e, ctx->tbl, ctx->level, ctx->idx, f->leaf(ctx->level, phys, false));
+	entry_write(e, dt, ctx->level, di, f->leaf(ctx->level, phys, false));
+	emit(e, EV_LEAF_SET, ctx->level, ctx->addr, pfn, a->dst);
+	return e->viol ? 1 : 0;
 }
 
-static int op_madvise(struct engine *e, int mm, uint64_t addr, uint64_t len, uint64_t advice)
+/* copy_page_range: only where vma_needs_copy says so (an anon_vma; v6.6 copies hugetlb lazily too); the
+ * parent's range is notified (MMU_NOTIFY_PROTECTION_PAGE for a COW mapping; copy_hugetlb_page_range
+ * notifies the VMA too). */
+static int copy_page_range(struct engine *e, int src, int dst, const struct vma *v)
 {
-	struct mm *m = &e->mms[mm];
-	const struct geom *g = &e->geom;
-	int ret = check_range(e, addr, len);
-	if (ret)
-		return ret == -ENOMEM ? -EINVAL : ret;
-	uint64_t end = addr + len;
-	bool pgste_forbids = m->has_pgste && e->knob[K_THP_IN_PGSTE] == 0;
-	switch (advice) {
-	case 0: /* DONTNEED */
-		if (hugetlb_misaligned(e, m, addr, end))
-			return -EINVAL; /* madvise_dontneed_free_valid_vma */
-		kvm_notify_range(e, mm, addr, end);
-		unmap_range(e, mm, addr, end, false);
+	if (!v->anon)
 		return 0;
-	case 1:
-	case 2:
-		if (advice == 1 && pgste_forbids)
-			return 0;
-		if ((ret = vma_split_at(e, m, addr)) || (ret = vma_split_at(e, m, end)))
+	kvm_notify_range(e, src, v->start, v->end);
+	struct copy_arg a = { src, dst, 0 };
+	struct walker w = { copy_visit, &a, WALK_LEAF | WALK_TABLE_PRE | WALK_SKIP_EMPTY, 0 };
+	pt_walk(e, &e->mms[src].pgt, &e->geom, v->start, v->end, &w);
+	return a.ret;
+}
+
+static int op_fork(struct engine *e, uint64_t parent, uint64_t child)
+{
+	int pm = proc_mm(e, parent);
+	if (pm < 0)
+		return pm;
+	if (child >= MAX_PIDS)
+		return -EINVAL;
+	if (e->procs[child].exists)
+		return -EEXIST;
+	struct proc *pp = &e->procs[parent];
+	struct mm *src = &e->mms[pm];
+	bool alloc_pgste = e->sysctl_pgste || pp->tif_pgste || src->alloc_pgste;
+	if (e->arch != ARCH_S390 || e->knob[K_PGSTE_DECISION] == PD_CONVERT_LATE)
+		alloc_pgste = false;
+	else if (e->knob[K_PGSTE_DECISION] == PD_SYSCTL_ONLY)
+		alloc_pgste = e->sysctl_pgste;
+	/* dup_mm copies asce_limit: s390's child gets one CRST of the parent's level (pgd_alloc) */
+	int nm, ret = mm_new(e, alloc_pgste, src->pgt.top, &nm);
+	if (ret)
+		return ret;
+	struct mm *dst = &e->mms[nm];
+	src = &e->mms[pm];
+	dst->def_nohuge = src->def_nohuge; /* mm_init: def_flags & VM_INIT_DEF_MASK */
+	if (src->nvma) {
+		dst->vmas = malloc((size_t)src->nvma * sizeof(struct vma));
+		if (!dst->vmas) {
+			mm_put_users(e, nm);
+			return -ENOMEM;
+		}
+		dst->nvma = src->nvma;
+	}
+	for (int i = 0; i < src->nvma; i++) { /* vm_area_dup + anon_vma_fork */
+		struct vma v = src->vmas[i];
+		v.cloned = v.anon != 0;
+		v.anon = v.anon ? ++e->next_anon : 0;
+		dst->vmas[i] = v;
+	}
+	for (int i = 0; i < src->nvma && !e->viol; i++) {
+		struct vma v = src->vmas[i];
+		if ((ret = copy_page_range(e, pm, nm, &v))) {
+			mm_put_users(e, nm);
 			return ret;
-		for (int i = 0; i < m->nvma; i++) {
-			struct vma *v = &m->vmas[i];
-			if (v->start < addr || v->end > end || (v->flags & (VMA_HUGETLB_PMD | VMA_HUGETLB_PUD)))
-				continue;
-			if (advice == 1)
-				v->flags = (v->flags | VMA_THP) & ~VMA_NOHUGE;
-			else
-				v->flags = (v->flags | VMA_NOHUGE) & ~VMA_THP;
 		}
-		return 0;
-	default: { /* COLLAPSE */
-		if (pgste_forbids)
-			return -EINVAL;
-		uint64_t pmd = level_size(g, pmd_level(g));
-		for (uint64_t b = (addr + pmd - 1) & ~(pmd - 1); b + pmd <= end && b + pmd > b; b += pmd) {
-			struct vma *v = vma_find(m, b);
-			if (!v || b + pmd > v->end || !(v->flags & VMA_THP) || (v->flags & VMA_NOHUGE))
-				continue;
-			ret = collapse_block(e, mm, b);
-			if (ret || e->viol)
-				return ret;
-		}
-		return 0;
 	}
-	}
+	e->procs[child] = (struct proc){ true, nm, pp->tif_pgste };
+	return 0;
 }
+
+/* ---- exec ---- */
 
 int op_exec(struct engine *e, int pid, int64_t elf)
 {
@@ -645,13 +1337,17 @@ again:;
 			   decision == PD_SYSCTL_ONLY ? e->sysctl_pgste : flags_say;
 	if (e->arch != ARCH_S390)
 		alloc_pgste = false;
-	int nm, ret = mm_new(e, alloc_pgste, &nm);
+	int nm, ret = mm_new(e, alloc_pgste, -1, &nm);
 	if (ret)
 		return ret;
 	/* fs/exec.c: the stack and its argument page exist before binfmt_elf looks at the file */
 	struct mm *m = &e->mms[nm];
+	m->def_nohuge = old >= 0 && e->mms[old].def_nohuge; /* mm_init: def_flags & VM_INIT_DEF_MASK */
 	uint64_t pfn, size;
-	ret = vma_insert_at(m, 0, (struct vma){ e->stack_top - STACK_BYTES, e->stack_top, 0 });
+	struct vma stack = { e->stack_top - STACK_BYTES, e->stack_top, VMA_STACK, 0, 0, 0 };
+	if (m->def_nohuge)
+		stack.flags |= VMA_NOHUGE; /* setup_arg_pages: vm_flags |= mm->def_flags */
+	ret = vma_insert_at(m, 0, stack);
 	if (!ret)
 		ret = do_fault(e, nm, e->stack_top - e->geom.page_size, true, &pfn, &size);
 	if (!ret && elf >= 0) {
@@ -685,46 +1381,6 @@ again:;
 	return 0;
 }
 
-static int op_fork(struct engine *e, uint64_t parent, uint64_t child)
-{
-	int pm = proc_mm(e, parent);
-	if (pm < 0)
-		return pm;
-	if (child >= MAX_PIDS)
-		return -EINVAL;
-	if (e->procs[child].exists)
-		return -EEXIST;
-	struct proc *pp = &e->procs[parent];
-	struct mm *src = &e->mms[pm];
-	bool alloc_pgste = e->sysctl_pgste || pp->tif_pgste || src->alloc_pgste;
-	if (e->arch != ARCH_S390 || e->knob[K_PGSTE_DECISION] == PD_CONVERT_LATE)
-		alloc_pgste = false;
-	else if (e->knob[K_PGSTE_DECISION] == PD_SYSCTL_ONLY)
-		alloc_pgste = e->sysctl_pgste;
-	int nm, ret = mm_new(e, alloc_pgste, &nm);
-	if (ret)
-		return ret;
-	struct mm *dst = &e->mms[nm];
-	src = &e->mms[pm];
-	if (e->arch == ARCH_S390 && src->asce_limit > dst->asce_limit &&
-	    (ret = s390_upgrade(e, nm, src->asce_limit))) {
-		mm_put_users(e, nm);
-		return ret;
-	}
-	if (src->nvma) {
-		dst->vmas = malloc((size_t)src->nvma * sizeof(struct vma));
-		if (!dst->vmas) {
-			mm_put_users(e, nm);
-			return -ENOMEM;
-		}
-		memcpy(dst->vmas, src->vmas, (size_t)src->nvma * sizeof(struct vma));
-		dst->nvma = src->nvma;
-	}
-	dst->def_nohuge = src->def_nohuge;
-	e->procs[child] = (struct proc){ true, nm, pp->tif_pgste };
-	return 0;
-}
-
 int op_mm(struct engine *e, const uint64_t *op)
 {
 	const uint64_t *a = op + 1;
@@ -751,7 +1407,7 @@ int op_mm(struct engine *e, const uint64_t *op)
 	case OP_MUNMAP:
 		return op_munmap(e, mm, a[1], a[2]);
 	case OP_MADVISE:
-		return op_madvise(e, mm, a[1], a[2], a[3]);
+		return do_madvise(e, mm, a[1], a[2], a[3]);
 	case OP_FAULT: {
 		uint64_t pfn, size;
 		return do_fault(e, mm, a[1], a[2] != 0, &pfn, &size);
@@ -764,4 +1420,109 @@ int op_mm(struct engine *e, const uint64_t *op)
 	}
 	}
 	return -ENOSYS;
+}
+
+/* ---- the counters' audit (end of trace): a walk recounts what the counters say ---- */
+
+struct audit_arg { uint64_t bytes, leaves; };
+
+static uint64_t deposits_of(struct engine *e, struct tref pmd_tbl)
+{
+	uint64_t n = 0;
+	for (int32_t d = e->blocks[pmd_tbl.blk].dep_head - 1; d >= 0 && n <= (uint64_t)e->ndeps; d = e->deps[d].next)
+		n++;
+	return n;
+}
+
+static int audit_visit(struct walk_ctx *ctx, unsigned visit)
+{
+	struct audit_arg *a = ctx->arg;
+	struct engine *e = ctx->e;
+	int mm = ctx->pgt->mm;
+	if (visit == WALK_LEAF) {
+		if (ctx->level == e->pmd_lvl && ctx->g->fmt->kind(ctx->level, ctx->old) == E_LEAF)
+			a->leaves++;
+		return 0;
+	}
+	int cl = child_level(ctx->g, ctx->level);
+	struct tref child = tref_from_phys(e, ctx->g->fmt->addr(ctx->level, ctx->old));
+	a->bytes += pt_level_bytes(e, mm, cl);
+	if (cl == e->pmd_lvl)
+		a->bytes += deposits_of(e, child) * pt_level_bytes(e, mm, pte_level(e));
+	return 0;
+}
+
+/* mm_pgtables_bytes and the PMD-leaf count of every live mm against a walk of its tables. */
+void mm_audit(struct engine *e)
+{
+	for (int mm = 0; mm < MAX_MMS && !e->viol; mm++) {
+		struct mm *m = &e->mms[mm];
+		if (!m->used || m->dead || m->pgt.root.blk < 0)
+			continue;
+		struct audit_arg a = { 0, 0 };
+		if (m->pgt.top == e->pmd_lvl)
+			a.bytes += deposits_of(e, m->pgt.root) * pt_level_bytes(e, mm, pte_level(e));
+		struct walker w = { audit_visit, &a, WALK_LEAF | WALK_TABLE_PRE | WALK_SKIP_EMPTY, 0 };
+		pt_walk(e, &m->pgt, &e->geom, 0, ~0ull, &w);
+		if (a.bytes != m->pt_bytes || a.leaves != m->pmd_leaves)
+			violate(e, V_ENGINE_ASSERT, "mm %d counts %llu page-table bytes and %llu PMD leaves, its tables "
+				"hold %llu and %llu", mm, (unsigned long long)m->pt_bytes,
+				(unsigned long long)m->pmd_leaves, (unsigned long long)a.bytes,
+				(unsigned long long)a.leaves);
+	}
+}
+
+/* ---- figures for the crosscheck driver ---- */
+
+struct fig_arg { uint64_t lo; uint64_t **buf; size_t *len, *cap; int ret; };
+
+static int fig_push(struct fig_arg *a, uint64_t v)
+{
+	if (*a->len == *a->cap) {
+		size_t n = *a->cap ? *a->cap * 2 : 256;
+		uint64_t *p = realloc(*a->buf, n * sizeof(*p));
+		if (!p)
+			return a->ret = -ENOMEM;
+		*a->buf = p;
+		*a->cap = n;
+	}
+	(*a->buf)[(*a->len)++] = v;
+	return 0;
+}
+
+static int fig_visit(struct walk_ctx *ctx, unsigned visit)
+{
+	struct fig_arg *a = ctx->arg;
+	(void)visit;
+	if (ctx->level == ctx->e->pmd_lvl && ctx->addr >= a->lo && ctx->g->fmt->kind(ctx->level, ctx->old) == E_LEAF)
+		return fig_push(a, ctx->addr);
+	return 0;
+}
+
+/* After an operation: for each live pid, [pid, mm_pgtables_bytes, n, n PMD-leaf addresses in [lo, hi)]. */
+int ptf_figures(struct engine *e, uint64_t lo, uint64_t hi, uint64_t **buf, size_t *len, size_t *cap)
+{
+	struct fig_arg a = { lo, buf, len, cap, 0 };
+	size_t count_at = *len;
+	uint64_t n = 0;
+	if (fig_push(&a, 0))
+		return a.ret;
+	for (int pid = 0; pid < MAX_PIDS; pid++) {
+		if (!e->procs[pid].exists)
+			continue;
+		struct mm *m = &e->mms[e->procs[pid].mm];
+		n++;
+		if (fig_push(&a, (uint64_t)pid) || fig_push(&a, m->pt_bytes) || fig_push(&a, 0))
+			return a.ret;
+		size_t nb_at = *len - 1;
+		if (m->pmd_leaves && hi > lo) {
+			struct walker w = { fig_visit, &a, WALK_LEAF | WALK_SKIP_EMPTY, e->pmd_lvl + 1 };
+			pt_walk(e, &m->pgt, &e->geom, lo, hi, &w);
+			if (a.ret)
+				return a.ret;
+		}
+		(*buf)[nb_at] = *len - nb_at - 1;
+	}
+	(*buf)[count_at] = n;
+	return 0;
 }

@@ -63,16 +63,65 @@ static PyObject *events_list(struct engine *e)
 	return list;
 }
 
-/* run(arch, knobs, config, elfs, ops, steps, teardown) -> dict */
+/* The figures buffer (ptf_figures per executed operation) as a list of {pid: (pt_bytes, (block, ...))}. */
+static PyObject *figures_list(const uint64_t *buf, size_t len, size_t nops)
+{
+	PyObject *list = PyList_New(0);
+	size_t i = 0;
+	for (size_t op = 0; list && op < nops && i < len; op++) {
+		PyObject *d = PyDict_New();
+		uint64_t n = buf[i++];
+		for (uint64_t k = 0; d && k < n; k++) {
+			uint64_t pid = buf[i], bytes = buf[i + 1], nb = buf[i + 2];
+			i += 3;
+			PyObject *blocks = PyTuple_New((Py_ssize_t)nb);
+			for (uint64_t b = 0; blocks && b < nb; b++)
+				PyTuple_SET_ITEM(blocks, (Py_ssize_t)b, PyLong_FromUnsignedLongLong(buf[i + b]));
+			i += nb;
+			PyObject *key = PyLong_FromUnsignedLongLong(pid);
+			PyObject *val = blocks ? Py_BuildValue("(KN)", (unsigned long long)bytes, blocks) : NULL;
+			if (!key || !val || PyDict_SetItem(d, key, val)) {
+				Py_XDECREF(key);
+				Py_XDECREF(val);
+				Py_CLEAR(d);
+				break;
+			}
+			Py_DECREF(key);
+			Py_DECREF(val);
+		}
+		if (!d || PyList_Append(list, d)) {
+			Py_XDECREF(d);
+			Py_CLEAR(list);
+			break;
+		}
+		Py_DECREF(d);
+	}
+	return list;
+}
+
+/* run(arch, knobs, config, elfs, ops, steps, teardown[, probes[, figures]]) -> dict
+ * figures: None or (lo, hi): after every operation, each live pid's page-table bytes and PMD-mapped
+ * blocks in [lo, hi) (the result's "figures"). */
 static PyObject *py_run(PyObject *self, PyObject *args)
 {
 	int arch, steps, teardown;
-	PyObject *knobs_obj, *config_obj, *elfs_obj;
+	PyObject *knobs_obj, *config_obj, *elfs_obj, *fig_obj = Py_None;
 	Py_buffer ops, probes = { 0 };
 	(void)self;
-	if (!PyArg_ParseTuple(args, "iO!O!O!y*pp|y*", &arch, &PyTuple_Type, &knobs_obj, &PyTuple_Type,
-			      &config_obj, &PyTuple_Type, &elfs_obj, &ops, &steps, &teardown, &probes))
+	if (!PyArg_ParseTuple(args, "iO!O!O!y*pp|z*O", &arch, &PyTuple_Type, &knobs_obj, &PyTuple_Type,
+			      &config_obj, &PyTuple_Type, &elfs_obj, &ops, &steps, &teardown, &probes, &fig_obj))
 		return NULL;
+	unsigned long long fig_lo = 0, fig_hi = 0;
+	bool figures = fig_obj != Py_None;
+	uint64_t *fig_buf = NULL;
+	size_t fig_len = 0, fig_cap = 0;
+	int fig_err = 0;
+	if (figures && !PyArg_ParseTuple(fig_obj, "KK", &fig_lo, &fig_hi)) {
+		PyBuffer_Release(&ops);
+		if (probes.buf)
+			PyBuffer_Release(&probes);
+		return NULL;
+	}
 	PyObject *result = NULL;
 	int knobs[K_NR];
 	uint64_t config[4];
@@ -125,8 +174,15 @@ static PyObject *py_run(PyObject *self, PyObject *args)
 		int r = ptf_step(e, op + executed * (OP_ARGS + 1));
 		if (steps)
 			res[executed] = (int8_t)r;
+		if (figures && !fig_err)
+			fig_err = ptf_figures(e, fig_lo, fig_hi, &fig_buf, &fig_len, &fig_cap);
 	}
 	Py_END_ALLOW_THREADS
+	if (fig_err) {
+		PyErr_NoMemory();
+		Py_DECREF(op_results);
+		goto fini;
+	}
 	uint64_t digest = ptf_digest(e);
 	/* probes: (pid, va) pairs translated after the last operation, before teardown */
 	size_t nprobes = probes.buf ? (size_t)probes.len / 16 : 0;
@@ -140,7 +196,7 @@ static PyObject *py_run(PyObject *self, PyObject *args)
 		tr[i] = ptf_translate(e, ((const uint64_t *)probes.buf)[2 * i], ((const uint64_t *)probes.buf)[2 * i + 1]);
 	e->op_index = (uint32_t)nops;
 	ptf_finish(e, teardown);
-	result = Py_BuildValue("{s:n,s:i,s:I,s:s,s:K,s:N,s:N,s:N,s:N}",
+	result = Py_BuildValue("{s:n,s:i,s:I,s:s,s:K,s:N,s:N,s:N,s:N,s:N}",
 		"executed", (Py_ssize_t)executed,
 		"violation", (int)e->viol,
 		"op_index", e->viol_op,
@@ -149,10 +205,12 @@ static PyObject *py_run(PyObject *self, PyObject *args)
 		"stats", stats_dict(e),
 		"op_results", op_results,
 		"events", steps ? events_list(e) : (Py_INCREF(Py_None), Py_None),
-		"translations", translations);
+		"translations", translations,
+		"figures", figures ? figures_list(fig_buf, fig_len, executed) : (Py_INCREF(Py_None), Py_None));
 fini:
 	ptf_fini(e);
 out:
+	free(fig_buf);
 	free(e);
 	free(elfs);
 	free(lens);
@@ -327,7 +385,8 @@ static PyMethodDef methods[] = {
 	{ "pack_ops", py_pack_ops, METH_VARARGS, "pack_ops(ops, codes, elf_columns) -> (bytes, bad_index)" },
 	{ "selftest", py_selftest, METH_VARARGS, "selftest(kind) -> the violation a corrupted state produces" },
 	{ "geometry", py_geometry, METH_VARARGS, "geometry(arch, config) -> levels" },
-	{ "run", py_run, METH_VARARGS, "run(arch, knobs, config, elfs, ops, steps, teardown) -> dict" },
+	{ "run", py_run, METH_VARARGS,
+	  "run(arch, knobs, config, elfs, ops, steps, teardown[, probes[, figures]]) -> dict" },
 	{ "tables", py_tables, METH_NOARGS, "The engine's op, knob, violation and arch tables." },
 	{ "elf_check", py_elf_check, METH_VARARGS, "elf_check(image, machine, big_endian) -> (accepted, pgste)" },
 	{ NULL, NULL, 0, NULL },

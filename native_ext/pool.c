@@ -33,11 +33,6 @@ bool tref_alive(struct engine *e, struct tref t)
 	return b->used && b->gen[t.half] == t.gen;
 }
 
-uint64_t *tref_mem(struct engine *e, struct tref t)
-{
-	struct block *b = &e->blocks[t.blk];
-	return b->mem + (b->frag ? t.half * 256u : 0);
-}
 
 /* Every dereference of a remembered table pointer goes through here. */
 uint64_t *tref_deref(struct engine *e, struct tref t, const char *who)
@@ -50,10 +45,6 @@ uint64_t *tref_deref(struct engine *e, struct tref t, const char *who)
 	return tref_mem(e, t);
 }
 
-uint64_t entry_get(struct engine *e, struct tref t, uint32_t idx)
-{
-	return tref_mem(e, t)[idx];
-}
 
 static int grow(void **p, size_t elem, uint64_t *cap, uint64_t need)
 {
@@ -123,6 +114,9 @@ void block_release(struct engine *e, int32_t id)
 			(unsigned long long)tref_phys((struct tref){ id, 0, 0 }));
 		return;
 	}
+	if (b->dep_head)
+		violate(e, V_ENGINE_ASSERT, "PMD table at 0x%llx freed with PTE tables still deposited in it",
+			(unsigned long long)tref_phys((struct tref){ id, 0, 0 }));
 	e->st.pages_in_use -= b->pages;
 	e->frag_dirty = e->gmap_dirty = true;
 	free(b->mem);
@@ -151,9 +145,29 @@ uint64_t data_alloc(struct engine *e, uint64_t nr)
 	return pfn;
 }
 
+/* is_zero_pfn (and is_huge_zero_pfn): the zero pages are never allocated, freed or counted. */
+bool is_zero_pfn(uint64_t pfn)
+{
+	return pfn >= ZERO_PFN_BASE && pfn < ZERO_PFN_END;
+}
+
+/* A page a leaf may map: a zero page, or a data page not freed (the oracles' notion of "exists"). */
+bool page_alive(struct engine *e, uint64_t pfn)
+{
+	if (is_zero_pfn(pfn))
+		return true;
+	struct compound *c = data_lookup(e, pfn);
+	return c && !c->freed;
+}
+
 /* The compound holding pfn: the last one starting at or below it. */
 struct compound *data_lookup(struct engine *e, uint64_t pfn)
 {
+	if (pfn < DATA_PFN_BASE || pfn >= e->next_pfn)
+		return NULL; /* tables, the zero pages, nothing allocated yet */
+	struct compound *last = e->last_cpd < e->ncpd ? &e->cpd[e->last_cpd] : NULL;
+	if (last && pfn >= last->pfn && pfn - last->pfn < last->nr)
+		return last; /* walks over one THP ask for the same compound 512 times */
 	uint64_t lo = 0, hi = e->ncpd;
 	while (lo < hi) {
 		uint64_t mid = (lo + hi) / 2;
@@ -164,6 +178,7 @@ struct compound *data_lookup(struct engine *e, uint64_t pfn)
 	}
 	if (lo == 0 || pfn - e->cpd[lo - 1].pfn >= e->cpd[lo - 1].nr)
 		return NULL;
+	e->last_cpd = lo - 1;
 	return &e->cpd[lo - 1];
 }
 
@@ -210,33 +225,111 @@ void entry_write(struct engine *e, struct tref t, int level, uint32_t idx, uint6
 	b->nonempty[t.half] += (now != E_EMPTY) - (was != E_EMPTY);
 	b->leaves[t.half] += (now == E_LEAF) - (was == E_LEAF);
 	if (b->mm[t.half] >= 0) {
-		if (b->linked[t.half] == 2)
+		if (b->linked[t.half] == L_UNLINKED || b->linked[t.half] == L_DEPOSITED)
 			violate(e, V_LOST_UPDATE, "write of 0x%llx into entry %u of level-%d table 0x%llx, "
-				"which is no longer linked into mm %d", (unsigned long long)val, idx, level,
-				(unsigned long long)tref_phys(t), b->mm[t.half]);
-		if (b->linked[t.half] == 1) {
+				"which is no longer linked into mm %d%s", (unsigned long long)val, idx, level,
+				(unsigned long long)tref_phys(t), b->mm[t.half],
+				b->linked[t.half] == L_DEPOSITED ? " (it is a deposited table)" : "");
+		if (b->linked[t.half] == L_LINKED) {
 			if (was == E_LEAF)
 				live_adjust(e, level, *slot, -1);
 			if (now == E_LEAF)
 				live_adjust(e, level, val, +1);
+			if (level == e->pmd_lvl && was != now && (was == E_LEAF || now == E_LEAF))
+				e->mms[b->mm[t.half]].pmd_leaves += now == E_LEAF ? 1 : -1;
 		}
 	}
 	*slot = val;
 }
 
-/* linked: 0 never linked, 1 linked, 2 unlinked. Leaves count as live only in linked tables. */
-void table_set_linked(struct engine *e, struct tref t, bool linked)
+/* mm_inc_nr_ptes / pmds / puds: what one table at this level adds to mm_pgtables_bytes. The pgd and
+ * p4d are never counted, nor are folded levels (pgtable-nopud/nopmd, s390's mm_pud_folded by
+ * asce_limit); a table counts PTRS_PER_* entries of 8 bytes (2K for an s390 PTE table, PGSTEs or not). */
+uint64_t pt_level_bytes(struct engine *e, int mm, int level)
+{
+	if (mm < 0 || level < 2 || level == e->mms[mm].pgt.top || e->geom.lv[level].folded)
+		return 0;
+	return e->geom.lv[level].table_bytes;
+}
+
+static bool state_counted(int state)
+{
+	return state == L_LINKED || state == L_DEPOSITED;
+}
+
+/* L_PRIVATE (new, or withdrawn), L_LINKED, L_UNLINKED, L_DEPOSITED. Leaves count as live only in
+ * linked tables; linked and deposited tables count in the mm's page-table bytes. */
+void table_set_state(struct engine *e, struct tref t, int state)
 {
 	struct block *b = &e->blocks[t.blk];
 	int was = b->linked[t.half];
-	b->linked[t.half] = linked ? 1 : 2;
+	b->linked[t.half] = (uint8_t)state;
 	e->gmap_dirty = true;
-	if ((was == 1) == linked || b->mm[t.half] < 0 || !b->leaves[t.half])
+	int mm = b->mm[t.half];
+	if (mm < 0)
 		return;
 	int level = b->level[t.half];
+	if (state_counted(was) != state_counted(state)) {
+		uint64_t bytes = pt_level_bytes(e, mm, level);
+		if (state_counted(state))
+			e->mms[mm].pt_bytes += bytes;
+		else
+			e->mms[mm].pt_bytes -= bytes;
+	}
+	if ((was == L_LINKED) == (state == L_LINKED) || !b->leaves[t.half])
+		return;
+	int delta = state == L_LINKED ? 1 : -1;
 	uint32_t n = e->geom.lv[level].entries;
 	uint64_t *m = tref_mem(e, t);
-	for (uint32_t i = 0; i < n; i++)
-		if (e->geom.fmt->kind(level, m[i]) == E_LEAF)
-			live_adjust(e, level, m[i], linked ? 1 : -1);
+	for (uint32_t i = 0; i < n; i++) {
+		if (e->geom.fmt->kind(level, m[i]) != E_LEAF)
+			continue;
+		live_adjust(e, level, m[i], delta);
+		if (level == e->pmd_lvl)
+			e->mms[mm].pmd_leaves += delta;
+	}
+}
+
+void table_set_linked(struct engine *e, struct tref t, bool linked)
+{
+	table_set_state(e, t, linked ? L_LINKED : L_UNLINKED);
+}
+
+/* pgtable_trans_huge_deposit: the PTE table joins the PMD table's list (pmd_huge_pte), newest first. */
+void pgtable_trans_huge_deposit(struct engine *e, struct tref pmd_tbl, struct tref pte)
+{
+	int32_t id = e->free_deps;
+	if (id >= 0) {
+		e->free_deps = e->deps[id].next;
+	} else {
+		uint64_t cap = (uint64_t)e->capdeps;
+		if (grow((void **)&e->deps, sizeof(struct deposit), &cap, (uint64_t)e->ndeps + 1)) {
+			violate(e, V_ENGINE_ASSERT, "out of memory depositing a page table");
+			return;
+		}
+		e->capdeps = (int32_t)cap;
+		id = e->ndeps++;
+	}
+	struct block *pb = &e->blocks[pmd_tbl.blk];
+	e->deps[id] = (struct deposit){ pte, pb->dep_head - 1 };
+	pb->dep_head = id + 1;
+	table_set_state(e, pte, L_DEPOSITED);
+}
+
+/* pgtable_trans_huge_withdraw: the newest deposit of that PMD table, now private to the caller. */
+struct tref pgtable_trans_huge_withdraw(struct engine *e, struct tref pmd_tbl)
+{
+	struct block *pb = &e->blocks[pmd_tbl.blk];
+	if (!pb->dep_head) {
+		violate(e, V_ENGINE_ASSERT, "no PTE table deposited in the PMD table at 0x%llx",
+			(unsigned long long)tref_phys(pmd_tbl));
+		return TREF_NONE;
+	}
+	int32_t id = pb->dep_head - 1;
+	struct tref t = e->deps[id].t;
+	pb->dep_head = e->deps[id].next + 1;
+	e->deps[id].next = e->free_deps;
+	e->free_deps = id;
+	table_set_state(e, t, L_PRIVATE);
+	return t;
 }

@@ -37,7 +37,7 @@ enum violation {
 enum knob {
 	K_TABLE_FREE, K_PMD_RECHECK, K_PGSTE_DECISION, K_PT_ALLOC, K_THP_IN_PGSTE,
 	K_DEFER_GMAP_UNLINK, K_INVALIDATE_RETRY, K_FAULT_HOLDS_MM, K_RELEASE_CHECK,
-	K_STAGE2_BLOCK_CHECK, K_THP_SIZE, K_NR
+	K_STAGE2_BLOCK_CHECK, K_THP_SIZE, K_PT_RECLAIM, K_HUGE_ZERO_WP, K_COLLAPSE_RO, K_MERGE_UNFAULTED, K_NR
 };
 /* Knob values are indices into the knob's value list (knobs.c). */
 enum { TF_RCU, TF_IMMEDIATE };
@@ -75,6 +75,7 @@ struct entry_fmt {
 	uint64_t (*leaf)(int level, uint64_t phys, bool write);
 	enum entry_kind (*kind)(int level, uint64_t e);
 	uint64_t (*addr)(int level, uint64_t e);
+	bool (*writable)(int level, uint64_t e); /* a leaf that allows writes (pte_write / pmd_write) */
 };
 
 struct geom {
@@ -100,14 +101,21 @@ struct block {
 	uint8_t pgste;      /* full page with PGSTEs in the upper 2K */
 	uint8_t active;     /* pte_free_defer: freed halves wait for RCU */
 	uint8_t listed;     /* on its mm's fragment reuse list */
-	uint8_t linked[2];  /* currently linked into a live page table */
+	uint8_t linked[2];  /* L_*: private, linked into a live page table, unlinked, deposited */
 	int8_t level[2];
 	int16_t mm[2];      /* owning mm, -1 for gmap / stage-2 tables */
 	uint32_t nonempty[2]; /* entries that are not empty, kept by entry_write */
 	uint32_t leaves[2];   /* entries that are leaves, kept by entry_write */
 	int32_t next_free;
 	int32_t list_next, list_prev;
+	int32_t dep_head;   /* a PMD table: 1 + index of its newest deposit (pmd_huge_pte), 0: none */
 };
+/* Table states (block.linked): a private table is being built or taken apart by one kernel path;
+ * writes into an unlinked or deposited table are lost updates. */
+enum { L_PRIVATE, L_LINKED, L_UNLINKED, L_DEPOSITED };
+
+/* pgtable_trans_huge_deposit: the PTE tables preallocated for huge PMD leaves, a LIFO per PMD table */
+struct deposit { struct tref t; int32_t next; };
 
 /* ---- data pages ---- */
 struct compound {
@@ -116,12 +124,27 @@ struct compound {
 	int32_t mapcount; /* maintained by the kernel paths */
 	int32_t live;     /* maintained by the oracle: leaves in linked tables */
 	uint8_t freed;
+	uint8_t hugetlb;  /* a hugetlb page: no deposit, never split */
 };
 #define DATA_PFN_BASE (1ull << 24) /* data pages live above the table pool's addresses */
+/* The zero pages: never allocated, never freed, never counted as data. The huge zero page sits at a
+ * base aligned to every PMD size; the 4K zero page (128 colours on s390, ZERO_PAGE(vaddr)) after it. */
+#define ZERO_PFN_BASE (1ull << 34)
+#define HUGE_ZERO_PFN ZERO_PFN_BASE
+#define ZERO_PFN (ZERO_PFN_BASE + (1ull << 18))
+#define ZERO_PFN_END (ZERO_PFN + (1ull << 18))
 
 /* ---- processes, mms, VMAs ---- */
-enum { VMA_THP = 1, VMA_HUGETLB_PMD = 2, VMA_HUGETLB_PUD = 4, VMA_NOHUGE = 8 };
-struct vma { uint64_t start, end; uint32_t flags; };
+/* VM_HUGEPAGE, VM_HUGETLB (two sizes), VM_NOHUGEPAGE, VM_GROWSDOWN (the exec stack) */
+enum { VMA_THP = 1, VMA_HUGETLB_PMD = 2, VMA_HUGETLB_PUD = 4, VMA_NOHUGE = 8, VMA_STACK = 16 };
+#define VMA_HUGETLB (VMA_HUGETLB_PMD | VMA_HUGETLB_PUD)
+struct vma {
+	uint64_t start, end;
+	uint32_t flags;
+	uint32_t anon;   /* anon_vma identity, 0: none yet (anon_vma_prepare sets it) */
+	uint32_t file;   /* vm_file: 0 anonymous, else the hugetlbfs file of one MAP_HUGETLB mmap */
+	uint8_t cloned;  /* anon_vma_chain is not singular: forked from a parent VMA with an anon_vma */
+};
 
 struct pgtable {
 	int top;          /* level index of the top table */
@@ -141,6 +164,8 @@ struct mm {
 	int nvma;
 	int32_t frag_list;  /* head block of the fragment reuse list */
 	int n_frag_tables;  /* 2K PTE tables owned (oracle) */
+	uint64_t pt_bytes;  /* mm_pgtables_bytes: linked and deposited PTE/PMD/PUD tables that are not folded */
+	uint64_t pmd_leaves; /* PMD-level leaves in linked tables (THP, huge zero page, hugetlb) */
 };
 
 struct proc { bool exists; int mm; bool tif_pgste; };
@@ -224,7 +249,7 @@ struct engine {
 	int32_t nblocks, capblocks, free_blocks;
 
 	struct compound *cpd;
-	uint64_t ncpd, capcpd, next_pfn;
+	uint64_t ncpd, capcpd, next_pfn, last_cpd; /* last_cpd: data_lookup's one-entry cache */
 	const struct entry_fmt *s2_fmt; /* entry format of gmap / stage-2 / TDP tables */
 
 	struct proc procs[MAX_PIDS];
@@ -236,6 +261,11 @@ struct engine {
 
 	struct rcu_cb *cbs;
 	size_t ncbs, capcbs;
+
+	struct deposit *deps;
+	int32_t ndeps, capdeps, free_deps;
+	uint32_t next_anon, next_file; /* anon_vma and hugetlbfs file identities */
+	int pmd_lvl;                   /* the level of PMD-size leaves (pmd_level of the stage-1 geometry) */
 
 	const uint8_t *const *elfs;
 	const size_t *elf_lens;
@@ -273,7 +303,12 @@ void emit(struct engine *e, enum event t, uint64_t a, uint64_t b, uint64_t c, ui
 int table_alloc(struct engine *e, int mm, int level, int pages, struct tref *out);
 const struct entry_fmt *block_fmt(struct engine *e, const struct block *b, int half);
 void block_release(struct engine *e, int32_t blk);
-uint64_t *tref_mem(struct engine *e, struct tref t);
+/* The memory of a table (a 2K half of a fragment page); hot in every walk, so inline. */
+static inline uint64_t *tref_mem(struct engine *e, struct tref t)
+{
+	struct block *b = &e->blocks[t.blk];
+	return b->mem + (b->frag ? t.half * 256u : 0);
+}
 uint64_t *tref_deref(struct engine *e, struct tref t, const char *who);
 struct tref tref_from_phys(struct engine *e, uint64_t phys);
 uint64_t tref_phys(struct tref t);
@@ -283,6 +318,12 @@ struct compound *data_lookup(struct engine *e, uint64_t pfn);
 void data_put(struct engine *e, uint64_t pfn);
 void entry_write(struct engine *e, struct tref t, int level, uint32_t idx, uint64_t val);
 void table_set_linked(struct engine *e, struct tref t, bool linked);
+void table_set_state(struct engine *e, struct tref t, int state);
+uint64_t pt_level_bytes(struct engine *e, int mm, int level);
+bool is_zero_pfn(uint64_t pfn);
+bool page_alive(struct engine *e, uint64_t pfn);
+void pgtable_trans_huge_deposit(struct engine *e, struct tref pmd_tbl, struct tref pte);
+struct tref pgtable_trans_huge_withdraw(struct engine *e, struct tref pmd_tbl);
 
 /* rcu.c */
 void rcu_enter(struct engine *e, int cpu);
@@ -299,7 +340,8 @@ struct walk_ctx;
 typedef int (*walk_fn)(struct walk_ctx *ctx, unsigned visit);
 enum { WALK_LEAF = 1, WALK_TABLE_PRE = 2, WALK_TABLE_POST = 4,
        WALK_SKIP_EMPTY = 8 /* the visitor has nothing to do with empty entries */ };
-struct walker { walk_fn cb; void *arg; unsigned flags; };
+struct walker { walk_fn cb; void *arg; unsigned flags;
+	int depth_limit; /* 0: none; else tables at levels >= depth_limit are not walked */ };
 struct walk_ctx {
 	struct engine *e;
 	struct pgtable *pgt;
@@ -319,16 +361,21 @@ int child_level(const struct geom *g, int level);
 int level_for_size(const struct geom *g, uint64_t size);
 int pmd_level(const struct geom *g);
 int pud_level(const struct geom *g);
-uint64_t entry_get(struct engine *e, struct tref t, uint32_t idx);
+static inline uint64_t entry_get(struct engine *e, struct tref t, uint32_t idx)
+{
+	return tref_mem(e, t)[idx];
+}
 
 /* mm.c */
-int mm_new(struct engine *e, bool alloc_pgste, int *out);
+int mm_new(struct engine *e, bool alloc_pgste, int top, int *out);
 void mm_get(struct engine *e, int mm);
 void mm_put_users(struct engine *e, int mm);
 void mm_drop(struct engine *e, int mm);
 struct vma *vma_find(struct mm *m, uint64_t addr);
 int do_fault(struct engine *e, int mm, uint64_t addr, bool write, uint64_t *pfn, uint64_t *size);
 int do_split(struct engine *e, int mm, uint64_t addr);
+void mm_audit(struct engine *e);
+int ptf_figures(struct engine *e, uint64_t lo, uint64_t hi, uint64_t **buf, size_t *len, size_t *cap);
 int unmap_range(struct engine *e, int mm, uint64_t start, uint64_t end, bool free_tables);
 uint64_t host_entry_at(struct engine *e, int mm, uint64_t addr, int level, struct tref *tbl, uint32_t *idx);
 int host_lookup(struct engine *e, int mm, uint64_t addr, int *level, uint64_t *pfn, struct tref *tbl, uint32_t *idx);

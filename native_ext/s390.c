@@ -208,21 +208,36 @@ int s390_frag_check(struct engine *e)
 
 /* ---- crst_table_upgrade ---- */
 
+/* All or nothing: the new top tables are allocated first. The old 3-level top becomes a region-third
+ * ("pud") table that mm_pgtables_bytes now counts (mm_inc_nr_puds); region-second tables are p4ds. */
 int s390_upgrade(struct engine *e, int mm, uint64_t end)
 {
 	struct mm *m = &e->mms[mm];
-	while (end > m->asce_limit && m->pgt.top > R1) {
-		struct tref t;
-		int lvl = m->pgt.top - 1;
-		int ret = table_alloc(e, mm, lvl, 4, &t);
-		if (ret)
+	struct tref t[2];
+	int want = 0, lvl = m->pgt.top;
+	if (end <= m->asce_limit || lvl == R1)
+		return 0;
+	int levels = lvl == R3 ? (end > 1ull << 53 ? 2 : 1) : 1;
+	for (; want < levels; want++) {
+		int ret = table_alloc(e, mm, lvl - 1 - want, 4, &t[want]);
+		if (ret) {
+			while (want-- > 0) {
+				e->st.tables_freed++;
+				block_release(e, t[want].blk);
+			}
 			return ret;
-		entry_write(e, t, lvl, 0, e->geom.fmt->table(lvl, tref_phys(m->pgt.root)));
-		table_set_linked(e, t, true);
-		m->pgt.root = t;
-		m->pgt.top = lvl;
-		m->asce_limit = lvl == R2 ? 1ull << 53 : e->task_size;
-		emit(e, EV_UPGRADE, mm, 5 - lvl, tref_phys(t), m->asce_limit);
+		}
+	}
+	for (int i = 0; i < levels; i++) {
+		int nl = m->pgt.top - 1;
+		entry_write(e, t[i], nl, 0, e->geom.fmt->table(nl, tref_phys(m->pgt.root)));
+		table_set_linked(e, t[i], true);
+		m->pgt.root = t[i];
+		m->pgt.top = nl;
+		m->asce_limit = nl == R2 ? 1ull << 53 : e->task_size;
+		if (nl == R2)
+			m->pt_bytes += pt_level_bytes(e, mm, R3);
+		emit(e, EV_UPGRADE, mm, 5 - nl, tref_phys(t[i]), m->asce_limit);
 	}
 	return 0;
 }
@@ -258,36 +273,45 @@ static int convert_visit(struct walk_ctx *ctx, unsigned visit)
 	return e->viol ? -EFAULT : 0;
 }
 
+/* thp_split_mm: every VMA NOHUGEPAGE (vm_flags_mod, hugetlb ones too), every huge PMD split (THP and huge zero
+ * page), and NOHUGEPAGE for future mappings (def_flags). */
+static void thp_split_mm(struct engine *e, int mm)
+{
+	struct mm *m = &e->mms[mm];
+	m->def_nohuge = true;
+	for (int i = 0; i < m->nvma && !e->viol; i++) {
+		struct vma *v = &m->vmas[i];
+		v->flags = (v->flags | VMA_NOHUGE) & ~VMA_THP;
+		if (v->flags & VMA_HUGETLB)
+			continue;
+		for (uint64_t a = v->start & ~(SEG_SIZE - 1); a < v->end && !e->viol; a += SEG_SIZE)
+			do_split(e, mm, a < v->start ? v->start : a);
+	}
+}
+
+/* s390_enable_sie (v4.5+: needs alloc_pgste); convert-late is the v3.15-v4.5 one, which split the THPs before
+ * page_table_realloc converted the tables. */
 int s390_enable_sie(struct engine *e, int mm)
 {
 	struct mm *m = &e->mms[mm];
 	if (m->has_pgste)
 		return 0;
-	if (!m->alloc_pgste) {
-		if (e->knob[K_PGSTE_DECISION] != PD_CONVERT_LATE)
-			return -EINVAL;
+	bool convert = !m->alloc_pgste;
+	if (convert && e->knob[K_PGSTE_DECISION] != PD_CONVERT_LATE)
+		return -EINVAL;
+	if (e->knob[K_THP_IN_PGSTE] == 0)
+		thp_split_mm(e, mm);
+	if (convert && !e->viol) {
 		m->alloc_pgste = true;
 		e->frag_dirty = true;
 		struct convert_arg a = { mm, 0 };
-		struct walker w = { convert_visit, &a, WALK_TABLE_PRE | WALK_SKIP_EMPTY };
+		struct walker w = { convert_visit, &a, WALK_TABLE_PRE | WALK_SKIP_EMPTY, 0 };
 		pt_walk(e, &m->pgt, &e->geom, 0, e->task_size, &w);
 		emit(e, EV_PGSTE, mm, 2, 0, 0);
 		if (a.ret)
 			return a.ret;
 	}
 	m->has_pgste = true;
-	if (e->knob[K_THP_IN_PGSTE] == 0) {
-		/* thp_split_mm: every VMA NOHUGEPAGE, every huge PMD split */
-		m->def_nohuge = true;
-		for (int i = 0; i < m->nvma && !e->viol; i++) {
-			struct vma *v = &m->vmas[i];
-			if (v->flags & (VMA_HUGETLB_PMD | VMA_HUGETLB_PUD))
-				continue;
-			v->flags = (v->flags | VMA_NOHUGE) & ~VMA_THP;
-			for (uint64_t a = v->start & ~(SEG_SIZE - 1); a < v->end && !e->viol; a += SEG_SIZE)
-				do_split(e, mm, a < v->start ? v->start : a);
-		}
-	}
 	return 0;
 }
 
@@ -422,7 +446,7 @@ void gmap_destroy(struct engine *e, struct vm *v)
 {
 	while (v->nlinks)
 		gmap_clear_link(e, v, v->nlinks - 1);
-	struct walker w = { gmap_free_visit, NULL, WALK_TABLE_POST | WALK_SKIP_EMPTY };
+	struct walker w = { gmap_free_visit, NULL, WALK_TABLE_POST | WALK_SKIP_EMPTY, 0 };
 	pt_walk(e, &v->s2, &v->geom, 0, GMAP_LIMIT, &w);
 	emit(e, EV_TABLE_FREE, R3, tref_phys(v->s2.root), -1, 0);
 	e->st.tables_freed++;

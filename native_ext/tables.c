@@ -59,4 +59,17 @@ const struct knob_def knob_defs[K_NR] = {
 	[K_THP_SIZE] = { "arm64.thp_size", { "walk", "vma-naive" }, ARM64_ONLY,
 		"vma-naive: a 4K candidate in a THP-eligible VMA is mapped as a PMD block "
 		"without walking the host tables" },
+	[K_PT_RECLAIM] = { "mm.pt_reclaim", { "no", "yes" }, ALL,
+		"yes: MADV_DONTNEED frees the PTE tables it empties, through the RCU table-free "
+		"path, as Linux 6.14+ CONFIG_PT_RECLAIM does (x86_64 in mainline; elsewhere a what-if)" },
+	[K_HUGE_ZERO_WP] = { "mm.huge_zero_wp", { "split", "thp" }, ALL,
+		"thp: a write fault on the huge zero page maps a new THP in its place (Linux 6.13+ "
+		"do_huge_zero_wp_pmd), where v6.6 splits the PMD and copies one 4K page" },
+	[K_COLLAPSE_RO] = { "mm.collapse_readonly", { "no", "yes" }, ALL,
+		"yes: MADV_COLLAPSE also collapses a block with no writable PTE (only none, zero-page "
+		"or COW-shared ones; Linux 6.18+ dropped SCAN_PAGE_RO), where v6.6 fails it with -22" },
+	[K_MERGE_UNFAULTED] = { "mm.merge_unfaulted", { "no", "yes" }, ALL,
+		"yes: a range with an anon_vma merges into an equal-flagged neighbour that has none (Linux "
+		"6.16+ is_mergeable_anon_vma checks the source's anon_vma_chain), where v6.6 checks the "
+		"neighbour's, empty when it was never faulted, and refuses" },
 };

@@ -63,8 +63,13 @@ static uint64_t s390_addr(int level, uint64_t e)
 	return e & ~0xfffull;
 }
 
+static bool s390_writable(int level, uint64_t e)
+{
+	return level == S390_PTE ? (e & S390_PAGE_WRITE) != 0 : !(e & S390_PROTECT);
+}
+
 static const struct entry_fmt s390_fmt = {
-	s390_empty, s390_table, s390_leaf, s390_kind, s390_addr,
+	s390_empty, s390_table, s390_leaf, s390_kind, s390_addr, s390_writable,
 };
 
 static const struct geom s390_geom = {
@@ -105,7 +110,9 @@ static const struct geom s390_geom = {
 		return level == (last) || !(e & ARM64_TABLE) ? E_LEAF : E_TABLE;              \
 	}                                                                                     \
 	static uint64_t name##_addr(int level, uint64_t e) { (void)level; return e & ARM64_OA_MASK; } \
-	static const struct entry_fmt name = { name##_empty, name##_table, name##_leaf, name##_kind, name##_addr };
+	static bool name##_writable(int level, uint64_t e) { (void)level; return !(e & ARM64_RDONLY); } \
+	static const struct entry_fmt name = { name##_empty, name##_table, name##_leaf, name##_kind, name##_addr, \
+					       name##_writable };
 
 ARM64_FMT(arm64_s1_fmt, 4) /* pgd, p4d, pud, pmd, pte */
 ARM64_FMT(arm64_s2_fmt, 3) /* hardware levels 0..3 */
@@ -132,7 +139,8 @@ static enum entry_kind x86_kind(int level, uint64_t e)
 	return level == 4 || (e & X86_PS) ? E_LEAF : E_TABLE;
 }
 static uint64_t x86_addr(int level, uint64_t e) { (void)level; return e & X86_ADDR; }
-static const struct entry_fmt x86_fmt = { x86_empty, x86_table, x86_leaf, x86_kind, x86_addr };
+static bool x86_writable(int level, uint64_t e) { (void)level; return (e & X86_RW) != 0; }
+static const struct entry_fmt x86_fmt = { x86_empty, x86_table, x86_leaf, x86_kind, x86_addr, x86_writable };
 
 #define EPT_RWX 7ull
 #define EPT_WB (6ull << 3)
@@ -147,7 +155,8 @@ static enum entry_kind ept_kind(int level, uint64_t e)
 		return E_EMPTY;
 	return level == 3 || (e & X86_PS) ? E_LEAF : E_TABLE;
 }
-static const struct entry_fmt ept_fmt = { x86_empty, ept_table, ept_leaf, ept_kind, x86_addr };
+static bool ept_writable(int level, uint64_t e) { (void)level; return (e & 2ull) != 0; }
+static const struct entry_fmt ept_fmt = { x86_empty, ept_table, ept_leaf, ept_kind, x86_addr, ept_writable };
 
 static const char *const generic_names[5] = { "pgd", "p4d", "pud", "pmd", "pte" };
 
@@ -355,13 +364,16 @@ static int walk_entry(struct walk_data *d, struct walk_ctx *ctx)
 	if (ret || !table)
 		return ret;
 
+	int clevel = child_level(d->g, ctx->level);
+	if (d->w->depth_limit && clevel >= d->w->depth_limit)
+		return 0;
 	struct tref child = tref_from_phys(d->e, f->addr(ctx->level, ctx->old));
 	if (child.blk < 0 || !tref_alive(d->e, child)) {
 		violate(d->e, V_ENGINE_ASSERT, "level-%d entry 0x%llx points at no live table",
 			ctx->level, (unsigned long long)ctx->old);
 		return -EFAULT;
 	}
-	ret = walk_table(d, child, child_level(d->g, ctx->level), ctx->addr);
+	ret = walk_table(d, child, clevel, ctx->addr);
 	if (ret)
 		return ret;
 	ctx->old = entry_get(d->e, ctx->tbl, ctx->idx);

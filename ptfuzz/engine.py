@@ -43,17 +43,17 @@ def config_tuple(trace: Trace) -> tuple:
     return tuple(int(cfg[k]) for k in CONFIG_ORDER)
 
 
-def replay(trace: Trace, knobs: dict | None = None, steps: bool = False, teardown: bool = True,
-           probes: np.ndarray | None = None) -> ReplayResult:
-    """Run every operation; stop at the first violation; tear down and audit unless told not to.
-
-    probes: an (n, 2) uint64 array of (pid, va); the result's translations give the 4K frame each maps
-    after the last operation (2^64-1 where nothing is mapped)."""
+def _run(trace: Trace, knobs: dict | None, steps: bool, teardown: bool, probes: np.ndarray | None,
+         figures: tuple[int, int] | None):
     effective = {**trace.knobs, **(knobs or {})}
     ops = np.ascontiguousarray(trace.ops, dtype=np.uint64)
+    extra: tuple = ()
+    if probes is not None or figures is not None:
+        extra = (None if probes is None else np.ascontiguousarray(probes, dtype=np.uint64),)
+    if figures is not None:
+        extra += ((int(figures[0]), int(figures[1])),)
     out = _engine.run(ARCH_NAMES.index(trace.arch), knob_vector(trace.arch, effective), config_tuple(trace),
-                      tuple(bytes(b) for b in trace.elfs), ops, steps, teardown,
-                      *(() if probes is None else (np.ascontiguousarray(probes, dtype=np.uint64),)))
+                      tuple(bytes(b) for b in trace.elfs), ops, steps, teardown, *extra)
     violation = None
     if out["violation"]:
         idx = out["op_index"]
@@ -61,7 +61,7 @@ def replay(trace: Trace, knobs: dict | None = None, steps: bool = False, teardow
                               op_text(ops[idx]) if idx < len(ops) else "(teardown)", out["message"])
     stats = out["stats"]
     stats["results"] = {errno_name(k): v for k, v in sorted(stats["results"].items(), reverse=True)}
-    return ReplayResult(
+    result = ReplayResult(
         arch=trace.arch, ops=len(ops), executed=out["executed"],
         verdict=Verdict.VIOLATION if violation else Verdict.CLEAN, violation=violation,
         knobs=effective, stats=stats, digest=f"{out['digest']:016x}",
@@ -69,3 +69,24 @@ def replay(trace: Trace, knobs: dict | None = None, steps: bool = False, teardow
         events=out["events"],
         translations=np.frombuffer(out["translations"], dtype=np.uint64) if probes is not None else None,
     )
+    return result, out.get("figures")  # an engine built before replay_figures has no "figures"
+
+
+def replay(trace: Trace, knobs: dict | None = None, steps: bool = False, teardown: bool = True,
+           probes: np.ndarray | None = None) -> ReplayResult:
+    """Run every operation; stop at the first violation; tear down and audit unless told not to.
+
+    probes: an (n, 2) uint64 array of (pid, va); the result's translations give the 4K frame each maps
+    after the last operation (2^64-1 where nothing is mapped)."""
+    return _run(trace, knobs, steps, teardown, probes, None)[0]
+
+
+def replay_figures(trace: Trace, lo: int, hi: int, knobs: dict | None = None, steps: bool = False,
+                   teardown: bool = True) -> tuple[ReplayResult, list[dict[int, tuple[int, tuple[int, ...]]]]]:
+    """replay, and after every executed operation the figures the crosscheck driver compares with the
+    running kernel: for each live pid, (page-table bytes as mm_pgtables_bytes counts them, i.e. VmPTE in
+    bytes: PUD/PMD/PTE tables that are not folded, deposited tables included, never the pgd or p4d;
+    the addresses of PMD-mapped blocks in [lo, hi): THP, huge zero page, hugetlb PMD, ascending)."""
+    if not 0 <= lo <= hi < 1 << 64:
+        raise ValueError(f"window [{lo:#x}, {hi:#x}) is not a range of addresses")
+    return _run(trace, knobs, steps, teardown, None, (lo, hi))
