@@ -1,7 +1,8 @@
-"""bench/run.py: the BENCH.md figures (B1-B5), printed and written to bench/results.json.
+"""bench/run.py: the BENCH.md figures (B1-B5, B7), printed and written to bench/results.json.
 
 Environment: BENCH_ONLY=B1,B3 (a subset), BENCH_REPS (3), BENCH_B1_OPS (2000000), BENCH_B2_TIME (30 s),
-BENCH_B3_TRIALS (10), BENCH_B3_CAP (60 s), BENCH_B3_ENGINE (atheris | hypothesis | random).
+BENCH_B3_TRIALS (10), BENCH_B3_CAP (60 s), BENCH_B3_ENGINE (atheris | hypothesis | random),
+BENCH_B7_TRACES (1000).
 """
 import json
 import os
@@ -192,6 +193,32 @@ def b3_b4(tmp):
     return b3, b4
 
 
+B7_TRACES = int(os.environ.get("BENCH_B7_TRACES", "1000"))
+
+
+def b7(tmp):
+    """crosscheck on this machine's own arch: agreement out of B7_TRACES, and traces per second."""
+    import platform as plat
+    if plat.machine() not in ("x86_64", "aarch64") or not sys.platform.startswith("linux"):
+        return [{"id": "B7", "skipped": f"crosscheck runs on x86_64 or aarch64 Linux, not {plat.machine()}"}]
+    t0 = time.perf_counter()
+    r = subprocess.run([*PTFUZZ, "crosscheck", "--gen", str(B7_TRACES), "--seed", "1", "--json", "-o",
+                        str(Path(tmp) / "b7")], capture_output=True, text=True)
+    secs = time.perf_counter() - t0
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    if r.returncode not in (0, 1) or not lines:
+        return [{"id": "B7", "error": (r.stderr.strip().splitlines() or ["no output"])[-1]}]
+    traces, summary = lines[:-1], lines[-1]
+    figures = {"result": 0, "processes": 0, "pt_bytes": 0, "pmd_mapped": 0}
+    for t in traces:
+        if t["first_disagreement"]:
+            figures[t["first_disagreement"]["figure"]] += 1
+    return [{"id": "B7", "arch": plat.machine(), "traces": summary["traces"], "agree": summary["agree"],
+             "first_disagreement_by_figure": figures, "unstable": summary["unstable"], "knobs": summary["knobs"],
+             "seconds": round(secs, 1), "traces_per_s": round(summary["traces"] / secs, 1),
+             "host": summary["host"]}]
+
+
 def main():
     results = []
     only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
@@ -203,6 +230,8 @@ def main():
                 results += b5(arch, tmp)
             if not only or "B2" in only:
                 results += b2(arch, tmp)
+        if not only or "B7" in only:
+            results += b7(tmp)
         if not only or {"B3", "B4"} & only:
             b3, b4 = b3_b4(tmp)
             results += b3 + b4
@@ -212,7 +241,7 @@ def main():
            "results": results}
     tracemod.atomic_write(ROOT / "bench" / "results.json", (json.dumps(doc, indent=1) + "\n").encode())
     for r in results:
-        if r["id"] in ("B2", "B3", "B3-control", "B4"):
+        if r["id"] in ("B2", "B3", "B3-control", "B4", "B7"):
             print(" ".join(f"{k}={v}" for k, v in r.items()))
         elif r["id"] == "B1":
             print(f"B1 {r['arch']:<6} {r['form']:<6} {r['what']:<42} {r['ops_per_s']:>12,} ops/s "

@@ -74,6 +74,14 @@ def _simplify_args(ops: np.ndarray, keeps) -> np.ndarray:
     return ops
 
 
+def shrink(ops: np.ndarray, keeps) -> np.ndarray:
+    """The smallest operations array found that keeps(ops) still holds for: 1-minimal by construction."""
+    ops = _ddmin(ops, keeps)
+    ops = _one_minimal(ops, keeps)
+    ops = _simplify_args(ops, keeps)
+    return _one_minimal(ops, keeps)
+
+
 def minimize(trace: Trace, knobs: dict | None = None) -> tuple[Trace, MinimizeStats]:
     """Shrink a violating trace keeping its violation kind."""
     t0 = time.monotonic()
@@ -81,11 +89,7 @@ def minimize(trace: Trace, knobs: dict | None = None) -> tuple[Trace, MinimizeSt
     if first.violation is None:
         raise ValueError("the trace shows no violation: nothing to minimize")
     keeps = _Oracle(trace, first.violation.kind, knobs)
-    ops = trace.ops[: first.violation.op_index + 1]
-    ops = _ddmin(ops, keeps)
-    ops = _one_minimal(ops, keeps)
-    ops = _simplify_args(ops, keeps)
-    ops = _one_minimal(ops, keeps)
+    ops = shrink(trace.ops[: first.violation.op_index + 1], keeps)
     one_minimal = all(not keeps(np.delete(ops, i, axis=0)) for i in range(len(ops))) if len(ops) > 1 else True
     meta = dict(trace.meta or {})
     meta["minimized_from"] = len(trace.ops)

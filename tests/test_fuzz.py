@@ -209,4 +209,8 @@ def test_variants_table_separates_safe_from_unsafe(cli):
     assert rows['{"mm.table_free": "immediate"}']["verdict"] == "unsafe"
     assert rows['{"s390.pgste_decision": "elf-no-restart"}']["kind"] == "pgste-table-missing"
     assert rows['{"s390.pt_alloc": "full-page"}']["verdict"] == "safe"
-    assert rows['{"s390.defer_gmap_unlink": "yes", "s390.thp_in_pgste_mm": "allow"}']["verdict"] == "safe"
+    # BENCH.md lists this pair as a safe control, but in v6.6 an anonymous collapse deposits the old PTE
+    # table (collapse_huge_page) instead of freeing it through pte_free_defer, so the gmap_unlink that
+    # defer_gmap_unlink adds there never runs: the gmap keeps the deposited table (a finding, reported).
+    pair = rows['{"s390.defer_gmap_unlink": "yes", "s390.thp_in_pgste_mm": "allow"}']
+    assert pair["verdict"] == "unsafe" and pair["kind"] == "gmap-dangling"

@@ -653,12 +653,29 @@ static int sysfs_word(const char *path, const char *const *words, int nwords)
     return -1;
 }
 
+static uint64_t vmas_lo, vmas_hi;
+static int vmas_seen;
+
+static void count_vma(uint64_t a, uint64_t b, const char *perms, const char *name)
+{
+    (void)perms, (void)name;
+    vmas_seen += a < vmas_hi && b > vmas_lo;
+}
+
+/* How many VMAs /proc/self/maps shows in [lo, hi): what tells a merge from none. */
+static int vmas_in(uint64_t lo, uint64_t hi)
+{
+    vmas_lo = lo, vmas_hi = hi, vmas_seen = 0;
+    for_each_mapping(count_vma);
+    return vmas_seen;
+}
+
 static void do_probe(void)
 {
     static const char *const thp_words[] = {"never", "madvise", "always"};
     int pt_reclaim = -1, zero_page = -1, thp_read_pmd = -1, huge_zero = -1, thp_write_pmd = -1;
     long long thp_write_bytes = -1, pte_write_bytes = -1, munmap_bytes = -1;
-    int collapse = -1, collapse_pmd = -1, huge_zero_wp_pmd = -1;
+    int collapse = -1, collapse_pmd = -1, huge_zero_wp_pmd = -1, collapse_readonly = -1, merge_unfaulted = -1;
     char *p;
 
     /* pt_reclaim: does MADV_DONTNEED of a whole PTE table's range free the table? */
@@ -717,6 +734,26 @@ static void do_probe(void)
         collapse_pmd = is_pmd_mapped(p);
         munmap(p, pmd_size);
     }
+    /* collapse_readonly: a block whose PTEs are only none or the zero page (the VMA has an anon_vma
+     * from an earlier write): v6.6 fails it (SCAN_PAGE_RO, -EINVAL), 6.18 collapses it */
+    if ((p = probe_map(6, MADV_NOHUGEPAGE))) {
+        madvise(p, pmd_size, MADV_HUGEPAGE);
+        p[0] = 1;
+        madvise(p, (size_t)page_size, MADV_DONTNEED);
+        (void)*(volatile char *)(p + page_size);
+        collapse_readonly = madvise(p, pmd_size, MADV_COLLAPSE) == 0 && is_pmd_mapped(p) == 1;
+        munmap(p, pmd_size);
+    }
+    /* merge_unfaulted: a faulted VMA given the flags of its never-faulted neighbour: v6.6's
+     * is_mergeable_anon_vma looks at the neighbour's (empty) anon_vma_chain and refuses; 6.16 merges */
+    if ((p = probe_map(7, -1))) {
+        uint64_t a = (uint64_t)(uintptr_t)p;
+        madvise(p, (size_t)page_size, MADV_NOHUGEPAGE);
+        p[page_size] = 1;
+        madvise(p + page_size, (size_t)page_size, MADV_NOHUGEPAGE);
+        merge_unfaulted = vmas_in(a, a + 2 * (uint64_t)page_size) == 1;
+        munmap(p, pmd_size);
+    }
     int thp = sysfs_word("/sys/kernel/mm/transparent_hugepage/enabled", thp_words, 3);
     int mpn = sysfs_word("/sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none", NULL, 0);
     int uzp = sysfs_word("/sys/kernel/mm/transparent_hugepage/use_zero_page", NULL, 0);
@@ -725,9 +762,11 @@ static void do_probe(void)
     int n = snprintf(outbuf, sizeof outbuf,
                      "ok pt_reclaim=%d pagemap_scan=%d zero_page=%d thp_read_pmd=%d huge_zero_page=%d "
                      "huge_zero_wp_pmd=%d thp_write_pmd=%d thp_write_bytes=%lld pte_write_bytes=%lld munmap_bytes=%lld collapse=%d "
-                     "collapse_pmd=%d thp_enabled=%d use_zero_page=%d max_ptes_none=%d overcommit_memory=%d\n",
+                     "collapse_pmd=%d collapse_readonly=%d merge_unfaulted=%d thp_enabled=%d use_zero_page=%d "
+                     "max_ptes_none=%d overcommit_memory=%d\n",
                      pt_reclaim, method == M_SCAN, zero_page, thp_read_pmd, huge_zero, huge_zero_wp_pmd, thp_write_pmd, thp_write_bytes,
-                     pte_write_bytes, munmap_bytes, collapse, collapse_pmd, thp, uzp, mpn, ovc);
+                     pte_write_bytes, munmap_bytes, collapse, collapse_pmd, collapse_readonly, merge_unfaulted, thp, uzp, mpn,
+                     ovc);
     if (write_all(chan, outbuf, (size_t)n))
         _exit(0);
 }

@@ -1,0 +1,376 @@
+"""crosscheck: the model held against the running kernel, operation by operation, on host-only traces."""
+from __future__ import annotations
+
+import enum
+import hashlib
+import random
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import trace as tracemod
+from . import engine
+from .errors import UsageError
+from .fuzzgen import FuzzGen, Layout, RandomChoices
+from .host import Host, HostError, HostInfo, host_supported
+from .minimize import shrink
+from .names import KNOBS, OP_NUMBER
+from .trace import Trace, op_text, op_to_list
+
+# The host operations: what a process can do to its own address space, and what the helper does for real.
+HOST_OPS = ("exec", "fork", "exit", "mmap", "shm_mmap", "munmap", "madvise", "fault")
+# The private window every generated address lies in: PGD slot 64 on x86_64 (4-level and la57) and
+# arm64 48-bit, far from the helper's own mappings and from the model's exec stack at the top of the
+# address space, so that page-table bytes of the window compare without either side's other tables.
+WINDOW = 0x200000000000
+WINDOW_SPAN = 1 << 30
+HOST_ARCH = {"x86_64": "x86_64", "aarch64": "arm64"}
+
+
+class Figure(str, enum.Enum):
+    """What is compared after every operation."""
+    RESULT = "result"          # 0 or -errno
+    PIDS = "processes"         # which pids have an address space
+    PT_BYTES = "pt_bytes"      # VmPTE against the model's table bytes (deposits included), per process
+    PMD_MAPPED = "pmd_mapped"  # which 2 MiB blocks of the window are PMD-mapped, per process
+
+
+@dataclass
+class Step:
+    """One side's figures after one operation."""
+    result: int
+    procs: dict[int, tuple[int, tuple[int, ...]]]  # pid -> (window table bytes, PMD-mapped blocks)
+
+    def to_doc(self) -> dict:
+        return {"result": self.result,
+                "procs": {str(p): {"pt_bytes": b, "pmd_mapped": list(blocks)} for p, (b, blocks) in self.procs.items()}}
+
+
+@dataclass
+class Disagreement:
+    op_index: int
+    op: str
+    figure: Figure
+    pid: int | None
+    model: object
+    kernel: object
+
+    def to_doc(self) -> dict:
+        return {"op_index": self.op_index, "op": self.op, "figure": self.figure.value, "pid": self.pid,
+                "model": self.model, "kernel": self.kernel}
+
+    def text(self) -> str:
+        who = f" of pid {self.pid}" if self.pid is not None else ""
+        return f"op {self.op_index} {self.op}: {self.figure.value}{who}: model {self.model}, kernel {self.kernel}"
+
+
+def compare(model: list[Step], kernel: list[Step], ops: np.ndarray) -> Disagreement | None:
+    """The first figure that differs, in operation order; within an operation: result, processes, bytes, blocks."""
+    for i, (m, k) in enumerate(zip(model, kernel)):
+        op = op_text(ops[i])
+        if m.result != k.result:
+            return Disagreement(i, op, Figure.RESULT, None, m.result, k.result)
+        if sorted(m.procs) != sorted(k.procs):
+            return Disagreement(i, op, Figure.PIDS, None, sorted(m.procs), sorted(k.procs))
+        for pid in sorted(m.procs):
+            if m.procs[pid][0] != k.procs[pid][0]:
+                return Disagreement(i, op, Figure.PT_BYTES, pid, m.procs[pid][0], k.procs[pid][0])
+            if m.procs[pid][1] != k.procs[pid][1]:
+                return Disagreement(i, op, Figure.PMD_MAPPED, pid, [hex(a) for a in m.procs[pid][1]],
+                                    [hex(a) for a in k.procs[pid][1]])
+    if len(model) != len(kernel):
+        i = min(len(model), len(kernel))
+        return Disagreement(i, op_text(ops[i]), Figure.RESULT, None, "stopped" if len(model) == i else "ran",
+                            "stopped" if len(kernel) == i else "ran")
+    return None
+
+
+# ---- the two sides ----
+
+class KernelSide:
+    """Runs a trace for real through the helper; every process it created is gone afterwards."""
+
+    def __init__(self, host: Host, lo: int = WINDOW, hi: int = WINDOW + WINDOW_SPAN):
+        self.host, self.lo, self.hi = host, lo, hi
+
+    def run(self, ops: np.ndarray) -> list[Step]:
+        live: set[int] = set()
+        steps = []
+        try:
+            for row in ops:
+                name, *args = op_to_list(row)
+                if name == "exec":
+                    args = args[:1]  # elf -1: an ordinary executable, which the helper's fresh child is
+                r = self.host.op(name, *args)
+                if r == 0 and name == "exec":
+                    live.add(args[0])
+                elif r == 0 and name == "fork":
+                    live.add(args[1])
+                elif r == 0 and name == "exit":
+                    live.discard(args[0])
+                steps.append(Step(r, {pid: self.host.figures(pid, self.lo, self.hi) for pid in sorted(live)}))
+        finally:
+            for pid in sorted(live):
+                self.host.op("exit", pid)
+        return steps
+
+
+class ModelSide:
+    """Runs a trace in the engine with the host's config and knobs; table bytes relative to a fresh exec."""
+
+    def __init__(self, arch: str, config: dict, knobs: dict, lo: int = WINDOW, hi: int = WINDOW + WINDOW_SPAN):
+        self.arch, self.config, self.knobs, self.lo, self.hi = arch, config, knobs, lo, hi
+        # The model's exec builds the stack and its tables; they lie outside the window, and fork copies
+        # them as the kernel does, so every process carries the same constant the helper subtracts too.
+        _, figs = engine.replay_figures(self.trace(tracemod.ops_from_list([["exec", 0, -1]])), lo, hi)
+        self.baseline = figs[0][0][0]
+
+    def trace(self, ops: np.ndarray) -> Trace:
+        return Trace(self.arch, ops, config=dict(self.config), knobs=dict(self.knobs))
+
+    def run(self, ops: np.ndarray) -> list[Step]:
+        result, figs = engine.replay_figures(self.trace(ops), self.lo, self.hi, steps=True)
+        return [Step(int(r), {pid: (b - self.baseline, tuple(blocks)) for pid, (b, blocks) in sorted(f.items())})
+                for r, f in zip(result.op_results, figs)]
+
+
+# ---- the host and what it shows ----
+
+@dataclass
+class HostFacts:
+    arch: str
+    release: str
+    info: HostInfo
+    probes: dict[str, int]
+    config: dict
+    knobs: dict                      # knobs the probes set (newer-kernel behaviour), before --knob
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        knobs = ", ".join(f"{k}={v}" for k, v in self.knobs.items()) or "none"
+        return (f"host: Linux {self.release} {self.arch}, {'5' if self.info.la57 else '4'}-level "
+                f"(va_bits {self.info.va_bits}), PMD scan by {self.info.method}; knobs from probes: {knobs}")
+
+
+# Behaviour newer than v6.6 that a probe shows, and the knob that models it. A probe missing from a
+# helper's answer, or a knob this engine does not have, sets nothing.
+PROBE_KNOBS = [
+    ("pt_reclaim", "mm.pt_reclaim", "yes",
+     "MADV_DONTNEED of a whole PTE table freed it (CONFIG_PT_RECLAIM, Linux 6.14+)"),
+    ("huge_zero_wp_pmd", "mm.huge_zero_wp", "thp",
+     "a write to the huge zero page maps a new THP instead of splitting the PMD (Linux 6.13+)"),
+    ("collapse_readonly", "mm.collapse_readonly", "yes",
+     "MADV_COLLAPSE collapsed a block holding only none and zero-page PTEs (Linux 6.18+)"),
+    ("merge_unfaulted", "mm.merge_unfaulted", "yes",
+     "a faulted VMA merged into its never-faulted neighbour (Linux 6.16+ is_mergeable_anon_vma)"),
+]
+
+
+def host_facts(host: Host) -> HostFacts:
+    import platform
+    info = host.hello()
+    probes = host.probe()
+    arch = HOST_ARCH[platform.machine()]
+    config = {"la57": bool(info.la57)} if arch == "x86_64" else {"granule": info.page_size, "va_bits": info.va_bits}
+    known = {k.name for k in KNOBS if arch in k.arches}
+    knobs, notes = {}, []
+    for probe, knob, value, why in PROBE_KNOBS:
+        if probes.get(probe) and knob in known:
+            knobs[knob] = value
+            notes.append(f"{knob}={value}: {why}")
+        elif probes.get(probe):
+            notes.append(f"the host shows {probe} but the model has no {knob} knob: disagreements expected")
+    return HostFacts(arch, platform.release(), info, probes, config, knobs, notes)
+
+
+# ---- generation ----
+
+class HostGen(FuzzGen):
+    """The fuzz generator's state and picks, restricted to host operations in the crosscheck window."""
+    NREGIONS = 4
+
+    def __init__(self, arch: str, choices, layout: Layout):
+        super().__init__(arch, choices, layout=replace(layout, base=WINDOW, region=8 * layout.pmd))
+
+    def do_exec(self):
+        pid = 1 + self.c.below(self.NPIDS)
+        self.op("exec", pid, -1)
+        self.s.pids[pid] = []
+
+    def do_mmap(self):
+        pid, L = self.pid(), self.L
+        base = self.region() + self.c.below(4) * L.pmd
+        if "shm_mmap" in OP_NUMBER and self.c.chance(25):  # shared memory: one of a few objects, at a page offset that may or may not align
+            obj = self.c.below(3)
+            pgoff = self.c.pick([0, 0, L.pmd // L.page, self.c.below(8)])
+            length = self.c.pick([L.pmd, 2 * L.pmd, L.page * (1 + self.c.below(16))])
+            self.op("shm_mmap", pid, base, length, obj, pgoff)
+            self.s.pids.setdefault(pid, []).append((base, length, 0))
+            return
+        kind = self.c.below(3)
+        if kind == 0:
+            addr, length = base, L.pmd * (1 + self.c.below(2))
+        elif kind == 1:
+            addr, length = base + self.c.below(4) * L.page, L.page * (1 + self.c.below(16))
+        else:  # beside or over an earlier mapping: merges, splits, MAP_FIXED replacement
+            m = self.mapping(pid)
+            addr = max(WINDOW, m[0] + self.c.pick([m[1], -L.page, m[1] // 2 // L.page * L.page])) if m else base
+            length = L.page * (1 + self.c.below(8))
+        flags = 1 if self.c.chance(50) else 0
+        self.op("mmap", pid, addr, length, flags)
+        self.s.pids.setdefault(pid, []).append((addr, length, flags))
+
+    def do_madvise(self):
+        pid = self.pid()
+        m = self.mapping(pid)
+        if not m:
+            return self.do_mmap()
+        L = self.L
+        start = self.c.pick([m[0], m[0] & ~(L.pmd - 1), m[0] + L.page])
+        length = self.c.pick([m[1], L.pmd, L.page, 2 * L.pmd, m[1] + L.page])
+        self.op("madvise", pid, start, length, self.c.below(4))
+
+    def step(self):
+        k = self.c.below(100)
+        pid = self.pid()
+        if not self.s.pids or k < 7:
+            self.do_exec()
+        elif k < 27:
+            self.do_mmap()
+        elif k < 55:
+            self.do_fault()
+        elif k < 62:  # read then write: the zero page, then COW
+            addr = self.addr_in(pid)
+            self.op("fault", pid, addr, 0)
+            self.op("fault", pid, addr, 1)
+        elif k < 80:
+            self.do_madvise()
+        elif k < 88:
+            m = self.mapping(pid)
+            if m:
+                cut = self.c.pick([m[0], m[0] + self.L.page])
+                self.op("munmap", pid, cut, self.c.pick([self.L.page, m[1], self.L.pmd]))
+        elif k < 96:
+            child = 1 + self.c.below(self.NPIDS + 1)
+            self.op("fork", pid, child)
+            if child not in self.s.pids:
+                self.s.pids[child] = list(self.s.pids.get(pid, []))
+        else:
+            self.op("exit", pid)
+            self.s.pids.pop(pid, None)
+
+
+def generate(arch: str, config: dict, seed: int, nops: int) -> Trace:
+    """A random host-only trace of exactly nops operations, all addresses in the window."""
+    gen = HostGen(arch, RandomChoices(seed), Layout.of(arch, config))
+    while len(gen.rows) < nops:
+        gen.step()
+    ops = np.array(gen.rows[:nops], dtype=np.uint64)
+    return Trace(arch, ops, config=dict(config), meta={"found_by": "ptfuzz crosscheck", "seed": seed})
+
+
+# ---- the check ----
+
+def check_host_trace(trace: Trace, where: str, arch: str) -> None:
+    """Only host operations of the host's own arch can run on both sides."""
+    if trace.arch != arch:
+        raise UsageError(f"{where}: a {trace.arch} trace; this host runs {arch} traces only")
+    for i, row in enumerate(trace.ops):
+        name, *args = op_to_list(row)
+        if name not in HOST_OPS:
+            raise UsageError(f"{where}: ops[{i}]: {name} is not a host operation ({', '.join(HOST_OPS)})")
+        if name == "exec" and args[1] != -1:
+            raise UsageError(f"{where}: ops[{i}]: exec of an ELF image: crosscheck runs elf -1 only")
+
+
+@dataclass
+class Outcome:
+    name: str
+    trace: Trace
+    disagreement: Disagreement | None
+    model: list[Step]
+    kernel: list[Step]
+    path: Path | None = None
+    minimized_from: int | None = None
+    unstable: bool = False
+
+    @property
+    def agree(self) -> bool:
+        return self.disagreement is None
+
+
+class Checker:
+    """One helper, one model configuration; checks traces and files the disagreements it can reproduce."""
+
+    def __init__(self, host: Host, facts: HostFacts, knobs: dict, out: Path, minimize: bool = True):
+        self.host, self.facts, self.out, self.minimize = host, facts, out, minimize
+        self.knobs = {**facts.knobs, **knobs}
+        self.model = ModelSide(facts.arch, facts.config, self.knobs)
+        self.kernel = KernelSide(host)
+
+    def disagreement(self, ops: np.ndarray):
+        model, kernel = self.model.run(ops), self.kernel.run(ops)
+        return compare(model, kernel, ops), model, kernel
+
+    def check(self, trace: Trace, name: str) -> Outcome:
+        ops = trace.ops
+        d, model, kernel = self.disagreement(ops)
+        if d is None:
+            return Outcome(name, trace, None, model, kernel)
+        # The kernel is not deterministic everywhere (khugepaged may collapse a block between two
+        # operations): a disagreement counts only if a second real run shows it again.
+        d2, _, kernel2 = self.disagreement(ops)
+        if d2 is None or d2.to_doc() != d.to_doc():
+            return Outcome(name, trace, None, model, kernel, unstable=True)
+        small, before = ops, None
+        if self.minimize:
+            def keeps(candidate):
+                try:
+                    got = self.disagreement(candidate)[0]
+                except HostError:
+                    return False  # e.g. an address the helper refuses: not a smaller witness
+                return got is not None and got.figure == d.figure
+            small = shrink(ops[: d.op_index + 1], keeps)
+            before = len(ops)
+            d, model, kernel = self.disagreement(small)
+            if d is None:  # could not be reproduced in small: keep the original
+                small, before = ops, None
+                d, model, kernel = self.disagreement(ops)
+        out = Outcome(name, replace(trace, ops=small), d, model, kernel, minimized_from=before)
+        out.path = self.file(out)
+        return out
+
+    def file(self, o: Outcome) -> Path:
+        figures = [{"op": i, "text": op_text(o.trace.ops[i]), "model": m.to_doc(), "kernel": k.to_doc()}
+                   for i, (m, k) in enumerate(zip(o.model, o.kernel))]
+        meta = {"found_by": "ptfuzz crosscheck", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "crosscheck": {"first_disagreement": o.disagreement.to_doc(), "figures": figures,
+                               "host": self.facts.describe(), "probes": self.facts.probes}}
+        if o.minimized_from is not None:
+            meta["minimized_from"] = o.minimized_from
+        t = Trace(o.trace.arch, o.trace.ops, config=dict(self.facts.config), knobs=dict(self.knobs), meta=meta)
+        digest = hashlib.sha256(tracemod.dumps(replace(t, meta=None))).hexdigest()[:8]
+        path = self.out / t.arch / f"crosscheck-{digest}.msgpack"
+        tracemod.save(t, path)
+        return path
+
+
+def open_host() -> tuple[Host, HostFacts]:
+    reason = host_supported()
+    if reason:
+        raise UsageError(reason)
+    host = Host()
+    try:
+        return host, host_facts(host)
+    except BaseException:
+        host.close()
+        raise
+
+
+def seeds(seed: int, n: int) -> list[int]:
+    """The per-trace seeds of --gen N --seed S: trace i of a run is the same whatever N is."""
+    rng = random.Random(seed)
+    return [rng.getrandbits(48) for _ in range(n)]
+
