@@ -15,7 +15,7 @@ ASAN_ENV = PYTHONPATH=$(CURDIR)/build/asan PTFUZZ_ASAN=1 \
 .PHONY: help setup run fuzz fuzz-ci test asan bench corpus fixtures clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 FUZZ_SO_STAMP := build/fuzz/.built
 
@@ -70,3 +70,4 @@ fixtures: ## rebuild the ELF test fixtures (needs binutils-s390x-linux-gnu)
 
 clean: ## remove build products (keeps .venv)
 	rm -rf build *.egg-info ptfuzz/*.so .pytest_cache fuzz-out fuzz-ci-out
+include mk/pyinstaller.mk

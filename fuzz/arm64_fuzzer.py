@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """libFuzzer-style atheris target for arm64, as OSS-Fuzz and ClusterFuzzLite run it (a violation is a crash)."""
-import os
 import sys
 
-os.environ.setdefault("PTFUZZ_ARCH", "arm64")
-os.environ.pop("PTFUZZ_INBOX", None)  # under OSS-Fuzz a finding must crash so that the input is kept
+from target_env import prepare
 
-from ptfuzz.atheris_target import main  # noqa: E402
+prepare("arm64")
+
+from ptfuzz.atheris_target import main  # noqa: E402  (after prepare: it reads the environment at import)
 
 if __name__ == "__main__":
     main(sys.argv)

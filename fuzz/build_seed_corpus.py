@@ -7,8 +7,13 @@ import sys
 import zipfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from ptfuzz.fuzzgen import seed_inputs  # noqa: E402
+try:
+    from ptfuzz.fuzzgen import seed_inputs
+except ImportError:
+    # A checkout whose ptfuzz is not installed. Not first on the path: under OSS-Fuzz the source tree
+    # has no built engine, and would shadow the package that `pip3 install .` built.
+    sys.path.append(str(Path(__file__).resolve().parent.parent))
+    from ptfuzz.fuzzgen import seed_inputs
 
 
 def main() -> None:

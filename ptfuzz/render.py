@@ -4,7 +4,7 @@ from rich.table import Table
 
 from .engine import ReplayResult
 from .names import errno_name
-from .trace import Trace, op_text
+from .trace import Trace, op_text, op_to_list
 
 S390_LEVELS = ["region-first", "region-second", "region-third", "segment", "page"]
 GENERIC_LEVELS = ["pgd", "p4d", "pud", "pmd", "pte"]
@@ -85,7 +85,29 @@ def steps_lines(trace: Trace, result: ReplayResult) -> list[str]:
     return lines
 
 
-def json_record(path, trace: Trace, result: ReplayResult) -> dict:
+def event_record(arch: str, ev: tuple) -> dict:
+    """An engine event for --json --steps: its name, raw arguments, and the line --steps prints for it."""
+    _, kind, a, b, c, d = ev
+    name = EVENT_NAMES[kind] if kind < len(EVENT_NAMES) else f"event{kind}"
+    return {"event": name, "args": [int(a), int(b), int(c), int(d)], "text": describe_event(arch, ev).strip()}
+
+
+def steps_record(trace: Trace, result: ReplayResult) -> dict:
+    """Every executed operation with its result and events, and the events of teardown (--json --steps)."""
+    by_op: dict[int, list[tuple]] = {}
+    for ev in result.events or []:
+        by_op.setdefault(ev[0], []).append(ev)
+    steps = []
+    for i in range(result.executed):
+        r = int(result.op_results[i])
+        name, *args = op_to_list(trace.ops[i])
+        steps.append({"index": i, "op": op_text(trace.ops[i]), "name": name, "args": args, "result": r,
+                      "errno": errno_name(r) if r else None,
+                      "events": [event_record(trace.arch, ev) for ev in by_op.get(i, [])]})
+    return {"steps": steps, "teardown": [event_record(trace.arch, ev) for ev in by_op.get(result.ops, [])]}
+
+
+def json_record(path, trace: Trace, result: ReplayResult, steps: bool = False) -> dict:
     v = result.violation
     return {
         "trace": str(path),
@@ -98,6 +120,7 @@ def json_record(path, trace: Trace, result: ReplayResult) -> dict:
         "knobs": result.knobs,
         "stats": result.stats,
         "digest": result.digest,
+        **(steps_record(trace, result) if steps and result.op_results is not None else {}),
     }
 
 

@@ -17,3 +17,25 @@ def variants(arch: str) -> list[dict]:
             continue
         out += [{k.name: v} for v in k.values if v != k.default(arch)]
     return out + COMBINATIONS.get(arch, [])
+
+
+# The random and hypothesis engines seed each run (and each batch) with seed + executions, so trials one
+# seed apart would replay each other's traces shifted by one: their seeds are a million runs apart. atheris
+# hands its seed to libFuzzer (-seed=seed*1000+job+1, a 32-bit number) and seeds its corpus from it, so
+# consecutive seeds are independent there and large ones would overflow.
+TRIAL_SEED_STRIDE = {"atheris": 1}
+DEFAULT_STRIDE = 1_000_000
+
+
+def trial_seed(engine: str, trial: int) -> int:
+    """The campaign seed of trial number `trial` (0 for the first, as a single `ptfuzz fuzz` run)."""
+    return trial * TRIAL_SEED_STRIDE.get(engine, DEFAULT_STRIDE)
+
+
+def median_time(times: list[float | None]) -> float | None:
+    """The time by which half the trials had found a violation (the survival curve's 50% point); None when
+    fewer than half found one within the budget. `times` holds None for a trial censored at the budget."""
+    if not times:
+        return None
+    ordered = sorted(times, key=lambda t: float("inf") if t is None else t)
+    return ordered[(len(ordered) + 1) // 2 - 1]

@@ -1,5 +1,6 @@
 """ptfuzz fuzz: a fuzz campaign against one arch and a set of knobs."""
 import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from rich.text import Text
 from ..errors import UsageError
 from ..fuzz import ENGINES, Campaign, native_engine_so
 from ..procs import deferred_interrupts
+from ..reports import check_writable, finding_result, write_sarif
 from ..trace import op_text
 from . import app
 from .common import check_arch, parse_knobs, print_json
@@ -62,7 +64,8 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
          corpus: Path = typer.Option(Path("corpus"), "--corpus", help="Findings go to CORPUS/regressions/ARCH/."),
          jobs: int = typer.Option(1, "--jobs", min=1, help="Parallel workers sharing one corpus (atheris)."),
          keep_going: bool = typer.Option(False, "--keep-going", help="Continue after the first finding."),
-         json_out: bool = typer.Option(False, "--json", help="One JSON object per finding, then a summary.")):
+         json_out: bool = typer.Option(False, "--json", help="One JSON object per finding, then a summary."),
+         sarif: Path = typer.Option(None, "--sarif", help="Also write the findings as SARIF 2.1.0 (code scanning).")):
     """Generate state-aware traces, replay them, minimize and file every new unique violation.
 
     Exit 0 when nothing was found, 1 when something was. Ctrl-C (or SIGTERM) stops the campaign within
@@ -75,8 +78,12 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
       ptfuzz fuzz --arch arm64 --knob kvm.invalidate_retry=none --time 10 --corpus /tmp/c
 
       ptfuzz fuzz --arch x86_64 --engine hypothesis --runs 2000 --json
+
+      ptfuzz fuzz --arch s390 --time 300 --sarif fuzz.sarif
     """
     check_arch(arch)
+    if sarif is not None:
+        check_writable("--sarif", sarif)
     if engine not in ENGINES:
         raise UsageError(f"--engine {engine!r}: one of {', '.join(ENGINES)}")
     if jobs > 1 and engine != "atheris":
@@ -139,4 +146,6 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
     else:
         out.print(f"{c.executions:,} executions in {c.elapsed:.1f}s ({summary['execs_per_second']:,.0f}/s), "
                   f"coverage {c.coverage}, {len(c.findings)} finding(s)" + (" (interrupted)" if interrupted else ""))
+    if sarif is not None:
+        write_sarif(sarif, [finding_result(f, arch, knobs) for f in c.findings], shlex.join(["ptfuzz", *sys.argv[1:]]))
     raise typer.Exit(1 if c.findings else 0)  # also when interrupted: what was found is what counts
