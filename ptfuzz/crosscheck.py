@@ -228,14 +228,31 @@ class HostGen(FuzzGen):
         if not m:
             return self.do_mmap()
         L = self.L
-        start = self.c.pick([m[0], m[0] & ~(L.pmd - 1), m[0] + L.page])
-        length = self.c.pick([m[1], L.pmd, L.page, 2 * L.pmd, m[1] + L.page])
+        # page-granular edges split VMAs, and a later advice over the rest may merge them again
+        start = self.c.pick([m[0], m[0] & ~(L.pmd - 1), m[0] + L.page, m[0] + m[1] - L.page])
+        length = self.c.pick([m[1], L.pmd, L.page, 2 * L.pmd, m[1] + L.page, max(L.page, m[1] - L.page)])
         self.op("madvise", pid, start, length, self.c.below(4))
+        if self.c.chance(30):  # then a fault at a block start: THP only where one VMA holds the block
+            self.op("fault", pid, m[0] & ~(L.pmd - 1), self.c.below(2))
+
+    def do_split_and_merge(self):
+        """Split a page off a mapping, fault the rest, give it the same flags again: whether the two VMAs
+        merge (is_mergeable_anon_vma) decides whether a THP fits the first block."""
+        pid, L = self.pid(), self.L
+        base, advice = self.region(), self.c.pick([1, 1, 2])
+        self.op("mmap", pid, base, 2 * L.pmd, 0)
+        self.s.pids.setdefault(pid, []).append((base, 2 * L.pmd, 0))
+        self.op("madvise", pid, base, L.page, advice)
+        self.op("fault", pid, base + L.pmd + self.c.below(L.pmd // L.page) * L.page, 1)
+        self.op("madvise", pid, base + L.page, 2 * L.pmd - L.page, advice)
+        self.op("fault", pid, base, self.c.below(2))
 
     def step(self):
         k = self.c.below(100)
         pid = self.pid()
-        if not self.s.pids or k < 7:
+        if self.s.pids and self.c.chance(3):
+            self.do_split_and_merge()
+        elif not self.s.pids or k < 7:
             self.do_exec()
         elif k < 27:
             self.do_mmap()
