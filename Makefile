@@ -49,7 +49,7 @@ fuzz-ci: setup ## short campaigns on every arch with default knobs; fails on any
 		$(BIN)/ptfuzz fuzz --arch $$arch --time $${FUZZ_CI_TIME:-60} --corpus fuzz-ci-out || exit 1; done
 
 test: setup ## run the test suite
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs
 
 asan: $(STAMP) ## build the engine with ASan+UBSan and run the whole suite against it
 	rm -rf build/asan build/asan-tmp && mkdir -p build/asan
