@@ -290,10 +290,19 @@ def generate(arch: str, config: dict, seed: int, nops: int) -> Trace:
 
 # ---- the check ----
 
-def check_host_trace(trace: Trace, where: str, arch: str) -> None:
-    """Only host operations of the host's own arch can run on both sides."""
+# What the real side may make resident for one trace: every fault (and every write after a fork) can
+# allocate at most one PMD-size THP, so a trace is refused when its faults could exceed this.
+MAX_RESIDENT = 4 << 30
+
+
+def check_host_trace(trace: Trace, where: str, arch: str, pmd_size: int = 2 << 20) -> None:
+    """Only host operations of the host's own arch can run on both sides, within a memory bound."""
     if trace.arch != arch:
         raise UsageError(f"{where}: a {trace.arch} trace; this host runs {arch} traces only")
+    faults = int((trace.ops[:, 0] == OP_NUMBER["fault"]).sum()) if len(trace.ops) else 0
+    if faults * pmd_size > MAX_RESIDENT:
+        raise UsageError(f"{where}: {faults} faults could make {faults * pmd_size >> 30} GiB resident on this "
+                         f"machine; crosscheck runs traces of at most {MAX_RESIDENT // pmd_size} faults")
     for i, row in enumerate(trace.ops):
         name, *args = op_to_list(row)
         if name not in HOST_OPS:

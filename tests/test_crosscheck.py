@@ -53,6 +53,12 @@ def test_bad_input_is_one_line_and_exit_2(cli, tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     if HOST:
         assert "ops[1]: walk_begin is not a host operation" in r.stderr
+    many = [["exec", 1, -1], ["mmap", 1, WINDOW, 1 << 30, 1]] + [["fault", 1, WINDOW + (i << 21), 1] for i in range(3000)]
+    tracemod.save(Trace("x86_64", ops_from_list(many)), tmp_path / "m.msgpack")
+    r = cli("crosscheck", "m.msgpack")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    if HOST:
+        assert "3000 faults could make 5 GiB resident" in r.stderr
     tracemod.save(Trace("s390", ops_from_list([["exec", 1, -1]])), tmp_path / "s.msgpack")
     r = cli("crosscheck", "s.msgpack")
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
