@@ -214,3 +214,17 @@ def test_variants_table_separates_safe_from_unsafe(cli):
     # defer_gmap_unlink adds there never runs: the gmap keeps the deposited table (a finding, reported).
     pair = rows['{"s390.defer_gmap_unlink": "yes", "s390.thp_in_pgste_mm": "allow"}']
     assert pair["verdict"] == "unsafe" and pair["kind"] == "gmap-dangling"
+
+
+def test_findings_on_record_are_known_not_new(cli, tmp_path):
+    """fuzz-ci's rule: a finding the corpus already holds (same kind, knobs and operation) is not new."""
+    args = ["fuzz", "--arch", "s390", "--engine", "random", "--knob", "mm.table_free=immediate", "--knob",
+            "mm.pmd_recheck=no", "--runs", 3000, "--keep-going", "--json"]
+    first = cli(*args, "--corpus", "one")
+    lines = [json.loads(line) for line in first.stdout.splitlines()]
+    assert first.returncode == 1 and lines[-1]["findings"] >= 2 and lines[-1]["known"] == 0
+    again = cli(*args, "--corpus", "two", "--known", "one/regressions")
+    summary = json.loads(again.stdout.splitlines()[-1])
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert summary["findings"] == 0 and summary["known"] == lines[-1]["findings"]
+    assert not (tmp_path / "two" / "regressions").exists()

@@ -10,13 +10,14 @@ from rich.live import Live
 from rich.spinner import Spinner
 from rich.text import Text
 
+from .. import trace as tracemod
 from ..errors import UsageError
 from ..fuzz import ENGINES, Campaign, native_engine_so
 from ..procs import deferred_interrupts
 from ..reports import check_writable, finding_result, write_sarif
 from ..trace import op_text
 from . import app
-from .common import check_arch, parse_knobs, print_json
+from .common import check_arch, parse_knobs, print_json, trace_files
 
 
 def run_campaign(c: Campaign, engine_name: str, seconds: float, runs: int | None, jobs: int, keep_going: bool,
@@ -65,7 +66,9 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
          jobs: int = typer.Option(1, "--jobs", min=1, help="Parallel workers sharing one corpus (atheris)."),
          keep_going: bool = typer.Option(False, "--keep-going", help="Continue after the first finding."),
          json_out: bool = typer.Option(False, "--json", help="One JSON object per finding, then a summary."),
-         sarif: Path = typer.Option(None, "--sarif", help="Also write the findings as SARIF 2.1.0 (code scanning).")):
+         sarif: Path = typer.Option(None, "--sarif", help="Also write the findings as SARIF 2.1.0 (code scanning)."),
+         known: list[Path] = typer.Option(None, "--known", help="Traces (files or directories) whose violations "
+                                          "are on record: the same finding is not new (repeatable).")):
     """Generate state-aware traces, replay them, minimize and file every new unique violation.
 
     Exit 0 when nothing was found, 1 when something was. Ctrl-C (or SIGTERM) stops the campaign within
@@ -80,6 +83,8 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
       ptfuzz fuzz --arch x86_64 --engine hypothesis --runs 2000 --json
 
       ptfuzz fuzz --arch s390 --time 300 --sarif fuzz.sarif
+
+      ptfuzz fuzz --arch s390 --time 60 --known corpus/regressions --corpus out
     """
     check_arch(arch)
     if sarif is not None:
@@ -90,6 +95,8 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
         raise UsageError("--jobs runs atheris workers sharing one corpus: use it with --engine atheris")
     knobs = parse_knobs(arch, knob)
     c = Campaign(arch, knobs, corpus, max_ops=max_ops, seed=seed)
+    if known:
+        c.learn_known(tracemod.load(f) for f in trace_files(known))
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     out = Console(highlight=False, soft_wrap=True)
     if engine == "atheris" and native_engine_so() is None:
@@ -140,12 +147,15 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
             live.stop()
     summary = {"arch": arch, "engine": engine, "knobs": knobs, "executions": c.executions,
                "seconds": round(c.elapsed, 2), "execs_per_second": round(c.executions / max(c.elapsed, 1e-9), 1),
-               "coverage": c.coverage, "findings": len(c.findings), "interrupted": interrupted}
+               "coverage": c.coverage, "findings": len(c.findings), "known": c.known_hits,
+               "interrupted": interrupted}
     if json_out:
         print_json(summary)
     else:
         out.print(f"{c.executions:,} executions in {c.elapsed:.1f}s ({summary['execs_per_second']:,.0f}/s), "
-                  f"coverage {c.coverage}, {len(c.findings)} finding(s)" + (" (interrupted)" if interrupted else ""))
+                  f"coverage {c.coverage}, {len(c.findings)} finding(s)" +
+                  (f", {c.known_hits} already on record" if c.known_hits else "") +
+                  (" (interrupted)" if interrupted else ""))
     if sarif is not None:
         write_sarif(sarif, [finding_result(f, arch, knobs) for f in c.findings], shlex.join(["ptfuzz", *sys.argv[1:]]))
     raise typer.Exit(1 if c.findings else 0)  # also when interrupted: what was found is what counts
