@@ -17,7 +17,25 @@ PGSTE_ELF, PLAIN_ELF = s390_elf(True), s390_elf(False)
 BAD_ELF = PLAIN_ELF[:16] + b"\x00\x09" + PLAIN_ELF[18:]  # ET_DYN? no: e_type 9, not executable
 ELFS = [PGSTE_ELF, PLAIN_ELF, BAD_ELF]
 
-# name -> (ops, knobs, expected kind or None, note)
+
+
+def shmem_seed(base: int, P: int) -> list:
+    """Shared memory on one arch (P: its PMD size): shared faults and fault-around, a write to a read-only PTE and
+    PMD, fork (the child re-faults), DONTNEED (the cache keeps the page), merging by file offset, MADV_COLLAPSE
+    retracting every aligned mapping of the block, a misaligned mapping of the folio by PTEs, munmap and exit."""
+    return [
+        ["exec", 1, -1], ["shm_mmap", 1, base, 2 * P, 0, 0], ["fault", 1, base, 0], ["fault", 1, base + 4 * K, 1],
+        ["fault", 1, base, 1], ["exec", 2, -1], ["shm_mmap", 2, base, P, 0, 0], ["fault", 2, base + 8 * K, 0],
+        ["fork", 2, 3], ["fault", 3, base, 0], ["madvise", 2, base, P, 0], ["fault", 2, base, 0],
+        ["shm_mmap", 1, base + 2 * P, P, 0, 2 * P // (4 * K)], ["shm_mmap", 1, base + 3 * P, P, 1, 0],
+        ["munmap", 1, base + P, 4 * K], ["madvise", 1, base, P, 3], ["fault", 2, base, 0], ["fault", 2, base, 1],
+        ["shm_mmap", 3, base + 4 * K, P, 0, 0], ["fault", 3, base + 8 * K, 0], ["madvise", 3, base, 4 * P, 3],
+        ["shm_mmap", 2, base + P, P, 0, 1], ["madvise", 2, base, 2 * P, 2], ["exit", 3], ["exit", 2],
+        ["munmap", 1, base, 4 * P],
+    ]
+
+
+# name -> (ops, knobs, expected kind or None, note[, extra meta])
 S390 = {
     # ---- seeds: clean under the knobs given ----
     "seeds/s390/exec-plain-4k": ([
@@ -76,11 +94,13 @@ S390 = {
         ["fault", 1, A + 4 * M, 1], ["rmap_begin", 1, 1, A + 4 * M], ["rmap_commit", 1],
         ["fault", 1, A + 4 * M, 1], ["rmap_begin", 2, 1, A + 4 * M], ["munmap", 1, A + 4 * M, M],
         ["rmap_commit", 2], ["rmap_begin", 2, 1, A], ["rmap_commit", 4],
-    ], {}, None, "rmap unmaps a PTE; when the table goes in between, the pmd recheck says -11"),
+    ], {}, None, "rmap unmaps a PTE; munmap of the walker's VMA waits for the anon_vma lock the walker holds "
+                 "(-16); rmap_begin on a PMD-mapped THP is -2, rmap_commit on an idle cpu -22"),
     "seeds/s390/rmap-vs-collapse": ([
         ["exec", 1, -1], ["mmap", 1, A, M, 1], ["madvise", 1, A, M, 2], ["fault", 1, A, 1],
         ["madvise", 1, A, M, 1], ["rmap_begin", 0, 1, A], ["madvise", 1, A, M, 3], ["rmap_commit", 0], ["rcu_gp"],
-    ], {}, None, "collapse replaces the PTE table under an rmap walker (it becomes the THP's deposit): pmd recheck -11"),
+    ], {}, None, "MADV_COLLAPSE under an rmap walker: the walker's folio is off the LRU, the block fails with -11 and "
+                 "its PTE table stays"),
     "seeds/s390/gmap": ([
         ["exec", 1, 0], ["mmap", 1, A, 4 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, A, 2 * M],
         ["memslot", 0, 1, 2 * M, A + 2 * M, 2 * M], ["guest_fault", 0, 4 * K, 1], ["guest_fault", 0, M, 0],
@@ -123,6 +143,34 @@ S390 = {
         ["mmap", 1, A + 4 * M, M, 0], ["fault", 1, A + 4 * M, 0], ["fork", 1, 2], ["fault", 2, A + 4 * M, 1],
         ["vm_create", 0, 1, 0], ["fault", 1, A + 4 * M + 4 * K, 0], ["fault", 1, A + M, 1], ["exit", 2],
     ], {}, None, "the huge zero page (a 2K deposit), coloured zero pages, vm_create splits the huge zero PMD; with PGSTEs no zero page"),
+    "seeds/s390/shmem": (shmem_seed(A, M), {}, None,
+        "shared memory: faults (fault-around maps cached neighbours), write to read-only PTE (reuse) and PMD (zap, "
+        "refault), fork re-faults, DONTNEED keeps the page, VMAs merge by file offset, MADV_COLLAPSE retracts "
+        "every aligned mapping and maps the caller's PMD, a misaligned mapping maps the folio by PTEs"),
+    "seeds/s390/rmap-locks": ([
+        ["exec", 1, -1], ["mmap", 1, A, M, 0], ["fault", 1, A, 1], ["rmap_begin", 0, 1, A], ["munmap", 1, A, 4 * K],
+        ["mmap", 1, A, 4 * K, 0], ["fork", 1, 2], ["exit", 1], ["madvise", 1, A + 64 * K, 4 * K, 2],
+        ["mmap", 1, A + M, M, 0], ["fault", 1, A + 4 * K, 1], ["madvise", 1, A, M, 3], ["fault", 1, A, 1],
+        ["rmap_commit", 0], ["munmap", 1, A, 4 * K],
+        ["shm_mmap", 1, A + 4 * M, M, 2, 0], ["fault", 1, A + 4 * M, 1], ["rmap_begin", 1, 1, A + 4 * M],
+        ["exec", 3, -1], ["shm_mmap", 3, A, M, 2, 0], ["fault", 1, A + 4 * M, 1], ["fault", 1, A + 4 * M + 4 * K, 1],
+        ["madvise", 1, A + 4 * M, M, 3], ["rmap_begin", 2, 1, A + 4 * M], ["exit", 1], ["rmap_commit", 1],
+        ["shm_mmap", 3, A, M, 2, 0], ["exit", 1],
+    ], {}, None, "what an rmap walker holds (anon_vma root or i_mmap_rwsem for read, the folio lock): munmap, "
+                 "MAP_FIXED, fork, exit, a VMA split or merge and shm_mmap of the object wait (-16); collapse finds "
+                 "its page off the LRU (-11); a second walker on the folio waits"),
+    "seeds/s390/m1-defer-gmap-unlink-control": ([
+        ["exec", 1, 0], ["vm_create", 0, 1, 0], ["shm_mmap", 1, A, M, 0, 0], ["memslot", 0, 0, 0, A, M],
+        ["guest_fault", 0, 0, 1], ["exec", 2, -1], ["shm_mmap", 2, 2 * A, M, 0, 0], ["madvise", 2, 2 * A, M, 3],
+        ["guest_fault", 0, 0, 1], ["rcu_gp"],
+    ], {"s390.defer_gmap_unlink": "yes"}, None,
+        "safe control for M1: pte_free_defer that also gmap_unlinks; the guest refaults onto the PMD leaf (-14)"),
+    "seeds/s390/m1-incongruent-control": ([
+        ["exec", 1, 0], ["vm_create", 0, 1, 0], ["shm_mmap", 1, A, M, 0, 1], ["memslot", 0, 0, 0, A, M],
+        ["guest_fault", 0, 0, 1], ["exec", 2, -1], ["shm_mmap", 2, 2 * A, M, 0, 0], ["madvise", 2, 2 * A, M, 3],
+        ["guest_fault", 0, 0, 1],
+    ], {}, None, "control for M1: the VM's mapping is not congruent with the block (pgoff 1), so retract_page_tables "
+                 "skips it; collapse_file only unmaps its PTEs and the gmap keeps the host's table"),
     "seeds/s390/pt-reclaim-gmap": ([
         ["exec", 1, 0], ["mmap", 1, A, 4 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, A, 4 * M],
         ["guest_fault", 0, 0, 1], ["guest_fault", 0, M, 1], ["madvise", 1, A, 2 * M, 0], ["guest_fault", 0, 0, 1],
@@ -153,6 +201,17 @@ S390 = {
         ["vm_create", 0, 1, 0], ["rmap_commit", 0],
     ], {"s390.pgste_decision": "convert-late", "mm.pmd_recheck": "no"}, "lost-update",
         "U5: vm_create swaps the 2K table for a pgste table under an rmap walker that does not recheck the pmd"),
+    "regressions/s390/gmap-dangling-m1": ([
+        ["exec", 1, 0], ["vm_create", 0, 1, 0], ["shm_mmap", 1, A, M, 0, 0], ["memslot", 0, 0, 0, A, M],
+        ["guest_fault", 0, 0, 1], ["exec", 2, -1], ["shm_mmap", 2, 2 * A, M, 0, 0], ["madvise", 2, 2 * A, M, 3],
+    ], {}, "gmap-dangling",
+        "M1, v6.6 mainline: Q's MADV_COLLAPSE of shmem object 0 runs collapse_file -> retract_page_tables, which "
+        "visits every VMA mapping the block (vma_interval_tree_foreach), VM process P's included, and checks only "
+        "anon_vma, alignment, the pmd and mm_users (no VM_NOHUGEPAGE, hugepage_vma_check or mm_has_pgste): "
+        "pmdp_collapse_flush (s390: gmap_pmdp_idte_global only with allow_gmap_hpage_1m) then pte_free_defer, "
+        "whose comment and WARN_ON_ONCE(mm_has_pgste(mm)) say it does not gmap_unlink as page_table_free_rcu, "
+        "gmap_unlink's only caller, does: P's gmap segment entry points at the freed PTE table",
+        {"defaults_violate": True, "fixed_by": {"s390.defer_gmap_unlink": "yes"}}),
     "regressions/s390/gmap-dangling-{hash}": ([
         ["exec", 1, 0], ["mmap", 1, A, M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, A, M],
         ["guest_fault", 0, 0, 1], ["madvise", 1, A, M, 1], ["madvise", 1, A, M, 3],
@@ -202,6 +261,16 @@ def kvm_seeds(arch: str, base: int) -> dict:
             ["madvise", 1, base, 4 * M, 3], ["madvise", 1, base + 4 * M, 2 * M, 3], ["munmap", 1, base, 8 * M],
         ], {}, None, "zero pages and the huge zero page, COW after fork (split, copy, reuse once the child is gone), "
                      "the VM sees every COW; collapse after it"),
+        p + "shmem": (shmem_seed(base, 2 * M), {}, None,
+            "shared memory as on s390, with 2M blocks"),
+        p + "shmem-guest": ([
+            ["exec", 1, -1], ["shm_mmap", 1, base, 4 * M, 0, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, base, 4 * M],
+            ["guest_fault", 0, 4 * K, 1], ["guest_fault", 0, 2 * M + 4 * K, 0], ["exec", 2, -1],
+            ["shm_mmap", 2, base, 4 * M, 0, 0], ["fault", 2, base + 8 * K, 1], ["madvise", 2, base, 4 * M, 3],
+            ["guest_fault", 0, 4 * K, 1], ["madvise", 1, base, 2 * M, 0], ["guest_fault", 0, 8 * K, 0],
+            ["exit", 2], ["vm_destroy", 0],
+        ], {}, None, "a VM over shared memory another process collapses: try_to_unmap and retract_page_tables "
+                     "notify the VM, whose next fault maps the PMD-size folio as a block"),
         p + "vma-merge-madvise-walk": ([
             ["exec", 1, -1], ["mmap", 1, base, M, 1], ["mmap", 1, base + M, M, 1], ["fault", 1, base, 1],
             ["mmap", 1, base + 4 * M, M, 0], ["mmap", 1, base + 5 * M, M, 1], ["fault", 1, base + 5 * M, 1],
@@ -249,11 +318,21 @@ ARM64 = {
         ["exec", 1, -1], ["mmap", 1, T, G, 4], ["vm_create", 0, 1, 32], ["memslot", 0, 0, 0, T, G], ["guest_fault", 0, 0, 1],
         ["vm_create", 1, 1, 40], ["memslot", 1, 0, 0, T, G], ["guest_fault", 1, 0, 1],
     ], {"arm64.stage2_block_check": "has-pud"}, None, "safe control: has-pud only maps PUD blocks on 4 levels"),
-    "regressions/arm64/lost-update-u6": ([
+    "seeds/arm64/pmd-recheck-no-control": ([
         ["exec", 1, -1], ["mmap", 1, T, 2 * M, 1], ["madvise", 1, T, 2 * M, 2], ["fault", 1, T, 1],
         ["madvise", 1, T, 2 * M, 1], ["rmap_begin", 0, 1, T], ["madvise", 1, T, 2 * M, 3], ["rmap_commit", 0],
-    ], {"mm.pmd_recheck": "no"}, "lost-update",
-        "U6: collapse swaps the PTE table for a huge leaf; an rmap walker without the pmd recheck writes the old table"),
+    ], {"mm.pmd_recheck": "no"}, None,
+        "BENCH.md's U6 (mm.pmd_recheck=no alone) is safe in v6.6: the walker's folio is off the LRU and locked, so "
+        "MADV_COLLAPSE fails that block (-11) and never swaps the table (collapse_huge_page would also wait for "
+        "the anon_vma lock the walker holds)"),
+    "regressions/arm64/lost-update-u6": ([
+        ["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["fault", 1, T, 1], ["rmap_begin", 0, 1, T],
+        ["madvise", 1, T, 2 * M, 0], ["rmap_commit", 0],
+    ], {"mm.pmd_recheck": "no", "mm.pt_reclaim": "yes"}, "lost-update",
+        "U6, redefined: with the rmap and folio locks of v6.6 nothing frees a PTE table under an rmap walker but PT "
+        "reclaim (6.14+), which zaps and frees the emptied table under the PMD lock and PTL only; without the pmd "
+        "recheck (v6.13's pte_offset_map_rw_nolock) the walker writes the freed table. pmd_recheck=no alone is "
+        "seeds/arm64/pmd-recheck-no-control"),
     "regressions/arm64/stage2-block-illegal-u7": ([
         ["exec", 1, -1], ["mmap", 1, T, G, 4], ["vm_create", 0, 1, 32], ["memslot", 0, 0, 0, T, G], ["guest_fault", 0, 0, 1],
     ], {"arm64.stage2_block_check": "none"}, "stage2-block-illegal",
@@ -321,12 +400,13 @@ def build() -> list[Path]:
     return written
 
 
-def write(arch, name, ops, knobs, kind, note) -> Path:
+def write(arch, name, ops, knobs, kind, note, extra_meta=None) -> Path:
     if True:
         expect = {"verdict": "violation", "kind": kind} if kind else {"verdict": "clean"}
         uses_elf = any(op[0] == "exec" and op[2] >= 0 for op in ops)
+        meta = {"found_by": "hand-written", "note": note, **(extra_meta or {})}
         t = Trace(arch, ops_from_list(ops), config=CONFIGS.get(name, {}), knobs=knobs,
-                  elfs=ELFS if uses_elf else [], expect=expect, meta={"found_by": "hand-written", "note": note})
+                  elfs=ELFS if uses_elf else [], expect=expect, meta=meta)
         if name.endswith("{hash}"):  # a finding's name, as ptfuzz fuzz gives it
             digest = hashlib.sha256(tracemod.dumps(replace(t, meta=None))).hexdigest()[:8]
             name = name.replace("{hash}", digest)

@@ -58,6 +58,45 @@ static void actor_end(struct engine *e, int cpu)
 	c->actor = A_NONE;
 }
 
+/* ---- what an rmap walker holds from begin to commit ---- */
+
+/* Does an rmap walker hold this rmap lock for read: the anon_vma root's rwsem (RL_ANON, by anon_vma root) or a
+ * shmem object's i_mmap_rwsem (RL_FILE, by object)? A path taking it for write would wait. */
+bool rmap_lock_held(const struct engine *e, int kind, uint32_t id)
+{
+	for (int cpu = 0; cpu < MAX_CPUS; cpu++) {
+		const struct cpu *c = &e->cpus[cpu];
+		if (c->actor == A_RMAP && c->lock_kind == kind && c->lock_id == id)
+			return true;
+	}
+	return false;
+}
+
+/* Does an rmap walker hold this folio (head pfn) locked? Its caller (reclaim, migration) also took it off the
+ * LRU, which is what hpage_collapse_scan_pmd/_file look at first (SCAN_PAGE_LRU). */
+bool folio_locked(const struct engine *e, uint64_t head)
+{
+	for (int cpu = 0; cpu < MAX_CPUS; cpu++) {
+		const struct cpu *c = &e->cpus[cpu];
+		if (c->actor == A_RMAP && c->folio == head)
+			return true;
+	}
+	return false;
+}
+
+/* Would taking this VMA's rmap locks for write wait for a walker? vma_prepare (split, merge, expand),
+ * free_pgtables' unlink_anon_vmas and unlink_file_vma, anon_vma_fork and dup_mmap's i_mmap insertion. */
+bool vma_rmap_busy(const struct engine *e, const struct vma *v)
+{
+	return (v->anon && rmap_lock_held(e, RL_ANON, v->anon_root)) ||
+	       (v->shm && rmap_lock_held(e, RL_FILE, v->shm - 1u));
+}
+
+/* rmap_begin: the rmap walk starts from a mapped folio (folio_referenced / try_to_unmap get a page, not an
+ * address): an address with no PTE table, no present PTE, or the zero page (on no rmap) is -ENOENT and holds
+ * nothing. Otherwise the walker takes the folio lock (a second walker on the same folio would wait: -EBUSY),
+ * the rmap lock for read (folio_lock_anon_vma_read: the anon_vma root; rmap_walk_file: i_mmap_rwsem), an RCU
+ * read-side section, the PTE table and the pmd value it saw (page_vma_mapped_walk's map_pte). */
 static int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
 {
 	int ret = idle_cpu(e, cpu);
@@ -81,6 +120,15 @@ static int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
 	/* rmap starts from a mapped folio: the zero page is on no rmap */
 	if (g->fmt->kind(pl, pte) != E_LEAF || is_zero_pfn(g->fmt->addr(pl, pte) >> 12))
 		return -ENOENT;
+	const struct compound *folio = data_lookup(e, g->fmt->addr(pl, pte) >> 12);
+	if (!folio)
+		return -ENOENT;
+	if (folio_locked(e, folio->pfn))
+		return -EBUSY; /* folio_lock: another walker holds it */
+	const struct vma *v = vma_find(&e->mms[mm], addr);
+	c->lock_kind = !v ? RL_NONE : v->shm ? RL_FILE : v->anon ? RL_ANON : RL_NONE;
+	c->lock_id = !v ? 0 : v->shm ? v->shm - 1u : v->anon_root;
+	c->folio = folio->pfn;
 	rcu_enter(e, cpu);
 	mm_get(e, mm);
 	c->actor = A_RMAP;

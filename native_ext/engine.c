@@ -49,6 +49,7 @@ int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t 
 		return ret;
 	e->s2_fmt = stage2_fmt(arch);
 	e->pmd_lvl = pmd_level(&e->geom);
+	e->shm_pages = e->geom.lv[e->geom.nlevels - 1].entries; /* HPAGE_PMD_NR */
 	switch (arch) {
 	case ARCH_S390:
 		e->task_size = 0ull - 4096;
@@ -78,6 +79,7 @@ void ptf_fini(struct engine *e)
 		free(e->mms[i].vmas);
 	for (int i = 0; i < MAX_VMS; i++)
 		free(e->vms[i].links);
+	shmem_fini(e);
 	free(e->cpd);
 	free(e->deps);
 	free(e->cbs);
@@ -101,7 +103,7 @@ static void oracle(struct engine *e)
 int ptf_step(struct engine *e, const uint64_t *op)
 {
 	int ret;
-	if (op[0] <= OP_SPLIT)
+	if (op[0] <= OP_SPLIT || op[0] == OP_SHM_MMAP)
 		ret = op_mm(e, op);
 	else if (op[0] <= OP_RMAP_COMMIT)
 		ret = op_actor(e, op);
@@ -111,7 +113,7 @@ int ptf_step(struct engine *e, const uint64_t *op)
 		ret = -ENOSYS;
 	if (ret > 0)
 		ret = 0;
-	e->st.results[-ret < 64 ? -ret : 63]++;
+	e->st.results[-ret < 128 ? -ret : 127]++;
 	oracle(e);
 	e->op_index++;
 	return ret;
@@ -134,10 +136,20 @@ int ptf_finish(struct engine *e, bool teardown)
 		e->procs[pid].exists = false;
 		mm_put_users(e, e->procs[pid].mm);
 	}
+	if (!e->viol)
+		shmem_release_all(e); /* every mapping is gone: the objects let go of their pages */
 	for (int guard = 0; e->ncbs && !e->viol && guard < 1000; guard++)
 		rcu_gp(e, true);
 	if (e->viol)
 		return 0;
+	for (uint64_t i = 0; i < e->ncpd; i++) {
+		const struct compound *c = &e->cpd[i];
+		if (!c->freed) {
+			violate(e, V_ENGINE_ASSERT, "after teardown data page pfn 0x%llx (%u x 4K%s) is still allocated, "
+				"mapcount %d", (unsigned long long)c->pfn, c->nr, c->shm ? ", shmem" : "", c->mapcount);
+			return 0;
+		}
+	}
 	for (int32_t i = 0; i < e->nblocks; i++) {
 		struct block *b = &e->blocks[i];
 		if (b->used) {
@@ -208,7 +220,7 @@ uint64_t ptf_digest(struct engine *e)
 				if (!file && v->file && m->vmas[k].file == v->file)
 					file = (uint64_t)k + 1;
 			}
-			uint64_t vv[5] = { v->start, v->end, v->flags, anon, file << 1 | v->cloned };
+			uint64_t vv[7] = { v->start, v->end, v->flags, anon, file << 1 | v->cloned, v->shm, v->pgoff };
 			h = fnv(h, vv, sizeof(vv));
 		}
 	}
@@ -218,6 +230,21 @@ uint64_t ptf_digest(struct engine *e)
 		h = fnv(h, flags, sizeof(flags));
 		if (p->exists)
 			h = fnv(h, &p->mm, sizeof(p->mm));
+	}
+	for (int obj = 0; obj < MAX_SHM; obj++) { /* the page caches: which page offsets hold a page, and which a folio */
+		const struct shm_obj *o = &e->shm[obj];
+		if (!o->used)
+			continue;
+		h = fnv(h, &obj, sizeof(obj));
+		for (uint32_t k = 0; k < o->nblk; k++) {
+			const struct shm_blk *b = &o->blk[k];
+			uint64_t bv[2] = { b->index, b->huge != 0 };
+			h = fnv(h, bv, sizeof(bv));
+			for (uint32_t i = 0; b->pfn && i < e->shm_pages; i++) {
+				uint8_t present = b->pfn[i] != 0;
+				h = fnv(h, &present, 1);
+			}
+		}
 	}
 	for (int i = 0; i < MAX_VMS; i++) {
 		struct vm *v = &e->vms[i];

@@ -370,6 +370,8 @@ static int fault_commit(struct engine *e, int cpu)
 	struct cpu *c = &e->cpus[cpu];
 	if (c->actor != A_GFAULT)
 		return -EINVAL;
+	if (c->holds_mm && exit_mmap_would_wait(e, c->mm))
+		return -EBUSY; /* its mmput would run exit_mmap, which waits for an rmap walker: the fault stays in flight */
 	int ret;
 	if (e->arch == ARCH_S390)
 		ret = e->mms[c->mm].dead ? -EFAULT : gmap_link(e, &e->vms[c->vm], c->gpa, c->hva);

@@ -94,6 +94,19 @@ static void exit_mmap(struct engine *e, int mm)
 	e->frag_dirty = e->gmap_dirty = true;
 }
 
+/* Would dropping this mm_users reference wait for an rmap walker? exit_mmap's free_pgtables takes every VMA's
+ * anon_vma root (unlink_anon_vmas) and i_mmap_rwsem (unlink_file_vma) for write. */
+bool exit_mmap_would_wait(const struct engine *e, int mm)
+{
+	const struct mm *m = &e->mms[mm];
+	if (m->users != 1)
+		return false;
+	for (int i = 0; i < m->nvma; i++)
+		if (vma_rmap_busy(e, &m->vmas[i]))
+			return true;
+	return false;
+}
+
 void mm_put_users(struct engine *e, int mm)
 {
 	struct mm *m = &e->mms[mm];
@@ -186,31 +199,62 @@ static bool is_mergeable_vma(const struct vma *v, uint32_t flags, uint32_t file,
 	return v->flags == flags && v->file == file && !(may_remove && (v->flags & VMA_HUGETLB));
 }
 
+/* linear_page_index: the file page offset that addr maps in v (vm_pgoff counts pages of the arch's size). */
+uint64_t vma_pgoff_at(const struct engine *e, const struct vma *v, uint64_t addr)
+{
+	return v->pgoff + (addr - v->start) / e->geom.page_size;
+}
+
+/* can_vma_merge_after / can_vma_merge_before: a file VMA merges only where the file offsets continue
+ * (prev->vm_pgoff + vma_pages(prev) == pgoff; next->vm_pgoff == pgoff + pglen): lo's offsets, run on to
+ * boundary, must reach hi_pgoff there. Anonymous VMAs always continue (vm_pgoff = addr >> PAGE_SHIFT and
+ * no mremap here), so only shmem VMAs are checked (is_mergeable_vma has already matched the files). */
+static bool pgoff_continues(const struct engine *e, const struct vma *lo, uint64_t boundary, uint64_t hi_pgoff)
+{
+	return !lo->shm || vma_pgoff_at(e, lo, boundary) == hi_pgoff;
+}
+
 /* dup_anon_vma: the expanding VMA takes the anon_vma of the one it absorbs. */
 static void dup_anon_vma(struct vma *dst, const struct vma *src)
 {
 	if (src->anon && !dst->anon) {
 		dst->anon = src->anon;
+		dst->anon_root = src->anon_root;
 		dst->cloned = src->cloned;
 	}
 }
 
-/* anon_vma_prepare -> find_mergeable_anon_vma: reuse a compatible neighbour's anon_vma (next first) whose
- * chain is singular, else a new one. */
-static void anon_vma_prepare(struct engine *e, struct mm *m, struct vma *v)
+/* find_mergeable_anon_vma -> reusable_anon_vma: a compatible neighbour's (next first) anon_vma whose chain is
+ * singular, or NULL. */
+static const struct vma *find_mergeable_anon_vma(struct mm *m, const struct vma *v)
 {
-	if (v->anon)
-		return;
 	int i = (int)(v - m->vmas);
 	const struct vma *n = i + 1 < m->nvma ? &m->vmas[i + 1] : NULL;
 	const struct vma *p = i > 0 ? &m->vmas[i - 1] : NULL;
 	if (n && n->start == v->end && n->flags == v->flags && n->file == v->file && n->anon && !n->cloned)
-		v->anon = n->anon;
-	else if (p && p->end == v->start && p->flags == v->flags && p->file == v->file && p->anon && !p->cloned)
-		v->anon = p->anon;
-	else
-		v->anon = ++e->next_anon;
+		return n;
+	if (p && p->end == v->start && p->flags == v->flags && p->file == v->file && p->anon && !p->cloned)
+		return p;
+	return NULL;
+}
+
+/* anon_vma_prepare: reuse a compatible neighbour's anon_vma, else a new one (its own root). Taking the reused
+ * anon_vma's lock for write waits for an rmap walker that holds its root for read: -EBUSY, nothing changed. */
+static int anon_vma_prepare(struct engine *e, struct mm *m, struct vma *v)
+{
+	if (v->anon)
+		return 0;
+	const struct vma *r = find_mergeable_anon_vma(m, v);
+	if (r && rmap_lock_held(e, RL_ANON, r->anon_root))
+		return -EBUSY;
+	if (r) {
+		v->anon = r->anon;
+		v->anon_root = r->anon_root;
+	} else {
+		v->anon = v->anon_root = ++e->next_anon;
+	}
 	v->cloned = 0;
+	return 0;
 }
 
 static int split_huge_pmd_if_needed(struct engine *e, int mm, const struct vma *v, uint64_t addr);
@@ -233,8 +277,28 @@ static int vma_split_at(struct engine *e, int mm, uint64_t addr)
 	int pos = (int)(v - m->vmas);
 	struct vma tail = *v;
 	tail.start = addr;
+	tail.pgoff = vma_pgoff_at(e, v, addr); /* new->vm_pgoff += (addr - vma->vm_start) >> PAGE_SHIFT */
 	m->vmas[pos].end = addr;
 	return vma_insert_at(m, pos + 1, tail);
+}
+
+/* mmap_region's "attempt to expand an old mapping": may the new range merge with next (can_vma_merge_before)
+ * and with prev (can_vma_merge_after)? prev/next are the neighbours as they are once the range is unmapped. */
+static void vma_link_plan(const struct engine *e, const struct vma *prev, const struct vma *next,
+			  const struct vma *nv, bool *mp_out, bool *mn_out)
+{
+	bool mn = next && is_mergeable_vma(next, nv->flags, nv->file, true) &&
+		  is_mergeable_anon_vma(e, 0, NULL, next, next->anon) && pgoff_continues(e, nv, nv->end, next->pgoff);
+	bool mp;
+	if (e->knob[K_MERGE_UNFAULTED] == 1) /* vma_merge_new_range: both sides, then prev against next */
+		mp = prev && is_mergeable_vma(prev, nv->flags, nv->file, false) &&
+		     is_mergeable_anon_vma(e, 0, NULL, prev, prev->anon) &&
+		     (!mn || is_mergeable_anon_vma(e, prev->anon, prev, NULL, next->anon));
+	else /* mmap_region: prev is checked against the anon_vma of the next it would absorb */
+		mp = prev && is_mergeable_vma(prev, nv->flags, nv->file, false) &&
+		     is_mergeable_anon_vma(e, mn ? next->anon : 0, mn ? next : NULL, prev, prev->anon);
+	*mp_out = mp && pgoff_continues(e, prev, prev->end, nv->pgoff);
+	*mn_out = mn;
 }
 
 /* mmap_region's merge of a new range with its neighbours (vma_expand), else a new VMA. */
@@ -243,16 +307,8 @@ static int vma_link_new(struct engine *e, struct mm *m, struct vma nv)
 	int pos = vma_index_after(m, nv.start);
 	struct vma *prev = pos > 0 && m->vmas[pos - 1].end == nv.start ? &m->vmas[pos - 1] : NULL;
 	struct vma *next = pos < m->nvma && m->vmas[pos].start == nv.end ? &m->vmas[pos] : NULL;
-	bool mn = next && is_mergeable_vma(next, nv.flags, nv.file, true) &&
-		  is_mergeable_anon_vma(e, 0, NULL, next, next->anon);
-	bool mp;
-	if (e->knob[K_MERGE_UNFAULTED] == 1) /* vma_merge_new_range: both sides, then prev against next */
-		mp = prev && is_mergeable_vma(prev, nv.flags, nv.file, false) &&
-		     is_mergeable_anon_vma(e, 0, NULL, prev, prev->anon) &&
-		     (!mn || is_mergeable_anon_vma(e, prev->anon, prev, NULL, next->anon));
-	else /* mmap_region: prev is checked against the anon_vma of the next it would absorb */
-		mp = prev && is_mergeable_vma(prev, nv.flags, nv.file, false) &&
-		     is_mergeable_anon_vma(e, mn ? next->anon : 0, mn ? next : NULL, prev, prev->anon);
+	bool mp, mn;
+	vma_link_plan(e, prev, next, &nv, &mp, &mn);
 	if (mp) {
 		prev->end = mn ? next->end : nv.end;
 		if (mn) {
@@ -263,9 +319,45 @@ static int vma_link_new(struct engine *e, struct mm *m, struct vma nv)
 	}
 	if (mn) {
 		next->start = nv.start;
+		next->pgoff = nv.pgoff; /* vm_pgoff = next->vm_pgoff - pglen */
 		return 0;
 	}
 	return vma_insert_at(m, pos, nv);
+}
+
+/* Would mmap_region of nv wait for an rmap walker? The unmap of what it replaces (__split_vma's vma_prepare,
+ * free_pgtables' unlink_anon_vmas and unlink_file_vma), the expansion of a neighbour (vma_expand's
+ * vma_prepare) and the insertion of a file VMA into i_mmap (vma_link) take those locks for write. */
+static bool mmap_region_would_wait(struct engine *e, struct mm *m, const struct vma *nv)
+{
+	if (nv->shm && rmap_lock_held(e, RL_FILE, nv->shm - 1u))
+		return true;
+	int i = vma_index_after(m, nv->start);
+	for (int j = i; j < m->nvma && m->vmas[j].start < nv->end; j++)
+		if (vma_rmap_busy(e, &m->vmas[j]))
+			return true;
+	struct vma p, n;
+	bool hp = false, hn = false;
+	if (i < m->nvma && m->vmas[i].start < nv->start) { /* the piece of a VMA split at the start */
+		p = m->vmas[i];
+		p.end = nv->start;
+		hp = true;
+	} else if (i > 0 && m->vmas[i - 1].end == nv->start) {
+		p = m->vmas[i - 1];
+		hp = true;
+	}
+	int k = vma_index_after(m, nv->end);
+	if (k < m->nvma && m->vmas[k].start <= nv->end) {
+		n = m->vmas[k];
+		if (n.start < nv->end) { /* the piece of a VMA split at the end */
+			n.pgoff = vma_pgoff_at(e, &n, nv->end);
+			n.start = nv->end;
+		}
+		hn = true;
+	}
+	bool mp, mn;
+	vma_link_plan(e, hp ? &p : NULL, hn ? &n : NULL, nv, &mp, &mn);
+	return (mp && vma_rmap_busy(e, &p)) || (mn && vma_rmap_busy(e, &n));
 }
 
 /* madvise_update_vma -> vma_modify_flags -> vma_merge, else split_vma at start and end. *prev_end: the end
@@ -283,6 +375,19 @@ static int madvise_update_vma(struct engine *e, int mm, int i, uint64_t start, u
 		if ((start > cur.start && (start & (hs - 1))) || (end < cur.end && (end & (hs - 1))))
 			return -EINVAL;
 	}
+	struct vma *prev = i > 0 && m->vmas[i - 1].end == cur.start ? &m->vmas[i - 1] : NULL;
+	struct vma *next = i + 1 < m->nvma && m->vmas[i + 1].start == cur.end ? &m->vmas[i + 1] : NULL;
+	bool mp = start == cur.start && prev && is_mergeable_vma(prev, newflags, cur.file, false) &&
+		  is_mergeable_anon_vma(e, cur.anon, &cur, prev, prev->anon) &&
+		  pgoff_continues(e, prev, prev->end, cur.pgoff);
+	bool mn = end == cur.end && next && is_mergeable_vma(next, newflags, cur.file, true) &&
+		  is_mergeable_anon_vma(e, cur.anon, &cur, next, next->anon) &&
+		  pgoff_continues(e, &cur, end, next->pgoff);
+	/* vma_merge and __split_vma take the rmap locks for write (vma_prepare); a flags change of the whole VMA
+	 * with no merge takes none */
+	if (((mp || mn || start > cur.start || end < cur.end) && vma_rmap_busy(e, &cur)) ||
+	    (mp && vma_rmap_busy(e, prev)) || (mn && vma_rmap_busy(e, next)))
+		return -EBUSY;
 	/* vma_adjust_trans_huge: a THP across a new boundary is split */
 	int ret = 0;
 	if (start > cur.start)
@@ -291,12 +396,6 @@ static int madvise_update_vma(struct engine *e, int mm, int i, uint64_t start, u
 		ret = split_huge_pmd_if_needed(e, mm, &cur, end);
 	if (ret || e->viol)
 		return ret;
-	struct vma *prev = i > 0 && m->vmas[i - 1].end == cur.start ? &m->vmas[i - 1] : NULL;
-	struct vma *next = i + 1 < m->nvma && m->vmas[i + 1].start == cur.end ? &m->vmas[i + 1] : NULL;
-	bool mp = start == cur.start && prev && is_mergeable_vma(prev, newflags, cur.file, false) &&
-		  is_mergeable_anon_vma(e, cur.anon, &cur, prev, prev->anon);
-	bool mn = end == cur.end && next && is_mergeable_vma(next, newflags, cur.file, true) &&
-		  is_mergeable_anon_vma(e, cur.anon, &cur, next, next->anon);
 	if (mp && mn && is_mergeable_anon_vma(e, prev->anon, prev, NULL, next->anon)) {
 		prev->end = next->end;
 		dup_anon_vma(prev, next);
@@ -309,15 +408,18 @@ static int madvise_update_vma(struct engine *e, int mm, int i, uint64_t start, u
 	if (mp) {
 		prev->end = end;
 		dup_anon_vma(prev, &cur);
-		if (end == cur.end)
+		if (end == cur.end) {
 			vma_remove_at(m, i);
-		else
+		} else {
+			m->vmas[i].pgoff = vma_pgoff_at(e, &cur, end);
 			m->vmas[i].start = end;
+		}
 		*prev_end = end;
 		return 0;
 	}
 	if (mn) {
 		next->start = start;
+		next->pgoff = vma_pgoff_at(e, &cur, start);
 		dup_anon_vma(next, &cur);
 		*prev_end = next->end;
 		if (start == cur.start)
@@ -372,7 +474,7 @@ void pte_table_free(struct engine *e, int mm, struct tref t, uint64_t vmaddr, bo
 }
 
 /* pte_free: a table no walker can reach (a deposit, or one never linked) goes back at once, no RCU. */
-static void pte_free(struct engine *e, int mm, struct tref t)
+void pte_free(struct engine *e, int mm, struct tref t)
 {
 	e->st.tables_freed++;
 	if (e->arch == ARCH_S390) {
@@ -451,7 +553,7 @@ uint64_t host_entry_at(struct engine *e, int mm, uint64_t addr, int level, struc
 	return a.entry;
 }
 
-static int alloc_table_for(struct engine *e, int mm, int level, struct tref *out)
+int alloc_table_for(struct engine *e, int mm, int level, struct tref *out)
 {
 	if (level == e->geom.nlevels - 1 && e->arch == ARCH_S390)
 		return s390_pte_alloc(e, mm, out);
@@ -492,7 +594,7 @@ static int slot_visit(struct walk_ctx *ctx, unsigned visit)
 }
 
 /* The slot of the entry at level target for addr, allocating the tables above it. */
-static int pt_slot(struct engine *e, int mm, uint64_t addr, int target, struct tref *tbl, uint32_t *idx, int *level)
+int pt_slot(struct engine *e, int mm, uint64_t addr, int target, struct tref *tbl, uint32_t *idx, int *level)
 {
 	struct slot_arg a = { mm, target, TREF_NONE, 0, -1, 0 };
 	struct walker w = { slot_visit, &a, WALK_LEAF | WALK_TABLE_PRE, 0 };
@@ -509,14 +611,22 @@ static int pt_slot(struct engine *e, int mm, uint64_t addr, int target, struct t
 	return 0;
 }
 
-/* A PMD leaf that owns a deposited table: an anonymous THP or the huge zero page (not hugetlb). */
+/* A PMD leaf that owns a deposited table: an anonymous THP or the huge zero page (not hugetlb, not a shmem folio:
+ * do_set_pmd deposits nothing). */
 static bool pmd_has_deposit(struct engine *e, uint64_t pmdval)
 {
 	uint64_t pfn = e->geom.fmt->addr(e->pmd_lvl, pmdval) >> 12;
 	if (pfn == HUGE_ZERO_PFN)
 		return true;
 	struct compound *c = data_lookup(e, pfn);
-	return c && !c->hugetlb;
+	return c && !c->hugetlb && !c->shm;
+}
+
+/* A PMD leaf of a shmem folio (a file THP). */
+static bool pmd_is_file(struct engine *e, uint64_t pmdval)
+{
+	struct compound *c = data_lookup(e, e->geom.fmt->addr(e->pmd_lvl, pmdval) >> 12);
+	return c && c->shm;
 }
 
 /* zap_deposited_table: withdraw the PMD's deposit and pte_free it. */
@@ -546,8 +656,8 @@ static int unmap_visit(struct walk_ctx *ctx, unsigned visit)
 		/* zap_pmd_range: a THP the range covers partly is split and the walk descends into it; a
 		 * hugetlb leaf stays whole (hugetlb ranges are aligned up front) */
 		if (ctx->addr < a->start || ctx->addr + size > a->end) {
-			if (ctx->level == e->pmd_lvl && pmd_has_deposit(e, ctx->old))
-				__split_huge_pmd(e, a->mm, ctx->addr);
+			if (ctx->level == e->pmd_lvl && (pmd_has_deposit(e, ctx->old) || pmd_is_file(e, ctx->old)))
+				__split_huge_pmd(e, a->mm, ctx->addr); /* a file PMD is zapped whole */
 			return e->viol ? -EFAULT : 0;
 		}
 		uint64_t pfn = f->addr(ctx->level, ctx->old) >> 12;
@@ -630,9 +740,19 @@ static int __split_huge_pmd(struct engine *e, int mm, uint64_t addr)
 	if (host_lookup(e, mm, addr, &lvl, &pfn, &tbl, &idx) != E_LEAF || lvl != ml)
 		return -EINVAL;
 	uint64_t old = entry_get(e, tbl, idx);
+	uint64_t size = level_size(g, ml), base = addr & ~(size - 1);
+	if (pmd_is_file(e, old)) {
+		/* __split_huge_pmd_locked of a file VMA: the PMD is cleared and the page unmapped there (the next fault
+		 * maps it again); no PTE table */
+		uint64_t head = g->fmt->addr(ml, old) >> 12;
+		kvm_notify_range(e, mm, base, base + size);
+		entry_write(e, tbl, ml, idx, g->fmt->empty(ml));
+		emit(e, EV_LEAF_ZAP, ml, base, head, mm);
+		data_put(e, head);
+		return 0;
+	}
 	if (!pmd_has_deposit(e, old))
 		return -EINVAL;
-	uint64_t size = level_size(g, ml), base = addr & ~(size - 1);
 	uint64_t head = g->fmt->addr(ml, old) >> 12;
 	bool zero = head == HUGE_ZERO_PFN, write = g->fmt->writable(ml, old);
 	kvm_notify_range(e, mm, base, base + size);
@@ -653,6 +773,11 @@ static int __split_huge_pmd(struct engine *e, int mm, uint64_t addr)
 	emit(e, EV_LEAF_ZAP, ml, base, head, mm);
 	emit(e, EV_LEAF_SET, pl, base, zero ? my_zero_pfn(e, base) : head, mm);
 	return 0;
+}
+
+int split_huge_pmd(struct engine *e, int mm, uint64_t addr)
+{
+	return __split_huge_pmd(e, mm, addr);
 }
 
 /* split_huge_pmd_if_needed: an unaligned boundary inside a block the VMA covers splits a THP there. */
@@ -690,7 +815,9 @@ static int wp_page_copy(struct engine *e, int mm, struct vma *v, uint64_t addr, 
 	const struct geom *g = &e->geom;
 	uint64_t sz = level_size(g, level), base = addr & ~(sz - 1);
 	uint64_t old = g->fmt->addr(level, entry_get(e, tbl, idx)) >> 12;
-	anon_vma_prepare(e, &e->mms[mm], v);
+	int ret = anon_vma_prepare(e, &e->mms[mm], v);
+	if (ret)
+		return ret;
 	uint64_t head = data_alloc(e, sz >> 12);
 	if (!head)
 		return -ENOMEM;
@@ -706,7 +833,8 @@ static int wp_page_copy(struct engine *e, int mm, struct vma *v, uint64_t addr, 
 }
 
 /* do_wp_page / hugetlb_wp: reuse a page nobody else maps (wp_can_reuse_anon_folio: refcount 1, here
- * the mapcount of the whole folio), else copy. */
+ * the mapcount of the whole folio, and folio_trylock: a folio an rmap walker holds, with its reference, is
+ * copied), else copy. */
 static int do_wp_page(struct engine *e, int mm, struct vma *v, uint64_t addr, struct tref tbl, uint32_t idx,
 		      int level, uint64_t *pfn, uint64_t *size)
 {
@@ -714,7 +842,7 @@ static int do_wp_page(struct engine *e, int mm, struct vma *v, uint64_t addr, st
 	uint64_t ent = entry_get(e, tbl, idx), phys = g->fmt->addr(level, ent);
 	if (!is_zero_pfn(phys >> 12)) {
 		struct compound *c = data_lookup(e, phys >> 12);
-		if (c && c->mapcount == 1) {
+		if (c && c->mapcount == 1 && !folio_locked(e, c->pfn)) {
 			entry_write(e, tbl, level, idx, g->fmt->leaf(level, phys, true)); /* wp_page_reuse */
 			set_out(e, addr, phys >> 12, level, pfn, size);
 			return 0;
@@ -738,7 +866,9 @@ static int do_anonymous_page(struct engine *e, int mm, struct vma *v, uint64_t a
 		set_out(e, addr, z, pl, pfn, size);
 		return 0;
 	}
-	anon_vma_prepare(e, m, v);
+	int ret = anon_vma_prepare(e, m, v);
+	if (ret)
+		return ret;
 	uint64_t head = data_alloc(e, page_frames(e));
 	if (!head)
 		return -ENOMEM;
@@ -758,13 +888,15 @@ static int do_huge_pmd_anonymous_page(struct engine *e, int mm, struct vma *v, u
 	int ml = e->pmd_lvl;
 	struct mm *m = &e->mms[mm];
 	uint64_t sz = pmd_size(e), base = addr & ~(sz - 1);
-	anon_vma_prepare(e, m, v);
+	int ret = anon_vma_prepare(e, m, v);
+	if (ret)
+		return ret;
 	bool zero = !write && !mm_forbids_zeropage(e, m);
 	uint64_t head = zero ? HUGE_ZERO_PFN : data_alloc(e, sz >> 12);
 	if (!head)
 		return FALLBACK;
 	struct tref dep;
-	int ret = alloc_table_for(e, mm, pte_level(e), &dep); /* pte_alloc_one */
+	ret = alloc_table_for(e, mm, pte_level(e), &dep); /* pte_alloc_one */
 	if (ret) {
 		if (!zero) {
 			data_lookup(e, head)->mapcount = 1;
@@ -804,6 +936,8 @@ static int do_huge_pmd_wp_page(struct engine *e, int mm, uint64_t addr, struct t
 	}
 	if ((phys >> 12) != HUGE_ZERO_PFN) {
 		struct compound *c = data_lookup(e, phys >> 12);
+		if (c && folio_locked(e, c->pfn))
+			return -EBUSY; /* folio_trylock failed: do_huge_pmd_wp_page sleeps in folio_lock */
 		if (c && c->mapcount == 1) {
 			entry_write(e, tbl, ml, idx, g->fmt->leaf(ml, phys, true));
 			set_out(e, addr, phys >> 12, ml, pfn, size);
@@ -848,7 +982,9 @@ static int hugetlb_fault(struct engine *e, int mm, struct vma *v, uint64_t addr,
 		set_out(e, addr, g->fmt->addr(target, ent) >> 12, target, pfn, size);
 		return 0;
 	}
-	anon_vma_prepare(e, &e->mms[mm], v);
+	ret = anon_vma_prepare(e, &e->mms[mm], v);
+	if (ret)
+		return ret;
 	uint64_t head = data_alloc(e, sz >> 12);
 	if (!head)
 		return -ENOMEM;
@@ -872,6 +1008,8 @@ int do_fault(struct engine *e, int mm, uint64_t addr, bool write, uint64_t *pfn_
 		return -EFAULT;
 	if (v->flags & VMA_HUGETLB)
 		return hugetlb_fault(e, mm, v, addr, write, pfn_out, size_out);
+	if (v->shm)
+		return do_shmem_fault(e, mm, v, addr, write, pfn_out, size_out);
 	int ml = e->pmd_lvl, pl = pte_level(e), lvl;
 	struct tref tbl;
 	uint32_t idx;
@@ -909,16 +1047,17 @@ int do_fault(struct engine *e, int mm, uint64_t addr, bool write, uint64_t *pfn_
 
 /* ---- MADV_COLLAPSE (mm/khugepaged.c) ---- */
 
-enum scan_result { SCAN_FAIL, SCAN_SUCCEED, SCAN_PMD_NULL, SCAN_PMD_NONE, SCAN_PMD_MAPPED, SCAN_PAGE_RO,
-		   SCAN_ALLOC_HUGE_PAGE_FAIL, SCAN_WAIT /* the model's: an IRQs-off walker is in flight */ };
-
 /* collapse_huge_page (anonymous): a new THP, the PMD cleared and notified, the old pages dropped, the old PTE
- * table deposited (not freed) and the PMD leaf set. tlb_remove_table_sync_one waits for IRQs-off GUP-fast
- * walkers, which the sequential model cannot do: with one in flight the collapse does not start. */
+ * table deposited (not freed) and the PMD leaf set. anon_vma_lock_write waits for an rmap walker holding the
+ * VMA's anon_vma root, and tlb_remove_table_sync_one for IRQs-off GUP-fast walkers, which the sequential model
+ * cannot do: with either in flight the collapse does not start (SCAN_WAIT). */
 static int collapse_huge_page(struct engine *e, int mm, uint64_t base, struct tref pmd_tbl, uint32_t pmd_idx)
 {
 	const struct geom *g = &e->geom;
 	int pl = pte_level(e), ml = e->pmd_lvl;
+	const struct vma *v = vma_find(&e->mms[mm], base);
+	if (v && v->anon && rmap_lock_held(e, RL_ANON, v->anon_root))
+		return SCAN_WAIT;
 	for (int cpu = 0; cpu < MAX_CPUS; cpu++)
 		if (e->cpus[cpu].actor == A_WALK)
 			return SCAN_WAIT;
@@ -948,8 +1087,8 @@ static int collapse_huge_page(struct engine *e, int mm, uint64_t base, struct tr
 }
 
 /* hpage_collapse_scan_pmd as MADV_COLLAPSE runs it (no max_ptes_none/shared/referenced limits):
- * find_pmd_or_thp_or_none, then the PTEs: none and zero-page PTEs count as none; a block with no
- * writable PTE is SCAN_PAGE_RO. */
+ * find_pmd_or_thp_or_none, then the PTEs: none and zero-page PTEs count as none; a page an rmap walker holds
+ * is off the LRU (SCAN_PAGE_LRU, before SCAN_PAGE_LOCK); a block with no writable PTE is SCAN_PAGE_RO. */
 static int hpage_collapse_scan_pmd(struct engine *e, int mm, uint64_t base)
 {
 	const struct geom *g = &e->geom;
@@ -964,15 +1103,21 @@ static int hpage_collapse_scan_pmd(struct engine *e, int mm, uint64_t base)
 	uint64_t pmdval = host_entry_at(e, mm, base, ml, &tbl, &idx);
 	uint64_t *pte = tref_mem(e, tref_from_phys(e, g->fmt->addr(ml, pmdval)));
 	bool writable = false;
-	for (uint32_t i = 0; i < g->lv[pl].entries; i++)
-		if (g->fmt->kind(pl, pte[i]) == E_LEAF && !is_zero_pfn(g->fmt->addr(pl, pte[i]) >> 12) &&
-		    g->fmt->writable(pl, pte[i]))
+	for (uint32_t i = 0; i < g->lv[pl].entries; i++) {
+		if (g->fmt->kind(pl, pte[i]) != E_LEAF || is_zero_pfn(g->fmt->addr(pl, pte[i]) >> 12))
+			continue;
+		if (g->fmt->writable(pl, pte[i]))
 			writable = true;
+		const struct compound *c = data_lookup(e, g->fmt->addr(pl, pte[i]) >> 12);
+		if (c && folio_locked(e, c->pfn))
+			return SCAN_PAGE_LRU;
+	}
 	if (!writable && e->knob[K_COLLAPSE_RO] == 0)
 		return SCAN_PAGE_RO;
 	return collapse_huge_page(e, mm, base, tbl, idx);
 }
 
+/* madvise_collapse_errno */
 static int madvise_collapse_errno(int r)
 {
 	switch (r) {
@@ -980,36 +1125,55 @@ static int madvise_collapse_errno(int r)
 		return -ENOMEM;
 	case SCAN_WAIT:
 		return -EBUSY;
+	case SCAN_PAGE_COUNT:
+	case SCAN_PAGE_LOCK:
+	case SCAN_PAGE_LRU:
+		return -EAGAIN;
 	default:
 		return -EINVAL;
 	}
 }
 
-/* madvise_collapse for one VMA's part of the range: hugepage_vma_check(smaps=false, in_pf=false,
- * enforce_sysfs=false) ignores VM_HUGEPAGE and sysfs but needs no VM_NOHUGEPAGE, no hugetlb, an aligned
- * PMD block at the VMA's end (transhuge_vma_suitable) and an anon_vma; then block by block. */
+/* hugepage_vma_check(vma, vm_flags, smaps=false, in_pf=false, enforce_sysfs=false), as MADV_COLLAPSE (and
+ * collapse_pte_mapped_thp) ask it: no VM_NOHUGEPAGE (s390: thp_split_mm gives every VMA of an mm with PGSTEs
+ * one), no hugetlb (VM_NO_KHUGEPAGED), transhuge_vma_suitable at the VMA's last block; shmem: shmem_is_huge
+ * with force (sysfs shmem_enabled and the mount's huge= ignored); anonymous: an anon_vma. */
+static bool hugepage_vma_check(struct engine *e, const struct mm *m, const struct vma *v)
+{
+	uint64_t pmd = pmd_size(e);
+	if ((v->flags & (VMA_NOHUGE | VMA_HUGETLB)) || (m->has_pgste && e->knob[K_THP_IN_PGSTE] == 0) ||
+	    v->end - v->start < pmd || !transhuge_vma_suitable(e, v, v->end - pmd))
+		return false;
+	return v->shm || v->anon;
+}
+
+/* madvise_collapse for one VMA's part of the range: hugepage_vma_check, then block by block: a file VMA scans its
+ * page cache (hpage_collapse_scan_file, collapse_file, retract_page_tables) and SCAN_PTE_MAPPED_HUGEPAGE goes on
+ * with collapse_pte_mapped_thp(install_pmd) in the caller's mm; an anonymous one scans its PTEs. Whitelisted
+ * failures go on to the next block, the rest end the walk. */
 static int madvise_collapse(struct engine *e, int mm, int vi, uint64_t start, uint64_t end, uint64_t *prev_end)
 {
 	struct mm *m = &e->mms[mm];
 	struct vma *v = &m->vmas[vi];
 	uint64_t pmd = pmd_size(e);
 	*prev_end = v->end;
-	uint64_t last = (v->end - pmd) & ~(pmd - 1);
-	if ((v->flags & (VMA_NOHUGE | VMA_HUGETLB)) || (m->has_pgste && e->knob[K_THP_IN_PGSTE] == 0) ||
-	    v->end - v->start < pmd || last < v->start || last + pmd > v->end || !v->anon)
+	if (!hugepage_vma_check(e, m, v))
 		return -EINVAL;
 	uint64_t hstart = (start + pmd - 1) & ~(pmd - 1), hend = end & ~(pmd - 1);
 	uint64_t thps = 0;
 	int last_fail = SCAN_FAIL;
 	for (uint64_t addr = hstart; addr < hend && !e->viol; addr += pmd) {
-		int r = hpage_collapse_scan_pmd(e, mm, addr);
+		int r = v->shm ? hpage_collapse_scan_file(e, mm, v, addr) : hpage_collapse_scan_pmd(e, mm, addr);
+		if (r == SCAN_PTE_MAPPED_HUGEPAGE && !e->viol)
+			r = collapse_pte_mapped_thp(e, mm, addr);
 		if (r == SCAN_SUCCEED || r == SCAN_PMD_MAPPED) {
 			thps++;
 			continue;
 		}
 		last_fail = r;
-		if (r != SCAN_PMD_NULL && r != SCAN_PAGE_RO)
-			break; /* SCAN_PMD_NONE and the rest end the walk */
+		if (r != SCAN_PMD_NULL && r != SCAN_PAGE_RO && r != SCAN_PAGE_COUNT && r != SCAN_PAGE_LOCK &&
+		    r != SCAN_PAGE_LRU && r != SCAN_PAGE_COMPOUND && r != SCAN_PAGE_NULL)
+			break; /* SCAN_PMD_NONE (anonymous), SCAN_TRUNCATED, SCAN_WAIT and the rest end the walk */
 	}
 	if (e->viol)
 		return -EFAULT;
@@ -1128,6 +1292,9 @@ static int detach_range(struct engine *e, int mm, uint64_t start, uint64_t end)
 	struct mm *m = &e->mms[mm];
 	if (!vma_overlaps(m, start, end))
 		return 0;
+	for (int i = vma_index_after(m, start); i < m->nvma && m->vmas[i].start < end; i++)
+		if (vma_rmap_busy(e, &m->vmas[i]))
+			return -EBUSY; /* __split_vma, unlink_anon_vmas, unlink_file_vma: an rmap walker holds the lock */
 	int ret = vma_split_at(e, mm, start);
 	if (!ret)
 		ret = vma_split_at(e, mm, end);
@@ -1144,8 +1311,9 @@ static int detach_range(struct engine *e, int mm, uint64_t start, uint64_t end)
 }
 
 /* ksys_mmap_pgoff (hugetlb: len rounded up to the huge page size), do_mmap, get_unmapped_area (MAP_FIXED;
- * hugetlb: prepare_hugepage_range; s390: check_asce_limit upgrades), mmap_region. */
-static int op_mmap(struct engine *e, int mm, uint64_t addr, uint64_t len, uint64_t flags)
+ * hugetlb: prepare_hugepage_range; s390: check_asce_limit upgrades), mmap_region. obj >= 0: MAP_SHARED of
+ * shmem object obj at page offset pgoff (do_mmap's offset overflow check, file_mmap_ok: -EOVERFLOW). */
+static int do_mmap(struct engine *e, int mm, uint64_t addr, uint64_t len, uint64_t flags, int obj, uint64_t pgoff)
 {
 	struct mm *m = &e->mms[mm];
 	uint64_t page = e->geom.page_size, task = e->task_size, hs = 0;
@@ -1161,32 +1329,48 @@ static int op_mmap(struct engine *e, int mm, uint64_t addr, uint64_t len, uint64
 	if (!len)
 		return -EINVAL;
 	len = (len + page - 1) & ~(page - 1);
-	if (!len || len > task)
+	if (!len)
+		return -ENOMEM;
+	if (obj >= 0 && pgoff + len / page < pgoff)
+		return -EOVERFLOW; /* do_mmap: offset overflow? */
+	if (len > task)
 		return -ENOMEM;
 	if (hs && (addr & (hs - 1)))
 		return -EINVAL;
-	if (e->arch == ARCH_S390 && !(addr & (page - 1)) && addr + len > m->asce_limit && addr + len > addr &&
-	    addr + len <= task) {
-		int ret = s390_upgrade(e, mm, addr + len);
-		if (ret)
-			return ret;
-	}
-	if (addr > task - len)
-		return -ENOMEM;
-	if (addr & (page - 1))
-		return -EINVAL;
-	int ret = detach_range(e, mm, addr, addr + len);
-	if (ret || e->viol)
-		return ret ? -ENOMEM : 0; /* mmap_region: a failed do_vmi_munmap is -ENOMEM */
-	struct vma v = { addr, addr + len, 0, 0, 0, 0 };
+	bool upgrade = e->arch == ARCH_S390 && !(addr & (page - 1)) && addr + len > m->asce_limit &&
+		       addr + len > addr && addr + len <= task;
+	/* what fails after get_unmapped_area: the MAP_FIXED checks, then file_mmap_ok (MAX_LFS_FILESIZE) */
+	const uint64_t max_lfs = (1ull << 63) - 1;
+	int late = addr > task - len ? -ENOMEM : (addr & (page - 1)) ? -EINVAL :
+		   obj >= 0 && (len > max_lfs || pgoff > ((max_lfs - len) / page)) ? -EOVERFLOW : 0;
+	struct vma v = { .start = addr, .end = addr + len };
 	if (flags & 2)
 		v.flags |= VMA_HUGETLB_PMD;
 	if (flags & 4)
 		v.flags |= VMA_HUGETLB_PUD;
+	if (obj >= 0) {
+		v.shm = (uint8_t)(obj + 1);
+		v.file = SHM_FILE(obj);
+		v.pgoff = pgoff;
+	}
+	if (m->def_nohuge)
+		v.flags |= VMA_NOHUGE; /* vm_flags |= mm->def_flags */
+	if (!late && mmap_region_would_wait(e, m, &v))
+		return -EBUSY; /* an rmap walker holds a lock mmap_region takes for write: nothing changes */
+	if (upgrade) {
+		int ret = s390_upgrade(e, mm, addr + len);
+		if (ret)
+			return ret;
+	}
+	if (late)
+		return late;
+	int ret = detach_range(e, mm, addr, addr + len);
+	if (ret || e->viol)
+		return ret == -EBUSY ? ret : ret ? -ENOMEM : 0; /* mmap_region: a failed do_vmi_munmap is -ENOMEM */
 	if (flags & 6)
 		v.file = ++e->next_file; /* MAP_HUGETLB: a new hugetlbfs file (hugetlb_file_setup) */
-	if (m->def_nohuge)
-		v.flags |= VMA_NOHUGE;
+	if (obj >= 0)
+		shmem_obj(e, obj); /* the object exists from its first mapping on */
 	if ((ret = vma_link_new(e, m, v)) || !(flags & 1))
 		return ret;
 	/* bit0: MADV_HUGEPAGE right after the mmap, as the crosscheck helper does it */
@@ -1283,6 +1467,11 @@ static int op_fork(struct engine *e, uint64_t parent, uint64_t child)
 		return -EEXIST;
 	struct proc *pp = &e->procs[parent];
 	struct mm *src = &e->mms[pm];
+	/* dup_mmap: anon_vma_fork locks each anon_vma root for write, and a file VMA is inserted into i_mmap
+	 * under i_mmap_rwsem for write */
+	for (int i = 0; i < src->nvma; i++)
+		if (vma_rmap_busy(e, &src->vmas[i]))
+			return -EBUSY;
 	bool alloc_pgste = e->sysctl_pgste || pp->tif_pgste || src->alloc_pgste;
 	if (e->arch != ARCH_S390 || e->knob[K_PGSTE_DECISION] == PD_CONVERT_LATE)
 		alloc_pgste = false;
@@ -1303,7 +1492,7 @@ static int op_fork(struct engine *e, uint64_t parent, uint64_t child)
 		}
 		dst->nvma = src->nvma;
 	}
-	for (int i = 0; i < src->nvma; i++) { /* vm_area_dup + anon_vma_fork */
+	for (int i = 0; i < src->nvma; i++) { /* vm_area_dup + anon_vma_fork (the new anon_vma keeps the root) */
 		struct vma v = src->vmas[i];
 		v.cloned = v.anon != 0;
 		v.anon = v.anon ? ++e->next_anon : 0;
@@ -1331,6 +1520,12 @@ int op_exec(struct engine *e, int pid, int64_t elf)
 	struct elf_info info = { 0 };
 	if (elf >= e->nelfs)
 		return -ENOEXEC;
+	if (old >= 0 && exit_mmap_would_wait(e, old)) {
+		/* exec_mmap's mmput of the old mm would wait in exit_mmap; an exec that fails earlier does not */
+		static const int machine[ARCH_NR] = { 22, 183, 62 };
+		if (elf < 0 || !elf_parse(e->elfs[elf], e->elf_lens[elf], machine[e->arch], e->arch == ARCH_S390, &info))
+			return -EBUSY;
+	}
 again:;
 	bool flags_say = e->sysctl_pgste || p->tif_pgste || (old >= 0 && e->mms[old].alloc_pgste);
 	bool alloc_pgste = decision == PD_CONVERT_LATE ? false :
@@ -1344,7 +1539,7 @@ again:;
 	struct mm *m = &e->mms[nm];
 	m->def_nohuge = old >= 0 && e->mms[old].def_nohuge; /* mm_init: def_flags & VM_INIT_DEF_MASK */
 	uint64_t pfn, size;
-	struct vma stack = { e->stack_top - STACK_BYTES, e->stack_top, VMA_STACK, 0, 0, 0 };
+	struct vma stack = { .start = e->stack_top - STACK_BYTES, .end = e->stack_top, .flags = VMA_STACK };
 	if (m->def_nohuge)
 		stack.flags |= VMA_NOHUGE; /* setup_arg_pages: vm_flags |= mm->def_flags */
 	ret = vma_insert_at(m, 0, stack);
@@ -1399,11 +1594,15 @@ int op_mm(struct engine *e, const uint64_t *op)
 		return mm;
 	switch (op[0]) {
 	case OP_EXIT:
+		if (exit_mmap_would_wait(e, mm))
+			return -EBUSY;
 		e->procs[a[0]].exists = false;
 		mm_put_users(e, mm);
 		return 0;
 	case OP_MMAP:
-		return op_mmap(e, mm, a[1], a[2], a[3]);
+		return do_mmap(e, mm, a[1], a[2], a[3], -1, 0);
+	case OP_SHM_MMAP: /* MAP_SHARED | MAP_FIXED of the object, read and write */
+		return a[3] < MAX_SHM ? do_mmap(e, mm, a[1], a[2], 0, (int)a[3], a[4]) : -EINVAL;
 	case OP_MUNMAP:
 		return op_munmap(e, mm, a[1], a[2]);
 	case OP_MADVISE:

@@ -22,7 +22,7 @@ static PyObject *stats_dict(struct engine *e)
 	PyObject *results = PyDict_New();
 	if (!results)
 		return NULL;
-	for (int i = 0; i < 64; i++) {
+	for (int i = 0; i < 128; i++) {
 		if (!e->st.results[i])
 			continue;
 		PyObject *k = PyLong_FromLong(-i), *v = PyLong_FromUnsignedLongLong(e->st.results[i]);
@@ -380,6 +380,7 @@ static PyObject *py_geometry2(PyObject *self, PyObject *args)
 	return list ? Py_BuildValue("(Nii)", list, start, pages) : NULL;
 }
 
+PyObject *py_dump(PyObject *self, PyObject *args); /* dump.c */
 static PyMethodDef methods[] = {
 	{ "geometry2", py_geometry2, METH_VARARGS, "geometry2(arch, config, ipa_bits) -> (levels, start, pgd_pages)" },
 	{ "pack_ops", py_pack_ops, METH_VARARGS, "pack_ops(ops, codes, elf_columns) -> (bytes, bad_index)" },
@@ -387,6 +388,7 @@ static PyMethodDef methods[] = {
 	{ "geometry", py_geometry, METH_VARARGS, "geometry(arch, config) -> levels" },
 	{ "run", py_run, METH_VARARGS,
 	  "run(arch, knobs, config, elfs, ops, steps, teardown[, probes[, figures]]) -> dict" },
+	{ "dump", py_dump, METH_VARARGS, "dump(arch, knobs, config, elfs, ops) -> the state after ops, no teardown" },
 	{ "tables", py_tables, METH_NOARGS, "The engine's op, knob, violation and arch tables." },
 	{ "elf_check", py_elf_check, METH_VARARGS, "elf_check(image, machine, big_endian) -> (accepted, pgste)" },
 	{ NULL, NULL, 0, NULL },

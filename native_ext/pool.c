@@ -182,7 +182,8 @@ struct compound *data_lookup(struct engine *e, uint64_t pfn)
 	return &e->cpd[lo - 1];
 }
 
-/* A kernel path dropped one mapping of the page. */
+/* A kernel path dropped one mapping of the page (page_remove_rmap + folio_put): an anonymous or hugetlb page is
+ * freed with its last mapping, a shmem page stays in its object's page cache. */
 void data_put(struct engine *e, uint64_t pfn)
 {
 	struct compound *c = data_lookup(e, pfn);
@@ -190,6 +191,12 @@ void data_put(struct engine *e, uint64_t pfn)
 		return;
 	if (c->freed) {
 		violate(e, V_DOUBLE_FREE, "data page pfn 0x%llx freed twice", (unsigned long long)pfn);
+		return;
+	}
+	if (c->shm) { /* the page cache keeps a shmem page: its object frees it (collapse_file, end of trace) */
+		if (--c->mapcount < 0)
+			violate(e, V_ENGINE_ASSERT, "shmem page pfn 0x%llx unmapped more often than mapped",
+				(unsigned long long)pfn);
 		return;
 	}
 	if (--c->mapcount > 0)

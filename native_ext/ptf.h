@@ -12,6 +12,7 @@
 #define MAX_VMS 16
 #define MAX_SLOTS 32
 #define MAX_MMS 160
+#define MAX_SHM 16      /* shmem objects 0..15 (TRACE.md shm_mmap) */
 #define MAX_VMAS 1024
 #define MAX_LEVELS 5
 #define OP_ARGS 5
@@ -24,7 +25,7 @@ enum opcode {
 	OP_MADVISE, OP_FAULT, OP_SPLIT, OP_RCU_LOCK, OP_RCU_UNLOCK, OP_RCU_GP,
 	OP_WALK_BEGIN, OP_WALK_STEP, OP_WALK_END, OP_RMAP_BEGIN, OP_RMAP_COMMIT,
 	OP_VM_CREATE, OP_MEMSLOT, OP_GUEST_FAULT, OP_GUEST_FAULT_BEGIN,
-	OP_GUEST_FAULT_COMMIT, OP_VM_DESTROY, OP_NR
+	OP_GUEST_FAULT_COMMIT, OP_VM_DESTROY, OP_SHM_MMAP, OP_NR
 };
 
 enum violation {
@@ -37,7 +38,8 @@ enum violation {
 enum knob {
 	K_TABLE_FREE, K_PMD_RECHECK, K_PGSTE_DECISION, K_PT_ALLOC, K_THP_IN_PGSTE,
 	K_DEFER_GMAP_UNLINK, K_INVALIDATE_RETRY, K_FAULT_HOLDS_MM, K_RELEASE_CHECK,
-	K_STAGE2_BLOCK_CHECK, K_THP_SIZE, K_PT_RECLAIM, K_HUGE_ZERO_WP, K_COLLAPSE_RO, K_MERGE_UNFAULTED, K_NR
+	K_STAGE2_BLOCK_CHECK, K_THP_SIZE, K_PT_RECLAIM, K_HUGE_ZERO_WP, K_COLLAPSE_RO, K_MERGE_UNFAULTED,
+	K_FILE_PMD_NOHUGE, K_COLLAPSE_PMD_ALLOC, K_NR
 };
 /* Knob values are indices into the knob's value list (knobs.c). */
 enum { TF_RCU, TF_IMMEDIATE };
@@ -125,6 +127,7 @@ struct compound {
 	int32_t live;     /* maintained by the oracle: leaves in linked tables */
 	uint8_t freed;
 	uint8_t hugetlb;  /* a hugetlb page: no deposit, never split */
+	uint8_t shm;      /* 1 + the shmem object whose page cache holds it: freed by the cache, not by unmapping */
 };
 #define DATA_PFN_BASE (1ull << 24) /* data pages live above the table pool's addresses */
 /* The zero pages: never allocated, never freed, never counted as data. The huge zero page sits at a
@@ -142,9 +145,22 @@ struct vma {
 	uint64_t start, end;
 	uint32_t flags;
 	uint32_t anon;   /* anon_vma identity, 0: none yet (anon_vma_prepare sets it) */
-	uint32_t file;   /* vm_file: 0 anonymous, else the hugetlbfs file of one MAP_HUGETLB mmap */
+	uint32_t file;   /* vm_file: 0 anonymous, else the hugetlbfs file of one MAP_HUGETLB mmap, or SHM_FILE(obj) */
 	uint8_t cloned;  /* anon_vma_chain is not singular: forked from a parent VMA with an anon_vma */
+	uint8_t shm;     /* MAP_SHARED of shmem object shm - 1 (0: not shared memory); never an anon_vma */
+	uint32_t anon_root; /* anon_vma->root: the lock an rmap walker of the VMA's pages holds (anon_vma_fork keeps it) */
+	uint64_t pgoff;  /* vm_pgoff, in pages (shmem VMAs only; anonymous VMAs never need it here) */
 };
+/* The file identity of shmem object obj: one struct file shared by every mapping (the crosscheck helper's memfd). */
+#define SHM_FILE(obj) (0x80000000u | (uint32_t)(obj))
+
+/* ---- shmem objects: a page cache indexed by page offset, a block of PTRS_PER_PTE pages at a time ---- */
+struct shm_blk {
+	uint64_t index;  /* pgoff / pages per block */
+	uint64_t huge;   /* a PMD-size folio's head pfn (after collapse_file), 0: small pages */
+	uint64_t *pfn;   /* small pages: the 4K frame of each page offset's page, 0 for a hole */
+};
+struct shm_obj { bool used; struct shm_blk *blk; uint32_t nblk, capblk; };
 
 struct pgtable {
 	int top;          /* level index of the top table */
@@ -181,10 +197,13 @@ struct cpu {
 	int level;
 	struct tref tbl;
 	bool walk_done;
-	/* rmap */
+	/* rmap: the pointers it took, and what it holds until commit (the rmap lock for read, the folio lock) */
 	struct tref pmd_tbl;
 	uint32_t pmd_idx;
 	uint64_t pmd_seen;
+	uint8_t lock_kind;   /* RL_* */
+	uint32_t lock_id;    /* anon_vma root, or shmem object */
+	uint64_t folio;      /* head pfn of the folio it locked */
 	/* guest fault */
 	int vm;
 	uint64_t gpa, hva, size;
@@ -193,6 +212,9 @@ struct cpu {
 	bool holds_mm, write, vma_thp;
 	struct tref s2_root;    /* the stage-2 root the fault will install into */
 };
+
+/* The rmap lock an rmap walker holds for read: the anon_vma root (anon_vma->root->rwsem) or i_mmap_rwsem. */
+enum { RL_NONE, RL_ANON, RL_FILE };
 
 struct memslot { bool used; uint64_t gpa, hva, len; };
 
@@ -227,7 +249,7 @@ enum event {
 	EV_TABLE_ALLOC, EV_TABLE_FREE, EV_TABLE_RCU, EV_TABLE_DEFER, EV_RCU_RUN,
 	EV_LEAF_SET, EV_LEAF_ZAP, EV_DATA_FREE, EV_UPGRADE, EV_GMAP_LINK,
 	EV_GMAP_UNLINK, EV_NOTIFY, EV_RESTART, EV_PGSTE, EV_S2_LEAF, EV_S2_ZAP,
-	EV_NR
+	EV_SHM_COLLAPSE, EV_RETRACT, EV_NR
 };
 struct event_rec { uint32_t op; uint32_t type; uint64_t a, b, c, d; };
 
@@ -235,7 +257,7 @@ struct stats {
 	uint64_t pages_in_use, pages_peak;
 	uint64_t tables_allocated, tables_freed, rcu_callbacks;
 	uint64_t data_pages, data_pages_peak;
-	uint64_t results[64]; /* by -errno */
+	uint64_t results[128]; /* by -errno */
 };
 
 struct engine {
@@ -265,6 +287,8 @@ struct engine {
 	struct deposit *deps;
 	int32_t ndeps, capdeps, free_deps;
 	uint32_t next_anon, next_file; /* anon_vma and hugetlbfs file identities */
+	struct shm_obj shm[MAX_SHM];
+	uint32_t shm_pages;            /* pages per shmem block (PTRS_PER_PTE: a PMD-size folio) */
 	int pmd_lvl;                   /* the level of PMD-size leaves (pmd_level of the stage-1 geometry) */
 
 	const uint8_t *const *elfs;
@@ -366,10 +390,17 @@ static inline uint64_t entry_get(struct engine *e, struct tref t, uint32_t idx)
 	return tref_mem(e, t)[idx];
 }
 
+/* MADV_COLLAPSE scan results (mm/khugepaged.c), the ones the model reaches; SCAN_WAIT is the model's own: a path
+ * that would wait for an actor (an IRQs-off walker, an rmap walker's lock). */
+enum scan_result { SCAN_FAIL, SCAN_SUCCEED, SCAN_PMD_NULL, SCAN_PMD_NONE, SCAN_PMD_MAPPED, SCAN_PAGE_RO,
+		   SCAN_ALLOC_HUGE_PAGE_FAIL, SCAN_WAIT, SCAN_PAGE_LOCK, SCAN_PAGE_LRU, SCAN_PAGE_COUNT,
+		   SCAN_PAGE_NULL, SCAN_PAGE_COMPOUND, SCAN_TRUNCATED, SCAN_PTE_MAPPED_HUGEPAGE, SCAN_VMA_CHECK };
+
 /* mm.c */
 int mm_new(struct engine *e, bool alloc_pgste, int top, int *out);
 void mm_get(struct engine *e, int mm);
 void mm_put_users(struct engine *e, int mm);
+bool exit_mmap_would_wait(const struct engine *e, int mm);
 void mm_drop(struct engine *e, int mm);
 struct vma *vma_find(struct mm *m, uint64_t addr);
 int do_fault(struct engine *e, int mm, uint64_t addr, bool write, uint64_t *pfn, uint64_t *size);
@@ -383,8 +414,27 @@ int op_mm(struct engine *e, const uint64_t *op);
 int op_exec(struct engine *e, int pid, int64_t elf);
 int op_actor(struct engine *e, const uint64_t *op);
 void actors_abandon(struct engine *e);
+bool rmap_lock_held(const struct engine *e, int kind, uint32_t id);
+bool folio_locked(const struct engine *e, uint64_t head);
+bool vma_rmap_busy(const struct engine *e, const struct vma *v);
 void pte_table_free(struct engine *e, int mm, struct tref t, uint64_t vmaddr, bool defer);
+void pte_free(struct engine *e, int mm, struct tref t);
 void crst_free(struct engine *e, int mm, struct tref t);
+int alloc_table_for(struct engine *e, int mm, int level, struct tref *out);
+int pt_slot(struct engine *e, int mm, uint64_t addr, int target, struct tref *tbl, uint32_t *idx, int *level);
+int split_huge_pmd(struct engine *e, int mm, uint64_t addr);
+uint64_t vma_pgoff_at(const struct engine *e, const struct vma *v, uint64_t addr);
+
+/* shmem.c */
+struct shm_obj *shmem_obj(struct engine *e, int obj);
+uint64_t shmem_lookup(struct engine *e, int obj, uint64_t index, struct compound **folio);
+void shmem_release_all(struct engine *e);
+void shmem_fini(struct engine *e);
+bool transhuge_vma_suitable(const struct engine *e, const struct vma *v, uint64_t addr);
+int do_shmem_fault(struct engine *e, int mm, const struct vma *v, uint64_t addr, bool write, uint64_t *pfn_out,
+		   uint64_t *size_out);
+int hpage_collapse_scan_file(struct engine *e, int mm, const struct vma *v, uint64_t addr);
+int collapse_pte_mapped_thp(struct engine *e, int mm, uint64_t addr);
 
 /* s390.c */
 int s390_pte_alloc(struct engine *e, int mm, struct tref *out);

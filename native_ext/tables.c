@@ -10,7 +10,7 @@ const struct op_def op_defs[OP_NR] = {
 	{ "walk_begin", 3 }, { "walk_step", 1 }, { "walk_end", 1 },
 	{ "rmap_begin", 3 }, { "rmap_commit", 1 }, { "vm_create", 3 },
 	{ "memslot", 5 }, { "guest_fault", 3 }, { "guest_fault_begin", 4 },
-	{ "guest_fault_commit", 1 }, { "vm_destroy", 1 },
+	{ "guest_fault_commit", 1 }, { "vm_destroy", 1 }, { "shm_mmap", 5 },
 };
 
 const char *const violation_names[V_NR] = {
@@ -72,4 +72,12 @@ const struct knob_def knob_defs[K_NR] = {
 		"yes: a range with an anon_vma merges into an equal-flagged neighbour that has none (Linux "
 		"6.16+ is_mergeable_anon_vma checks the source's anon_vma_chain), where v6.6 checks the "
 		"neighbour's, empty when it was never faulted, and refuses" },
+	[K_FILE_PMD_NOHUGE] = { "mm.file_pmd_nohuge", { "map", "ptes" }, ALL,
+		"ptes: do_set_pmd refuses to map a PMD-size page-cache folio with a PMD leaf in a VMA with "
+		"VM_NOHUGEPAGE, which then maps it with PTEs (2b0f922323cc, Linux 6.12 and 6.6.60+: \"s390 KVM "
+		"cannot tolerate any PMD mappings\"); v6.6 maps it by a PMD leaf whatever the VMA's flags" },
+	[K_COLLAPSE_PMD_ALLOC] = { "mm.collapse_pmd_alloc", { "no", "yes" }, ALL,
+		"yes: MADV_COLLAPSE of a shmem block in a caller with no PMD table there allocates the tables and maps "
+		"the PMD-size folio (seen on Linux 6.18 by crosscheck), where v6.6's collapse_pte_mapped_thp fails the "
+		"block with SCAN_PMD_NULL (-22, after the cache was collapsed and the other mms retracted)" },
 };

@@ -98,6 +98,7 @@ class KernelSide:
     def run(self, ops: np.ndarray) -> list[Step]:
         live: set[int] = set()
         steps = []
+        self.host.shm_reset()  # every trace starts with empty shm objects, as the model's do
         try:
             for row in ops:
                 name, *args = op_to_list(row)
@@ -165,6 +166,10 @@ PROBE_KNOBS = [
      "MADV_COLLAPSE collapsed a block holding only none and zero-page PTEs (Linux 6.18+)"),
     ("merge_unfaulted", "mm.merge_unfaulted", "yes",
      "a faulted VMA merged into its never-faulted neighbour (Linux 6.16+ is_mergeable_anon_vma)"),
+    ("file_pmd_nohuge", "mm.file_pmd_nohuge", "ptes",
+     "a PMD-size shmem folio faulted in a NOHUGEPAGE VMA was mapped by PTEs (2b0f922323cc, 6.12, 6.6.60+)"),
+    ("collapse_pmd_alloc", "mm.collapse_pmd_alloc", "yes",
+     "MADV_COLLAPSE of shmem with no PMD table in the caller mapped the folio (seen on 6.18)"),
 ]
 
 

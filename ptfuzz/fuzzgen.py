@@ -20,6 +20,11 @@ class Choices:
     def chance(self, percent: int) -> bool:
         return self.below(100) < percent
 
+    def rarely(self, percent: int) -> bool:
+        """Like chance, but a zero decision (what exhausted bytes read as, and what hypothesis shrinks towards)
+        says no: a branch added later does not change what the simplest inputs do."""
+        return self.below(100) >= 100 - percent
+
     def pick(self, seq):
         return seq[self.below(len(seq))]
 
@@ -90,13 +95,17 @@ class Layout:
 
 @dataclass
 class State:
-    pids: dict = field(default_factory=dict)      # pid -> list of (addr, len, flags)
+    pids: dict = field(default_factory=dict)      # pid -> list of (addr, len, flags); flags SHM + obj: shared memory
     vms: dict = field(default_factory=dict)       # vm -> (pid, [(slot, gpa, hva, len)])
     cpus: dict = field(default_factory=dict)      # cpu -> (kind, ...)
+    shm: dict = field(default_factory=dict)       # obj -> [(pgoff, pages)] that some process mapped
+
+
+SHM = 8  # State.pids flags of a shm_mmap: SHM + obj
 
 
 class FuzzGen:
-    NPIDS, NVMS, NCPUS, NREGIONS = 3, 2, 4, 3
+    NPIDS, NVMS, NCPUS, NREGIONS, NOBJS = 3, 2, 4, 3, 2
 
     def __init__(self, arch: str, choices: Choices, config: dict | None = None, layout: Layout | None = None):
         self.arch, self.c = arch, choices
@@ -149,6 +158,13 @@ class FuzzGen:
     def do_mmap(self):
         pid, L = self.pid(), self.L
         base = self.region()
+        m = self.mapping(pid)
+        if m and m[2] < SHM and self.c.rarely(15):
+            # right after an earlier mapping, with its flags: vma_merge (hugetlb never merges)
+            length = L.page * (1 + self.c.below(16)) if m[2] < 2 else m[1]
+            self.op("mmap", pid, m[0] + m[1], length, m[2])
+            self.s.pids[pid].append((m[0] + m[1], length, m[2]))
+            return
         kind = self.c.below(5)
         if kind == 0:  # THP-eligible
             addr, length, flags = base + self.c.below(2) * L.pmd, L.pmd * (1 + self.c.below(2)), 1
@@ -167,7 +183,54 @@ class FuzzGen:
 
     def do_fault(self, pid=None, addr=None):
         pid = pid if pid is not None else self.pid()
-        self.op("fault", pid, addr if addr is not None else self.addr_in(pid), self.c.below(2))
+        addr = addr if addr is not None else self.addr_in(pid)
+        if self.c.rarely(20):  # a read, then a write: the zero page (or a shared page read-only), then COW or reuse
+            self.op("fault", pid, addr, 0)
+            self.op("fault", pid, addr, 1)
+            return
+        self.op("fault", pid, addr, self.c.below(2))
+
+    def do_shm(self, pid=None):
+        """MAP_SHARED of one of a few shmem objects, often a range another process maps already (shared memory
+        between processes), at a block-aligned address or one page off, with a page offset that is congruent to
+        it or not; then maybe a fault in it and a MADV_COLLAPSE of it (collapse_file, retract_page_tables)."""
+        pid = pid if pid is not None else self.pid()
+        L = self.L
+        ptrs = L.pmd // L.page
+        obj = self.c.below(self.NOBJS)
+        ranges = self.s.shm.get(obj)
+        if ranges and self.c.chance(70):
+            pgoff, pages = self.c.pick(ranges)
+        else:
+            pgoff = self.c.pick([0, 0, ptrs, self.c.below(4)])
+            pages = self.c.pick([ptrs, ptrs, 2 * ptrs, 1 + self.c.below(16)])
+        addr = self.region() + self.c.pick([0, 0, L.pmd, L.page])
+        self.op("shm_mmap", pid, addr, pages * L.page, obj, pgoff)
+        self.s.pids.setdefault(pid, []).append((addr, pages * L.page, SHM + obj))
+        self.s.shm.setdefault(obj, []).append((pgoff, pages))
+        if self.c.chance(40):
+            self.do_fault(pid, addr + self.c.below(pages) * L.page)
+        if self.c.chance(30):
+            self.op("madvise", pid, addr, pages * L.page, 3)
+        return addr, pages * L.page
+
+    def do_vm_on_shm(self):
+        """A VM whose guest memory is shared memory (QEMU's memory-backend-memfd, share=on): its process maps an
+        object, a memslot covers the mapping and the guest touches it; other processes may map the object too."""
+        if not self.s.vms or self.c.chance(30):
+            vm, pid = self.c.below(self.NVMS), self.pid()
+            self.op("vm_create", vm, pid, self.c.pick(self.L.ipas))
+            self.s.vms[vm] = (pid, [])
+        vm = self.c.pick(sorted(self.s.vms))
+        pid, slots = self.s.vms[vm]
+        hva, length = self.do_shm(pid)
+        align = 1 << 20 if self.arch == "s390" else self.L.page
+        hva, length = hva // align * align, max(align, length // align * align)
+        slot = self.c.below(4)
+        gpa = slot * self.L.region
+        self.op("memslot", vm, slot, gpa, hva, length)
+        self.s.vms[vm] = (pid, [s for s in slots if s[0] != slot] + [(slot, gpa, hva, length)])
+        self.op("guest_fault", vm, gpa + self.c.below(length // self.L.page) * self.L.page, self.c.below(2))
 
     def disturb(self, pid, addr):
         """The operations that race with an in-flight actor at (pid, addr)."""
@@ -225,6 +288,8 @@ class FuzzGen:
         if k == 0:
             self.op("walk_begin", cpu, pid, addr)
             self.s.cpus[cpu] = ("walk", pid, addr)
+            for _ in range(self.c.below(3)):  # descend now: the walker holds a lower table for what comes next
+                self.op("walk_step", cpu)
         elif k == 1:
             if self.c.chance(60):
                 self.do_fault(pid, addr)
@@ -249,6 +314,8 @@ class FuzzGen:
         return vm, gpa + off, hva + off, pid
 
     def do_vm(self):
+        if self.c.rarely(15):
+            return self.do_vm_on_shm()
         if not self.s.vms or self.c.chance(20):
             vm, pid = self.c.below(self.NVMS), self.pid()
             self.op("vm_create", vm, pid, self.c.pick(self.L.ipas))
@@ -280,6 +347,9 @@ class FuzzGen:
         k = self.c.below(7)
         pid = self.pid()
         if k == 0:
+            m = self.mapping(pid)
+            if m and self.c.rarely(50):  # fork of written memory: COW on both sides
+                self.op("fault", pid, self.addr_in(pid), 1)
             self.op("fork", pid, 1 + self.c.below(self.NPIDS))
         elif k == 1:
             self.op("exit", pid)
@@ -293,14 +363,19 @@ class FuzzGen:
         else:
             m = self.mapping(pid)
             if m:
-                self.op("madvise", pid, m[0], m[1], self.c.below(4))
+                # the mapping, or a range running past it into a hole or the next mapping (madvise_walk_vmas)
+                start, length = self.c.pick([(m[0], m[1]), (m[0], m[1]), (m[0], m[1] + self.L.region),
+                                             (m[0] & ~(self.L.pmd - 1), m[1] + self.L.pmd)])
+                self.op("madvise", pid, start, length, self.c.below(4))
 
     def step(self):
         k = self.c.below(100)
         if not self.s.pids or k < 6:
             self.do_exec()
-        elif k < 22:
+        elif k < 18:
             self.do_mmap()
+        elif k < 24:
+            self.do_shm()
         elif k < 40:
             self.do_fault()
         elif k < 68:

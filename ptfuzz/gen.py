@@ -25,7 +25,12 @@ def s390_elf(pgste: bool) -> bytes:
 
 
 class Generator:
-    """Emits operations that mostly succeed: live pids, mapped addresses, idle or busy cpus as needed."""
+    """Emits operations that mostly succeed: live pids, mapped addresses, idle or busy cpus as needed.
+
+    Shared memory: a few shmem objects, mapped by several processes at shared page offsets (aligned or not), read
+    and written, collapsed. VMs sit on anonymous memory only: on s390 a VM over shared memory that another
+    process collapses is BENCH.md M1, a violation under the defaults, and a workload must run to its end."""
+    NOBJS = 3
 
     def __init__(self, arch: str, seed: int, config: dict | None = None):
         from .cli.geometry import stage1_geometry
@@ -35,7 +40,9 @@ class Generator:
         self.page = geo["page_size"]
         self.pmd = geo["pmd_size"]
         self.pids: list[int] = []
-        self.maps: dict[int, list[tuple[int, int]]] = {}
+        self.maps: dict[int, list[tuple[int, int]]] = {}      # anonymous mappings (and VM memory)
+        self.shm_maps: dict[int, list[tuple[int, int]]] = {}  # shared-memory mappings
+        self.anon_flags: dict[tuple[int, int], int] = {}
         self.cpu_state = ["idle"] * 16
         self.vms: dict[int, int] = {}
         self.rows: list[list[int]] = []
@@ -48,8 +55,8 @@ class Generator:
         row.extend([0] * (OP_WIDTH - len(row)))
         self.rows.append(row)
 
-    def addr_in(self, pid: int) -> int:
-        maps = self.maps.get(pid)
+    def addr_in(self, pid: int, shared: bool = False) -> int:
+        maps = (self.maps.get(pid) or []) + ((self.shm_maps.get(pid) or []) if shared else [])
         if not maps:
             return MAP_BASE
         start, length = maps[self.r(len(maps))]
@@ -66,19 +73,31 @@ class Generator:
             return
         pid = self.pids[self.r(len(self.pids))]
         if r < 15:
-            slot = self.r(MAP_SLOTS)
-            length = (1 + self.r(4)) * self.pmd if self.r(2) else (1 + self.r(64)) * self.page
-            addr = MAP_BASE + slot * 4 * self.pmd
-            self.op("mmap", pid, addr, length, self.r(2))
+            maps = self.maps.get(pid)
+            if maps and self.r(5) == 0:  # right after an earlier mapping, with its flags: vma_merge
+                start, length = maps[self.r(len(maps))]
+                addr, flags, length = start + length, self.anon_flags.get((pid, start), 0), (1 + self.r(16)) * self.page
+            else:
+                slot = self.r(MAP_SLOTS)
+                length = (1 + self.r(4)) * self.pmd if self.r(2) else (1 + self.r(64)) * self.page
+                addr, flags = MAP_BASE + slot * 4 * self.pmd, self.r(2)
+            self.op("mmap", pid, addr, length, flags)
             self.maps.setdefault(pid, []).append((addr, length))
+            self.anon_flags[(pid, addr)] = flags
+        elif r < 19:
+            self.shm(pid)
         elif r < 55:
-            self.op("fault", pid, self.addr_in(pid), self.r(2))
+            addr = self.addr_in(pid, shared=True)
+            if self.r(8) == 0:  # a read, then a write: the zero page (a shared page read-only), then COW or reuse
+                self.op("fault", pid, addr, 0)
+            self.op("fault", pid, addr, self.r(2))
         elif r < 60:
-            addr = self.addr_in(pid) & ~(self.pmd - 1)
+            addr = self.addr_in(pid, shared=True) & ~(self.pmd - 1)
             self.op("munmap", pid, addr, self.pmd)
         elif r < 65:
-            addr = self.addr_in(pid) & ~(self.pmd - 1)
-            self.op("madvise", pid, addr, self.pmd, self.r(4))
+            addr = self.addr_in(pid, shared=True) & ~(self.pmd - 1)
+            # now and then over a hole or the next mapping too (madvise_walk_vmas: -12 after the mapped parts)
+            self.op("madvise", pid, addr, self.pmd * (1 + 3 * (self.r(4) == 0)), self.r(4))
         elif r < 67:
             self.op("split", pid, self.addr_in(pid))
         elif r < 80:
@@ -90,14 +109,30 @@ class Generator:
         elif r < 98:
             child = self.r(8)
             if child not in self.pids:
+                if self.maps.get(pid):  # fork of written memory: COW on both sides
+                    self.op("fault", pid, self.addr_in(pid), 1)
                 self.op("fork", pid, child)
                 self.pids.append(child)
                 self.maps[child] = list(self.maps.get(pid, []))
+                self.shm_maps[child] = list(self.shm_maps.get(pid, []))
         elif r < 99:
             self.op("rcu_gp")
         else:
             self.op("exit", pid)
             self.pids.remove(pid)
+
+    def shm(self, pid: int) -> None:
+        """shm_mmap of one of a few objects, in the shared-memory half of the map slots: the page offset of a slot
+        is fixed per object, so processes share pages; one mapping in four starts a page off (PTE-mapped)."""
+        obj, slot = self.r(self.NOBJS), self.r(MAP_SLOTS // 4)
+        pgoff = slot * 4 * self.pmd // self.page
+        off = self.page if self.r(4) == 0 else 0
+        length = (1 + self.r(2)) * self.pmd
+        addr = MAP_BASE + (MAP_SLOTS + slot) * 4 * self.pmd + off
+        self.op("shm_mmap", pid, addr, length, obj, pgoff)
+        self.shm_maps.setdefault(pid, []).append((addr, length))
+        if self.r(4) == 0:
+            self.op("madvise", pid, addr - off, length, 3)
 
     def walker(self, pid: int) -> None:
         cpu = self.r(4)
@@ -117,7 +152,7 @@ class Generator:
     def rmap(self, pid: int) -> None:
         cpu = 4 + self.r(4)
         if self.cpu_state[cpu] == "idle":
-            self.op("rmap_begin", cpu, pid, self.addr_in(pid))
+            self.op("rmap_begin", cpu, pid, self.addr_in(pid, shared=True))
             self.cpu_state[cpu] = "rmap"
         else:
             self.op("rmap_commit", cpu)

@@ -192,6 +192,10 @@ class Host:
             raise HostError(f"{BINARY_NAME}: expected a result for {line!r}, got {reply!r}")
         return int(reply[2:])
 
+    def shm_reset(self) -> None:
+        """Empties every shm object (no process may map them): a new trace starts with no page cache."""
+        self.request("shm_reset")
+
     def figures(self, pid: int, lo: int, hi: int) -> tuple[int, tuple[int, ...]]:
         """(window page-table bytes, PMD-mapped 2 MiB block addresses in [lo, hi)) of process pid."""
         line = f"figures {int(pid)} {int(lo)} {int(hi)}"

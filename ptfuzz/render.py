@@ -11,7 +11,7 @@ GENERIC_LEVELS = ["pgd", "p4d", "pud", "pmd", "pte"]
 NO_OWNER = (1 << 64) - 1
 EVENT_NAMES = ["table_alloc", "table_free", "table_rcu", "table_defer", "rcu_run", "leaf_set", "leaf_zap",
                "data_free", "upgrade", "gmap_link", "gmap_unlink", "notify", "exec_restart", "pgste",
-               "s2_leaf", "s2_zap"]
+               "s2_leaf", "s2_zap", "shm_collapse", "retract"]
 
 
 def level_name(arch: str, level: int, stage2: bool = False) -> str:
@@ -59,6 +59,10 @@ def describe_event(arch: str, ev: tuple) -> str:
         return f"+ vm {a} stage-2 leaf level {c} gpa {b:#x} -> pfn {d:#x}"
     if name == "s2_zap":
         return f"- vm {a} stage-2 leaf level {c} gpa {b:#x} (pfn {d:#x}) zapped"
+    if name == "shm_collapse":
+        return f"! shmem object {a}: pages {b:#x}.. replaced by one PMD-size folio at pfn {c:#x} (collapse_file, mm {d})"
+    if name == "retract":
+        return f"- retract_page_tables: mm {a} pmd for va {b:#x} cleared, its table {c:#x} goes (shmem object {d})"
     if name == "pgste":
         how = {1: "by the ELF flag on the mm already built", 2: "by converting its page tables"}.get(b, "")
         return f"! mm {a} now allocates PGSTEs {how}"

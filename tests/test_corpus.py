@@ -1,4 +1,5 @@
 """The corpus is tested data: every file replays to its expect; every regression is clean under default knobs."""
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,10 +23,22 @@ def test_corpus_file_matches_expect(path: Path):
     assert replay(t).matches(t)
 
 
+def defaults_violate(t) -> bool:
+    """A mainline finding (BENCH.md M1): the v6.6 defaults themselves violate; meta.fixed_by names the design
+    that closes it."""
+    return bool((t.meta or {}).get("defaults_violate"))
+
+
 @pytest.mark.parametrize("path", REGRESSIONS, ids=lambda p: p.name)
 def test_regression_is_clean_with_knobs_at_default(path: Path):
     t = tracemod.load(path)
-    assert t.expected_kind() and t.knobs
+    assert t.expected_kind()
+    if defaults_violate(t):
+        assert not t.knobs and t.meta.get("fixed_by"), "a mainline regression sets no knobs and names its fix"
+        assert replay(t).violation.kind == t.expected_kind()
+        assert replay(replace(t, knobs=t.meta["fixed_by"])).violation is None
+        return
+    assert t.knobs
     assert replay(replace(t, knobs={})).violation is None
 
 
@@ -33,6 +46,9 @@ def test_regression_is_clean_with_knobs_at_default(path: Path):
 def test_regression_file_name_follows_the_scheme(path: Path):
     t = tracemod.load(path)
     assert path.name.startswith(t.expected_kind() + "-") and path.parent.name == t.arch
+    ident = path.stem[len(t.expected_kind()) + 1:]
+    assert re.fullmatch(r"u\d+|m\d+|[0-9a-f]{8}", ident), path.name
+    assert ident.startswith("m") == defaults_violate(t), "-mN is the id of a regression violating under defaults"
 
 
 def test_corpus_source_and_files_agree(tmp_path, monkeypatch):

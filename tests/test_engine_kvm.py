@@ -106,13 +106,20 @@ U10 = [["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 0], ["mems
 U7 = [["exec", 1, -1], ["mmap", 1, T, G, 4], ["vm_create", 0, 1, 32], ["memslot", 0, 0, 0, T, G], ["guest_fault", 0, 0, 1]]
 U8 = [["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["fault", 1, T, 1], ["madvise", 1, T, 2 * M, 1],
       ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 2 * M], ["guest_fault", 0, 0, 1]]
-U6 = [["exec", 1, -1], ["mmap", 1, T, 2 * M, 1], ["madvise", 1, T, 2 * M, 2], ["fault", 1, T, 1],
-      ["madvise", 1, T, 2 * M, 1], ["rmap_begin", 0, 1, T], ["madvise", 1, T, 2 * M, 3], ["rmap_commit", 0]]
+# U6 as BENCH.md writes it (mm.pmd_recheck=no alone) cannot lose an update in v6.6: the collapse that would swap
+# the table out from under the walker finds the walker's folio off the LRU (-11) and takes the anon_vma lock the
+# walker holds. PT reclaim frees the table with neither lock: that is the shape that needs the recheck.
+U6 = [["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["fault", 1, T, 1], ["rmap_begin", 0, 1, T],
+      ["madvise", 1, T, 2 * M, 0], ["rmap_commit", 0]]
+U6_V66 = [["exec", 1, -1], ["mmap", 1, T, 2 * M, 1], ["madvise", 1, T, 2 * M, 2], ["fault", 1, T, 1],
+          ["madvise", 1, T, 2 * M, 1], ["rmap_begin", 0, 1, T], ["madvise", 1, T, 2 * M, 3], ["rmap_commit", 0]]
 WALK = [["exec", 1, -1], ["mmap", 1, T, M, 0], ["fault", 1, T, 1], ["walk_begin", 0, 1, T], ["walk_step", 0],
         ["walk_step", 0], ["munmap", 1, T, M], ["walk_step", 0]]
 
 DETECTORS = [
-    ("arm64", "lost-update", U6, {"mm.pmd_recheck": "no"}, {}),
+    ("arm64", "lost-update", U6, {"mm.pmd_recheck": "no", "mm.pt_reclaim": "yes"}, {"mm.pt_reclaim": "yes"}),
+    ("arm64", "lost-update", U6, {"mm.pmd_recheck": "no", "mm.pt_reclaim": "yes"}, {"mm.pmd_recheck": "no"}),
+    ("arm64", None, U6_V66, {"mm.pmd_recheck": "no"}, {}),
     ("arm64", "stage2-block-illegal", U7, {"arm64.stage2_block_check": "none"}, {"arm64.stage2_block_check": "has-pmd"}),
     ("arm64", "stage2-block-illegal", U7, {"arm64.stage2_block_check": "none"}, {"arm64.stage2_block_check": "has-pud"}),
     ("arm64", "stage2-oversize", U8, {"arm64.thp_size": "vma-naive"}, {}),
@@ -121,7 +128,8 @@ DETECTORS = [
     ("arm64", "uaf-table", WALK, {"mm.table_free": "immediate"}, {}),
     ("x86_64", "stage2-stale", U9, {"kvm.invalidate_retry": "none"}, {}),
     ("x86_64", "uaf-table", WALK, {"mm.table_free": "immediate"}, {}),
-    ("x86_64", "lost-update", U6, {"mm.pmd_recheck": "no"}, {}),
+    ("x86_64", "lost-update", U6, {"mm.pmd_recheck": "no", "mm.pt_reclaim": "yes"}, {"mm.pt_reclaim": "yes"}),
+    ("x86_64", None, U6_V66, {"mm.pmd_recheck": "no"}, {}),
     # x86's stale-root check makes the exit_mmap race harmless: the unsafe knob has a safe twin only
     ("x86_64", None, U10, {"kvm.fault_holds_mm": "no"}, {}),
 ]

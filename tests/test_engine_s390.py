@@ -146,9 +146,10 @@ DETECTORS = [
     ("uaf-table", [["exec", 1, -1], ["mmap", 1, A, M, 0], ["fault", 1, A, 1], ["walk_begin", 0, 1, A],
                    ["walk_step", 0], ["munmap", 1, A, M], ["walk_step", 0]],
      {"mm.table_free": "immediate"}, {}),
+    # the rmap walker holds the anon_vma lock munmap needs (-16), but PT reclaim frees the table without it
     ("uaf-table", [["exec", 1, -1], ["mmap", 1, A, M, 0], ["fault", 1, A, 1], ["rmap_begin", 0, 1, A],
-                   ["munmap", 1, A, M], ["mmap", 1, A, M, 0], ["fault", 1, A, 1], ["rmap_commit", 0]],
-     {"mm.table_free": "immediate", "mm.pmd_recheck": "no"}, {}),
+                   ["madvise", 1, A, M, 0], ["rmap_commit", 0]],
+     {"mm.table_free": "immediate", "mm.pmd_recheck": "no", "mm.pt_reclaim": "yes"}, {"mm.pt_reclaim": "yes"}),
     ("pgste-table-missing", [["exec", 1, 0]], {"s390.pgste_decision": "elf-no-restart"}, {}),
     ("pgste-table-missing", [["sysctl_allocate_pgste", 1], ["exec", 1, -1]],
      {"s390.pt_alloc": "fragments-always"}, {}),
@@ -160,10 +161,14 @@ DETECTORS = [
     ("lost-update", [["exec", 1, -1], ["mmap", 1, A, M, 0], ["fault", 1, A, 1], ["rmap_begin", 0, 1, A],
                      ["vm_create", 0, 1, 0], ["rmap_commit", 0]],
      {"s390.pgste_decision": "convert-late", "mm.pmd_recheck": "no"}, {"s390.pgste_decision": "convert-late"}),
-    ("lost-update", [["exec", 1, -1], ["mmap", 1, A, M, 1], ["madvise", 1, A, M, 2], ["fault", 1, A, 1],
-                     ["madvise", 1, A, M, 1], ["rmap_begin", 0, 1, A], ["madvise", 1, A, M, 3],
-                     ["rmap_commit", 0]],
-     {"mm.pmd_recheck": "no"}, {}),
+    ("lost-update", [["exec", 1, -1], ["mmap", 1, A, M, 0], ["fault", 1, A, 1], ["rmap_begin", 0, 1, A],
+                     ["madvise", 1, A, M, 0], ["rmap_commit", 0]],
+     {"mm.pmd_recheck": "no", "mm.pt_reclaim": "yes"}, {"mm.pt_reclaim": "yes"}),
+    # M1: on defaults (the "bad" knobs are none); s390.defer_gmap_unlink=yes is the design that closes it
+    ("gmap-dangling", [["exec", 1, 0], ["vm_create", 0, 1, 0], ["shm_mmap", 1, A, M, 0, 0], ["memslot", 0, 0, 0, A, M],
+                       ["guest_fault", 0, 0, 1], ["exec", 2, -1], ["shm_mmap", 2, 2 * A, M, 0, 0],
+                       ["madvise", 2, 2 * A, M, 3]],
+     {}, {"s390.defer_gmap_unlink": "yes"}),
 ]
 
 

@@ -11,6 +11,8 @@ import time
 import numpy as np
 import pytest
 
+from pathlib import Path
+
 from ptfuzz import trace as tracemod
 from ptfuzz.engine import replay
 from ptfuzz.fuzz import native_engine_so
@@ -20,6 +22,7 @@ from ptfuzz.fuzzgen import ByteChoices, FuzzGen, Layout, RecordingChoices
 no_atheris_under_asan = pytest.mark.skipif(os.environ.get("PTFUZZ_ASAN") == "1",
                                            reason="make asan: atheris workers cannot load the gcc ASan build")
 
+ROOT = Path(__file__).resolve().parent.parent
 UNSAFE = {"s390": ("mm.table_free=immediate", "uaf-table"), "arm64": ("kvm.fault_holds_mm=no", "stage2-after-release"),
           "x86_64": ("kvm.invalidate_retry=none", "stage2-stale")}
 
@@ -48,7 +51,7 @@ def test_engine_finds_minimizes_and_files(cli, tmp_path, engine):
 @pytest.mark.parametrize("arch", ["s390", "arm64", "x86_64"])
 def test_smoke_defaults_find_nothing(cli, arch):
     """What CI proves on every run: the coverage-guided fuzzer starts and the safe defaults stay silent."""
-    r = cli("fuzz", "--arch", arch, "--time", 4, "--corpus", "c", "--json")
+    r = cli("fuzz", "--arch", arch, "--time", 4, "--corpus", "c", "--json", "--known", ROOT / "corpus" / "regressions")
     assert r.returncode == 0, r.stdout + r.stderr
     summary = json.loads(r.stdout.splitlines()[-1])
     assert summary["findings"] == 0 and summary["executions"] > 100
@@ -181,7 +184,8 @@ def test_any_bytes_decode_to_a_valid_trace():
             data = rng.integers(0, 256, size=int(rng.integers(0, 300)), dtype=np.uint8).tobytes()
             t = FuzzGen(arch, ByteChoices(data), layout=layout).trace(48, {})
             tracemod.loads(tracemod.dumps(t))  # passes validation
-            assert replay(t).violation is None
+            v = replay(t).violation  # s390 defaults violate only as M1 does (gmap-dangling, on record)
+            assert v is None or (arch == "s390" and v.kind == "gmap-dangling"), v
 
 
 @no_atheris_under_asan
@@ -205,10 +209,11 @@ def test_native_coverage_reaches_libfuzzer(tmp_path):
 def test_variants_table_separates_safe_from_unsafe(cli):
     r = cli("variants", "--arch", "s390", "--time-per-variant", 1.5, "--json")
     rows = {json.dumps(row["knobs"], sort_keys=True): row for row in map(json.loads, r.stdout.splitlines())}
-    assert rows["{}"]["verdict"] == "safe"
+    # v6.6 defaults on s390 reach M1 (retract_page_tables frees a table the gmap links)
+    assert rows["{}"]["verdict"] == "unsafe" and rows["{}"]["kind"] == "gmap-dangling"
     assert rows['{"mm.table_free": "immediate"}']["verdict"] == "unsafe"
     assert rows['{"s390.pgste_decision": "elf-no-restart"}']["kind"] == "pgste-table-missing"
-    assert rows['{"s390.pt_alloc": "full-page"}']["verdict"] == "safe"
+    assert rows['{"s390.pt_alloc": "full-page"}']["kind"] == "gmap-dangling"  # M1 too
     # BENCH.md lists this pair as a safe control, but in v6.6 an anonymous collapse deposits the old PTE
     # table (collapse_huge_page) instead of freeing it through pte_free_defer, so the gmap_unlink that
     # defer_gmap_unlink adds there never runs: the gmap keeps the deposited table (a finding, reported).

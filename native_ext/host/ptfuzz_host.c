@@ -676,6 +676,7 @@ static void do_probe(void)
     int pt_reclaim = -1, zero_page = -1, thp_read_pmd = -1, huge_zero = -1, thp_write_pmd = -1;
     long long thp_write_bytes = -1, pte_write_bytes = -1, munmap_bytes = -1;
     int collapse = -1, collapse_pmd = -1, huge_zero_wp_pmd = -1, collapse_readonly = -1, merge_unfaulted = -1;
+    int file_pmd_nohuge = -1, collapse_pmd_alloc = -1;
     char *p;
 
     /* pt_reclaim: does MADV_DONTNEED of a whole PTE table's range free the table? */
@@ -754,6 +755,31 @@ static void do_probe(void)
         merge_unfaulted = vmas_in(a, a + 2 * (uint64_t)page_size) == 1;
         munmap(p, pmd_size);
     }
+    /* collapse_pmd_alloc: MADV_COLLAPSE of shmem where the caller has no PMD table (never faulted):
+     * v6.6 fails the block (SCAN_PMD_NULL, -EINVAL), 6.18 maps the folio. Object NOBJ-1 at offset 0. */
+    p = mmap((void *)(uintptr_t)probe_addr(8), pmd_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+             memfd[NOBJ - 1], 0);
+    char *q = mmap((void *)(uintptr_t)probe_addr(9), pmd_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+                   memfd[NOBJ - 1], 0);
+    if (p != MAP_FAILED && q != MAP_FAILED) {
+        q[0] = 1; /* a page in the cache, written through another mapping */
+        munmap(q, pmd_size);
+        collapse_pmd_alloc = madvise(p, pmd_size, MADV_COLLAPSE) == 0 && is_pmd_mapped(p) == 1;
+        /* file_pmd_nohuge: the now PMD-size folio faulted in a NOHUGEPAGE mapping: v6.6 maps a PMD
+         * leaf, 6.12+ (2b0f922323cc) maps PTEs */
+        q = mmap((void *)(uintptr_t)probe_addr(9), pmd_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+                 memfd[NOBJ - 1], 0);
+        if (q != MAP_FAILED) {
+            madvise(q, pmd_size, MADV_NOHUGEPAGE);
+            (void)*(volatile char *)q;
+            int m = is_pmd_mapped(q);
+            file_pmd_nohuge = m < 0 ? -1 : !m;
+            munmap(q, pmd_size);
+        }
+        munmap(p, pmd_size);
+    }
+    if (ftruncate(memfd[NOBJ - 1], 0) || ftruncate(memfd[NOBJ - 1], (off_t)memfd_size))
+        file_pmd_nohuge = collapse_pmd_alloc = -1;
     int thp = sysfs_word("/sys/kernel/mm/transparent_hugepage/enabled", thp_words, 3);
     int mpn = sysfs_word("/sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none", NULL, 0);
     int uzp = sysfs_word("/sys/kernel/mm/transparent_hugepage/use_zero_page", NULL, 0);
@@ -762,10 +788,12 @@ static void do_probe(void)
     int n = snprintf(outbuf, sizeof outbuf,
                      "ok pt_reclaim=%d pagemap_scan=%d zero_page=%d thp_read_pmd=%d huge_zero_page=%d "
                      "huge_zero_wp_pmd=%d thp_write_pmd=%d thp_write_bytes=%lld pte_write_bytes=%lld munmap_bytes=%lld collapse=%d "
-                     "collapse_pmd=%d collapse_readonly=%d merge_unfaulted=%d thp_enabled=%d use_zero_page=%d "
+                     "collapse_pmd=%d collapse_readonly=%d merge_unfaulted=%d file_pmd_nohuge=%d collapse_pmd_alloc=%d "
+                     "thp_enabled=%d use_zero_page=%d "
                      "max_ptes_none=%d overcommit_memory=%d\n",
                      pt_reclaim, method == M_SCAN, zero_page, thp_read_pmd, huge_zero, huge_zero_wp_pmd, thp_write_pmd, thp_write_bytes,
-                     pte_write_bytes, munmap_bytes, collapse, collapse_pmd, collapse_readonly, merge_unfaulted, thp, uzp, mpn,
+                     pte_write_bytes, munmap_bytes, collapse, collapse_pmd, collapse_readonly, merge_unfaulted, file_pmd_nohuge,
+                     collapse_pmd_alloc, thp, uzp, mpn,
                      ovc);
     if (write_all(chan, outbuf, (size_t)n))
         _exit(0);
@@ -1090,7 +1118,7 @@ struct cmd {
 };
 static const struct cmd cmds[] = {
     {"hello", 0}, {"probe", 0}, {"exec", 1}, {"fork", 2}, {"exit", 1}, {"mmap", 4}, {"shm_mmap", 5},
-    {"munmap", 3}, {"madvise", 4}, {"fault", 3}, {"figures", 3}, {"pid", 1},
+    {"munmap", 3}, {"madvise", 4}, {"fault", 3}, {"figures", 3}, {"pid", 1}, {"shm_reset", 0},
 };
 
 static int handle(char *l)
@@ -1120,6 +1148,13 @@ static int handle(char *l)
     if (!strcmp(c->name, "hello"))
         return out("ok %ld %llu %d %lld method=%s va_bits=%d", page_size, (unsigned long long)pmd_size, la57, baseline,
                    method_names[method], va_bits);
+    if (!strcmp(c->name, "shm_reset")) {
+        /* every object empty again (a trace starts with no page cache): drop and re-extend the files */
+        for (int i = 0; i < NOBJ; i++)
+            if (ftruncate(memfd[i], 0) || ftruncate(memfd[i], (off_t)memfd_size))
+                return out("e shm_reset: %s", strerror(errno));
+        return out("r 0");
+    }
     if (!strcmp(c->name, "probe")) {
         if (tmp_child(C_PROBE))
             return out("e probe failed");

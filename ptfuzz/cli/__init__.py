@@ -16,7 +16,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from . import crosscheck, elf, fuzz, gen, geometry, knobs, minimize, replay, trace, variants  # noqa: F401
+    from . import crosscheck, elf, fuzz, gen, geometry, knobs, minimize, replay, show, trace, variants  # noqa: F401
 
 
 def main() -> None:
