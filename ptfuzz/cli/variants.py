@@ -27,12 +27,14 @@ def knob_label(knobs: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in knobs.items()) or "(defaults)"
 
 
-def run_trials(arch: str, knobs: dict, engine: str, budget: float, trials: int, max_ops: int, corpus: Path) -> dict:
-    """One campaign per trial, each with its own seed, stopped at its first finding or at the budget."""
+def run_trials(arch: str, knobs: dict, engine: str, budget: float, trials: int, max_ops: int, corpus: Path,
+               max_runs: int | None = None) -> dict:
+    """One campaign per trial, each with its own seed, stopped at its first finding or at the budget (seconds,
+    and executions when `max_runs` is given: with the random engine that makes the verdict independent of load)."""
     runs, first = [], None
     for trial in range(trials):
         c = Campaign(arch, knobs, corpus, max_ops=max_ops, seed=trial_seed(engine, trial))
-        interrupted = run_campaign(c, engine, budget, None, 1, False)
+        interrupted = run_campaign(c, engine, budget, max_runs, 1, False)
         if interrupted:
             raise KeyboardInterrupt
         f = c.findings[0] if c.findings else None
@@ -52,6 +54,10 @@ def run_trials(arch: str, knobs: dict, engine: str, budget: float, trials: int, 
 def variants(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
              time_per_variant: float = typer.Option(10.0, "--time-per-variant",
                                                     help="Budget per variant and trial, seconds."),
+             runs_per_variant: int = typer.Option(None, "--runs-per-variant", min=1,
+                                                  help="Also stop each trial after this many executions "
+                                                       "(with --engine random, a verdict that does not "
+                                                       "depend on machine speed)."),
              engine: str = typer.Option("random", "--engine", help=f"One of {', '.join(ENGINES)}."),
              max_ops: int = typer.Option(32, "--max-ops", min=1, help="Longest generated trace."),
              trials: int = typer.Option(1, "--trials", min=1,
@@ -70,6 +76,8 @@ def variants(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64
 
       ptfuzz variants --arch arm64 --time-per-variant 5 --json
 
+      ptfuzz variants --arch s390 --time-per-variant 600 --runs-per-variant 20000 --json
+
       ptfuzz variants --arch s390 --time-per-variant 5 --trials 10 --plot s390.svg
     """
     check_arch(arch)
@@ -83,14 +91,16 @@ def variants(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64
     if plot is not None and trials < 3 and not json_out:
         Console(stderr=True, highlight=False).print(
             f"ptfuzz: note: survival curves need several trials per variant (--trials {trials})", markup=False)
-    each = f"{time_per_variant:g}s each" + (f", {trials} trials" if trials > 1 else "")
+    budget = f"{time_per_variant:g}s" + (f" or {runs_per_variant:,} runs" if runs_per_variant else "")
+    each = f"{budget} each" + (f", {trials} trials" if trials > 1 else "")
     table = Table(title=f"design variants on {arch} ({each}, {engine})")
     for col in ("knobs", "verdict", "violation", "found after", "executions", "counterexample"):
         table.add_column(col, overflow="fold")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for knobs in all_variants(arch):
-            row = run_trials(arch, knobs, engine, time_per_variant, trials, max_ops, corpus or Path(tmp))
+            row = run_trials(arch, knobs, engine, time_per_variant, trials, max_ops, corpus or Path(tmp),
+                             runs_per_variant)
             if not corpus:
                 row["path"] = None  # the temporary directory is gone when the command ends
             rows.append(row)
@@ -101,7 +111,7 @@ def variants(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64
             median = "-" if row["seconds"] is None else seconds_text(row["seconds"])
             table.add_row(knob_label(knobs), "[red]unsafe[/]" if unsafe else "[green]safe[/]", row["kind"] or "-",
                           median + (f" ({row['found']}/{trials})" if trials > 1 and unsafe else ""),
-                          f"{row['executions']:,}", f"{row['ops']} ops" if unsafe else f"none in {time_per_variant:g}s")
+                          f"{row['executions']:,}", f"{row['ops']} ops" if unsafe else f"none in {budget}")
     if not json_out:
         console.print(table)
     if plot is not None:
