@@ -51,7 +51,8 @@ def test_engine_finds_minimizes_and_files(cli, tmp_path, engine):
 @pytest.mark.parametrize("arch", ["s390", "arm64", "x86_64"])
 def test_smoke_defaults_find_nothing(cli, arch):
     """What CI proves on every run: the coverage-guided fuzzer starts and the safe defaults stay silent."""
-    r = cli("fuzz", "--arch", arch, "--time", 4, "--corpus", "c", "--json", "--known", ROOT / "corpus" / "regressions")
+    r = cli("fuzz", "--arch", arch, "--runs", 2000, "--time", 600, "--corpus", "c", "--json", "--known",
+            ROOT / "corpus" / "regressions")
     assert r.returncode == 0, r.stdout + r.stderr
     summary = json.loads(r.stdout.splitlines()[-1])
     assert summary["findings"] == 0 and summary["executions"] > 100
@@ -59,7 +60,7 @@ def test_smoke_defaults_find_nothing(cli, arch):
 
 def test_keep_going_files_several_unique_findings(cli):
     r = cli("fuzz", "--arch", "s390", "--engine", "random", "--knob", "mm.table_free=immediate", "--knob",
-            "mm.pmd_recheck=no", "--time", 8, "--keep-going", "--corpus", "c", "--json")
+            "mm.pmd_recheck=no", "--runs", 3000, "--time", 600, "--keep-going", "--corpus", "c", "--json")
     lines = [json.loads(line) for line in r.stdout.splitlines()]
     kinds = {(f["kind"], f["op"]) for f in lines[:-1]}
     assert r.returncode == 1 and len(kinds) == len(lines) - 1 >= 2
@@ -136,7 +137,8 @@ def test_live_status_and_findings_on_a_terminal(tmp_path):
     env = dict(os.environ, TERM="xterm-256color", COLUMNS=str(cols), LINES=str(rows))
     env.pop("NO_COLOR", None)
     p = subprocess.Popen([sys.executable, "-m", "ptfuzz", "fuzz", "--arch", "s390", "--engine", "random", "--knob",
-                          "mm.table_free=immediate", "--knob", "mm.pmd_recheck=no", "--keep-going", "--time", "4",
+                          "mm.table_free=immediate", "--knob", "mm.pmd_recheck=no", "--keep-going", "--runs", "3000",
+                          "--time", "600",
                           "--corpus", "c"], cwd=tmp_path, env=env, stdin=slave, stdout=slave, stderr=slave)
     os.close(slave)
     data = bytearray()

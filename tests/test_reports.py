@@ -140,7 +140,8 @@ def test_survival_plot_writes_svg_and_png(tmp_path):
 
 
 def test_variants_trials_and_plot(cli, tmp_path):
-    r = cli("variants", "--arch", "x86_64", "--time-per-variant", 0.3, "--trials", 2, "--plot", "v.svg", "--json")
+    r = cli("variants", "--arch", "x86_64", "--time-per-variant", 600, "--runs-per-variant", 1000, "--trials", 2,
+            "--plot", "v.svg", "--json")
     assert r.returncode == 0, r.stderr
     rows = {json.dumps(row["knobs"], sort_keys=True): row for row in map(json.loads, r.stdout.splitlines())}
     unsafe = rows['{"kvm.invalidate_retry": "none"}']
