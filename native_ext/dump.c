@@ -133,8 +133,9 @@ static PyObject *mm_dict(struct engine *e, int mm)
 	if (!d || !vmas || !pids)
 		goto fail;
 	for (int i = 0; i < m->nvma; i++)
-		if (append(vmas, Py_BuildValue("(KKII)", (unsigned long long)m->vmas[i].start,
-					       (unsigned long long)m->vmas[i].end, m->vmas[i].flags, m->vmas[i].anon)))
+		if (append(vmas, Py_BuildValue("(KKIIiK)", (unsigned long long)m->vmas[i].start,
+					       (unsigned long long)m->vmas[i].end, m->vmas[i].flags, m->vmas[i].anon,
+					       (int)m->vmas[i].shm - 1, (unsigned long long)m->vmas[i].pgoff)))
 			goto fail;
 	for (int pid = 0; pid < MAX_PIDS; pid++)
 		if (e->procs[pid].exists && e->procs[pid].mm == mm && append(pids, PyLong_FromLong(pid)))
@@ -275,6 +276,30 @@ static PyObject *rcu_list(struct engine *e)
 	return list;
 }
 
+/* Every shmem object's page cache: (obj, [(block index, head pfn of a PMD-size folio or 0, 4K pages cached)]). */
+static PyObject *shm_list(struct engine *e)
+{
+	PyObject *list = PyList_New(0);
+	for (int obj = 0; list && obj < MAX_SHM; obj++) {
+		const struct shm_obj *o = &e->shm[obj];
+		if (!o->used)
+			continue;
+		PyObject *blks = PyList_New(0);
+		for (uint32_t i = 0; blks && i < o->nblk; i++) {
+			const struct shm_blk *b = &o->blk[i];
+			unsigned cached = 0;
+			for (uint32_t j = 0; !b->huge && b->pfn && j < e->shm_pages; j++)
+				cached += b->pfn[j] != 0;
+			if (append(blks, Py_BuildValue("(KKI)", (unsigned long long)b->index, (unsigned long long)b->huge,
+						       b->huge ? e->shm_pages : cached)))
+				Py_CLEAR(blks);
+		}
+		if (!blks || append(list, Py_BuildValue("(iN)", obj, blks)))
+			Py_CLEAR(list);
+	}
+	return list;
+}
+
 static PyObject *state_dict(struct engine *e)
 {
 	PyObject *d = PyDict_New(), *procs = PyDict_New(), *mms = PyDict_New(), *vms = PyDict_New();
@@ -315,7 +340,7 @@ static PyObject *state_dict(struct engine *e)
 	}
 	if (set_item(d, "geometry", geom_list(&e->geom)) || set_item(d, "pmd_level", PyLong_FromLong(e->pmd_lvl)) ||
 	    set_item(d, "page_size", u64(e->geom.page_size)) || set_item(d, "blocks", blocks_list(e)) ||
-	    set_item(d, "rcu", rcu_list(e)) || set_item(d, "cpus", cpus_list(e)) ||
+	    set_item(d, "rcu", rcu_list(e)) || set_item(d, "cpus", cpus_list(e)) || set_item(d, "shm", shm_list(e)) ||
 	    set_item(d, "sysctl_allocate_pgste", boolean(e->sysctl_pgste)))
 		goto fail_d;
 	return d;

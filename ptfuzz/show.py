@@ -1356,6 +1356,7 @@ class Picture:
     focus: Focus
     note: str = ""
     walker_level: int | None = None  # the level a drawn walk_step reads
+    spaces: str = ""       # HTML: the drawn mms' VMAs and the shmem page caches, in the state drawn last
 
 
 def _interesting(states: list[dict], focus: Focus) -> set[int]:
@@ -1423,7 +1424,7 @@ def picture(trace: Trace, knobs: dict | None, result: ReplayResult, op: int | No
         svg = render_svg(build_forest(trace, state, ctx, mms, vms), "state",
                          "the state at the end of the trace (before teardown)")
         note = "the violation happened in teardown; this is the state before it" if v and v.op_index >= n else ""
-        return Picture(None, None, svg, focus, note)
+        return Picture(None, None, svg, focus, note, spaces=address_spaces(state, mms))
     b = dump_state(trace, knobs, op)["state"]
     if not focus.kind:
         focus = op_focus(trace.ops[op], b)
@@ -1441,7 +1442,37 @@ def picture(trace: Trace, knobs: dict | None, result: ReplayResult, op: int | No
     after = render_svg(fa, "after", f"after op {op}", shared)
     name, *args = op_to_list(trace.ops[op])
     wl = next((c["level"] for c in b["cpus"] if name == "walk_step" and c["cpu"] == args[0] and "level" in c), None)
-    return Picture(op, before, after, focus, walker_level=wl)
+    return Picture(op, before, after, focus, walker_level=wl,
+                   spaces=address_spaces(a, [m for m in mms_a if m in a["mms"]] or list(a["mms"])))
+
+
+VMA_FLAG_NAMES = ((1, "VM_HUGEPAGE"), (2, "hugetlb 2M"), (4, "hugetlb 1G"), (8, "VM_NOHUGEPAGE"),
+                  (16, "VM_GROWSDOWN"))  # ptf.h VMA_* bits
+
+
+def address_spaces(state: dict, mms: list[int]) -> str:
+    """What the trees do not show: each mm's VMAs (anon_vma, shmem object and offset) and each shmem object's
+    page cache (which blocks are a PMD-size folio after collapse_file, which hold small pages)."""
+    rows = []
+    for m in mms:
+        md = state["mms"][m]
+        for start, end, flags, anon, shm, pgoff in md["vmas"]:
+            names = [n for bit, n in VMA_FLAG_NAMES if flags & bit]
+            backing = f"shmem {shm} @ pgoff {pgoff:#x}" if shm >= 0 else (f"anon_vma {anon}" if anon else "anonymous")
+            rows.append(f'<tr><td>mm {m}</td><td class="mono">{start:#x}-{end:#x}</td><td>{hsize(end - start)}</td>'
+                        f'<td>{esc(backing)}</td><td>{esc(", ".join(names))}</td></tr>')
+    out = []
+    if rows:
+        out.append('<h2 id="vmas">VMAs</h2><table class="kv"><tr><td><b>mm</b></td><td><b>range</b></td>'
+                   '<td><b>size</b></td><td><b>backing</b></td><td><b>flags</b></td></tr>' + "".join(rows) + "</table>")
+    caches = []
+    for obj, blocks in state.get("shm", []):
+        desc = [f"block {i}: " + (f"PMD-size folio at pfn {huge:#x}" if huge else f"{cached} small pages")
+                for i, huge, cached in blocks]
+        caches.append(f'<tr><td>shmem {obj}</td><td class="mono">{esc("; ".join(desc) or "empty")}</td></tr>')
+    if caches:
+        out.append('<h2 id="shmem">shmem page caches</h2><table class="kv">' + "".join(caches) + "</table>")
+    return "".join(out)
 
 
 CSS_PAGE = """
@@ -1596,6 +1627,7 @@ def build_report(trace: Trace, knobs: dict | None = None, op: int | None = None,
                  f'{pic.after}</figure></div>')
     p.append('<div class="legend">' + "".join(f'<span><span class="sw" style="background:{c}"></span>{esc(t)}'
                                               f"</span>" for c, t in LEGEND) + "</div>")
+    p.append(pic.spaces)
     # the trace
     n = len(trace.ops)
     open_all = n <= 12

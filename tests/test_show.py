@@ -194,3 +194,17 @@ def test_cli_show(cli, tmp_path):
     assert r.returncode == 2 and "--op 99" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = cli("show", src, "--knob", "nope=1", "-o", out)
     assert r.returncode == 2
+
+
+def test_m1_report_lists_shm_vmas_and_the_collapsed_page_cache():
+    """M1 happens in a VMA the trees cannot show: the VM's mm and the collapsing mm map one shmem object."""
+    trace = tracemod.load(REG / "s390" / "gmap-dangling-m1.msgpack")
+    state = dump_state(trace, None, len(trace.ops))["state"]
+    shm_vmas = [(mm, vma) for mm, md in state["mms"].items() for vma in md["vmas"] if vma[4] >= 0]
+    assert len({mm for mm, _ in shm_vmas}) == 2 and all(vma[:2] == (vma[0], vma[0] + M) for _, vma in shm_vmas)
+    ((obj, blocks),) = state["shm"]
+    assert obj == 0 and blocks and blocks[0][1] != 0  # collapse_file left one PMD-size folio
+    page, doc, _ = report(trace)
+    tables = {h.get("id"): h for h in doc.iter(f"{XHTML}h2")}
+    assert {"vmas", "shmem"} <= set(tables)
+    assert page.count("shmem 0 @ pgoff 0x0") == 2 and "PMD-size folio at pfn" in page
