@@ -149,7 +149,9 @@ class HypothesisEngine:
             @settings(max_examples=200, deadline=None, database=None, derandomize=False,
                       phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck),
                       report_multiple_bugs=False)
-            @given(st.binary(min_size=8, max_size=1024))
+            # Hypothesis favours short byte strings (from min_size=8 a trace averaged 4.6 operations, and
+            # U11/U12 went unfound in 20,000 executions); 4 bytes per operation allowed reach ~17 operations.
+            @given(st.binary(min_size=min(1024, 4 * c.max_ops), max_size=1024))
             def prop(data):
                 if time.monotonic() >= deadline or held.pending is not None:
                     return
