@@ -86,7 +86,7 @@ def test_sarif_names_a_lost_violation(cli, tmp_path):
 
 
 def test_sarif_from_a_fuzz_finding(cli, tmp_path):
-    r = cli("fuzz", "--arch", "s390", "--engine", "random", "--knob", "mm.table_free=immediate", "--time", 30,
+    r = cli("fuzz", "--arch", "s390", "--engine", "random", "--knob", "mm.table_free=immediate", "--runs", 20000,
             "--corpus", "c", "--sarif", "fuzz.sarif", "--json")
     assert r.returncode == 1, r.stderr
     finding = json.loads(r.stdout.splitlines()[0])
