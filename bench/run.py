@@ -130,12 +130,15 @@ UNSAFE = [("U1", "s390", {"mm.table_free": "immediate"}, {"uaf-table"}),
           ("U9", "arm64", {"kvm.invalidate_retry": "none"}, {"stage2-stale"}),
           ("U10", "arm64", {"kvm.fault_holds_mm": "no"}, {"stage2-after-release"}),
           ("U11", "x86_64", {"kvm.invalidate_retry": "none"}, {"stage2-stale"}),
-          ("U12", "x86_64", {"mm.table_free": "immediate"}, {"uaf-table"})]
+          ("U12", "x86_64", {"mm.table_free": "immediate"}, {"uaf-table"}),
+          ("U13", "x86_64", {"kvm.fault_holds_mm": "no"}, {"stage2-stale"})]
 CONTROLS = [("s390", {}), ("arm64", {}), ("x86_64", {}), ("s390", {"s390.pt_alloc": "full-page"}),
             ("s390", {"s390.pgste_decision": "sysctl-only"}), ("s390", {"s390.pgste_decision": "convert-late"}),
             ("s390", {"s390.defer_gmap_unlink": "yes", "s390.thp_in_pgste_mm": "allow"}),
+            ("arm64", {"arm64.stage2_block_check": "can-map-block-size"}),
             ("arm64", {"arm64.stage2_block_check": "has-pmd"}), ("arm64", {"arm64.stage2_block_check": "has-pud"}),
-            ("x86_64", {"kvm.fault_holds_mm": "no"})]
+            ("arm64", {"kvm.fault_holds_mm": "no", "kvm.release_check": "root"}),
+            ("x86_64", {"kvm.fault_holds_mm": "no", "kvm.release_check": "root"})]
 
 
 def b2(arch, tmp):

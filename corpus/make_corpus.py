@@ -290,7 +290,8 @@ ARM64 = {
         ["guest_fault", 0, 4 * G + 3 * M, 0], ["vm_create", 1, 1, 32], ["memslot", 1, 0, 0, T, G],
         ["guest_fault", 1, 4 * K, 1], ["vm_create", 2, 1, 49], ["mmap", 1, T + 3 * G, 2 * M, 4],
         ["munmap", 1, T, G], ["guest_fault", 0, G + 5 * M, 1],
-    ], {}, None, "hugetlb PUD and PMD: a 1G block at ipa 40 (start level 1), demoted to 2M at ipa 32 (start level 2); ipa 49 -22"),
+    ], {}, None, "hugetlb PUD and PMD: a 1G block at ipa 40 (start level 1); at ipa 32 (start level 2) "
+                 "kvm_pgtable_stage2_map maps the 1G candidate as 512 level-2 blocks; ipa 49 -22 (a 48-bit PARange)"),
     "seeds/arm64/dontneed-inside-hugetlb": ([
         ["exec", 3, -1], ["mmap", 3, 5 * G, G, 4], ["vm_create", 1, 3, 32], ["memslot", 1, 0, 0, 5 * G, 64 * K],
         ["guest_fault", 1, 0, 0], ["madvise", 3, 5 * G + 342 * M, 2 * M, 0], ["madvise", 3, 5 * G, G, 0],
@@ -318,6 +319,24 @@ ARM64 = {
         ["exec", 1, -1], ["mmap", 1, T, G, 4], ["vm_create", 0, 1, 32], ["memslot", 0, 0, 0, T, G], ["guest_fault", 0, 0, 1],
         ["vm_create", 1, 1, 40], ["memslot", 1, 0, 0, T, G], ["guest_fault", 1, 0, 1],
     ], {"arm64.stage2_block_check": "has-pud"}, None, "safe control: has-pud only maps PUD blocks on 4 levels"),
+    "seeds/arm64/stage2-block-can-map-block-size-control": ([
+        ["exec", 1, -1], ["mmap", 1, T, G, 4], ["vm_create", 0, 1, 32], ["memslot", 0, 0, 0, T, G], ["guest_fault", 0, 0, 1],
+        ["vm_create", 1, 1, 40], ["memslot", 1, 0, 0, T, G], ["guest_fault", 1, 0, 1],
+    ], {"arm64.stage2_block_check": "can-map-block-size"}, None,
+        "safe control: the helper proposed in review maps a PUD block only where one start-level entry covers it "
+        "(one 2M block at ipa 32, a 1G block at ipa 40)"),
+    "seeds/arm64/release-check-root-control": ([
+        ["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 2 * M],
+        ["guest_fault_begin", 0, 0, 0, 1], ["exit", 1], ["guest_fault_commit", 0],
+    ], {"kvm.fault_holds_mm": "no", "kvm.release_check": "root"}, None,
+        "safe control: a commit that finds its VM released retries (-11) instead of using the freed stage 2"),
+    "seeds/arm64/lpa-64k-52": ([
+        ["exec", 1, -1], ["mmap", 1, 1 << 50, 1024 * M, 1], ["fault", 1, 1 << 50, 1], ["vm_create", 0, 1, 52],
+        ["memslot", 0, 0, (1 << 52) - 1024 * M, 1 << 50, 1024 * M], ["guest_fault", 0, (1 << 52) - 1024 * M, 1],
+        ["guest_fault", 0, (1 << 52) - 512 * M + 64 * K, 0], ["mmap", 1, 1 << 52, 64 * K, 0],
+        ["munmap", 1, 1 << 50, 1024 * M], ["vm_destroy", 0],
+    ], {}, None, "64K pages on a FEAT_LPA/LVA host (pa_bits 52, va_bits 52): a mapping above 2^48, a 52-bit IPA "
+                 "(3 levels, a 1024-entry level-1 table) with 512M blocks; mmap at 2^52 -12"),
     "seeds/arm64/pmd-recheck-no-control": ([
         ["exec", 1, -1], ["mmap", 1, T, 2 * M, 1], ["madvise", 1, T, 2 * M, 2], ["fault", 1, T, 1],
         ["madvise", 1, T, 2 * M, 1], ["rmap_begin", 0, 1, T], ["madvise", 1, T, 2 * M, 3], ["rmap_commit", 0],
@@ -374,22 +393,32 @@ X86 = {
         ["exec", 1, -1], ["vm_create", 0, 1, 0], ["mmap", 1, 6 * G, 2 * M, 0], ["memslot", 0, 0, G, 6 * G, 2 * M],
         ["guest_fault", 0, G + 4 * K, 0], ["madvise", 1, 6 * G, 2 * M, 1], ["madvise", 1, 6 * G, 2 * M, 3],
         ["guest_fault", 0, G, 0],
-    ], {}, None, "found by ptfuzz fuzz: a THP-backed fault where a 4K stage-2 table already hangs maps the page, coherently"),
-    "seeds/x86_64/fault-holds-mm-no-control": ([
+    ], {}, None, "found by ptfuzz fuzz: a THP-backed fault where a 4K stage-2 table still hangs (the TDP zap keeps "
+                 "tables): the 2M leaf replaces the table, which goes through RCU (tdp_mmu_map_handle_target_level)"),
+    "seeds/x86_64/release-check-root-control": ([
         ["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 2 * M],
         ["guest_fault_begin", 0, 0, 0, 1], ["exit", 1], ["guest_fault_commit", 0],
-    ], {"kvm.fault_holds_mm": "no"}, None, "safe control: x86's stale-root check turns the exit_mmap race into a -11 retry"),
+    ], {"kvm.fault_holds_mm": "no", "kvm.release_check": "root"}, None,
+        "safe control: a commit that finds its VM released retries (-11); v6.6 has no such check (U13)"),
     "regressions/x86_64/stage2-stale-u11": ([
         ["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 64 * K],
         ["guest_fault_begin", 0, 0, 0, 1], ["munmap", 1, T, 2 * M], ["guest_fault_commit", 0],
     ], {"kvm.invalidate_retry": "none"}, "stage2-stale", "U11: as U9, on the TDP MMU"),
+    "regressions/x86_64/stage2-stale-u13": ([
+        ["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 2 * M],
+        ["guest_fault_begin", 0, 0, 0, 1], ["exit", 1], ["guest_fault_commit", 0],
+    ], {"kvm.fault_holds_mm": "no"}, "stage2-stale",
+        "U13: exit_mmap runs under an in-flight fault that holds no mm_users; release (kvm_mmu_zap_all) zaps every SPTE "
+        "but keeps the root valid and leaves mmu_invalidate_seq alone, so is_page_fault_stale does not fire; "
+        "host_pfn_mapping_level sees the emptied host tables and says 4K; the commit installs the page unmap_vmas freed"),
     "regressions/x86_64/uaf-table-u12": ([
         ["exec", 1, -1], ["mmap", 1, T, M, 0], ["fault", 1, T, 1], ["walk_begin", 0, 1, T], ["walk_step", 0],
         ["walk_step", 0], ["munmap", 1, T, M], ["walk_step", 0],
     ], {"mm.table_free": "immediate"}, "uaf-table", "U12: munmap frees the pmd table at once under a GUP-fast walker"),
 }
 
-CONFIGS = {"seeds/arm64/folded-4k-39": {"va_bits": 39}, "seeds/arm64/folded-16k-36": {"granule": 16384, "va_bits": 36},
+CONFIGS = {"seeds/arm64/lpa-64k-52": {"granule": 65536, "va_bits": 52, "pa_bits": 52},
+           "seeds/arm64/folded-4k-39": {"va_bits": 39}, "seeds/arm64/folded-16k-36": {"granule": 16384, "va_bits": 36},
            "seeds/arm64/folded-64k-42": {"granule": 65536, "va_bits": 42}, "seeds/x86_64/la57-and-1g": {"la57": True}}
 
 

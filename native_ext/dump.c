@@ -365,7 +365,7 @@ PyObject *py_dump(PyObject *self, PyObject *args)
 		return NULL;
 	PyObject *result = NULL;
 	int knobs[K_NR];
-	uint64_t config[4];
+	uint64_t config[5];
 	Py_ssize_t nelfs = PyTuple_GET_SIZE(elfs_obj);
 	const uint8_t **elfs = calloc((size_t)nelfs + 1, sizeof(*elfs));
 	size_t *lens = calloc((size_t)nelfs + 1, sizeof(*lens));
@@ -375,13 +375,13 @@ PyObject *py_dump(PyObject *self, PyObject *args)
 		goto out;
 	}
 	if (arch < 0 || arch >= ARCH_NR || PyTuple_GET_SIZE(knobs_obj) != K_NR ||
-	    PyTuple_GET_SIZE(config_obj) != 4 || ops.len % (8 * (OP_ARGS + 1))) {
+	    PyTuple_GET_SIZE(config_obj) != 5 || ops.len % (8 * (OP_ARGS + 1))) {
 		PyErr_SetString(PyExc_ValueError, "bad engine arguments");
 		goto out;
 	}
 	for (int i = 0; i < K_NR; i++)
 		knobs[i] = (int)PyLong_AsLong(PyTuple_GET_ITEM(knobs_obj, i));
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 5; i++)
 		config[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(config_obj, i));
 	for (Py_ssize_t i = 0; i < nelfs; i++) {
 		PyObject *b = PyTuple_GET_ITEM(elfs_obj, i);

@@ -32,7 +32,7 @@ void emit(struct engine *e, enum event t, uint64_t a, uint64_t b, uint64_t c, ui
 	e->events[e->nevents++] = (struct event_rec){ e->op_index, t, a, b, c, d };
 }
 
-/* config: granule, va_bits, la57, max_table_pages */
+/* config: granule, va_bits, la57, max_table_pages, pa_bits */
 int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t *config)
 {
 	memset(e, 0, sizeof(*e));
@@ -42,6 +42,10 @@ int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t 
 	for (int k = 0; k < K_NR; k++)
 		e->knob[k] = knobs[k];
 	e->max_table_pages = config[3];
+	/* pa_bits (arm64): 48, or 52 on a host with FEAT_LPA, which v6.6 uses with 64K pages only */
+	e->pa_bits = (unsigned)config[4];
+	if (arch == ARCH_ARM64 && config[4] != 48 && !(config[4] == 52 && config[0] == 65536))
+		return -EINVAL;
 	for (int i = 0; i < MAX_MMS; i++)
 		e->mms[i].pgt.root = TREF_NONE;
 	int ret = geom_stage1(&e->geom, arch, config);
@@ -56,7 +60,10 @@ int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t 
 		e->stack_top = 1ull << 42;
 		break;
 	case ARCH_ARM64:
-		e->task_size = e->stack_top = 1ull << config[1];
+		/* TASK_SIZE_64 is 2^vabits_actual; STACK_TOP is DEFAULT_MAP_WINDOW_64 = 2^VA_BITS_MIN, and
+		 * VA_BITS_MIN is 48 when VA_BITS is 52 (asm/memory.h, asm/processor.h) */
+		e->task_size = 1ull << config[1];
+		e->stack_top = 1ull << (config[1] > 48 ? 48 : config[1]);
 		break;
 	case ARCH_X86_64:
 		/* TASK_SIZE_MAX: 2^47 or, with LA57, 2^56, less a page; exec's stack stays below 2^47
@@ -265,7 +272,7 @@ uint64_t ptf_digest(struct engine *e)
 int ptf_selftest(int which)
 {
 	static const int knobs[K_NR];
-	uint64_t config[4] = { 4096, 48, 0, 1024 };
+	uint64_t config[5] = { 4096, 48, 0, 1024, 48 };
 	struct engine *e = calloc(1, sizeof(*e));
 	struct tref t;
 	int mm, got = -1;

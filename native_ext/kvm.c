@@ -4,7 +4,8 @@
 #include "ptf.h"
 
 #define SYNC_CPU MAX_CPUS
-enum { BC_CAN_MAP, BC_HAS_PMD, BC_HAS_PUD, BC_NONE };
+enum { BC_PGTABLE, BC_CAN_MAP, BC_HAS_PMD, BC_HAS_PUD, BC_NONE }; /* arm64.stage2_block_check */
+enum { RC_NONE, RC_ROOT };                                         /* kvm.release_check */
 
 static struct vm *vm_get(struct engine *e, uint64_t vm)
 {
@@ -13,11 +14,15 @@ static struct vm *vm_get(struct engine *e, uint64_t vm)
 
 static int vm_index(struct engine *e, struct vm *v) { return (int)(v - e->vms); }
 
+static int s2_check_install(struct engine *e, struct vm *v, struct cpu *c, int level, uint64_t size,
+			    uint64_t gpa, uint64_t pfn);
+
 /* ---- stage-2 page tables, through the generic walker ---- */
 
+/* kvm_init_stage2_mmu (arm64: the geometry of the IPA size, within kvm_set_ipa_limit) / the TDP root */
 static int s2_create(struct engine *e, struct vm *v, unsigned ipa_bits)
 {
-	int ret = geom_stage2(&v->geom, e->arch, (uint64_t[]){ e->geom.page_size, 0, 0, 0 }, ipa_bits,
+	int ret = geom_stage2(&v->geom, e->arch, (uint64_t[]){ e->geom.page_size, 0, 0, 0, e->pa_bits }, ipa_bits,
 			      &v->start_level, &v->pgd_pages);
 	if (ret)
 		return ret;
@@ -30,56 +35,188 @@ static int s2_create(struct engine *e, struct vm *v, unsigned ipa_bits)
 	return ret;
 }
 
-struct s2_map_arg { int level; uint64_t leaf; uint64_t page_leaf; int ret; };
+/* The map walk: [ipa, end of the walk) maps the frames from pa on. goal >= 0 is the one level the leaf may take
+ * (x86's fault->goal_level; the 2019 arm64 designs, which pick the level by the candidate's size); goal < 0 asks
+ * every level, as kvm_pgtable_stage2_map does (arm64.stage2_block_check=pgtable). */
+struct s2_map_arg {
+	struct vm *v;
+	struct cpu *c;
+	uint64_t ipa, pa;
+	int goal;
+	bool write;
+	bool check; /* run the install oracle on every leaf (the levels are the walk's to choose) */
+	int ret;
+};
 
-/* Install a leaf at a->level; where smaller mappings already hang below that level, map the faulting
- * page instead of replacing their table (see docs/model-notes.md). */
-static int s2_map_visit(struct walk_ctx *ctx, unsigned visit)
+/* stage2_leaf_mapping_allowed -> kvm_block_mapping_supported: a level that supports blocks
+ * (KVM_PGTABLE_MIN_BLOCK_LEVEL: 1 with 4K pages, 2 otherwise), a granule no bigger than what is left of the
+ * range, the walk's address and its PA aligned to it. The walk's address is the range start inside the first
+ * entry, not the entry's own start. */
+static bool s2_leaf_allowed(const struct walk_ctx *ctx, const struct s2_map_arg *a)
 {
-	struct s2_map_arg *a = ctx->arg;
-	const struct entry_fmt *f = ctx->g->fmt;
 	int last = ctx->g->nlevels - 1;
-	if (visit == WALK_TABLE_PRE) {
-		if (ctx->level == a->level) {
-			a->level = last;
-			a->leaf = a->page_leaf;
-		}
-		return 0;
-	}
-	if (f->kind(ctx->level, ctx->old) == E_LEAF)
-		return 1; /* already mapped (by this or a bigger leaf): nothing to do */
-	if (ctx->level == a->level) {
-		entry_write(ctx->e, ctx->tbl, ctx->level, ctx->idx, a->leaf);
+	if (a->goal >= 0)
+		return ctx->level == a->goal;
+	if (ctx->level != last && ctx->level < (ctx->g->page_size == 4096 ? 1 : 2))
+		return false;
+	uint64_t granule = level_size(ctx->g, ctx->level);
+	uint64_t addr = ctx->addr > a->ipa ? ctx->addr : a->ipa;
+	if (granule > ctx->end - addr)
+		return false;
+	return !((addr | (a->pa + (addr - a->ipa))) & (granule - 1));
+}
+
+/* stage2_map_walker_try_leaf / tdp_mmu_map_handle_target_level: write the leaf over whatever is there. A leaf
+ * that already maps the same frames stops the walk (stage2_pte_needs_update ignores permission bits: -EAGAIN,
+ * which ends a KVM_PGTABLE_WALK_HANDLE_FAULT walk; x86: new_spte == old_spte, RET_PF_SPURIOUS), unless the new
+ * one adds write permission (arm64 takes kvm_pgtable_stage2_relax_perms on the permission fault that follows;
+ * x86's make_spte gives a different SPTE). */
+static int s2_map_install(struct walk_ctx *ctx, struct s2_map_arg *a)
+{
+	struct engine *e = ctx->e;
+	const struct entry_fmt *f = ctx->g->fmt;
+	uint64_t size = level_size(ctx->g, ctx->level), phys = a->pa + (ctx->addr - a->ipa);
+	if (f->kind(ctx->level, ctx->old) == E_LEAF && f->addr(ctx->level, ctx->old) == phys &&
+	    (!a->write || f->writable(ctx->level, ctx->old)))
 		return 1;
-	}
-	struct tref t;
-	int lvl = child_level(ctx->g, ctx->level);
-	a->ret = table_alloc(ctx->e, -1, lvl, (int)((ctx->g->lv[lvl].table_bytes + 4095) / 4096), &t);
-	if (a->ret)
+	if (a->check && s2_check_install(e, a->v, a->c, ctx->level, size, ctx->addr, phys >> 12))
 		return 1;
-	emit(ctx->e, EV_TABLE_ALLOC, lvl, tref_phys(t), ~0ull, ctx->g->lv[lvl].table_bytes);
-	entry_write(ctx->e, ctx->tbl, ctx->level, ctx->idx, f->table(ctx->level, tref_phys(t)));
+	entry_write(e, ctx->tbl, ctx->level, ctx->idx, f->leaf(ctx->level, phys, a->write));
+	emit(e, EV_S2_LEAF, (uint64_t)vm_index(e, a->v), ctx->addr, ctx->level, phys >> 12);
 	return 0;
 }
 
+static int s2_free_removed_visit(struct walk_ctx *ctx, unsigned visit)
+{
+	(void)visit;
+	struct tref t = tref_from_phys(ctx->e, ctx->g->fmt->addr(ctx->level, ctx->old));
+	ctx->e->st.tables_freed++;
+	call_rcu_table(ctx->e, CB_FREE_BLOCK, t.blk, 0);
+	return 0;
+}
+
+/* A table unlinked from stage 2 goes back after a grace period, its subtree with it: arm64 free_removed_table
+ * (stage2_free_removed_table_rcu_cb), x86 handle_removed_pt (call_rcu per shadow page). */
+static void s2_free_removed_table(struct engine *e, const struct geom *g, struct tref t, int level)
+{
+	struct pgtable sub = { level, t, -1 };
+	struct walker w = { s2_free_removed_visit, NULL, WALK_TABLE_POST | WALK_SKIP_EMPTY, 0 };
+	pt_walk(e, &sub, g, 0, (uint64_t)g->lv[level].entries << g->lv[level].shift, &w);
+	e->st.tables_freed++;
+	call_rcu_table(e, CB_FREE_BLOCK, t.blk, 0);
+}
+
+/* stage2_map_walker (arm64) and the kvm_tdp_mmu_map loop (x86). A table where the leaf may go is replaced by the
+ * leaf and freed with its subtree (stage2_map_walk_table_pre; x86 handle_changed_spte -> handle_removed_pt). Where
+ * the leaf may not go, the walk needs a table: an empty entry gets a new one; a bigger block becomes an empty
+ * table on arm64 (stage2_map_walk_leaf: "accesses beyond 'end' that fall within the new table will be mapped
+ * lazily") and a table mapping the same pages on x86 (tdp_mmu_split_huge_page). */
+static int s2_map_visit(struct walk_ctx *ctx, unsigned visit)
+{
+	struct s2_map_arg *a = ctx->arg;
+	struct engine *e = ctx->e;
+	const struct geom *g = ctx->g;
+	const struct entry_fmt *f = g->fmt;
+	bool allowed = s2_leaf_allowed(ctx, a);
+	if (visit == WALK_TABLE_PRE) {
+		if (!allowed)
+			return 0;
+		struct tref child = tref_from_phys(e, f->addr(ctx->level, ctx->old));
+		int ret = s2_map_install(ctx, a);
+		if (!ret)
+			s2_free_removed_table(e, g, child, child_level(g, ctx->level));
+		return ret;
+	}
+	if (allowed)
+		return s2_map_install(ctx, a);
+	if (ctx->level == g->nlevels - 1) {
+		violate(e, V_ENGINE_ASSERT, "stage-2 map walk found no level for gpa %#llx",
+			(unsigned long long)ctx->addr);
+		return 1;
+	}
+	struct tref t;
+	int lvl = child_level(g, ctx->level);
+	a->ret = table_alloc(e, -1, lvl, (int)((g->lv[lvl].table_bytes + 4095) / 4096), &t);
+	if (a->ret)
+		return 1;
+	emit(e, EV_TABLE_ALLOC, lvl, tref_phys(t), ~0ull, g->lv[lvl].table_bytes);
+	if (f->kind(ctx->level, ctx->old) == E_LEAF) {
+		uint64_t pa = f->addr(ctx->level, ctx->old);
+		if (e->arch == ARCH_X86_64) {
+			bool w = f->writable(ctx->level, ctx->old);
+			for (uint32_t i = 0; i < g->lv[lvl].entries; i++)
+				entry_write(e, t, lvl, i, f->leaf(lvl, pa + (uint64_t)i * level_size(g, lvl), w));
+		} else {
+			emit(e, EV_S2_ZAP, (uint64_t)vm_index(e, a->v), ctx->addr, ctx->level, pa >> 12);
+		}
+	}
+	entry_write(e, ctx->tbl, ctx->level, ctx->idx, f->table(ctx->level, tref_phys(t)));
+	return 0;
+}
+
+/* Unmap (kvm_unmap_gfn_range): a block is unmapped whole, as stage2_unmap_walker and tdp_mmu_zap_leafs do. On
+ * arm64 the walk also visits tables on the way out (KVM_PGTABLE_WALK_TABLE_POST): a table left with no valid
+ * entry (page_count 1) is cleared and freed at once, mmu_lock being held for write. x86 zaps leaves only and keeps
+ * its tables ("no 'struct kvm_mmu_page' will be freed") until the VM goes. */
 static int s2_zap_visit(struct walk_ctx *ctx, unsigned visit)
 {
+	struct engine *e = ctx->e;
 	const struct entry_fmt *f = ctx->g->fmt;
 	struct vm *v = ctx->arg;
-	(void)visit;
+	if (visit == WALK_TABLE_POST) {
+		if (f->kind(ctx->level, ctx->old) != E_TABLE)
+			return 0;
+		struct tref t = tref_from_phys(e, f->addr(ctx->level, ctx->old));
+		if (e->blocks[t.blk].nonempty[t.half])
+			return 0;
+		entry_write(e, ctx->tbl, ctx->level, ctx->idx, f->empty(ctx->level));
+		emit(e, EV_TABLE_FREE, child_level(ctx->g, ctx->level), tref_phys(t), ~0ull, 0);
+		e->st.tables_freed++;
+		block_release(e, t.blk);
+		return 0;
+	}
 	if (f->kind(ctx->level, ctx->old) != E_LEAF)
 		return 0;
-	/* a block is unmapped whole, as stage2_unmap_walker does */
-	entry_write(ctx->e, ctx->tbl, ctx->level, ctx->idx, f->empty(ctx->level));
-	emit(ctx->e, EV_S2_ZAP, (uint64_t)vm_index(ctx->e, v), ctx->addr, ctx->level, f->addr(ctx->level, ctx->old) >> 12);
+	entry_write(e, ctx->tbl, ctx->level, ctx->idx, f->empty(ctx->level));
+	emit(e, EV_S2_ZAP, (uint64_t)vm_index(e, v), ctx->addr, ctx->level, f->addr(ctx->level, ctx->old) >> 12);
 	return 0;
 }
 
 static void s2_zap(struct engine *e, struct vm *v, uint64_t gpa, uint64_t end)
 {
-	struct walker w = { s2_zap_visit, v, WALK_LEAF | WALK_SKIP_EMPTY, 0 };
+	unsigned flags = WALK_LEAF | WALK_SKIP_EMPTY | (e->arch == ARCH_ARM64 ? WALK_TABLE_POST : 0);
+	struct walker w = { s2_zap_visit, v, flags, 0 };
 	if (!v->root_freed)
 		pt_walk(e, &v->s2, &v->geom, gpa, end, &w);
+}
+
+static int tdp_zap_all_visit(struct walk_ctx *ctx, unsigned visit)
+{
+	struct engine *e = ctx->e;
+	const struct entry_fmt *f = ctx->g->fmt;
+	struct vm *v = ctx->arg;
+	if (visit == WALK_LEAF) {
+		if (f->kind(ctx->level, ctx->old) != E_LEAF)
+			return 0;
+		entry_write(e, ctx->tbl, ctx->level, ctx->idx, f->empty(ctx->level));
+		emit(e, EV_S2_ZAP, (uint64_t)vm_index(e, v), ctx->addr, ctx->level,
+		     f->addr(ctx->level, ctx->old) >> 12);
+		return 0;
+	}
+	struct tref t = tref_from_phys(e, f->addr(ctx->level, ctx->old));
+	entry_write(e, ctx->tbl, ctx->level, ctx->idx, f->empty(ctx->level));
+	e->st.tables_freed++;
+	call_rcu_table(e, CB_FREE_BLOCK, t.blk, 0);
+	return 0;
+}
+
+/* kvm_mmu_zap_all -> kvm_tdp_mmu_zap_all -> tdp_mmu_zap_root: every SPTE zapped, every child table freed through
+ * RCU (handle_removed_pt), the root kept and still valid (only kvm_tdp_mmu_invalidate_all_roots sets role.invalid,
+ * and release does not call it), so is_page_fault_stale does not fire for a fault that began before. */
+static void kvm_tdp_mmu_zap_all(struct engine *e, struct vm *v)
+{
+	struct walker w = { tdp_zap_all_visit, v, WALK_LEAF | WALK_TABLE_POST | WALK_SKIP_EMPTY, 0 };
+	pt_walk(e, &v->s2, &v->geom, 0, ~0ull, &w);
 }
 
 static int s2_free_visit(struct walk_ctx *ctx, unsigned visit)
@@ -205,7 +342,7 @@ static int fault_begin(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bo
 	if (!s)
 		return -EFAULT;
 	struct mm *m = &e->mms[v->mm];
-	if (m->dead || v->root_freed)
+	if (m->dead || v->released)
 		return -EFAULT;
 	uint64_t hva = s->hva + (gpa - s->gpa);
 	struct vma *vma = vma_find(m, hva);
@@ -286,18 +423,21 @@ static int s2_check_install(struct engine *e, struct vm *v, struct cpu *c, int l
 		return -1;
 	}
 	if (k != E_LEAF || hpfn != c->pfn || !page_alive(e, c->pfn)) {
-		violate(e, V_STAGE2_STALE, "vm %d: gpa %#llx mapped to pfn %#llx, but the host %s at hva %#llx",
-			vi, (unsigned long long)c->gpa, (unsigned long long)c->pfn,
-			k != E_LEAF ? "maps nothing" : "maps another page", (unsigned long long)c->hva);
+		violate(e, V_STAGE2_STALE, "vm %d: a %#llx-byte leaf maps gpa %#llx to pfn %#llx, but the host %s at "
+			"hva %#llx", vi, (unsigned long long)size, (unsigned long long)c->gpa,
+			(unsigned long long)c->pfn, k != E_LEAF ? "maps nothing" : "maps another page",
+			(unsigned long long)c->hva);
 		return -1;
 	}
 	return 0;
 }
 
+/* The 2019 designs of the PUD-block decision (arm64.stage2_block_check other than pgtable): may a PUD-size candidate
+ * stay one PUD-size leaf? If not it becomes one PMD-size leaf. */
 static bool pud_block_allowed(struct engine *e, struct vm *v, uint64_t size)
 {
 	int levels = 4 - v->start_level;
-	switch (e->arch == ARCH_ARM64 ? e->knob[K_STAGE2_BLOCK_CHECK] : BC_CAN_MAP) {
+	switch (e->knob[K_STAGE2_BLOCK_CHECK]) {
 	case BC_HAS_PMD:
 		return levels > 2;
 	case BC_HAS_PUD:
@@ -309,59 +449,81 @@ static bool pud_block_allowed(struct engine *e, struct vm *v, uint64_t size)
 	}
 }
 
+/* kvm_mmu_max_mapping_level (x86): the largest level the memslot allows at the gfn (lpage_info's disallow_lpage:
+ * gpa and hva congruent, the block inside the slot), capped by host_pfn_mapping_level: the host leaf at the hva,
+ * now, under mmu_lock, whatever the VMA (hugetlb too). An empty host entry is PG_LEVEL_4K: x86 never replays
+ * the fault for it (arm64's get_user_mapping_size does). */
+static uint64_t kvm_mmu_max_mapping_size(struct engine *e, struct vm *v, const struct memslot *s, uint64_t hva)
+{
+	const struct geom *g = &e->geom;
+	uint64_t page = g->page_size, max = page;
+	if (!s)
+		return page;
+	if (slot_allows(s, hva, 1ull << g->pud_shift))
+		max = 1ull << g->pud_shift;
+	else if (slot_allows(s, hva, 1ull << g->pmd_shift))
+		max = 1ull << g->pmd_shift;
+	if (max == page)
+		return page;
+	int hl;
+	uint64_t hpfn;
+	uint64_t host = host_lookup(e, v->mm, hva, &hl, &hpfn, NULL, NULL) == E_LEAF ? level_size(g, hl) : page;
+	return host < max ? host : max;
+}
+
 static int s2_fault_commit(struct engine *e, int cpu)
 {
 	struct cpu *c = &e->cpus[cpu];
 	struct vm *v = &e->vms[c->vm];
 	const struct geom *g = &e->geom;
-	uint64_t pmd = 1ull << g->pmd_shift, size = c->size;
+	uint64_t page = g->page_size, pmd = 1ull << g->pmd_shift, size = c->size;
 	/* under mmu_lock */
 	if (e->knob[K_INVALIDATE_RETRY] == 0 && (v->invalidate_seq != c->seq || v->invalidate_in_progress))
 		return -EAGAIN;
-	if (e->knob[K_RELEASE_CHECK] == 0 && v->root_freed)
+	if (e->knob[K_RELEASE_CHECK] == RC_ROOT && v->released)
 		return -EAGAIN;
 	if (!tref_alive(e, c->s2_root)) {
+		/* arm64: kvm_free_stage2_pgd set mmu->pgt to NULL; user_mem_abort dereferences it */
 		violate(e, V_STAGE2_AFTER_RELEASE, "vm %d: guest fault for gpa %#llx installs into stage-2 root "
 			"%#llx, freed by mmu_notifier release (exit_mmap)", vm_index(e, v),
 			(unsigned long long)c->gpa, (unsigned long long)tref_phys(c->s2_root));
 		return 0;
 	}
 	struct memslot *s = slot_for(v, c->gpa);
-	if (size == g->page_size && s && slot_allows(s, c->hva, pmd)) {
-		if (e->arch == ARCH_ARM64 && e->knob[K_THP_SIZE] == 1) {
+	if (e->arch == ARCH_X86_64) {
+		size = kvm_mmu_max_mapping_size(e, v, s, c->hva);
+	} else if (size == page && s && slot_allows(s, c->hva, pmd)) {
+		/* transparent_hugepage_adjust */
+		if (e->knob[K_THP_SIZE] == 1) {
 			if (c->vma_thp)
 				size = pmd; /* vma-naive: the VMA says THP, the host tables are not asked */
 		} else {
-			/* get_user_mapping_size / host_pfn_mapping_level: the host leaf, now */
+			/* get_user_mapping_size: the host leaf, now; "the userspace PTs are gone": replay (-EAGAIN) */
 			int hl;
 			uint64_t hpfn;
 			if (host_lookup(e, v->mm, c->hva, &hl, &hpfn, NULL, NULL) != E_LEAF)
 				return -EAGAIN;
-			uint64_t hs = level_size(g, hl);
-			if (hs >= pmd)
+			if (level_size(g, hl) >= pmd)
 				size = pmd;
-			if (e->arch == ARCH_X86_64 && hs > pmd && slot_allows(s, c->hva, hs))
-				size = hs;
 		}
 	}
-	if (size > pmd && !pud_block_allowed(e, v, size))
+	bool pgtable = e->arch == ARCH_ARM64 && e->knob[K_STAGE2_BLOCK_CHECK] == BC_PGTABLE;
+	if (e->arch == ARCH_ARM64 && !pgtable && size > pmd && !pud_block_allowed(e, v, size))
 		size = pmd;
-	int level = 3;
-	while (level > 0 && level_size(&v->geom, level) < size)
-		level--;
-	uint64_t gpa = c->gpa & ~(size - 1), pages = size / 4096;
-	uint64_t pfn = c->pfn & ~(pages - 1);
-	if (s2_check_install(e, v, c, level, size, gpa, pfn))
-		return 0;
-	uint64_t page = g->page_size, page_gpa = c->gpa & ~(page - 1), page_pfn = c->pfn & ~((page >> 12) - 1);
-	struct s2_map_arg a = { level, v->geom.fmt->leaf(level, pfn << 12, c->write),
-				v->geom.fmt->leaf(3, page_pfn << 12, c->write), 0 };
+	uint64_t ipa = c->gpa & ~(size - 1), pa = (c->pfn << 12) & ~(size - 1);
+	struct s2_map_arg a = { v, c, ipa, pa, -1, c->write, pgtable, 0 };
+	if (!pgtable) {
+		/* one leaf at the level of its size: x86's goal_level, or the level a 2019 design chose */
+		int level = 3;
+		while (level > 0 && level_size(&v->geom, level) < size)
+			level--;
+		if (s2_check_install(e, v, c, level, size, ipa, pa >> 12))
+			return 0;
+		a.goal = level;
+	}
+	/* kvm_pgtable_stage2_map(pgt, fault_ipa, vma_pagesize, ...) / kvm_tdp_mmu_map */
 	struct walker w = { s2_map_visit, &a, WALK_LEAF | WALK_TABLE_PRE, 0 };
-	pt_walk(e, &v->s2, &v->geom, c->gpa, c->gpa + 1, &w);
-	if (!a.ret && a.level == level)
-		emit(e, EV_S2_LEAF, (uint64_t)vm_index(e, v), gpa, level, pfn);
-	else if (!a.ret)
-		emit(e, EV_S2_LEAF, (uint64_t)vm_index(e, v), page_gpa, a.level, page_pfn);
+	pt_walk(e, &v->s2, &v->geom, ipa, ipa + size, &w);
 	return a.ret;
 }
 
@@ -434,7 +596,7 @@ void kvm_notify_range(struct engine *e, int mm, uint64_t start, uint64_t end)
 	emit(e, EV_NOTIFY, (uint64_t)mm, start, end, 0);
 	for (int vi = 0; vi < MAX_VMS; vi++) {
 		struct vm *v = &e->vms[vi];
-		if (!v->used || v->mm != mm || v->root_freed)
+		if (!v->used || v->mm != mm || v->released)
 			continue;
 		v->invalidate_in_progress++;
 		for (int i = 0; i < MAX_SLOTS; i++) {
@@ -450,14 +612,24 @@ void kvm_notify_range(struct engine *e, int mm, uint64_t start, uint64_t end)
 	}
 }
 
-/* mmu_notifier_release from exit_mmap: the stage-2 goes, and the subscription with it. */
+/* mmu_notifier_release from exit_mmap (kvm_mmu_notifier_release -> kvm_flush_shadow_all ->
+ * kvm_arch_flush_shadow_all), then the subscription is unhooked (mn_hlist_release): no later invalidation reaches
+ * the VM. arm64 frees the stage 2 (kvm_uninit_stage2_mmu -> kvm_free_stage2_pgd: pgt = NULL); x86 zaps every SPTE
+ * and keeps its roots (kvm_mmu_zap_all). Neither touches mmu_invalidate_seq. */
 void kvm_release(struct engine *e, int mm)
 {
 	if (e->arch == ARCH_S390)
 		return;
-	for (int vi = 0; vi < MAX_VMS; vi++)
-		if (e->vms[vi].used && e->vms[vi].mm == mm)
-			s2_destroy(e, &e->vms[vi]);
+	for (int vi = 0; vi < MAX_VMS; vi++) {
+		struct vm *v = &e->vms[vi];
+		if (!v->used || v->mm != mm || v->released)
+			continue;
+		if (e->arch == ARCH_X86_64)
+			kvm_tdp_mmu_zap_all(e, v);
+		else
+			s2_destroy(e, v);
+		v->released = true;
+	}
 }
 
 void kvm_abort_faults(struct engine *e)

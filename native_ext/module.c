@@ -124,7 +124,7 @@ static PyObject *py_run(PyObject *self, PyObject *args)
 	}
 	PyObject *result = NULL;
 	int knobs[K_NR];
-	uint64_t config[4];
+	uint64_t config[5];
 	Py_ssize_t nelfs = PyTuple_GET_SIZE(elfs_obj);
 	const uint8_t **elfs = calloc((size_t)nelfs + 1, sizeof(*elfs));
 	size_t *lens = calloc((size_t)nelfs + 1, sizeof(*lens));
@@ -134,13 +134,13 @@ static PyObject *py_run(PyObject *self, PyObject *args)
 		goto out;
 	}
 	if (arch < 0 || arch >= ARCH_NR || PyTuple_GET_SIZE(knobs_obj) != K_NR ||
-	    PyTuple_GET_SIZE(config_obj) != 4 || ops.len % (8 * (OP_ARGS + 1))) {
+	    PyTuple_GET_SIZE(config_obj) != 5 || ops.len % (8 * (OP_ARGS + 1))) {
 		PyErr_SetString(PyExc_ValueError, "bad engine arguments");
 		goto out;
 	}
 	for (int i = 0; i < K_NR; i++)
 		knobs[i] = (int)PyLong_AsLong(PyTuple_GET_ITEM(knobs_obj, i));
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 5; i++)
 		config[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(config_obj, i));
 	for (Py_ssize_t i = 0; i < nelfs; i++) {
 		PyObject *b = PyTuple_GET_ITEM(elfs_obj, i);
@@ -282,12 +282,12 @@ static PyObject *levels_list(const struct geom *g)
 static PyObject *py_geometry(PyObject *self, PyObject *args)
 {
 	int arch;
-	unsigned long long config[4];
+	unsigned long long config[5];
 	(void)self;
-	if (!PyArg_ParseTuple(args, "i(KKKK)", &arch, &config[0], &config[1], &config[2], &config[3]))
+	if (!PyArg_ParseTuple(args, "i(KKKKK)", &arch, &config[0], &config[1], &config[2], &config[3], &config[4]))
 		return NULL;
 	struct geom g;
-	uint64_t cfg[4] = { config[0], config[1], config[2], config[3] };
+	uint64_t cfg[5] = { config[0], config[1], config[2], config[3], config[4] };
 	int ret = arch >= 0 && arch < ARCH_NR ? geom_stage1(&g, (enum arch)arch, cfg) : -EINVAL;
 	if (ret)
 		return raise_errno(ret);
@@ -366,13 +366,13 @@ static PyObject *py_geometry2(PyObject *self, PyObject *args)
 {
 	int arch;
 	unsigned ipa;
-	unsigned long long config[4];
+	unsigned long long config[5];
 	(void)self;
-	if (!PyArg_ParseTuple(args, "i(KKKK)I", &arch, &config[0], &config[1], &config[2], &config[3], &ipa))
+	if (!PyArg_ParseTuple(args, "i(KKKKK)I", &arch, &config[0], &config[1], &config[2], &config[3], &config[4], &ipa))
 		return NULL;
 	struct geom g;
 	int start, pages;
-	uint64_t cfg[4] = { config[0], config[1], config[2], config[3] };
+	uint64_t cfg[5] = { config[0], config[1], config[2], config[3], config[4] };
 	int ret = arch >= 0 && arch < ARCH_NR ? geom_stage2(&g, (enum arch)arch, cfg, ipa, &start, &pages) : -EINVAL;
 	if (ret)
 		return raise_errno(ret);

@@ -224,7 +224,8 @@ struct vm {
 	bool used;
 	int mm;
 	struct pgtable s2;     /* gmap (s390) or stage 2 / TDP */
-	bool root_freed;       /* release freed the root (arm64/x86) */
+	bool root_freed;       /* the stage-2 root is gone: arm64 release (kvm_free_stage2_pgd), vm_destroy */
+	bool released;         /* mmu_notifier release ran (exit_mmap): the VM gets no more invalidations */
 	struct geom geom;      /* stage-2 geometry */
 	int start_level, pgd_pages;
 	uint64_t invalidate_seq;
@@ -266,6 +267,7 @@ struct engine {
 	struct geom geom;
 	uint64_t task_size, stack_top;
 	uint64_t max_table_pages;
+	unsigned pa_bits;              /* arm64 config pa_bits (ID_AA64MMFR0_EL1.PARange): kvm_set_ipa_limit */
 
 	struct block *blocks;
 	int32_t nblocks, capblocks, free_blocks;

@@ -49,13 +49,17 @@ const struct knob_def knob_defs[K_NR] = {
 		"none: commit installs without checking mmu_invalidate_seq/in_progress" },
 	[K_FAULT_HOLDS_MM] = { "kvm.fault_holds_mm", { "yes", "no" }, KVM_ARCHES,
 		"no: an in-flight guest fault does not keep exit_mmap from running" },
-	[K_RELEASE_CHECK] = { "kvm.release_check", { "root", "none" }, { -1, 1, 0 },
-		"none: commit does not check that the stage-2 root still exists "
-		"(default root on x86_64, none on arm64)" },
+	[K_RELEASE_CHECK] = { "kvm.release_check", { "none", "root" }, KVM_ARCHES,
+		"root: a commit that finds its VM released by mmu_notifier release (exit_mmap) retries (-11); "
+		"a design v6.6 has on neither arch: arm64 frees the stage-2 root, x86 zaps every SPTE and keeps its "
+		"roots valid, and both rely on the in-flight fault holding the mm (kvm.fault_holds_mm)" },
 	[K_STAGE2_BLOCK_CHECK] = { "arm64.stage2_block_check",
-		{ "can-map-block-size", "has-pmd", "has-pud", "none" }, ARM64_ONLY,
-		"has-pmd: PUD block iff stage 2 has more than 2 levels; has-pud: iff it has "
-		"4; none: a PUD-size candidate is installed even when stage 2 starts below it" },
+		{ "pgtable", "can-map-block-size", "has-pmd", "has-pud", "none" }, ARM64_ONLY,
+		"pgtable (v6.6): no stage-2 level test in user_mem_abort; kvm_pgtable_stage2_map maps the candidate "
+		"range with the largest block each level allows (a PUD-size candidate on a 2-level stage 2 becomes "
+		"512 level-2 blocks). The 2019 designs: can-map-block-size: a PUD block iff one start-level entry "
+		"covers it; has-pmd: iff stage 2 has more than 2 levels; has-pud: iff it has 4; none: a PUD-size "
+		"candidate is installed at the level of that size even when stage 2 starts below it" },
 	[K_THP_SIZE] = { "arm64.thp_size", { "walk", "vma-naive" }, ARM64_ONLY,
 		"vma-naive: a 4K candidate in a THP-eligible VMA is mapped as a PMD block "
 		"without walking the host tables" },

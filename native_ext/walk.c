@@ -161,11 +161,12 @@ static const struct entry_fmt ept_fmt = { x86_empty, ept_table, ept_leaf, ept_ki
 static const char *const generic_names[5] = { "pgd", "p4d", "pud", "pmd", "pte" };
 
 /* arm64 stage 1: the pgd sits at hardware level 4 - levels; the pud exists only with 4 levels,
- * the pmd with 3 or more, the p4d never (pgtable-nop4d/nopud/nopmd). */
+ * the pmd with 3 or more, the p4d never (pgtable-nop4d/nopud/nopmd). 52-bit VA is ARM64_VA_BITS_52,
+ * which v6.6 offers with 64K pages only (FEAT_LVA): 3 levels and a 1024-entry pgd. */
 static int geom_arm64(struct geom *g, uint64_t granule, uint64_t va_bits)
 {
 	int page_shift = granule == 4096 ? 12 : granule == 16384 ? 14 : granule == 65536 ? 16 : 0;
-	static const int ok[][2] = { { 12, 39 }, { 12, 48 }, { 14, 36 }, { 14, 47 }, { 14, 48 }, { 16, 42 }, { 16, 48 } };
+	static const int ok[][2] = { { 12, 39 }, { 12, 48 }, { 14, 36 }, { 14, 47 }, { 14, 48 }, { 16, 42 }, { 16, 48 }, { 16, 52 } };
 	bool supported = false;
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
 		supported |= ok[i][0] == page_shift && (uint64_t)ok[i][1] == va_bits;
@@ -223,7 +224,7 @@ static int geom_x86(struct geom *g, bool la57)
 	return 0;
 }
 
-/* config: granule, va_bits, la57, max_table_pages */
+/* config: granule, va_bits, la57, max_table_pages, pa_bits */
 int geom_stage1(struct geom *g, enum arch arch, const uint64_t *config)
 {
 	switch (arch) {
@@ -259,9 +260,13 @@ int geom_stage2(struct geom *g, enum arch arch, const uint64_t *config, unsigned
 	uint64_t granule = config[0];
 	int page_shift = granule == 4096 ? 12 : granule == 16384 ? 14 : 16;
 	int B = page_shift - 3;
+	/* kvm_set_ipa_limit: the host's PARange, capped at 48 bits unless PAGE_SIZE is 64K (v6.6: 52-bit
+	 * IPA needs 64K pages and FEAT_LPA; LPA2 for 4K/16K is 6.9+). kvm_init_stage2_mmu: 0 means
+	 * KVM_PHYS_SHIFT (40); anything above the limit or below 32 is -EINVAL. */
+	unsigned limit = granule == 65536 && config[4] == 52 ? 52 : 48;
 	if (ipa_bits == 0)
 		ipa_bits = 40;
-	if (ipa_bits < 32 || ipa_bits > 48)
+	if (ipa_bits < 32 || ipa_bits > limit)
 		return -EINVAL;
 	int levels = (int)(ipa_bits - 8) / B;
 	if (levels < 2)

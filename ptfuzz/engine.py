@@ -7,7 +7,7 @@ from . import _engine
 from .names import ARCH_NAMES, VIOLATION_KINDS, Verdict, errno_name, knob_vector
 from .trace import Trace, op_text
 
-CONFIG_ORDER = ("granule", "va_bits", "la57", "max_table_pages")
+CONFIG_ORDER = ("granule", "va_bits", "la57", "max_table_pages", "pa_bits")
 
 
 @dataclass

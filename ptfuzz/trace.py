@@ -54,12 +54,13 @@ KIND_TEXT = {"bool": "0 or 1", "pid": "a pid 0..63", "cpu": "a cpu 0..15", "vm":
 
 CONFIG_RULES: dict[str, dict[str, Any]] = {
     "granule": {"arches": {"arm64"}, "type": int, "values": {4096, 16384, 65536}},
-    "va_bits": {"arches": {"arm64"}, "type": int, "values": {36, 39, 42, 47, 48}},
+    "va_bits": {"arches": {"arm64"}, "type": int, "values": {36, 39, 42, 47, 48, 52}},
+    "pa_bits": {"arches": {"arm64"}, "type": int, "values": {48, 52}},
     "la57": {"arches": {"x86_64"}, "type": bool, "values": {True, False}},
     "max_table_pages": {"arches": set(ARCH_NAMES), "type": int, "values": None},
 }
-ARM64_VA_BITS = {4096: {39, 48}, 16384: {36, 47, 48}, 65536: {42, 48}}
-CONFIG_DEFAULTS = {"granule": 4096, "va_bits": 48, "la57": False, "max_table_pages": 262144}
+ARM64_VA_BITS = {4096: {39, 48}, 16384: {36, 47, 48}, 65536: {42, 48, 52}}
+CONFIG_DEFAULTS = {"granule": 4096, "va_bits": 48, "la57": False, "max_table_pages": 262144, "pa_bits": 48}
 
 assert [n for n, _ in OPS] == list(ARG_KINDS), "trace schema and engine disagree on the operations"
 assert all(len(ARG_KINDS[n]) == k for n, k in OPS), "trace schema and engine disagree on argument counts"
@@ -200,6 +201,8 @@ def _check_config(arch: str, config: Any) -> dict:
         v = config.get("va_bits", 48)
         if v not in ARM64_VA_BITS[g]:
             raise ValueError(f"config: va_bits {v} is not supported with granule {g}")
+        if config.get("pa_bits", 48) == 52 and g != 65536:  # v6.6: ARM64_PA_BITS_52 depends on ARM64_64K_PAGES
+            raise ValueError(f"config: pa_bits 52 needs granule 65536, not {g}")
     return dict(config)
 
 

@@ -5,8 +5,8 @@ from .names import KNOBS
 COMBINATIONS = {
     "s390": [{"s390.pgste_decision": "convert-late", "mm.pmd_recheck": "no"},
              {"s390.thp_in_pgste_mm": "allow", "s390.defer_gmap_unlink": "yes"}],
-    "arm64": [],
-    "x86_64": [{"kvm.fault_holds_mm": "no", "kvm.release_check": "none"}],
+    "arm64": [{"kvm.fault_holds_mm": "no", "kvm.release_check": "root"}],
+    "x86_64": [{"kvm.fault_holds_mm": "no", "kvm.release_check": "root"}],
 }
 
 

@@ -6,6 +6,9 @@ from conftest import G, K, M, kind, results, run
 from ptfuzz.cli.geometry import stage1_geometry, stage2_geometry
 from ptfuzz.engine import replay
 from ptfuzz.gen import generate
+from ptfuzz.errors import TraceError
+from ptfuzz.names import KNOB_BY_NAME
+from ptfuzz.trace import Trace, ops_from_list
 
 T = 1 << 40
 
@@ -23,10 +26,11 @@ def kernel_stage2(granule: int, ipa: int):
     return levels, start, pgd_pages, sorted(blocks + [granule], reverse=True)
 
 
-@pytest.mark.parametrize("granule", [4096, 16384, 65536])
-def test_stage2_geometry_matches_the_kernel_for_every_ipa(granule):
-    for ipa in range(32, 49):
-        g = stage2_geometry("arm64", {"granule": granule, "va_bits": 48}, ipa)
+@pytest.mark.parametrize("granule,pa_bits", [(4096, 48), (16384, 48), (65536, 48), (65536, 52)])
+def test_stage2_geometry_matches_the_kernel_for_every_ipa(granule, pa_bits):
+    # kvm_set_ipa_limit: PARange, capped at 48 bits unless PAGE_SIZE is 64K
+    for ipa in range(32, pa_bits + 1):
+        g = stage2_geometry("arm64", {"granule": granule, "va_bits": 48, "pa_bits": pa_bits}, ipa)
         levels, start, pgd_pages, leaf_sizes = kernel_stage2(granule, ipa)
         assert (g["levels"], g["start_level"], g["pgd_pages"], g["leaf_sizes"]) == (levels, start, pgd_pages, leaf_sizes), ipa
         assert pgd_pages <= 16
@@ -36,7 +40,7 @@ def test_stage2_geometry_matches_the_kernel_for_every_ipa(granule):
 @pytest.mark.parametrize("granule,va_bits,levels,folded", [
     (4096, 39, 3, ["p4d", "pud"]), (4096, 48, 4, ["p4d"]), (16384, 36, 2, ["p4d", "pud", "pmd"]),
     (16384, 47, 3, ["p4d", "pud"]), (16384, 48, 4, ["p4d"]), (65536, 42, 2, ["p4d", "pud", "pmd"]),
-    (65536, 48, 3, ["p4d", "pud"]),
+    (65536, 48, 3, ["p4d", "pud"]), (65536, 52, 3, ["p4d", "pud"]),
 ])
 def test_arm64_stage1_folding(granule, va_bits, levels, folded):
     g = stage1_geometry("arm64", {"granule": granule, "va_bits": va_bits})
@@ -97,6 +101,54 @@ def test_ipa_bits_rules():
     assert results(r) == [0, -22, 0, -14]
 
 
+@pytest.mark.parametrize("config,ipa,want", [
+    ({"granule": 65536, "va_bits": 48, "pa_bits": 52}, 52, 0),   # FEAT_LPA and 64K: up to 52 bits
+    ({"granule": 65536, "va_bits": 48, "pa_bits": 52}, 49, 0),
+    ({"granule": 65536, "va_bits": 48}, 49, -22),                 # a 48-bit PARange host
+    ({"granule": 65536, "va_bits": 48}, 48, 0),
+    ({"granule": 16384, "va_bits": 48}, 49, -22),                 # capped at 48 without 64K pages
+    ({"granule": 65536, "va_bits": 48, "pa_bits": 52}, 0, 0),     # 0: KVM_PHYS_SHIFT (40)
+])
+def test_kvm_set_ipa_limit(config, ipa, want):
+    r = run([["exec", 1, -1], ["vm_create", 0, 1, ipa]], arch="arm64", config=config)
+    assert results(r) == [0, want]
+
+
+def test_ipa_52_stage2_takes_slots_up_to_2_52():
+    cfg = {"granule": 65536, "va_bits": 48, "pa_bits": 52}
+    r = run([["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 52],
+             ["memslot", 0, 0, (1 << 52) - 2 * M, T, 2 * M], ["memslot", 0, 1, 1 << 52, T, 64 * K],
+             ["guest_fault", 0, (1 << 52) - 64 * K, 1]], arch="arm64", config=cfg)
+    assert results(r) == [0, 0, 0, 0, -14, 0] and kind(r) is None
+    g = stage2_geometry("arm64", cfg, 52)
+    assert (g["levels"], g["start_level"], g["per_level"][0]["entries"]) == (3, 1, 1024)
+
+
+def test_pa_bits_52_needs_64k_pages():
+    from ptfuzz import trace as tracemod
+    t = tracemod.Trace("arm64", tracemod.ops_from_list([["exec", 1, -1]]), config={"granule": 4096, "pa_bits": 52})
+    with pytest.raises(TraceError, match="pa_bits 52 needs granule 65536"):
+        tracemod.loads(tracemod.dumps(t))
+    with pytest.raises(ValueError):  # the engine refuses it too
+        replay(t)
+    with pytest.raises(TraceError, match="va_bits 52 is not supported with granule 4096"):
+        tracemod.loads(tracemod.dumps(tracemod.Trace("arm64", t.ops, config={"va_bits": 52})))
+
+
+def test_52_bit_va_with_64k_pages():
+    """ARM64_VA_BITS_52 (64K, FEAT_LVA): TASK_SIZE 2^52, but exec's stack stays below DEFAULT_MAP_WINDOW (2^48)."""
+    cfg = {"granule": 65536, "va_bits": 52}
+    r = run([["exec", 1, -1], ["mmap", 1, 1 << 50, 2 * M, 0], ["fault", 1, (1 << 50) + 64 * K, 1],
+             ["mmap", 1, (1 << 52) - 1024 * M, 512 * M, 1], ["fault", 1, (1 << 52) - 1024 * M, 1],
+             ["mmap", 1, 1 << 52, 64 * K, 0]], arch="arm64", config=cfg, teardown=False)
+    assert results(r) == [0, 0, 0, 0, 0, -12] and kind(r) is None
+    probes = np.array([(1, (1 << 48) - 64 * K), (1, (1 << 50) + 64 * K)], dtype=np.uint64)
+    got = replay(Trace("arm64", ops_from_list([["exec", 1, -1], ["mmap", 1, 1 << 50, 2 * M, 0],
+                                               ["fault", 1, (1 << 50) + 64 * K, 1]]), config=cfg),
+                 teardown=False, probes=probes).translations
+    assert (got != (1 << 64) - 1).all()  # the argument page below 2^48, and a page above 2^48
+
+
 # ---- each arm64/x86 detector: a trace that must trigger it, and its safe twin ----
 
 U9 = [["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 64 * K],
@@ -122,16 +174,24 @@ DETECTORS = [
     ("arm64", None, U6_V66, {"mm.pmd_recheck": "no"}, {}),
     ("arm64", "stage2-block-illegal", U7, {"arm64.stage2_block_check": "none"}, {"arm64.stage2_block_check": "has-pmd"}),
     ("arm64", "stage2-block-illegal", U7, {"arm64.stage2_block_check": "none"}, {"arm64.stage2_block_check": "has-pud"}),
+    ("arm64", "stage2-block-illegal", U7, {"arm64.stage2_block_check": "none"},
+     {"arm64.stage2_block_check": "can-map-block-size"}),
+    ("arm64", "stage2-block-illegal", U7, {"arm64.stage2_block_check": "none"}, {}),  # pgtable: 512 level-2 blocks
     ("arm64", "stage2-oversize", U8, {"arm64.thp_size": "vma-naive"}, {}),
     ("arm64", "stage2-stale", U9, {"kvm.invalidate_retry": "none"}, {}),
     ("arm64", "stage2-after-release", U10, {"kvm.fault_holds_mm": "no"}, {}),
+    ("arm64", "stage2-after-release", U10, {"kvm.fault_holds_mm": "no"},
+     {"kvm.fault_holds_mm": "no", "kvm.release_check": "root"}),
     ("arm64", "uaf-table", WALK, {"mm.table_free": "immediate"}, {}),
     ("x86_64", "stage2-stale", U9, {"kvm.invalidate_retry": "none"}, {}),
     ("x86_64", "uaf-table", WALK, {"mm.table_free": "immediate"}, {}),
     ("x86_64", "lost-update", U6, {"mm.pmd_recheck": "no", "mm.pt_reclaim": "yes"}, {"mm.pt_reclaim": "yes"}),
     ("x86_64", None, U6_V66, {"mm.pmd_recheck": "no"}, {}),
-    # x86's stale-root check makes the exit_mmap race harmless: the unsafe knob has a safe twin only
-    ("x86_64", None, U10, {"kvm.fault_holds_mm": "no"}, {}),
+    # U13: x86 release zaps every SPTE but keeps the root valid, so the fault that began before exit_mmap installs
+    # the page exit_mmap freed (v1 had a "stale-root check" here that v6.6 does not have)
+    ("x86_64", "stage2-stale", U10, {"kvm.fault_holds_mm": "no"}, {}),
+    ("x86_64", "stage2-stale", U10, {"kvm.fault_holds_mm": "no"},
+     {"kvm.fault_holds_mm": "no", "kvm.release_check": "root"}),
 ]
 
 
@@ -143,9 +203,177 @@ def test_detector_and_safe_twin(arch, want, ops, bad, safe):
     assert kind(run(ops, safe, arch=arch)) is None
 
 
-def test_release_check_none_on_x86_brings_the_race_back():
-    r = run(U10, {"kvm.fault_holds_mm": "no", "kvm.release_check": "none"}, arch="x86_64")
-    assert kind(r) == "stage2-after-release"
+def test_knob_defaults_match_model_md():
+    rc, bc = KNOB_BY_NAME["kvm.release_check"], KNOB_BY_NAME["arm64.stage2_block_check"]
+    assert rc.values == ("none", "root") and rc.default("arm64") == rc.default("x86_64") == "none"
+    assert bc.values == ("pgtable", "can-map-block-size", "has-pmd", "has-pud", "none")
+    assert bc.default("arm64") == "pgtable" and bc.arches == ["arm64"]
+
+
+@pytest.mark.parametrize("arch", ["arm64", "x86_64"])
+def test_release_check_root_retries_the_fault_after_exit_mmap(arch):
+    r = run(U10, {"kvm.fault_holds_mm": "no", "kvm.release_check": "root"}, arch=arch)
+    assert results(r)[-1] == -11 and kind(r) is None
+
+
+def s2_state(ops, arch, knobs=None, config=None):
+    from ptfuzz.show import dump_state
+    t = Trace(arch, ops_from_list(ops), knobs=dict(knobs or {}), config=dict(config or {}))
+    return dump_state(t, None, len(ops))["state"]["vms"]
+
+
+NO_MM = 2 ** 64 - 1  # the owner field of a stage-2 table's events
+
+
+def s2_events(r, op, kind_, tables=None):
+    """Events of one type at one op that concern stage-2 tables: EV_TABLE_ALLOC/FREE carry (level, table, owner),
+    EV_TABLE_RCU/EV_RCU_RUN (table, kind)."""
+    tables = tables if tables is not None else {e[3] for e in r.events if e[1] == 0 and e[4] == NO_MM}
+    out = []
+    for e in r.events:
+        if e[0] != op or e[1] != kind_:
+            continue
+        if kind_ in (0, 1) and e[4] == NO_MM:
+            out.append((e[2], e[3]))
+        elif kind_ in (2, 4) and e[2] in tables:
+            out.append(e[2])
+    return out
+
+
+def test_release_at_exit_mmap_arm64_frees_the_stage2_x86_zaps_and_keeps_the_root():
+    ops = [["exec", 1, -1], ["mmap", 1, T, 4 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 4 * M],
+           ["guest_fault", 0, 0, 1], ["guest_fault", 0, 2 * M, 1], ["exit", 1]]
+    ex = len(ops) - 1
+    arm = run(ops, arch="arm64", teardown=False)
+    arm_root = s2_events(arm, 2, 0)[0][1]
+    assert s2_events(arm, ex, 1)[-1][1] == arm_root and not s2_events(arm, ex, 2)  # freed at once, root last
+    x86 = run(ops, arch="x86_64", teardown=False)
+    root = s2_events(x86, 2, 0)[0][1]
+    zapped = [e for e in x86.events if e[0] == ex and e[1] == 15]
+    rcu = s2_events(x86, ex, 2)
+    assert len(zapped) == 2 and len(rcu) == 4 and not s2_events(x86, ex, 1)  # PUD, PMD, 2 PTE tables: RCU
+    assert root not in rcu
+    vm = s2_state(ops, "x86_64")[0]
+    assert vm["root"] == root and not vm["root_freed"]  # the root stays valid
+    assert s2_state(ops, "arm64")[0]["root"] is None
+
+
+def test_release_does_not_bump_the_invalidation_sequence():
+    ops = [["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 2 * M],
+           ["guest_fault", 0, 0, 1]]
+    for arch in ("arm64", "x86_64"):
+        before = s2_state(ops, arch)[0]["invalidate_seq"]
+        assert s2_state(ops + [["exit", 1]], arch)[0]["invalidate_seq"] == before
+
+
+def test_empty_host_entry_at_commit_x86_maps_4k_arm64_replays():
+    # DONTNEED between the host fault and the install, with the retry check off: x86's host_pfn_mapping_level
+    # says 4K and the stale page is installed; arm64's get_user_mapping_size finds the PTE gone and replays
+    ops = [["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 2 * M],
+           ["guest_fault_begin", 0, 0, 0, 1], ["madvise", 1, T, 2 * M, 0], ["guest_fault_commit", 0]]
+    arm = run(ops, {"kvm.invalidate_retry": "none"}, arch="arm64")
+    assert results(arm)[-1] == -11 and kind(arm) is None
+    x86 = run(ops, {"kvm.invalidate_retry": "none"}, arch="x86_64")
+    assert kind(x86) == "stage2-stale" and "a 0x1000-byte leaf" in x86.violation.message
+
+
+def test_x86_sizes_a_hugetlb_candidate_from_the_host_walk():
+    # U13 on hugetlb: the VMA says 2M, but at commit the host maps nothing there: x86 sizes from the host walk (4K)
+    ops = [["exec", 1, -1], ["mmap", 1, T, 2 * M, 2], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 2 * M],
+           ["guest_fault_begin", 0, 0, 4 * K, 1], ["exit", 1], ["guest_fault_commit", 0]]
+    x86 = run(ops, {"kvm.fault_holds_mm": "no"}, arch="x86_64")
+    assert kind(x86) == "stage2-stale" and "a 0x1000-byte leaf" in x86.violation.message
+    ok = run(ops[:5] + [["guest_fault_commit", 0]], arch="x86_64", teardown=False)
+    assert [(e[3], e[4]) for e in ok.events if e[1] == 14] == [(0, 2)]
+
+
+def test_block_replaces_the_stage2_table_x86_frees_it_through_rcu():
+    # a 4K guest fault, then the host collapses the block: the notifier zaps the 4K leaf, x86 keeps its PTE table
+    # (tdp_mmu_zap_leafs); the next fault maps the THP as a 2M leaf over that table, which goes through RCU
+    ops = [["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["fault", 1, T, 1], ["vm_create", 0, 1, 0],
+           ["memslot", 0, 0, 0, T, 2 * M], ["guest_fault", 0, 4 * K, 1], ["madvise", 1, T, 2 * M, 3],
+           ["guest_fault", 0, 8 * K, 1], ["rcu_gp"]]
+    r = run(ops, arch="x86_64", teardown=False)
+    assert results(r) == [0] * len(ops) and kind(r) is None
+    pte_table = next(t for lv, t in s2_events(r, 5, 0) if lv == 3)
+    assert [(e[3], e[4]) for e in r.events if e[0] == 7 and e[1] == 14] == [(0, 2)]
+    assert s2_events(r, 7, 2) == [pte_table] and s2_events(r, 8, 4) == [pte_table]  # call_rcu, then the GP
+    assert not s2_events(r, 6, 1) and not s2_events(r, 7, 1)  # neither the zap nor the map freed it at once
+
+
+def test_arm64_unmap_frees_the_tables_it_empties():
+    # the same trace on arm64: stage2_unmap_walker frees the emptied PTE table at once, and the 2M block then
+    # goes into an empty level-2 entry
+    ops = [["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["fault", 1, T, 1], ["vm_create", 0, 1, 0],
+           ["memslot", 0, 0, 0, T, 2 * M], ["guest_fault", 0, 4 * K, 1], ["madvise", 1, T, 2 * M, 3],
+           ["guest_fault", 0, 8 * K, 1]]
+    r = run(ops, arch="arm64", teardown=False)
+    assert kind(r) is None
+    allocs = s2_events(r, 5, 0)
+    assert [lv for lv, _ in allocs] == [2, 3]  # ipa 40: the root is level 1
+    assert s2_events(r, 6, 1) == [(3, allocs[1][1]), (2, allocs[0][1])]  # the PTE table, then the one it empties
+    assert not s2_events(r, 6, 2)
+    assert [(e[3], e[4]) for e in r.events if e[0] == 7 and e[1] == 14] == [(0, 2)]
+
+
+def test_x86_unmap_keeps_tables_until_vm_destroy():
+    ops = [["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 2 * M],
+           ["guest_fault", 0, 0, 1], ["munmap", 1, T, 2 * M], ["vm_destroy", 0]]
+    r = run(ops, arch="x86_64", teardown=False)
+    assert [e for e in r.events if e[0] == 5 and e[1] == 15]  # the leaf is zapped
+    assert not s2_events(r, 5, 1) and not s2_events(r, 5, 2)
+    assert len(s2_events(r, 6, 1)) == 4  # PTE, PMD, PUD tables and the root
+
+
+def test_x86_1g_block_over_a_two_level_subtree_frees_it_through_rcu():
+    # 4K leaves under a 1G range (host 4K pages), then the host maps a 1G hugetlb page there: the 1G leaf replaces
+    # the PMD table, whose PTE table goes with it (handle_removed_pt recurses)
+    ops = [["exec", 1, -1], ["mmap", 1, 2 * G, G, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, 2 * G, G],
+           ["guest_fault", 0, 4 * K, 1], ["munmap", 1, 2 * G, G], ["mmap", 1, 2 * G, G, 4],
+           ["guest_fault", 0, 8 * K, 1], ["rcu_gp"]]
+    r = run(ops, arch="x86_64", teardown=False)
+    assert kind(r) is None and results(r) == [0] * len(ops)
+    allocs = s2_events(r, 4, 0)
+    assert [lv for lv, _ in allocs] == [1, 2, 3]
+    assert [(e[3], e[4]) for e in r.events if e[0] == 7 and e[1] == 14] == [(0, 1)]
+    assert sorted(s2_events(r, 7, 2)) == sorted(t for _, t in allocs[1:])
+    assert sorted(s2_events(r, 8, 4)) == sorted(t for _, t in allocs[1:])
+
+
+def test_identical_leaf_stops_and_a_write_upgrades_it():
+    ops = [["exec", 1, -1], ["mmap", 1, T, 64 * K, 0], ["fault", 1, T, 1], ["vm_create", 0, 1, 0],
+           ["memslot", 0, 0, 0, T, 64 * K], ["guest_fault", 0, 0, 0], ["guest_fault", 0, 0, 0],
+           ["guest_fault", 0, 0, 1], ["guest_fault", 0, 0, 1]]
+    for arch in ("arm64", "x86_64"):
+        r = run(ops, arch=arch, teardown=False)
+        assert kind(r) is None and results(r) == [0] * len(ops)
+        leaves = [(e[0], e[5]) for e in r.events if e[1] == 14]
+        assert [op for op, _ in leaves] == [5, 7] and len({pfn for _, pfn in leaves}) == 1
+
+
+def test_pgtable_maps_a_pud_candidate_with_the_blocks_each_level_allows():
+    """v6.6 user_mem_abort has no stage-2 level test: kvm_pgtable_stage2_map gets [ipa, ipa + 1G)."""
+    r = run(U7, arch="arm64", teardown=False)  # ipa 32: two levels from level 2
+    assert kind(r) is None
+    leaves = [(e[3], e[4], e[5]) for e in r.events if e[1] == 14]
+    assert len(leaves) == 512 and {lv for _, lv, _ in leaves} == {2}
+    assert [g for g, _, _ in leaves] == [i * 2 * M for i in range(512)]
+    assert [p - leaves[0][2] for _, _, p in leaves] == [i * 512 for i in range(512)]
+    ops = [["exec", 1, -1], ["mmap", 1, T, G, 4], ["vm_create", 0, 1, 40], ["memslot", 0, 0, G, T, G],
+           ["guest_fault", 0, G + 5 * M, 1]]
+    r = run(ops, arch="arm64", teardown=False)  # ipa 40: three levels from level 1, a level-1 block
+    assert [(e[3], e[4]) for e in r.events if e[1] == 14] == [(G, 1)]
+    r = run(U7, {"arm64.stage2_block_check": "can-map-block-size"}, arch="arm64", teardown=False)
+    assert [(e[3], e[4]) for e in r.events if e[1] == 14] == [(0, 2)]  # the 2019 helper: one PMD block
+
+
+def test_pgtable_with_16k_pages_has_no_level_1_blocks():
+    # KVM_PGTABLE_MIN_BLOCK_LEVEL is 2 with 16K/64K pages: a 32M THP is one level-2 block
+    cfg = {"granule": 16384, "va_bits": 47}
+    ops = [["exec", 1, -1], ["mmap", 1, T, 64 * M, 1], ["fault", 1, T, 1], ["vm_create", 0, 1, 40],
+           ["memslot", 0, 0, 0, T, 64 * M], ["guest_fault", 0, 16 * K, 1]]
+    r = run(ops, arch="arm64", config=cfg, teardown=False)
+    assert kind(r) is None and [(e[3], e[4]) for e in r.events if e[1] == 14] == [(0, 2)]
 
 
 # ---- differential checks that need no second implementation ----
