@@ -108,6 +108,14 @@ S390 = {
         ["munmap", 1, A, M], ["guest_fault", 0, 0, 1], ["memslot", 0, 1, 0, 0, 0], ["memslot", 0, 2, M, A, M],
         ["memslot", 0, 3, 8 * M, A + 4 * K, M], ["guest_fault", 0, 64 * M, 0], ["vm_destroy", 0],
     ], {}, None, "gmap: memslots, guest faults linking host PTE tables, gmap_unlink on munmap, vm_destroy -16 in flight"),
+    "seeds/s390/gmap-segments": ([
+        ["exec", 1, 0], ["mmap", 1, A, 4 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, A, 2 * M],
+        ["memslot", 0, 1, 2 * M, A, M], ["memslot", 0, 2, 8 * M + 4 * K, A + 2 * M, M], ["guest_fault", 0, 4 * K, 1],
+        ["guest_fault", 0, 2 * M, 1], ["guest_fault", 0, 8 * M + 8 * K, 1], ["memslot", 0, 1, 0, 0, 0],
+        ["guest_fault", 0, 0, 0], ["walk_begin", 0, 1, 1 << 42], ["exit", 1], ["exec", 1, 1], ["vm_create", 1, 1, 0],
+    ], {}, None, "the v6.6 gmap: five levels; guest_to_host only for 1 MiB aligned slots (a misaligned gpa: the slot "
+                 "is created, its faults -14); one guest segment per host segment (-17), and deleting the refused "
+                 "slot unlinks the other's; GUP-fast at asce_limit -14; TIF_PGSTE goes with the task that exits"),
     "seeds/s390/vm-splits-thp": ([
         ["exec", 1, 0], ["mmap", 1, A, 2 * M, 1], ["fault", 1, A, 1], ["vm_create", 0, 1, 0],
         ["madvise", 1, A, 2 * M, 1], ["madvise", 1, A, 2 * M, 3], ["mmap", 1, A + 2 * M, M, 1],

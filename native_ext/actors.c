@@ -17,6 +17,11 @@ static int walk_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
 	int mm = e->procs[pid].mm;
 	if (addr >= e->task_size)
 		return -EFAULT;
+	/* s390 gup_fast_permitted: end <= mm->context.asce_limit. Above it the top table does not translate the
+	 * address (a 3-level top would alias it into the low 4 TiB), so no lockless walk: the kernel takes the slow
+	 * path (fault-in under mmap_lock), which the model's walker does not have. */
+	if (e->arch == ARCH_S390 && (addr & ~(e->geom.page_size - 1)) + e->geom.page_size > e->mms[mm].asce_limit)
+		return -EFAULT;
 	rcu_enter(e, cpu); /* local_irq_save: GUP-fast is an RCU reader */
 	mm_get(e, mm);
 	c->actor = A_WALK;

@@ -268,9 +268,7 @@ static int vm_create(struct engine *e, uint64_t vmi, uint64_t pid, uint64_t ipa_
 
 static void zap_slot(struct engine *e, struct vm *v, struct memslot *s)
 {
-	if (e->arch == ARCH_S390)
-		gmap_unmap(e, v, s->gpa, s->len);
-	else
+	if (e->arch != ARCH_S390) /* s390's kvm_arch_flush_shadow_memslot is empty: the gmap changes at commit */
 		s2_zap(e, v, s->gpa, s->gpa + s->len);
 }
 
@@ -288,11 +286,13 @@ static int memslot(struct engine *e, const uint64_t *a)
 		if (!s->used)
 			return -ENOENT;
 		zap_slot(e, v, s);
+		kvm_arch_commit_memory_region(e, v, *s, (struct memslot){ 0 });
 		s->used = false;
 		return 0;
 	}
 	uint64_t align = e->arch == ARCH_S390 ? 1ull << 20 : e->geom.page_size;
-	if ((gpa | hva | len) & (align - 1) || gpa + len < gpa || hva + len < hva || hva + len > e->task_size)
+	if ((gpa & (e->geom.page_size - 1)) || (hva | len) & (align - 1) || gpa + len < gpa || hva + len < hva ||
+	    hva + len > e->task_size) /* s390 (kvm_arch_prepare_memory_region): hva and size 1 MiB, gpa unchecked */
 		return -EINVAL;
 	uint64_t limit = e->arch == ARCH_S390 ? 1ull << 42 :
 			 e->arch == ARCH_ARM64 ? 1ull << (v->geom.lv[v->start_level].shift +
@@ -305,9 +305,11 @@ static int memslot(struct engine *e, const uint64_t *a)
 		if (i != (int)slot && o->used && o->gpa < gpa + len && gpa < o->gpa + o->len)
 			return -EINVAL;
 	}
+	struct memslot old = *s;
 	if (s->used)
 		zap_slot(e, v, s);
 	*s = (struct memslot){ true, gpa, hva, len };
+	kvm_arch_commit_memory_region(e, v, old, *s);
 	return 0;
 }
 
@@ -345,6 +347,8 @@ static int fault_begin(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bo
 	if (m->dead || v->released)
 		return -EFAULT;
 	uint64_t hva = s->hva + (gpa - s->gpa);
+	if (e->arch == ARCH_S390 && __gmap_translate(v, gpa, &hva))
+		return -EFAULT; /* gmap_fault: the gmap's guest_to_host, not the memslot */
 	struct vma *vma = vma_find(m, hva);
 	if (!vma)
 		return -EFAULT;

@@ -1515,6 +1515,8 @@ int op_exec(struct engine *e, int pid, int64_t elf)
 {
 	struct proc *p = &e->procs[pid];
 	int old = p->exists ? p->mm : -1;
+	if (!p->exists)
+		p->tif_pgste = false; /* a new task (model choice: no parent to inherit TIF_PGSTE from) */
 	int decision = e->arch == ARCH_S390 ? e->knob[K_PGSTE_DECISION] : PD_SYSCTL_ONLY;
 	bool restarted = false;
 	struct elf_info info = { 0 };
@@ -1523,7 +1525,8 @@ int op_exec(struct engine *e, int pid, int64_t elf)
 	if (old >= 0 && exit_mmap_would_wait(e, old)) {
 		/* exec_mmap's mmput of the old mm would wait in exit_mmap; an exec that fails earlier does not */
 		static const int machine[ARCH_NR] = { 22, 183, 62 };
-		if (elf < 0 || !elf_parse(e->elfs[elf], e->elf_lens[elf], machine[e->arch], e->arch == ARCH_S390, &info))
+		if (elf < 0 || !elf_parse(e->elfs[elf], e->elf_lens[elf], machine[e->arch], e->arch == ARCH_S390, &info,
+			      e->geom.page_size))
 			return -EBUSY;
 	}
 again:;
@@ -1547,7 +1550,8 @@ again:;
 		ret = do_fault(e, nm, e->stack_top - e->geom.page_size, true, &pfn, &size);
 	if (!ret && elf >= 0) {
 		static const int machine[ARCH_NR] = { 22, 183, 62 };
-		ret = elf_parse(e->elfs[elf], e->elf_lens[elf], machine[e->arch], e->arch == ARCH_S390, &info);
+		ret = elf_parse(e->elfs[elf], e->elf_lens[elf], machine[e->arch], e->arch == ARCH_S390, &info,
+			      e->geom.page_size);
 	}
 	if (!ret && info.pgste && e->arch == ARCH_S390 && !flags_say) {
 		if (decision == PD_ELF_RESTART) {
@@ -1597,6 +1601,7 @@ int op_mm(struct engine *e, const uint64_t *op)
 		if (exit_mmap_would_wait(e, mm))
 			return -EBUSY;
 		e->procs[a[0]].exists = false;
+		e->procs[a[0]].tif_pgste = false; /* a thread flag: it goes with the task */
 		mm_put_users(e, mm);
 		return 0;
 	case OP_MMAP:

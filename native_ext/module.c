@@ -252,16 +252,17 @@ fail:
 	return NULL;
 }
 
-/* elf_check(image, machine, big_endian) -> (accepted, pgste) */
+/* elf_check(image, machine, big_endian, page_size=4096) -> (accepted, pgste) */
 static PyObject *py_elf_check(PyObject *self, PyObject *args)
 {
 	Py_buffer buf;
 	int machine, be;
+	unsigned long long page_size = 4096;
 	(void)self;
-	if (!PyArg_ParseTuple(args, "y*ip", &buf, &machine, &be))
+	if (!PyArg_ParseTuple(args, "y*ip|K", &buf, &machine, &be, &page_size))
 		return NULL;
 	struct elf_info info;
-	int ret = elf_parse(buf.buf, (size_t)buf.len, machine, be, &info);
+	int ret = elf_parse(buf.buf, (size_t)buf.len, machine, be, &info, page_size);
 	PyBuffer_Release(&buf);
 	return Py_BuildValue("(OO)", ret == 0 ? Py_True : Py_False, info.pgste ? Py_True : Py_False);
 }
@@ -390,7 +391,7 @@ static PyMethodDef methods[] = {
 	  "run(arch, knobs, config, elfs, ops, steps, teardown[, probes[, figures]]) -> dict" },
 	{ "dump", py_dump, METH_VARARGS, "dump(arch, knobs, config, elfs, ops) -> the state after ops, no teardown" },
 	{ "tables", py_tables, METH_NOARGS, "The engine's op, knob, violation and arch tables." },
-	{ "elf_check", py_elf_check, METH_VARARGS, "elf_check(image, machine, big_endian) -> (accepted, pgste)" },
+	{ "elf_check", py_elf_check, METH_VARARGS, "elf_check(image, machine, big_endian, page_size=4096) -> (accepted, pgste)" },
 	{ NULL, NULL, 0, NULL },
 };
 

@@ -219,6 +219,10 @@ enum { RL_NONE, RL_ANON, RL_FILE };
 struct memslot { bool used; uint64_t gpa, hva, len; };
 
 struct gmap_link { uint64_t gaddr, vmaddr; };
+/* guest_to_host (gmap_map_segment): [gaddr, gaddr + len) -> [vmaddr, vmaddr + len), in 1 MiB segments. Each
+ * extent is one aligned memslot's range, so MAX_SLOTS extents (and one more while a range is cut) suffice. */
+struct gmap_g2h { uint64_t gaddr, vmaddr, len; };
+#define MAX_G2H (2 * MAX_SLOTS + 2)
 
 struct vm {
 	bool used;
@@ -233,6 +237,9 @@ struct vm {
 	struct memslot slots[MAX_SLOTS];
 	struct gmap_link *links; /* s390 host_to_guest */
 	int nlinks, caplinks;
+	struct gmap_g2h g2h[MAX_G2H]; /* s390 guest_to_host */
+	int ng2h;
+	uint64_t mem_limit, asce_end; /* s390 kvm->arch.mem_limit, gmap->asce_end */
 	int faults_in_flight;
 };
 
@@ -447,7 +454,10 @@ int s390_enable_sie(struct engine *e, int mm);
 void gmap_unlink_table(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
 int gmap_create(struct engine *e, struct vm *v);
 int gmap_link(struct engine *e, struct vm *v, uint64_t gaddr, uint64_t vmaddr);
-void gmap_unmap(struct engine *e, struct vm *v, uint64_t gaddr, uint64_t len);
+int gmap_map_segment(struct engine *e, struct vm *v, uint64_t from, uint64_t to, uint64_t len);
+int gmap_unmap_segment(struct engine *e, struct vm *v, uint64_t to, uint64_t len);
+int __gmap_translate(const struct vm *v, uint64_t gaddr, uint64_t *vmaddr);
+void kvm_arch_commit_memory_region(struct engine *e, struct vm *v, struct memslot old, struct memslot new);
 void gmap_destroy(struct engine *e, struct vm *v);
 int s390_frag_check(struct engine *e);
 int gmap_check(struct engine *e);
@@ -462,6 +472,7 @@ void kvm_coherence_check(struct engine *e);
 
 /* elf.c */
 struct elf_info { int machine; bool big_endian; bool pgste; int type; };
-int elf_parse(const uint8_t *buf, size_t len, int want_machine, bool big_endian, struct elf_info *out);
+int elf_parse(const uint8_t *buf, size_t len, int want_machine, bool big_endian, struct elf_info *out,
+	      uint64_t page_size);
 
 #endif

@@ -10,6 +10,8 @@ from .errors import ElfError
 PT_S390_PGSTE = 0x70000000
 PT_LOPROC, PT_HIPROC = 0x70000000, 0x7FFFFFFF
 EM_S390, EM_AARCH64, EM_X86_64 = 22, 183, 62
+EM_S390_OLD = 0xA390  # the pre-ABI s390 number, still accepted by s390's elf_check_arch
+BINPRM_BUF_SIZE = 256
 ARCH_MACHINE = {"s390": EM_S390, "arm64": EM_AARCH64, "x86_64": EM_X86_64}
 ARCH_BIG_ENDIAN = {"s390": True, "arm64": False, "x86_64": False}
 # pyelftools knows no name for the s390 PGSTE header; the kernel's is this.
@@ -81,13 +83,14 @@ def inspect_stream(stream, path: str, allocate_pgste: bool = False) -> ElfReport
 
 
 def _machine_number(name: str) -> int:
-    return {"EM_S390": EM_S390, "EM_AARCH64": EM_AARCH64, "EM_X86_64": EM_X86_64}.get(name, -1)
+    return {"EM_S390": EM_S390, "EM_S390_OLD": EM_S390_OLD, "EM_AARCH64": EM_AARCH64,
+            "EM_X86_64": EM_X86_64}.get(name, -1)
 
 
 def decide(r: ElfReport, allocate_pgste: bool) -> None:
     """arch_elf_pt_proc and init_new_context, for an exec from a process without PGSTEs."""
     r.pgste_requested = any(p["type"] == PT_S390_PGSTE for p in r.phdrs)
-    if r.machine != EM_S390:
+    if r.machine not in (EM_S390, EM_S390_OLD):
         r.reason = f"{r.machine_name} is not s390: page tables carry no PGSTEs there"
         return
     if allocate_pgste:
@@ -110,27 +113,44 @@ def inspect_file(path, allocate_pgste: bool = False) -> ElfReport:
         raise ElfError(path, exc.strerror or str(exc)) from None
 
 
-def exec_accepts(data: bytes, arch: str) -> tuple[bool, bool]:
-    """The exec rules of MODEL.md section 5, checked through pyelftools: (accepted, pgste)."""
-    if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] != 2:
+def _elf_check_arch(buf: bytes, machine: int, arch: str) -> bool:
+    """asm/elf.h elf_check_arch: s390 takes EM_S390 or EM_S390_OLD and only ELFCLASS64; arm64 and x86_64 compare
+    e_machine alone (32-bit binaries are compat_binfmt_elf's)."""
+    if arch == "s390":
+        return machine in (EM_S390, EM_S390_OLD) and buf[4] == 2
+    return machine == ARCH_MACHINE[arch]
+
+
+def exec_accepts(data: bytes, arch: str, page_size: int = 4096) -> tuple[bool, bool]:
+    """load_elf_binary up to the arch hook (MODEL.md section 5, as v6.6 has it), through pyelftools:
+    (accepted, pgste)."""
+    # prepare_binprm: the header is read into a zero-padded BINPRM_BUF_SIZE buffer, so a short file is judged on
+    # zeros past its end; load_elf_phdrs then reads the program headers from the file itself.
+    buf = bytes(data[:BINPRM_BUF_SIZE]).ljust(BINPRM_BUF_SIZE, b"\0")
+    if buf[:4] != b"\x7fELF":
         return False, False
-    # The kernel reads the header in its own byte order whatever EI_DATA says; make pyelftools do the same.
-    # Nor does it look at section headers: hide them so pyelftools does not chase a truncated table.
-    data = bytearray(data)
-    data[5] = 2 if ARCH_BIG_ENDIAN[arch] else 1
-    data[40:48] = bytes(8)  # e_shoff
-    data[60:64] = bytes(4)  # e_shnum, e_shstrndx
+    # The kernel reads a 64-bit header in its own byte order whatever EI_CLASS and EI_DATA say; make pyelftools do
+    # the same. Nor does it look at section headers: hide them so pyelftools does not chase a truncated table.
+    hdr = bytearray(buf[:64])
+    hdr[4] = 2
+    hdr[5] = 2 if ARCH_BIG_ENDIAN[arch] else 1
+    hdr[40:48] = bytes(8)  # e_shoff
+    hdr[60:64] = bytes(4)  # e_shnum, e_shstrndx
     try:
-        elf = ELFFile(io.BytesIO(bytes(data)))
+        elf = ELFFile(io.BytesIO(bytes(hdr)))
         h = elf.header
         machine = h["e_machine"] if isinstance(h["e_machine"], int) else _machine_number(h["e_machine"])
-        if h["e_type"] not in ("ET_EXEC", "ET_DYN") or machine != ARCH_MACHINE[arch]:
+        if h["e_type"] not in ("ET_EXEC", "ET_DYN") or not _elf_check_arch(buf, machine, arch):
             return False, False
-        if h["e_phentsize"] != 56 or not 1 <= h["e_phnum"] or h["e_phnum"] * 56 > 4096:
+        size = h["e_phnum"] * 56  # load_elf_phdrs: 0 < size <= min(65536, ELF_MIN_ALIGN), ELF_MIN_ALIGN = PAGE_SIZE
+        if h["e_phentsize"] != 56 or size == 0 or size > min(65536, page_size):
             return False, False
-        if h["e_phoff"] > len(data) or h["e_phnum"] * 56 > len(data) - h["e_phoff"]:
+        off = h["e_phoff"]
+        if off > len(data) or size > len(data) - off:  # elf_read's short read: NULL, so -ENOEXEC
             return False, False
-        pgste = any(_ptype_number(elf.get_segment(i).header["p_type"]) == PT_S390_PGSTE
+        # p_type raw: pyelftools names it per e_machine (0x70000000 is PT_AARCH64_ARCHEXT on arm64)
+        word = elf.structs.Elf_word("p_type")
+        pgste = any(word.parse(bytes(data[off + 56 * i:off + 56 * i + 4])) == PT_S390_PGSTE
                     for i in range(h["e_phnum"]))
         return True, pgste
     except Exception:

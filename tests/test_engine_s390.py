@@ -126,6 +126,97 @@ def test_memslot_rules():
     assert results(r) == [0, 0, 0, -22, -22, -22, 0, -2, -2]
 
 
+# ---- the gmap as v6.6 builds it (kvm_arch_init_vm, gmap_alloc, __gmap_link, gmap_map_segment) ----
+
+GMAP = (1 << 64) - 1  # the owner of gmap tables in events (mm -1)
+
+
+def gmap_tables(r, op, ev=0):
+    return [e[2] for e in r.events if e[0] == op and e[1] == ev and e[4] == GMAP]
+
+
+def test_gmap_is_five_levels_and_vm_destroy_frees_every_table():
+    # mem_limit = TASK_SIZE_MAX, gmap_create(mm, mem_limit - 1): a region-first root; the first link allocates
+    # region-second, region-third and segment tables (gmap_alloc_table), a second link in the same region-third
+    # range none; gmap_free returns the four CRSTs
+    ops = [["exec", 1, 0], ["mmap", 1, A, 4 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, A, 4 * M],
+           ["guest_fault", 0, 0, 1], ["guest_fault", 0, 3 * M, 1], ["vm_destroy", 0]]
+    r = run(ops, teardown=False)
+    assert results(r) == [0] * 7 and kind(r) is None
+    assert gmap_tables(r, 2) == [0] and gmap_tables(r, 4) == [1, 2, 3] and gmap_tables(r, 5) == []
+    assert sorted(gmap_tables(r, 6, ev=1)) == [0, 1, 2, 3]
+    r = run(ops[:-1])  # teardown destroys the VM: no table is left behind
+    assert kind(r) is None and r.stats["tables_allocated"] == r.stats["tables_freed"]
+
+
+def test_gmap_link_tables_stay_when_the_host_pmd_is_large():
+    # __gmap_link allocates the gmap's tables before it looks at the host pmd, and a large one is -EFAULT
+    ops = [["exec", 1, 0], ["vm_create", 0, 1, 0], ["mmap", 1, A, 2 * M, 2], ["memslot", 0, 0, 0, A, 2 * M],
+           ["guest_fault", 0, 0, 1]]
+    r = run(ops, teardown=False)
+    assert results(r) == [0, 0, 0, 0, -14] and gmap_tables(r, 4) == [1, 2, 3]
+
+
+def test_guest_faults_translate_through_guest_to_host():
+    # kvm_arch_prepare_memory_region checks hva and size (1 MiB), not the gpa; kvm_arch_commit_memory_region's
+    # gmap_map_segment then fails on the gpa and the error is dropped: the slot exists, __gmap_translate -EFAULT
+    ops = [["exec", 1, 0], ["mmap", 1, A, 4 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 4 * K, A, M],
+           ["guest_fault", 0, 4 * K, 1], ["guest_fault", 0, 64 * K, 0],
+           # KVM_MR_MOVE to an aligned gpa: gmap_unmap_segment of the old, misaligned range fails, so nothing is mapped
+           ["memslot", 0, 0, 2 * M, A, M], ["guest_fault", 0, 2 * M, 1],
+           ["memslot", 0, 0, 0, 0, 0], ["memslot", 0, 0, 2 * M, A, M], ["guest_fault", 0, 2 * M + 8 * K, 1],
+           ["memslot", 0, 1, 8 * M + 4 * K, A + M, 3 * M], ["guest_fault", 0, 9 * M, 1]]
+    r = run(ops)
+    assert results(r) == [0, 0, 0, 0, -14, -14, 0, -14, 0, 0, 0, 0, -14] and kind(r) is None
+    links = [(e[0], e[2], e[3]) for e in r.events if e[1] == 9]
+    assert links == [(10, 2 * M, A)]  # the guest segment at 2M shares the host's table for A
+
+
+def test_one_guest_segment_per_host_segment():
+    # two slots on the same hva: the second guest segment's __gmap_link finds vmaddr >> PMD_SHIFT in
+    # host_to_guest already: radix_tree_insert -EEXIST
+    ops = [["exec", 1, 0], ["mmap", 1, A, M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, A, M],
+           ["memslot", 0, 1, M, A, M], ["guest_fault", 0, 0, 1], ["guest_fault", 0, M + 4 * K, 1],
+           ["guest_fault", 0, 8 * K, 0],
+           # deleting the unlinked slot: __gmap_unmap_by_gaddr unlinks the host segment by vmaddr, which is the
+           # link of the other slot's guest segment; then whichever guest segment faults first holds it
+           ["memslot", 0, 1, 0, 0, 0], ["memslot", 0, 1, M, A, M], ["guest_fault", 0, M, 1], ["guest_fault", 0, 0, 1],
+           ["guest_fault", 0, M + 8 * K, 1]]
+    r = run(ops)
+    assert results(r) == [0, 0, 0, 0, 0, 0, -17, 0, 0, 0, 0, -17, 0] and kind(r) is None
+    assert [(e[0], e[2]) for e in r.events if e[1] == 10 and e[0] < len(ops)] == [(8, 0)]  # guest segment 0
+
+
+def test_gup_fast_refuses_addresses_at_or_above_asce_limit():
+    # gup_fast_permitted: end <= mm->context.asce_limit; a 3-level mm ends at 4 TiB until crst_table_upgrade
+    ops = [["exec", 1, -1], ["walk_begin", 0, 1, 1 << 42], ["walk_begin", 0, 1, (1 << 42) - 1], ["walk_end", 0],
+           ["mmap", 1, 1 << 42, M, 0], ["walk_begin", 0, 1, 1 << 42], ["walk_step", 0], ["walk_end", 0],
+           ["walk_begin", 0, 1, 1 << 53]]
+    r = run(ops)
+    assert results(r) == [0, -14, 0, 0, 0, 0, 0, 0, -14] and kind(r) is None
+
+
+def test_tif_pgste_belongs_to_the_task():
+    # arch_elf_pt_proc sets TIF_PGSTE on the task and nothing clears it: a later exec of the same task keeps
+    # PGSTEs, a forked child has it too; the task that exited is gone, a new one at that pid has no flag
+    ops = [["exec", 1, 0], ["exec", 1, -1], ["vm_create", 0, 1, 0], ["fork", 1, 2], ["exit", 1], ["exec", 2, -1],
+           ["vm_create", 1, 2, 0], ["exec", 1, 1], ["vm_create", 2, 1, 0]]
+    r = run(ops)
+    assert results(r) == [0, 0, 0, 0, 0, 0, 0, 0, -22] and kind(r) is None
+
+
+def test_forked_child_of_a_vm_may_clear_nohugepage():
+    # s390_enable_sie puts VM_NOHUGEPAGE in def_flags; fork copies it (mm_init) but not has_pgste, so the child's
+    # new mapping is NOHUGEPAGE (COLLAPSE -22) until hugepage_madvise clears it, and its fault maps a THP; in the
+    # parent (mm_has_pgste) MADV_HUGEPAGE is ignored and the fault maps 4K
+    ops = [["exec", 1, 0], ["vm_create", 0, 1, 0], ["fork", 1, 2], ["mmap", 2, A, M, 0], ["madvise", 2, A, M, 3],
+           ["madvise", 2, A, M, 1], ["fault", 2, A, 1], ["mmap", 1, A, M, 0], ["madvise", 1, A, M, 1],
+           ["fault", 1, A, 1]]
+    r = run(ops)
+    assert results(r) == [0, 0, 0, 0, -22, 0, 0, 0, 0, 0] and kind(r) is None
+    assert [e[2] for e in r.events if e[1] == 5 and e[0] in (6, 9)] == [3, 4]  # a segment leaf, then a page
+
+
 def test_vm_destroy_busy_while_fault_in_flight():
     r = run([["exec", 1, 0], ["mmap", 1, A, M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, A, M],
              ["guest_fault_begin", 3, 0, 0, 1], ["vm_destroy", 0], ["guest_fault_commit", 3], ["vm_destroy", 0]])

@@ -69,7 +69,8 @@ def test_dump_s390_tables_fragments_and_gmap():
         ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, 0x10000000, M], ["guest_fault", 0, 0, 1]]
     st = dump_state(Trace("s390", ops_from_list(ops2), elfs=ELFS), None, len(ops2))["state"]
     (vm,) = st["vms"].values()
-    assert vm["links"] == [(0, 0x10000000)] and levels_of(vm["tables"]) == {2: 1, 3: 1}
+    # a 5-level gmap (kvm_arch_init_vm: mem_limit TASK_SIZE_MAX): region-first root down to one segment table
+    assert vm["links"] == [(0, 0x10000000)] and levels_of(vm["tables"]) == {0: 1, 1: 1, 2: 1, 3: 1}
     seg = [e for x in vm["tables"] if x["level"] == 3 for e in x["entries"]]
     host = next(x for x in st["mms"][vm["mm"]]["tables"] if x["level"] == 4 and x["va"] == 0x10000000)
     assert seg == [(0, 1, host["addr"], 0, True)]
