@@ -131,7 +131,10 @@ UNSAFE = [("U1", "s390", {"mm.table_free": "immediate"}, {"uaf-table"}),
           ("U10", "arm64", {"kvm.fault_holds_mm": "no"}, {"stage2-after-release"}),
           ("U11", "x86_64", {"kvm.invalidate_retry": "none"}, {"stage2-stale"}),
           ("U12", "x86_64", {"mm.table_free": "immediate"}, {"uaf-table"}),
-          ("U13", "x86_64", {"kvm.fault_holds_mm": "no"}, {"stage2-stale"})]
+          ("U13", "x86_64", {"kvm.fault_holds_mm": "no"}, {"stage2-stale"}),
+          # the invalidation window (inval_hold): a commit that checks only mmu_invalidate_seq (issue 9)
+          ("U14", "arm64", {"kvm.invalidate_retry": "seq-only"}, {"stage2-stale"}),
+          ("U15", "x86_64", {"kvm.invalidate_retry": "seq-only"}, {"stage2-stale"})]
 CONTROLS = [("s390", {}), ("arm64", {}), ("x86_64", {}), ("s390", {"s390.pt_alloc": "full-page"}),
             ("s390", {"s390.pgste_decision": "sysctl-only"}), ("s390", {"s390.pgste_decision": "convert-late"}),
             ("s390", {"s390.defer_gmap_unlink": "yes", "s390.thp_in_pgste_mm": "allow"}),

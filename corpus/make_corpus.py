@@ -233,6 +233,14 @@ T = 1 << 40  # arm64/x86_64 mappings start at 1 TiB: inside every supported VA s
 H = 0x800000000  # 32 GiB: below 2^36 for the 16K/36 configuration
 
 
+# U14/U15: a guest fault commits between munmap's invalidate_range_start and _end (inval_hold; a 64K slot: no THP walk)
+WINDOW_RACE = [
+    ["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 64 * K],
+    ["guest_fault_begin", 0, 0, 0, 1], ["inval_hold", 1], ["munmap", 1, T, 2 * M], ["guest_fault_commit", 0],
+    ["inval_end", 1],
+]
+
+
 def kvm_seeds(arch: str, base: int) -> dict:
     """Paths shared by arm64 and x86_64: mm, THP, walkers, rmap, and the KVM fault protocol."""
     p = f"seeds/{arch}/"
@@ -269,6 +277,15 @@ def kvm_seeds(arch: str, base: int) -> dict:
             ["madvise", 1, base, 4 * M, 3], ["madvise", 1, base + 4 * M, 2 * M, 3], ["munmap", 1, base, 8 * M],
         ], {}, None, "zero pages and the huge zero page, COW after fork (split, copy, reuse once the child is gone), "
                      "the VM sees every COW; collapse after it"),
+        p + "kvm-invalidation-window": ([
+            ["exec", 1, -1], ["mmap", 1, base, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, base, 64 * K],
+            ["guest_fault_begin", 0, 0, 0, 1], ["guest_fault_begin", 2, 0, 32 * K, 1], ["inval_hold", 1],
+            ["munmap", 1, base, 4 * K], ["guest_fault_commit", 0], ["guest_fault_commit", 2],
+            ["memslot", 0, 1, 4 * M, base, 64 * K], ["exit", 1], ["inval_end", 1], ["guest_fault", 0, 32 * K, 1],
+            ["memslot", 0, 1, 4 * M, base, 64 * K], ["inval_hold", 3], ["madvise", 1, base + 4 * K, 60 * K, 0],
+        ], {}, None, "the invalidation window (inval_hold): a commit inside it retries (-11; on x86 only for an hva "
+                     "in the open range: the fault at 32K commits), a memslot update and exit_mmap wait (-16); "
+                     "the window still open at the end of the trace is ended"),
         p + "shmem": (shmem_seed(base, 2 * M), {}, None,
             "shared memory as on s390, with 2M blocks"),
         p + "shmem-guest": ([
@@ -379,6 +396,12 @@ ARM64 = {
         ["guest_fault_begin", 0, 0, 0, 1], ["exit", 1], ["guest_fault_commit", 0],
     ], {"kvm.fault_holds_mm": "no"}, "stage2-after-release",
         "U10: exit_mmap runs under an in-flight fault that holds no mm_users; release frees the stage-2 it installs into"),
+    "regressions/arm64/stage2-stale-u14": (WINDOW_RACE, {"kvm.invalidate_retry": "seq-only"}, "stage2-stale",
+        "U14: munmap runs invalidate_range_start (zap, in_progress++) and frees the page, and is stopped before _end "
+        "(inval_hold); the fault that faulted the page in before it commits inside the window: the sequence has not "
+        "moved, so a commit that checks only mmu_invalidate_seq installs the freed page. v6.6 user_mem_abort's "
+        "mmu_invalidate_retry also checks in_progress (-11); the same race without the window is caught by the "
+        "sequence alone"),
 }
 
 X86 = {
@@ -412,6 +435,10 @@ X86 = {
         ["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 64 * K],
         ["guest_fault_begin", 0, 0, 0, 1], ["munmap", 1, T, 2 * M], ["guest_fault_commit", 0],
     ], {"kvm.invalidate_retry": "none"}, "stage2-stale", "U11: as U9, on the TDP MMU"),
+    "regressions/x86_64/stage2-stale-u15": (WINDOW_RACE, {"kvm.invalidate_retry": "seq-only"}, "stage2-stale",
+        "U15: U14 on the TDP MMU; v6.6 is_page_fault_stale -> mmu_invalidate_retry_hva retries (-11) because the "
+        "fault's hva lies in the open invalidation's range (seeds/x86_64/kvm-invalidation-window: outside it, it "
+        "commits)"),
     "regressions/x86_64/stage2-stale-u13": ([
         ["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 2 * M],
         ["guest_fault_begin", 0, 0, 0, 1], ["exit", 1], ["guest_fault_commit", 0],

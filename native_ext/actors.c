@@ -1,4 +1,5 @@
 /* actors.c: RCU read-side sections, the GUP-fast walker and the rmap walker, split into interleavable steps. */
+#include <string.h>
 #include "ptf.h"
 
 static int idle_cpu(struct engine *e, uint64_t cpu)
@@ -178,6 +179,92 @@ out:
 	return ret;
 }
 
+/* ---- the invalidation window: a host thread stopped between invalidate_range_start and _end ---- */
+
+/* inval_hold: the cpu waits for the next host operation that notifies a VM (an mmu_notifier subscriber) and
+ * stops that operation's thread after its invalidate_range_start calls and its host change, before the
+ * matching _end calls (TRACE.md extension, docs/trace-ext.md). Only arm64 and x86_64 have KVM mmu notifiers. */
+static int inval_hold(struct engine *e, int cpu)
+{
+	if (e->arch == ARCH_S390)
+		return -ENOSYS;
+	int ret = idle_cpu(e, cpu);
+	if (ret)
+		return ret;
+	struct cpu *c = &e->cpus[cpu];
+	c->actor = A_INVAL;
+	c->inval_held = false;
+	memset(c->inval_began, 0, sizeof(c->inval_began));
+	memset(c->inval_active, 0, sizeof(c->inval_active));
+	memset(c->inval_mms, 0, sizeof(c->inval_mms));
+	return 0;
+}
+
+/* The cpu whose window takes this notification of mm: the one already holding the current operation's ends,
+ * else the lowest armed cpu, which now holds this operation (every later notification of it, of any mm, too). */
+int inval_window_for(struct engine *e, int mm)
+{
+	int cpu = -1;
+	for (int i = 0; i < MAX_CPUS && cpu < 0; i++) {
+		const struct cpu *c = &e->cpus[i];
+		if (c->actor == A_INVAL && c->inval_held && c->inval_op == e->op_index)
+			cpu = i;
+	}
+	for (int i = 0; i < MAX_CPUS && cpu < 0; i++) {
+		struct cpu *c = &e->cpus[i];
+		if (c->actor == A_INVAL && !c->inval_held) {
+			c->inval_held = true;
+			c->inval_op = e->op_index;
+			cpu = i;
+		}
+	}
+	if (cpu >= 0 && !(e->cpus[cpu].inval_mms[mm / 64] >> (mm % 64) & 1)) {
+		e->cpus[cpu].inval_mms[mm / 64] |= 1ull << (mm % 64);
+		mm_get(e, mm); /* the stopped thread's reference (the mm outlives the window) */
+	}
+	return cpu;
+}
+
+/* Does a stopped host thread hold this mm? Its exit_mmap waits for that thread: for the operation's own mm the
+ * thread holds mm_users until it finishes (after the ends); retract_page_tables holds i_mmap_rwsem for read,
+ * which free_pgtables' unlink_file_vma waits for. */
+bool inval_window_holds(const struct engine *e, int mm)
+{
+	for (int i = 0; i < MAX_CPUS; i++) {
+		const struct cpu *c = &e->cpus[i];
+		if (c->actor == A_INVAL && c->inval_held && (c->inval_mms[mm / 64] >> (mm % 64) & 1))
+			return true;
+	}
+	return false;
+}
+
+/* vm_destroy: the VM left the notifier list; no held end is delivered to it (nor to a VM later created in its
+ * place). */
+void inval_window_forget_vm(struct engine *e, int vm)
+{
+	for (int i = 0; i < MAX_CPUS; i++)
+		if (e->cpus[i].actor == A_INVAL)
+			e->cpus[i].inval_began[vm] = e->cpus[i].inval_active[vm] = 0;
+}
+
+/* inval_end: the stopped thread runs its invalidate_range_end calls and finishes the operation; on an armed
+ * cpu that no operation reached it cancels the hold. */
+static int inval_end(struct engine *e, int cpu)
+{
+	struct cpu *c = &e->cpus[cpu];
+	if (c->actor != A_INVAL)
+		return -EINVAL;
+	if (c->inval_held)
+		kvm_invalidate_end_held(e, cpu);
+	c->actor = A_NONE;
+	c->inval_held = false;
+	for (int mm = 0; mm < MAX_MMS; mm++)
+		if (c->inval_mms[mm / 64] >> (mm % 64) & 1)
+			mm_drop(e, mm);
+	memset(c->inval_mms, 0, sizeof(c->inval_mms));
+	return 0;
+}
+
 int op_actor(struct engine *e, const uint64_t *op)
 {
 	const uint64_t *a = op + 1;
@@ -210,17 +297,23 @@ int op_actor(struct engine *e, const uint64_t *op)
 		return rmap_begin(e, cpu, a[1], a[2]);
 	case OP_RMAP_COMMIT:
 		return rmap_commit(e, cpu);
+	case OP_INVAL_HOLD:
+		return inval_hold(e, cpu);
+	case OP_INVAL_END:
+		return inval_end(e, cpu);
 	}
 	return -ENOSYS;
 }
 
-/* End of trace: walkers end, rmap actors abort, explicit sections close. */
+/* End of trace: walkers end, rmap actors abort, held invalidations end, explicit sections close. */
 void actors_abandon(struct engine *e)
 {
 	for (int cpu = 0; cpu < MAX_CPUS; cpu++) {
 		struct cpu *c = &e->cpus[cpu];
 		if (c->actor == A_WALK || c->actor == A_RMAP)
 			actor_end(e, cpu);
+		if (c->actor == A_INVAL)
+			inval_end(e, cpu);
 		c->rcu_nest = 0;
 	}
 	kvm_abort_faults(e);

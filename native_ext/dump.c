@@ -176,6 +176,10 @@ static PyObject *vm_dict(struct engine *e, struct vm *v)
 	    set_item(d, "start_level", PyLong_FromLong(e->arch == ARCH_S390 ? v->s2.top : v->start_level)) ||
 	    set_item(d, "pgd_pages", PyLong_FromLong(e->arch == ARCH_S390 ? 1 : v->pgd_pages)) ||
 	    set_item(d, "invalidate_seq", u64(v->invalidate_seq)) ||
+	    set_item(d, "invalidate_in_progress", PyLong_FromLong(v->invalidate_in_progress)) ||
+	    set_item(d, "invalidate_range", Py_BuildValue("(KK)", (unsigned long long)v->invalidate_range_start,
+						      (unsigned long long)v->invalidate_range_end)) ||
+	    set_item(d, "mn_active_invalidate_count", PyLong_FromLong(v->mn_active_invalidate_count)) ||
 	    set_item(d, "faults_in_flight", PyLong_FromLong(v->faults_in_flight)) ||
 	    set_item(d, "geometry", geom_list(&v->geom)) || set_item(d, "slots", slots) || set_item(d, "links", links) ||
 	    set_item(d, "tables", tree(e, &v->s2, &v->geom)))
@@ -223,7 +227,7 @@ static PyObject *blocks_list(struct engine *e)
 /* In-flight actors with the table pointers they hold, and whether those are still valid. */
 static PyObject *cpus_list(struct engine *e)
 {
-	static const char *const kinds[] = { "none", "walk", "rmap", "guest_fault" };
+	static const char *const kinds[] = { "none", "walk", "rmap", "guest_fault", "inval" };
 	PyObject *list = PyList_New(0);
 	for (int i = 0; list && i <= MAX_CPUS; i++) {
 		struct cpu *c = &e->cpus[i];
@@ -255,6 +259,17 @@ static PyObject *cpus_list(struct engine *e)
 					  "s2_root", (unsigned long long)(e->arch == ARCH_S390 ? 0 : tref_phys(c->s2_root)),
 					  "s2_root_alive", e->arch == ARCH_S390 || tref_alive(e, c->s2_root) ? Py_True : Py_False);
 			break;
+		case A_INVAL: { /* held: the VMs whose invalidate_range_end calls wait for inval_end */
+			PyObject *vms = PyList_New(0);
+			for (int vi = 0; vms && vi < MAX_VMS; vi++)
+				if (c->inval_active[vi] && append(vms, Py_BuildValue("(iII)", vi, c->inval_began[vi],
+										     c->inval_active[vi])))
+					Py_CLEAR(vms);
+			d = vms ? Py_BuildValue("{s:i,s:s,s:i,s:O,s:N}", "cpu", i, "actor", kinds[c->actor], "rcu_nest",
+						c->rcu_nest, "held", c->inval_held ? Py_True : Py_False, "pending_ends", vms)
+				: NULL;
+			break;
+		}
 		default:
 			d = Py_BuildValue("{s:i,s:s,s:i}", "cpu", i, "actor", kinds[0], "rcu_nest", c->rcu_nest);
 		}

@@ -112,7 +112,7 @@ int ptf_step(struct engine *e, const uint64_t *op)
 	int ret;
 	if (op[0] <= OP_SPLIT || op[0] == OP_SHM_MMAP)
 		ret = op_mm(e, op);
-	else if (op[0] <= OP_RMAP_COMMIT)
+	else if (op[0] <= OP_RMAP_COMMIT || op[0] == OP_INVAL_HOLD || op[0] == OP_INVAL_END)
 		ret = op_actor(e, op);
 	else if (op[0] < OP_NR)
 		ret = op_kvm(e, op);

@@ -266,51 +266,104 @@ static int vm_create(struct engine *e, uint64_t vmi, uint64_t pid, uint64_t ipa_
 	return 0;
 }
 
-static void zap_slot(struct engine *e, struct vm *v, struct memslot *s)
+/* enum kvm_mr_change */
+enum { KVM_MR_CREATE, KVM_MR_DELETE, KVM_MR_MOVE };
+
+/* kvm_arch_flush_shadow_memslot, called by kvm_invalidate_memslot for DELETE and MOVE before the arch checks:
+ * arm64 unmaps the slot's IPA range (unmap_stage2_range); x86 v6.6 zaps every SPTE of the VM
+ * (kvm_mmu_zap_all_fast, which invalidates all roots: the model keeps its one root and zaps the leaves; the
+ * per-slot zap is 6.12's KVM_X86_QUIRK_SLOT_ZAP_ALL); s390's is empty (it unmaps at commit). */
+static void kvm_arch_flush_shadow_memslot(struct engine *e, struct vm *v, const struct memslot *old)
 {
-	if (e->arch != ARCH_S390) /* s390's kvm_arch_flush_shadow_memslot is empty: the gmap changes at commit */
-		s2_zap(e, v, s->gpa, s->gpa + s->len);
+	if (e->arch == ARCH_ARM64)
+		s2_zap(e, v, old->gpa, old->gpa + old->len);
+	else if (e->arch == ARCH_X86_64)
+		s2_zap(e, v, 0, 1ull << 48);
 }
 
-static int memslot(struct engine *e, const uint64_t *a)
+/* kvm_arch_prepare_memory_region, for CREATE and MOVE (a DELETE passes every arch). */
+static int kvm_arch_prepare_memory_region(struct engine *e, struct vm *v, const struct memslot *new, int change)
+{
+	if (change == KVM_MR_DELETE)
+		return 0;
+	switch (e->arch) {
+	case ARCH_S390: /* hva and size 1 MiB aligned, the end below mem_limit = TASK_SIZE_MAX; the gpa is not checked */
+		if ((new->hva | new->len) & ((1ull << 20) - 1) || new->gpa + new->len > v->mem_limit)
+			return -EINVAL;
+		return 0;
+	case ARCH_ARM64: { /* base_gfn + npages > kvm_phys_size >> PAGE_SHIFT: outside the IPA space */
+		const struct level_geom *lv = &v->geom.lv[v->start_level];
+		return new->gpa + new->len > 1ull << (lv->shift + __builtin_ctz(lv->entries)) ? -EFAULT : 0;
+	}
+	default: /* base_gfn + npages - 1 > kvm_mmu_max_gfn(): 48 physical address bits under the 4-level TDP */
+		return new->gpa + new->len > 1ull << 48 ? -EINVAL : 0;
+	}
+}
+
+/* kvm_swap_active_memslots waits for mn_active_invalidate_count to drop to 0 (an invalidate_range_start
+ * without its _end: inval_hold), then synchronize_srcu waits for in-flight guest faults: -16, nothing done. */
+static bool kvm_swap_active_memslots_would_wait(const struct vm *v)
+{
+	return v->faults_in_flight || v->mn_active_invalidate_count;
+}
+
+/* kvm_set_memslot: DELETE and MOVE first invalidate the old slot (the swap, then the flush), so an arch check
+ * that fails afterwards leaves the old range zapped and the slot as it was; CREATE swaps after the checks. */
+static int kvm_set_memslot(struct engine *e, struct vm *v, struct memslot *s, const struct memslot *new, int change)
+{
+	if (change != KVM_MR_CREATE) {
+		if (kvm_swap_active_memslots_would_wait(v))
+			return -EBUSY;
+		kvm_arch_flush_shadow_memslot(e, v, s);
+	}
+	int ret = kvm_arch_prepare_memory_region(e, v, new, change);
+	if (ret)
+		return ret;
+	if (change == KVM_MR_CREATE && kvm_swap_active_memslots_would_wait(v))
+		return -EBUSY;
+	struct memslot old = *s;
+	*s = change == KVM_MR_DELETE ? (struct memslot){ 0 } : *new;
+	kvm_arch_commit_memory_region(e, v, old, *s); /* s390.c: gmap_unmap_segment / gmap_map_segment */
+	return 0;
+}
+
+/* __kvm_set_memory_region (KVM_SET_USER_MEMORY_REGION; the trace has no flags, so no KVM_MR_FLAGS_ONLY) */
+static int __kvm_set_memory_region(struct engine *e, const uint64_t *a)
 {
 	struct vm *v = vm_get(e, a[0]);
 	if (!v)
 		return -ENOENT;
-	/* a memslot update waits for in-flight faults (synchronize_srcu) */
-	if (v->faults_in_flight)
-		return -EBUSY;
-	uint64_t slot = a[1], gpa = a[2], hva = a[3], len = a[4];
+	uint64_t slot = a[1], gpa = a[2], hva = a[3], len = a[4], page = e->geom.page_size;
+	if (slot >= MAX_SLOTS)
+		return -EINVAL;
+	/* general sanity checks, a delete included: page-aligned size, gpa and hva; access_ok(hva, size); no
+	 * wrap of the gpa range; at most KVM_MEM_MAX_NR_PAGES */
+	if ((len | gpa | hva) & (page - 1) || hva + len < hva || hva + len > e->task_size || gpa + len < gpa ||
+	    len / page > (1ull << 31) - 1)
+		return -EINVAL;
 	struct memslot *s = &v->slots[slot];
+	struct memslot new = { true, gpa, hva, len };
+	int change;
 	if (len == 0) {
 		if (!s->used)
-			return -ENOENT;
-		zap_slot(e, v, s);
-		kvm_arch_commit_memory_region(e, v, *s, (struct memslot){ 0 });
-		s->used = false;
-		return 0;
+			return -EINVAL; /* deleting a slot that does not exist */
+		change = KVM_MR_DELETE;
+	} else if (!s->used) {
+		change = KVM_MR_CREATE;
+	} else {
+		if (hva != s->hva || len != s->len)
+			return -EINVAL; /* a slot's hva and size never change */
+		if (gpa == s->gpa)
+			return 0; /* nothing to change: nothing is zapped */
+		change = KVM_MR_MOVE;
 	}
-	uint64_t align = e->arch == ARCH_S390 ? 1ull << 20 : e->geom.page_size;
-	if ((gpa & (e->geom.page_size - 1)) || (hva | len) & (align - 1) || gpa + len < gpa || hva + len < hva ||
-	    hva + len > e->task_size) /* s390 (kvm_arch_prepare_memory_region): hva and size 1 MiB, gpa unchecked */
-		return -EINVAL;
-	uint64_t limit = e->arch == ARCH_S390 ? 1ull << 42 :
-			 e->arch == ARCH_ARM64 ? 1ull << (v->geom.lv[v->start_level].shift +
-							  __builtin_ctz(v->geom.lv[v->start_level].entries)) :
-			 1ull << 48;
-	if (gpa + len > limit)
-		return e->arch == ARCH_ARM64 ? -EFAULT : -EINVAL;
-	for (int i = 0; i < MAX_SLOTS; i++) {
-		struct memslot *o = &v->slots[i];
-		if (i != (int)slot && o->used && o->gpa < gpa + len && gpa < o->gpa + o->len)
-			return -EINVAL;
-	}
-	struct memslot old = *s;
-	if (s->used)
-		zap_slot(e, v, s);
-	*s = (struct memslot){ true, gpa, hva, len };
-	kvm_arch_commit_memory_region(e, v, old, *s);
-	return 0;
+	if (change != KVM_MR_DELETE) /* kvm_check_memslot_overlap: in gpa; an hva may back two slots */
+		for (int i = 0; i < MAX_SLOTS; i++) {
+			const struct memslot *o = &v->slots[i];
+			if (i != (int)slot && o->used && o->gpa < gpa + len && gpa < o->gpa + o->len)
+				return -EEXIST;
+		}
+	return kvm_set_memslot(e, v, s, &new, change);
 }
 
 static struct memslot *slot_for(struct vm *v, uint64_t gpa)
@@ -436,6 +489,26 @@ static int s2_check_install(struct engine *e, struct vm *v, struct cpu *c, int l
 	return 0;
 }
 
+/* The retry check under mmu_lock, before anything is installed. arm64 user_mem_abort: mmu_invalidate_retry,
+ * -11 while any invalidation is open (in_progress) or one ended since the snapshot (seq). x86 is_page_fault_stale:
+ * mmu_invalidate_retry_hva, the in-progress half only when the fault's hva lies in the open invalidations'
+ * range [range_start, range_end). kvm.invalidate_retry=seq-only compares the sequence alone; none skips it. */
+static bool mmu_invalidate_retry(const struct engine *e, const struct vm *v, const struct cpu *c)
+{
+	switch (e->knob[K_INVALIDATE_RETRY]) {
+	case IR_NONE:
+		return false;
+	case IR_SEQ_ONLY:
+		return v->invalidate_seq != c->seq;
+	}
+	if (v->invalidate_in_progress) {
+		uint64_t hva = c->hva & ~(e->geom.page_size - 1); /* fault->hva: __gfn_to_hva_memslot of the gfn */
+		if (e->arch != ARCH_X86_64 || (hva >= v->invalidate_range_start && hva < v->invalidate_range_end))
+			return true;
+	}
+	return v->invalidate_seq != c->seq;
+}
+
 /* The 2019 designs of the PUD-block decision (arm64.stage2_block_check other than pgtable): may a PUD-size candidate
  * stay one PUD-size leaf? If not it becomes one PMD-size leaf. */
 static bool pud_block_allowed(struct engine *e, struct vm *v, uint64_t size)
@@ -482,7 +555,7 @@ static int s2_fault_commit(struct engine *e, int cpu)
 	const struct geom *g = &e->geom;
 	uint64_t page = g->page_size, pmd = 1ull << g->pmd_shift, size = c->size;
 	/* under mmu_lock */
-	if (e->knob[K_INVALIDATE_RETRY] == 0 && (v->invalidate_seq != c->seq || v->invalidate_in_progress))
+	if (mmu_invalidate_retry(e, v, c))
 		return -EAGAIN;
 	if (e->knob[K_RELEASE_CHECK] == RC_ROOT && v->released)
 		return -EAGAIN;
@@ -554,6 +627,9 @@ static int vm_destroy(struct engine *e, uint64_t vmi)
 		return -ENOENT;
 	if (v->faults_in_flight)
 		return -EBUSY;
+	/* kvm_destroy_vm: mmu_notifier_unregister, then "mn_active_invalidate_count may remain unbalanced": the
+	 * ends a held window owes this VM are never delivered (the window does not make destroy wait) */
+	inval_window_forget_vm(e, (int)vmi);
 	if (e->arch == ARCH_S390)
 		gmap_destroy(e, v);
 	else
@@ -571,7 +647,7 @@ int op_kvm(struct engine *e, const uint64_t *op)
 	case OP_VM_CREATE:
 		return vm_create(e, a[0], a[1], a[2]);
 	case OP_MEMSLOT:
-		return memslot(e, a);
+		return __kvm_set_memory_region(e, a);
 	case OP_GUEST_FAULT:
 		ret = fault_begin(e, SYNC_CPU, a[0], a[1], a[2] != 0);
 		return ret ? ret : fault_commit(e, SYNC_CPU);
@@ -591,28 +667,111 @@ int op_kvm(struct engine *e, const uint64_t *op)
 
 /* ---- the mmu_notifier side ---- */
 
-/* invalidate_range_start/end: zap what the range backs in every VM of the mm, then bump the sequence.
- * The s390 gmap shares the host's PTE tables and learns of changes through gmap_unlink instead. */
+/* Is the VM subscribed to the mm's notifiers (kvm_init_mmu_notifier until mmu_notifier_release unhooks it)? */
+static bool vm_subscribed(const struct vm *v, int mm)
+{
+	return v->used && v->mm == mm && !v->released;
+}
+
+/* mm_has_notifiers: some VM of the mm gets its invalidations (s390 has no KVM mmu notifier: its gmap learns
+ * of host changes through gmap_unlink). */
+bool kvm_mm_has_notifiers(const struct engine *e, int mm)
+{
+	if (e->arch == ARCH_S390)
+		return false;
+	for (int vi = 0; vi < MAX_VMS; vi++)
+		if (vm_subscribed(&e->vms[vi], mm))
+			return true;
+	return false;
+}
+
+/* kvm_mmu_invalidate_begin (v6.3-6.7): the first open invalidation sets the hva range, later ones widen it. */
+static void kvm_mmu_invalidate_begin(struct vm *v, uint64_t start, uint64_t end)
+{
+	if (++v->invalidate_in_progress == 1) {
+		v->invalidate_range_start = start;
+		v->invalidate_range_end = end;
+	} else {
+		if (start < v->invalidate_range_start)
+			v->invalidate_range_start = start;
+		if (end > v->invalidate_range_end)
+			v->invalidate_range_end = end;
+	}
+}
+
+/* kvm_mmu_notifier_invalidate_range_start, for every VM of the mm: mn_active_invalidate_count++ always (memslot
+ * updates wait for it); then __kvm_handle_hva_range takes mmu_lock and calls on_lock = kvm_mmu_invalidate_begin
+ * only when a memslot overlaps [start, end), and the handler kvm_unmap_gfn_range zaps the overlapping stage-2
+ * range. A range no memslot overlaps leaves in_progress, the range and mmu_invalidate_seq alone. What it did
+ * per VM goes to began[] and active[], for the matching _end. */
+static void kvm_mmu_notifier_invalidate_range_start(struct engine *e, int mm, uint64_t start, uint64_t end,
+						    uint16_t *began, uint16_t *active)
+{
+	for (int vi = 0; vi < MAX_VMS; vi++) {
+		struct vm *v = &e->vms[vi];
+		if (!vm_subscribed(v, mm))
+			continue;
+		v->mn_active_invalidate_count++;
+		active[vi]++;
+		bool locked = false;
+		for (int i = 0; i < MAX_SLOTS; i++) {
+			struct memslot *s = &v->slots[i];
+			if (!s->used || s->hva >= end || s->hva + s->len <= start)
+				continue;
+			if (!locked) {
+				locked = true;
+				kvm_mmu_invalidate_begin(v, start, end);
+				began[vi]++;
+			}
+			uint64_t lo = start > s->hva ? start : s->hva;
+			uint64_t hi = end < s->hva + s->len ? end : s->hva + s->len;
+			s2_zap(e, v, s->gpa + (lo - s->hva), s->gpa + (hi - s->hva));
+		}
+	}
+}
+
+/* kvm_mmu_notifier_invalidate_range_end for one VM, n_began times kvm_mmu_invalidate_end (seq++, then
+ * in_progress--: a fault that snapshotted the old sequence retries), and the mn_active_invalidate_count
+ * decrements that let a waiting memslot update go on. The memslots cannot have changed since the start. */
+static void kvm_mmu_notifier_invalidate_range_end(struct vm *v, unsigned n_began, unsigned n_active)
+{
+	v->invalidate_seq += n_began;
+	v->invalidate_in_progress -= (int)n_began;
+	v->mn_active_invalidate_count -= (int)n_active;
+}
+
+/* mmu_notifier_invalidate_range_start, the host change, mmu_notifier_invalidate_range_end, as every host path
+ * calls them (the caller makes its change after this returns; nothing else runs in between, so ending now is
+ * the same as ending after the change). When a cpu holds an invalidation window (inval_hold) and this
+ * operation is the one it stopped, the ends wait on that cpu for inval_end. */
 void kvm_notify_range(struct engine *e, int mm, uint64_t start, uint64_t end)
 {
 	if (e->arch == ARCH_S390)
 		return;
 	emit(e, EV_NOTIFY, (uint64_t)mm, start, end, 0);
+	uint16_t began[MAX_VMS] = { 0 }, active[MAX_VMS] = { 0 };
+	int cpu = kvm_mm_has_notifiers(e, mm) ? inval_window_for(e, mm) : -1;
+	kvm_mmu_notifier_invalidate_range_start(e, mm, start, end, began, active);
 	for (int vi = 0; vi < MAX_VMS; vi++) {
-		struct vm *v = &e->vms[vi];
-		if (!v->used || v->mm != mm || v->released)
+		if (!active[vi])
 			continue;
-		v->invalidate_in_progress++;
-		for (int i = 0; i < MAX_SLOTS; i++) {
-			struct memslot *s = &v->slots[i];
-			if (!s->used || s->hva >= end || s->hva + s->len <= start)
-				continue;
-			uint64_t lo = start > s->hva ? start : s->hva;
-			uint64_t hi = end < s->hva + s->len ? end : s->hva + s->len;
-			s2_zap(e, v, s->gpa + (lo - s->hva), s->gpa + (hi - s->hva));
+		if (cpu < 0) {
+			kvm_mmu_notifier_invalidate_range_end(&e->vms[vi], began[vi], active[vi]);
+			continue;
 		}
-		v->invalidate_seq++;
-		v->invalidate_in_progress--;
+		e->cpus[cpu].inval_began[vi] += began[vi];
+		e->cpus[cpu].inval_active[vi] += active[vi];
+	}
+}
+
+/* inval_end: the held invalidate_range_end calls run now. */
+void kvm_invalidate_end_held(struct engine *e, int cpu)
+{
+	struct cpu *c = &e->cpus[cpu];
+	for (int vi = 0; vi < MAX_VMS; vi++) {
+		if (c->inval_active[vi])
+			kvm_mmu_notifier_invalidate_range_end(&e->vms[vi], c->inval_began[vi], c->inval_active[vi]);
+		c->inval_began[vi] = c->inval_active[vi] = 0;
 	}
 }
 

@@ -101,6 +101,8 @@ bool exit_mmap_would_wait(const struct engine *e, int mm)
 	const struct mm *m = &e->mms[mm];
 	if (m->users != 1)
 		return false;
+	if (inval_window_holds(e, mm))
+		return true; /* a host thread stopped between invalidate_range_start and _end (inval_hold) */
 	for (int i = 0; i < m->nvma; i++)
 		if (vma_rmap_busy(e, &m->vmas[i]))
 			return true;

@@ -25,7 +25,7 @@ enum opcode {
 	OP_MADVISE, OP_FAULT, OP_SPLIT, OP_RCU_LOCK, OP_RCU_UNLOCK, OP_RCU_GP,
 	OP_WALK_BEGIN, OP_WALK_STEP, OP_WALK_END, OP_RMAP_BEGIN, OP_RMAP_COMMIT,
 	OP_VM_CREATE, OP_MEMSLOT, OP_GUEST_FAULT, OP_GUEST_FAULT_BEGIN,
-	OP_GUEST_FAULT_COMMIT, OP_VM_DESTROY, OP_SHM_MMAP, OP_NR
+	OP_GUEST_FAULT_COMMIT, OP_VM_DESTROY, OP_SHM_MMAP, OP_INVAL_HOLD, OP_INVAL_END, OP_NR
 };
 
 enum violation {
@@ -45,6 +45,7 @@ enum knob {
 enum { TF_RCU, TF_IMMEDIATE };
 enum { PD_ELF_RESTART, PD_SYSCTL_ONLY, PD_ELF_NO_RESTART, PD_CONVERT_LATE };
 enum { PA_FRAGMENTS, PA_FULL_PAGE, PA_FRAGMENTS_ALWAYS };
+enum { IR_SEQ, IR_NONE, IR_SEQ_ONLY }; /* kvm.invalidate_retry */
 
 struct knob_def {
 	const char *name;
@@ -186,7 +187,8 @@ struct mm {
 
 struct proc { bool exists; int mm; bool tif_pgste; };
 
-enum actor_kind { A_NONE, A_WALK, A_RMAP, A_GFAULT };
+/* A_INVAL: a host thread stopped between mmu_notifier_invalidate_range_start and _end (inval_hold, docs/trace-ext.md) */
+enum actor_kind { A_NONE, A_WALK, A_RMAP, A_GFAULT, A_INVAL };
 struct cpu {
 	int rcu_nest;
 	uint64_t section;   /* id of the current (or last) outermost section */
@@ -211,6 +213,12 @@ struct cpu {
 	uint64_t seq;
 	bool holds_mm, write, vma_thp;
 	struct tref s2_root;    /* the stage-2 root the fault will install into */
+	/* invalidation window (A_INVAL): armed until a host operation notifies, then held until inval_end */
+	bool inval_held;
+	uint32_t inval_op;                 /* the operation whose invalidate_range_end calls this cpu holds */
+	uint16_t inval_began[MAX_VMS];     /* kvm_mmu_invalidate_begin calls whose _end is pending, per VM */
+	uint16_t inval_active[MAX_VMS];    /* mn_active_invalidate_count increments pending, per VM */
+	uint64_t inval_mms[(MAX_MMS + 63) / 64]; /* the mms whose notifier calls are pending */
 };
 
 /* The rmap lock an rmap walker holds for read: the anon_vma root (anon_vma->root->rwsem) or i_mmap_rwsem. */
@@ -234,6 +242,8 @@ struct vm {
 	int start_level, pgd_pages;
 	uint64_t invalidate_seq;
 	int invalidate_in_progress;
+	uint64_t invalidate_range_start, invalidate_range_end; /* hva range, union of the open invalidations */
+	int mn_active_invalidate_count; /* invalidate_range_start calls without their _end: memslot updates wait */
 	struct memslot slots[MAX_SLOTS];
 	struct gmap_link *links; /* s390 host_to_guest */
 	int nlinks, caplinks;
@@ -423,6 +433,9 @@ int op_mm(struct engine *e, const uint64_t *op);
 int op_exec(struct engine *e, int pid, int64_t elf);
 int op_actor(struct engine *e, const uint64_t *op);
 void actors_abandon(struct engine *e);
+int inval_window_for(struct engine *e, int mm);
+bool inval_window_holds(const struct engine *e, int mm);
+void inval_window_forget_vm(struct engine *e, int vm);
 bool rmap_lock_held(const struct engine *e, int kind, uint32_t id);
 bool folio_locked(const struct engine *e, uint64_t head);
 bool vma_rmap_busy(const struct engine *e, const struct vma *v);
@@ -465,6 +478,8 @@ int gmap_check(struct engine *e);
 /* kvm.c */
 int op_kvm(struct engine *e, const uint64_t *op);
 void kvm_notify_range(struct engine *e, int mm, uint64_t start, uint64_t end);
+bool kvm_mm_has_notifiers(const struct engine *e, int mm);
+void kvm_invalidate_end_held(struct engine *e, int cpu);
 void kvm_release(struct engine *e, int mm);
 void kvm_abort_faults(struct engine *e);
 void kvm_destroy_all(struct engine *e);

@@ -11,6 +11,7 @@ const struct op_def op_defs[OP_NR] = {
 	{ "rmap_begin", 3 }, { "rmap_commit", 1 }, { "vm_create", 3 },
 	{ "memslot", 5 }, { "guest_fault", 3 }, { "guest_fault_begin", 4 },
 	{ "guest_fault_commit", 1 }, { "vm_destroy", 1 }, { "shm_mmap", 5 },
+	{ "inval_hold", 1 }, { "inval_end", 1 },
 };
 
 const char *const violation_names[V_NR] = {
@@ -45,8 +46,10 @@ const struct knob_def knob_defs[K_NR] = {
 		"allow: THP stays possible after has_pgste" },
 	[K_DEFER_GMAP_UNLINK] = { "s390.defer_gmap_unlink", { "no", "yes" }, S390_ONLY,
 		"yes: pte_free_defer also does gmap_unlink (the safer design discussed in review)" },
-	[K_INVALIDATE_RETRY] = { "kvm.invalidate_retry", { "seq", "none" }, KVM_ARCHES,
-		"none: commit installs without checking mmu_invalidate_seq/in_progress" },
+	[K_INVALIDATE_RETRY] = { "kvm.invalidate_retry", { "seq", "none", "seq-only" }, KVM_ARCHES,
+		"none: commit installs without checking mmu_invalidate_seq/in_progress; seq-only: commit compares "
+		"only mmu_invalidate_seq, not mmu_invalidate_in_progress (what mainline's in-progress check defends "
+		"against: a fault that commits inside an invalidation window, between invalidate_range_start and _end)" },
 	[K_FAULT_HOLDS_MM] = { "kvm.fault_holds_mm", { "yes", "no" }, KVM_ARCHES,
 		"no: an in-flight guest fault does not keep exit_mmap from running" },
 	[K_RELEASE_CHECK] = { "kvm.release_check", { "none", "root" }, KVM_ARCHES,

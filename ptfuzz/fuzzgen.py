@@ -97,7 +97,7 @@ class Layout:
 class State:
     pids: dict = field(default_factory=dict)      # pid -> list of (addr, len, flags); flags SHM + obj: shared memory
     vms: dict = field(default_factory=dict)       # vm -> (pid, [(slot, gpa, hva, len)])
-    cpus: dict = field(default_factory=dict)      # cpu -> (kind, ...)
+    cpus: dict = field(default_factory=dict)      # cpu -> (kind, ...): walk, rmap, gfault, inval
     shm: dict = field(default_factory=dict)       # obj -> [(pgoff, pages)] that some process mapped
 
 
@@ -228,15 +228,24 @@ class FuzzGen:
         hva, length = hva // align * align, max(align, length // align * align)
         slot = self.c.below(4)
         gpa = slot * self.L.region
-        self.op("memslot", vm, slot, gpa, hva, length)
-        self.s.vms[vm] = (pid, [s for s in slots if s[0] != slot] + [(slot, gpa, hva, length)])
+        self.set_memslot(vm, slot, gpa, hva, length)
         self.op("guest_fault", vm, gpa + self.c.below(length // self.L.page) * self.L.page, self.c.below(2))
 
-    def disturb(self, pid, addr):
-        """The operations that race with an in-flight actor at (pid, addr)."""
+    def disturb(self, pid, addr, kind=None):
+        """The operations that race with an in-flight actor at (pid, addr); on arm64 and x86_64 now and then
+        stopped between its invalidate_range_start and _end (inval_hold on an idle cpu; do_actor ends it),
+        most often when the actor is a guest fault, whose commit is what the window is about."""
         L = self.L
         pmd_base = addr & ~(L.pmd - 1)
-        k = self.c.below(9)
+        held = False
+        if self.arch != "s390" and self.c.rarely(60 if kind == "gfault" else 15):
+            cpu = self.idle_cpu()
+            if cpu is not None:
+                self.op("inval_hold", cpu)
+                self.s.cpus[cpu] = ("inval",)
+                held = True
+        # a held window takes one of the changes that notify and unmap or replace the page
+        k = self.c.pick((0, 1, 2, 3, 7)) if held else self.c.below(9)
         if k == 0:
             self.op("munmap", pid, addr & ~(L.page - 1), L.page)
         elif k == 1:
@@ -260,6 +269,7 @@ class FuzzGen:
             self.op("fault", pid, addr, 1)
         else:
             self.op("rcu_gp")
+        return held
 
     def do_actor(self):
         cpu = self.idle_cpu()
@@ -267,9 +277,19 @@ class FuzzGen:
         if busy and (cpu is None or self.c.chance(60)):
             cpu = self.c.pick(busy)
             kind, *rest = self.s.cpus[cpu]
+            if kind == "inval":  # the stopped host thread runs its _end calls, or another actor goes first
+                others = [b for b in busy if self.s.cpus[b][0] != "inval"]
+                if not others or self.c.chance(40):
+                    self.op("inval_end", cpu)
+                    del self.s.cpus[cpu]
+                    return
+                cpu = self.c.pick(others)
+                kind, *rest = self.s.cpus[cpu]
             if self.c.chance(45):
                 pid, addr = (rest[0], rest[1]) if kind != "gfault" else (rest[2], rest[3])
-                self.disturb(pid, addr)
+                if self.disturb(pid, addr, kind) and kind == "gfault" and self.c.chance(50):
+                    self.op("guest_fault_commit", cpu)  # inside the window the disturbance opened
+                    del self.s.cpus[cpu]
                 return
             if kind == "walk":
                 if self.c.chance(75):
@@ -303,6 +323,16 @@ class FuzzGen:
             self.op("guest_fault_begin", cpu, vm, gpa, self.c.below(2))
             self.s.cpus[cpu] = ("gfault", vm, gpa, vpid, hva)
 
+    def set_memslot(self, vm, slot, gpa, hva, length):
+        """A slot's hva and size never change (__kvm_set_memory_region: -22), so a slot number already in use
+        with others is deleted first; the same hva and size at a new gpa is a move."""
+        pid, slots = self.s.vms[vm]
+        old = next((s for s in slots if s[0] == slot), None)
+        if old is not None and (old[2], old[3]) != (hva, length):
+            self.op("memslot", vm, slot, 0, 0, 0)
+        self.op("memslot", vm, slot, gpa, hva, length)
+        self.s.vms[vm] = (pid, [s for s in slots if s[0] != slot] + [(slot, gpa, hva, length)])
+
     def slot_target(self):
         vms = [(vm, v) for vm, v in self.s.vms.items() if v[1]]
         if not vms:
@@ -332,9 +362,7 @@ class FuzzGen:
             hva = hva // align * align
             slot = self.c.below(4)
             gpa = slot * self.L.region + self.c.pick([0, 0, align])
-            self.op("memslot", vm, slot, gpa, hva, length)
-            slots = [s for s in slots if s[0] != slot] + [(slot, gpa, hva, length)]
-            self.s.vms[vm] = (pid, slots)
+            self.set_memslot(vm, slot, gpa, hva, length)
         elif k < 9:
             target = self.slot_target()
             if target:

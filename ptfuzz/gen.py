@@ -45,6 +45,7 @@ class Generator:
         self.anon_flags: dict[tuple[int, int], int] = {}
         self.cpu_state = ["idle"] * 16
         self.vms: dict[int, int] = {}
+        self.slots: dict[tuple[int, int], tuple[int, int]] = {}  # (vm, slot) -> (hva, len)
         self.rows: list[list[int]] = []
 
     def r(self, n: int) -> int:
@@ -164,11 +165,17 @@ class Generator:
             self.op("vm_create", vm, pid, 0)
             self.vms[vm] = pid
             return
+        if self.arch != "s390" and self.r(8) == 0:
+            return self.window()
         r = self.r(10)
         owner = self.vms[vm]
         if r < 3:
             addr = self.addr_in(owner) & ~(self.pmd - 1)
-            self.op("memslot", vm, self.r(4), self.r(4) * 64 * self.pmd, addr, self.pmd * (1 + self.r(2)))
+            slot, gpa, length = self.r(4), self.r(4) * 64 * self.pmd, self.pmd * (1 + self.r(2))
+            if self.slots.get((vm, slot), (addr, length)) != (addr, length):
+                self.op("memslot", vm, slot, 0, 0, 0)  # a slot's hva and size never change: delete it first
+            self.op("memslot", vm, slot, gpa, addr, length)
+            self.slots[(vm, slot)] = (addr, length)
         elif r < 9:
             cpu = 8 + self.r(4)
             gpa = self.r(4) * 64 * self.pmd + self.r(self.pmd // self.page) * self.page
@@ -183,6 +190,18 @@ class Generator:
         else:
             self.op("vm_destroy", vm)
             del self.vms[vm]
+            self.slots = {k: v for k, v in self.slots.items() if k[0] != vm}
+
+    def window(self) -> None:
+        """An invalidation window on cpus 12..15: inval_hold stops the next host change that notifies a VM between
+        invalidate_range_start and _end, inval_end lets it finish (arm64 and x86_64 only)."""
+        cpu = 12 + self.r(4)
+        if self.cpu_state[cpu] == "idle":
+            self.op("inval_hold", cpu)
+            self.cpu_state[cpu] = "inval"
+        else:
+            self.op("inval_end", cpu)
+            self.cpu_state[cpu] = "idle"
 
 
 def generate(arch: str, nops: int, seed: int = 0, knobs: dict | None = None, config: dict | None = None) -> Trace:

@@ -57,10 +57,10 @@ KERNEL_PATHS: dict[str, dict[str, list[str]]] = {
     "vm_create": {"s390": ["kvm_arch_init_vm", "s390_enable_sie", "thp_split_mm", "gmap_create"],
                   "arm64": ["kvm_arch_init_vm", "kvm_init_stage2_mmu", "kvm_pgtable_stage2_init"],
                   "x86_64": ["kvm_arch_init_vm", "kvm_mmu_init_vm", "kvm_tdp_mmu_alloc_root"]},
-    "memslot": {"s390": ["__kvm_set_memory_region", "kvm_arch_prepare_memory_region",
+    "memslot": {"s390": ["__kvm_set_memory_region", "kvm_set_memslot", "kvm_arch_prepare_memory_region",
                          "kvm_arch_commit_memory_region (gmap_map_segment / gmap_unmap_segment)"],
-                "*": ["__kvm_set_memory_region", "kvm_arch_prepare_memory_region",
-                      "kvm_arch_flush_shadow_memslot"]},
+                "*": ["__kvm_set_memory_region", "kvm_set_memslot", "kvm_invalidate_memslot",
+                      "kvm_arch_flush_shadow_memslot", "kvm_arch_prepare_memory_region"]},
     "guest_fault": {"s390": ["kvm_s390_handle_dat_fault", "gmap_fault", "fixup_user_fault", "__gmap_link"],
                     "arm64": ["kvm_handle_guest_abort", "user_mem_abort", "__gfn_to_pfn_memslot",
                               "transparent_hugepage_adjust", "kvm_pgtable_stage2_map"],
@@ -76,6 +76,11 @@ KERNEL_PATHS: dict[str, dict[str, list[str]]] = {
                                      "kvm_pgtable_stage2_map"],
                            "x86_64": ["kvm_tdp_page_fault (mmu_lock)", "is_page_fault_stale",
                                       "kvm_mmu_hugepage_adjust", "host_pfn_mapping_level", "kvm_tdp_mmu_map"]},
+    "inval_hold": {"*": ["mmu_notifier_invalidate_range_start", "kvm_mmu_notifier_invalidate_range_start",
+                         "kvm_mmu_invalidate_begin", "kvm_unmap_gfn_range",
+                         "(the next notifying host change stops here, before _end)"]},
+    "inval_end": {"*": ["mmu_notifier_invalidate_range_end", "kvm_mmu_notifier_invalidate_range_end",
+                        "kvm_mmu_invalidate_end"]},
     "vm_destroy": {"s390": ["kvm_arch_destroy_vm", "gmap_remove", "gmap_free"],
                    "arm64": ["kvm_arch_destroy_vm", "kvm_free_stage2_pgd", "kvm_pgtable_stage2_destroy"],
                    "x86_64": ["kvm_arch_destroy_vm", "kvm_mmu_uninit_tdp_mmu"]},
@@ -134,6 +139,10 @@ KNOB_PATHS: dict[tuple[str, str, str], tuple[str | tuple[str, ...], str]] = {
     ("guest_fault_commit", "kvm.invalidate_retry", "none"): (("mmu_invalidate_retry", "is_page_fault_stale"),
                                                              "not checked"),
     ("guest_fault", "kvm.invalidate_retry", "none"): ("transparent_hugepage_adjust", "no mmu_invalidate_retry"),
+    ("guest_fault_commit", "kvm.invalidate_retry", "seq-only"): (("mmu_invalidate_retry", "is_page_fault_stale"),
+                                                                 "mmu_invalidate_seq only, not in_progress"),
+    ("guest_fault", "kvm.invalidate_retry", "seq-only"): ("transparent_hugepage_adjust",
+                                                          "mmu_invalidate_seq only, not in_progress"),
     ("guest_fault_commit", "arm64.thp_size", "vma-naive"): ("get_user_mapping_size", "skipped: the VMA decides"),
     ("guest_fault", "arm64.thp_size", "vma-naive"): ("transparent_hugepage_adjust", "the VMA decides"),
     ("guest_fault", "arm64.stage2_block_check", "none"): ("kvm_pgtable_stage2_map", "block at the size's level"),
@@ -931,6 +940,13 @@ def build_forest(trace: Trace, state: dict, ctx: Ctx, mms: list[int], vms: list[
     # actors: what each in-flight kernel path holds
     for c in state["cpus"]:
         if c["actor"] == "none":
+            continue
+        if c["actor"] == "inval":  # a host change stopped between invalidate_range_start and _end
+            for vm, began, _ in c["pending_ends"] if c["held"] else []:
+                tree = next((t for t in trees if t.key == f"vm{vm}"), None)
+                if tree is not None and tree.top is not None:
+                    tree.top.tags.append((f"\u25c0 cpu {c['cpu']} holds invalidate_range_end"
+                                          + (f" (mmu_invalidate_in_progress +{began})" if began else ""), "actor"))
             continue
         label = {"walk": f"cpu {c['cpu']} GUP-fast walker", "rmap": f"cpu {c['cpu']} rmap walker",
                  "guest_fault": f"cpu {c['cpu']} guest fault"}[c["actor"]]

@@ -7,7 +7,8 @@ from ptfuzz.cli.geometry import stage1_geometry, stage2_geometry
 from ptfuzz.engine import replay
 from ptfuzz.gen import generate
 from ptfuzz.errors import TraceError
-from ptfuzz.names import KNOB_BY_NAME
+from ptfuzz.names import KNOB_BY_NAME, OP_NUMBER
+from ptfuzz.show import dump_state
 from ptfuzz.trace import Trace, ops_from_list
 
 T = 1 << 40
@@ -147,6 +148,223 @@ def test_52_bit_va_with_64k_pages():
                                                ["fault", 1, (1 << 50) + 64 * K, 1]]), config=cfg),
                  teardown=False, probes=probes).translations
     assert (got != (1 << 64) - 1).all()  # the argument page below 2^48, and a page above 2^48
+
+# ---- memslots: __kvm_set_memory_region and kvm_set_memslot, in the kernel's order ----
+
+S2_LEAF, S2_ZAP = 14, 15
+
+
+def zaps(r, op_index):
+    return [e for e in r.events if e[1] == S2_ZAP and e[0] == op_index]
+
+
+IPA40 = 1 << 40
+MEMSLOT_ROWS = [  # (operation, arm64 result, x86_64 result, why)
+    (["memslot", 0, 0, 0, T, 2 * M], 0, 0, "create"),
+    (["memslot", 0, 1, M, T + 2 * M, 2 * M], -17, -17, "a new slot overlapping another in gpa"),
+    (["memslot", 0, 1, 4 * M, T, 2 * M], 0, 0, "two slots may share an hva"),
+    (["memslot", 0, 0, 0, T, 2 * M], 0, 0, "identical: nothing to change"),
+    (["memslot", 0, 0, 0, T + 4 * K, 2 * M], -22, -22, "a slot's hva never changes"),
+    (["memslot", 0, 0, 0, T, 4 * M], -22, -22, "nor its size"),
+    (["memslot", 0, 0, 4 * M, T + 4 * K, 2 * M], -22, -22, "the modify check comes before the overlap check"),
+    (["memslot", 0, 0, 4 * M, T, 2 * M], -17, -17, "a move is checked for overlap"),
+    (["memslot", 0, 0, 8 * M, T, 2 * M], 0, 0, "a new gpa only: the slot moves"),
+    (["memslot", 0, 2, 0, 0, 0], -22, -22, "deleting a missing slot"),
+    (["memslot", 0, 2, 2 * K, T, 4 * K], -22, -22, "gpa not page aligned"),
+    (["memslot", 0, 2, 0, T + 2 * K, 4 * K], -22, -22, "hva not page aligned"),
+    (["memslot", 0, 2, 0, 0, 0], -22, -22, "a delete is checked as well"),
+    (["memslot", 0, 2, 0, (1 << 48) - 4 * K, 8 * K], -22, -22, "access_ok: the hva range leaves TASK_SIZE"),
+    (["memslot", 0, 1, 0, 0, 0], 0, 0, "delete"),
+    (["memslot", 0, 3, IPA40 - 2 * M, T, 2 * M], 0, 0, "the last 2M of a 40-bit IPA space"),
+    (["memslot", 0, 4, IPA40, T, 2 * M], -14, 0, "arm64: beyond kvm_phys_size; x86: below 2^48"),
+    (["memslot", 0, 5, IPA40 - 2 * M, T, 4 * M], -17, -17, "overlap comes before the arch check"),
+    (["memslot", 0, 6, (1 << 48) - 2 * M, T, 4 * M], -14, -22, "x86: beyond kvm_mmu_max_gfn"),
+    (["memslot", 7, 0, 0, T, 2 * M], -2, -2, "no such VM"),
+]
+
+
+@pytest.mark.parametrize("arch", ["arm64", "x86_64"])
+def test_memslot_rules(arch):
+    """__kvm_set_memory_region: sanity checks, delete / create / modify / move, overlap (-17), then
+    kvm_arch_prepare_memory_region; each row's result, in the kernel's order."""
+    col = 1 if arch == "arm64" else 2
+    ops = [["exec", 1, -1], ["mmap", 1, T, 8 * M, 0], ["vm_create", 0, 1, 0]] + [row[0] for row in MEMSLOT_ROWS]
+    got = results(run(ops, arch=arch))[3:]
+    for row, result in zip(MEMSLOT_ROWS, got):
+        assert result == row[col], (row[3], row[0], result)
+
+
+def test_identical_slot_zaps_nothing_a_move_zaps_the_old_range():
+    ops = [["exec", 1, -1], ["mmap", 1, T, 4 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 2 * M],
+           ["memslot", 0, 1, 64 * M, T + 2 * M, 2 * M], ["guest_fault", 0, 0, 1], ["guest_fault", 0, 64 * M, 1],
+           ["memslot", 0, 0, 0, T, 2 * M], ["memslot", 0, 0, 4 * M, T, 2 * M], ["guest_fault", 0, 4 * M, 1]]
+    r = run(ops, arch="arm64", teardown=False)
+    assert results(r) == [0] * 10 and kind(r) is None
+    assert zaps(r, 7) == []
+    assert [e[3] for e in zaps(r, 8)] == [0]  # arm64 unmap_stage2_range of the old slot only
+    # x86 v6.6 kvm_arch_flush_shadow_memslot is kvm_mmu_zap_all_fast: the other slot's SPTE goes too
+    r = run(ops, arch="x86_64", teardown=False)
+    assert results(r) == [0] * 10 and kind(r) is None
+    assert sorted(e[3] for e in zaps(r, 8)) == [0, 64 * M]
+
+
+def test_a_move_that_fails_the_arch_check_has_zapped_the_old_range():
+    """kvm_set_memslot invalidates the old slot (kvm_invalidate_memslot -> kvm_arch_flush_shadow_memslot) before
+    kvm_prepare_memory_region; when that fails the old slot is reactivated, its mappings gone."""
+    ops = [["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 2 * M],
+           ["guest_fault", 0, 0, 1], ["memslot", 0, 0, IPA40, T, 2 * M], ["guest_fault", 0, 0, 1]]
+    r = run(ops, arch="arm64", teardown=False)
+    assert results(r) == [0, 0, 0, 0, 0, -14, 0] and kind(r) is None
+    assert [e[3] for e in zaps(r, 5)] == [0]
+    assert [e[3] for e in r.events if e[1] == S2_LEAF and e[0] == 6] == [0]  # the slot is still at gpa 0
+
+
+def test_memslot_update_waits_for_a_fault_in_flight_after_its_checks():
+    ops = [["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 2 * M],
+           ["guest_fault_begin", 0, 0, 0, 1], ["memslot", 0, 1, 4 * M, T, 2 * M], ["memslot", 0, 1, 0, 0, 0],
+           ["memslot", 0, 0, 0, T, 2 * M], ["memslot", 0, 0, 0, 0, 0], ["memslot", 0, 2, IPA40, T, 2 * M],
+           ["guest_fault_commit", 0], ["memslot", 0, 0, 0, 0, 0]]
+    assert results(run(ops, arch="arm64"))[5:] == [-16, -22, 0, -16, -14, 0, 0]
+
+
+# ---- the invalidation window: inval_hold stops a host change between invalidate_range_start and _end ----
+
+def vm_state(ops, arch, n=None, knobs=None):
+    t = Trace(arch, ops_from_list(ops), knobs=dict(knobs or {}))
+    return dump_state(t, None, len(ops) if n is None else n)["state"]
+
+
+SLOT64K = [["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 64 * K]]
+# U14 (arm64) / U15 (x86_64): the fault snapshots the sequence and faults the page in; munmap runs its
+# invalidate_range_start (zap, in_progress++) and frees the page, and stops before _end; the commit inside the
+# window sees an unchanged sequence. A 64K slot holds no PMD block: no THP walk at commit.
+U14 = SLOT64K + [["guest_fault_begin", 0, 0, 0, 1], ["inval_hold", 1], ["munmap", 1, T, 2 * M],
+                 ["guest_fault_commit", 0], ["inval_end", 1]]
+
+
+@pytest.mark.parametrize("arch", ["arm64", "x86_64"])
+def test_commit_inside_the_window(arch):
+    r = run(U14, {"kvm.invalidate_retry": "seq-only"}, arch=arch)
+    assert kind(r) == "stage2-stale" and r.violation.op_index == 7
+    r = run(U14, arch=arch)  # mmu_invalidate_retry / _hva: in_progress and the fault's hva in the range
+    assert results(r) == [0, 0, 0, 0, 0, 0, 0, -11, 0] and kind(r) is None
+    # the same race without the window is caught by the sequence alone: seq-only is safe there
+    no_window = [op for op in U14 if op[0] not in ("inval_hold", "inval_end")]
+    r = run(no_window, {"kvm.invalidate_retry": "seq-only"}, arch=arch)
+    assert results(r)[-1] == -11 and kind(r) is None
+
+
+def test_x86_retry_is_range_restricted():
+    """is_page_fault_stale -> mmu_invalidate_retry_hva: an open invalidation elsewhere does not make x86 retry;
+    arm64's mmu_invalidate_retry retries on any open invalidation. Both retry once it has ended (seq)."""
+    ops = SLOT64K + [["guest_fault_begin", 0, 0, 32 * K, 1], ["inval_hold", 1], ["madvise", 1, T, 4 * K, 0],
+                     ["guest_fault_commit", 0], ["guest_fault_begin", 0, 0, 32 * K, 1], ["inval_end", 1],
+                     ["guest_fault_commit", 0]]
+    assert results(run(ops, arch="x86_64"))[4:] == [0, 0, 0, 0, 0, 0, -11]
+    assert results(run(ops, arch="arm64"))[4:] == [0, 0, 0, -11, 0, 0, -11]
+    # the range is the hva range of every open invalidation: a second window widens it
+    ops = SLOT64K + [["inval_hold", 1], ["inval_hold", 2], ["madvise", 1, T, 4 * K, 0],
+                     ["madvise", 1, T + 48 * K, 4 * K, 0], ["guest_fault_begin", 0, 0, 32 * K, 1],
+                     ["guest_fault_commit", 0], ["inval_end", 1], ["guest_fault", 0, 32 * K, 1]]
+    r = run(ops, arch="x86_64")
+    assert results(r)[4:] == [0, 0, 0, 0, 0, -11, 0, -11]
+    st = vm_state(ops, "x86_64", 8)["vms"][0]
+    assert (st["invalidate_in_progress"], st["invalidate_range"]) == (2, (T, T + 52 * K))
+
+
+def test_begin_and_end_only_for_vms_with_an_overlapping_memslot():
+    """__kvm_handle_hva_range calls on_lock (kvm_mmu_invalidate_begin / _end) only when a memslot overlaps the
+    range: a munmap elsewhere changes neither mmu_invalidate_seq nor in_progress, and a fault across it commits."""
+    ops = SLOT64K + [["mmap", 1, T + 4 * M, 2 * M, 0], ["fault", 1, T + 4 * M, 1],
+                     ["guest_fault_begin", 0, 0, 0, 1], ["munmap", 1, T + 4 * M, 2 * M], ["guest_fault_commit", 0],
+                     ["munmap", 1, T + 4 * K, 4 * K]]
+    for arch in ("arm64", "x86_64"):
+        assert results(run(ops, arch=arch))[6:] == [0, 0, 0, 0]
+        assert vm_state(ops, arch, 9)["vms"][0]["invalidate_seq"] == 0
+        assert vm_state(ops, arch)["vms"][0]["invalidate_seq"] == 1
+    # mn_active_invalidate_count is taken for every VM of the mm, overlapping or not: memslot updates wait
+    held = SLOT64K + [["mmap", 1, T + 4 * M, 2 * M, 0], ["inval_hold", 1], ["munmap", 1, T + 4 * M, 2 * M]]
+    st = vm_state(held, "arm64")["vms"][0]
+    assert (st["invalidate_in_progress"], st["mn_active_invalidate_count"]) == (0, 1)
+    assert results(run(held + [["memslot", 0, 1, 4 * M, T, 64 * K]], arch="arm64"))[-1] == -16
+
+
+def test_what_waits_for_the_window():
+    """kvm_swap_active_memslots waits for mn_active_invalidate_count (-16, after the memslot checks); the stopped
+    thread keeps its mm from exit_mmap (-16); vm_destroy does not wait (kvm_destroy_vm unregisters and forgets
+    the count); after inval_end everything goes on."""
+    ops = SLOT64K + [["inval_hold", 1], ["madvise", 1, T, 4 * K, 0], ["memslot", 0, 1, 4 * M, T, 64 * K],
+                     ["memslot", 0, 1, 0, 0, 0], ["memslot", 0, 0, 0, T, 64 * K], ["exit", 1], ["inval_end", 1],
+                     ["memslot", 0, 1, 4 * M, T, 64 * K], ["exit", 1]]
+    for arch in ("arm64", "x86_64"):
+        r = run(ops, arch=arch)
+        assert results(r)[4:] == [0, 0, -16, -22, 0, -16, 0, 0, 0] and kind(r) is None
+    ops = SLOT64K + [["inval_hold", 1], ["madvise", 1, T, 4 * K, 0], ["vm_destroy", 0], ["vm_create", 0, 1, 0],
+                     ["memslot", 0, 0, 0, T, 64 * K], ["inval_end", 1], ["guest_fault", 0, 0, 1]]
+    r = run(ops, arch="arm64")
+    assert results(r)[4:] == [0, 0, 0, 0, 0, 0, 0] and kind(r) is None
+    st = vm_state(ops, "arm64")["vms"][0]  # the new VM got nothing of the old one's pending end
+    assert (st["invalidate_seq"], st["invalidate_in_progress"], st["mn_active_invalidate_count"]) == (0, 0, 0)
+
+
+def test_inval_hold_and_end_results():
+    ops = SLOT64K + [["inval_hold", 1], ["inval_hold", 1], ["guest_fault_begin", 1, 0, 0, 1], ["walk_begin", 1, 1, T],
+                     ["inval_end", 2], ["mmap", 1, T + 4 * M, 2 * M, 0], ["fault", 1, T + 4 * M, 1],
+                     ["inval_end", 1], ["inval_hold", 1], ["munmap", 1, T + 4 * M, 2 * M]]
+    r = run(ops, arch="arm64")
+    # busy cpu -16; an idle cpu holds nothing -22; mmap and a fault notify no VM: the hold stays armed and
+    # inval_end cancels it; at the end of the trace a held window ends and teardown is clean
+    assert results(r)[4:] == [0, -16, -16, -16, -22, 0, 0, 0, 0, 0] and kind(r) is None
+    assert vm_state(ops, "arm64", 11)["cpus"][0]["held"] is False
+    assert vm_state(ops, "arm64")["cpus"][0]["held"] is True
+    assert results(run([["inval_hold", 0], ["inval_end", 0]], arch="s390")) == [-38, -22]
+
+
+def test_a_held_operation_defers_every_end_it_makes():
+    """fork's COW notifications of the parent (one per VMA with an anon_vma: the two mappings and the exec
+    stack) all wait on the cpu that stopped the fork; the stack's overlaps no memslot (no begin)."""
+    ops = [["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["mmap", 1, T + 4 * M, 2 * M, 0], ["fault", 1, T, 1],
+           ["fault", 1, T + 4 * M, 1], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 8 * M],
+           ["inval_hold", 3], ["fork", 1, 2]]
+    st = vm_state(ops, "x86_64")
+    assert st["cpus"][0]["pending_ends"] == [(0, 2, 3)]  # (vm, kvm_mmu_invalidate_begin, range_start calls)
+    assert (st["vms"][0]["invalidate_in_progress"], st["vms"][0]["invalidate_range"]) == (2, (T, T + 6 * M))
+
+
+def test_invalidate_retry_knob():
+    k = KNOB_BY_NAME["kvm.invalidate_retry"]
+    assert k.values == ("seq", "none", "seq-only") and k.default("arm64") == k.default("x86_64") == "seq"
+    assert k.default("s390") is None
+
+
+def test_generators_open_invalidation_windows():
+    """fuzzgen and gen emit inval_hold / inval_end on arm64 and x86_64 (never on s390), and the holds take."""
+    from ptfuzz.fuzzgen import Layout, RandomChoices, fuzz_trace
+    hold, end = OP_NUMBER["inval_hold"], OP_NUMBER["inval_end"]
+    for arch in ("arm64", "x86_64", "s390"):
+        layout = Layout.of(arch, {})
+        traces = [fuzz_trace(arch, RandomChoices(i), 64, {}, {}, layout) for i in range(300)]
+        traces += [generate(arch, 300, seed) for seed in range(5)]
+        ops = np.concatenate([t.ops[:, 0] for t in traces])
+        if arch == "s390":
+            assert not np.isin(ops, [hold, end]).any()
+            continue
+        assert (ops == hold).sum() > 20 and (ops == end).sum() > 5
+        results_of_holds = [int(res) for t in traces if (t.ops[:, 0] == hold).any()
+                            for res, code in zip(replay(t, steps=True).op_results, t.ops[:, 0]) if code == hold]
+        assert results_of_holds.count(0) > 20
+
+
+def test_show_draws_the_held_window_and_names_its_path():
+    from ptfuzz.show import build_report, kernel_path
+    from ptfuzz import trace as tracemod
+    from conftest import ROOT
+    t = tracemod.load(ROOT / "corpus" / "regressions" / "x86_64" / "stage2-stale-u15.msgpack")
+    page = build_report(t)
+    assert "cpu 1 holds invalidate_range_end" in page and "inval_hold(1)" in page  # the window, drawn at the VM
+    assert kernel_path("x86_64", t.ops[5], [])[0] == "mmu_notifier_invalidate_range_start"
+    assert "mmu_invalidate_seq only" in " ".join(kernel_path("x86_64", t.ops[7], [], None,
+                                                             {"kvm.invalidate_retry": "seq-only"}))
 
 
 # ---- each arm64/x86 detector: a trace that must trigger it, and its safe twin ----

@@ -120,10 +120,15 @@ def test_gmap_link_and_unlink():
 
 
 def test_memslot_rules():
+    """__kvm_set_memory_region, then s390's kvm_arch_prepare_memory_region: hva and size 1 MiB aligned, the end
+    below mem_limit = TASK_SIZE_MAX; the gpa alignment is not checked (v1: -22 for all three, a 2^42 limit)."""
     r = run([["exec", 1, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, A, M], ["memslot", 0, 1, 0, A, M],
-             ["memslot", 0, 2, M, A + 4 * K, M], ["memslot", 0, 3, 1 << 42, A, M], ["memslot", 0, 0, 0, 0, 0],
-             ["memslot", 0, 0, 0, 0, 0], ["memslot", 5, 0, 0, A, M]])
-    assert results(r) == [0, 0, 0, -22, -22, -22, 0, -2, -2]
+             ["memslot", 0, 2, M, A + 4 * K, M], ["memslot", 0, 2, M, A, M + 4 * K], ["memslot", 0, 3, 1 << 42, A, M],
+             ["memslot", 0, 4, 16 * M + 4 * K, A, M], ["memslot", 0, 5, (1 << 64) - 2 * M, A, M],
+             ["memslot", 0, 6, (1 << 64) - M, A, M], ["memslot", 0, 0, 0, 0, 0], ["memslot", 0, 0, 0, 0, 0],
+             ["memslot", 5, 0, 0, A, M]])
+    # a page-aligned end that does not wrap is at most TASK_SIZE_MAX: only the wrap check (-22) is left
+    assert results(r) == [0, 0, 0, -17, -22, -22, 0, 0, 0, -22, 0, -22, -2]
 
 
 # ---- the gmap as v6.6 builds it (kvm_arch_init_vm, gmap_alloc, __gmap_link, gmap_map_segment) ----
