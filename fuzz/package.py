@@ -40,12 +40,14 @@ CRASH_KNOBS = {"s390": {"mm.table_free": "immediate"}, "arm64": {"kvm.fault_hold
 MAX_OPS = 32  # ptfuzz.atheris_target's default (PTFUZZ_MAX_OPS)
 # The packaged fuzzer must stand alone: nothing from this process may point it at another engine or runtime.
 SCRUB = ("PTFUZZ_ENGINE_SO", "LD_PRELOAD", "PYTHONPATH", "PYTHONHOME", "PTFUZZ_KNOBS", "PTFUZZ_CONFIG",
-         "PTFUZZ_MAX_OPS", "PTFUZZ_PY_COVERAGE", "PTFUZZ_INBOX", "PTFUZZ_ARCH")
+         "PTFUZZ_MAX_OPS", "PTFUZZ_PY_COVERAGE", "PTFUZZ_INBOX", "PTFUZZ_ARCH", "PTFUZZ_KNOWN")
 
 # The extra PyInstaller arguments .clusterfuzzlite/build.sh gives compile_python_fuzzer: a fuzzer never draws
 # a plot, and ptfuzz.cli (which the generator imports for the geometry) reaches matplotlib through
 # `variants --plot`: 12 of 79 MB of the bundle.
-PYINSTALLER_ARGS = ["--exclude-module", "matplotlib"]
+# The corpus' regressions go into the bundle: target_env.py treats their violations as known, not crashes.
+PYINSTALLER_ARGS = ["--exclude-module", "matplotlib", "--add-data",
+                    f"{ROOT / 'corpus' / 'regressions'}:corpus/regressions"]
 
 # compile_python_fuzzer's wrapper, as it writes it but with "$@" quoted (the first comment is how OSS-Fuzz
 # recognises a target).
@@ -97,10 +99,10 @@ def sanitizer_runtime(out: Path) -> None:
     shutil.copy2(Path(atheris.path()) / "ubsan_with_fuzzer.so", out / "sanitizer_with_fuzzer.so")
 
 
-def crashing_input(arch: str) -> tuple[bytes, str]:
-    """Recorded decisions of the first random trace that violates under the arch's unsafe knob, checked to
-    decode to a violating trace again the way the target decodes them."""
-    knobs, layout = CRASH_KNOBS[arch], Layout.of(arch, {})
+def crashing_input(arch: str, knobs: dict | None = None) -> tuple[bytes, str]:
+    """Recorded decisions of the first random trace that violates under these knobs (the arch's unsafe knob
+    by default), checked to decode to a violating trace again the way the target decodes them."""
+    knobs, layout = CRASH_KNOBS[arch] if knobs is None else knobs, Layout.of(arch, {})
     for seed in range(100_000):
         rec = RecordingChoices(seed)
         if replay(fuzz_trace(arch, rec, MAX_OPS, knobs, {}, layout)).violation is None:
@@ -146,7 +148,8 @@ def check(wrapper: Path, arch: str, runs: int, tmp: Path) -> dict:
     data, kind = crashing_input(arch)
     crash = tmp / f"crash-{arch}"
     crash.write_bytes(data)
-    r = run(wrapper, [str(crash)], {"PTFUZZ_KNOBS": json.dumps(CRASH_KNOBS[arch])}, tmp)
+    # nothing on record here: the input's violation may be one the bundled regressions hold (U1 is)
+    r = run(wrapper, [str(crash)], {"PTFUZZ_KNOBS": json.dumps(CRASH_KNOBS[arch]), "PTFUZZ_KNOWN": ""}, tmp)
     log = r.stdout + r.stderr
     if r.returncode == 0 or f"Violation: {kind}" not in log:
         raise PackageError(f"{wrapper.name}: the crashing input did not crash it (exit {r.returncode}, "

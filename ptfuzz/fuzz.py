@@ -23,6 +23,25 @@ ROOT = Path(__file__).resolve().parent.parent
 NATIVE_BUILD = ROOT / "build" / "fuzz"
 
 
+def finding_key(arch: str, knobs: dict, t: Trace, r) -> tuple[str, str]:
+    """What makes a finding unique: its kind, the knobs in effect (defaults filled in), and the operation it
+    happened at; also the operation's name."""
+    idx = r.violation.op_index
+    op_name = op_text(t.ops[idx]).split("(")[0] if idx < len(t.ops) else "teardown"
+    return json.dumps([r.violation.kind, knob_vector(arch, knobs), op_name]), op_name
+
+
+def known_keys(arch: str, traces) -> set[str]:
+    """The keys of the violations these traces (of this arch; others are skipped) replay to."""
+    out = set()
+    for t in traces:
+        if t.arch == arch:
+            r = replay(t)
+            if r.violation is not None:
+                out.add(finding_key(arch, t.knobs, t, r)[0])
+    return out
+
+
 @dataclass
 class Finding:
     kind: str
@@ -57,26 +76,15 @@ class Campaign:
         return time.monotonic() - self.started
 
     def key(self, t: Trace, r, knobs: dict | None = None) -> tuple[str, str]:
-        """What makes a finding unique: its kind, the knobs in effect (defaults filled in), and the
-        operation it happened at."""
-        idx = r.violation.op_index
-        op_name = op_text(t.ops[idx]).split("(")[0] if idx < len(t.ops) else "teardown"
-        vector = knob_vector(self.arch, self.knobs if knobs is None else knobs)
-        return json.dumps([r.violation.kind, vector, op_name]), op_name
+        return finding_key(self.arch, self.knobs if knobs is None else knobs, t, r)
 
     def learn_known(self, traces) -> int:
         """Traces whose violations are already on record (the corpus' regressions of this arch): a
         finding with the same key is known, so a CI campaign fails only on what the corpus lacks. M1,
         for one, is what v6.6 does on s390 defaults, and the corpus keeps it as an expected regression."""
-        n = 0
-        for t in traces:
-            if t.arch != self.arch:
-                continue
-            r = replay(t)
-            if r.violation is not None:
-                self.known_keys.add(self.key(t, r, t.knobs)[0])
-                n += 1
-        return n
+        keys = known_keys(self.arch, traces)
+        self.known_keys |= keys
+        return len(keys)
 
     def consider(self, t: Trace) -> Finding | None:
         """A trace an engine flagged: replay it here, dedupe by kind, knobs and operation, minimize, file."""

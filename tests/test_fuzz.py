@@ -252,3 +252,25 @@ def test_findings_on_record_are_known_not_new(cli, tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     assert summary["findings"] == 0 and summary["known"] == lines[-1]["findings"]
     assert not (tmp_path / "two" / "regressions").exists()
+
+
+@no_atheris_under_asan
+def test_oss_fuzz_mode_reports_only_what_the_corpus_lacks(tmp_path):
+    """Under OSS-Fuzz a violation is a crash; one the corpus' regressions hold (M1 on s390 defaults) is not,
+    as with `fuzz --known`, so ClusterFuzzLite reports only new findings."""
+    sys.path.insert(0, str(ROOT / "fuzz"))
+    try:
+        from package import crashing_input
+    finally:
+        sys.path.remove(str(ROOT / "fuzz"))
+    data, kind = crashing_input("s390", {})
+    assert kind == "gmap-dangling"
+    (tmp_path / "input").write_bytes(data)
+    runs = {}
+    for label, extra in (("on record", {}), ("nothing known", {"PTFUZZ_KNOWN": ""})):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PTFUZZ_")}
+        r = subprocess.run([sys.executable, str(ROOT / "fuzz" / "s390_fuzzer.py"), str(tmp_path / "input")],
+                           env={**env, **extra}, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        runs[label] = (r.returncode, r.stdout + r.stderr)
+    assert runs["on record"][0] == 0, runs["on record"][1][-2000:]
+    assert runs["nothing known"][0] != 0 and "gmap-dangling" in runs["nothing known"][1], runs["nothing known"][1][-2000:]
