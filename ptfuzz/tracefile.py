@@ -14,7 +14,7 @@ from .names import OP_WIDTH
 from .trace import _ELF_COLS, OpsSection, _explain_op, check_ops, ops_from_list
 
 OP_BYTES = 8 * OP_WIDTH
-# One chunk of a file read at a time: about 21,845 packed operations, or 30,000 to 60,000 list-form ones.
+# One chunk of a file read at a time: about 21,845 packed operations, or some 65,000 list-form ones.
 # Not a multiple of 48 on purpose: operations straddle chunk ends in every real run, not only in tests.
 CHUNK_BYTES = 1 << 20
 # The shortest well-formed list-form operation (["exit", 1]: fixarray, fixstr of 4, fixint) bounds how many
