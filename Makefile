@@ -12,7 +12,7 @@ ASAN_ENV = PYTHONPATH=$(CURDIR)/build/asan PTFUZZ_ASAN=1 \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run fuzz fuzz-ci test asan bench corpus fixtures clean
+.PHONY: help setup run fuzz fuzz-ci test asan bench profile corpus fixtures clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -60,8 +60,11 @@ asan: $(STAMP) ## build the engine with ASan+UBSan and run the whole suite again
 		"import ptfuzz._engine as e; assert 'build/asan' in e.__file__, e.__file__"
 	cd build/asan && $(ASAN_ENV) ../../$(BIN)/python -m pytest -q -p no:cacheprovider $(CURDIR)/tests
 
-bench: $(STAMP) ## run the benchmarks (BENCH.md) and write bench/results.json
+bench: $(STAMP) ## the BENCH.md figures B1-B8 into bench/results.json (BENCH_QUICK=1: minutes; BENCH_ONLY=B1,B5)
 	$(BIN)/python bench/run.py
+
+profile: $(STAMP) ## where the engine's nanoseconds per operation go, per arch (callgrind; bench/README.md)
+	$(BIN)/python bench/profile.py
 
 corpus: $(STAMP) ## rewrite corpus/*.msgpack from corpus/make_corpus.py
 	$(BIN)/python corpus/make_corpus.py

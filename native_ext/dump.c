@@ -5,11 +5,9 @@
  * and every VM (gmap, stage 2, TDP), read with the one walker (pt_walk) over the geometry data, plus the
  * table pool (fragment halves, PGSTE pages, deposits, table states), pending RCU frees and in-flight
  * actors. Nothing here changes the state it reads. */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "pyengine.h" /* first: Python.h sets the feature macros */
 #include <stdlib.h>
 #include <string.h>
-#include "ptf.h"
 
 PyObject *py_dump(PyObject *self, PyObject *args);
 
@@ -371,65 +369,33 @@ fail_d:
 /* dump(arch, knobs, config, elfs, ops) -> dict: run() without teardown, then the state. */
 PyObject *py_dump(PyObject *self, PyObject *args)
 {
-	int arch;
-	PyObject *knobs_obj, *config_obj, *elfs_obj;
-	Py_buffer ops;
+	PyObject *rest = NULL, *ops_obj, *result = NULL;
+	struct op_source src = { 0 };
 	(void)self;
-	if (!PyArg_ParseTuple(args, "iO!O!O!y*", &arch, &PyTuple_Type, &knobs_obj, &PyTuple_Type, &config_obj,
-			      &PyTuple_Type, &elfs_obj, &ops))
+	struct engine *e = engine_from_args(args, &rest);
+	if (!e)
 		return NULL;
-	PyObject *result = NULL;
-	int knobs[K_NR];
-	uint64_t config[5];
-	Py_ssize_t nelfs = PyTuple_GET_SIZE(elfs_obj);
-	const uint8_t **elfs = calloc((size_t)nelfs + 1, sizeof(*elfs));
-	size_t *lens = calloc((size_t)nelfs + 1, sizeof(*lens));
-	struct engine *e = calloc(1, sizeof(*e));
-	if (!elfs || !lens || !e) {
-		PyErr_NoMemory();
+	if (!PyArg_ParseTuple(rest, "O", &ops_obj) || op_source_open(ops_obj, &src))
 		goto out;
-	}
-	if (arch < 0 || arch >= ARCH_NR || PyTuple_GET_SIZE(knobs_obj) != K_NR ||
-	    PyTuple_GET_SIZE(config_obj) != 5 || ops.len % (8 * (OP_ARGS + 1))) {
-		PyErr_SetString(PyExc_ValueError, "bad engine arguments");
-		goto out;
-	}
-	for (int i = 0; i < K_NR; i++)
-		knobs[i] = (int)PyLong_AsLong(PyTuple_GET_ITEM(knobs_obj, i));
-	for (int i = 0; i < 5; i++)
-		config[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(config_obj, i));
-	for (Py_ssize_t i = 0; i < nelfs; i++) {
-		PyObject *b = PyTuple_GET_ITEM(elfs_obj, i);
-		if (!PyBytes_Check(b)) {
-			PyErr_SetString(PyExc_TypeError, "elfs must be bytes");
-			goto out;
-		}
-		elfs[i] = (const uint8_t *)PyBytes_AS_STRING(b);
-		lens[i] = (size_t)PyBytes_GET_SIZE(b);
-	}
-	if (PyErr_Occurred())
-		goto out;
-	int ret = ptf_init(e, (enum arch)arch, knobs, config);
-	if (ret) {
-		PyErr_Format(PyExc_ValueError, "engine rejected the configuration (errno %d)", -ret);
-		goto fini;
-	}
-	e->elfs = elfs;
-	e->elf_lens = lens;
-	e->nelfs = (int)nelfs;
-	const uint64_t *op = ops.buf;
-	size_t nops = (size_t)ops.len / (8 * (OP_ARGS + 1));
-	PyObject *op_results = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)nops);
+	PyObject *op_results = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)src.nops);
 	if (!op_results)
-		goto fini;
+		goto out;
 	int8_t *res = (int8_t *)PyBytes_AS_STRING(op_results);
 	size_t executed = 0;
 	Py_BEGIN_ALLOW_THREADS
-	for (; executed < nops && !e->viol; executed++)
-		res[executed] = (int8_t)ptf_step(e, op + executed * (OP_ARGS + 1));
+	const uint64_t *op;
+	size_t n;
+	while (!e->viol && (n = op_source_next(&src, &op, SIZE_MAX)))
+		for (size_t i = 0; i < n && !e->viol; i++, executed++, op += OP_ARGS + 1)
+			res[executed] = (int8_t)ptf_step(e, op);
 	Py_END_ALLOW_THREADS
+	if (src.err && !e->viol) {
+		op_source_error(&src);
+		Py_DECREF(op_results);
+		goto out;
+	}
 	if (_PyBytes_Resize(&op_results, (Py_ssize_t)executed))
-		goto fini;
+		goto out; /* it freed op_results */
 	/* The violation the operations produced; a walk of a corrupted state may record one of its own. */
 	enum violation viol = e->viol;
 	uint32_t viol_op = e->viol_op;
@@ -438,17 +404,14 @@ PyObject *py_dump(PyObject *self, PyObject *args)
 	PyObject *state = state_dict(e);
 	if (!state) {
 		Py_DECREF(op_results);
-		goto fini;
+		goto out;
 	}
 	result = Py_BuildValue("{s:n,s:i,s:I,s:s,s:N,s:N,s:s}", "executed", (Py_ssize_t)executed,
 			       "violation", (int)viol, "op_index", viol_op, "message", msg, "op_results", op_results,
 			       "state", state, "walk_error", !viol && e->viol ? e->viol_msg : "");
-fini:
-	ptf_fini(e);
 out:
-	free(e);
-	free(elfs);
-	free(lens);
-	PyBuffer_Release(&ops);
+	op_source_close(&src);
+	engine_free(e);
+	Py_XDECREF(rest);
 	return result;
 }

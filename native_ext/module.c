@@ -1,12 +1,10 @@
 /* module.c: the thin CPython binding of the engine (marshalling only). */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "pyengine.h" /* first: Python.h sets the feature macros */
 #include <stdlib.h>
 #include <string.h>
-#include "ptf.h"
 
 /* Engine errors become Python exceptions here and nowhere else. */
-static PyObject *raise_errno(int err)
+PyObject *raise_errno(int err)
 {
 	if (err == -ENOSYS)
 		PyErr_SetString(PyExc_NotImplementedError, "not modelled on this architecture");
@@ -99,89 +97,140 @@ static PyObject *figures_list(const uint64_t *buf, size_t len, size_t nops)
 	return list;
 }
 
-/* run(arch, knobs, config, elfs, ops, steps, teardown[, probes[, figures]]) -> dict
- * figures: None or (lo, hi): after every operation, each live pid's page-table bytes and PMD-mapped
- * blocks in [lo, hi) (the result's "figures"). */
-static PyObject *py_run(PyObject *self, PyObject *args)
+struct engine *engine_from_args(PyObject *args, PyObject **rest)
 {
-	int arch, steps, teardown;
-	PyObject *knobs_obj, *config_obj, *elfs_obj, *fig_obj = Py_None;
-	Py_buffer ops, probes = { 0 };
-	(void)self;
-	if (!PyArg_ParseTuple(args, "iO!O!O!y*pp|z*O", &arch, &PyTuple_Type, &knobs_obj, &PyTuple_Type,
-			      &config_obj, &PyTuple_Type, &elfs_obj, &ops, &steps, &teardown, &probes, &fig_obj))
-		return NULL;
-	unsigned long long fig_lo = 0, fig_hi = 0;
-	bool figures = fig_obj != Py_None;
-	uint64_t *fig_buf = NULL;
-	size_t fig_len = 0, fig_cap = 0;
-	int fig_err = 0;
-	if (figures && !PyArg_ParseTuple(fig_obj, "KK", &fig_lo, &fig_hi)) {
-		PyBuffer_Release(&ops);
-		if (probes.buf)
-			PyBuffer_Release(&probes);
+	if (!PyTuple_Check(args) || PyTuple_GET_SIZE(args) < 4) {
+		PyErr_SetString(PyExc_TypeError, "expected (arch, knobs, config, elfs, ...)");
 		return NULL;
 	}
-	PyObject *result = NULL;
+	int arch;
+	PyObject *knobs_obj, *config_obj, *elfs_obj;
+	PyObject *head = PyTuple_GetSlice(args, 0, 4);
+	int ok = head && PyArg_ParseTuple(head, "iO!O!O!", &arch, &PyTuple_Type, &knobs_obj, &PyTuple_Type,
+					  &config_obj, &PyTuple_Type, &elfs_obj);
+	Py_XDECREF(head); /* args still holds every object parsed out of it */
+	if (!ok)
+		return NULL;
+	if (arch < 0 || arch >= ARCH_NR || PyTuple_GET_SIZE(knobs_obj) != K_NR ||
+	    PyTuple_GET_SIZE(config_obj) != CONFIG_NR) {
+		PyErr_SetString(PyExc_ValueError, "bad engine arguments");
+		return NULL;
+	}
 	int knobs[K_NR];
-	uint64_t config[5];
+	uint64_t config[CONFIG_NR];
+	for (int i = 0; i < K_NR; i++)
+		knobs[i] = (int)PyLong_AsLong(PyTuple_GET_ITEM(knobs_obj, i));
+	for (int i = 0; i < CONFIG_NR; i++)
+		config[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(config_obj, i));
+	if (PyErr_Occurred())
+		return NULL;
 	Py_ssize_t nelfs = PyTuple_GET_SIZE(elfs_obj);
 	const uint8_t **elfs = calloc((size_t)nelfs + 1, sizeof(*elfs));
 	size_t *lens = calloc((size_t)nelfs + 1, sizeof(*lens));
 	struct engine *e = calloc(1, sizeof(*e));
 	if (!elfs || !lens || !e) {
 		PyErr_NoMemory();
-		goto out;
+		goto fail;
 	}
-	if (arch < 0 || arch >= ARCH_NR || PyTuple_GET_SIZE(knobs_obj) != K_NR ||
-	    PyTuple_GET_SIZE(config_obj) != 5 || ops.len % (8 * (OP_ARGS + 1))) {
-		PyErr_SetString(PyExc_ValueError, "bad engine arguments");
-		goto out;
-	}
-	for (int i = 0; i < K_NR; i++)
-		knobs[i] = (int)PyLong_AsLong(PyTuple_GET_ITEM(knobs_obj, i));
-	for (int i = 0; i < 5; i++)
-		config[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(config_obj, i));
 	for (Py_ssize_t i = 0; i < nelfs; i++) {
 		PyObject *b = PyTuple_GET_ITEM(elfs_obj, i);
 		if (!PyBytes_Check(b)) {
 			PyErr_SetString(PyExc_TypeError, "elfs must be bytes");
-			goto out;
+			goto fail;
 		}
 		elfs[i] = (const uint8_t *)PyBytes_AS_STRING(b);
 		lens[i] = (size_t)PyBytes_GET_SIZE(b);
 	}
-	if (PyErr_Occurred())
-		goto out;
 	int ret = ptf_init(e, (enum arch)arch, knobs, config);
 	if (ret) {
+		ptf_fini(e);
 		raise_errno(ret);
-		goto fini;
+		goto fail;
 	}
 	e->elfs = elfs;
 	e->elf_lens = lens;
 	e->nelfs = (int)nelfs;
+	*rest = PyTuple_GetSlice(args, 4, PyTuple_GET_SIZE(args));
+	if (*rest)
+		return e;
+	engine_free(e);
+	return NULL;
+fail:
+	free(e);
+	free(elfs);
+	free(lens);
+	return NULL;
+}
+
+void engine_free(struct engine *e)
+{
+	if (!e)
+		return;
+	void *elfs = (void *)e->elfs, *lens = (void *)e->elf_lens; /* ptf_fini clears the pointers */
+	ptf_fini(e);
+	free(e);
+	free(elfs);
+	free(lens);
+}
+
+/* run(arch, knobs, config, elfs, ops, steps, teardown[, probes[, figures]]) -> dict
+ * ops: packed words, or (fd, offset, nops[, chunk_bytes]) to read them from a file a chunk at a time.
+ * figures: None or (lo, hi): after every operation, each live pid's page-table bytes and PMD-mapped
+ * blocks in [lo, hi) (the result's "figures"). "violation_op": the packed words of the operation that
+ * violated (None when none did, or teardown did), so a streamed trace needs no second read to name it. */
+static PyObject *py_run(PyObject *self, PyObject *args)
+{
+	int steps, teardown;
+	PyObject *rest = NULL, *ops_obj, *fig_obj = Py_None, *result = NULL;
+	Py_buffer probes = { 0 };
+	struct op_source src = { 0 };
+	(void)self;
+	struct engine *e = engine_from_args(args, &rest);
+	if (!e)
+		return NULL;
+	unsigned long long fig_lo = 0, fig_hi = 0;
+	uint64_t *fig_buf = NULL;
+	size_t fig_len = 0, fig_cap = 0;
+	int fig_err = 0;
+	if (!PyArg_ParseTuple(rest, "Opp|z*O", &ops_obj, &steps, &teardown, &probes, &fig_obj))
+		goto out;
+	bool figures = fig_obj != Py_None;
+	if ((figures && !PyArg_ParseTuple(fig_obj, "KK", &fig_lo, &fig_hi)) || op_source_open(ops_obj, &src))
+		goto out;
 	e->steps = steps;
-	const uint64_t *op = ops.buf;
-	size_t nops = (size_t)ops.len / (8 * (OP_ARGS + 1));
+	size_t nops = (size_t)src.nops;
 	PyObject *op_results = PyBytes_FromStringAndSize(NULL, steps ? (Py_ssize_t)nops : 0);
 	if (!op_results)
-		goto fini;
+		goto out;
 	int8_t *res = (int8_t *)PyBytes_AS_STRING(op_results);
 	size_t executed = 0;
+	uint64_t viol_words[OP_ARGS + 1];
+	bool viol_in_op = false;
 	Py_BEGIN_ALLOW_THREADS
-	for (; executed < nops && !e->viol; executed++) {
-		int r = ptf_step(e, op + executed * (OP_ARGS + 1));
-		if (steps)
-			res[executed] = (int8_t)r;
-		if (figures && !fig_err)
-			fig_err = ptf_figures(e, fig_lo, fig_hi, &fig_buf, &fig_len, &fig_cap);
+	const uint64_t *chunk;
+	size_t n;
+	while (!e->viol && (n = op_source_next(&src, &chunk, SIZE_MAX))) {
+		const uint64_t *op = chunk;
+		for (size_t i = 0; i < n && !e->viol; i++, executed++, op += OP_ARGS + 1) {
+			int r = ptf_step(e, op);
+			if (steps)
+				res[executed] = (int8_t)r;
+			if (figures && !fig_err)
+				fig_err = ptf_figures(e, fig_lo, fig_hi, &fig_buf, &fig_len, &fig_cap);
+			if (e->viol) {
+				memcpy(viol_words, op, sizeof(viol_words));
+				viol_in_op = true;
+			}
+		}
 	}
 	Py_END_ALLOW_THREADS
-	if (fig_err) {
-		PyErr_NoMemory();
+	if (fig_err || (src.err && !e->viol)) {
+		if (fig_err)
+			PyErr_NoMemory();
+		else
+			op_source_error(&src);
 		Py_DECREF(op_results);
-		goto fini;
+		goto out;
 	}
 	uint64_t digest = ptf_digest(e);
 	/* probes: (pid, va) pairs translated after the last operation, before teardown */
@@ -189,14 +238,14 @@ static PyObject *py_run(PyObject *self, PyObject *args)
 	PyObject *translations = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)nprobes * 8);
 	if (!translations) {
 		Py_DECREF(op_results);
-		goto fini;
+		goto out;
 	}
 	uint64_t *tr = (uint64_t *)PyBytes_AS_STRING(translations);
 	for (size_t i = 0; i < nprobes; i++)
 		tr[i] = ptf_translate(e, ((const uint64_t *)probes.buf)[2 * i], ((const uint64_t *)probes.buf)[2 * i + 1]);
 	e->op_index = (uint32_t)nops;
 	ptf_finish(e, teardown);
-	result = Py_BuildValue("{s:n,s:i,s:I,s:s,s:K,s:N,s:N,s:N,s:N,s:N}",
+	result = Py_BuildValue("{s:n,s:i,s:I,s:s,s:K,s:N,s:N,s:N,s:N,s:N,s:N}",
 		"executed", (Py_ssize_t)executed,
 		"violation", (int)e->viol,
 		"op_index", e->viol_op,
@@ -206,15 +255,14 @@ static PyObject *py_run(PyObject *self, PyObject *args)
 		"op_results", op_results,
 		"events", steps ? events_list(e) : (Py_INCREF(Py_None), Py_None),
 		"translations", translations,
-		"figures", figures ? figures_list(fig_buf, fig_len, executed) : (Py_INCREF(Py_None), Py_None));
-fini:
-	ptf_fini(e);
+		"figures", figures ? figures_list(fig_buf, fig_len, executed) : (Py_INCREF(Py_None), Py_None),
+		"violation_op", viol_in_op ? PyBytes_FromStringAndSize((const char *)viol_words, sizeof(viol_words))
+					   : (Py_INCREF(Py_None), Py_None));
 out:
+	op_source_close(&src);
 	free(fig_buf);
-	free(e);
-	free(elfs);
-	free(lens);
-	PyBuffer_Release(&ops);
+	engine_free(e);
+	Py_XDECREF(rest);
 	if (probes.buf)
 		PyBuffer_Release(&probes);
 	return result;
@@ -382,13 +430,19 @@ static PyObject *py_geometry2(PyObject *self, PyObject *args)
 }
 
 PyObject *py_dump(PyObject *self, PyObject *args); /* dump.c */
+PyObject *py_check_packed(PyObject *self, PyObject *args); /* stream.c */
+PyObject *py_decode_ops(PyObject *self, PyObject *args);
 static PyMethodDef methods[] = {
+	{ "check_packed", py_check_packed, METH_VARARGS,
+	  "check_packed(ops, limits, special, nelfs) -> index of the first operation out of range, or -1" },
+	{ "decode_ops", py_decode_ops, METH_VARARGS,
+	  "decode_ops(data, out, row, count, elf_cols) -> (decoded, used, bad): list-form msgpack to packed rows" },
 	{ "geometry2", py_geometry2, METH_VARARGS, "geometry2(arch, config, ipa_bits) -> (levels, start, pgd_pages)" },
 	{ "pack_ops", py_pack_ops, METH_VARARGS, "pack_ops(ops, codes, elf_columns) -> (bytes, bad_index)" },
 	{ "selftest", py_selftest, METH_VARARGS, "selftest(kind) -> the violation a corrupted state produces" },
 	{ "geometry", py_geometry, METH_VARARGS, "geometry(arch, config) -> levels" },
 	{ "run", py_run, METH_VARARGS,
-	  "run(arch, knobs, config, elfs, ops, steps, teardown[, probes[, figures]]) -> dict" },
+	  "run(arch, knobs, config, elfs, ops | (fd, offset, nops[, chunk]), steps, teardown[, probes[, figures]]) -> dict" },
 	{ "dump", py_dump, METH_VARARGS, "dump(arch, knobs, config, elfs, ops) -> the state after ops, no teardown" },
 	{ "tables", py_tables, METH_NOARGS, "The engine's op, knob, violation and arch tables." },
 	{ "elf_check", py_elf_check, METH_VARARGS, "elf_check(image, machine, big_endian, page_size=4096) -> (accepted, pgste)" },

@@ -61,6 +61,21 @@ static int grow(void **p, size_t elem, uint64_t *cap, uint64_t need)
 	return 0;
 }
 
+/* Every entry of a new table empty. s390's empty entries are not 0, and a one-word loop here was a third of
+ * the engine's instructions (a 4-page CRST is 2,048 entries): seed 8 entries, then double them with memcpy,
+ * which the C library does in vector registers. n is a multiple of 8 (256 entries per 2K half). */
+static void fill_entries(uint64_t *mem, uint64_t empty, size_t n)
+{
+	if (!empty) {
+		memset(mem, 0, n * 8);
+		return;
+	}
+	for (size_t i = 0; i < 8 && i < n; i++)
+		mem[i] = empty;
+	for (size_t done = 8; done < n; done *= 2)
+		memcpy(mem + done, mem, (done < n - done ? done : n - done) * 8);
+}
+
 int table_alloc(struct engine *e, int mm, int level, int pages, struct tref *out)
 {
 	if (e->st.pages_in_use + (uint64_t)pages > e->max_table_pages)
@@ -93,10 +108,7 @@ int table_alloc(struct engine *e, int mm, int level, int pages, struct tref *out
 	b->level[0] = b->level[1] = (int8_t)level;
 	b->mm[0] = b->mm[1] = (int16_t)mm;
 	b->list_next = b->list_prev = -1;
-	uint64_t empty = (mm >= 0 ? e->geom.fmt : e->s2_fmt)->empty(level);
-	size_t n = (size_t)pages * PAGE_BYTES / 8;
-	for (size_t i = 0; i < n; i++)
-		b->mem[i] = empty;
+	fill_entries(b->mem, (mm >= 0 ? e->geom.fmt : e->s2_fmt)->empty(level), (size_t)pages * PAGE_BYTES / 8);
 	e->st.pages_in_use += pages;
 	if (e->st.pages_in_use > e->st.pages_peak)
 		e->st.pages_peak = e->st.pages_in_use;

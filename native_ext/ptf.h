@@ -330,7 +330,8 @@ struct engine {
 	struct stats st;
 };
 
-/* engine.c */
+/* engine.c; config: granule, va_bits, la57, max_table_pages, pa_bits (trace.py config_tuple) */
+#define CONFIG_NR 5
 int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t *config);
 void ptf_fini(struct engine *e);
 int ptf_step(struct engine *e, const uint64_t *op);

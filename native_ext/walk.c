@@ -398,6 +398,9 @@ static int walk_table(struct walk_data *d, struct tref tbl, int level, uint64_t 
 	uint64_t lo = d->start > base ? d->start : base;
 	struct walk_ctx ctx = { .e = d->e, .pgt = d->pgt, .g = d->g, .tbl = tbl,
 				.level = level, .end = d->end, .arg = d->w->arg };
+	/* Most entries a skipping walk passes are the canonical empty value: tell them without the indirect
+	 * kind() call, which then sees only the rest (and still decides for any other empty encoding). */
+	uint64_t empty = (flags & WALK_SKIP_EMPTY) ? d->g->fmt->empty(level) : 0;
 	for (uint32_t idx = (uint32_t)((lo - base) >> lv->shift); idx < lv->entries; idx++) {
 		uint64_t ea = base + ((uint64_t)idx << lv->shift);
 		if (ea >= d->end)
@@ -405,7 +408,7 @@ static int walk_table(struct walk_data *d, struct tref tbl, int level, uint64_t 
 		ctx.idx = idx;
 		ctx.addr = ea;
 		ctx.old = entry_get(d->e, tbl, idx);
-		if ((flags & WALK_SKIP_EMPTY) && d->g->fmt->kind(level, ctx.old) == E_EMPTY)
+		if ((flags & WALK_SKIP_EMPTY) && (ctx.old == empty || d->g->fmt->kind(level, ctx.old) == E_EMPTY))
 			continue;
 		int ret = walk_entry(d, &ctx);
 		if (ret)

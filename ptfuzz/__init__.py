@@ -5,6 +5,11 @@ import sys
 
 __version__ = "0.1.0"
 
+# numpy's OpenBLAS starts a thread per core that spins while idle, taking CPU from the engine on a small
+# machine; ptfuzz does no linear algebra. Only a default: the environment's own setting wins.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 # PTFUZZ_ENGINE_SO selects another build of the C engine (coverage-instrumented for atheris workers).
 _so = os.environ.get("PTFUZZ_ENGINE_SO")
 if _so and "ptfuzz._engine" not in sys.modules:

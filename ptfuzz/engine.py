@@ -4,8 +4,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _engine
+from .errors import TraceError
 from .names import ARCH_NAMES, VIOLATION_KINDS, Verdict, errno_name, knob_vector
 from .trace import Trace, op_text
+from . import tracefile
 
 CONFIG_ORDER = ("granule", "va_bits", "la57", "max_table_pages", "pa_bits")
 
@@ -46,23 +48,37 @@ def config_tuple(trace: Trace) -> tuple:
 def _run(trace: Trace, knobs: dict | None, steps: bool, teardown: bool, probes: np.ndarray | None,
          figures: tuple[int, int] | None):
     effective = {**trace.knobs, **(knobs or {})}
-    ops = np.ascontiguousarray(trace.ops, dtype=np.uint64)
     extra: tuple = ()
     if probes is not None or figures is not None:
         extra = (None if probes is None else np.ascontiguousarray(probes, dtype=np.uint64),)
     if figures is not None:
         extra += ((int(figures[0]), int(figures[1])),)
-    out = _engine.run(ARCH_NAMES.index(trace.arch), knob_vector(trace.arch, effective), config_tuple(trace),
-                      tuple(bytes(b) for b in trace.elfs), ops, steps, teardown, *extra)
+    head = (ARCH_NAMES.index(trace.arch), knob_vector(trace.arch, effective), config_tuple(trace),
+            tuple(bytes(b) for b in trace.elfs))
+    source = getattr(trace, "source", None)
+    if source is None:
+        # aligned as well: a FileTrace's mapping of its file starts wherever the section does
+        ops = np.require(trace.ops, dtype=np.uint64, requirements=["C", "A"])
+        nops = len(ops)
+        out = _engine.run(*head, ops, steps, teardown, *extra)
+    else:  # a FileTrace: its operations come from the file a chunk at a time, never all in memory
+        nops = source.nops
+        with source.open() as f:
+            try:
+                out = _engine.run(*head, (f.fileno(), source.offset, nops, tracefile.CHUNK_BYTES), steps, teardown, *extra)
+            except (OSError, EOFError) as exc:
+                raise TraceError(source.path, "ops_packed", str(exc)) from None
     violation = None
     if out["violation"]:
         idx = out["op_index"]
+        words = out.get("violation_op")  # the engine's copy: a streamed trace is not read again for it
+        op = np.frombuffer(words, dtype=np.uint64) if words else trace.ops[idx] if idx < nops else None
         violation = Violation(VIOLATION_KINDS[out["violation"] - 1], idx,
-                              op_text(ops[idx]) if idx < len(ops) else "(teardown)", out["message"])
+                              op_text(op) if op is not None else "(teardown)", out["message"])
     stats = out["stats"]
     stats["results"] = {errno_name(k): v for k, v in sorted(stats["results"].items(), reverse=True)}
     result = ReplayResult(
-        arch=trace.arch, ops=len(ops), executed=out["executed"],
+        arch=trace.arch, ops=nops, executed=out["executed"],
         verdict=Verdict.VIOLATION if violation else Verdict.CLEAN, violation=violation,
         knobs=effective, stats=stats, digest=f"{out['digest']:016x}",
         op_results=list(np.frombuffer(out["op_results"], dtype=np.int8)) if steps else None,

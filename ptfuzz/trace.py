@@ -1,5 +1,6 @@
 """Trace schema and I/O: msgpack reading with validation, list and packed (numpy) forms, atomic writing, JSON view."""
 import base64
+import io
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -81,6 +82,11 @@ def _column_limits():
 _HI = _column_limits()
 _ELF_COL = {i: ARG_KINDS[n].index("elf") + 1 for i, (n, _) in enumerate(OPS) if "elf" in ARG_KINDS[n]}
 _IPA_COL = {i: ARG_KINDS[n].index("ipa") + 1 for i, (n, _) in enumerate(OPS) if "ipa" in ARG_KINDS[n]}
+# The same rules as the engine's check_packed and decode_ops take them: per opcode the column maxima, the
+# columns of an elf index and of ipa_bits, and the column allowed to be -1 in list form.
+_LIMITS = np.ascontiguousarray(_HI).tobytes()
+_SPECIAL = bytes(b for i in range(len(OPS)) for b in (_ELF_COL.get(i, 0), _IPA_COL.get(i, 0)))
+_ELF_COLS = bytes(_ELF_COL.get(i, 0) for i in range(len(OPS)))
 
 
 @dataclass
@@ -103,6 +109,39 @@ class Trace:
     def expected_kind(self) -> str | None:
         e = self.expect or {"verdict": "clean"}
         return e.get("kind") if e.get("verdict") == "violation" else None
+
+
+class FileTrace(Trace):
+    """A validated packed trace whose operations stay in its file (load(path, stream=True)): the engine
+    streams them from `source` (tracefile.OpsFile) a chunk at a time, and `ops` maps them read-only the first
+    time something needs them at random (steps, reports). dataclasses.replace gives a copy without a source,
+    which runs from that mapping like any Trace."""
+
+    source = None
+
+    def __init__(self, *args, source=None, **kwargs):
+        self.source = source
+        super().__init__(*args, **kwargs)
+
+    @property
+    def ops(self) -> np.ndarray:
+        if self._ops is None:
+            self._ops = self.source.map()
+        return self._ops
+
+    @ops.setter
+    def ops(self, value) -> None:
+        self._ops = value
+
+
+class OpsSection:
+    """The ops or ops_packed value of a trace read from a file (tracefile.py): read(nelfs, stream) decodes and
+    checks it, giving the (n, 6) array, or with stream where it lies in the file; ValueError when malformed."""
+
+    packed: bool
+
+    def read(self, nelfs: int, stream: bool):
+        raise NotImplementedError
 
 
 def op_to_list(row) -> list:
@@ -145,10 +184,14 @@ def ops_from_list(ops: list) -> np.ndarray:
     return np.frombuffer(packed, dtype=np.uint64).reshape(-1, OP_WIDTH)
 
 
-def check_ops(arr: np.ndarray, nelfs: int, chunk: int = 1 << 16) -> None:
-    """Range checks on the packed form, vectorized a chunk at a time; the first bad one raises ValueError."""
-    for start in range(0, len(arr), chunk):
-        _check_chunk(arr[start:start + chunk], nelfs, start)
+def check_ops(arr: np.ndarray, nelfs: int, base: int = 0) -> None:
+    """Range checks on the packed form (in C, a few nanoseconds an operation); the first bad one raises
+    ValueError("ops[base + i]: ..."), worded by _check_chunk."""
+    arr = np.require(arr, dtype=np.uint64, requirements=["C", "A"])  # the engine reads whole aligned words
+    bad = _engine.check_packed(arr, _LIMITS, _SPECIAL, nelfs)
+    if bad >= 0:
+        _check_chunk(arr[bad:bad + 1], nelfs, base + bad)
+        raise AssertionError(f"ops[{base + bad}]: the engine's range check and the trace layer's disagree")
 
 
 def _check_chunk(arr: np.ndarray, nelfs: int, base: int) -> None:
@@ -233,8 +276,9 @@ def _check_expect(expect: Any) -> dict:
     return dict(expect)
 
 
-def from_map(doc: Any) -> Trace:
-    """Validate a decoded trace map; ValueError("where: what") on the first problem."""
+def from_map(doc: Any, stream: bool = False) -> Trace:
+    """Validate a decoded trace map; ValueError("where: what") on the first problem. stream: a packed section
+    read from a file stays there (a FileTrace)."""
     if not isinstance(doc, dict):
         raise ValueError("a trace is one msgpack map")
     for key in doc:
@@ -254,7 +298,14 @@ def from_map(doc: Any) -> Trace:
         raise ValueError("elfs: must be an array of bin")
     if ("ops" in doc) == ("ops_packed" in doc):
         raise ValueError('exactly one of "ops" and "ops_packed" is required')
-    if "ops" in doc:
+    section = doc.get("ops", doc.get("ops_packed"))
+    source = None
+    if isinstance(section, OpsSection):  # read from a file: decoded or checked there
+        ops = section.read(len(elfs), stream)
+        packed = section.packed
+        if not isinstance(ops, np.ndarray):
+            source, ops = ops, None
+    elif "ops" in doc:
         if not isinstance(doc["ops"], list):
             raise ValueError("ops: must be an array")
         ops = ops_from_list(doc["ops"])
@@ -269,11 +320,14 @@ def from_map(doc: Any) -> Trace:
         if ops.dtype != np.uint64:  # a big-endian host needs its own copy
             ops = ops.astype(np.uint64)
         packed = True
-    check_ops(ops, len(elfs))
+    if not isinstance(section, OpsSection):
+        check_ops(ops, len(elfs))
     expect = _check_expect(doc["expect"]) if "expect" in doc else None
     meta = doc.get("meta")
     if meta is not None and not isinstance(meta, dict):
         raise ValueError("meta: must be a map")
+    if source is not None:
+        return FileTrace(arch, None, config, knobs, list(elfs), expect, meta, packed, source=source)
     return Trace(arch, ops, config, knobs, list(elfs), expect, meta, packed)
 
 
@@ -285,33 +339,28 @@ def _trace_error(path, exc: ValueError) -> TraceError:
     return TraceError(path, where, what)
 
 
-def loads(data: bytes, path="<bytes>") -> Trace:
-    # Every declared length is bounded by the bytes that exist, so nothing is allocated on a lie.
-    n = len(data)
+def _read(f, path, stream: bool) -> Trace:
+    from . import tracefile  # it builds on this module
+    doc = tracefile.read(f, path)
     try:
-        doc = msgpack.unpackb(data, raw=False, strict_map_key=False, max_bin_len=n, max_str_len=n,
-                              max_array_len=n, max_map_len=n, max_ext_len=n)
-    except msgpack.ExtraData:
-        raise TraceError(path, "", "trailing bytes after the trace map") from None
-    except (ValueError, msgpack.UnpackException, RecursionError, TypeError) as exc:
-        what = str(exc) or type(exc).__name__
-        if "depth" in what.lower() or isinstance(exc, (msgpack.StackError, RecursionError)):
-            what = "nested deeper than the format allows"
-        elif isinstance(exc, msgpack.OutOfData) or "incomplete" in what.lower():
-            what = "truncated msgpack"
-        raise TraceError(path, "", f"not a msgpack trace ({what})") from None
-    try:
-        return from_map(doc)
+        return from_map(doc, stream)
     except ValueError as exc:
         raise _trace_error(path, exc) from None
 
 
-def load(path) -> Trace:
+def loads(data: bytes, path="<bytes>") -> Trace:
+    return _read(io.BytesIO(data), path, False)
+
+
+def load(path, stream: bool = False) -> Trace:
+    """Read and validate a trace file. stream: a packed trace's operations stay in the file (checked a chunk
+    at a time here, run a chunk at a time by the engine): a FileTrace, whose memory does not grow with it."""
     try:
-        data = Path(path).read_bytes()
+        f = open(path, "rb")
     except OSError as exc:
         raise TraceError(path, "", exc.strerror or str(exc)) from None
-    return loads(data, path)
+    with f:
+        return _read(f, path, stream)
 
 
 def to_map(trace: Trace, packed: bool | None = None) -> dict:

@@ -2,6 +2,7 @@
 import shlex
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 import typer
@@ -43,10 +44,13 @@ def replay(
             check_writable(option, path)
     console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
     files = trace_files(paths)
-    traces = [(f, tracemod.load(f)) for f in files]  # validate everything before running anything
+    # Validate everything before running anything; a packed trace's operations stay in its file (checked
+    # here a chunk at a time, run a chunk at a time), so memory does not grow with the trace.
+    traces = deque((f, tracemod.load(f, stream=True)) for f in files)
     rows, cases, findings, all_ok = [], [], [], True
     started = time.perf_counter()
-    for path, trace in traces:
+    while traces:
+        path, trace = traces.popleft()  # whatever a report maps of it goes when the next one starts
         knobs = parse_knobs(trace.arch, knob)
         t0 = time.perf_counter()
         result = run_replay(trace, knobs, steps=steps, teardown=not no_teardown)
