@@ -4,8 +4,11 @@ from .names import KNOBS
 # Variants unsafe only in combination, and combinations that make an unsafe knob safe again.
 COMBINATIONS = {
     "s390": [{"s390.pgste_decision": "convert-late", "mm.pmd_recheck": "no"},
-             {"s390.thp_in_pgste_mm": "allow", "s390.defer_gmap_unlink": "yes"}],
-    "arm64": [{"kvm.fault_holds_mm": "no", "kvm.release_check": "root"}],
+             {"s390.thp_in_pgste_mm": "allow", "s390.defer_gmap_unlink": "yes"},
+             {"s390.pt_alloc": "full-page", "s390.defer_gmap_unlink": "yes"}],
+    # U6: in v6.6 only PT reclaim unlinks a PTE table under an rmap walker (the rmap locks exclude the rest)
+    "arm64": [{"mm.pmd_recheck": "no", "mm.pt_reclaim": "yes"},
+              {"kvm.fault_holds_mm": "no", "kvm.release_check": "root"}],
     "x86_64": [{"kvm.fault_holds_mm": "no", "kvm.release_check": "root"}],
 }
 
