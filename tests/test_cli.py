@@ -109,3 +109,15 @@ def test_minimize_gives_a_one_minimal_trace(cli, tmp_path):
         fewer = tracemod.Trace(small.arch, np.delete(small.ops, i, axis=0), knobs=small.knobs, elfs=small.elfs)
         v = replay(fewer).violation
         assert v is None or v.kind != summary["kind"]
+
+
+def test_geometry_pa_bits(cli):
+    """kvm_set_ipa_limit: a 52-bit IPA needs FEAT_LPA's 52-bit PA, which needs the 64K granule."""
+    r = cli("geometry", "--arch", "arm64", "--granule", 65536, "--va-bits", 52, "--pa-bits", 52, "--stage2",
+            "--ipa-bits", 52, "--json")
+    assert r.returncode == 0, r.stderr
+    g = json.loads(r.stdout)
+    assert g["ipa_bits"] == 52 and g["page_size"] == 65536 and g["per_level"][0]["shift"] == 42
+    assert cli("geometry", "--arch", "arm64", "--granule", 65536, "--stage2", "--ipa-bits", 52).returncode == 2
+    bad = cli("geometry", "--arch", "arm64", "--pa-bits", 52)
+    assert bad.returncode == 2 and "pa_bits 52 needs granule 65536" in bad.stderr

@@ -49,12 +49,19 @@ def geometry(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64
              granule: int = typer.Option(None, "--granule", help="arm64 granule: 4096, 16384, 65536."),
              va_bits: int = typer.Option(None, "--va-bits", help="arm64 VA bits."),
              la57: bool = typer.Option(False, "--la57", help="x86_64 5-level paging."),
+             pa_bits: int = typer.Option(None, "--pa-bits", help="arm64 PA bits: 48, or 52 with 64K pages (FEAT_LPA)."),
              stage2: bool = typer.Option(False, "--stage2", help="KVM stage-2 geometry."),
              ipa_bits: int = typer.Option(None, "--ipa-bits", help="Stage-2 IPA size."),
              json_out: bool = typer.Option(False, "--json", help="JSON output.")):
     """The page-table level layout: shift, entries and table size per level, leaf sizes.
 
-    Examples: ptfuzz geometry --arch s390 ; ptfuzz geometry --arch s390 --json
+    Examples:
+
+      ptfuzz geometry --arch s390
+
+      ptfuzz geometry --arch x86_64 --la57 --json
+
+      ptfuzz geometry --arch arm64 --granule 65536 --va-bits 52 --pa-bits 52 --stage2 --ipa-bits 52
     """
     check_arch(arch)
     config = {}
@@ -64,6 +71,8 @@ def geometry(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64
         config["va_bits"] = va_bits
     if la57:
         config["la57"] = True
+    if pa_bits is not None:
+        config["pa_bits"] = pa_bits
     try:
         _check_config(arch, config)
     except ValueError as exc:
