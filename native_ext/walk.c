@@ -393,10 +393,17 @@ static int walk_table(struct walk_data *d, struct tref tbl, int level, uint64_t 
 	uint64_t lo = d->start > base ? d->start : base;
 	struct walk_ctx ctx = { .e = d->e, .pgt = d->pgt, .g = d->g, .tbl = tbl,
 				.level = level, .end = d->end, .arg = d->w->arg };
+	unsigned sh = block_chunk_shift(b);
 	for (uint32_t idx = (uint32_t)((lo - base) >> lv->shift); idx < lv->entries; idx++) {
 		uint64_t ea = base + ((uint64_t)idx << lv->shift);
 		if (ea >= d->end)
 			break;
+		/* a chunk entry_write never touched holds only empty entries: nothing to visit there (the
+		 * bits are read afresh: a visitor may have written, and the pool may have moved) */
+		if ((flags & WALK_SKIP_EMPTY) && !(d->e->blocks[tbl.blk].occ[tbl.half] >> (idx >> sh) & 1)) {
+			idx |= (1u << sh) - 1;
+			continue;
+		}
 		ctx.idx = idx;
 		ctx.addr = ea;
 		ctx.old = entry_get(d->e, tbl, idx);

@@ -16,7 +16,8 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from . import crosscheck, elf, fuzz, gen, geometry, knobs, minimize, replay, show, trace, variants  # noqa: F401
+    from . import (check, crosscheck, elf, fuzz, gen, geometry, knobs, minimize, replay, show,  # noqa: F401
+                   trace, variants)
 
 
 def main() -> None:
