@@ -1,4 +1,4 @@
-/* engine.c: set-up, the operation dispatcher, the per-step oracle, teardown, audit and digest. */
+/* engine.c: set-up, the operation dispatcher, the per-step oracle, teardown and audit (the digest: digest.c). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -179,93 +179,6 @@ uint64_t ptf_translate(struct engine *e, uint64_t pid, uint64_t va)
 	if (host_lookup(e, e->procs[pid].mm, va, &level, &pfn, NULL, NULL) != E_LEAF)
 		return ~0ull;
 	return pfn;
-}
-
-static uint64_t fnv(uint64_t h, const void *p, size_t n)
-{
-	const uint8_t *b = p;
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ b[i]) * 0x100000001b3ull;
-	return h;
-}
-
-/* FNV-1a a 64-bit word at a time: table memory is most of what is hashed */
-static uint64_t fnv_words(uint64_t h, const uint64_t *w, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ w[i]) * 0x100000001b3ull;
-	return h;
-}
-
-/* FNV-1a over the table pool, the mms and their VMAs, the processes and the VMs. */
-uint64_t ptf_digest(struct engine *e)
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-	for (int32_t i = 0; i < e->nblocks; i++) {
-		struct block *b = &e->blocks[i];
-		if (!b->used)
-			continue;
-		h = fnv(h, &i, sizeof(i));
-		h = fnv(h, b->half, sizeof(b->half));
-		h = fnv_words(h, b->mem, (size_t)b->pages * 512);
-	}
-	for (int i = 0; i < MAX_MMS; i++) {
-		struct mm *m = &e->mms[i];
-		if (!m->used)
-			continue;
-		uint8_t flags[4] = { m->alloc_pgste, m->has_pgste, m->def_nohuge, m->dead };
-		h = fnv(h, &i, sizeof(i));
-		h = fnv(h, flags, sizeof(flags));
-		h = fnv(h, &m->pgt.top, sizeof(m->pgt.top));
-		for (int j = 0; j < m->nvma; j++) {
-			const struct vma *v = &m->vmas[j];
-			/* anon_vma and file identities only matter as "the same as which VMA of this mm" */
-			uint64_t anon = 0, file = 0;
-			for (int k = 0; k <= j && (v->anon || v->file); k++) {
-				if (!anon && v->anon && m->vmas[k].anon == v->anon)
-					anon = (uint64_t)k + 1;
-				if (!file && v->file && m->vmas[k].file == v->file)
-					file = (uint64_t)k + 1;
-			}
-			uint64_t vv[7] = { v->start, v->end, v->flags, anon, file << 1 | v->cloned, v->shm, v->pgoff };
-			h = fnv(h, vv, sizeof(vv));
-		}
-	}
-	for (int i = 0; i < MAX_PIDS; i++) {
-		struct proc *p = &e->procs[i];
-		uint8_t flags[2] = { p->exists, p->tif_pgste };
-		h = fnv(h, flags, sizeof(flags));
-		if (p->exists)
-			h = fnv(h, &p->mm, sizeof(p->mm));
-	}
-	for (int obj = 0; obj < MAX_SHM; obj++) { /* the page caches: which page offsets hold a page, and which a folio */
-		const struct shm_obj *o = &e->shm[obj];
-		if (!o->used)
-			continue;
-		h = fnv(h, &obj, sizeof(obj));
-		for (uint32_t k = 0; k < o->nblk; k++) {
-			const struct shm_blk *b = &o->blk[k];
-			uint64_t bv[2] = { b->index, b->huge != 0 };
-			h = fnv(h, bv, sizeof(bv));
-			for (uint32_t i = 0; b->pfn && i < e->shm_pages; i++) {
-				uint8_t present = b->pfn[i] != 0;
-				h = fnv(h, &present, 1);
-			}
-		}
-	}
-	for (int i = 0; i < MAX_VMS; i++) {
-		struct vm *v = &e->vms[i];
-		if (!v->used)
-			continue;
-		h = fnv(h, &i, sizeof(i));
-		for (int j = 0; j < MAX_SLOTS; j++) {
-			struct memslot *s = &v->slots[j];
-			uint64_t sv[4] = { s->used, s->gpa, s->hva, s->len };
-			h = fnv(h, sv, sizeof(sv));
-		}
-		h = fnv(h, &v->invalidate_seq, sizeof(v->invalidate_seq));
-	}
-	return h;
 }
 
 /* Drive one detector from a deliberately corrupted state (detectors no s390 knob reaches yet). */

@@ -36,6 +36,8 @@ int mm_new(struct engine *e, bool alloc_pgste, int top, int *out)
 		return -ENOMEM;
 	struct mm *m = &e->mms[id];
 	memset(m, 0, sizeof(*m));
+	if (id >= e->mm_hwm)
+		e->mm_hwm = id + 1;
 	e->frag_dirty = true;
 	m->frag_list = -1;
 	m->alloc_pgste = alloc_pgste;

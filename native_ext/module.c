@@ -454,7 +454,12 @@ static struct PyModuleDef moduledef = {
 	NULL, NULL, NULL, NULL,
 };
 
+int pyengine_add_types(PyObject *m); /* pyengine.c: Engine, Checker */
+
 PyMODINIT_FUNC PyInit__engine(void)
 {
-	return PyModule_Create(&moduledef);
+	PyObject *m = PyModule_Create(&moduledef);
+	if (m && pyengine_add_types(m) < 0)
+		Py_CLEAR(m);
+	return m;
 }

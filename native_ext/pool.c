@@ -259,6 +259,7 @@ void entry_write(struct engine *e, struct tref t, int level, uint32_t idx, uint6
 		}
 	}
 	*slot = val;
+	b->occ[t.half] |= 1ull << (idx >> block_chunk_shift(b));
 }
 
 /* mm_inc_nr_ptes / pmds / puds: what one table at this level adds to mm_pgtables_bytes. The pgd and

@@ -112,7 +112,16 @@ struct block {
 	int32_t next_free;
 	int32_t list_next, list_prev;
 	int32_t dep_head;   /* a PMD table: 1 + index of its newest deposit (pmd_huge_pte), 0: none */
+	/* per half, 64 bits over its words (block_chunk_shift): a clear bit means every word there still
+	 * holds what the table was initialised with; entry_write sets them. The digest and the snapshot
+	 * copy look only at set chunks, so a write into table memory must go through entry_write. */
+	uint64_t occ[2];
 };
+/* log2 of the words one occupancy bit covers: a half (2K fragment) or the whole block is 64 chunks */
+static inline unsigned block_chunk_shift(const struct block *b)
+{
+	return (unsigned)__builtin_ctz(b->frag ? 256u : (unsigned)b->pages * 512u) - 6;
+}
 /* Table states (block.linked): a private table is being built or taken apart by one kernel path;
  * writes into an unlinked or deposited table are lost updates. */
 enum { L_PRIVATE, L_LINKED, L_UNLINKED, L_DEPOSITED };
@@ -295,6 +304,7 @@ struct engine {
 
 	struct proc procs[MAX_PIDS];
 	struct mm mms[MAX_MMS];
+	int mm_hwm;                    /* no mm slot at or above this was ever used (mm_new; scans stop here) */
 	struct cpu cpus[MAX_CPUS + 1]; /* the last one runs synchronous guest_fault */
 	struct vm vms[MAX_VMS];
 	bool sysctl_pgste;
@@ -337,6 +347,14 @@ void ptf_fini(struct engine *e);
 int ptf_step(struct engine *e, const uint64_t *op);
 int ptf_finish(struct engine *e, bool teardown);
 uint64_t ptf_digest(struct engine *e);
+/* digest.c: the canonical state digest (see the comment there for what it covers and why) */
+struct digest_scratch { uint32_t *blk_id; int32_t *blk_ctx; uint32_t *cpd_id, *anon_id, *file_id;
+			size_t cap_blk, cap_ctx, cap_cpd, cap_anon, cap_file; };
+int ptf_digest_sym(struct engine *e, struct digest_scratch *s, const int groups[3][2], uint64_t *out);
+void digest_scratch_free(struct digest_scratch *s);
+extern int ptf_digest_full_scan, ptf_copy_full; /* tests: ignore the occupancy bitmaps */
+/* snap.c: dst becomes an independent copy of src (save and restore) */
+int ptf_copy(struct engine *dst, const struct engine *src);
 int ptf_selftest(int which);
 uint64_t ptf_translate(struct engine *e, uint64_t pid, uint64_t va);
 void violate(struct engine *e, enum violation v, const char *fmt, ...)

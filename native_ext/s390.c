@@ -50,6 +50,7 @@ static void init_pte_half(struct engine *e, struct tref t)
 	for (int i = 0; i < 256; i++)
 		m[i] = 0x400; /* _PAGE_INVALID */
 	e->blocks[t.blk].nonempty[t.half] = e->blocks[t.blk].leaves[t.half] = 0;
+	e->blocks[t.blk].occ[t.half] = 0; /* every word is back to its initial value */
 }
 
 /* page_table_alloc (v6.6): reuse a listed half, else a fresh page. */

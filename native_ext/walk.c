@@ -401,10 +401,17 @@ static int walk_table(struct walk_data *d, struct tref tbl, int level, uint64_t 
 	/* Most entries a skipping walk passes are the canonical empty value: tell them without the indirect
 	 * kind() call, which then sees only the rest (and still decides for any other empty encoding). */
 	uint64_t empty = (flags & WALK_SKIP_EMPTY) ? d->g->fmt->empty(level) : 0;
+	unsigned sh = block_chunk_shift(b);
 	for (uint32_t idx = (uint32_t)((lo - base) >> lv->shift); idx < lv->entries; idx++) {
 		uint64_t ea = base + ((uint64_t)idx << lv->shift);
 		if (ea >= d->end)
 			break;
+		/* a chunk entry_write never touched holds only empty entries: nothing to visit there (the
+		 * bits are read afresh: a visitor may have written, and the pool may have moved) */
+		if ((flags & WALK_SKIP_EMPTY) && !(d->e->blocks[tbl.blk].occ[tbl.half] >> (idx >> sh) & 1)) {
+			idx |= (1u << sh) - 1;
+			continue;
+		}
 		ctx.idx = idx;
 		ctx.addr = ea;
 		ctx.old = entry_get(d->e, tbl, idx);

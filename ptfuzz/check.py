@@ -1,0 +1,283 @@
+"""Exhaustive bounded model checking: every operation sequence up to a depth over a small per-arch alphabet.
+
+The search runs in the engine (native_ext/check.c): breadth first, each state once by its canonical
+digest (native_ext/digest.c), so the first violation found has a shortest trace over the alphabet, and
+"exhausted" is a bound: no violation, during the operations or at teardown, in any sequence of at most
+that many operations. This module chooses the alphabet, drives the search in short slices (progress,
+time limit, Ctrl-C) and files the counterexample the way `ptfuzz fuzz` files its findings.
+
+The alphabet (ALPHABET below) is a table of operation templates per arch over abstract domains: P pids,
+C cpus, V VMs, A address slots, and per-arch sizes. Its choices:
+- address slots: slot 0 is PUD-aligned (hugetlb PUD pages and 1G memslots start there), slot 1 is the
+  next PMD (a neighbour in the same PMD table: VMA merging, one table freed while its sibling lives),
+  slot 2 the next PUD (its own PMD table), and on s390 slot 3 is 4 TiB, the 3-level asce_limit (the mm
+  upgrades); every mapping is one PMD block (a THP, a segment), hugetlb PUD mappings one PUD;
+- ELF images: the ordinary executable (-1) and one with PT_S390_PGSTE (s390);
+- memslots: slot 0 at gpa 0 over an address slot, one PMD block (THP-sized), 16 pages (a slot too small
+  for a block, so faults stay 4K and no THP adjustment runs) or, at slot 0 where the arch has PUD
+  hugetlb, one PUD; guest faults at gpa 0;
+- every operation on a pid, cpu or VM exists for each of them, so they are interchangeable and the digest
+  may treat them symmetrically (see digest.c for why that is sound);
+- operations added to the engine later slot in as rows of the table (inval_hold/inval_end: one per cpu).
+
+Reductions, all sound (each argued where it is implemented): states deduplicated by digest, which renames
+allocation-order names (digest.c); pids, cpus and VMs interchangeable (digest.c, symmetry); a successor
+whose digest equals its parent's (an operation that failed with an errno and changed nothing, or changed
+nothing that matters) is not a new state (check.c)."""
+import enum
+import hashlib
+import itertools
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import _engine
+from . import trace as tracemod
+from .engine import Violation, replay
+from .errors import UsageError
+from .fuzzgen import Layout
+from .gen import s390_elf
+from .names import ARCH_NAMES, OP_NUMBER, OP_WIDTH, VIOLATION_KINDS, knob_vector
+from .procs import deferred_interrupts
+from .trace import CONFIG_DEFAULTS, Trace, op_text
+
+U64 = (1 << 64) - 1
+LIMITS = {"pids": 8, "cpus": 8, "vms": 4}
+
+
+class CheckVerdict(str, enum.Enum):
+    VIOLATION = "violation"
+    EXHAUSTED = "exhausted"
+    TIMEOUT = "timeout"
+
+
+class _Status(enum.IntEnum):
+    """check.c's enum check_status."""
+    RUNNING = 0
+    VIOLATION = 1
+    EXHAUSTED = 2
+    FULL = 3
+
+
+@dataclass(frozen=True)
+class Domains:
+    """The abstract values operations range over, for one arch and one alphabet size."""
+    pids: tuple
+    cpus: tuple
+    vms: tuple
+    addrs: tuple
+    page: int
+    pmd: int
+    pud: int | None
+    elfs: tuple      # exec's elf argument: -1 or an index into ELFS
+    ipas: tuple      # vm_create's ipa_bits
+    slot_lens: tuple  # memslot lengths over any address slot
+
+
+# The template table. An argument is a literal int, a tuple of literal alternatives, or a domain name:
+# pid, pid2 (another pid), cpu, vm, addr (any slot), addr0 (slot 0), pmd, pud, elf, ipa, slotlen.
+# A row whose operation the engine lacks, or whose domain is empty (no PUD size), yields nothing.
+COMMON = (
+    ("exec", "pid", "elf"),
+    ("fork", "pid", "pid2"),
+    ("exit", "pid"),
+    ("mmap", "pid", "addr", "pmd", (0, 1, 2)),   # plain, THP-eligible, hugetlb PMD
+    ("mmap", "pid", "addr0", "pud", 4),          # hugetlb PUD
+    ("shm_mmap", "pid", "addr", "pmd", 0, 0),
+    ("munmap", "pid", "addr", "pmd"),
+    ("madvise", "pid", "addr", "pmd", (0, 1, 2, 3)),
+    ("fault", "pid", "addr", (0, 1)),
+    ("split", "pid", "addr"),
+    ("rcu_lock", "cpu"),
+    ("rcu_unlock", "cpu"),
+    ("rcu_gp",),
+    ("walk_begin", "cpu", "pid", "addr"),
+    ("walk_step", "cpu"),
+    ("walk_end", "cpu"),
+    ("rmap_begin", "cpu", "pid", "addr"),
+    ("rmap_commit", "cpu"),
+    ("vm_create", "vm", "pid", "ipa"),
+    ("memslot", "vm", 0, 0, "addr", "slotlen"),
+    ("memslot", "vm", 0, 0, "addr0", "pud"),
+    ("guest_fault", "vm", 0, (0, 1)),
+    ("guest_fault_begin", "cpu", "vm", 0, (0, 1)),
+    ("guest_fault_commit", "cpu"),
+    ("vm_destroy", "vm"),
+    ("inval_hold", "cpu"),   # the invalidation window, where the engine has it
+    ("inval_end", "cpu"),
+)
+ALPHABET = {
+    "s390": (("sysctl_allocate_pgste", (0, 1)),) + COMMON,
+    "arm64": COMMON,
+    "x86_64": COMMON,
+}
+ELFS = {"s390": (s390_elf(True),), "arm64": (), "x86_64": ()}
+DEFAULTS = {"pids": 2, "cpus": 1, "vms": 1, "addrs": 1}
+
+
+def domains(arch: str, config: dict, pids: int, cpus: int, vms: int, addrs: int) -> Domains:
+    L = Layout.of(arch, config)
+    pud = L.pud
+    base = L.base  # a multiple of the PUD size (and of 4 PMDs)
+    slots = [base, base + L.pmd, base + (pud or 4 * L.pmd)]
+    if arch == "s390":
+        slots.append(1 << 42)
+    if not 1 <= addrs <= len(slots):
+        raise UsageError(f"--addrs {addrs}: 1 to {len(slots)} on {arch}")
+    for name, n in (("pids", pids), ("cpus", cpus), ("vms", vms)):
+        if not (1 if name == "pids" else 0) <= n <= LIMITS[name]:
+            raise UsageError(f"--{name} {n}: {1 if name == 'pids' else 0} to {LIMITS[name]}")
+    lens = (L.pmd, 16 * L.page) if arch != "s390" else (L.pmd,)  # s390 memslots are 1 MiB multiples
+    return Domains(pids=tuple(range(1, pids + 1)), cpus=tuple(range(cpus)), vms=tuple(range(vms)),
+                   addrs=tuple(slots[:addrs]), page=L.page, pmd=L.pmd, pud=pud,
+                   elfs=(-1, 0) if arch == "s390" else (-1,), ipas=(0, 32) if arch == "arm64" else (0,),
+                   slot_lens=lens)
+
+
+def _values(arg, d: Domains, pid):
+    if isinstance(arg, int):
+        return (arg,)
+    if isinstance(arg, tuple):
+        return arg
+    return {
+        "pid": d.pids, "cpu": d.cpus, "vm": d.vms, "addr": d.addrs, "addr0": d.addrs[:1],
+        "pmd": (d.pmd,), "pud": (d.pud,) if d.pud else (), "elf": d.elfs, "ipa": d.ipas, "slotlen": d.slot_lens,
+        "pid2": tuple(p for p in d.pids if p != pid),
+    }[arg]
+
+
+def alphabet(arch: str, d: Domains) -> list[list[int]]:
+    """The operations (list form rows) the search tries in every state, in table order."""
+    out: list[list[int]] = []
+    for name, *args in ALPHABET[arch]:
+        if name not in OP_NUMBER:
+            continue
+        # pid2 depends on the pid chosen for the first argument: expand pid first
+        for first in (_values(args[0], d, None) if args else ((),)):
+            pid = first if args and args[0] == "pid" else None
+            rest = [_values(a, d, pid) for a in args[1:]]
+            for combo in itertools.product(*rest):
+                row = [OP_NUMBER[name], *(([first] if args else []) + list(combo))]
+                out.append([v & U64 for v in row] + [0] * (OP_WIDTH - len(row)))
+    return out
+
+
+@dataclass
+class Progress:
+    depth: int
+    done_depth: int
+    generated: int
+    distinct: int
+    queue: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.generated / max(self.seconds, 1e-9)
+
+
+@dataclass
+class CheckResult:
+    arch: str
+    knobs: dict
+    verdict: CheckVerdict
+    depth: int              # violation: its length; else every sequence of <= depth operations is checked
+    max_depth: int
+    states: int             # states generated (successors tried)
+    distinct: int
+    seconds: float
+    alphabet: int
+    violation: Violation | None = None
+    path: Path | None = None
+    trace: Trace | None = None
+    at_teardown: bool = False
+    interrupted: bool = False
+    fixpoint: bool = False  # a depth added no new state: no longer sequence reaches anything new
+    reason: str = ""        # why a timeout verdict stopped: "time", "interrupted", "state bound"
+    domains: Domains | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict:
+        v = self.violation
+        return {"verdict": self.verdict.value, "depth": self.depth, "states": self.states,
+                "distinct": self.distinct, "seconds": round(self.seconds, 3),
+                "violation": None if v is None else {"kind": v.kind, "op_index": v.op_index, "op": v.op,
+                                                     "message": v.message},
+                "path": None if self.path is None else str(self.path),
+                "arch": self.arch, "knobs": self.knobs, "max_depth": self.max_depth, "alphabet": self.alphabet,
+                "states_per_second": round(self.states / max(self.seconds, 1e-9), 1),
+                "fixpoint": self.fixpoint, "interrupted": self.interrupted, "stopped_by": self.reason or None}
+
+
+def check(arch: str, knobs: dict, depth: int, *, pids: int = DEFAULTS["pids"], cpus: int = DEFAULTS["cpus"],
+          vms: int = DEFAULTS["vms"], addrs: int = DEFAULTS["addrs"], seconds: float = 60.0,
+          corpus: Path | None = None, config: dict | None = None, symmetry: bool = True, teardown: bool = True,
+          max_states: int = 1 << 25, on_progress=None, slice_seconds: float = 0.1) -> CheckResult:
+    """Search, and file the counterexample under corpus/regressions/ARCH/ (when corpus is given).
+
+    A KeyboardInterrupt stops the search and returns the bound reached so far (verdict timeout,
+    interrupted); on_progress(Progress) is called after every slice."""
+    if not 0 <= depth <= 64:
+        raise UsageError(f"--depth {depth}: 0 to 64")
+    config = dict(config or {})
+    d = domains(arch, config, pids, cpus, vms, addrs)
+    rows = alphabet(arch, d)
+    packed = np.ascontiguousarray(np.array(rows, dtype=np.uint64))
+    groups = ((d.pids[0], d.pids[-1] + 1), (0, len(d.cpus)), (0, len(d.vms))) if symmetry else None
+    elfs = ELFS[arch]
+    full = {**CONFIG_DEFAULTS, **config}
+    cfg = tuple(int(full[k]) for k in ("granule", "va_bits", "la57", "max_table_pages"))
+    started = time.monotonic()
+    checker = _engine.Checker(ARCH_NAMES.index(arch), knob_vector(arch, knobs), cfg, tuple(elfs), packed.tobytes(),
+                              depth, groups, teardown, max_states)
+    deadline = started + seconds
+    interrupted = False
+    status = _Status(checker.stats()["status"])
+    try:
+        while status == _Status.RUNNING:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            status = _Status(checker.run(min(slice_seconds, left)))
+            if on_progress:
+                st = checker.stats()
+                on_progress(Progress(st["depth"], st["done_depth"], st["generated"], st["distinct"], st["queue"],
+                                     time.monotonic() - started))
+    except KeyboardInterrupt:
+        interrupted = True
+        status = _Status(checker.stats()["status"])
+    elapsed = time.monotonic() - started
+    st = checker.stats()
+    result = CheckResult(arch, dict(knobs), CheckVerdict.TIMEOUT, st["done_depth"], depth, st["generated"],
+                         st["distinct"], elapsed, len(rows), interrupted=interrupted, fixpoint=st["fixpoint"],
+                         domains=d)
+    if status == _Status.VIOLATION:
+        path, kind, _, _, at_teardown = checker.violation()
+        ops = np.array([rows[i] for i in path], dtype=np.uint64).reshape(-1, OP_WIDTH)
+        t = Trace(arch, ops, config=config, knobs=dict(knobs), elfs=list(elfs),
+                  expect={"verdict": "violation", "kind": VIOLATION_KINDS[kind - 1]})
+        r = replay(t)
+        if r.violation is None or r.violation.kind != VIOLATION_KINDS[kind - 1]:
+            # the search and a plain replay disagree: the digest merged two states that differ (a bug here)
+            raise RuntimeError(f"check: the counterexample {[op_text(o) for o in ops]} replays as "
+                               f"{r.violation.kind if r.violation else 'clean'}, the search saw "
+                               f"{VIOLATION_KINDS[kind - 1]}: the state digest is unsound")
+        result.verdict, result.depth, result.violation = CheckVerdict.VIOLATION, len(path), r.violation
+        result.at_teardown = at_teardown
+        t.meta = {"found_by": "ptfuzz check", "depth": len(path), "alphabet": len(rows),
+                  "domains": {"pids": len(d.pids), "cpus": len(d.cpus), "vms": len(d.vms), "addrs": len(d.addrs)},
+                  "states": st["generated"], "distinct": st["distinct"],
+                  "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        result.trace = t
+        if corpus is not None:
+            digest = hashlib.sha256(tracemod.dumps(replace(t, meta=None))).hexdigest()[:8]
+            result.path = Path(corpus) / "regressions" / arch / f"{r.violation.kind}-{digest}.msgpack"
+            with deferred_interrupts():  # on disk, or not reported
+                tracemod.save(t, result.path)
+    elif status == _Status.EXHAUSTED:
+        result.verdict = CheckVerdict.EXHAUSTED
+        result.depth = depth
+    else:
+        result.reason = "interrupted" if interrupted else "state bound" if status == _Status.FULL else "time"
+    return result
