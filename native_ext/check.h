@@ -13,7 +13,7 @@ struct checker {
 	/* the run: set by the caller before checker_init */
 	enum arch arch;
 	int knobs[K_NR];
-	uint64_t config[4];
+	uint64_t config[CONFIG_NR];
 	const uint8_t *const *elfs;
 	const size_t *elf_lens;
 	int nelfs;

@@ -154,25 +154,6 @@ static void hash_entry(struct canon *c, const struct entry_fmt *f, int level, ui
 	}
 }
 
-/* The compound holding pfn, without touching data_lookup's cache. */
-static const struct compound *find_compound(const struct engine *e, uint64_t pfn, uint64_t *index)
-{
-	if (pfn < DATA_PFN_BASE || pfn >= e->next_pfn)
-		return NULL;
-	uint64_t lo = 0, hi = e->ncpd;
-	while (lo < hi) {
-		uint64_t mid = (lo + hi) / 2;
-		if (e->cpd[mid].pfn <= pfn)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (lo == 0 || pfn - e->cpd[lo - 1].pfn >= e->cpd[lo - 1].nr)
-		return NULL;
-	*index = lo - 1;
-	return &e->cpd[lo - 1];
-}
-
 static void hash_compound(struct canon *c, const struct compound *cp)
 {
 	uint64_t f[3] = { cp->nr, (uint64_t)(uint32_t)cp->mapcount << 32 | (uint32_t)cp->live,
@@ -183,10 +164,10 @@ static void hash_compound(struct canon *c, const struct compound *cp)
 /* A pfn as (compound number, offset); zero pages, table addresses and holes stay raw. */
 static uint64_t canon_pfn(struct canon *c, uint64_t pfn)
 {
-	uint64_t i;
-	const struct compound *cp = find_compound(c->e, pfn, &i);
-	if (!cp)
+	uint64_t i = compound_index(c->e, pfn); /* data_lookup's cache is not the digest's to touch */
+	if (i == c->e->ncpd)
 		return pfn;
+	const struct compound *cp = &c->e->cpd[i];
 	if (!c->s->cpd_id[i]) {
 		c->s->cpd_id[i] = ++c->next_cpd;
 		hash_compound(c, cp);

@@ -172,14 +172,12 @@ bool page_alive(struct engine *e, uint64_t pfn)
 	return c && !c->freed;
 }
 
-/* The compound holding pfn: the last one starting at or below it. */
-struct compound *data_lookup(struct engine *e, uint64_t pfn)
+/* The index of the compound holding pfn (the last one starting at or below it), or ncpd for none; reads no
+ * cache and writes nothing, so the digest can use it on a const engine. */
+uint64_t compound_index(const struct engine *e, uint64_t pfn)
 {
 	if (pfn < DATA_PFN_BASE || pfn >= e->next_pfn)
-		return NULL; /* tables, the zero pages, nothing allocated yet */
-	struct compound *last = e->last_cpd < e->ncpd ? &e->cpd[e->last_cpd] : NULL;
-	if (last && pfn >= last->pfn && pfn - last->pfn < last->nr)
-		return last; /* walks over one THP ask for the same compound 512 times */
+		return e->ncpd; /* tables, the zero pages, nothing allocated yet */
 	uint64_t lo = 0, hi = e->ncpd;
 	while (lo < hi) {
 		uint64_t mid = (lo + hi) / 2;
@@ -189,9 +187,21 @@ struct compound *data_lookup(struct engine *e, uint64_t pfn)
 			hi = mid;
 	}
 	if (lo == 0 || pfn - e->cpd[lo - 1].pfn >= e->cpd[lo - 1].nr)
+		return e->ncpd;
+	return lo - 1;
+}
+
+/* The compound holding pfn, through a one-entry cache. */
+struct compound *data_lookup(struct engine *e, uint64_t pfn)
+{
+	struct compound *last = e->last_cpd < e->ncpd ? &e->cpd[e->last_cpd] : NULL;
+	if (last && pfn >= last->pfn && pfn - last->pfn < last->nr)
+		return last; /* walks over one THP ask for the same compound 512 times */
+	uint64_t i = compound_index(e, pfn);
+	if (i == e->ncpd)
 		return NULL;
-	e->last_cpd = lo - 1;
-	return &e->cpd[lo - 1];
+	e->last_cpd = i;
+	return &e->cpd[i];
 }
 
 /* A kernel path dropped one mapping of the page (page_remove_rmap + folio_put): an anonymous or hugetlb page is

@@ -377,6 +377,7 @@ uint64_t tref_phys(struct tref t);
 bool tref_alive(struct engine *e, struct tref t);
 uint64_t data_alloc(struct engine *e, uint64_t nr);
 struct compound *data_lookup(struct engine *e, uint64_t pfn);
+uint64_t compound_index(const struct engine *e, uint64_t pfn);
 void data_put(struct engine *e, uint64_t pfn);
 void entry_write(struct engine *e, struct tref t, int level, uint32_t idx, uint64_t val);
 void table_set_linked(struct engine *e, struct tref t, bool linked);

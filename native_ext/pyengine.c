@@ -52,13 +52,14 @@ static void elfset_clear(struct elfset *s)
 /* (arch, knobs tuple, config tuple) -> C values, with one error message for all of them */
 static int run_args(int arch, PyObject *knobs_obj, PyObject *config_obj, int *knobs, uint64_t *config)
 {
-	if (arch < 0 || arch >= ARCH_NR || PyTuple_GET_SIZE(knobs_obj) != K_NR || PyTuple_GET_SIZE(config_obj) != 4) {
+	if (arch < 0 || arch >= ARCH_NR || PyTuple_GET_SIZE(knobs_obj) != K_NR ||
+	    PyTuple_GET_SIZE(config_obj) != CONFIG_NR) {
 		PyErr_SetString(PyExc_ValueError, "bad engine arguments");
 		return -1;
 	}
 	for (int i = 0; i < K_NR; i++)
 		knobs[i] = (int)PyLong_AsLong(PyTuple_GET_ITEM(knobs_obj, i));
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < CONFIG_NR; i++)
 		config[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(config_obj, i));
 	return PyErr_Occurred() ? -1 : 0;
 }
@@ -97,7 +98,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
 					 &config_obj, &PyTuple_Type, &elfs_obj))
 		return -1;
 	int knobs[K_NR];
-	uint64_t config[4];
+	uint64_t config[CONFIG_NR];
 	if (run_args(arch, knobs_obj, config_obj, knobs, config))
 		return -1;
 	if (self->e) { /* __init__ called again */
@@ -242,16 +243,24 @@ static PyObject *Engine_clone(EngineObject *self, PyObject *noargs)
 	return (PyObject *)c;
 }
 
-/* restore(other): this engine becomes a copy of other (a snapshot taken with clone) */
-static PyObject *Engine_restore(EngineObject *self, PyObject *other)
+/* The other engine a two-engine method takes, or NULL with TypeError (also when self is not ready). */
+static EngineObject *other_engine(EngineObject *self, PyObject *other, const char *method)
 {
 	if (ready(self))
 		return NULL;
 	if (!PyObject_TypeCheck(other, &EngineType) || !((EngineObject *)other)->e) {
-		PyErr_SetString(PyExc_TypeError, "restore takes an Engine");
+		PyErr_Format(PyExc_TypeError, "%s takes an Engine", method);
 		return NULL;
 	}
-	EngineObject *o = (EngineObject *)other;
+	return (EngineObject *)other;
+}
+
+/* restore(other): this engine becomes a copy of other (a snapshot taken with clone) */
+static PyObject *Engine_restore(EngineObject *self, PyObject *other)
+{
+	EngineObject *o = other_engine(self, other, "restore");
+	if (!o)
+		return NULL;
 	if (o == self)
 		Py_RETURN_NONE;
 	struct elfset fresh = { 0 };
@@ -281,13 +290,10 @@ static PyObject *Engine_finish(EngineObject *self, PyObject *args)
 /* same_tables(other) -> bool: both pools hold the same blocks, bookkeeping and words (tests: a restore is exact) */
 static PyObject *Engine_same_tables(EngineObject *self, PyObject *other)
 {
-	if (ready(self))
+	EngineObject *o = other_engine(self, other, "same_tables");
+	if (!o)
 		return NULL;
-	if (!PyObject_TypeCheck(other, &EngineType) || !((EngineObject *)other)->e) {
-		PyErr_SetString(PyExc_TypeError, "same_tables takes an Engine");
-		return NULL;
-	}
-	const struct engine *a = self->e, *b = ((EngineObject *)other)->e;
+	const struct engine *a = self->e, *b = o->e;
 	if (a->nblocks != b->nblocks || a->free_blocks != b->free_blocks)
 		Py_RETURN_FALSE;
 	for (int32_t i = 0; i < a->nblocks; i++) {

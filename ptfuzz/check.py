@@ -35,7 +35,7 @@ import numpy as np
 
 from . import _engine
 from . import trace as tracemod
-from .engine import Violation, replay
+from .engine import CONFIG_ORDER, Violation, replay
 from .errors import UsageError
 from .fuzzgen import Layout
 from .gen import s390_elf
@@ -227,7 +227,7 @@ def check(arch: str, knobs: dict, depth: int, *, pids: int = DEFAULTS["pids"], c
     groups = ((d.pids[0], d.pids[-1] + 1), (0, len(d.cpus)), (0, len(d.vms))) if symmetry else None
     elfs = ELFS[arch]
     full = {**CONFIG_DEFAULTS, **config}
-    cfg = tuple(int(full[k]) for k in ("granule", "va_bits", "la57", "max_table_pages"))
+    cfg = tuple(int(full[k]) for k in CONFIG_ORDER)
     started = time.monotonic()
     checker = _engine.Checker(ARCH_NAMES.index(arch), knob_vector(arch, knobs), cfg, tuple(elfs), packed.tobytes(),
                               depth, groups, teardown, max_states)

@@ -7,12 +7,12 @@ import pytest
 from ptfuzz import _engine
 from ptfuzz import trace as tracemod
 from ptfuzz.check import ELFS, CheckVerdict, alphabet, check, domains
-from ptfuzz.engine import replay
+from ptfuzz.engine import CONFIG_ORDER, replay
 from ptfuzz.names import ARCH_NAMES, OP_NUMBER, knob_vector
 
 from conftest import ROOT
 
-CONFIG = (4096, 48, 0, 262144)
+CONFIG = tuple(int(tracemod.CONFIG_DEFAULTS[k]) for k in CONFIG_ORDER)
 A = 0x200000000  # check's address slot 0 on s390
 PMD = 1 << 20
 
