@@ -166,6 +166,8 @@ def kernel_path(arch: str, row, events: list[tuple], geo: list[tuple] | None = N
     key = f"madvise/{args[3]}" if name == "madvise" else name
     paths = KERNEL_PATHS.get(key, {})
     out = list(paths.get(arch) or paths.get("*") or [])
+    if key == "madvise/3" and any(EVENT_NAMES[ev[1]] == "shm_collapse" for ev in events if ev[1] < len(EVENT_NAMES)):
+        out = [*out[:2], "hpage_collapse_scan_file"]  # a shmem block: collapse_file, not collapse_huge_page
     if name == "walk_step" and walker_level is not None and geo:
         generic = ("pgd", "p4d", "pud", "pmd", "pte")[walker_level] if walker_level < 5 else "pte"
         out = [f"gup_{generic}_range ({geo[walker_level][0]} entry)"]
@@ -192,6 +194,8 @@ def kernel_path(arch: str, row, events: list[tuple], geo: list[tuple] | None = N
             if name in ("fault", "guest_fault", "guest_fault_begin"):
                 fn = {"pte": "do_anonymous_page / do_wp_page", "pmd": "do_huge_pmd_anonymous_page",
                       "pud": "hugetlb_fault"}[kind]
+        elif ev_name == "table_rcu" and "pte_free_defer" in out:
+            fn = "call_rcu (pte_free_now)"  # pte_free_defer's grace period: not page_table_free_rcu (no gmap_unlink)
         else:
             table = EVENT_PATHS.get(ev_name, {})
             fn = table.get(arch) or table.get("*")

@@ -209,3 +209,14 @@ def test_m1_report_lists_shm_vmas_and_the_collapsed_page_cache():
     tables = {h.get("id"): h for h in doc.iter(f"{XHTML}h2")}
     assert {"vmas", "shmem"} <= set(tables)
     assert page.count("shmem 0 @ pgoff 0x0") == 2 and "PMD-size folio at pfn" in page
+
+
+def test_m1_kernel_path_is_the_shmem_one():
+    """M1's MADV_COLLAPSE goes through collapse_file and retract_page_tables, and its table waits for
+    pte_free_defer's grace period, not page_table_free_rcu (which is the one that would gmap_unlink)."""
+    trace = tracemod.load(REG / "s390" / "gmap-dangling-m1.msgpack")
+    r = replay(trace, steps=True)
+    path = kernel_path("s390", trace.ops[7], [e for e in r.events if e[0] == 7])
+    assert path[:3] == ["do_madvise", "madvise_collapse", "hpage_collapse_scan_file"]
+    assert "collapse_huge_page" not in path and "page_table_free_rcu" not in path
+    assert path.index("retract_page_tables") < path.index("pte_free_defer") < path.index("call_rcu (pte_free_now)")
