@@ -156,7 +156,8 @@ static void hash_entry(struct canon *c, const struct entry_fmt *f, int level, ui
 
 static void hash_compound(struct canon *c, const struct compound *cp)
 {
-	uint64_t f[3] = { cp->nr, (uint64_t)(uint32_t)cp->mapcount << 32 | (uint32_t)cp->live,
+	uint64_t f[3] = { cpd_nr(cp), /* the value, not the order: the layout is not the state */
+			  (uint64_t)(uint32_t)cp->mapcount << 32 | (uint32_t)cp->live,
 			  (uint64_t)cp->freed << 16 | (uint64_t)cp->hugetlb << 8 | cp->shm };
 	*c->h = mix(mix(mix(*c->h, f[0]), f[1]), f[2]);
 }

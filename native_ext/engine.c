@@ -153,7 +153,7 @@ int ptf_finish(struct engine *e, bool teardown)
 		const struct compound *c = &e->cpd[i];
 		if (!c->freed) {
 			violate(e, V_ENGINE_ASSERT, "after teardown data page pfn 0x%llx (%u x 4K%s) is still allocated, "
-				"mapcount %d", (unsigned long long)c->pfn, c->nr, c->shm ? ", shmem" : "", c->mapcount);
+				"mapcount %d", (unsigned long long)c->pfn, cpd_nr(c), c->shm ? ", shmem" : "", c->mapcount);
 			return 0;
 		}
 	}

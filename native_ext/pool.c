@@ -141,16 +141,24 @@ void block_release(struct engine *e, int32_t id)
 	e->free_blocks = id;
 }
 
-/* A compound of nr pages (a power of two), naturally aligned; 0 when memory runs out. */
+/* A compound of nr pages (a power of two), naturally aligned; 0 when memory runs out: the record array cannot
+ * grow, or the data pfns [DATA_PFN_BASE, ZERO_PFN_BASE) are used up (pfns are never reused). */
 uint64_t data_alloc(struct engine *e, uint64_t nr)
 {
+	if (!nr || (nr & (nr - 1)) || nr > 1ull << CPD_MAX_ORDER) {
+		violate(e, V_ENGINE_ASSERT, "data_alloc of %llu pages: not a power of two up to 2^%d",
+			(unsigned long long)nr, CPD_MAX_ORDER);
+		return 0;
+	}
 	if (grow((void **)&e->cpd, sizeof(struct compound), &e->capcpd, e->ncpd + 1))
 		return 0;
 	if (e->next_pfn < DATA_PFN_BASE)
 		e->next_pfn = DATA_PFN_BASE;
 	uint64_t pfn = (e->next_pfn + nr - 1) & ~(nr - 1);
+	if (pfn + nr > ZERO_PFN_BASE)
+		return 0; /* the zero pages and nothing else live at and above ZERO_PFN_BASE */
 	e->next_pfn = pfn + nr;
-	e->cpd[e->ncpd++] = (struct compound){ .pfn = pfn, .nr = (uint32_t)nr };
+	e->cpd[e->ncpd++] = (struct compound){ .pfn = pfn, .order = (unsigned)__builtin_ctzll(nr) };
 	e->st.data_pages += nr;
 	if (e->st.data_pages > e->st.data_pages_peak)
 		e->st.data_pages_peak = e->st.data_pages;
@@ -186,7 +194,7 @@ uint64_t compound_index(const struct engine *e, uint64_t pfn)
 		else
 			hi = mid;
 	}
-	if (lo == 0 || pfn - e->cpd[lo - 1].pfn >= e->cpd[lo - 1].nr)
+	if (lo == 0 || pfn - e->cpd[lo - 1].pfn >= cpd_nr(&e->cpd[lo - 1]))
 		return e->ncpd;
 	return lo - 1;
 }
@@ -195,7 +203,7 @@ uint64_t compound_index(const struct engine *e, uint64_t pfn)
 struct compound *data_lookup(struct engine *e, uint64_t pfn)
 {
 	struct compound *last = e->last_cpd < e->ncpd ? &e->cpd[e->last_cpd] : NULL;
-	if (last && pfn >= last->pfn && pfn - last->pfn < last->nr)
+	if (last && pfn >= last->pfn && pfn - last->pfn < cpd_nr(last))
 		return last; /* walks over one THP ask for the same compound 512 times */
 	uint64_t i = compound_index(e, pfn);
 	if (i == e->ncpd)
@@ -224,8 +232,8 @@ void data_put(struct engine *e, uint64_t pfn)
 	if (--c->mapcount > 0)
 		return;
 	c->freed = 1;
-	e->st.data_pages -= c->nr;
-	emit(e, EV_DATA_FREE, c->pfn, c->nr, 0, 0);
+	e->st.data_pages -= cpd_nr(c);
+	emit(e, EV_DATA_FREE, c->pfn, cpd_nr(c), 0, 0);
 	if (c->live > 0)
 		violate(e, V_FREED_PAGE_MAPPED, "data page pfn 0x%llx freed while %d live leaves still map it",
 			(unsigned long long)pfn, c->live);

@@ -130,14 +130,22 @@ enum { L_PRIVATE, L_LINKED, L_UNLINKED, L_DEPOSITED };
 struct deposit { struct tref t; int32_t next; };
 
 /* ---- data pages ---- */
+/* One record per compound: 16 bytes, as B5 (BENCH.md) replays a million of them. data_alloc keeps every
+ * field in range: pfn + nr <= ZERO_PFN_BASE (2^34) so pfn fits 40 bits; nr is a power of two up to 2^31
+ * (what the former uint32_t nr could hold), stored as its order; shm is 0..MAX_SHM. mapcount and live keep
+ * 32 bits: one page may be mapped by ptes of every mm (a 512M THP is 8192 ptes, times MAX_MMS). */
+#define CPD_PFN_BITS 40
+#define CPD_ORDER_BITS 5
+#define CPD_SHM_BITS 5
+#define CPD_MAX_ORDER 31
 struct compound {
-	uint64_t pfn;     /* first page; compounds are handed out in increasing pfn order */
-	uint32_t nr;      /* 4K pages in the compound */
+	uint64_t pfn : CPD_PFN_BITS;     /* first page; compounds are handed out in increasing pfn order */
+	uint64_t order : CPD_ORDER_BITS; /* 1 << order 4K pages in the compound (cpd_nr) */
+	uint64_t freed : 1;
+	uint64_t hugetlb : 1;            /* a hugetlb page: no deposit, never split */
+	uint64_t shm : CPD_SHM_BITS;     /* 1 + the shmem object whose page cache holds it: freed by the cache, not by unmapping */
 	int32_t mapcount; /* maintained by the kernel paths */
 	int32_t live;     /* maintained by the oracle: leaves in linked tables */
-	uint8_t freed;
-	uint8_t hugetlb;  /* a hugetlb page: no deposit, never split */
-	uint8_t shm;      /* 1 + the shmem object whose page cache holds it: freed by the cache, not by unmapping */
 };
 #define DATA_PFN_BASE (1ull << 24) /* data pages live above the table pool's addresses */
 /* The zero pages: never allocated, never freed, never counted as data. The huge zero page sits at a
@@ -146,6 +154,14 @@ struct compound {
 #define HUGE_ZERO_PFN ZERO_PFN_BASE
 #define ZERO_PFN (ZERO_PFN_BASE + (1ull << 18))
 #define ZERO_PFN_END (ZERO_PFN + (1ull << 18))
+_Static_assert(sizeof(struct compound) == 16, "struct compound: 16 bytes (B5)");
+_Static_assert(ZERO_PFN_BASE <= 1ull << CPD_PFN_BITS, "data pfns (below ZERO_PFN_BASE) fit compound.pfn");
+_Static_assert(CPD_MAX_ORDER < 1 << CPD_ORDER_BITS, "compound.order holds every order data_alloc accepts");
+_Static_assert(MAX_SHM < 1 << CPD_SHM_BITS, "compound.shm holds 1 + every shmem object");
+static inline uint32_t cpd_nr(const struct compound *c)
+{
+	return 1u << c->order;
+}
 
 /* ---- processes, mms, VMAs ---- */
 /* VM_HUGEPAGE, VM_HUGETLB (two sizes), VM_NOHUGEPAGE, VM_GROWSDOWN (the exec stack) */

@@ -95,8 +95,8 @@ static void shmem_free_folio(struct engine *e, uint64_t pfn)
 		return;
 	}
 	c->freed = 1;
-	e->st.data_pages -= c->nr;
-	emit(e, EV_DATA_FREE, c->pfn, c->nr, 0, 0);
+	e->st.data_pages -= cpd_nr(c);
+	emit(e, EV_DATA_FREE, c->pfn, cpd_nr(c), 0, 0);
 	if (c->live > 0)
 		violate(e, V_FREED_PAGE_MAPPED, "shmem page pfn 0x%llx freed by its object while %d live leaves still "
 			"map it", (unsigned long long)pfn, c->live);
@@ -241,7 +241,7 @@ static int filemap_map_pages(struct engine *e, struct vm_fault *vmf, uint64_t st
 	if (e->geom.fmt->kind(e->pmd_lvl, pmd_entry(e, vmf)) == E_LEAF)
 		return NOPAGE;
 	shmem_lookup(e, vmf->obj, first, &c);
-	if (pmd_none(e, vmf) && c->nr == e->shm_pages * page_frames(e) && !do_set_pmd(e, vmf, c->pfn, false))
+	if (pmd_none(e, vmf) && cpd_nr(c) == e->shm_pages * page_frames(e) && !do_set_pmd(e, vmf, c->pfn, false))
 		return NOPAGE;
 	if (pmd_none(e, vmf)) {
 		if (vmf->prealloc.blk < 0)
@@ -303,7 +303,7 @@ static int do_fault_page(struct engine *e, struct vm_fault *vmf)
 		return -ENOMEM;
 	struct compound *c = data_lookup(e, pfn);
 	if (pmd_none(e, vmf)) {
-		if (c->nr > page_frames(e) && !do_set_pmd(e, vmf, c->pfn, vmf->write))
+		if (cpd_nr(c) > page_frames(e) && !do_set_pmd(e, vmf, c->pfn, vmf->write))
 			return 0;
 		pmd_install(e, vmf);
 	}
@@ -551,7 +551,7 @@ int collapse_pte_mapped_thp(struct engine *e, int mm, uint64_t addr)
 	struct compound *c;
 	if (!shmem_lookup(e, vmf.obj, vmf.pgoff, &c))
 		return SCAN_PAGE_NULL;
-	if (c->nr != e->shm_pages * page_frames(e))
+	if (cpd_nr(c) != e->shm_pages * page_frames(e))
 		return SCAN_PAGE_COMPOUND;
 	if (folio_locked(e, c->pfn))
 		return SCAN_WAIT;
