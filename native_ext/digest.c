@@ -550,13 +550,19 @@ int ptf_digest_sym(struct engine *e, struct digest_scratch *s, const int groups[
 	uint32_t vm_label[MAX_VMS];
 	for (int i = 0; i < MAX_VMS; i++)
 		vr[i] = (struct rec){ vm_record(&c, i), i };
-	const int *vg = groups ? groups[2] : NULL;
+	const int *vg = groups ? groups[2] : NULL, *cg = groups ? groups[1] : NULL;
 	if (c.vm_sym_broken)
 		vg = NULL;
+	/* An invalidation window breaks both symmetries: a held cpu's pending ends are counted per VM index
+	 * (inval_began/inval_active, hashed raw), and the next notifying operation is taken by the
+	 * lowest-index armed cpu (inval_window_for), an ordered choice, not an existence test. */
+	for (int i = 0; i <= MAX_CPUS; i++)
+		if (e->cpus[i].actor == A_INVAL)
+			vg = cg = NULL;
 	h = hash_records(mix(h, 0x766d5ull), vr, MAX_VMS, vg, vm_label);
 	for (int i = 0; i <= MAX_CPUS; i++)
 		cr[i] = (struct rec){ cpu_record(&c, i, vm_label), i };
-	h = hash_records(mix(h, 0xc9a5ull), cr, MAX_CPUS + 1, groups ? groups[1] : NULL, NULL);
+	h = hash_records(mix(h, 0xc9a5ull), cr, MAX_CPUS + 1, cg, NULL);
 	for (int i = 0; i < MAX_PIDS; i++)
 		pr[i] = (struct rec){ proc_record(e, i), i };
 	h = hash_records(mix(h, 0x9c5ull), pr, MAX_PIDS, groups ? groups[0] : NULL, NULL);

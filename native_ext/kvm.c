@@ -248,6 +248,8 @@ static void s2_destroy(struct engine *e, struct vm *v)
 
 static int vm_create(struct engine *e, uint64_t vmi, uint64_t pid, uint64_t ipa_bits)
 {
+	if (vmi >= MAX_VMS) /* run() validates traces first; Engine.step and the checker's alphabet do not */
+		return -EINVAL;
 	if (e->vms[vmi].used)
 		return -EEXIST;
 	if (pid >= MAX_PIDS || !e->procs[pid].exists)

@@ -102,7 +102,7 @@ int table_alloc(struct engine *e, int mm, int level, int pages, struct tref *out
 		e->free_blocks = id;
 		return -ENOMEM;
 	}
-	b->pages = (uint8_t)pages;
+	b->pages = (uint16_t)pages;
 	b->used = 1;
 	b->half[0] = H_ALLOC;
 	b->level[0] = b->level[1] = (int8_t)level;

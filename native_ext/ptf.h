@@ -97,7 +97,7 @@ struct tref { int32_t blk; uint8_t half; uint32_t gen; };
 struct block {
 	uint64_t *mem;
 	uint32_t gen[2];
-	uint8_t pages;      /* 4K pages in this block: 1, or 4 for a CRST */
+	uint16_t pages;     /* 4K pages in this block: 1, 4 for a CRST, up to 256 for 16 concatenated 64K stage-2 pgds */
 	uint8_t used;
 	uint8_t half[2];    /* H_*; a whole-page table uses half 0 */
 	uint8_t frag;       /* 2K-fragment page */

@@ -26,7 +26,7 @@ int op_source_open(PyObject *obj, struct op_source *s)
 	Py_ssize_t chunk = 1 << 20;
 	if (!PyArg_ParseTuple(obj, "iKK|n", &s->fd, &off, &nops, &chunk))
 		return -1;
-	if (s->fd < 0 || chunk < OP_BYTES || nops > UINT64_MAX / OP_BYTES) {
+	if (s->fd < 0 || chunk < OP_BYTES || nops > UINT64_MAX / OP_BYTES || off > UINT64_MAX - nops * OP_BYTES) {
 		PyErr_SetString(PyExc_ValueError, "bad operation source");
 		return -1;
 	}
@@ -118,6 +118,11 @@ PyObject *py_check_packed(PyObject *self, PyObject *args)
 	}
 	const uint64_t *w = ops.buf, *lim64 = lim.buf;
 	const uint8_t *special = sp.buf;
+	for (Py_ssize_t i = 0; i < sp.len; i++)
+		if (special[i] > OP_ARGS) { /* a column index: 1..OP_ARGS, 0 for none */
+			PyErr_SetString(PyExc_ValueError, "bad check_packed arguments");
+			goto out;
+		}
 	size_t n = (size_t)ops.len / OP_BYTES;
 	/* The plain columns of every opcode are compared branch-free against their maxima (a special column's
 	 * maximum is lifted to 2^64-1 there); the few opcodes with a special column take the slow test too. */

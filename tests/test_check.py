@@ -184,3 +184,54 @@ def test_fast_digest_and_copy_match_the_full_ones():
             assert e.digest() == full
             other.restore(e)  # into an engine with other tables: only the touched chunks are copied
             assert other.same_tables(e) and other.digest() == full
+
+
+# ---- review findings (each crashed or merged states that behave differently) ----
+
+def test_sixteen_concatenated_64k_pgds_copy_and_free_exactly():
+    """A 64K-granule stage 2 at IPA 46 has 16 concatenated pgd tables: 256 4K pages in one block (a uint8_t
+    count wrapped to 0: the snapshot copy overflowed and every vm_destroy leaked 256 pages of accounting)."""
+    cfg = (65536, 48, 0, 1024, 48)
+    e = _engine.Engine(ARCH_NAMES.index("arm64"), knob_vector("arm64", {}), cfg, ())
+    assert steps(e, op("exec", 1, -1), op("vm_create", 0, 1, 46), op("mmap", 1, 1 << 30, 1 << 21, 0),
+                 op("memslot", 0, 0, 0, 1 << 30, 1 << 21), op("guest_fault", 0, 0, 1)) == [0] * 5
+    c = e.clone()
+    c.restore(e)
+    assert c.digest() == e.digest()
+    assert steps(e, op("vm_destroy", 0)) == [0]
+    for _ in range(6):  # 1024 table pages: a leak of 256 a cycle runs out in four
+        assert steps(e, op("vm_create", 0, 1, 46), op("vm_destroy", 0)) == [0, 0]
+
+
+def test_vm_create_checks_its_vm_index():
+    e = engine("x86_64")
+    assert steps(e, op("exec", 1, -1), op("vm_create", 1 << 40, 1, 0)) == [0, -22]
+
+
+def _x86(ops):
+    e = engine("x86_64")
+    assert all(r == 0 for r in steps(e, *ops)), ops
+    return e
+
+
+def test_invalidation_windows_break_vm_and_cpu_symmetry():
+    """A held window's pending ends are counted per VM index, and the next notifying operation goes to the
+    lowest-index armed cpu: states that differ only there must not share a digest under symmetry."""
+    a, b, m = 1 << 30, 1 << 31, 1 << 21
+
+    def two_vms(first, second, hvas):
+        return _x86([op("exec", 1, -1), op("mmap", 1, a, m, 0), op("mmap", 1, b, m, 0), op("vm_create", 0, 1, 0),
+                     op("vm_create", 1, 1, 0), op("memslot", 0, 0, 0, hvas[0], m), op("memslot", 1, 0, 0, hvas[1], m),
+                     op("inval_hold", 0), op("munmap", 1, first, m), op("inval_hold", 1), op("munmap", 1, second, m),
+                     op("rcu_lock", 0)])
+    groups = ((1, 2), (0, 2), (0, 2))
+    s1, s2 = two_vms(a, b, (a, b)), two_vms(b, a, (b, a))
+    assert s1.digest(groups) != s2.digest(groups)
+    assert s1.step(op("inval_end", 0)) == s2.step(op("inval_end", 0)) == 0
+    assert s1.digest(groups) != s2.digest(groups)  # (they part here, so they must have differed before)
+
+    def armed_twice(rcu_cpu):
+        return _x86([op("exec", 1, -1), op("mmap", 1, a, m, 0), op("vm_create", 0, 1, 0), op("memslot", 0, 0, 0, a, m),
+                     op("inval_hold", 0), op("inval_hold", 1), op("rcu_lock", rcu_cpu)])
+    groups = ((1, 2), (0, 2), (0, 1))
+    assert armed_twice(0).digest(groups) != armed_twice(1).digest(groups)
