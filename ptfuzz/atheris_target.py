@@ -45,7 +45,7 @@ def _known(spec: str) -> set:
     for part in filter(None, spec.split(os.pathsep)):
         p = Path(part)
         files += sorted(p.rglob("*.msgpack")) if p.is_dir() else [p]
-    return known_keys(ARCH, (tracemod.load(f) for f in files))
+    return known_keys(ARCH, (tracemod.load(f) for f in files), CONFIG)
 
 
 KNOWN = _known(os.environ.get("PTFUZZ_KNOWN", ""))

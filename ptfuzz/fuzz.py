@@ -31,11 +31,14 @@ def finding_key(arch: str, knobs: dict, t: Trace, r) -> tuple[str, str]:
     return json.dumps([r.violation.kind, knob_vector(arch, knobs), op_name]), op_name
 
 
-def known_keys(arch: str, traces) -> set[str]:
-    """The keys of the violations these traces (of this arch; others are skipped) replay to."""
+def known_keys(arch: str, traces, config: dict | None = None) -> set[str]:
+    """The keys of the violations these traces replay to; traces of another arch or config (granule, VA
+    size...) are skipped: the key names neither, and a violation known under one geometry is not known
+    under another."""
+    want = {**tracemod.CONFIG_DEFAULTS, **(config or {})}
     out = set()
     for t in traces:
-        if t.arch == arch:
+        if t.arch == arch and t.full_config() == want:
             r = replay(t)
             if r.violation is not None:
                 out.add(finding_key(arch, t.knobs, t, r)[0])
@@ -82,7 +85,7 @@ class Campaign:
         """Traces whose violations are already on record (the corpus' regressions of this arch): a
         finding with the same key is known, so a CI campaign fails only on what the corpus lacks. M1,
         for one, is what v6.6 does on s390 defaults, and the corpus keeps it as an expected regression."""
-        keys = known_keys(self.arch, traces)
+        keys = known_keys(self.arch, traces, self.config)
         self.known_keys |= keys
         return len(keys)
 

@@ -274,3 +274,12 @@ def test_oss_fuzz_mode_reports_only_what_the_corpus_lacks(tmp_path):
         runs[label] = (r.returncode, r.stdout + r.stderr)
     assert runs["on record"][0] == 0, runs["on record"][1][-2000:]
     assert runs["nothing known"][0] != 0 and "gmap-dangling" in runs["nothing known"][1], runs["nothing known"][1][-2000:]
+
+
+def test_known_findings_are_per_geometry():
+    """A violation on record under one granule is not known under another (the key names no config)."""
+    from ptfuzz.fuzz import known_keys
+    u7 = tracemod.load(ROOT / "corpus" / "regressions" / "arm64" / "stage2-block-illegal-u7.msgpack")
+    assert known_keys("arm64", [u7], u7.config)
+    assert not known_keys("arm64", [u7], {**u7.config, "granule": 16384})
+    assert not known_keys("x86_64", [u7], u7.config)
