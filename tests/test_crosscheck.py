@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ptfuzz import trace as tracemod
-from ptfuzz.crosscheck import (HOST_OPS, WINDOW, WINDOW_SPAN, Disagreement, Figure, Step, compare, generate, seeds)
+from ptfuzz.crosscheck import (HOST_OPS, WINDOW, WINDOW_SPAN, Figure, Step, compare, generate, seeds)
 from ptfuzz.host import host_supported
 from ptfuzz.trace import Trace, op_to_list, ops_from_list
 

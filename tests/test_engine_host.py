@@ -1,24 +1,11 @@
 """The host model v2 against v6.6, rule by rule (docs/model-notes.md names the kernel function of each test)."""
-import numpy as np
 import pytest
 
-from conftest import ELFS, G, K, M, kind, results, run
+from conftest import NONE, G, K, M, W, events_at, figs, kind, results, run, trace, translate
 from ptfuzz.engine import replay, replay_figures
-from ptfuzz.trace import Trace, ops_from_list
 
-W = 0x200000000000  # the crosscheck window on x86_64 and arm64/48
 A = 0x10000000      # s390
-NONE = (1 << 64) - 1
 EV_ALLOC, EV_FREE, EV_RCU, EV_LEAF_SET, EV_NOTIFY, EV_S2_ZAP = 0, 1, 2, 5, 11, 15
-
-
-def trace(ops, arch="x86_64", knobs=None, config=None):
-    return Trace(arch, ops_from_list(ops), knobs=dict(knobs or {}), elfs=ELFS, config=dict(config or {}))
-
-
-def figs(ops, arch="x86_64", knobs=None, config=None, lo=W, hi=W + 64 * G):
-    """(result, figures after every op) with results and events recorded."""
-    return replay_figures(trace(ops, arch, knobs, config), lo, hi, steps=True)
 
 
 def window_bytes(f, i, pid=1, base=1):
@@ -28,16 +15,6 @@ def window_bytes(f, i, pid=1, base=1):
 
 def blocks(f, i, pid=1):
     return f[i][pid][1]
-
-
-def translate(ops, pairs, arch="x86_64", knobs=None, config=None):
-    r = replay(trace(ops, arch, knobs, config), teardown=False, probes=np.array(pairs, dtype=np.uint64))
-    assert r.violation is None, r.violation
-    return [int(x) for x in r.translations]
-
-
-def events_at(r, op, kind_):
-    return [ev for ev in r.events if ev[0] == op and ev[1] == kind_]
 
 
 X = "x86_64"

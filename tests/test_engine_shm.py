@@ -1,36 +1,14 @@
 """Shared memory (shmem objects, shm_mmap, shared faults, MADV_COLLAPSE of shmem with retract_page_tables) and what
 an rmap walker holds, against v6.6 rule by rule (docs/model-notes.md names the kernel function of each test)."""
-import numpy as np
 import pytest
 
-from conftest import ELFS, K, M, kind, results, run
-from ptfuzz.engine import replay, replay_figures
-from ptfuzz.trace import Trace, ops_from_list
+from conftest import NONE, K, M, W, events_at, figs, kind, results, run, trace, translate
+from ptfuzz.engine import replay
 
-W = 0x200000000000  # x86_64 and arm64/48 (the crosscheck window)
 A = 0x10000000      # s390
 P = 2 * M           # the x86_64 PMD size
-NONE = (1 << 64) - 1
 EV_ALLOC, EV_FREE, EV_LEAF_SET, EV_LEAF_ZAP, EV_DATA_FREE, EV_GMAP_UNLINK, EV_NOTIFY, EV_S2_ZAP = 0, 1, 5, 6, 7, 10, 11, 15
 EV_SHM_COLLAPSE, EV_RETRACT = 16, 17
-
-
-def trace(ops, arch="x86_64", knobs=None, config=None):
-    return Trace(arch, ops_from_list(ops), knobs=dict(knobs or {}), elfs=ELFS, config=dict(config or {}))
-
-
-def figs(ops, arch="x86_64", knobs=None, lo=W, hi=W + (1 << 36)):
-    return replay_figures(trace(ops, arch, knobs), lo, hi, steps=True)
-
-
-def translate(ops, pairs, arch="x86_64", knobs=None, config=None):
-    r = replay(trace(ops, arch, knobs, config), teardown=False, probes=np.array(pairs, dtype=np.uint64))
-    assert r.violation is None, r.violation
-    return [int(x) for x in r.translations]
-
-
-def events_at(r, op, kind_):
-    return [ev for ev in r.events if ev[0] == op and ev[1] == kind_]
 
 
 def blocks(f, i, pid):
