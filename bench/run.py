@@ -3,7 +3,8 @@
 Every figure is measured in this run, and the "ratios" section compares figures of this run only (with each
 other, and with BENCH.md's targets), since the machines are shared and noisy.
 
-Environment: BENCH_ONLY=B1,B5 (a subset; B4 comes with B3), BENCH_QUICK=1 (the smaller defaults in brackets,
+Environment: BENCH_ONLY=B1,B5 (a subset; B4 comes with B3; B3F: atheris' time to bug on U4, U7, U8 and M1
+with the generator's semantic features and without), BENCH_QUICK=1 (the smaller defaults in brackets,
 for a shared machine: minutes, not hours), BENCH_REPS (3), BENCH_B1_OPS (2000000 [500000]),
 BENCH_B2_TIME (30 s [10]), BENCH_B3_TRIALS (10 [3]), BENCH_B3_CAP (60 s [20]), BENCH_B3_ENGINE (atheris |
 hypothesis | random), BENCH_B5_GIB (4), BENCH_B7_TRACES (1000 [100]), BENCH_B8_DEPTH (10 [8]),
@@ -236,30 +237,40 @@ def one_minimal(t):
     return True
 
 
+def time_to_bug(tmp, uid, arch, knobs, kinds, engine, tag=""):
+    """B3_TRIALS campaigns (capped at B3_CAP) on one unsafe variant: the B3 row, and a B4 row per finding."""
+    times, execs, lengths, b4 = [], [], [], []
+    for trial in range(B3_TRIALS):
+        c = Campaign(arch, knobs, Path(tmp) / f"b3{tag}-{uid}-{trial}", max_ops=32, seed=1000 * trial + 7)
+        run_campaign(c, engine, B3_CAP, None, 1, False)
+        f = next((f for f in c.findings if f.kind in kinds), None)
+        if f:
+            times.append(f.seconds)
+            execs.append(f.executions)
+            lengths.append(len(f.trace.ops))
+            st = f.minimize_stats
+            b4.append({"id": "B4", "variant": uid, "trial": trial, "ops_before": st.ops_before,
+                       "ops_after": st.ops_after, "replays": st.replays, "seconds": round(st.seconds, 3),
+                       "one_minimal": one_minimal(f.trace)})
+    row = {"id": "B3", "variant": uid, "arch": arch, "knobs": knobs, "engine": engine,
+           "found": f"{len(times)}/{B3_TRIALS}",
+           "median_s": round(statistics.median(times), 3) if times else None,
+           "min_s": round(min(times), 3) if times else None, "max_s": round(max(times), 3) if times else None,
+           "median_execs": int(statistics.median(execs)) if execs else None,
+           "median_ops": statistics.median(lengths) if lengths else None}
+    return row, b4
+
+
+from ptfuzz.cli.fuzz import run_campaign  # noqa: E402
+from ptfuzz.fuzz import Campaign  # noqa: E402
+
+
 def b3_b4(tmp):
-    from ptfuzz.cli.fuzz import run_campaign
-    from ptfuzz.fuzz import Campaign
     b3, b4 = [], []
     for uid, arch, knobs, kinds in UNSAFE:
-        times, execs, lengths = [], [], []
-        for trial in range(B3_TRIALS):
-            c = Campaign(arch, knobs, Path(tmp) / f"b3-{uid}-{trial}", max_ops=32, seed=1000 * trial + 7)
-            run_campaign(c, B3_ENGINE, B3_CAP, None, 1, False)
-            f = next((f for f in c.findings if f.kind in kinds), None)
-            if f:
-                times.append(f.seconds)
-                execs.append(f.executions)
-                lengths.append(len(f.trace.ops))
-                st = f.minimize_stats
-                b4.append({"id": "B4", "variant": uid, "trial": trial, "ops_before": st.ops_before,
-                           "ops_after": st.ops_after, "replays": st.replays, "seconds": round(st.seconds, 3),
-                           "one_minimal": one_minimal(f.trace)})
-        b3.append({"id": "B3", "variant": uid, "arch": arch, "knobs": knobs, "engine": B3_ENGINE,
-                   "found": f"{len(times)}/{B3_TRIALS}",
-                   "median_s": round(statistics.median(times), 3) if times else None,
-                   "min_s": round(min(times), 3) if times else None, "max_s": round(max(times), 3) if times else None,
-                   "median_execs": int(statistics.median(execs)) if execs else None,
-                   "median_ops": statistics.median(lengths) if lengths else None})
+        row, rows4 = time_to_bug(tmp, uid, arch, knobs, kinds, B3_ENGINE)
+        b3.append(row)
+        b4 += rows4
     for arch, knobs in CONTROLS:
         c = Campaign(arch, knobs, Path(tmp) / f"b3-control-{arch}-{len(b3)}", max_ops=32)
         run_campaign(c, B3_ENGINE, B3_CAP, None, 1, True)
@@ -270,6 +281,26 @@ def b3_b4(tmp):
                    "violations": sum(1 for f in c.findings if not (m1 and f.kind == "gmap-dangling")),
                    "m1_findings": sum(1 for f in c.findings if m1 and f.kind == "gmap-dangling"), "kinds": kinds})
     return b3, b4
+
+
+FEATURE_VARIANTS = ("U4", "U7", "U8", "M1")  # issue 11: time to bug with and without the semantic features
+
+
+def b3_features(tmp):
+    """atheris' time to bug on U4, U7, U8 and M1 with the generator's semantic features (gen.c) counted as
+    coverage and without (PTFUZZ_FEATURES=0), same seeds, same caps."""
+    rows = []
+    for uid, arch, knobs, kinds in UNSAFE:
+        if uid not in FEATURE_VARIANTS:
+            continue
+        for on in ("1", "0"):
+            os.environ["PTFUZZ_FEATURES"] = on
+            try:
+                row = time_to_bug(tmp, uid, arch, knobs, kinds, "atheris", f"f{on}")[0]
+            finally:
+                os.environ.pop("PTFUZZ_FEATURES", None)
+            rows.append({**row, "id": "B3-features", "features": on == "1"})
+    return rows
 
 
 B7_TRACES = param("B7_TRACES", 1000, 100)
@@ -360,6 +391,12 @@ def ratios(results) -> dict:
     for r in results:
         if r["id"] == "B2" and r["engine"] == "atheris":
             out[f"B2 {r['arch']} atheris execs/s / target 20k"] = round(r["execs_per_s"] / TARGET["B2_atheris"], 3)
+        elif r["id"] == "B3-features" and r["features"]:
+            off = next((o for o in results if o["id"] == "B3-features" and o["variant"] == r["variant"]
+                        and not o["features"]), None)
+            if off and r["median_execs"] and off["median_execs"]:
+                out[f"B3 {r['variant']} atheris executions to bug, features on / off"] = round(
+                    r["median_execs"] / off["median_execs"], 3)
         elif r["id"] == "B3" and r["median_s"] is not None:
             out[f"B3 {r['variant']} median s / target 10 s"] = round(r["median_s"] / TARGET["B3_median_s"], 3)
         elif r["id"] == "B5":
@@ -421,6 +458,8 @@ def main():
             add(b3 + b4)
         if want("B8"):
             add(b8(tmp, b3))
+        if want("B3F"):
+            add(b3_features(tmp))
     doc["ratios"] = ratios(results)
     for name, value in doc["ratios"].items():
         print(f"ratio {name}: {value}")

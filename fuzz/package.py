@@ -31,16 +31,18 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the checkout's ptfuzz (the one `make setup` installed, editable)
 from ptfuzz.engine import replay  # noqa: E402
 from ptfuzz.fuzz import native_engine_so  # noqa: E402
-from ptfuzz.fuzzgen import ByteChoices, Layout, RecordingChoices, fuzz_trace, seed_inputs  # noqa: E402
+from ptfuzz.fuzzgen import ByteChoices, RecordingChoices, seed_inputs, trace_gen  # noqa: E402
 
-COUNTERS_SYMBOL = b"__sanitizer_cov_8bit_counters_init"
+# The section -fsanitize=fuzzer-no-link puts the edge counters in (every engine build names the registration
+# function, for the semantic features, so the section is the mark of the coverage build).
+COUNTERS_SECTION = b"__sancov_cntrs"
 # One unsafe variant per arch whose violation a short random trace reaches (as in tests/test_fuzz.py).
 CRASH_KNOBS = {"s390": {"mm.table_free": "immediate"}, "arm64": {"kvm.fault_holds_mm": "no"},
                "x86_64": {"kvm.invalidate_retry": "none"}}
 MAX_OPS = 32  # ptfuzz.atheris_target's default (PTFUZZ_MAX_OPS)
 # The packaged fuzzer must stand alone: nothing from this process may point it at another engine or runtime.
 SCRUB = ("PTFUZZ_ENGINE_SO", "LD_PRELOAD", "PYTHONPATH", "PYTHONHOME", "PTFUZZ_KNOBS", "PTFUZZ_CONFIG",
-         "PTFUZZ_MAX_OPS", "PTFUZZ_PY_COVERAGE", "PTFUZZ_INBOX", "PTFUZZ_ARCH", "PTFUZZ_KNOWN")
+         "PTFUZZ_MAX_OPS", "PTFUZZ_FEATURES", "PTFUZZ_INBOX", "PTFUZZ_ARCH", "PTFUZZ_KNOWN")
 
 # The extra PyInstaller arguments .clusterfuzzlite/build.sh gives compile_python_fuzzer: a fuzzer never draws
 # a plot, and ptfuzz.cli (which the generator imports for the geometry) reaches matplotlib through
@@ -67,7 +69,7 @@ class PackageError(Exception):
 
 def stage(site: Path, engine_so: Path) -> None:
     """A ptfuzz package tree as `pip3 install .` with the coverage flags would leave it."""
-    if COUNTERS_SYMBOL not in engine_so.read_bytes():
+    if COUNTERS_SECTION not in engine_so.read_bytes():
         raise PackageError(f"{engine_so}: not built with -fsanitize=fuzzer-no-link (no libFuzzer counters)")
     shutil.rmtree(site, ignore_errors=True)
     shutil.copytree(ROOT / "ptfuzz", site / "ptfuzz",
@@ -102,13 +104,14 @@ def sanitizer_runtime(out: Path) -> None:
 def crashing_input(arch: str, knobs: dict | None = None) -> tuple[bytes, str]:
     """Recorded decisions of the first random trace that violates under these knobs (the arch's unsafe knob
     by default), checked to decode to a violating trace again the way the target decodes them."""
-    knobs, layout = CRASH_KNOBS[arch] if knobs is None else knobs, Layout.of(arch, {})
+    knobs = CRASH_KNOBS[arch] if knobs is None else knobs
+    gen = trace_gen(arch, knobs, {})
     for seed in range(100_000):
         rec = RecordingChoices(seed)
-        if replay(fuzz_trace(arch, rec, MAX_OPS, knobs, {}, layout)).violation is None:
+        if gen.run(rec, MAX_OPS).violation is None:
             continue
         data = bytes(rec.bytes)
-        v = replay(fuzz_trace(arch, ByteChoices(data), MAX_OPS, knobs, {}, layout)).violation
+        v = replay(gen.run(ByteChoices(data), MAX_OPS).trace).violation
         if v is not None:
             return data, v.kind
     raise PackageError(f"no crashing input for {arch} under {knobs}")
@@ -132,13 +135,15 @@ def check(wrapper: Path, arch: str, runs: int, tmp: Path) -> dict:
     log = r.stdout + r.stderr
     if r.returncode != 0:
         raise PackageError(f"{wrapper.name}: exit {r.returncode} after -runs={runs}: {log.strip().splitlines()[-1:]}")
-    counters = re.search(r"INFO: Loaded 1 modules\s+\((\d+) inline 8-bit counters\)", log)
+    # the engine's module is the first (registered at import); the generator's semantic features follow
+    loaded = re.search(r"INFO: Loaded \d+ modules\s+\(\d+ inline 8-bit counters\): (.*)", log)
+    modules = [int(n) for n in re.findall(r"(\d+) \[0x", loaded.group(1))] if loaded else []
     executed = re.search(r"stat::number_of_executed_units:\s*(\d+)", log)
     coverage = [int(c) for c in re.findall(r"^#\d+\s+\w+\s+cov: (\d+)", log, re.M)]
     funcs = re.findall(r"^(UN)?COVERED_FUNC: hits: \d+ edges: (\d+)/(\d+) \S+ \S*native_ext/", log, re.M)
     covered = [f for f in funcs if not f[0]]
     result = {"fuzzer": wrapper.name, "arch": arch, "executions": int(executed.group(1)) if executed else 0,
-              "native_counters": int(counters.group(1)) if counters else 0, "coverage": max(coverage, default=0),
+              "native_counters": modules[0] if modules else 0, "modules": modules, "coverage": max(coverage, default=0),
               "engine_functions": [len(covered), len(funcs)],
               "engine_edges": [sum(int(f[1]) for f in covered), sum(int(f[2]) for f in funcs)],
               "python_instrumented": "Instrumenting ptfuzz" in log}

@@ -400,9 +400,25 @@ static uint64_t cpu_record(struct canon *c, int ci, const uint32_t *vm_label)
 	uint64_t h = 0xc9000000ull, *saved = c->h;
 	c->h = &h;
 	k.section = 0; /* replaced by the callback relation below */
-	bool known = k.actor == A_NONE || k.actor == A_WALK || k.actor == A_RMAP || k.actor == A_GFAULT;
+	bool known = k.actor == A_NONE || k.actor == A_WALK || k.actor == A_RMAP || k.actor == A_GFAULT ||
+		     k.actor == A_INVAL;
 	if (known) {
 		bool walk = k.actor == A_WALK, rmap = k.actor == A_RMAP, gf = k.actor == A_GFAULT;
+		/* an invalidation window: what it holds is kept (per-VM counts raw: windows turn VM symmetry
+		 * off); inval_op is only compared with the running operation's index, which between operations
+		 * it never equals, so it is cleared. Any other cpu: the window fields are stale from an earlier
+		 * window (inval_end leaves the counts) and cleared. The stale actor fields of a window's cpu are
+		 * cleared below like an idle cpu's: kept raw they held struct tref padding that assignments
+		 * leave undefined, and the digest differed from process to process. */
+		if (k.actor == A_INVAL) {
+			k.inval_op = 0;
+		} else {
+			k.inval_held = false;
+			k.inval_op = 0;
+			memset(k.inval_began, 0, sizeof(k.inval_began));
+			memset(k.inval_active, 0, sizeof(k.inval_active));
+			memset(k.inval_mms, 0, sizeof(k.inval_mms));
+		}
 		if (!walk && !rmap && !gf)
 			k.mm = 0;
 		if (!walk && !rmap)

@@ -1,12 +1,13 @@
-/* pyengine.c: the persistent engine (Engine: step, digest, violation, clone, restore, finish) and the
- * bounded model checker (Checker) as Python types; marshalling only, the work is in snap.c, digest.c and
- * check.c. */
+/* pyengine.c: the persistent engine (Engine: step, digest, violation, clone, restore, finish), the
+ * bounded model checker (Checker) and the trace generator (Generator) as Python types; marshalling only,
+ * the work is in snap.c, digest.c, check.c and gen.c. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdlib.h>
 #include <string.h>
 #include "ptf.h"
 #include "check.h"
+#include "gen.h"
 
 /* The ELF images, shared by an engine and its clones (the engine only reads them). */
 struct elfset {
@@ -503,6 +504,139 @@ static PyTypeObject CheckerType = {
 	.tp_methods = Checker_methods,
 };
 
+/* ---- Generator ---- */
+
+typedef struct {
+	PyObject_HEAD
+	int arch, profile;
+	int knobs[K_NR];
+	uint64_t config[CONFIG_NR];
+	struct elfset elfs;
+} GeneratorObject;
+
+/* Generator(arch, knobs, config, elfs, profile): profile 0 fuzz, 1 workload (gen.h) */
+static int Generator_init(GeneratorObject *self, PyObject *args, PyObject *kw)
+{
+	PyObject *knobs_obj, *config_obj, *elfs_obj;
+	static char *names[] = { "arch", "knobs", "config", "elfs", "profile", NULL };
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "iO!O!O!i", names, &self->arch, &PyTuple_Type, &knobs_obj,
+					 &PyTuple_Type, &config_obj, &PyTuple_Type, &elfs_obj, &self->profile))
+		return -1;
+	if (self->profile < 0 || self->profile >= GEN_NPROFILES) {
+		PyErr_SetString(PyExc_ValueError, "unknown generator profile");
+		return -1;
+	}
+	if (run_args(self->arch, knobs_obj, config_obj, self->knobs, self->config))
+		return -1;
+	elfset_clear(&self->elfs);
+	if (elfset_from(&self->elfs, elfs_obj))
+		return -1;
+	struct engine *e = calloc(1, sizeof(*e)); /* the configuration is checked once, here */
+	if (!e) {
+		PyErr_NoMemory();
+		return -1;
+	}
+	int ret = ptf_init(e, (enum arch)self->arch, self->knobs, self->config);
+	ptf_fini(e);
+	free(e);
+	if (ret) {
+		errno_error(ret);
+		return -1;
+	}
+	return 0;
+}
+
+static void Generator_dealloc(GeneratorObject *self)
+{
+	elfset_clear(&self->elfs);
+	Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* run(source, max_ops, record=False, teardown=True) -> (ops, violation, op_index, message, recorded)
+ * source: bytes (decisions, ByteChoices' encoding) or an int (a seed); ops: packed words (48 bytes an
+ * operation); violation: 0 or the engine's violation number; recorded: the decisions a seed made, in the
+ * byte encoding (record=True), else None. */
+static PyObject *Generator_run(GeneratorObject *self, PyObject *args, PyObject *kw)
+{
+	PyObject *source;
+	Py_ssize_t max_ops;
+	int record = 0, teardown = 1;
+	static char *names[] = { "source", "max_ops", "record", "teardown", NULL };
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "On|pp", names, &source, &max_ops, &record, &teardown))
+		return NULL;
+	if (max_ops < 0) {
+		PyErr_SetString(PyExc_ValueError, "max_ops must not be negative");
+		return NULL;
+	}
+	if (!self->elfs.ptr) {
+		PyErr_SetString(PyExc_RuntimeError, "Generator not initialised");
+		return NULL;
+	}
+	struct choices c;
+	Py_buffer data = { 0 };
+	if (PyLong_Check(source)) {
+		unsigned long long seed = PyLong_AsUnsignedLongLongMask(source);
+		if (PyErr_Occurred())
+			return NULL;
+		choices_random(&c, seed, record);
+	} else {
+		if (PyObject_GetBuffer(source, &data, PyBUF_SIMPLE) < 0)
+			return NULL;
+		choices_bytes(&c, data.buf, (size_t)data.len);
+	}
+	struct engine *e = calloc(1, sizeof(*e));
+	PyObject *result = NULL;
+	struct gen_result r = { 0 };
+	int ret = -ENOMEM;
+	if (e && !(ret = ptf_init(e, (enum arch)self->arch, self->knobs, self->config))) {
+		e->elfs = self->elfs.ptr;
+		e->elf_lens = self->elfs.len;
+		e->nelfs = self->elfs.n;
+		Py_BEGIN_ALLOW_THREADS
+		ret = ptf_generate(e, (enum gen_profile_id)self->profile, &c, (size_t)max_ops, teardown, &r);
+		Py_END_ALLOW_THREADS
+	}
+	if (ret)
+		errno_error(ret);
+	else
+		result = Py_BuildValue("(y#iIsO)", (const char *)r.rows, (Py_ssize_t)(r.nrows * (OP_ARGS + 1) * 8),
+				       (int)r.viol, r.viol_op, e->viol_msg, Py_None);
+	if (result && c.record) {
+		PyObject *rec = PyBytes_FromStringAndSize((const char *)c.rec, (Py_ssize_t)c.nrec);
+		if (!rec)
+			Py_CLEAR(result);
+		else
+			PyTuple_SetItem(result, 4, rec); /* steals rec, releases the None */
+	}
+	free(r.rows);
+	choices_free(&c);
+	if (e) {
+		ptf_fini(e);
+		free(e);
+	}
+	if (data.buf)
+		PyBuffer_Release(&data);
+	return result;
+}
+
+static PyMethodDef Generator_methods[] = {
+	{ "run", (PyCFunction)(void (*)(void))Generator_run, METH_VARARGS | METH_KEYWORDS,
+	  "run(source, max_ops, record=False, teardown=True) -> (ops, violation, op_index, message, recorded)" },
+	{ NULL, NULL, 0, NULL },
+};
+
+static PyTypeObject GeneratorType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "ptfuzz._engine.Generator",
+	.tp_basicsize = sizeof(GeneratorObject),
+	.tp_flags = Py_TPFLAGS_DEFAULT,
+	.tp_doc = "Generator(arch, knobs, config, elfs, profile): traces decided against the live engine (gen.c).",
+	.tp_new = PyType_GenericNew,
+	.tp_init = (initproc)Generator_init,
+	.tp_dealloc = (destructor)Generator_dealloc,
+	.tp_methods = Generator_methods,
+};
+
 /* debug_full(flag): digests hash every table word and copies copy every word, ignoring the occupancy
  * bitmaps, so that tests can hold the fast paths to the slow ones. */
 static PyObject *py_debug_full(PyObject *self, PyObject *args)
@@ -515,16 +649,32 @@ static PyObject *py_debug_full(PyObject *self, PyObject *args)
 	Py_RETURN_NONE;
 }
 
+/* features_register() -> bool: the generator's semantic features now count as libFuzzer coverage (False: no
+ * libFuzzer runtime in this process) */
+static PyObject *py_features_register(PyObject *self, PyObject *noargs)
+{
+	(void)self;
+	(void)noargs;
+	return PyBool_FromLong(ptf_features_register() == 0);
+}
+
 static PyMethodDef functions[] = {
 	{ "debug_full", py_debug_full, METH_VARARGS, "debug_full(flag): ignore occupancy bitmaps (tests)" },
+	{ "features_register", py_features_register, METH_NOARGS,
+	  "features_register() -> bool: count the generator's semantic features as libFuzzer coverage" },
 	{ NULL, NULL, 0, NULL },
 };
 
 /* Called from PyInit__engine. */
 int pyengine_add_types(PyObject *m)
 {
-	if (PyType_Ready(&EngineType) < 0 || PyType_Ready(&CheckerType) < 0)
+	if (PyType_Ready(&EngineType) < 0 || PyType_Ready(&CheckerType) < 0 || PyType_Ready(&GeneratorType) < 0)
 		return -1;
+	Py_INCREF(&GeneratorType);
+	if (PyModule_AddObject(m, "Generator", (PyObject *)&GeneratorType) < 0) {
+		Py_DECREF(&GeneratorType);
+		return -1;
+	}
 	Py_INCREF(&EngineType);
 	if (PyModule_AddObject(m, "Engine", (PyObject *)&EngineType) < 0) {
 		Py_DECREF(&EngineType);

@@ -24,20 +24,20 @@ from ptfuzz import trace as tracemod
 from ptfuzz.engine import replay
 from ptfuzz.fuzz import finding_key, known_keys
 
-# With the C engine's edge coverage available (PTFUZZ_PY_COVERAGE=0) the generator is left
-# uninstrumented: Python-level tracing would cost more than half of the executions.
-if os.environ.get("PTFUZZ_PY_COVERAGE", "1") == "1":
-    with atheris.instrument_imports(include=["ptfuzz.fuzzgen"]):
-        from ptfuzz.fuzzgen import ByteChoices, Layout, fuzz_trace
-else:
-    from ptfuzz.fuzzgen import ByteChoices, Layout, fuzz_trace
+# The generator runs in C (native_ext/gen.c). libFuzzer's features: the engine's edges when it is the
+# coverage build (PTFUZZ_ENGINE_SO), and the generator's semantic features (abstract states reached, gen.c)
+# unless PTFUZZ_FEATURES=0; both need libFuzzer's runtime preloaded (LD_PRELOAD), as `ptfuzz fuzz` does.
+from ptfuzz import _engine
+from ptfuzz.fuzzgen import ByteChoices, trace_gen
+
+FEATURES = os.environ.get("PTFUZZ_FEATURES", "1") != "0" and _engine.features_register()
 
 ARCH = os.environ.get("PTFUZZ_ARCH", "s390")
 KNOBS = json.loads(os.environ.get("PTFUZZ_KNOBS", "{}"))
 CONFIG = json.loads(os.environ.get("PTFUZZ_CONFIG", "{}"))
 MAX_OPS = int(os.environ.get("PTFUZZ_MAX_OPS", "32"))
 INBOX = os.environ.get("PTFUZZ_INBOX")
-LAYOUT = Layout.of(ARCH, CONFIG)
+GEN = trace_gen(ARCH, KNOBS, CONFIG)
 
 
 def _known(spec: str) -> set:
@@ -60,10 +60,11 @@ class Violation(Exception):
 def TestOneInput(data: bytes) -> None:
     global _runs
     _runs += 1
-    t = fuzz_trace(ARCH, ByteChoices(data), MAX_OPS, KNOBS, CONFIG, LAYOUT)
-    r = replay(t)
-    if r.violation is None:
+    packed, violation = GEN.raw(ByteChoices(data), MAX_OPS)[:2]
+    if not violation:
         return
+    t = GEN.trace_of(packed)
+    r = replay(t)
     key, op = finding_key(ARCH, KNOBS, t, r)
     if key in KNOWN:
         return

@@ -13,10 +13,10 @@ import numpy as np
 from . import trace as tracemod
 from . import engine
 from .errors import UsageError
-from .fuzzgen import FuzzGen, Layout, RandomChoices
+from .fuzzgen import Layout, RandomChoices
 from .host import Host, HostError, HostInfo, host_supported
 from .minimize import shrink
-from .names import KNOBS, OP_NUMBER
+from .names import KNOBS, OP_NUMBER, OP_WIDTH
 from .trace import Trace, op_text, op_to_list
 
 # The host operations: what a process can do to its own address space, and what the helper does for real.
@@ -192,17 +192,54 @@ def host_facts(host: Host) -> HostFacts:
 
 # ---- generation ----
 
-class HostGen(FuzzGen):
-    """The fuzz generator's state and picks, restricted to host operations in the crosscheck window."""
-    NREGIONS = 4
+class HostGen:
+    """A host-only generator: processes, mappings, faults, madvise, fork and exit in the crosscheck window.
+    It decides in Python (crosscheck runs tens of traces a second, bound by the real kernel), with the
+    picks of the engine's generator (gen.c) over its own record of what it mapped."""
+    NPIDS, NREGIONS = 3, 4
 
     def __init__(self, arch: str, choices, layout: Layout):
-        super().__init__(arch, choices, layout=replace(layout, base=WINDOW, region=8 * layout.pmd))
+        self.arch, self.c = arch, choices
+        self.L = replace(layout, base=WINDOW, region=8 * layout.pmd)
+        self.pids: dict = {}  # pid -> list of (addr, len, flags) it mapped
+        self.rows: list[list[int]] = []
+
+    def op(self, name: str, *args: int) -> None:
+        row = [OP_NUMBER[name], *[a & ((1 << 64) - 1) for a in args]]
+        self.rows.append(row + [0] * (OP_WIDTH - len(row)))
+
+    def region(self) -> int:
+        return self.L.base + self.c.below(self.NREGIONS) * self.L.region
+
+    def mapping(self, pid):
+        maps = self.pids.get(pid)
+        return self.c.pick(maps) if maps else None
+
+    def addr_in(self, pid) -> int:
+        m = self.mapping(pid)
+        if m is None:
+            return self.region()
+        addr, length, _ = m
+        pages = length // self.L.page
+        index = self.c.pick([0, pages - 1, self.c.below(pages)]) if pages > 1 else 0
+        return addr + index * self.L.page
+
+    def pid(self) -> int:
+        return self.c.pick(sorted(self.pids)) if self.pids else 1
+
+    def do_fault(self):
+        pid = self.pid()
+        addr = self.addr_in(pid)
+        if self.c.rarely(20):  # a read, then a write: the zero page, then COW or reuse
+            self.op("fault", pid, addr, 0)
+            self.op("fault", pid, addr, 1)
+            return
+        self.op("fault", pid, addr, self.c.below(2))
 
     def do_exec(self):
         pid = 1 + self.c.below(self.NPIDS)
         self.op("exec", pid, -1)
-        self.s.pids[pid] = []
+        self.pids[pid] = []
 
     def do_mmap(self):
         pid, L = self.pid(), self.L
@@ -212,7 +249,7 @@ class HostGen(FuzzGen):
             pgoff = self.c.pick([0, 0, L.pmd // L.page, self.c.below(8)])
             length = self.c.pick([L.pmd, 2 * L.pmd, L.page * (1 + self.c.below(16))])
             self.op("shm_mmap", pid, base, length, obj, pgoff)
-            self.s.pids.setdefault(pid, []).append((base, length, 0))
+            self.pids.setdefault(pid, []).append((base, length, 0))
             return
         kind = self.c.below(3)
         if kind == 0:
@@ -225,7 +262,7 @@ class HostGen(FuzzGen):
             length = L.page * (1 + self.c.below(8))
         flags = 1 if self.c.chance(50) else 0
         self.op("mmap", pid, addr, length, flags)
-        self.s.pids.setdefault(pid, []).append((addr, length, flags))
+        self.pids.setdefault(pid, []).append((addr, length, flags))
 
     def do_madvise(self):
         pid = self.pid()
@@ -246,7 +283,7 @@ class HostGen(FuzzGen):
         pid, L = self.pid(), self.L
         base, advice = self.region(), self.c.pick([1, 1, 2])
         self.op("mmap", pid, base, 2 * L.pmd, 0)
-        self.s.pids.setdefault(pid, []).append((base, 2 * L.pmd, 0))
+        self.pids.setdefault(pid, []).append((base, 2 * L.pmd, 0))
         self.op("madvise", pid, base, L.page, advice)
         self.op("fault", pid, base + L.pmd + self.c.below(L.pmd // L.page) * L.page, 1)
         self.op("madvise", pid, base + L.page, 2 * L.pmd - L.page, advice)
@@ -255,9 +292,9 @@ class HostGen(FuzzGen):
     def step(self):
         k = self.c.below(100)
         pid = self.pid()
-        if self.s.pids and self.c.chance(3):
+        if self.pids and self.c.chance(3):
             self.do_split_and_merge()
-        elif not self.s.pids or k < 7:
+        elif not self.pids or k < 7:
             self.do_exec()
         elif k < 27:
             self.do_mmap()
@@ -277,11 +314,11 @@ class HostGen(FuzzGen):
         elif k < 96:
             child = 1 + self.c.below(self.NPIDS + 1)
             self.op("fork", pid, child)
-            if child not in self.s.pids:
-                self.s.pids[child] = list(self.s.pids.get(pid, []))
+            if child not in self.pids:
+                self.pids[child] = list(self.pids.get(pid, []))
         else:
             self.op("exit", pid)
-            self.s.pids.pop(pid, None)
+            self.pids.pop(pid, None)
 
 
 def generate(arch: str, config: dict, seed: int, nops: int) -> Trace:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import trace as tracemod
 from .engine import replay
-from .fuzzgen import ByteChoices, Layout, RandomChoices, fuzz_trace
+from .fuzzgen import ByteChoices, RandomChoices, trace_gen
 from .minimize import minimize
 from .names import knob_vector
 from .procs import deferred_interrupts, module_command
@@ -121,15 +121,16 @@ class RandomEngine:
 
     def __init__(self, c: Campaign, jobs: int = 1):
         self.c = c
-        self.layout = Layout.of(c.arch, c.config)
+        self.gen = trace_gen(c.arch, c.knobs, c.config)
 
     def batches(self, deadline: float, max_runs: int | None):
         c = self.c
         while time.monotonic() < deadline and (max_runs is None or c.executions < max_runs):
-            t = fuzz_trace(c.arch, RandomChoices(c.seed + c.executions), c.max_ops, c.knobs, c.config, self.layout)
+            choices = RandomChoices(c.seed + c.executions)
+            packed, violation = self.gen.raw(choices, c.max_ops)[:2]  # the outcome comes with the trace
             c.executions += 1
-            if replay(t).violation is not None:
-                yield [t]
+            if violation:
+                yield [self.gen.trace_of(packed)]
             elif c.executions % 256 == 0:
                 yield []
 
@@ -143,7 +144,7 @@ class HypothesisEngine:
 
     def __init__(self, c: Campaign, jobs: int = 1):
         self.c = c
-        self.layout = Layout.of(c.arch, c.config)
+        self.gen = trace_gen(c.arch, c.knobs, c.config)
 
     def batches(self, deadline: float, max_runs: int | None):
         from hypothesis import HealthCheck, Phase, given, seed, settings
@@ -166,12 +167,13 @@ class HypothesisEngine:
             def prop(data):
                 if time.monotonic() >= deadline or held.pending is not None:
                     return
-                t = fuzz_trace(c.arch, ByteChoices(data), c.max_ops, c.knobs, c.config, self.layout)
+                g = self.gen.run(ByteChoices(data), c.max_ops)
                 c.executions += 1
-                r = replay(t)
-                if r.violation is not None and not self.known(t, r):
-                    found.append(t)
-                    raise Found()
+                if g.violation is not None:
+                    t = g.trace
+                    if not self.known(t, replay(t)):
+                        found.append(t)
+                        raise Found()
 
             # Hypothesis is not written to be interrupted anywhere (a KeyboardInterrupt inside its own code
             # can be lost), so a signal is only noted while it runs: the remaining examples return at
@@ -223,8 +225,11 @@ class AtherisEngine:
         env = dict(os.environ, PTFUZZ_ARCH=self.c.arch, PTFUZZ_KNOBS=json.dumps(self.c.knobs),
                    PTFUZZ_CONFIG=json.dumps(self.c.config), PTFUZZ_MAX_OPS=str(self.c.max_ops),
                    PTFUZZ_INBOX=str(self.inbox))
+        # libFuzzer's runtime preloaded: the coverage build's counters and the generator's semantic
+        # features (gen.c) register with it; without the coverage build, the features are all it sees
+        env["LD_PRELOAD"] = str(self.preload)
         if self.native:
-            env.update(PTFUZZ_ENGINE_SO=str(self.native), LD_PRELOAD=str(self.preload), PTFUZZ_PY_COVERAGE="0")
+            env["PTFUZZ_ENGINE_SO"] = str(self.native)
         return env
 
     def seed_corpus(self):
@@ -232,7 +237,7 @@ class AtherisEngine:
         if any(self.shared.iterdir()):
             return
         first = 1_000_000 + 64 * self.c.seed  # each campaign seed starts from its own random traces
-        for i, data in enumerate(seed_inputs(self.c.arch, 64, self.c.max_ops, self.c.config, first)):
+        for i, data in enumerate(seed_inputs(self.c.arch, 64, self.c.max_ops, self.c.config, first, self.c.knobs)):
             tracemod.atomic_write(self.shared / f"seed-{i:03d}", data)
 
     def start(self, seconds: float, max_runs: int | None):

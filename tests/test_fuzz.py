@@ -2,6 +2,7 @@
 native coverage from the C engine reaches libFuzzer."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 from ptfuzz import trace as tracemod
 from ptfuzz.engine import replay
 from ptfuzz.fuzz import native_engine_so
-from ptfuzz.fuzzgen import ByteChoices, FuzzGen, Layout, RecordingChoices
+from ptfuzz.fuzzgen import ByteChoices, RandomChoices, RecordingChoices, trace_gen
 
 # atheris workers bring clang's libFuzzer runtime, which cannot share a process with gcc's ASan runtime
 no_atheris_under_asan = pytest.mark.skipif(os.environ.get("PTFUZZ_ASAN") == "1",
@@ -172,24 +173,35 @@ def test_live_status_and_findings_on_a_terminal(tmp_path):
 
 def test_recorded_decisions_replay_the_same_trace():
     for arch in ("s390", "arm64", "x86_64"):
-        layout = Layout.of(arch, {})
+        gen = trace_gen(arch)
         for seed in range(30):
             rec = RecordingChoices(seed)
-            a = FuzzGen(arch, rec, layout=layout).trace(32, {})
-            b = FuzzGen(arch, ByteChoices(bytes(rec.bytes)), layout=layout).trace(32, {})
+            a = gen.run(rec, 32).trace
+            assert rec.bytes  # every trace takes decisions
+            b = gen.run(ByteChoices(bytes(rec.bytes)), 32).trace
             assert np.array_equal(a.ops, b.ops)
+            assert np.array_equal(a.ops, gen.run(RandomChoices(seed), 32).trace.ops)  # the seed alone: the same
 
 
-def test_any_bytes_decode_to_a_valid_trace():
+def test_any_bytes_decode_to_a_valid_trace_whose_replay_is_what_generation_saw():
+    """The generator decides against the live engine and reports the outcome it saw: the trace it returns
+    replays to exactly that (kind and operation), and is valid whatever the bytes."""
     rng = np.random.default_rng(0)
-    for arch in ("s390", "arm64", "x86_64"):
-        layout = Layout.of(arch, {})
-        for n in range(200):
+    kinds = set()
+    for arch, knobs in (("s390", {}), ("arm64", {}), ("x86_64", {}), ("s390", {"mm.table_free": "immediate"}),
+                        ("arm64", {"arm64.stage2_block_check": "none"})):
+        gen = trace_gen(arch, knobs)
+        for n in range(300):
             data = rng.integers(0, 256, size=int(rng.integers(0, 300)), dtype=np.uint8).tobytes()
-            t = FuzzGen(arch, ByteChoices(data), layout=layout).trace(48, {})
-            tracemod.loads(tracemod.dumps(t))  # passes validation
-            v = replay(t).violation  # s390 defaults violate only as M1 does (gmap-dangling, on record)
-            assert v is None or (arch == "s390" and v.kind == "gmap-dangling"), v
+            g = gen.run(ByteChoices(data), 48)
+            assert 1 <= len(g.trace.ops) <= 48 or not data
+            tracemod.loads(tracemod.dumps(g.trace))  # passes validation
+            v = replay(g.trace).violation
+            assert (v.kind if v else None) == g.violation and (not v or v.op_index == g.op_index)
+            if not knobs:  # s390 defaults violate only as M1 does (gmap-dangling, on record)
+                assert v is None or (arch == "s390" and v.kind == "gmap-dangling"), v
+            kinds.add(g.violation)
+    assert len(kinds - {None}) >= 2  # the unsafe knobs did violate: the comparison above was not vacuous
 
 
 @no_atheris_under_asan
@@ -205,9 +217,38 @@ def test_native_coverage_reaches_libfuzzer(tmp_path):
                         "-max_len=512", "-seed=1"], env=env, capture_output=True, text=True, timeout=120)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-2000:]
-    loaded = [int(line.split("(")[1].split()[0]) for line in out.splitlines() if line.startswith("INFO: Loaded 1 modules")]
-    assert loaded and loaded[0] > 500, out[:2000]
+    modules = loaded_modules(out)
+    assert modules and modules[0] > 500, out[:2000]  # the engine's edges, registered first (at import)
     assert any("native_ext/" in line for line in out.splitlines() if "NEW_FUNC" in line)
+
+
+def loaded_modules(libfuzzer_output: str) -> list[int]:
+    """The counter count of each module libFuzzer reports ("INFO: Loaded 2 modules (N ...): a [...), b [...)")."""
+    line = next((x for x in libfuzzer_output.splitlines() if x.startswith("INFO: Loaded") and "counters" in x), "")
+    return [int(n) for n in re.findall(r"(\d+) \[0x", line)]
+
+
+@no_atheris_under_asan
+def test_semantic_features_register_with_libfuzzer_unless_turned_off(tmp_path):
+    """The generator's abstract-state counters (gen.c) are one more libFuzzer module, in the plain gcc build
+    too (libFuzzer preloaded); PTFUZZ_FEATURES=0 leaves them out, and more features mean more coverage."""
+    import atheris
+    cov = {}
+    for on in ("1", "0"):
+        env = {k: v for k, v in os.environ.items() if k != "PTFUZZ_ENGINE_SO"}
+        env.update(LD_PRELOAD=os.path.join(atheris.path(), "ubsan_with_fuzzer.so"), PTFUZZ_ARCH="x86_64",
+                   PTFUZZ_INBOX=str(tmp_path), PTFUZZ_FEATURES=on)
+        r = subprocess.run([sys.executable, "-m", "ptfuzz.atheris_target", "-runs=3000", "-len_control=0",
+                            "-max_len=512", "-seed=1"], env=env, capture_output=True, text=True, timeout=120)
+        out = r.stdout + r.stderr
+        assert r.returncode == 0, out[-2000:]
+        modules = loaded_modules(out)
+        if on == "1":
+            assert modules and modules[-1] == 16384 + 26 * 26 * 2, out[:2000]  # gen.c GEN_NFEATURES
+        else:
+            assert len(modules) <= 1 and 16384 + 26 * 26 * 2 not in modules, out[:2000]
+        cov[on] = max((int(c) for c in re.findall(r"cov: (\d+)", out)), default=0)
+    assert cov["1"] > cov["0"], cov
 
 
 def test_variants_table_separates_safe_from_unsafe(cli):

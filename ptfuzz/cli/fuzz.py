@@ -101,7 +101,7 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
     out = Console(highlight=False, soft_wrap=True)
     if engine == "atheris" and native_engine_so() is None:
         err.print("ptfuzz: warning: no coverage-instrumented engine build (needs clang; `make setup` builds it): "
-                  "atheris sees Python-level coverage only")
+                  "atheris sees the generator's semantic features only, not the engine's edges")
 
     # One live display on stderr; while it runs, everything meant for the terminal is printed through
     # its console, so that rich clears the status line, prints above it and redraws it. (A second
