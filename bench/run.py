@@ -33,6 +33,8 @@ from ptfuzz.gen import generate, s390_elf  # noqa: E402
 from ptfuzz.names import OP_NUMBER  # noqa: E402
 from ptfuzz.cli.geometry import stage1_geometry  # noqa: E402
 from ptfuzz.procs import ptfuzz_command  # noqa: E402
+from ptfuzz.cli.fuzz import run_campaign  # noqa: E402
+from ptfuzz.fuzz import Campaign  # noqa: E402
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 
@@ -215,8 +217,6 @@ CONTROLS = [("arm64", {}), ("x86_64", {}), ("s390", {"s390.defer_gmap_unlink": "
 
 
 def b2(arch, tmp):
-    from ptfuzz.cli.fuzz import run_campaign
-    from ptfuzz.fuzz import Campaign
     rows = []
     for engine in ("atheris", "hypothesis", "random"):
         c = Campaign(arch, {}, Path(tmp) / f"b2-{arch}-{engine}", max_ops=32)
@@ -259,10 +259,6 @@ def time_to_bug(tmp, uid, arch, knobs, kinds, engine, tag=""):
            "median_execs": int(statistics.median(execs)) if execs else None,
            "median_ops": statistics.median(lengths) if lengths else None}
     return row, b4
-
-
-from ptfuzz.cli.fuzz import run_campaign  # noqa: E402
-from ptfuzz.fuzz import Campaign  # noqa: E402
 
 
 def b3_b4(tmp):

@@ -597,7 +597,7 @@ def build_tree(state: dict, ctx: Ctx, key: str, tables: list[dict], geo: list[tu
     def attach(parent: Node, row: Row, plevel: int, child: Node | None, child_level: int, entry_idx: int,
                va: int):
         """Link row -> child through a pass-through node per folded level in between (pgtable-nopXd)."""
-        cur_row, cur = row, parent
+        cur_row = row
         for lv in range(plevel + 1, child_level):
             if not geo[lv][4]:
                 continue
@@ -610,7 +610,7 @@ def build_tree(state: dict, ctx: Ctx, key: str, tables: list[dict], geo: list[tu
             f.tip = f"{names[lv]} is folded (pgtable-no{names[lv]}.h): a pass-through with one entry"
             cur_row.child = f
             tree.nodes[f.key] = f
-            cur_row, cur = f.rows[0], f
+            cur_row = f.rows[0]
         cur_row.child = child
 
     def build(t: dict) -> Node:

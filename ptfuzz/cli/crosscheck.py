@@ -1,5 +1,4 @@
 """ptfuzz crosscheck: host operations in the model and for real on the running kernel, compared after each one."""
-import sys
 from pathlib import Path
 
 import typer
