@@ -771,6 +771,20 @@ static void step(struct gen *g)
 
 static const uint64_t ipas_arm64[] = { 0, 32, 33, 36, 40, 44, 48 }, ipas_other[] = { 0 };
 
+/* Where generated traces put things: regions of a PUD or 4 PMDs (whichever is larger), from 4 regions up;
+ * memslot alignment; vm_create's ipa_bits choices. check's address slots come from here too. */
+void gen_layout(const struct engine *e, struct gen_layout *L)
+{
+	L->page = e->geom.page_size;
+	L->pmd = 1ull << e->geom.pmd_shift;
+	L->pud = e->geom.pud_shift ? 1ull << e->geom.pud_shift : 0;
+	L->region = L->pud > 4 * L->pmd ? L->pud : 4 * L->pmd;
+	L->base = 4 * L->region;
+	L->align = e->arch == ARCH_S390 ? 1ull << 20 : L->page; /* s390 memslots are 1 MiB segments */
+	L->ipas = e->arch == ARCH_ARM64 ? ipas_arm64 : ipas_other;
+	L->nipas = e->arch == ARCH_ARM64 ? 7 : 1;
+}
+
 int ptf_generate(struct engine *e, enum gen_profile_id profile, struct choices *c, size_t max_ops,
 		 bool teardown, struct gen_result *out)
 {
@@ -778,15 +792,10 @@ int ptf_generate(struct engine *e, enum gen_profile_id profile, struct choices *
 	if ((unsigned)profile >= GEN_NPROFILES)
 		return -EINVAL;
 	struct gen g = { .e = e, .p = &profiles[profile], .c = c, .max_rows = max_ops };
-	/* the layout (fuzzgen.py Layout): regions of a PUD or 4 PMDs, from 4 regions up */
-	g.page = e->geom.page_size;
-	g.pmd = 1ull << e->geom.pmd_shift;
-	g.pud = e->geom.pud_shift ? 1ull << e->geom.pud_shift : 0;
-	g.region = g.pud > 4 * g.pmd ? g.pud : 4 * g.pmd;
-	g.base = 4 * g.region;
-	g.align = e->arch == ARCH_S390 ? 1ull << 20 : g.page; /* s390 memslots are 1 MiB segments */
-	g.ipas = e->arch == ARCH_ARM64 ? ipas_arm64 : ipas_other;
-	g.nipas = e->arch == ARCH_ARM64 ? 7 : 1;
+	struct gen_layout L;
+	gen_layout(e, &L);
+	g.page = L.page, g.pmd = L.pmd, g.pud = L.pud, g.region = L.region, g.base = L.base, g.align = L.align;
+	g.ipas = L.ipas, g.nipas = L.nipas;
 	size_t n = g.p->exact ? max_ops : 1 + below(c, max_ops > UINT32_MAX ? UINT32_MAX : (uint32_t)max_ops);
 	if (!max_ops)
 		g.stopped = true;

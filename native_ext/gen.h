@@ -30,6 +30,9 @@ struct gen_result {
 	bool nomem;
 };
 
+struct gen_layout { uint64_t page, pmd, pud, region, base, align; const uint64_t *ipas; size_t nipas; };
+void gen_layout(const struct engine *e, struct gen_layout *L);
+
 void choices_bytes(struct choices *c, const uint8_t *data, size_t len);
 void choices_random(struct choices *c, uint64_t seed, bool record);
 void choices_free(struct choices *c);

@@ -619,7 +619,37 @@ static PyObject *Generator_run(GeneratorObject *self, PyObject *args, PyObject *
 	return result;
 }
 
+/* layout() -> dict: where the generator puts things (gen_layout): page, pmd, pud (0: none), region, base,
+ * align (memslots), ipas */
+static PyObject *Generator_layout(GeneratorObject *self, PyObject *noargs)
+{
+	(void)noargs;
+	struct engine *e = calloc(1, sizeof(*e));
+	if (!e)
+		return PyErr_NoMemory();
+	PyObject *out = NULL;
+	int ret = ptf_init(e, (enum arch)self->arch, self->knobs, self->config);
+	if (ret) {
+		errno_error(ret);
+	} else {
+		struct gen_layout L;
+		gen_layout(e, &L);
+		PyObject *ipas = PyTuple_New((Py_ssize_t)L.nipas);
+		for (size_t i = 0; ipas && i < L.nipas; i++)
+			PyTuple_SET_ITEM(ipas, (Py_ssize_t)i, PyLong_FromUnsignedLongLong(L.ipas[i]));
+		if (ipas)
+			out = Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:N}", "page", (unsigned long long)L.page,
+					    "pmd", (unsigned long long)L.pmd, "pud", (unsigned long long)L.pud,
+					    "region", (unsigned long long)L.region, "base", (unsigned long long)L.base,
+					    "align", (unsigned long long)L.align, "ipas", ipas);
+	}
+	ptf_fini(e);
+	free(e);
+	return out;
+}
+
 static PyMethodDef Generator_methods[] = {
+	{ "layout", (PyCFunction)Generator_layout, METH_NOARGS, "layout() -> where the generator puts things" },
 	{ "run", (PyCFunction)(void (*)(void))Generator_run, METH_VARARGS | METH_KEYWORDS,
 	  "run(source, max_ops, record=False, teardown=True) -> (ops, violation, op_index, message, recorded)" },
 	{ NULL, NULL, 0, NULL },

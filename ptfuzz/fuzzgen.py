@@ -85,8 +85,9 @@ class ByteChoices(Choices):
 
 @dataclass
 class Layout:
-    """Sizes of the arch as the engine has them, and where the generator puts things (gen.c computes the
-    same from the engine's geometry; check.py's address slots come from here)."""
+    """Where the generator puts things, as gen.c's gen_layout computes it from the engine's geometry:
+    regions of a PUD or 4 PMDs from 4 regions up, vm_create's ipa choices. check's address slots and
+    crosscheck's host generator take theirs from here."""
     page: int
     pmd: int
     pud: int | None
@@ -96,11 +97,8 @@ class Layout:
 
     @classmethod
     def of(cls, arch: str, config: dict) -> "Layout":
-        from .cli.geometry import stage1_geometry
-        g = stage1_geometry(arch, config)
-        region = max(g["pud_size"] or 0, 4 * g["pmd_size"])
-        ipas = (0, 32, 33, 36, 40, 44, 48) if arch == "arm64" else (0,)
-        return cls(g["page_size"], g["pmd_size"], g["pud_size"], region, 4 * region, ipas)
+        L = trace_gen(arch, {}, config).layout()
+        return cls(L["page"], L["pmd"], L["pud"] or None, L["region"], L["base"], tuple(L["ipas"]))
 
 
 def generator_elfs(arch: str) -> list[bytes]:
@@ -140,6 +138,9 @@ class TraceGen:
                 choices.bytes = out[4]
             return out
         raise TypeError(f"the generator takes ByteChoices or RandomChoices, not {type(choices).__name__}")
+
+    def layout(self) -> dict:
+        return self._gen.layout()
 
     def trace_of(self, packed: bytes, meta: dict | None = None) -> Trace:
         ops = np.frombuffer(packed, dtype=np.uint64).reshape(-1, OP_WIDTH).copy()
