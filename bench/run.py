@@ -218,12 +218,19 @@ CONTROLS = [("arm64", {}), ("x86_64", {}), ("s390", {"s390.defer_gmap_unlink": "
 
 def b2(arch, tmp):
     rows = []
-    for engine in ("atheris", "hypothesis", "random"):
-        c = Campaign(arch, {}, Path(tmp) / f"b2-{arch}-{engine}", max_ops=32)
-        run_campaign(c, engine, B2_TIME, None, 1, True)
-        rows.append({"id": "B2", "arch": arch, "engine": engine, "seconds": round(c.elapsed, 1),
-                     "executions": c.executions, "execs_per_s": round(c.executions / c.elapsed),
-                     "coverage": c.coverage or None, "findings": len(c.findings)})
+    # atheris twice: with the generator's semantic features (the default) and without (PTFUZZ_FEATURES=0):
+    # the features make libFuzzer keep many more inputs, which costs executions per second (B3F: time to bug)
+    for engine, features in (("atheris", "1"), ("atheris", "0"), ("hypothesis", "1"), ("random", "1")):
+        os.environ["PTFUZZ_FEATURES"] = features
+        try:
+            c = Campaign(arch, {}, Path(tmp) / f"b2-{arch}-{engine}-{features}", max_ops=32)
+            run_campaign(c, engine, B2_TIME, None, 1, True)
+        finally:
+            os.environ.pop("PTFUZZ_FEATURES", None)
+        rows.append({"id": "B2", "arch": arch, "engine": engine, "features": features == "1",
+                     "seconds": round(c.elapsed, 1), "executions": c.executions,
+                     "execs_per_s": round(c.executions / c.elapsed), "coverage": c.coverage or None,
+                     "findings": len(c.findings)})
     return rows
 
 
@@ -285,6 +292,9 @@ FEATURE_VARIANTS = ("U4", "U7", "U8", "M1")  # issue 11: time to bug with and wi
 def b3_features(tmp):
     """atheris' time to bug on U4, U7, U8 and M1 with the generator's semantic features (gen.c) counted as
     coverage and without (PTFUZZ_FEATURES=0), same seeds, same caps."""
+    from ptfuzz.fuzz import native_engine_so
+    if native_engine_so() is None:  # without the engine's edges, "features off" would fuzz blind
+        return [{"id": "B3-features", "skipped": "needs the coverage build of the engine (clang, make setup)"}]
     rows = []
     for uid, arch, knobs, kinds in UNSAFE:
         if uid not in FEATURE_VARIANTS:
@@ -386,8 +396,9 @@ def ratios(results) -> dict:
             out[f"B1 {arch} fixed cost / packed end to end time"] = round(fixed["median_s"] / packed["median_s"], 3)
     for r in results:
         if r["id"] == "B2" and r["engine"] == "atheris":
-            out[f"B2 {r['arch']} atheris execs/s / target 20k"] = round(r["execs_per_s"] / TARGET["B2_atheris"], 3)
-        elif r["id"] == "B3-features" and r["features"]:
+            what = "atheris" if r.get("features", True) else "atheris, features off,"
+            out[f"B2 {r['arch']} {what} execs/s / target 20k"] = round(r["execs_per_s"] / TARGET["B2_atheris"], 3)
+        elif r["id"] == "B3-features" and r.get("features"):
             off = next((o for o in results if o["id"] == "B3-features" and o["variant"] == r["variant"]
                         and not o["features"]), None)
             if off and r["median_execs"] and off["median_execs"]:

@@ -406,8 +406,8 @@ static uint64_t cpu_record(struct canon *c, int ci, const uint32_t *vm_label)
 		bool walk = k.actor == A_WALK, rmap = k.actor == A_RMAP, gf = k.actor == A_GFAULT;
 		/* an invalidation window: what it holds is kept (per-VM counts raw: windows turn VM symmetry
 		 * off); inval_op is only compared with the running operation's index, which between operations
-		 * it never equals, so it is cleared. Any other cpu: the window fields are stale from an earlier
-		 * window (inval_end leaves the counts) and cleared. The stale actor fields of a window's cpu are
+		 * it never equals, so it is cleared. Any other cpu: the window fields are dead (every reader
+		 * tests for A_INVAL, and inval_hold resets them), so they are cleared. The stale actor fields of a window's cpu are
 		 * cleared below like an idle cpu's: kept raw they held struct tref padding that assignments
 		 * leave undefined, and the digest differed from process to process. */
 		if (k.actor == A_INVAL) {

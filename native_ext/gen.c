@@ -118,6 +118,11 @@ static bool rarely(struct choices *c, unsigned percent)
 	return below(c, 100) >= 100 - percent;
 }
 
+static uint32_t clamp32(uint64_t n)
+{
+	return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+}
+
 static bool exhausted(const struct choices *c)
 {
 	return !c->random && c->pos >= c->len;
@@ -157,11 +162,13 @@ static const struct gen_profile profiles[GEN_NPROFILES] = {
  * stage 2 or gmap links, pgste mms. An input reaching a new combination is kept even when no new engine
  * edge ran: edges say which code ran, these say in which state. */
 #define FEAT_STATE (1u << 14)
-#define FEAT_PAIRS (OP_NR * OP_NR * 2)
+#define FEAT_PAIRS ((OP_NR + 1) * OP_NR * 2) /* previous operation: one of OP_NR, or OP_NR for none */
 #define GEN_NFEATURES (FEAT_STATE + FEAT_PAIRS)
 static uint8_t features[GEN_NFEATURES] __attribute__((aligned(64)));
 static uintptr_t feature_pcs[2 * GEN_NFEATURES]; /* libFuzzer's PC table: one (pc, flags) per counter */
 static bool features_on;
+
+const size_t ptf_features_count = GEN_NFEATURES;
 
 int ptf_features_register(void)
 {
@@ -174,7 +181,8 @@ int ptf_features_register(void)
 	if (features_on)
 		return 0;
 	for (size_t i = 0; i < GEN_NFEATURES; i++)
-		feature_pcs[2 * i] = (uintptr_t)&features[i]; /* a distinct "pc" each, never a function entry */
+		feature_pcs[2 * i] = (uintptr_t)&features[i]; /* a distinct "pc" each */
+	feature_pcs[1] = 1; /* PCFlags: the first entry opens a "function", as libFuzzer's -print_coverage expects */
 	counters_init(features, features + GEN_NFEATURES);
 	pcs_init(feature_pcs, feature_pcs + 2 * GEN_NFEATURES);
 	features_on = true;
@@ -231,6 +239,8 @@ static void feature_hit(uint32_t idx)
 
 static void features_after(const struct engine *e, uint64_t opcode, uint64_t prev, int ret)
 {
+	/* 26 x 8 x 512 keys hashed into 2^14 counters: some combinations share one (direct indexing would
+	 * be 104 KiB of counters that libFuzzer scans after every execution) */
 	uint32_t key = (uint32_t)opcode << 12 | result_class(ret) << 9 | abstract_state(e);
 	key *= 0x9e3779b1u;
 	feature_hit(key >> (32 - 14));
@@ -272,7 +282,7 @@ static void op(struct gen *g, const uint64_t *w)
 	memcpy(row, w, (OP_ARGS + 1) * sizeof(uint64_t));
 	int ret = ptf_step(g->e, row);
 	if (features_on && row[0] < OP_NR)
-		features_after(g->e, row[0], g->nrows > 1 ? row[-(OP_ARGS + 1)] : 0, ret);
+		features_after(g->e, row[0], g->nrows > 1 ? row[-(OP_ARGS + 1)] : OP_NR, ret);
 	if (g->nrows >= g->max_rows || (g->e->viol && !g->p->exact))
 		g->stopped = true;
 }
@@ -349,7 +359,7 @@ static uint64_t addr_of(struct gen *g, struct mapping m)
 	if (!m.ok)
 		return pick_region(g);
 	uint64_t pages = m.len / g->page;
-	uint64_t index = pages > 1 ? PICK(g->c, 0, pages - 1, below(g->c, (uint32_t)(pages > UINT32_MAX ? UINT32_MAX : pages))) : 0;
+	uint64_t index = pages > 1 ? PICK(g->c, 0, pages - 1, below(g->c, clamp32(pages))) : 0;
 	return m.start + index * g->page;
 }
 
@@ -461,10 +471,11 @@ static void gen_shm_for(struct gen *g, int pid, uint64_t *addr_out, uint64_t *le
 		pgoff = PICK(g->c, 0, 0, ptrs, below(g->c, 4));
 		pages = PICK(g->c, ptrs, ptrs, 2 * ptrs, 1 + below(g->c, 16));
 	}
-	uint64_t addr = shm_region(g) + PICK(g->c, 0, 0, g->pmd, g->page);
+	uint64_t addr = shm_region(g); /* one decision per statement: C leaves the order of operands open */
+	addr += PICK(g->c, 0, 0, g->pmd, g->page);
 	OP(g, OP_SHM_MMAP, (uint64_t)pid, addr, pages * g->page, (uint64_t)obj, pgoff);
 	if (chance(g->c, 40))
-		gen_fault_at(g, pid, addr + below(g->c, (uint32_t)pages) * g->page);
+		gen_fault_at(g, pid, addr + below(g->c, clamp32(pages)) * g->page);
 	if (chance(g->c, 30))
 		OP(g, OP_MADVISE, (uint64_t)pid, addr, pages * g->page, 3);
 	if (addr_out)
@@ -533,7 +544,7 @@ static struct target slot_target(struct gen *g)
 			slots[ns++] = s;
 	const struct memslot *s = &v->slots[slots[below(g->c, (uint32_t)ns)]];
 	uint64_t pages = s->len / g->page;
-	uint64_t off = PICK(g->c, 0, g->page, below(g->c, (uint32_t)(pages > UINT32_MAX ? UINT32_MAX : pages)) * g->page);
+	uint64_t off = PICK(g->c, 0, g->page, below(g->c, clamp32(pages)) * g->page);
 	if (off > s->len - g->page)
 		off = s->len - g->page;
 	t.gpa = s->gpa + off, t.hva = s->hva + off, t.ok = true;
@@ -559,8 +570,8 @@ static void gen_vm_on_shm(struct gen *g)
 	int slot = (int)below(g->c, 4);
 	uint64_t gpa = (uint64_t)slot * g->region;
 	set_memslot(g, vm, slot, gpa, hva, len);
-	uint64_t at = gpa + below(g->c, (uint32_t)(len / g->page)) * g->page; /* one decision per statement: C leaves */
-	OP(g, OP_GUEST_FAULT, (uint64_t)vm, at, below(g->c, 2));                 /* an initializer's order open */
+	uint64_t at = gpa + below(g->c, clamp32(len / g->page)) * g->page; /* one decision per statement: C */
+	OP(g, OP_GUEST_FAULT, (uint64_t)vm, at, below(g->c, 2));             /* leaves an initializer's order open */
 }
 
 static void gen_vm(struct gen *g)
@@ -796,7 +807,7 @@ int ptf_generate(struct engine *e, enum gen_profile_id profile, struct choices *
 	gen_layout(e, &L);
 	g.page = L.page, g.pmd = L.pmd, g.pud = L.pud, g.region = L.region, g.base = L.base, g.align = L.align;
 	g.ipas = L.ipas, g.nipas = L.nipas;
-	size_t n = g.p->exact ? max_ops : 1 + below(c, max_ops > UINT32_MAX ? UINT32_MAX : (uint32_t)max_ops);
+	size_t n = g.p->exact ? max_ops : 1 + below(c, clamp32(max_ops));
 	if (!max_ops)
 		g.stopped = true;
 	while (!g.stopped && g.nrows < n) {

@@ -46,5 +46,6 @@ int ptf_generate(struct engine *e, enum gen_profile_id profile, struct choices *
 /* Semantic features (gen.c): register the generator's abstract-state counters with the libFuzzer in this
  * process (found by symbol: atheris' runtime); -ENOSYS when there is none. Counting starts then. */
 int ptf_features_register(void);
+extern const size_t ptf_features_count;
 
 #endif

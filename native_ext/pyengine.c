@@ -526,9 +526,12 @@ static int Generator_init(GeneratorObject *self, PyObject *args, PyObject *kw)
 		PyErr_SetString(PyExc_ValueError, "unknown generator profile");
 		return -1;
 	}
+	if (self->elfs.ptr) { /* run() reads the ELF images: they must outlive every call */
+		PyErr_SetString(PyExc_RuntimeError, "a Generator is initialised once");
+		return -1;
+	}
 	if (run_args(self->arch, knobs_obj, config_obj, self->knobs, self->config))
 		return -1;
-	elfset_clear(&self->elfs);
 	if (elfset_from(&self->elfs, elfs_obj))
 		return -1;
 	struct engine *e = calloc(1, sizeof(*e)); /* the configuration is checked once, here */
@@ -574,6 +577,7 @@ static PyObject *Generator_run(GeneratorObject *self, PyObject *args, PyObject *
 	}
 	struct choices c;
 	Py_buffer data = { 0 };
+	bool have_data = false;
 	if (PyLong_Check(source)) {
 		unsigned long long seed = PyLong_AsUnsignedLongLongMask(source);
 		if (PyErr_Occurred())
@@ -582,6 +586,7 @@ static PyObject *Generator_run(GeneratorObject *self, PyObject *args, PyObject *
 	} else {
 		if (PyObject_GetBuffer(source, &data, PyBUF_SIMPLE) < 0)
 			return NULL;
+		have_data = true;
 		choices_bytes(&c, data.buf, (size_t)data.len);
 	}
 	struct engine *e = calloc(1, sizeof(*e));
@@ -592,14 +597,13 @@ static PyObject *Generator_run(GeneratorObject *self, PyObject *args, PyObject *
 		e->elfs = self->elfs.ptr;
 		e->elf_lens = self->elfs.len;
 		e->nelfs = self->elfs.n;
-		Py_BEGIN_ALLOW_THREADS
+		/* the GIL stays held: the semantic feature counters are one table for the process */
 		ret = ptf_generate(e, (enum gen_profile_id)self->profile, &c, (size_t)max_ops, teardown, &r);
-		Py_END_ALLOW_THREADS
 	}
 	if (ret)
 		errno_error(ret);
 	else
-		result = Py_BuildValue("(y#iIsO)", (const char *)r.rows, (Py_ssize_t)(r.nrows * (OP_ARGS + 1) * 8),
+		result = Py_BuildValue("(y#iIsO)", r.rows ? (const char *)r.rows : "", (Py_ssize_t)(r.nrows * (OP_ARGS + 1) * 8),
 				       (int)r.viol, r.viol_op, e->viol_msg, Py_None);
 	if (result && c.record) {
 		PyObject *rec = PyBytes_FromStringAndSize((const char *)c.rec, (Py_ssize_t)c.nrec);
@@ -614,7 +618,7 @@ static PyObject *Generator_run(GeneratorObject *self, PyObject *args, PyObject *
 		ptf_fini(e);
 		free(e);
 	}
-	if (data.buf)
+	if (have_data)
 		PyBuffer_Release(&data);
 	return result;
 }
@@ -635,8 +639,13 @@ static PyObject *Generator_layout(GeneratorObject *self, PyObject *noargs)
 		struct gen_layout L;
 		gen_layout(e, &L);
 		PyObject *ipas = PyTuple_New((Py_ssize_t)L.nipas);
-		for (size_t i = 0; ipas && i < L.nipas; i++)
-			PyTuple_SET_ITEM(ipas, (Py_ssize_t)i, PyLong_FromUnsignedLongLong(L.ipas[i]));
+		for (size_t i = 0; ipas && i < L.nipas; i++) {
+			PyObject *v = PyLong_FromUnsignedLongLong(L.ipas[i]);
+			if (!v)
+				Py_CLEAR(ipas);
+			else
+				PyTuple_SET_ITEM(ipas, (Py_ssize_t)i, v);
+		}
 		if (ipas)
 			out = Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:N}", "page", (unsigned long long)L.page,
 					    "pmd", (unsigned long long)L.pmd, "pud", (unsigned long long)L.pud,
@@ -705,6 +714,8 @@ int pyengine_add_types(PyObject *m)
 		Py_DECREF(&GeneratorType);
 		return -1;
 	}
+	if (PyModule_AddIntConstant(m, "GEN_FEATURES", (long)ptf_features_count) < 0)
+		return -1;
 	Py_INCREF(&EngineType);
 	if (PyModule_AddObject(m, "Engine", (PyObject *)&EngineType) < 0) {
 		Py_DECREF(&EngineType);

@@ -14,6 +14,7 @@ import pytest
 
 from pathlib import Path
 
+from ptfuzz import _engine
 from ptfuzz import trace as tracemod
 from ptfuzz.engine import replay
 from ptfuzz.fuzz import native_engine_so
@@ -183,6 +184,22 @@ def test_recorded_decisions_replay_the_same_trace():
             assert np.array_equal(a.ops, gen.run(RandomChoices(seed), 32).trace.ops)  # the seed alone: the same
 
 
+def test_generator_edges_zero_operations_and_one_initialisation():
+    gen = trace_gen("x86_64")
+    for choices in (ByteChoices(b""), ByteChoices(b"\xff" * 64), RandomChoices(1)):
+        g = gen.run(choices, 0)
+        assert g.trace.ops.shape == (0, 6) and g.violation is None
+    from ptfuzz.gen import generate
+    assert generate("s390", 0).ops.shape == (0, 6) and len(generate("s390", 7, 1).ops) == 7
+    from ptfuzz.engine import CONFIG_ORDER
+    from ptfuzz.names import knob_vector
+    args = (2, knob_vector("x86_64", {}), tuple(int(tracemod.CONFIG_DEFAULTS[k]) for k in CONFIG_ORDER), (), 0)
+    g = _engine.Generator(*args)
+    with pytest.raises(RuntimeError):  # run() reads the ELF images it was made with: no second __init__
+        g.__init__(*args)
+    assert len(g.run(5, 8)[0]) % 48 == 0
+
+
 def test_any_bytes_decode_to_a_valid_trace_whose_replay_is_what_generation_saw():
     """The generator decides against the live engine and reports the outcome it saw: the trace it returns
     replays to exactly that (kind and operation), and is valid whatever the bytes."""
@@ -244,9 +261,9 @@ def test_semantic_features_register_with_libfuzzer_unless_turned_off(tmp_path):
         assert r.returncode == 0, out[-2000:]
         modules = loaded_modules(out)
         if on == "1":
-            assert modules and modules[-1] == 16384 + 26 * 26 * 2, out[:2000]  # gen.c GEN_NFEATURES
+            assert modules and modules[-1] == _engine.GEN_FEATURES, out[:2000]  # gen.c GEN_NFEATURES
         else:
-            assert len(modules) <= 1 and 16384 + 26 * 26 * 2 not in modules, out[:2000]
+            assert len(modules) <= 1 and _engine.GEN_FEATURES not in modules, out[:2000]
         cov[on] = max((int(c) for c in re.findall(r"cov: (\d+)", out)), default=0)
     assert cov["1"] > cov["0"], cov
 
