@@ -21,8 +21,9 @@ from .common import check_arch, parse_knobs, print_json, trace_files
 
 
 def run_campaign(c: Campaign, engine_name: str, seconds: float, runs: int | None, jobs: int, keep_going: bool,
-                 on_finding=None, on_progress=None) -> bool:
-    """Drive one engine until time, runs or (without keep_going) the first finding; True if interrupted."""
+                 on_finding=None, on_progress=None, stop_when=None) -> bool:
+    """Drive one engine until time, runs or (without keep_going) the first finding; True if interrupted.
+    stop_when(campaign): a test that ends the campaign instead (bench B3: the first finding of a kind)."""
     engine = None
     deadline = time.monotonic() + seconds
     try:
@@ -36,7 +37,7 @@ def run_campaign(c: Campaign, engine_name: str, seconds: float, runs: int | None
                         on_finding(f)
             if on_progress:
                 on_progress()
-            if c.findings and not keep_going:
+            if stop_when(c) if stop_when else c.findings and not keep_going:
                 break
         failure = getattr(engine, "worker_failure", lambda: None)()
         if failure and not c.findings:
