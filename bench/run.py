@@ -218,16 +218,13 @@ CONTROLS = [("arm64", {}), ("x86_64", {}), ("s390", {"s390.defer_gmap_unlink": "
 
 def b2(arch, tmp):
     rows = []
-    # atheris twice: with the generator's semantic features (the default) and without (PTFUZZ_FEATURES=0):
-    # the features make libFuzzer keep many more inputs, which costs executions per second (B3F: time to bug)
-    for engine, features in (("atheris", "1"), ("atheris", "0"), ("hypothesis", "1"), ("random", "1")):
-        os.environ["PTFUZZ_FEATURES"] = features
-        try:
-            c = Campaign(arch, {}, Path(tmp) / f"b2-{arch}-{engine}-{features}", max_ops=32)
-            run_campaign(c, engine, B2_TIME, None, 1, True)
-        finally:
-            os.environ.pop("PTFUZZ_FEATURES", None)
-        rows.append({"id": "B2", "arch": arch, "engine": engine, "features": features == "1",
+    # atheris twice: as `ptfuzz fuzz` runs it (the engine's edges; with its coverage build, no semantic
+    # features) and with the generator's semantic features, which make libFuzzer keep many more inputs and
+    # cost executions per second (B3F: what they buy in time to bug)
+    for engine, features in (("atheris", False), ("atheris", True), ("hypothesis", None), ("random", None)):
+        c = Campaign(arch, {}, Path(tmp) / f"b2-{arch}-{engine}-{features}", max_ops=32, features=features)
+        run_campaign(c, engine, B2_TIME, None, 1, True)
+        rows.append({"id": "B2", "arch": arch, "engine": engine, "semantic_features": features,
                      "seconds": round(c.elapsed, 1), "executions": c.executions,
                      "execs_per_s": round(c.executions / c.elapsed), "coverage": c.coverage or None,
                      "findings": len(c.findings)})
@@ -244,11 +241,12 @@ def one_minimal(t):
     return True
 
 
-def time_to_bug(tmp, uid, arch, knobs, kinds, engine, tag=""):
+def time_to_bug(tmp, uid, arch, knobs, kinds, engine, tag="", features=None):
     """B3_TRIALS campaigns (capped at B3_CAP) on one unsafe variant: the B3 row, and a B4 row per finding."""
     times, execs, lengths, b4 = [], [], [], []
     for trial in range(B3_TRIALS):
-        c = Campaign(arch, knobs, Path(tmp) / f"b3{tag}-{uid}-{trial}", max_ops=32, seed=1000 * trial + 7)
+        c = Campaign(arch, knobs, Path(tmp) / f"b3{tag}-{uid}-{trial}", max_ops=32, seed=1000 * trial + 7,
+                     features=features)
         # on to the expected kind: another violation first (M1 on most s390 variants) does not end a trial
         run_campaign(c, engine, B3_CAP, None, 1, True, stop_when=lambda c: any(f.kind in kinds for f in c.findings))
         f = next((f for f in c.findings if f.kind in kinds), None)
@@ -292,7 +290,7 @@ FEATURE_VARIANTS = ("U4", "U7", "U8", "M1")  # issue 11: time to bug with and wi
 
 def b3_features(tmp):
     """atheris' time to bug on U4, U7, U8 and M1 with the generator's semantic features (gen.c) counted as
-    coverage and without (PTFUZZ_FEATURES=0), same seeds, same caps."""
+    coverage and without (the default beside the engine's coverage build), same seeds, same caps."""
     from ptfuzz.fuzz import native_engine_so
     if native_engine_so() is None:  # without the engine's edges, "features off" would fuzz blind
         return [{"id": "B3-features", "skipped": "needs the coverage build of the engine (clang, make setup)"}]
@@ -300,13 +298,9 @@ def b3_features(tmp):
     for uid, arch, knobs, kinds in UNSAFE:
         if uid not in FEATURE_VARIANTS:
             continue
-        for on in ("1", "0"):
-            os.environ["PTFUZZ_FEATURES"] = on
-            try:
-                row = time_to_bug(tmp, uid, arch, knobs, kinds, "atheris", f"f{on}")[0]
-            finally:
-                os.environ.pop("PTFUZZ_FEATURES", None)
-            rows.append({**row, "id": "B3-features", "features": on == "1"})
+        for on in (True, False):
+            row = time_to_bug(tmp, uid, arch, knobs, kinds, "atheris", f"f{on}", features=on)[0]
+            rows.append({**row, "id": "B3-features", "features": on})
     return rows
 
 
@@ -397,7 +391,7 @@ def ratios(results) -> dict:
             out[f"B1 {arch} fixed cost / packed end to end time"] = round(fixed["median_s"] / packed["median_s"], 3)
     for r in results:
         if r["id"] == "B2" and r["engine"] == "atheris":
-            what = "atheris" if r.get("features", True) else "atheris, features off,"
+            what = "atheris, semantic features," if r.get("semantic_features") else "atheris"
             out[f"B2 {r['arch']} {what} execs/s / target 20k"] = round(r["execs_per_s"] / TARGET["B2_atheris"], 3)
         elif r["id"] == "B3-features" and r.get("features"):
             off = next((o for o in results if o["id"] == "B3-features" and o["variant"] == r["variant"]
@@ -449,8 +443,10 @@ def main():
     old = json.loads(path.read_text()) if only and path.exists() else {}
     redo = {s for s in SECTIONS if want(s) or (s == "B3" and want("B4"))}
     results = [r for r in old.get("results", []) if section(r["id"]) not in redo]
-    sections = {s: v for s, v in old.get("sections", {}).items() if s not in redo and any(
-        section(r["id"]) == s for r in results)}
+    before = {k: old[k] for k in ("date", "git_revision", "parameters") if k in old}
+    before["load_average_at_start"] = old.get("load_average_at_start", old.get("machine", {}).get("load_average_at_start"))
+    sections = {s: old.get("sections", {}).get(s, before) for s in SECTIONS
+                if s not in redo and any(section(r["id"]) == s for r in results)}
     sections.update({s: run for s in redo})
     doc = {"machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
            **run, "sections": sections, "results": results}

@@ -71,6 +71,10 @@ class Campaign:
     started: float = field(default_factory=time.monotonic)
     seen: set = field(default_factory=set)
     findings: list = field(default_factory=list)
+    # atheris: the generator's semantic features as coverage too (gen.c); None: only when the engine's
+    # coverage build is missing, since beside the engine's edges they cost executions and bought no
+    # shorter time to bug (bench B3F)
+    features: bool | None = None
     known_hits: int = 0  # findings a known trace already shows (learn_known): not filed, not counted as new
     known_keys: set = field(default_factory=set)
 
@@ -228,6 +232,8 @@ class AtherisEngine:
         # libFuzzer's runtime preloaded: the coverage build's counters and the generator's semantic
         # features (gen.c) register with it; without the coverage build, the features are all it sees
         env["LD_PRELOAD"] = str(self.preload)
+        features = self.c.features if self.c.features is not None else self.native is None
+        env["PTFUZZ_FEATURES"] = "1" if features else "0"
         if self.native:
             env["PTFUZZ_ENGINE_SO"] = str(self.native)
         return env

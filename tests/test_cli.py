@@ -48,7 +48,8 @@ def test_bad_input_is_one_line_and_exit_2(cli, tmp_path):
                                                         "ops": [["mmap", 1, 2, 3]]}))
     for args in (["replay", "g.msgpack"], ["replay", "m.msgpack"], ["replay", "missing.msgpack"],
                  ["replay", U1, "--knob", "mm.table_free=sometimes"], ["replay", U1, "--knob", "nonsense"],
-                 ["fuzz", "--arch", "mips"], ["replay", U1, "--bogus-flag"]):
+                 ["fuzz", "--arch", "mips"], ["replay", U1, "--bogus-flag"],
+                 ["fuzz", "--arch", "s390", "--engine", "random", "--semantic-features"]):
         r = cli(*args)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, (args, r.stderr)

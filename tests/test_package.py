@@ -11,7 +11,6 @@ import sys
 import pytest
 
 from conftest import ROOT
-from ptfuzz import _engine
 from ptfuzz.fuzz import native_engine_so
 
 pytestmark = [
@@ -37,8 +36,8 @@ def test_packaged_fuzzer_runs_on_native_coverage_and_crashes(tmp_path):
     assert res["executions"] == 3000 and res["native_counters"] > 500
     covered, functions = res["engine_functions"]
     assert 0 < covered <= functions
-    # libFuzzer's coverage: the engine's edges, and the generator's semantic features (gen.c), one more module
-    assert res["modules"] == [res["native_counters"], _engine.GEN_FEATURES]
-    assert 0 < res["engine_edges"][0] <= res["coverage"] <= res["engine_edges"][0] + res["modules"][1]
+    # libFuzzer's coverage is the engine's edges (the generator's semantic features stay off beside them)
+    assert res["modules"] == [res["native_counters"]]
+    assert res["engine_edges"][0] >= 0.95 * res["coverage"] > 0
     assert res["python_instrumented"] is False
     assert res["crash"]["kind"] == "uaf-table" and res["crash"]["exit_code"] != 0

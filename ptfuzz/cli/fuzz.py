@@ -69,7 +69,10 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
          json_out: bool = typer.Option(False, "--json", help="One JSON object per finding, then a summary."),
          sarif: Path = typer.Option(None, "--sarif", help="Also write the findings as SARIF 2.1.0 (code scanning)."),
          known: list[Path] = typer.Option(None, "--known", help="Traces (files or directories) whose violations "
-                                          "are on record: the same finding is not new (repeatable).")):
+                                          "are on record: the same finding is not new (repeatable)."),
+         features: bool = typer.Option(None, "--semantic-features/--no-semantic-features",
+                                       help="atheris: count the abstract states the generator reaches as coverage "
+                                            "(default: only without the engine's coverage build).")):
     """Generate state-aware traces, replay them, minimize and file every new unique violation.
 
     Exit 0 when nothing was found, 1 when something was. Ctrl-C (or SIGTERM) stops the campaign within
@@ -86,6 +89,8 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
       ptfuzz fuzz --arch s390 --time 300 --sarif fuzz.sarif
 
       ptfuzz fuzz --arch s390 --time 60 --known corpus/regressions --corpus out
+
+      ptfuzz fuzz --arch arm64 --knob arm64.thp_size=vma-naive --semantic-features --time 30
     """
     check_arch(arch)
     if sarif is not None:
@@ -95,7 +100,9 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
     if jobs > 1 and engine != "atheris":
         raise UsageError("--jobs runs atheris workers sharing one corpus: use it with --engine atheris")
     knobs = parse_knobs(arch, knob)
-    c = Campaign(arch, knobs, corpus, max_ops=max_ops, seed=seed)
+    if features is not None and engine != "atheris":
+        raise UsageError("--semantic-features feeds libFuzzer: use it with --engine atheris")
+    c = Campaign(arch, knobs, corpus, max_ops=max_ops, seed=seed, features=features)
     if known:
         c.learn_known(tracemod.load(f) for f in trace_files(known))
     err = Console(stderr=True, highlight=False, soft_wrap=True)
