@@ -256,13 +256,10 @@ struct gen {
 	uint64_t *rows;
 	size_t nrows, caprows, max_rows;
 	bool stopped, nomem;
-	uint64_t page, pmd, pud, region, base, align;
-	const uint64_t *ipas;
-	size_t nipas;
+	struct gen_layout L;
 };
 
 struct mapping { uint64_t start, len; uint32_t flags; uint8_t shm; bool ok; };
-#define SHM_OBJ(m) ((m).shm - 1)
 
 static void op(struct gen *g, const uint64_t *w)
 {
@@ -344,23 +341,23 @@ static struct mapping pick_mapping(struct gen *g, int pid, bool anon_only)
 
 static uint64_t pick_region(struct gen *g)
 {
-	return g->base + below(g->c, g->p->nregions) * g->region;
+	return g->L.base + below(g->c, g->p->nregions) * g->L.region;
 }
 
 static uint64_t shm_region(struct gen *g)
 {
 	if (!g->p->shm_apart)
 		return pick_region(g);
-	return g->base + (g->p->nregions + below(g->c, (g->p->nregions + 3) / 4)) * g->region;
+	return g->L.base + (g->p->nregions + below(g->c, (g->p->nregions + 3) / 4)) * g->L.region;
 }
 
 static uint64_t addr_of(struct gen *g, struct mapping m)
 {
 	if (!m.ok)
 		return pick_region(g);
-	uint64_t pages = m.len / g->page;
+	uint64_t pages = m.len / g->L.page;
 	uint64_t index = pages > 1 ? PICK(g->c, 0, pages - 1, below(g->c, clamp32(pages))) : 0;
-	return m.start + index * g->page;
+	return m.start + index * g->L.page;
 }
 
 static uint64_t addr_in(struct gen *g, int pid)
@@ -399,28 +396,28 @@ static void gen_mmap(struct gen *g)
 	struct mapping m = pick_mapping(g, pid, false);
 	if (m.ok && !m.shm && rarely(g->c, 15)) {
 		/* right after an earlier mapping, with its flags: vma_merge (hugetlb never merges) */
-		len = m.flags < VMA_HUGETLB_PMD ? g->page * (1 + below(g->c, 16)) : m.len;
+		len = m.flags < VMA_HUGETLB_PMD ? g->L.page * (1 + below(g->c, 16)) : m.len;
 		OP(g, OP_MMAP, (uint64_t)pid, m.start + m.len, len, m.flags);
 		return;
 	}
 	switch (below(g->c, 5)) {
 	case 0: /* THP-eligible */
-		addr = base + below(g->c, 2) * g->pmd, len = g->pmd * (1 + below(g->c, 2)), flags = VMA_THP;
+		addr = base + below(g->c, 2) * g->L.pmd, len = g->L.pmd * (1 + below(g->c, 2)), flags = VMA_THP;
 		break;
 	case 1: /* a few pages */
-		addr = base + below(g->c, 4) * g->page, len = g->page * (1 + below(g->c, 16)), flags = 0;
+		addr = base + below(g->c, 4) * g->L.page, len = g->L.page * (1 + below(g->c, 16)), flags = 0;
 		break;
 	case 2: /* plain, pmd-sized */
-		addr = base, len = g->pmd * (1 + below(g->c, 2)), flags = 0;
+		addr = base, len = g->L.pmd * (1 + below(g->c, 2)), flags = 0;
 		break;
 	case 3: /* hugetlb at PMD */
-		addr = base, len = g->pmd, flags = VMA_HUGETLB_PMD;
+		addr = base, len = g->L.pmd, flags = VMA_HUGETLB_PMD;
 		break;
 	default: /* hugetlb at PUD where it exists */
-		addr = base, len = g->pud ? g->pud : g->pmd, flags = g->pud ? VMA_HUGETLB_PUD : VMA_HUGETLB_PMD;
+		addr = base, len = g->L.pud ? g->L.pud : g->L.pmd, flags = g->L.pud ? VMA_HUGETLB_PUD : VMA_HUGETLB_PMD;
 	}
 	if (g->e->arch == ARCH_S390 && chance(g->c, 3))
-		addr = (1ull << 42) + (addr - g->base); /* above 4 TiB: the mm upgrades */
+		addr = (1ull << 42) + (addr - g->L.base); /* above 4 TiB: the mm upgrades */
 	OP(g, OP_MMAP, (uint64_t)pid, addr, len, flags);
 }
 
@@ -451,7 +448,7 @@ static bool pick_shm_range(struct gen *g, int obj, uint64_t *pgoff, uint64_t *pa
 			continue;
 		for (int j = 0; j < mm->nvma && n < 64; j++)
 			if (mm->vmas[j].shm == obj + 1)
-				r[n].pgoff = mm->vmas[j].pgoff, r[n++].pages = (mm->vmas[j].end - mm->vmas[j].start) / g->page;
+				r[n].pgoff = mm->vmas[j].pgoff, r[n++].pages = (mm->vmas[j].end - mm->vmas[j].start) / g->L.page;
 	}
 	if (!n || !chance(g->c, 70))
 		return false;
@@ -465,21 +462,21 @@ static bool pick_shm_range(struct gen *g, int obj, uint64_t *pgoff, uint64_t *pa
  * then maybe a fault in it and a MADV_COLLAPSE of it (collapse_file, retract_page_tables). */
 static void gen_shm_for(struct gen *g, int pid, uint64_t *addr_out, uint64_t *len_out)
 {
-	uint64_t ptrs = g->pmd / g->page, pgoff, pages;
+	uint64_t ptrs = g->L.pmd / g->L.page, pgoff, pages;
 	int obj = (int)below(g->c, g->p->nobjs);
 	if (!pick_shm_range(g, obj, &pgoff, &pages)) {
 		pgoff = PICK(g->c, 0, 0, ptrs, below(g->c, 4));
 		pages = PICK(g->c, ptrs, ptrs, 2 * ptrs, 1 + below(g->c, 16));
 	}
 	uint64_t addr = shm_region(g); /* one decision per statement: C leaves the order of operands open */
-	addr += PICK(g->c, 0, 0, g->pmd, g->page);
-	OP(g, OP_SHM_MMAP, (uint64_t)pid, addr, pages * g->page, (uint64_t)obj, pgoff);
+	addr += PICK(g->c, 0, 0, g->L.pmd, g->L.page);
+	OP(g, OP_SHM_MMAP, (uint64_t)pid, addr, pages * g->L.page, (uint64_t)obj, pgoff);
 	if (chance(g->c, 40))
-		gen_fault_at(g, pid, addr + below(g->c, clamp32(pages)) * g->page);
+		gen_fault_at(g, pid, addr + below(g->c, clamp32(pages)) * g->L.page);
 	if (chance(g->c, 30))
-		OP(g, OP_MADVISE, (uint64_t)pid, addr, pages * g->page, 3);
+		OP(g, OP_MADVISE, (uint64_t)pid, addr, pages * g->L.page, 3);
 	if (addr_out)
-		*addr_out = addr, *len_out = pages * g->page;
+		*addr_out = addr, *len_out = pages * g->L.page;
 }
 
 static void gen_shm(struct gen *g)
@@ -491,7 +488,7 @@ static void gen_vm_create(struct gen *g)
 {
 	uint64_t vm = below(g->c, g->p->nvms);
 	int pid = pick_pid(g);
-	OP(g, OP_VM_CREATE, vm, (uint64_t)pid, pick_of(g->c, g->ipas, g->nipas));
+	OP(g, OP_VM_CREATE, vm, (uint64_t)pid, pick_of(g->c, g->L.ipas, g->L.nipas));
 }
 
 /* A VM the generator uses, or -1; *pid its owner's pid (any pid when the owner is gone). */
@@ -520,7 +517,7 @@ static void set_memslot(struct gen *g, int vm, int slot, uint64_t gpa, uint64_t 
 	OP(g, OP_MEMSLOT, (uint64_t)vm, (uint64_t)slot, gpa, hva, len);
 }
 
-struct target { int vm, pid; uint64_t gpa, hva; bool ok; };
+struct target { int vm; uint64_t gpa, hva; bool ok; };
 
 static struct target slot_target(struct gen *g)
 {
@@ -543,12 +540,11 @@ static struct target slot_target(struct gen *g)
 		if (v->slots[s].used)
 			slots[ns++] = s;
 	const struct memslot *s = &v->slots[slots[below(g->c, (uint32_t)ns)]];
-	uint64_t pages = s->len / g->page;
-	uint64_t off = PICK(g->c, 0, g->page, below(g->c, clamp32(pages)) * g->page);
-	if (off > s->len - g->page)
-		off = s->len - g->page;
+	uint64_t pages = s->len / g->L.page;
+	uint64_t off = PICK(g->c, 0, g->L.page, below(g->c, clamp32(pages)) * g->L.page);
+	if (off > s->len - g->L.page)
+		off = s->len - g->L.page;
 	t.gpa = s->gpa + off, t.hva = s->hva + off, t.ok = true;
-	t.pid = pid_of_mm(g->e, v->mm);
 	return t;
 }
 
@@ -563,14 +559,14 @@ static void gen_vm_on_shm(struct gen *g)
 		return;
 	uint64_t hva, len;
 	gen_shm_for(g, pid, &hva, &len);
-	hva = hva / g->align * g->align;
-	len = len / g->align * g->align;
-	if (len < g->align)
-		len = g->align;
+	hva = hva / g->L.align * g->L.align;
+	len = len / g->L.align * g->L.align;
+	if (len < g->L.align)
+		len = g->L.align;
 	int slot = (int)below(g->c, 4);
-	uint64_t gpa = (uint64_t)slot * g->region;
+	uint64_t gpa = (uint64_t)slot * g->L.region;
 	set_memslot(g, vm, slot, gpa, hva, len);
-	uint64_t at = gpa + below(g->c, clamp32(len / g->page)) * g->page; /* one decision per statement: C */
+	uint64_t at = gpa + below(g->c, clamp32(len / g->L.page)) * g->L.page; /* one decision per statement: C */
 	OP(g, OP_GUEST_FAULT, (uint64_t)vm, at, below(g->c, 2));             /* leaves an initializer's order open */
 }
 
@@ -594,13 +590,13 @@ static void gen_vm(struct gen *g)
 	if (k < 4 || !slots) {
 		/* a workload keeps VM memory anonymous: shared memory under a memslot is M1's setting on s390 */
 		struct mapping m = pick_mapping(g, pid, !g->p->vm_on_shm);
-		uint64_t hva = m.ok ? m.start : pick_region(g), len = m.ok ? m.len : g->pmd;
-		len = PICK(g->c, len, g->pmd, 16 * g->page) / g->align * g->align;
-		if (len < g->align)
-			len = g->align;
-		hva = hva / g->align * g->align;
+		uint64_t hva = m.ok ? m.start : pick_region(g), len = m.ok ? m.len : g->L.pmd;
+		len = PICK(g->c, len, g->L.pmd, 16 * g->L.page) / g->L.align * g->L.align;
+		if (len < g->L.align)
+			len = g->L.align;
+		hva = hva / g->L.align * g->L.align;
 		int slot = (int)below(g->c, 4);
-		uint64_t gpa = (uint64_t)slot * g->region + PICK(g->c, 0, 0, g->align);
+		uint64_t gpa = (uint64_t)slot * g->L.region + PICK(g->c, 0, 0, g->L.align);
 		set_memslot(g, vm, slot, gpa, hva, len);
 	} else if (k < 9) {
 		if ((t = slot_target(g)).ok)
@@ -615,7 +611,7 @@ static void gen_vm(struct gen *g)
  * the actor is a guest fault, whose commit is what the window is about. */
 static bool gen_disturb(struct gen *g, int pid, uint64_t addr, enum actor_kind kind)
 {
-	uint64_t pmd_base = addr & ~(g->pmd - 1);
+	uint64_t pmd_base = addr & ~(g->L.pmd - 1);
 	bool held = false;
 	if (g->e->arch != ARCH_S390 && rarely(g->c, kind == A_GFAULT ? 60 : 15)) {
 		int cpu = idle_cpu(g);
@@ -628,17 +624,17 @@ static bool gen_disturb(struct gen *g, int pid, uint64_t addr, enum actor_kind k
 	unsigned k = held ? (unsigned)PICK(g->c, 0, 1, 2, 3, 7) : below(g->c, 9);
 	switch (k) {
 	case 0:
-		OP(g, OP_MUNMAP, (uint64_t)pid, addr & ~(g->page - 1), g->page);
+		OP(g, OP_MUNMAP, (uint64_t)pid, addr & ~(g->L.page - 1), g->L.page);
 		break;
 	case 1:
-		OP(g, OP_MUNMAP, (uint64_t)pid, pmd_base, g->pmd);
+		OP(g, OP_MUNMAP, (uint64_t)pid, pmd_base, g->L.pmd);
 		break;
 	case 2:
-		OP(g, OP_MADVISE, (uint64_t)pid, pmd_base, g->pmd, 0);
+		OP(g, OP_MADVISE, (uint64_t)pid, pmd_base, g->L.pmd, 0);
 		break;
 	case 3:
-		OP(g, OP_MADVISE, (uint64_t)pid, pmd_base, g->pmd, 1);
-		OP(g, OP_MADVISE, (uint64_t)pid, pmd_base, g->pmd, 3);
+		OP(g, OP_MADVISE, (uint64_t)pid, pmd_base, g->L.pmd, 1);
+		OP(g, OP_MADVISE, (uint64_t)pid, pmd_base, g->L.pmd, 3);
 		break;
 	case 4:
 		OP(g, OP_SPLIT, (uint64_t)pid, addr);
@@ -648,11 +644,11 @@ static bool gen_disturb(struct gen *g, int pid, uint64_t addr, enum actor_kind k
 		break;
 	case 6: {
 		uint64_t vm = below(g->c, g->p->nvms);
-		OP(g, OP_VM_CREATE, vm, (uint64_t)pid, pick_of(g->c, g->ipas, g->nipas));
+		OP(g, OP_VM_CREATE, vm, (uint64_t)pid, pick_of(g->c, g->L.ipas, g->L.nipas));
 		break;
 	}
 	case 7:
-		OP(g, OP_MMAP, (uint64_t)pid, pmd_base, g->pmd, below(g->c, 2));
+		OP(g, OP_MMAP, (uint64_t)pid, pmd_base, g->L.pmd, below(g->c, 2));
 		OP(g, OP_FAULT, (uint64_t)pid, addr, 1);
 		break;
 	default:
@@ -752,8 +748,8 @@ static void gen_misc(struct gen *g)
 		m = pick_mapping(g, pid, false);
 		if (m.ok) {
 			/* the mapping, or a range running past it into a hole or the next mapping (madvise_walk_vmas) */
-			uint64_t starts[4] = { m.start, m.start, m.start, m.start & ~(g->pmd - 1) };
-			uint64_t lens[4] = { m.len, m.len, m.len + g->region, m.len + g->pmd };
+			uint64_t starts[4] = { m.start, m.start, m.start, m.start & ~(g->L.pmd - 1) };
+			uint64_t lens[4] = { m.len, m.len, m.len + g->L.region, m.len + g->L.pmd };
 			unsigned i = below(g->c, 4);
 			OP(g, OP_MADVISE, (uint64_t)pid, starts[i], lens[i], below(g->c, 4));
 		}
@@ -803,10 +799,7 @@ int ptf_generate(struct engine *e, enum gen_profile_id profile, struct choices *
 	if ((unsigned)profile >= GEN_NPROFILES)
 		return -EINVAL;
 	struct gen g = { .e = e, .p = &profiles[profile], .c = c, .max_rows = max_ops };
-	struct gen_layout L;
-	gen_layout(e, &L);
-	g.page = L.page, g.pmd = L.pmd, g.pud = L.pud, g.region = L.region, g.base = L.base, g.align = L.align;
-	g.ipas = L.ipas, g.nipas = L.nipas;
+	gen_layout(e, &g.L);
 	size_t n = g.p->exact ? max_ops : 1 + below(c, clamp32(max_ops));
 	if (!max_ops)
 		g.stopped = true;

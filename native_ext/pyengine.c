@@ -83,11 +83,11 @@ typedef struct {
 
 static PyTypeObject EngineType;
 
-static void engine_bind(EngineObject *self)
+static void elfset_bind(struct engine *e, const struct elfset *s)
 {
-	self->e->elfs = self->elfs.ptr;
-	self->e->elf_lens = self->elfs.len;
-	self->e->nelfs = self->elfs.n;
+	e->elfs = s->ptr;
+	e->elf_lens = s->len;
+	e->nelfs = s->n;
 }
 
 static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
@@ -115,7 +115,7 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
 		return -1;
 	}
 	int ret = ptf_init(self->e, (enum arch)arch, knobs, config);
-	engine_bind(self);
+	elfset_bind(self->e, &self->elfs);
 	if (ret) {
 		errno_error(ret);
 		return -1;
@@ -236,7 +236,7 @@ static PyObject *Engine_clone(EngineObject *self, PyObject *noargs)
 		return NULL;
 	}
 	int ret = ptf_copy(c->e, self->e);
-	engine_bind(c);
+	elfset_bind(c->e, &c->elfs);
 	if (ret) {
 		Py_DECREF(c);
 		return errno_error(ret);
@@ -272,7 +272,7 @@ static PyObject *Engine_restore(EngineObject *self, PyObject *other)
 	int ret = ptf_copy(self->e, o->e);
 	elfset_clear(&self->elfs);
 	self->elfs = fresh;
-	engine_bind(self);
+	elfset_bind(self->e, &self->elfs);
 	if (ret)
 		return errno_error(ret);
 	Py_RETURN_NONE;
@@ -512,6 +512,7 @@ typedef struct {
 	int knobs[K_NR];
 	uint64_t config[CONFIG_NR];
 	struct elfset elfs;
+	struct gen_layout layout; /* from the engine __init__ builds to check the configuration */
 } GeneratorObject;
 
 /* Generator(arch, knobs, config, elfs, profile): profile 0 fuzz, 1 workload (gen.h) */
@@ -540,6 +541,8 @@ static int Generator_init(GeneratorObject *self, PyObject *args, PyObject *kw)
 		return -1;
 	}
 	int ret = ptf_init(e, (enum arch)self->arch, self->knobs, self->config);
+	if (!ret)
+		gen_layout(e, &self->layout);
 	ptf_fini(e);
 	free(e);
 	if (ret) {
@@ -594,9 +597,7 @@ static PyObject *Generator_run(GeneratorObject *self, PyObject *args, PyObject *
 	struct gen_result r = { 0 };
 	int ret = -ENOMEM;
 	if (e && !(ret = ptf_init(e, (enum arch)self->arch, self->knobs, self->config))) {
-		e->elfs = self->elfs.ptr;
-		e->elf_lens = self->elfs.len;
-		e->nelfs = self->elfs.n;
+		elfset_bind(e, &self->elfs);
 		/* the GIL stays held: the semantic feature counters are one table for the process */
 		ret = ptf_generate(e, (enum gen_profile_id)self->profile, &c, (size_t)max_ops, teardown, &r);
 	}
@@ -628,33 +629,25 @@ static PyObject *Generator_run(GeneratorObject *self, PyObject *args, PyObject *
 static PyObject *Generator_layout(GeneratorObject *self, PyObject *noargs)
 {
 	(void)noargs;
-	struct engine *e = calloc(1, sizeof(*e));
-	if (!e)
-		return PyErr_NoMemory();
-	PyObject *out = NULL;
-	int ret = ptf_init(e, (enum arch)self->arch, self->knobs, self->config);
-	if (ret) {
-		errno_error(ret);
-	} else {
-		struct gen_layout L;
-		gen_layout(e, &L);
-		PyObject *ipas = PyTuple_New((Py_ssize_t)L.nipas);
-		for (size_t i = 0; ipas && i < L.nipas; i++) {
-			PyObject *v = PyLong_FromUnsignedLongLong(L.ipas[i]);
-			if (!v)
-				Py_CLEAR(ipas);
-			else
-				PyTuple_SET_ITEM(ipas, (Py_ssize_t)i, v);
-		}
-		if (ipas)
-			out = Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:N}", "page", (unsigned long long)L.page,
-					    "pmd", (unsigned long long)L.pmd, "pud", (unsigned long long)L.pud,
-					    "region", (unsigned long long)L.region, "base", (unsigned long long)L.base,
-					    "align", (unsigned long long)L.align, "ipas", ipas);
+	const struct gen_layout *L = &self->layout;
+	if (!self->elfs.ptr) {
+		PyErr_SetString(PyExc_RuntimeError, "Generator not initialised");
+		return NULL;
 	}
-	ptf_fini(e);
-	free(e);
-	return out;
+	PyObject *ipas = PyTuple_New((Py_ssize_t)L->nipas);
+	for (size_t i = 0; ipas && i < L->nipas; i++) {
+		PyObject *v = PyLong_FromUnsignedLongLong(L->ipas[i]);
+		if (!v)
+			Py_CLEAR(ipas);
+		else
+			PyTuple_SET_ITEM(ipas, (Py_ssize_t)i, v);
+	}
+	if (!ipas)
+		return NULL;
+	return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:N}", "page", (unsigned long long)L->page,
+			     "pmd", (unsigned long long)L->pmd, "pud", (unsigned long long)L->pud,
+			     "region", (unsigned long long)L->region, "base", (unsigned long long)L->base,
+			     "align", (unsigned long long)L->align, "ipas", ipas);
 }
 
 static PyMethodDef Generator_methods[] = {

@@ -16,7 +16,7 @@ from .errors import UsageError
 from .fuzzgen import Layout, RandomChoices
 from .host import Host, HostError, HostInfo, host_supported
 from .minimize import shrink
-from .names import KNOBS, OP_NUMBER, OP_WIDTH
+from .names import KNOBS, OP_NUMBER
 from .trace import Trace, op_text, op_to_list
 
 # The host operations: what a process can do to its own address space, and what the helper does for real.
@@ -202,11 +202,10 @@ class HostGen:
         self.arch, self.c = arch, choices
         self.L = replace(layout, base=WINDOW, region=8 * layout.pmd)
         self.pids: dict = {}  # pid -> list of (addr, len, flags) it mapped
-        self.rows: list[list[int]] = []
+        self.rows: list[list] = []  # [name, args...], as a trace's list form has them
 
     def op(self, name: str, *args: int) -> None:
-        row = [OP_NUMBER[name], *[a & ((1 << 64) - 1) for a in args]]
-        self.rows.append(row + [0] * (OP_WIDTH - len(row)))
+        self.rows.append([name, *args])
 
     def region(self) -> int:
         return self.L.base + self.c.below(self.NREGIONS) * self.L.region
@@ -326,7 +325,7 @@ def generate(arch: str, config: dict, seed: int, nops: int) -> Trace:
     gen = HostGen(arch, RandomChoices(seed), Layout.of(arch, config))
     while len(gen.rows) < nops:
         gen.step()
-    ops = np.array(gen.rows[:nops], dtype=np.uint64)
+    ops = tracemod.ops_from_list(gen.rows[:nops])
     return Trace(arch, ops, config=dict(config), meta={"found_by": "ptfuzz crosscheck", "seed": seed})
 
 

@@ -25,8 +25,8 @@ class Profile(enum.IntEnum):
 
 
 class Choices:
-    """Where decisions come from. The C generator takes the seed or the bytes; below() is the same decision
-    in Python, for crosscheck's host-only generator (crosscheck.HostGen)."""
+    """Where decisions come from. The C generator takes the seed or the bytes; below() decides in Python,
+    for crosscheck's host-only generator (crosscheck.HostGen, with RandomChoices)."""
 
     def below(self, n: int) -> int:
         raise NotImplementedError
@@ -64,23 +64,11 @@ class RecordingChoices(RandomChoices):
 
 
 class ByteChoices(Choices):
-    """Decisions read from a byte string: below(n) takes 1, 2 or 4 little-endian bytes (n <= 2^8, 2^16,
-    more) modulo n, zeros past the end (gen.c, struct choices)."""
+    """Decisions read from a byte string, by the C generator only: below(n) takes 1, 2 or 4 little-endian
+    bytes (n <= 2^8, 2^16, more) modulo n, zeros past the end (gen.c, struct choices)."""
 
     def __init__(self, data: bytes):
-        self.data, self.pos = bytes(data), 0
-
-    @staticmethod
-    def width(n: int) -> int:
-        return 1 if n <= 1 << 8 else 2 if n <= 1 << 16 else 4
-
-    def below(self, n: int) -> int:
-        if n <= 1:
-            return 0
-        width = self.width(n)
-        chunk = self.data[self.pos:self.pos + width]
-        self.pos += width
-        return int.from_bytes(chunk.ljust(width, b"\0"), "little") % n
+        self.data = bytes(data)
 
 
 @dataclass
@@ -167,10 +155,8 @@ def trace_gen(arch: str, knobs: dict | None = None, config: dict | None = None,
     return g
 
 
-def fuzz_trace(arch: str, choices: Choices, max_ops: int, knobs: dict, config: dict | None = None,
-               layout: Layout | None = None) -> Trace:
-    """One fuzz trace from these decisions (layout: accepted for callers of the former Python generator;
-    the engine's geometry decides)."""
+def fuzz_trace(arch: str, choices: Choices, max_ops: int, knobs: dict, config: dict | None = None) -> Trace:
+    """One fuzz trace from these decisions."""
     return trace_gen(arch, knobs, config).run(choices, max_ops).trace
 
 

@@ -339,11 +339,10 @@ def test_invalidate_retry_knob():
 
 def test_generators_open_invalidation_windows():
     """fuzzgen and gen emit inval_hold / inval_end on arm64 and x86_64 (never on s390), and the holds take."""
-    from ptfuzz.fuzzgen import Layout, RandomChoices, fuzz_trace
+    from ptfuzz.fuzzgen import RandomChoices, fuzz_trace
     hold, end = OP_NUMBER["inval_hold"], OP_NUMBER["inval_end"]
     for arch in ("arm64", "x86_64", "s390"):
-        layout = Layout.of(arch, {})
-        traces = [fuzz_trace(arch, RandomChoices(i), 64, {}, {}, layout) for i in range(300)]
+        traces = [fuzz_trace(arch, RandomChoices(i), 64, {}, {}) for i in range(300)]
         traces += [generate(arch, 300, seed) for seed in range(5)]
         ops = np.concatenate([t.ops[:, 0] for t in traces])
         if arch == "s390":
