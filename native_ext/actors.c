@@ -66,36 +66,41 @@ static void actor_end(struct engine *e, int cpu)
 
 /* ---- what an rmap walker holds from begin to commit ---- */
 
-/* Does an rmap walker hold this rmap lock for read: the anon_vma root's rwsem (RL_ANON, by anon_vma root) or a
- * shmem object's i_mmap_rwsem (RL_FILE, by object)? A path taking it for write would wait. */
+static enum lock_class rmap_class(int kind) { return kind == RL_ANON ? LC_ANON_VMA : LC_I_MMAP; }
+
+/* Would taking this rmap lock for write wait: the anon_vma root's rwsem (RL_ANON, by anon_vma root) or a shmem
+ * object's i_mmap_rwsem (RL_FILE, by object), held by an rmap walker or by a host operation a window stopped? */
 bool rmap_lock_held(const struct engine *e, int kind, uint32_t id)
 {
-	for (int cpu = 0; cpu < MAX_CPUS; cpu++) {
-		const struct cpu *c = &e->cpus[cpu];
-		if (c->actor == A_RMAP && c->lock_kind == kind && c->lock_id == id)
-			return true;
-	}
-	return false;
+	return lock_holder(e, rmap_class(kind), id, LM_WRITE, 0, ~0ull, NULL) >= 0;
 }
 
-/* Does an rmap walker hold this folio (head pfn) locked? Its caller (reclaim, migration) also took it off the
- * LRU, which is what hpage_collapse_scan_pmd/_file look at first (SCAN_PAGE_LRU). */
+/* The same, as a wait: -EBUSY naming the holder, or 0. */
+int rmap_lock_wait(struct engine *e, int kind, uint32_t id)
+{
+	return lock_would_wait(e, rmap_class(kind), id, LM_WRITE);
+}
+
+/* Is this folio (head pfn) locked by an rmap walker or a stopped host operation? The walker's caller (reclaim,
+ * migration) also took it off the LRU, which is what hpage_collapse_scan_pmd/_file look at first (SCAN_PAGE_LRU). */
 bool folio_locked(const struct engine *e, uint64_t head)
 {
-	for (int cpu = 0; cpu < MAX_CPUS; cpu++) {
-		const struct cpu *c = &e->cpus[cpu];
-		if (c->actor == A_RMAP && c->folio == head)
-			return true;
-	}
-	return false;
+	return lock_holder(e, LC_FOLIO, head, LM_WRITE, 0, ~0ull, NULL) >= 0;
 }
 
-/* Would taking this VMA's rmap locks for write wait for a walker? vma_prepare (split, merge, expand),
- * free_pgtables' unlink_anon_vmas and unlink_file_vma, anon_vma_fork and dup_mmap's i_mmap insertion. */
+/* Would taking this VMA's rmap locks for write wait? vma_prepare (split, merge, expand), free_pgtables'
+ * unlink_anon_vmas and unlink_file_vma, anon_vma_fork and dup_mmap's i_mmap insertion. */
 bool vma_rmap_busy(const struct engine *e, const struct vma *v)
 {
 	return (v->anon && rmap_lock_held(e, RL_ANON, v->anon_root)) ||
 	       (v->shm && rmap_lock_held(e, RL_FILE, v->shm - 1u));
+}
+
+/* The same, as a wait: the anon_vma root first (anon_vma_lock_write), then i_mmap_rwsem. */
+int vma_rmap_wait(struct engine *e, const struct vma *v)
+{
+	int ret = v->anon ? rmap_lock_wait(e, RL_ANON, v->anon_root) : 0;
+	return ret ? ret : v->shm ? rmap_lock_wait(e, RL_FILE, v->shm - 1u) : 0;
 }
 
 /* rmap_begin: the rmap walk starts from a mapped folio (folio_referenced / try_to_unmap get a page, not an
@@ -129,11 +134,16 @@ static int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
 	const struct compound *folio = data_lookup(e, g->fmt->addr(pl, pte) >> 12);
 	if (!folio)
 		return -ENOENT;
-	if (folio_locked(e, folio->pfn))
-		return -EBUSY; /* folio_lock: another walker holds it */
+	/* folio_lock (its caller's), then folio_lock_anon_vma_read / rmap_walk_file's i_mmap_lock_read */
+	if ((ret = lock_would_wait(e, LC_FOLIO, folio->pfn, LM_WRITE)))
+		return ret;
 	const struct vma *v = vma_find(&e->mms[mm], addr);
-	c->lock_kind = !v ? RL_NONE : v->shm ? RL_FILE : v->anon ? RL_ANON : RL_NONE;
-	c->lock_id = !v ? 0 : v->shm ? v->shm - 1u : v->anon_root;
+	int kind = !v ? RL_NONE : v->shm ? RL_FILE : v->anon ? RL_ANON : RL_NONE;
+	uint32_t id = !v ? 0 : v->shm ? v->shm - 1u : v->anon_root;
+	if (kind != RL_NONE && (ret = lock_would_wait(e, rmap_class(kind), id, LM_READ)))
+		return ret;
+	c->lock_kind = (uint8_t)kind;
+	c->lock_id = id;
 	c->folio = folio->pfn;
 	rcu_enter(e, cpu);
 	mm_get(e, mm);
@@ -168,6 +178,13 @@ static int rmap_commit(struct engine *e, int cpu)
 	uint32_t idx = (uint32_t)(c->addr >> g->lv[pl].shift) & (g->lv[pl].entries - 1);
 	uint64_t old = pte[idx];
 	uint64_t page = c->addr & ~(g->page_size - 1);
+	/* what try_to_unmap_one holds at its notifier: the walker's folio lock and rmap lock (a window that stops
+	 * it keeps them) */
+	e->self_cpu = cpu;
+	struct held_lock hs[MAX_CPU_LOCKS];
+	int n = cpu_locks(e, cpu, hs);
+	for (int i = 0; i < n; i++)
+		lock_acquire(e, (enum lock_class)hs[i].cls, hs[i].id, (enum lock_mode)hs[i].mode);
 	kvm_notify_range(e, c->mm, page, page + g->page_size); /* try_to_unmap_one notifies */
 	entry_write(e, c->tbl, pl, idx, g->fmt->empty(pl));
 	if (g->fmt->kind(pl, old) == E_LEAF) {
@@ -197,6 +214,8 @@ static int inval_hold(struct engine *e, int cpu)
 	memset(c->inval_began, 0, sizeof(c->inval_began));
 	memset(c->inval_active, 0, sizeof(c->inval_active));
 	memset(c->inval_mms, 0, sizeof(c->inval_mms));
+	memset(c->inval_locks, 0, sizeof(c->inval_locks));
+	c->inval_nlocks = c->inval_opcode = c->inval_child = 0;
 	return 0;
 }
 
@@ -204,12 +223,7 @@ static int inval_hold(struct engine *e, int cpu)
  * else the lowest armed cpu, which now holds this operation (every later notification of it, of any mm, too). */
 int inval_window_for(struct engine *e, int mm)
 {
-	int cpu = -1;
-	for (int i = 0; i < MAX_CPUS && cpu < 0; i++) {
-		const struct cpu *c = &e->cpus[i];
-		if (c->actor == A_INVAL && c->inval_held && c->inval_op == e->op_index)
-			cpu = i;
-	}
+	int cpu = inval_window_of_current(e);
 	for (int i = 0; i < MAX_CPUS && cpu < 0; i++) {
 		struct cpu *c = &e->cpus[i];
 		if (c->actor == A_INVAL && !c->inval_held) {
@@ -218,6 +232,8 @@ int inval_window_for(struct engine *e, int mm)
 			cpu = i;
 		}
 	}
+	if (cpu >= 0)
+		inval_window_keep_locks(e, cpu); /* the stopped operation keeps what it holds now */
 	if (cpu >= 0 && !(e->cpus[cpu].inval_mms[mm / 64] >> (mm % 64) & 1)) {
 		e->cpus[cpu].inval_mms[mm / 64] |= 1ull << (mm % 64);
 		mm_get(e, mm); /* the stopped thread's reference (the mm outlives the window) */
@@ -225,17 +241,28 @@ int inval_window_for(struct engine *e, int mm)
 	return cpu;
 }
 
-/* Does a stopped host thread hold this mm? Its exit_mmap waits for that thread: for the operation's own mm the
- * thread holds mm_users until it finishes (after the ends); retract_page_tables holds i_mmap_rwsem for read,
- * which free_pgtables' unlink_file_vma waits for. */
-bool inval_window_holds(const struct engine *e, int mm)
+/* The cpu whose window stopped the running operation, or -1. */
+int inval_window_of_current(const struct engine *e)
+{
+	for (int i = 0; i < MAX_CPUS; i++) {
+		const struct cpu *c = &e->cpus[i];
+		if (c->actor == A_INVAL && c->inval_held && c->inval_op == e->op_index)
+			return i;
+	}
+	return -1;
+}
+
+/* The cpu whose stopped host thread holds this mm, or -1. Its exit_mmap waits for that thread: for the
+ * operation's own mm the thread holds mm_users until it finishes (after the ends); retract_page_tables holds
+ * i_mmap_rwsem for read, which free_pgtables' unlink_file_vma waits for. */
+int inval_window_holder(const struct engine *e, int mm)
 {
 	for (int i = 0; i < MAX_CPUS; i++) {
 		const struct cpu *c = &e->cpus[i];
 		if (c->actor == A_INVAL && c->inval_held && (c->inval_mms[mm / 64] >> (mm % 64) & 1))
-			return true;
+			return i;
 	}
-	return false;
+	return -1;
 }
 
 /* vm_destroy: the VM left the notifier list; no held end is delivered to it (nor to a VM later created in its
@@ -258,10 +285,16 @@ static int inval_end(struct engine *e, int cpu)
 		kvm_invalidate_end_held(e, cpu);
 	c->actor = A_NONE;
 	c->inval_held = false;
+	if (c->inval_child) { /* dup_mmap returns: fork's child runs */
+		e->procs[c->inval_child - 1].exists = true;
+		e->procs[c->inval_child - 1].pending = false;
+	}
 	for (int mm = 0; mm < MAX_MMS; mm++)
 		if (c->inval_mms[mm / 64] >> (mm % 64) & 1)
 			mm_drop(e, mm);
 	memset(c->inval_mms, 0, sizeof(c->inval_mms));
+	memset(c->inval_locks, 0, sizeof(c->inval_locks));
+	c->inval_nlocks = c->inval_opcode = c->inval_child = 0;
 	return 0;
 }
 

@@ -201,8 +201,10 @@ static int expand(struct checker *k, uint32_t n)
 			return ret;
 		dirty = false;
 		k->work->op_index = (uint32_t)k->depth;
+		uint64_t waits = k->work->st.waits;
 		ptf_step(k->work, &k->alpha[(size_t)a * (OP_ARGS + 1)]);
 		k->generated++;
+		k->blocked += k->work->st.waits != waits; /* it waited: nothing changed, counted apart */
 		if (k->work->viol) {
 			found(k, n, a, k->work, false);
 			return 0;

@@ -39,6 +39,7 @@ struct checker {
 	int done_depth;                    /* every sequence of at most this many operations is checked */
 	bool fixpoint;                     /* a layer added no new state: longer sequences reach nothing new */
 	uint64_t generated, distinct, replays;
+	uint64_t blocked; /* generated steps that would have waited for a lock (changed nothing) */
 	enum check_status status;
 
 	/* the first violation: its path (alphabet indices) and what the engine said */

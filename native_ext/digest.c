@@ -418,6 +418,8 @@ static uint64_t cpu_record(struct canon *c, int ci, const uint32_t *vm_label)
 			memset(k.inval_began, 0, sizeof(k.inval_began));
 			memset(k.inval_active, 0, sizeof(k.inval_active));
 			memset(k.inval_mms, 0, sizeof(k.inval_mms));
+			memset(k.inval_locks, 0, sizeof(k.inval_locks));
+			k.inval_nlocks = k.inval_opcode = k.inval_child = 0;
 		}
 		if (!walk && !rmap && !gf)
 			k.mm = 0;
@@ -485,10 +487,13 @@ static uint64_t cpu_record(struct canon *c, int ci, const uint32_t *vm_label)
 static uint64_t proc_record(const struct engine *e, int pid)
 {
 	const struct proc *p = &e->procs[pid];
-	if (!p->exists && !p->tif_pgste)
+	if (!p->exists && !p->tif_pgste && !p->pending)
 		return REC_DEFAULT;
-	/* a pid that does not exist has no mm (exec and fork look at exists first); TIF_PGSTE is kept */
-	return mix(mix(0x9c000000ull, (uint64_t)p->exists << 1 | p->tif_pgste), p->exists ? (uint64_t)p->mm : ~0ull);
+	/* a pid that does not exist has no mm (exec and fork look at exists first), unless it is a stopped fork's
+	 * child (pending: its mm is built); TIF_PGSTE is kept */
+	bool has_mm = p->exists || p->pending;
+	return mix(mix(0x9c000000ull, (uint64_t)p->pending << 2 | (uint64_t)p->exists << 1 | p->tif_pgste),
+		   has_mm ? (uint64_t)p->mm : ~0ull);
 }
 
 struct rec { uint64_t h; int idx; };

@@ -48,6 +48,7 @@ int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t 
 		return -EINVAL;
 	for (int i = 0; i < MAX_MMS; i++)
 		e->mms[i].pgt.root = TREF_NONE;
+	e->self_cpu = -1;
 	int ret = geom_stage1(&e->geom, arch, config);
 	if (ret)
 		return ret;
@@ -105,11 +106,15 @@ static void oracle(struct engine *e)
 			gmap_check(e);
 	}
 	e->frag_dirty = e->gmap_dirty = false;
+	lockdep_check(e);
 }
 
 int ptf_step(struct engine *e, const uint64_t *op)
 {
 	int ret;
+	e->cur_opcode = (uint32_t)op[0];
+	e->self_cpu = -1;
+	e->ncur = 0;
 	if (op[0] <= OP_SPLIT || op[0] == OP_SHM_MMAP)
 		ret = op_mm(e, op);
 	else if (op[0] <= OP_RMAP_COMMIT || op[0] == OP_INVAL_HOLD || op[0] == OP_INVAL_END)

@@ -255,6 +255,7 @@ struct gen {
 	struct choices *c;
 	uint64_t *rows;
 	size_t nrows, caprows, max_rows;
+	size_t blocked; /* rows whose operation would have waited for a lock (-16, nothing changed): not counted */
 	bool stopped, nomem;
 	struct gen_layout L;
 };
@@ -277,7 +278,9 @@ static void op(struct gen *g, const uint64_t *w)
 	}
 	uint64_t *row = g->rows + g->nrows++ * (OP_ARGS + 1);
 	memcpy(row, w, (OP_ARGS + 1) * sizeof(uint64_t));
+	uint64_t waits = g->e->st.waits;
 	int ret = ptf_step(g->e, row);
+	g->blocked += g->e->st.waits != waits; /* a step spent waiting does not count against the trace's length */
 	if (features_on && row[0] < OP_NR)
 		features_after(g->e, row[0], g->nrows > 1 ? row[-(OP_ARGS + 1)] : OP_NR, ret);
 	if (g->nrows >= g->max_rows || (g->e->viol && !g->p->exact))
@@ -803,7 +806,7 @@ int ptf_generate(struct engine *e, enum gen_profile_id profile, struct choices *
 	size_t n = g.p->exact ? max_ops : 1 + below(c, clamp32(max_ops));
 	if (!max_ops)
 		g.stopped = true;
-	while (!g.stopped && g.nrows < n) {
+	while (!g.stopped && g.nrows - g.blocked < n) {
 		step(&g);
 		if (!g.p->exact && exhausted(c) && g.nrows)
 			break;

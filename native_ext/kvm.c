@@ -258,6 +258,14 @@ static int vm_create(struct engine *e, uint64_t vmi, uint64_t pid, uint64_t ipa_
 	struct vm *v = &e->vms[vmi];
 	if (e->arch == ARCH_S390 && (ret = s390_enable_sie(e, mm)))
 		return ret;
+	/* kvm_create_vm -> kvm_init_mmu_notifier -> mmu_notifier_register: mmap_write_lock(current->mm) (s390 registers
+	 * no notifier in v6.6); the stage 2 set up before it is undone when it cannot finish: waiting changes nothing */
+	if (e->arch != ARCH_S390 && (ret = lock_would_wait(e, LC_MMAP, (uint64_t)mm, LM_WRITE)))
+		return ret;
+	/* ... whose mm_take_all_locks takes every VMA's i_mmap_rwsem and anon_vma root for write */
+	for (int i = 0; e->arch != ARCH_S390 && i < e->mms[mm].nvma; i++)
+		if ((ret = vma_rmap_wait(e, &e->mms[mm].vmas[i])))
+			return ret;
 	memset(v, 0, sizeof(*v));
 	v->mm = mm;
 	ret = e->arch == ARCH_S390 ? gmap_create(e, v) : s2_create(e, v, (unsigned)ipa_bits);
@@ -295,7 +303,10 @@ static int kvm_arch_prepare_memory_region(struct engine *e, struct vm *v, const 
 		return 0;
 	case ARCH_ARM64: { /* base_gfn + npages > kvm_phys_size >> PAGE_SHIFT: outside the IPA space */
 		const struct level_geom *lv = &v->geom.lv[v->start_level];
-		return new->gpa + new->len > 1ull << (lv->shift + __builtin_ctz(lv->entries)) ? -EFAULT : 0;
+		if (new->gpa + new->len > 1ull << (lv->shift + __builtin_ctz(lv->entries)))
+			return -EFAULT;
+		/* then mmap_read_lock(current->mm) to look at the VMAs behind the slot */
+		return lock_would_wait(e, LC_MMAP, (uint64_t)v->mm, LM_READ);
 	}
 	default: /* base_gfn + npages - 1 > kvm_mmu_max_gfn(): 48 physical address bits under the 4-level TDP */
 		return new->gpa + new->len > 1ull << 48 ? -EINVAL : 0;
@@ -304,25 +315,35 @@ static int kvm_arch_prepare_memory_region(struct engine *e, struct vm *v, const 
 
 /* kvm_swap_active_memslots waits for mn_active_invalidate_count to drop to 0 (an invalidate_range_start
  * without its _end: inval_hold), then synchronize_srcu waits for in-flight guest faults: -16, nothing done. */
-static bool kvm_swap_active_memslots_would_wait(const struct vm *v)
+static int kvm_swap_active_memslots_wait(struct engine *e, struct vm *v)
 {
-	return v->faults_in_flight || v->mn_active_invalidate_count;
+	uint64_t vi = (uint64_t)vm_index(e, v);
+	int ret = v->mn_active_invalidate_count ? lock_would_wait(e, LC_MN_ACTIVE, vi, LM_WRITE) : 0;
+	if (!ret && v->faults_in_flight)
+		ret = lock_would_wait(e, LC_SRCU, vi, LM_WRITE);
+	if (!ret && (v->faults_in_flight || v->mn_active_invalidate_count))
+		violate(e, V_ENGINE_ASSERT, "vm %d: memslot update waits for nobody (in flight %d, active %d)",
+			(int)vi, v->faults_in_flight, v->mn_active_invalidate_count);
+	return ret;
 }
 
 /* kvm_set_memslot: DELETE and MOVE first invalidate the old slot (the swap, then the flush), so an arch check
  * that fails afterwards leaves the old range zapped and the slot as it was; CREATE swaps after the checks. */
 static int kvm_set_memslot(struct engine *e, struct vm *v, struct memslot *s, const struct memslot *new, int change)
 {
+	int ret;
 	if (change != KVM_MR_CREATE) {
-		if (kvm_swap_active_memslots_would_wait(v))
-			return -EBUSY;
+		if ((ret = kvm_swap_active_memslots_wait(e, v)))
+			return ret;
 		kvm_arch_flush_shadow_memslot(e, v, s);
 	}
-	int ret = kvm_arch_prepare_memory_region(e, v, new, change);
-	if (ret)
+	if ((ret = kvm_arch_prepare_memory_region(e, v, new, change)))
 		return ret;
-	if (change == KVM_MR_CREATE && kvm_swap_active_memslots_would_wait(v))
-		return -EBUSY;
+	if (change == KVM_MR_CREATE && (ret = kvm_swap_active_memslots_wait(e, v)))
+		return ret;
+	/* s390's commit: gmap_map_segment / gmap_unmap_segment under mmap_write_lock(gmap->mm) */
+	if (e->arch == ARCH_S390 && (ret = lock_would_wait(e, LC_MMAP, (uint64_t)v->mm, LM_WRITE)))
+		return ret;
 	struct memslot old = *s;
 	*s = change == KVM_MR_DELETE ? (struct memslot){ 0 } : *new;
 	kvm_arch_commit_memory_region(e, v, old, *s); /* s390.c: gmap_unmap_segment / gmap_map_segment */
@@ -387,6 +408,24 @@ static bool slot_allows(const struct memslot *s, uint64_t hva, uint64_t size)
 
 /* ---- the guest-fault protocol ---- */
 
+/* The mmap_lock a guest fault takes before its host fault-in: s390 gmap_fault holds mmap_read_lock(gmap->mm) from
+ * before __gmap_translate to the end of __gmap_link (the commit; cpu_locks keeps it); arm64 user_mem_abort takes it
+ * around vma_lookup; x86 needs it only when hva_to_pfn_fast (GUP-fast: a present leaf, writable for a write)
+ * cannot serve the fault and get_user_pages_unlocked takes it. */
+static int fault_begin_lock(struct engine *e, struct vm *v, uint64_t hva, bool write)
+{
+	if (e->arch == ARCH_X86_64) {
+		int hl;
+		uint64_t hpfn;
+		struct tref t;
+		uint32_t i;
+		if (host_lookup(e, v->mm, hva, &hl, &hpfn, &t, &i) == E_LEAF &&
+		    (!write || e->geom.fmt->writable(hl, entry_get(e, t, i))))
+			return 0;
+	}
+	return lock_acquire(e, LC_MMAP, (uint64_t)v->mm, LM_READ);
+}
+
 static int fault_begin(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bool write)
 {
 	struct cpu *c = &e->cpus[cpu];
@@ -402,6 +441,9 @@ static int fault_begin(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bo
 	if (m->dead || v->released)
 		return -EFAULT;
 	uint64_t hva = s->hva + (gpa - s->gpa);
+	int ret = fault_begin_lock(e, v, hva, write);
+	if (ret)
+		return ret;
 	if (e->arch == ARCH_S390 && __gmap_translate(v, gpa, &hva))
 		return -EFAULT; /* gmap_fault: the gmap's guest_to_host, not the memslot */
 	struct vma *vma = vma_find(m, hva);
@@ -419,7 +461,7 @@ static int fault_begin(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bo
 		size = g->page_size;
 	c->seq = v->invalidate_seq;
 	uint64_t pfn, host_size;
-	int ret = do_fault(e, v->mm, hva, write, &pfn, &host_size);
+	ret = do_fault(e, v->mm, hva, write, &pfn, &host_size);
 	if (ret)
 		return ret;
 	c->actor = A_GFAULT;
@@ -432,7 +474,9 @@ static int fault_begin(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bo
 	c->write = write;
 	c->vma_thp = (vma->flags & VMA_THP) && !(vma->flags & VMA_NOHUGE);
 	c->s2_root = v->s2.root;
-	c->holds_mm = e->arch != ARCH_S390 && e->knob[K_FAULT_HOLDS_MM] == 0;
+	/* the vCPU thread is a CLONE_VM thread of the VMM: it holds mm_users on every arch (kvm.fault_holds_mm=no is
+	 * the what-if where it does not, on arm64 and x86_64) */
+	c->holds_mm = e->arch == ARCH_S390 || e->knob[K_FAULT_HOLDS_MM] == 0;
 	if (c->holds_mm)
 		e->mms[v->mm].users++; /* mmget */
 	v->faults_in_flight++;
@@ -611,9 +655,12 @@ static int fault_commit(struct engine *e, int cpu)
 	struct cpu *c = &e->cpus[cpu];
 	if (c->actor != A_GFAULT)
 		return -EINVAL;
-	if (c->holds_mm && exit_mmap_would_wait(e, c->mm))
-		return -EBUSY; /* its mmput would run exit_mmap, which waits for an rmap walker: the fault stays in flight */
-	int ret;
+	/* its mmput would run exit_mmap, which would wait: the fault stays in flight (its own mmap_lock is released
+	 * before: gmap_fault's mmap_read_unlock) */
+	e->self_cpu = cpu;
+	int ret = c->holds_mm ? exit_mmap_wait(e, c->mm) : 0;
+	if (ret)
+		return ret;
 	if (e->arch == ARCH_S390)
 		ret = e->mms[c->mm].dead ? -EFAULT : gmap_link(e, &e->vms[c->vm], c->gpa, c->hva);
 	else
@@ -627,8 +674,10 @@ static int vm_destroy(struct engine *e, uint64_t vmi)
 	struct vm *v = vm_get(e, vmi);
 	if (!v)
 		return -ENOENT;
-	if (v->faults_in_flight)
-		return -EBUSY;
+	/* the last kvm reference: a vCPU in KVM_RUN holds its file's */
+	int ret = v->faults_in_flight ? lock_would_wait(e, LC_KVM, vmi, LM_WRITE) : 0;
+	if (ret || v->faults_in_flight)
+		return ret ? ret : -EBUSY;
 	/* kvm_destroy_vm: mmu_notifier_unregister, then "mn_active_invalidate_count may remain unbalanced": the
 	 * ends a held window owes this VM are never delivered (the window does not make destroy wait) */
 	inval_window_forget_vm(e, (int)vmi);

@@ -96,19 +96,24 @@ static void exit_mmap(struct engine *e, int mm)
 	e->frag_dirty = e->gmap_dirty = true;
 }
 
-/* Would dropping this mm_users reference wait for an rmap walker? exit_mmap's free_pgtables takes every VMA's
- * anon_vma root (unlink_anon_vmas) and i_mmap_rwsem (unlink_file_vma) for write. */
-bool exit_mmap_would_wait(const struct engine *e, int mm)
+/* Would dropping this mm_users reference (the last) wait? exit_mmap takes mmap_lock for read (unmap_vmas), then for
+ * write (free_pgtables), whose unlink_anon_vmas and unlink_file_vma take every VMA's anon_vma root and
+ * i_mmap_rwsem for write; and a host thread a window stopped still holds the mm. -EBUSY naming the holder, or 0. */
+int exit_mmap_wait(struct engine *e, int mm)
 {
-	const struct mm *m = &e->mms[mm];
+	struct mm *m = &e->mms[mm];
 	if (m->users != 1)
-		return false;
-	if (inval_window_holds(e, mm))
-		return true; /* a host thread stopped between invalidate_range_start and _end (inval_hold) */
-	for (int i = 0; i < m->nvma; i++)
-		if (vma_rmap_busy(e, &m->vmas[i]))
-			return true;
-	return false;
+		return 0;
+	int ret = lock_would_wait(e, LC_MMAP, (uint64_t)mm, LM_WRITE);
+	for (int i = 0; !ret && i < m->nvma; i++)
+		ret = vma_rmap_wait(e, &m->vmas[i]);
+	if (ret)
+		return ret;
+	int cpu = inval_window_holder(e, mm);
+	if (cpu < 0)
+		return 0;
+	struct held_lock h = { .cls = LC_MM_USERS, .mode = LM_READ, .id = (uint64_t)mm, .hi = ~0ull };
+	return lock_wait(e, cpu, LC_MM_USERS, (uint64_t)mm, LM_WRITE, &h);
 }
 
 void mm_put_users(struct engine *e, int mm)
@@ -249,8 +254,9 @@ static int anon_vma_prepare(struct engine *e, struct mm *m, struct vma *v)
 	if (v->anon)
 		return 0;
 	const struct vma *r = find_mergeable_anon_vma(m, v);
-	if (r && rmap_lock_held(e, RL_ANON, r->anon_root))
-		return -EBUSY;
+	int ret = r ? rmap_lock_wait(e, RL_ANON, r->anon_root) : 0;
+	if (ret)
+		return ret;
 	if (r) {
 		v->anon = r->anon;
 		v->anon_root = r->anon_root;
@@ -332,14 +338,14 @@ static int vma_link_new(struct engine *e, struct mm *m, struct vma nv)
 /* Would mmap_region of nv wait for an rmap walker? The unmap of what it replaces (__split_vma's vma_prepare,
  * free_pgtables' unlink_anon_vmas and unlink_file_vma), the expansion of a neighbour (vma_expand's
  * vma_prepare) and the insertion of a file VMA into i_mmap (vma_link) take those locks for write. */
-static bool mmap_region_would_wait(struct engine *e, struct mm *m, const struct vma *nv)
+static int mmap_region_wait(struct engine *e, struct mm *m, const struct vma *nv)
 {
-	if (nv->shm && rmap_lock_held(e, RL_FILE, nv->shm - 1u))
-		return true;
+	int ret = nv->shm ? rmap_lock_wait(e, RL_FILE, nv->shm - 1u) : 0;
 	int i = vma_index_after(m, nv->start);
-	for (int j = i; j < m->nvma && m->vmas[j].start < nv->end; j++)
-		if (vma_rmap_busy(e, &m->vmas[j]))
-			return true;
+	for (int j = i; !ret && j < m->nvma && m->vmas[j].start < nv->end; j++)
+		ret = vma_rmap_wait(e, &m->vmas[j]);
+	if (ret)
+		return ret;
 	struct vma p, n;
 	bool hp = false, hn = false;
 	if (i < m->nvma && m->vmas[i].start < nv->start) { /* the piece of a VMA split at the start */
@@ -361,7 +367,8 @@ static bool mmap_region_would_wait(struct engine *e, struct mm *m, const struct 
 	}
 	bool mp, mn;
 	vma_link_plan(e, hp ? &p : NULL, hn ? &n : NULL, nv, &mp, &mn);
-	return (mp && vma_rmap_busy(e, &p)) || (mn && vma_rmap_busy(e, &n));
+	ret = mp ? vma_rmap_wait(e, &p) : 0;
+	return ret ? ret : mn ? vma_rmap_wait(e, &n) : 0;
 }
 
 /* madvise_update_vma -> vma_modify_flags -> vma_merge, else split_vma at start and end. *prev_end: the end
@@ -389,11 +396,14 @@ static int madvise_update_vma(struct engine *e, int mm, int i, uint64_t start, u
 		  pgoff_continues(e, &cur, end, next->pgoff);
 	/* vma_merge and __split_vma take the rmap locks for write (vma_prepare); a flags change of the whole VMA
 	 * with no merge takes none */
-	if (((mp || mn || start > cur.start || end < cur.end) && vma_rmap_busy(e, &cur)) ||
-	    (mp && vma_rmap_busy(e, prev)) || (mn && vma_rmap_busy(e, next)))
-		return -EBUSY;
+	int ret = mp || mn || start > cur.start || end < cur.end ? vma_rmap_wait(e, &cur) : 0;
+	if (!ret && mp)
+		ret = vma_rmap_wait(e, prev);
+	if (!ret && mn)
+		ret = vma_rmap_wait(e, next);
+	if (ret)
+		return ret;
 	/* vma_adjust_trans_huge: a THP across a new boundary is split */
-	int ret = 0;
 	if (start > cur.start)
 		ret = split_huge_pmd_if_needed(e, mm, &cur, start);
 	if (!ret && end < cur.end)
@@ -940,8 +950,9 @@ static int do_huge_pmd_wp_page(struct engine *e, int mm, uint64_t addr, struct t
 	}
 	if ((phys >> 12) != HUGE_ZERO_PFN) {
 		struct compound *c = data_lookup(e, phys >> 12);
-		if (c && folio_locked(e, c->pfn))
-			return -EBUSY; /* folio_trylock failed: do_huge_pmd_wp_page sleeps in folio_lock */
+		int ret = c ? lock_would_wait(e, LC_FOLIO, c->pfn, LM_WRITE) : 0;
+		if (ret)
+			return ret; /* folio_trylock failed: do_huge_pmd_wp_page sleeps in folio_lock */
 		if (c && c->mapcount == 1) {
 			entry_write(e, tbl, ml, idx, g->fmt->leaf(ml, phys, true));
 			set_out(e, addr, phys >> 12, ml, pfn, size);
@@ -1060,11 +1071,14 @@ static int collapse_huge_page(struct engine *e, int mm, uint64_t base, struct tr
 	const struct geom *g = &e->geom;
 	int pl = pte_level(e), ml = e->pmd_lvl;
 	const struct vma *v = vma_find(&e->mms[mm], base);
-	if (v && v->anon && rmap_lock_held(e, RL_ANON, v->anon_root))
+	/* mmap_read_unlock, then mmap_write_lock, vma_start_write, anon_vma_lock_write; after the pmd is cleared
+	 * tlb_remove_table_sync_one's IPI waits for every IRQs-off GUP-fast walker */
+	lock_release(e, LC_MMAP, (uint64_t)mm);
+	if (lock_acquire(e, LC_MMAP, (uint64_t)mm, LM_WRITE) ||
+	    (v && lock_acquire_range(e, LC_VMA, (uint64_t)mm, LM_WRITE, v->start, v->end)) ||
+	    (v && v->anon && lock_acquire(e, LC_ANON_VMA, v->anon_root, LM_WRITE)) ||
+	    lock_would_wait(e, LC_IRQS_OFF, 0, LM_WRITE))
 		return SCAN_WAIT;
-	for (int cpu = 0; cpu < MAX_CPUS; cpu++)
-		if (e->cpus[cpu].actor == A_WALK)
-			return SCAN_WAIT;
 	uint64_t sz = pmd_size(e);
 	uint64_t head = data_alloc(e, sz >> 12);
 	if (!head)
@@ -1087,6 +1101,12 @@ static int collapse_huge_page(struct engine *e, int mm, uint64_t base, struct tr
 	entry_write(e, pmd_tbl, ml, pmd_idx, g->fmt->leaf(ml, head << 12, true));
 	data_lookup(e, head)->mapcount = 1;
 	emit(e, EV_LEAF_SET, ml, base, head, mm);
+	/* anon_vma_unlock_write, mmap_write_unlock; madvise_collapse takes mmap_lock for read again */
+	if (v && v->anon)
+		lock_release(e, LC_ANON_VMA, v->anon_root);
+	lock_release(e, LC_VMA, (uint64_t)mm);
+	lock_release(e, LC_MMAP, (uint64_t)mm);
+	lock_acquire(e, LC_MMAP, (uint64_t)mm, LM_READ);
 	return SCAN_SUCCEED;
 }
 
@@ -1167,9 +1187,18 @@ static int madvise_collapse(struct engine *e, int mm, int vi, uint64_t start, ui
 	uint64_t thps = 0;
 	int last_fail = SCAN_FAIL;
 	for (uint64_t addr = hstart; addr < hend && !e->viol; addr += pmd) {
-		int r = v->shm ? hpage_collapse_scan_file(e, mm, v, addr) : hpage_collapse_scan_pmd(e, mm, addr);
-		if (r == SCAN_PTE_MAPPED_HUGEPAGE && !e->viol)
+		int r;
+		if (v->shm) { /* mmap_read_unlock around the page-cache collapse, then collapse_pte_mapped_thp under it */
+			lock_release(e, LC_MMAP, (uint64_t)mm);
+			r = hpage_collapse_scan_file(e, mm, v, addr);
+			lock_acquire(e, LC_MMAP, (uint64_t)mm, LM_READ);
+		} else {
+			r = hpage_collapse_scan_pmd(e, mm, addr);
+		}
+		if (r == SCAN_PTE_MAPPED_HUGEPAGE && !e->viol) {
 			r = collapse_pte_mapped_thp(e, mm, addr);
+			lock_release_all(e, LC_FOLIO); /* unlock_page of the PMD-size folio */
+		}
 		if (r == SCAN_SUCCEED || r == SCAN_PMD_MAPPED) {
 			thps++;
 			continue;
@@ -1277,6 +1306,10 @@ static int do_madvise(struct engine *e, int mm, uint64_t start, uint64_t len_in,
 		return -EINVAL;
 	if (end == start)
 		return 0;
+	/* madvise_need_mmap_write: DONTNEED and COLLAPSE take mmap_lock for read, HUGEPAGE and NOHUGEPAGE for write */
+	int ret = lock_acquire(e, LC_MMAP, (uint64_t)mm, (advice & 3) == 1 || (advice & 3) == 2 ? LM_WRITE : LM_READ);
+	if (ret)
+		return ret;
 	static const madvise_visit visits[4] = { madvise_dontneed, madvise_huge, madvise_nohuge, madvise_collapse };
 	return madvise_walk_vmas(e, mm, start, end, visits[advice & 3]);
 }
@@ -1290,20 +1323,28 @@ static int proc_mm(struct engine *e, uint64_t pid)
 	return e->procs[pid].mm;
 }
 
-/* do_vmi_align_munmap: split the VMAs at the edges, notify, remove them, zap and free the tables. */
-static int detach_range(struct engine *e, int mm, uint64_t start, uint64_t end)
+/* do_vmi_align_munmap: split the VMAs at the edges, remove them, then (munmap(2) only: mmap_write_downgrade,
+ * always since e4bd84c069f2 "mm: Always downgrade mmap_lock if requested", v6.5) notify, zap and free the tables;
+ * mmap_region's do_vmi_munmap never downgrades, so a MAP_FIXED mmap notifies under the write lock. */
+static int detach_range(struct engine *e, int mm, uint64_t start, uint64_t end, bool downgrade)
 {
 	struct mm *m = &e->mms[mm];
 	if (!vma_overlaps(m, start, end))
 		return 0;
-	for (int i = vma_index_after(m, start); i < m->nvma && m->vmas[i].start < end; i++)
-		if (vma_rmap_busy(e, &m->vmas[i]))
-			return -EBUSY; /* __split_vma, unlink_anon_vmas, unlink_file_vma: an rmap walker holds the lock */
-	int ret = vma_split_at(e, mm, start);
+	int ret = 0;
+	for (int i = vma_index_after(m, start); !ret && i < m->nvma && m->vmas[i].start < end; i++)
+		ret = vma_rmap_wait(e, &m->vmas[i]); /* __split_vma, unlink_anon_vmas, unlink_file_vma */
+	if (ret)
+		return ret;
+	ret = vma_split_at(e, mm, start);
 	if (!ret)
 		ret = vma_split_at(e, mm, end);
 	if (ret || e->viol)
 		return ret;
+	if (downgrade)
+		lock_downgrade(e, LC_MMAP, (uint64_t)mm); /* vma_end_write_all too: the detached VMAs are out of the tree */
+	else
+		lock_acquire_range(e, LC_VMA, (uint64_t)mm, LM_WRITE, start, end); /* vma_start_write: the detached VMAs */
 	kvm_notify_range(e, mm, start, end);
 	int w = 0;
 	for (int i = 0; i < m->nvma; i++)
@@ -1330,6 +1371,10 @@ static int do_mmap(struct engine *e, int mm, uint64_t addr, uint64_t len, uint64
 		hs = level_size(&e->geom, lvl);
 		len = (len + hs - 1) & ~(hs - 1);
 	}
+	/* vm_mmap_pgoff: mmap_write_lock_killable, then do_mmap and every check in it */
+	int ret = lock_acquire(e, LC_MMAP, (uint64_t)mm, LM_WRITE);
+	if (ret)
+		return ret;
 	if (!len)
 		return -EINVAL;
 	len = (len + page - 1) & ~(page - 1);
@@ -1359,16 +1404,17 @@ static int do_mmap(struct engine *e, int mm, uint64_t addr, uint64_t len, uint64
 	}
 	if (m->def_nohuge)
 		v.flags |= VMA_NOHUGE; /* vm_flags |= mm->def_flags */
-	if (!late && mmap_region_would_wait(e, m, &v))
-		return -EBUSY; /* an rmap walker holds a lock mmap_region takes for write: nothing changes */
+	ret = late ? 0 : mmap_region_wait(e, m, &v); /* a lock mmap_region takes for write is held: nothing changes */
+	if (ret)
+		return ret;
 	if (upgrade) {
-		int ret = s390_upgrade(e, mm, addr + len);
+		ret = s390_upgrade(e, mm, addr + len);
 		if (ret)
 			return ret;
 	}
 	if (late)
 		return late;
-	int ret = detach_range(e, mm, addr, addr + len);
+	ret = detach_range(e, mm, addr, addr + len, false);
 	if (ret || e->viol)
 		return ret == -EBUSY ? ret : ret ? -ENOMEM : 0; /* mmap_region: a failed do_vmi_munmap is -ENOMEM */
 	if (flags & 6)
@@ -1385,12 +1431,15 @@ static int do_mmap(struct engine *e, int mm, uint64_t addr, uint64_t len, uint64
 static int op_munmap(struct engine *e, int mm, uint64_t start, uint64_t len)
 {
 	uint64_t page = e->geom.page_size, task = e->task_size;
+	int ret = lock_acquire(e, LC_MMAP, (uint64_t)mm, LM_WRITE); /* __vm_munmap: mmap_write_lock_killable */
+	if (ret)
+		return ret;
 	if ((start & (page - 1)) || start > task || len > task - start)
 		return -EINVAL;
 	uint64_t end = start + ((len + page - 1) & ~(page - 1));
 	if (end == start)
 		return -EINVAL;
-	return detach_range(e, mm, start, end);
+	return detach_range(e, mm, start, end, true);
 }
 
 /* ---- fork: dup_mmap, copy_page_range ---- */
@@ -1469,20 +1518,27 @@ static int op_fork(struct engine *e, uint64_t parent, uint64_t child)
 		return -EINVAL;
 	if (e->procs[child].exists)
 		return -EEXIST;
+	if (e->procs[child].pending)
+		return -EEXIST; /* the pid of a fork that a window stopped */
 	struct proc *pp = &e->procs[parent];
 	struct mm *src = &e->mms[pm];
-	/* dup_mmap: anon_vma_fork locks each anon_vma root for write, and a file VMA is inserted into i_mmap
-	 * under i_mmap_rwsem for write */
-	for (int i = 0; i < src->nvma; i++)
-		if (vma_rmap_busy(e, &src->vmas[i]))
-			return -EBUSY;
+	/* dup_mmap: mmap_write_lock_killable(oldmm), vma_start_write of every VMA it copies; anon_vma_fork locks each
+	 * anon_vma root for write, and a file VMA is inserted into i_mmap under i_mmap_rwsem for write */
+	int ret = lock_acquire(e, LC_MMAP, (uint64_t)pm, LM_WRITE);
+	if (!ret)
+		ret = lock_acquire(e, LC_VMA, (uint64_t)pm, LM_WRITE);
+	for (int i = 0; !ret && i < src->nvma; i++)
+		ret = vma_rmap_wait(e, &src->vmas[i]);
+	if (ret)
+		return ret;
 	bool alloc_pgste = e->sysctl_pgste || pp->tif_pgste || src->alloc_pgste;
 	if (e->arch != ARCH_S390 || e->knob[K_PGSTE_DECISION] == PD_CONVERT_LATE)
 		alloc_pgste = false;
 	else if (e->knob[K_PGSTE_DECISION] == PD_SYSCTL_ONLY)
 		alloc_pgste = e->sysctl_pgste;
 	/* dup_mm copies asce_limit: s390's child gets one CRST of the parent's level (pgd_alloc) */
-	int nm, ret = mm_new(e, alloc_pgste, src->pgt.top, &nm);
+	int nm;
+	ret = mm_new(e, alloc_pgste, src->pgt.top, &nm);
 	if (ret)
 		return ret;
 	struct mm *dst = &e->mms[nm];
@@ -1509,7 +1565,11 @@ static int op_fork(struct engine *e, uint64_t parent, uint64_t child)
 			return ret;
 		}
 	}
-	e->procs[child] = (struct proc){ true, nm, pp->tif_pgste };
+	/* a window stopped dup_mmap (a COW range's notifier): the child does not run until inval_end */
+	int w = inval_window_of_current(e);
+	e->procs[child] = (struct proc){ w < 0, nm, pp->tif_pgste, w >= 0 };
+	if (w >= 0)
+		e->cpus[w].inval_child = (uint32_t)child + 1;
 	return 0;
 }
 
@@ -1518,6 +1578,8 @@ static int op_fork(struct engine *e, uint64_t parent, uint64_t child)
 int op_exec(struct engine *e, int pid, int64_t elf)
 {
 	struct proc *p = &e->procs[pid];
+	if (p->pending)
+		return -EEXIST; /* the pid of a fork that a window stopped: taken, not yet running */
 	int old = p->exists ? p->mm : -1;
 	if (!p->exists)
 		p->tif_pgste = false; /* a new task (model choice: no parent to inherit TIF_PGSTE from) */
@@ -1526,12 +1588,14 @@ int op_exec(struct engine *e, int pid, int64_t elf)
 	struct elf_info info = { 0 };
 	if (elf >= e->nelfs)
 		return -ENOEXEC;
-	if (old >= 0 && exit_mmap_would_wait(e, old)) {
-		/* exec_mmap's mmput of the old mm would wait in exit_mmap; an exec that fails earlier does not */
-		static const int machine[ARCH_NR] = { 22, 183, 62 };
-		if (elf < 0 || !elf_parse(e->elfs[elf], e->elf_lens[elf], machine[e->arch], e->arch == ARCH_S390, &info,
-			      e->geom.page_size))
-			return -EBUSY;
+	static const int machine[ARCH_NR] = { 22, 183, 62 };
+	if (old >= 0 && (elf < 0 || !elf_parse(e->elfs[elf], e->elf_lens[elf], machine[e->arch], e->arch == ARCH_S390,
+					       &info, e->geom.page_size))) {
+		/* an exec that reaches exec_mmap: mmap_read_lock_killable(old_mm), then mmput(old_mm), whose exit_mmap
+		 * may wait; an exec that fails earlier does neither */
+		int ret = lock_would_wait(e, LC_MMAP, (uint64_t)old, LM_READ);
+		if (ret || (ret = exit_mmap_wait(e, old)))
+			return ret;
 	}
 again:;
 	bool flags_say = e->sysctl_pgste || p->tif_pgste || (old >= 0 && e->mms[old].alloc_pgste);
@@ -1553,7 +1617,6 @@ again:;
 	if (!ret)
 		ret = do_fault(e, nm, e->stack_top - e->geom.page_size, true, &pfn, &size);
 	if (!ret && elf >= 0) {
-		static const int machine[ARCH_NR] = { 22, 183, 62 };
 		ret = elf_parse(e->elfs[elf], e->elf_lens[elf], machine[e->arch], e->arch == ARCH_S390, &info,
 			      e->geom.page_size);
 	}
@@ -1584,6 +1647,18 @@ again:;
 	return 0;
 }
 
+/* A user page fault's lock (v6.6 do_user_addr_fault, arm64 do_page_fault, s390 do_exception): lock_vma_under_rcu
+ * first, which takes only that VMA's read lock and serves an anonymous VMA that has an anon_vma, unless a writer
+ * has write-locked it (vma_start_write); else lock_mm_and_find_vma: mmap_lock for read. */
+int lock_mm_and_find_vma(struct engine *e, int mm, uint64_t addr)
+{
+	const struct vma *v = vma_find(&e->mms[mm], addr);
+	bool anonymous = v && !v->shm && !(v->flags & VMA_HUGETLB) && v->anon;
+	if (anonymous && lock_holder(e, LC_VMA, (uint64_t)mm, LM_READ, addr, addr + 1, NULL) < 0)
+		return lock_acquire_range(e, LC_VMA, (uint64_t)mm, LM_READ, addr, addr + 1);
+	return lock_acquire(e, LC_MMAP, (uint64_t)mm, LM_READ);
+}
+
 int op_mm(struct engine *e, const uint64_t *op)
 {
 	const uint64_t *a = op + 1;
@@ -1601,13 +1676,16 @@ int op_mm(struct engine *e, const uint64_t *op)
 	if (mm < 0)
 		return mm;
 	switch (op[0]) {
-	case OP_EXIT:
-		if (exit_mmap_would_wait(e, mm))
-			return -EBUSY;
+	case OP_EXIT: {
+		/* exit_mm: mmap_read_lock (the core-dump barrier), then mmput */
+		int ret = lock_would_wait(e, LC_MMAP, (uint64_t)mm, LM_READ);
+		if (ret || (ret = exit_mmap_wait(e, mm)))
+			return ret;
 		e->procs[a[0]].exists = false;
 		e->procs[a[0]].tif_pgste = false; /* a thread flag: it goes with the task */
 		mm_put_users(e, mm);
 		return 0;
+	}
 	case OP_MMAP:
 		return do_mmap(e, mm, a[1], a[2], a[3], -1, 0);
 	case OP_SHM_MMAP: /* MAP_SHARED | MAP_FIXED of the object, read and write */
@@ -1618,9 +1696,14 @@ int op_mm(struct engine *e, const uint64_t *op)
 		return do_madvise(e, mm, a[1], a[2], a[3]);
 	case OP_FAULT: {
 		uint64_t pfn, size;
-		return do_fault(e, mm, a[1], a[2] != 0, &pfn, &size);
+		int ret = lock_mm_and_find_vma(e, mm, a[1]);
+		return ret ? ret : do_fault(e, mm, a[1], a[2] != 0, &pfn, &size);
 	}
 	case OP_SPLIT: {
+		/* split_huge_pmd as a path under mmap_lock for read calls it (the trace names no syscall) */
+		int ret = lock_acquire(e, LC_MMAP, (uint64_t)mm, LM_READ);
+		if (ret)
+			return ret;
 		struct vma *v = vma_find(&e->mms[mm], a[1]);
 		if (!v)
 			return -EFAULT;

@@ -33,12 +33,13 @@ static PyObject *stats_dict(struct engine *e)
 		Py_DECREF(k);
 		Py_DECREF(v);
 	}
-	return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:N}",
+	return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:N}",
 		"page_table_bytes_peak", (unsigned long long)e->st.pages_peak * 4096,
 		"tables_allocated", (unsigned long long)e->st.tables_allocated,
 		"tables_freed", (unsigned long long)e->st.tables_freed,
 		"rcu_callbacks", (unsigned long long)e->st.rcu_callbacks,
 		"data_pages_peak", (unsigned long long)e->st.data_pages_peak,
+		"waits", (unsigned long long)e->st.waits,
 		"results", results);
 }
 
@@ -272,9 +273,11 @@ static PyObject *py_tables(PyObject *self, PyObject *noargs)
 {
 	(void)self; (void)noargs;
 	PyObject *ops = PyList_New(OP_NR), *knobs = PyList_New(K_NR), *viols = PyList_New(V_NR);
-	PyObject *arches = PyList_New(ARCH_NR);
-	if (!ops || !knobs || !viols || !arches)
+	PyObject *arches = PyList_New(ARCH_NR), *locks = PyList_New(LC_NR);
+	if (!ops || !knobs || !viols || !arches || !locks)
 		goto fail;
+	for (int i = 0; i < LC_NR; i++)
+		PyList_SET_ITEM(locks, i, PyUnicode_FromString(lock_names[i]));
 	for (int i = 0; i < OP_NR; i++)
 		PyList_SET_ITEM(ops, i, Py_BuildValue("(si)", op_defs[i].name, op_defs[i].nargs));
 	for (int i = 0; i < V_NR; i++)
@@ -293,10 +296,10 @@ static PyObject *py_tables(PyObject *self, PyObject *noargs)
 							k->default_value[1], k->default_value[2],
 							k->description));
 	}
-	return Py_BuildValue("{s:N,s:N,s:N,s:N}", "ops", ops, "knobs", knobs, "violations", viols,
-			     "arches", arches);
+	return Py_BuildValue("{s:N,s:N,s:N,s:N,s:N}", "ops", ops, "knobs", knobs, "violations", viols,
+			     "arches", arches, "locks", locks);
 fail:
-	Py_XDECREF(ops); Py_XDECREF(knobs); Py_XDECREF(viols); Py_XDECREF(arches);
+	Py_XDECREF(ops); Py_XDECREF(knobs); Py_XDECREF(viols); Py_XDECREF(arches); Py_XDECREF(locks);
 	return NULL;
 }
 

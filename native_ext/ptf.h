@@ -210,7 +210,24 @@ struct mm {
 	uint64_t pmd_leaves; /* PMD-level leaves in linked tables (THP, huge zero page, hugetlb) */
 };
 
-struct proc { bool exists; int mm; bool tif_pgste; };
+/* pending: fork's child while the fork is stopped in an invalidation window (dup_mmap has not returned): the pid
+ * is taken, but no operation sees a process there until inval_end. */
+struct proc { bool exists; int mm; bool tif_pgste; bool pending; };
+
+/* ---- locks held across operations (locking.c) ---- */
+/* What a split operation holds between its halves, as its kernel path holds it: mmap_lock, a range of VMAs
+ * write-locked (vma_start_write), the anon_vma root's rwsem, i_mmap_rwsem, a folio lock, kvm->srcu (read side),
+ * the kvm reference of a vCPU in KVM_RUN, mn_active_invalidate_count, IRQs off (GUP-fast), and the mm_users
+ * reference of a host thread a window stopped (exit_mmap waits for it; only reported). A lock is read
+ * (shared) or write (exclusive); the sleeping ones make a conflicting acquirer wait. */
+enum lock_class { LC_MMAP, LC_VMA, LC_ANON_VMA, LC_I_MMAP, LC_FOLIO, LC_SRCU, LC_KVM, LC_MN_ACTIVE, LC_IRQS_OFF,
+		  LC_MM_USERS, LC_NR };
+enum lock_mode { LM_READ = 1, LM_WRITE = 2 };
+/* id: the mm (mmap_lock, VMAs), anon_vma root, shmem object, folio head pfn, VM or cpu; [lo, hi): the VMA range.
+ * No implicit padding: struct cpu is hashed as bytes (digest.c). */
+struct held_lock { uint8_t cls, mode, pad[6]; uint64_t id, lo, hi; };
+#define MAX_HELD 6
+#define MAX_CPU_LOCKS (MAX_HELD + MAX_VMS + 4) /* what one cpu holds at most: cpu_locks */
 
 /* A_INVAL: a host thread stopped between mmu_notifier_invalidate_range_start and _end (inval_hold, docs/trace-ext.md) */
 enum actor_kind { A_NONE, A_WALK, A_RMAP, A_GFAULT, A_INVAL };
@@ -244,6 +261,11 @@ struct cpu {
 	uint16_t inval_began[MAX_VMS];     /* kvm_mmu_invalidate_begin calls whose _end is pending, per VM */
 	uint16_t inval_active[MAX_VMS];    /* mn_active_invalidate_count increments pending, per VM */
 	uint64_t inval_mms[(MAX_MMS + 63) / 64]; /* the mms whose notifier calls are pending */
+	struct held_lock inval_locks[MAX_HELD];  /* what the stopped operation holds until inval_end */
+	uint32_t inval_nlocks;
+	uint32_t inval_opcode;                   /* the stopped operation (names the holder) */
+	uint32_t inval_child;                    /* 1 + a fork's child pid, published at inval_end; 0: none */
+	uint32_t inval_pad;
 };
 
 /* The rmap lock an rmap walker holds for read: the anon_vma root (anon_vma->root->rwsem) or i_mmap_rwsem. */
@@ -292,7 +314,7 @@ enum event {
 	EV_TABLE_ALLOC, EV_TABLE_FREE, EV_TABLE_RCU, EV_TABLE_DEFER, EV_RCU_RUN,
 	EV_LEAF_SET, EV_LEAF_ZAP, EV_DATA_FREE, EV_UPGRADE, EV_GMAP_LINK,
 	EV_GMAP_UNLINK, EV_NOTIFY, EV_RESTART, EV_PGSTE, EV_S2_LEAF, EV_S2_ZAP,
-	EV_SHM_COLLAPSE, EV_RETRACT, EV_NR
+	EV_SHM_COLLAPSE, EV_RETRACT, EV_WAIT, EV_NR
 };
 struct event_rec { uint32_t op; uint32_t type; uint64_t a, b, c, d; };
 
@@ -300,6 +322,7 @@ struct stats {
 	uint64_t pages_in_use, pages_peak;
 	uint64_t tables_allocated, tables_freed, rcu_callbacks;
 	uint64_t data_pages, data_pages_peak;
+	uint64_t waits;        /* operations that would have waited for a lock another actor holds */
 	uint64_t results[128]; /* by -errno */
 };
 
@@ -345,6 +368,13 @@ struct engine {
 	enum violation viol;
 	uint32_t viol_op;
 	char viol_msg[256];
+
+	/* the running operation: its opcode, its cpu (an actor's own locks never make it wait) and the locks it
+	 * holds now, which an invalidation window that stops it keeps until inval_end */
+	uint32_t cur_opcode;
+	int self_cpu;
+	struct held_lock cur[MAX_HELD];
+	int ncur;
 
 	/* where the post-step oracle must look: set by structural changes, whatever the knobs */
 	bool frag_dirty, gmap_dirty;
@@ -455,7 +485,7 @@ enum scan_result { SCAN_FAIL, SCAN_SUCCEED, SCAN_PMD_NULL, SCAN_PMD_NONE, SCAN_P
 int mm_new(struct engine *e, bool alloc_pgste, int top, int *out);
 void mm_get(struct engine *e, int mm);
 void mm_put_users(struct engine *e, int mm);
-bool exit_mmap_would_wait(const struct engine *e, int mm);
+int exit_mmap_wait(struct engine *e, int mm);
 void mm_drop(struct engine *e, int mm);
 struct vma *vma_find(struct mm *m, uint64_t addr);
 int do_fault(struct engine *e, int mm, uint64_t addr, bool write, uint64_t *pfn, uint64_t *size);
@@ -466,15 +496,19 @@ int unmap_range(struct engine *e, int mm, uint64_t start, uint64_t end, bool fre
 uint64_t host_entry_at(struct engine *e, int mm, uint64_t addr, int level, struct tref *tbl, uint32_t *idx);
 int host_lookup(struct engine *e, int mm, uint64_t addr, int *level, uint64_t *pfn, struct tref *tbl, uint32_t *idx);
 int op_mm(struct engine *e, const uint64_t *op);
+int lock_mm_and_find_vma(struct engine *e, int mm, uint64_t addr);
 int op_exec(struct engine *e, int pid, int64_t elf);
 int op_actor(struct engine *e, const uint64_t *op);
 void actors_abandon(struct engine *e);
 int inval_window_for(struct engine *e, int mm);
-bool inval_window_holds(const struct engine *e, int mm);
+int inval_window_of_current(const struct engine *e);
+int inval_window_holder(const struct engine *e, int mm);
 void inval_window_forget_vm(struct engine *e, int vm);
 bool rmap_lock_held(const struct engine *e, int kind, uint32_t id);
 bool folio_locked(const struct engine *e, uint64_t head);
 bool vma_rmap_busy(const struct engine *e, const struct vma *v);
+int rmap_lock_wait(struct engine *e, int kind, uint32_t id);
+int vma_rmap_wait(struct engine *e, const struct vma *v);
 void pte_table_free(struct engine *e, int mm, struct tref t, uint64_t vmaddr, bool defer);
 void pte_free(struct engine *e, int mm, struct tref t);
 void crst_free(struct engine *e, int mm, struct tref t);
@@ -510,6 +544,23 @@ void kvm_arch_commit_memory_region(struct engine *e, struct vm *v, struct memslo
 void gmap_destroy(struct engine *e, struct vm *v);
 int s390_frag_check(struct engine *e);
 int gmap_check(struct engine *e);
+
+/* locking.c */
+extern const char *const lock_names[LC_NR];
+int lock_acquire(struct engine *e, enum lock_class cls, uint64_t id, enum lock_mode mode);
+int lock_acquire_range(struct engine *e, enum lock_class cls, uint64_t id, enum lock_mode mode, uint64_t lo,
+		       uint64_t hi);
+int lock_would_wait(struct engine *e, enum lock_class cls, uint64_t id, enum lock_mode mode);
+int lock_holder(const struct engine *e, enum lock_class cls, uint64_t id, enum lock_mode mode, uint64_t lo, uint64_t hi,
+		struct held_lock *held);
+int lock_wait(struct engine *e, int cpu, enum lock_class cls, uint64_t id, enum lock_mode mode,
+	      const struct held_lock *held);
+void lock_release(struct engine *e, enum lock_class cls, uint64_t id);
+void lock_release_all(struct engine *e, enum lock_class cls);
+void lock_downgrade(struct engine *e, enum lock_class cls, uint64_t id);
+int cpu_locks(const struct engine *e, int cpu, struct held_lock *out);
+void inval_window_keep_locks(struct engine *e, int cpu);
+void lockdep_check(struct engine *e);
 
 /* kvm.c */
 int op_kvm(struct engine *e, const uint64_t *op);

@@ -449,7 +449,7 @@ static PyObject *Checker_run(CheckerObject *self, PyObject *args)
 	return PyLong_FromLong(self->k.status);
 }
 
-/* stats() -> dict: status, depth (being expanded), done_depth, generated, distinct, queue, fixpoint */
+/* stats() -> dict: status, depth (being expanded), done_depth, generated, blocked, distinct, queue, fixpoint */
 static PyObject *Checker_stats(CheckerObject *self, PyObject *noargs)
 {
 	(void)noargs;
@@ -460,8 +460,9 @@ static PyObject *Checker_stats(CheckerObject *self, PyObject *noargs)
 	}
 	unsigned long long queue = (unsigned long long)(k->layer_hi - k->cursor) +
 				   (unsigned long long)(k->nnodes - k->layer_hi);
-	return Py_BuildValue("{s:i,s:i,s:i,s:K,s:K,s:K,s:K,s:O,s:K}", "status", (int)k->status, "depth", k->depth,
-			     "done_depth", k->done_depth, "generated", (unsigned long long)k->generated, "distinct",
+	return Py_BuildValue("{s:i,s:i,s:i,s:K,s:K,s:K,s:K,s:K,s:O,s:K}", "status", (int)k->status, "depth", k->depth,
+			     "done_depth", k->done_depth, "generated", (unsigned long long)k->generated,
+			     "blocked", (unsigned long long)k->blocked, "distinct",
 			     (unsigned long long)k->distinct, "queue", queue, "replays",
 			     (unsigned long long)k->replays, "fixpoint", k->fixpoint ? Py_True : Py_False,
 			     "seen_bytes", (unsigned long long)(k->seen_cap * 8 + k->capnodes * 6));

@@ -299,6 +299,9 @@ int s390_enable_sie(struct engine *e, int mm)
 	bool convert = !m->alloc_pgste;
 	if (convert && e->knob[K_PGSTE_DECISION] != PD_CONVERT_LATE)
 		return -EINVAL;
+	int ret = lock_acquire(e, LC_MMAP, (uint64_t)mm, LM_WRITE); /* mmap_write_lock(mm) */
+	if (ret)
+		return ret;
 	if (e->knob[K_THP_IN_PGSTE] == 0)
 		thp_split_mm(e, mm);
 	if (convert && !e->viol) {

@@ -346,8 +346,9 @@ int do_shmem_fault(struct engine *e, int mm, const struct vma *v, uint64_t addr,
 	int k = host_lookup(e, mm, addr, &lvl, &mapped, &t, &i);
 	if (!(k == E_LEAF && (!write || f->writable(lvl, entry_get(e, t, i))))) {
 		struct compound *c;
-		if (shmem_lookup(e, vmf.obj, vmf.pgoff, &c) && folio_locked(e, c->pfn))
-			return -EBUSY;
+		int ret = shmem_lookup(e, vmf.obj, vmf.pgoff, &c) ? lock_would_wait(e, LC_FOLIO, c->pfn, LM_WRITE) : 0;
+		if (ret)
+			return ret; /* shmem_fault's folio_lock */
 	}
 	int ret = pt_slot(e, mm, addr, ml, &vmf.pmd_tbl, &vmf.pmd_idx, &lvl); /* p4d_alloc, pud_alloc, pmd_alloc */
 	if (ret)
@@ -491,7 +492,12 @@ static int collapse_file(struct engine *e, int mm, int obj, uint64_t start)
 			continue; /* nr_none++: zero-filled in the new folio */
 		if (folio_locked(e, pfn))
 			return SCAN_PAGE_LOCK;
+		/* the old folio stays locked to the end; try_to_unmap's rmap_walk_file holds i_mmap_rwsem for read */
+		if (lock_acquire(e, LC_FOLIO, pfn, LM_WRITE) || lock_acquire(e, LC_I_MMAP, (uint64_t)obj, LM_READ))
+			return SCAN_WAIT;
 		try_to_unmap(e, obj, start + i, pfn);
+		lock_release(e, LC_I_MMAP, (uint64_t)obj);
+		lock_release(e, LC_FOLIO, pfn);
 		if (e->viol)
 			return SCAN_FAIL;
 		if (data_lookup(e, pfn)->mapcount)
@@ -505,7 +511,14 @@ static int collapse_file(struct engine *e, int mm, int obj, uint64_t start)
 	b->pfn = NULL;
 	b->huge = head; /* xas_store of the multi-index entry */
 	emit(e, EV_SHM_COLLAPSE, (uint64_t)obj, start, head, (uint64_t)mm);
+	/* the new folio is locked throughout; retract_page_tables runs under i_mmap_lock_read */
+	if (lock_acquire(e, LC_FOLIO, head, LM_WRITE) || lock_acquire(e, LC_I_MMAP, (uint64_t)obj, LM_READ)) {
+		violate(e, V_ENGINE_ASSERT, "collapse_file: a lock on the new folio of object %d is held", obj);
+		return SCAN_FAIL;
+	}
 	retract_page_tables(e, obj, start);
+	lock_release(e, LC_I_MMAP, (uint64_t)obj);
+	lock_release(e, LC_FOLIO, head);
 	for (uint64_t i = 0; i < n && !e->viol; i++) /* the old folios go */
 		if (old[i])
 			shmem_free_folio(e, old[i]);
@@ -553,8 +566,8 @@ int collapse_pte_mapped_thp(struct engine *e, int mm, uint64_t addr)
 		return SCAN_PAGE_NULL;
 	if (cpd_nr(c) != e->shm_pages * page_frames(e))
 		return SCAN_PAGE_COMPOUND;
-	if (folio_locked(e, c->pfn))
-		return SCAN_WAIT;
+	if (lock_acquire(e, LC_FOLIO, c->pfn, LM_WRITE))
+		return SCAN_WAIT; /* find_lock_page; released by madvise_collapse after the block */
 	if (lvl < ml && e->knob[K_COLLAPSE_PMD_ALLOC] == 1) { /* newer kernels: the tables down to the pmd */
 		int ret = pt_slot(e, mm, haddr, ml, &vmf.pmd_tbl, &vmf.pmd_idx, &lvl);
 		if (ret || lvl != ml)

@@ -18,6 +18,14 @@ class Arch(str, enum.Enum):
         return ARCH_NAMES.index(self.value)
 
 
+class Outcome(str, enum.Enum):
+    """What one operation did: its result 0, an errno, or -16 EBUSY because it would wait for a lock an actor holds
+    (it changed nothing; the engine's wait event names the holder)."""
+    OK = "ok"
+    ERROR = "error"
+    BLOCKED = "blocked"
+
+
 class Verdict(str, enum.Enum):
     CLEAN = "clean"
     VIOLATION = "violation"
@@ -27,6 +35,7 @@ ARCH_NAMES: list[str] = list(_TABLES["arches"])
 OPS: list[tuple[str, int]] = [tuple(o) for o in _TABLES["ops"]]
 OP_NUMBER: dict[str, int] = {name: i for i, (name, _) in enumerate(OPS)}
 VIOLATION_KINDS: list[str] = list(_TABLES["violations"][1:])  # index 0 is "none"
+LOCK_NAMES: list[str] = list(_TABLES["locks"])  # what a waiting operation waits for (locking.c)
 OP_WIDTH = 6  # opcode + 5 arguments in the packed form
 
 

@@ -3,7 +3,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .engine import ReplayResult
-from .names import errno_name
+from .names import LOCK_NAMES, OPS, Outcome, errno_name
 from .trace import Trace, op_text, op_to_list
 
 S390_LEVELS = ["region-first", "region-second", "region-third", "segment", "page"]
@@ -11,7 +11,25 @@ GENERIC_LEVELS = ["pgd", "p4d", "pud", "pmd", "pte"]
 NO_OWNER = (1 << 64) - 1
 EVENT_NAMES = ["table_alloc", "table_free", "table_rcu", "table_defer", "rcu_run", "leaf_set", "leaf_zap",
                "data_free", "upgrade", "gmap_link", "gmap_unlink", "notify", "exec_restart", "pgste",
-               "s2_leaf", "s2_zap", "shm_collapse", "retract"]
+               "s2_leaf", "s2_zap", "shm_collapse", "retract", "wait"]
+WAIT_EVENT = EVENT_NAMES.index("wait")
+MODES = {1: "read", 2: "write"}
+# what each lock's id names (locking.c struct held_lock)
+LOCK_OBJECTS = {"mmap_lock": "mm", "vma_lock": "the VMAs of mm", "anon_vma->root->rwsem": "anon_vma",
+                "i_mmap_rwsem": "shmem object", "folio_lock": "folio pfn", "kvm->srcu": "vm", "kvm reference": "vm",
+                "mn_active_invalidate_count": "vm", "irqs_off": "cpu", "mm_users": "mm"}
+
+
+def describe_wait(a: int, b: int, c: int, d: int) -> str:
+    """An operation that would wait: what it wants, and who holds it (the outcome --steps, JSON and show name)."""
+    lock = LOCK_NAMES[a & 0xFF] if (a & 0xFF) < len(LOCK_NAMES) else f"lock{a & 0xFF}"
+    want, held = MODES.get(a >> 8 & 0xFF, "?"), MODES.get(a >> 16 & 0xFF, "?")
+    obj = LOCK_OBJECTS.get(lock, "id")
+    ident = f"{b:#x}" if obj in ("folio pfn", "anon_vma") else str(b)
+    holder = OPS[d][0] if d < len(OPS) else "?"
+    if lock == "irqs_off":
+        return f"blocks: an IPI waits for cpu {c}'s {holder} (IRQs off)"
+    return f"blocks: {lock} of {obj} {ident} ({want} wanted) held for {held} by cpu {c}'s {holder}"
 
 
 def level_name(arch: str, level: int, stage2: bool = False) -> str:
@@ -63,10 +81,21 @@ def describe_event(arch: str, ev: tuple) -> str:
         return f"! shmem object {a}: pages {b:#x}.. replaced by one PMD-size folio at pfn {c:#x} (collapse_file, mm {d})"
     if name == "retract":
         return f"- retract_page_tables: mm {a} pmd for va {b:#x} cleared, its table {c:#x} goes (shmem object {d})"
+    if name == "wait":
+        return describe_wait(a, b, c, d)
     if name == "pgste":
         how = {1: "by the ELF flag on the mm already built", 2: "by converting its page tables"}.get(b, "")
         return f"! mm {a} now allocates PGSTEs {how}"
     return f"{name} {a:#x} {b:#x} {c:#x} {d:#x}"
+
+
+def outcome(result: int, events: list[tuple]) -> Outcome:
+    """An operation's outcome from its result and events: a wait event makes its -16 a block."""
+    if result == 0:
+        return Outcome.OK
+    if any(ev[1] == WAIT_EVENT for ev in events):
+        return Outcome.BLOCKED
+    return Outcome.ERROR
 
 
 def steps_lines(trace: Trace, result: ReplayResult) -> list[str]:
@@ -76,7 +105,8 @@ def steps_lines(trace: Trace, result: ReplayResult) -> list[str]:
     lines = []
     for i in range(result.executed):
         r = int(result.op_results[i])
-        lines.append(f"[{i:4d}] {op_text(trace.ops[i])} = {r} {'' if r == 0 else errno_name(r)}".rstrip())
+        blocked = " (blocked)" if outcome(r, by_op.get(i, [])) is Outcome.BLOCKED else ""
+        lines.append(f"[{i:4d}] {op_text(trace.ops[i])} = {r} {'' if r == 0 else errno_name(r)}{blocked}".rstrip())
         lines.extend(f"         {describe_event(trace.arch, ev)}" for ev in by_op.get(i, []))
         if result.violation and result.violation.op_index == i:
             lines.append(f"         !! {result.violation.kind}: {result.violation.message}")
@@ -105,9 +135,12 @@ def steps_record(trace: Trace, result: ReplayResult) -> dict:
     for i in range(result.executed):
         r = int(result.op_results[i])
         name, *args = op_to_list(trace.ops[i])
+        evs = by_op.get(i, [])
+        waits = [describe_event(trace.arch, ev).strip() for ev in evs if ev[1] == WAIT_EVENT]
         steps.append({"index": i, "op": op_text(trace.ops[i]), "name": name, "args": args, "result": r,
-                      "errno": errno_name(r) if r else None,
-                      "events": [event_record(trace.arch, ev) for ev in by_op.get(i, [])]})
+                      "errno": errno_name(r) if r else None, "outcome": outcome(r, evs).value,
+                      "blocks": waits[0] if waits else None,
+                      "events": [event_record(trace.arch, ev) for ev in evs]})
     return {"steps": steps, "teardown": [event_record(trace.arch, ev) for ev in by_op.get(result.ops, [])]}
 
 

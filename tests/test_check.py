@@ -216,13 +216,15 @@ def _x86(ops):
 
 def test_invalidation_windows_break_vm_and_cpu_symmetry():
     """A held window's pending ends are counted per VM index, and the next notifying operation goes to the
-    lowest-index armed cpu: states that differ only there must not share a digest under symmetry."""
+    lowest-index armed cpu: states that differ only there must not share a digest under symmetry. (Two
+    MADV_DONTNEEDs: both hold mmap_lock for read, so the second runs beside the first one's window.)"""
     a, b, m = 1 << 30, 1 << 31, 1 << 21
 
     def two_vms(first, second, hvas):
         return _x86([op("exec", 1, -1), op("mmap", 1, a, m, 0), op("mmap", 1, b, m, 0), op("vm_create", 0, 1, 0),
                      op("vm_create", 1, 1, 0), op("memslot", 0, 0, 0, hvas[0], m), op("memslot", 1, 0, 0, hvas[1], m),
-                     op("inval_hold", 0), op("munmap", 1, first, m), op("inval_hold", 1), op("munmap", 1, second, m),
+                     op("inval_hold", 0), op("madvise", 1, first, m, 0), op("inval_hold", 1),
+                     op("madvise", 1, second, m, 0),
                      op("rcu_lock", 0)])
     groups = ((1, 2), (0, 2), (0, 2))
     s1, s2 = two_vms(a, b, (a, b)), two_vms(b, a, (b, a))

@@ -105,5 +105,6 @@ def check(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64.")
         why = {"interrupted": "interrupted", "state bound": "the state bound was reached"}.get(r.reason, "time ran out")
         out.print(f"[yellow]timeout[/] ({why}): no violation in any sequence of <= {r.depth} operations over "
                   f"{alpha} ({r.distinct:,} distinct states so far)")
-    out.print(f"{r.states:,} states, {r.distinct:,} distinct, {r.seconds:.1f}s, {rate}", markup=False)
+    blocked = f" ({r.blocked:,} of them blocked: an operation waiting for a lock)" if r.blocked else ""
+    out.print(f"{r.states:,} states{blocked}, {r.distinct:,} distinct, {r.seconds:.1f}s, {rate}", markup=False)
     raise typer.Exit(EXIT[r.verdict])
