@@ -246,6 +246,30 @@ static void s2_destroy(struct engine *e, struct vm *v)
 
 /* ---- VMs and memslots ---- */
 
+/* KVM_CREATE_VM's type (the trace's third vm_create argument) in kvm_arch_init_vm, before anything else is set
+ * up: x86 "if (type) return -EINVAL;" (v6.8 replaced it by kvm_is_vm_type_supported); s390 without
+ * CONFIG_KVM_S390_UCONTROL (the distribution and defconfig choice) "if (type) goto out_err;" with rc -EINVAL,
+ * before s390_enable_sie, so the mm is not converted. arm64 reads it as KVM_VM_TYPE_ARM_IPA_SIZE (s2_create). */
+static int kvm_arch_vm_type(const struct engine *e, uint64_t type)
+{
+	return e->arch != ARCH_ARM64 && type ? -EINVAL : 0;
+}
+
+/* kvm_vm_ioctl and kvm_vcpu_ioctl begin with "if (kvm->mm != current->mm || kvm->vm_dead) return -EIO;" (vm_dead:
+ * KVM_BUG_ON, not modelled). The caller of a VM operation is the process that created the VM, and an mm belongs
+ * to one process (the model has no CLONE_VM), so current->mm is still kvm->mm iff some process's mm is the VM's:
+ * after that process's exit, or its exec to a new mm, none is, and every later VM and vCPU ioctl is -EIO.
+ * Closing the fd (vm_destroy) is no ioctl. A vCPU already inside KVM_RUN (guest_fault_commit) passed the check. */
+static bool kvm_mm_not_current(const struct engine *e, uint64_t vmi)
+{
+	if (vmi >= MAX_VMS || !e->vms[vmi].used)
+		return false; /* no such VM: the operation's own -ENOENT */
+	for (int p = 0; p < MAX_PIDS; p++)
+		if (e->procs[p].exists && e->procs[p].mm == e->vms[vmi].mm)
+			return false;
+	return true;
+}
+
 static int vm_create(struct engine *e, uint64_t vmi, uint64_t pid, uint64_t ipa_bits)
 {
 	if (vmi >= MAX_VMS) /* run() validates traces first; Engine.step and the checker's alphabet do not */
@@ -256,6 +280,8 @@ static int vm_create(struct engine *e, uint64_t vmi, uint64_t pid, uint64_t ipa_
 		return -ESRCH;
 	int mm = e->procs[pid].mm, ret;
 	struct vm *v = &e->vms[vmi];
+	if ((ret = kvm_arch_vm_type(e, ipa_bits)))
+		return ret;
 	if (e->arch == ARCH_S390 && (ret = s390_enable_sie(e, mm)))
 		return ret;
 	/* kvm_create_vm -> kvm_init_mmu_notifier -> mmu_notifier_register: mmap_write_lock(current->mm) (s390 registers
@@ -350,6 +376,25 @@ static int kvm_set_memslot(struct engine *e, struct vm *v, struct memslot *s, co
 	return 0;
 }
 
+/* access_ok(userspace_addr, memory_size) as each arch has it in v6.6 (untagged_addr changes no address the trace
+ * can give: x86 without LAM and s390 keep it, arm64 clears bits 56-63, which access_ok refuses anyway).
+ * x86_64 (asm/uaccess_64.h __access_ok, memory_size not a constant): valid_user_address(hva + len), i.e. the
+ * end as a long is >= 0 (below 2^63), and no wrap; no TASK_SIZE(_MAX) test. arm64 (asm/uaccess.h, then
+ * asm-generic/access_ok.h): (u65)hva + len <= TASK_SIZE_MAX = 2^VA_BITS. s390 selects
+ * ALTERNATE_USER_ADDRESS_SPACE, so asm-generic __access_ok is true: no test at all (gmap_map_segment checks the
+ * range at commit and its error is dropped). */
+static bool kvm_access_ok(const struct engine *e, uint64_t hva, uint64_t len)
+{
+	switch (e->arch) {
+	case ARCH_X86_64:
+		return hva + len >= hva && (int64_t)(hva + len) >= 0;
+	case ARCH_ARM64:
+		return len <= e->task_size && hva <= e->task_size - len;
+	default:
+		return true;
+	}
+}
+
 /* __kvm_set_memory_region (KVM_SET_USER_MEMORY_REGION; the trace has no flags, so no KVM_MR_FLAGS_ONLY) */
 static int __kvm_set_memory_region(struct engine *e, const uint64_t *a)
 {
@@ -361,7 +406,7 @@ static int __kvm_set_memory_region(struct engine *e, const uint64_t *a)
 		return -EINVAL;
 	/* general sanity checks, a delete included: page-aligned size, gpa and hva; access_ok(hva, size); no
 	 * wrap of the gpa range; at most KVM_MEM_MAX_NR_PAGES */
-	if ((len | gpa | hva) & (page - 1) || hva + len < hva || hva + len > e->task_size || gpa + len < gpa ||
+	if ((len | gpa | hva) & (page - 1) || !kvm_access_ok(e, hva, len) || gpa + len < gpa ||
 	    len / page > (1ull << 31) - 1)
 		return -EINVAL;
 	struct memslot *s = &v->slots[slot];
@@ -462,6 +507,8 @@ static int fault_begin(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bo
 	c->seq = v->invalidate_seq;
 	uint64_t pfn, host_size;
 	ret = do_fault(e, v->mm, hva, write, &pfn, &host_size);
+	if (ret && e->arch == ARCH_S390 && ret != -EBUSY)
+		ret = -EFAULT; /* gmap_fault: a failed fixup_user_fault is -EFAULT, whatever its errno (-16: it waits) */
 	if (ret)
 		return ret;
 	c->actor = A_GFAULT;
@@ -698,13 +745,19 @@ int op_kvm(struct engine *e, const uint64_t *op)
 	case OP_VM_CREATE:
 		return vm_create(e, a[0], a[1], a[2]);
 	case OP_MEMSLOT:
+		if (kvm_mm_not_current(e, a[0]))
+			return -EIO;
 		return __kvm_set_memory_region(e, a);
 	case OP_GUEST_FAULT:
+		if (kvm_mm_not_current(e, a[0]))
+			return -EIO;
 		ret = fault_begin(e, SYNC_CPU, a[0], a[1], a[2] != 0);
 		return ret ? ret : fault_commit(e, SYNC_CPU);
 	case OP_GUEST_FAULT_BEGIN:
 		if (a[0] >= MAX_CPUS)
 			return -EINVAL;
+		if (kvm_mm_not_current(e, a[1]))
+			return -EIO;
 		return fault_begin(e, (int)a[0], a[1], a[2], a[3] != 0);
 	case OP_GUEST_FAULT_COMMIT:
 		if (a[0] >= MAX_CPUS)

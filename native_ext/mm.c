@@ -1362,13 +1362,20 @@ static int do_mmap(struct engine *e, int mm, uint64_t addr, uint64_t len, uint64
 {
 	struct mm *m = &e->mms[mm];
 	uint64_t page = e->geom.page_size, task = e->task_size, hs = 0;
-	if ((flags & 6) == 6)
-		return -EINVAL;
+	int hlvl = -1;
 	if (flags & 6) {
-		int lvl = (flags & 2) ? e->pmd_lvl : pud_level(&e->geom);
-		if (lvl < 0 || !e->geom.lv[lvl].leaf_ok)
+		/* MAP_HUGETLB with MAP_HUGE_SHIFT's size log: bit1 log2(PMD_SIZE), bit2 log2(PUD_SIZE), the config's
+		 * (a folded level has its parent's shift, so lv[2] is PUD_SHIFT: PGDIR_SHIFT at 3 levels, PMD_SHIFT at 2),
+		 * both bits the two logs ORed as mmap(2) gets them (docs/trace-ext.md). ksys_mmap_pgoff -> hstate_sizelog:
+		 * -EINVAL without an hstate of that size. The hstates the model has: PMD_SIZE, and PUD_SIZE where it is a
+		 * leaf level of its own (pud_shift; arm64 hugetlbpage_init adds it with 4K pages only). arm64 16K/36 and
+		 * 64K/42 fold the pmd: PUD_SIZE is PMD_SIZE, one hstate, a PMD-size hugetlb VMA. */
+		unsigned log = ((flags & 2) ? e->geom.pmd_shift : 0u) | ((flags & 4) ? e->geom.lv[2].shift : 0u);
+		hlvl = log == e->geom.pmd_shift ? e->pmd_lvl : e->geom.pud_shift && log == e->geom.pud_shift ?
+		       pud_level(&e->geom) : -1;
+		if (hlvl < 0 || !e->geom.lv[hlvl].leaf_ok)
 			return -EINVAL; /* hstate_sizelog: no such huge page size */
-		hs = level_size(&e->geom, lvl);
+		hs = level_size(&e->geom, hlvl);
 		len = (len + hs - 1) & ~(hs - 1);
 	}
 	/* vm_mmap_pgoff: mmap_write_lock_killable, then do_mmap and every check in it */
@@ -1386,17 +1393,18 @@ static int do_mmap(struct engine *e, int mm, uint64_t addr, uint64_t len, uint64
 		return -ENOMEM;
 	if (hs && (addr & (hs - 1)))
 		return -EINVAL;
-	bool upgrade = e->arch == ARCH_S390 && !(addr & (page - 1)) && addr + len > m->asce_limit &&
-		       addr + len > addr && addr + len <= task;
+	/* s390 arch_get_unmapped_area (and hugetlb_get_unmapped_area after prepare_hugepage_range) with MAP_FIXED goes
+	 * straight to check_asce_limit: "addr + len > asce_limit && addr + len <= TASK_SIZE" upgrades, whether or
+	 * not addr is page-aligned (get_unmapped_area's offset_in_page -EINVAL comes after) and in wrapped unsigned
+	 * arithmetic as written */
+	bool upgrade = e->arch == ARCH_S390 && addr + len > m->asce_limit && addr + len <= task;
 	/* what fails after get_unmapped_area: the MAP_FIXED checks, then file_mmap_ok (MAX_LFS_FILESIZE) */
 	const uint64_t max_lfs = (1ull << 63) - 1;
 	int late = addr > task - len ? -ENOMEM : (addr & (page - 1)) ? -EINVAL :
 		   obj >= 0 && (len > max_lfs || pgoff > ((max_lfs - len) / page)) ? -EOVERFLOW : 0;
 	struct vma v = { .start = addr, .end = addr + len };
-	if (flags & 2)
-		v.flags |= VMA_HUGETLB_PMD;
-	if (flags & 4)
-		v.flags |= VMA_HUGETLB_PUD;
+	if (hlvl >= 0)
+		v.flags |= hlvl == e->pmd_lvl ? VMA_HUGETLB_PMD : VMA_HUGETLB_PUD;
 	if (obj >= 0) {
 		v.shm = (uint8_t)(obj + 1);
 		v.file = SHM_FILE(obj);

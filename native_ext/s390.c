@@ -529,13 +529,16 @@ int gmap_map_segment(struct engine *e, struct vm *v, uint64_t from, uint64_t to,
 	return 0;
 }
 
-/* __gmap_translate: vmaddr | (gaddr & ~PMD_MASK), or -EFAULT where guest_to_host has no segment. */
+/* __gmap_translate: "vmaddr = radix_tree_lookup(&gmap->guest_to_host, gaddr >> PMD_SHIFT); return vmaddr ?
+ * (vmaddr | (gaddr & ~PMD_MASK)) : -EFAULT;". A segment that gmap_map_segment stored for host address 0 (a memslot
+ * at userspace_addr 0: radix_tree_insert stores the NULL item and succeeds) reads back as NULL: -EFAULT, as where
+ * there is no segment. Nothing can link host segment 0 then, so guest_to_host's other users need no such case. */
 int __gmap_translate(const struct vm *v, uint64_t gaddr, uint64_t *vmaddr)
 {
 	for (int i = 0; i < v->ng2h; i++)
 		if (gaddr >= v->g2h[i].gaddr && gaddr - v->g2h[i].gaddr < v->g2h[i].len) {
 			*vmaddr = v->g2h[i].vmaddr + (gaddr - v->g2h[i].gaddr);
-			return 0;
+			return *vmaddr < SEG_SIZE ? -EFAULT : 0;
 		}
 	return -EFAULT;
 }

@@ -1466,7 +1466,7 @@ def picture(trace: Trace, knobs: dict | None, result: ReplayResult, op: int | No
                    spaces=address_spaces(a, [m for m in mms_a if m in a["mms"]] or list(a["mms"])))
 
 
-VMA_FLAG_NAMES = ((1, "VM_HUGEPAGE"), (2, "hugetlb 2M"), (4, "hugetlb 1G"), (8, "VM_NOHUGEPAGE"),
+VMA_FLAG_NAMES = ((1, "VM_HUGEPAGE"), (2, "hugetlb PMD_SIZE"), (4, "hugetlb PUD_SIZE"), (8, "VM_NOHUGEPAGE"),
                   (16, "VM_GROWSDOWN"))  # ptf.h VMA_* bits
 
 

@@ -501,3 +501,22 @@ def test_merge_unfaulted_knob():
     fork = [["exec", 1, -1], ["mmap", 1, W, M, 1], ["mmap", 1, W + M, M, 0], ["fault", 1, W + M, 1], ["fork", 1, 2],
             ["munmap", 2, W, M], ["mmap", 2, W, M, 1], ["madvise", 2, W + M, M, 1], ["madvise", 2, W, 2 * M, 3]]
     assert results(run(fork, {"mm.merge_unfaulted": "yes"}, arch=X))[-1] == -22
+
+
+# ---- round-3 corners (issue 16): each as v6.6 has it ----
+
+def test_s390_unaligned_map_fixed_above_asce_limit_still_upgrades():
+    """s390 arch_get_unmapped_area with MAP_FIXED goes straight to check_asce_limit ("addr + len > asce_limit &&
+    addr + len <= TASK_SIZE": crst_table_upgrade), before get_unmapped_area's offset_in_page -EINVAL: the upgrade
+    stays. The sum is unsigned, so a range that wraps to above the limit upgrades too, then fails (-ENOMEM)."""
+    ops = [["exec", 1, -1], ["mmap", 1, (1 << 42) + 2 * K, M, 0], ["mmap", 1, (1 << 53) - M + 1, 2 * M, 0],
+           ["mmap", 1, 1 << 42, M, 0]]
+    r = run(ops, arch="s390", teardown=False)
+    assert results(r) == [0, -22, -22, 0] and kind(r) is None
+    assert [(ev[0], ev[3]) for ev in r.events if ev[1] == 8] == [(1, 4), (2, 5)]
+    r = run([["exec", 1, -1], ["mmap", 1, (1 << 64) - (1 << 43), 1 << 44, 0]], arch="s390", teardown=False)
+    assert results(r) == [0, -12] and [(ev[0], ev[3]) for ev in r.events if ev[1] == 8] == [(1, 4)]
+    # a hugetlb mapping checks its alignment first (prepare_hugepage_range): no upgrade
+    r = run([["exec", 1, -1], ["mmap", 1, (1 << 42) + M // 2, M, 2]], arch="s390", teardown=False)
+    assert results(r) == [0, -22] and not [ev for ev in r.events if ev[1] == 8]
+    assert kind(run(ops, arch="s390")) is None

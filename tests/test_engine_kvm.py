@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from conftest import G, K, M, kind, results, run
+from conftest import A, G, K, M, kind, results, run
 from ptfuzz.cli.geometry import stage1_geometry, stage2_geometry
 from ptfuzz.engine import replay
 from ptfuzz.gen import generate
@@ -89,11 +89,13 @@ def test_munmap_zaps_the_stage2():
 
 
 def test_exit_with_fault_in_flight_releases_after_the_install():
+    # the vCPU inside KVM_RUN passed kvm_vcpu_ioctl's mm check before the exit: its commit installs; a later
+    # KVM_RUN is -EIO (kvm->mm != current->mm), before any fault path runs
     ops = [["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 2 * M],
            ["guest_fault_begin", 0, 0, 0, 1], ["exit", 1], ["guest_fault_commit", 0], ["guest_fault", 0, 0, 1]]
     for arch in ("arm64", "x86_64"):
         r = run(ops, arch=arch)
-        assert results(r)[-2:] == [0, -14] and kind(r) is None
+        assert results(r)[-2:] == [0, -5] and kind(r) is None
 
 
 def test_ipa_bits_rules():
@@ -173,7 +175,9 @@ MEMSLOT_ROWS = [  # (operation, arm64 result, x86_64 result, why)
     (["memslot", 0, 2, 2 * K, T, 4 * K], -22, -22, "gpa not page aligned"),
     (["memslot", 0, 2, 0, T + 2 * K, 4 * K], -22, -22, "hva not page aligned"),
     (["memslot", 0, 2, 0, 0, 0], -22, -22, "a delete is checked as well"),
-    (["memslot", 0, 2, 0, (1 << 48) - 4 * K, 8 * K], -22, -22, "access_ok: the hva range leaves TASK_SIZE"),
+    (["memslot", 0, 2, 0, (1 << 48) - 4 * K, 8 * K], -22, 0,
+     "access_ok: arm64 (u65)hva + len <= TASK_SIZE_MAX; x86 only the end below 2^63, no TASK_SIZE test"),
+    (["memslot", 0, 8, 16 * M, (1 << 63) - 4 * K, 4 * K], -22, -22, "x86 access_ok: an end at 2^63 is a kernel address"),
     (["memslot", 0, 1, 0, 0, 0], 0, 0, "delete"),
     (["memslot", 0, 3, IPA40 - 2 * M, T, 2 * M], 0, 0, "the last 2M of a 40-bit IPA space"),
     (["memslot", 0, 4, IPA40, T, 2 * M], -14, 0, "arm64: beyond kvm_phys_size; x86: below 2^48"),
@@ -638,3 +642,85 @@ def test_safe_workloads_stay_coherent(arch, config):
     for seed in range(40):
         r = replay(generate(arch, 300, seed, config=config))
         assert r.violation is None, (seed, r.violation)
+
+
+# ---- round-3 corners (issue 16): each as v6.6 has it ----
+
+def test_memslot_access_ok_is_the_arch_s():
+    """__kvm_set_memory_region's access_ok(userspace_addr, memory_size): x86_64 __access_ok is
+    valid_user_address(hva + len) and no wrap (the end below 2^63, no TASK_SIZE test); arm64 the asm-generic one,
+    (u65)hva + len <= TASK_SIZE_MAX = 2^VA_BITS. A slot above TASK_SIZE exists on x86; its guest faults find no VMA."""
+    x86 = [["exec", 1, -1], ["vm_create", 0, 1, 0],
+           ["memslot", 0, 0, 0, 1 << 47, 2 * M],                     # above TASK_SIZE (2^47 - 4K): accepted
+           ["memslot", 0, 1, 4 * M, (1 << 63) - 4 * M, 2 * M],       # ends 2M below 2^63
+           ["memslot", 0, 2, 8 * M, (1 << 63) - 2 * M, 2 * M],       # ends at 2^63: a kernel address
+           ["memslot", 0, 3, 16 * M, (1 << 64) - 2 * M, 4 * M],      # wraps
+           ["guest_fault", 0, 4 * K, 1], ["memslot", 0, 0, 0, 0, 0]]  # no VMA there: -14; the slot deletes
+    r = run(x86, arch="x86_64")
+    assert results(r) == [0, 0, 0, 0, -22, -22, -14, 0] and kind(r) is None
+    for config, va in (({}, 48), ({"va_bits": 39}, 39), ({"granule": 65536, "va_bits": 52}, 52)):
+        top = 1 << va
+        arm = [["exec", 1, -1], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, top - 64 * K, 64 * K],
+               ["memslot", 0, 1, 4 * M, top - 64 * K, 128 * K], ["memslot", 0, 2, 8 * M, top, 64 * K],
+               ["memslot", 0, 3, 16 * M, 1 << 56, 64 * K]]  # a tagged address: untagged_addr differs too
+        assert results(run(arm, arch="arm64", config=config)) == [0, 0, 0, -22, -22, -22], config
+
+
+@pytest.mark.parametrize("arch", ["arm64", "x86_64", "s390"])
+def test_vm_ioctls_are_eio_once_the_vmm_leaves_its_mm(arch):
+    """kvm_vm_ioctl and kvm_vcpu_ioctl: "if (kvm->mm != current->mm || kvm->vm_dead) return -EIO;". The VMM's
+    exec (a new mm) or exit leaves kvm->mm behind: memslot, guest_fault and guest_fault_begin are -EIO before any
+    of their own checks; a vCPU already inside KVM_RUN commits; closing the fd (vm_destroy) works."""
+    elf = 0 if arch == "s390" else -1
+    gpa_ok = [["memslot", 0, 1, 64 * M, A, M], ["guest_fault", 0, 0, 1], ["guest_fault_begin", 1, 0, 4 * K, 1]]
+    setup = [["exec", 1, elf], ["mmap", 1, A, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, A, 2 * M],
+             ["fork", 1, 2]]
+    # a forked child takes a new mm; the VMM keeps kvm->mm: its VM operations work
+    r = run(setup + gpa_ok + [["guest_fault_commit", 1]], arch=arch)
+    assert results(r) == [0] * 9 and kind(r) is None
+    for leave in (["exec", 1, elf], ["exit", 1]):
+        r = run(setup + [["guest_fault_begin", 0, 0, 8 * K, 1], leave] + gpa_ok +
+                [["memslot", 0, 9, 0, 0, 0], ["guest_fault_commit", 0], ["guest_fault", 7, 0, 1], ["vm_destroy", 0],
+                 ["memslot", 0, 0, 0, 0, 0]], arch=arch)
+        # the vCPU thread holds mm_users on every arch (s390 too): exit_mmap waits for its commit
+        assert results(r)[5:] == [0, 0, -5, -5, -5, -5, 0, -2, 0, -2] and kind(r) is None, leave
+    # the pid comes back with a new mm (exec of a pid that exited): still not kvm->mm
+    r = run(setup + [["exit", 1], ["exec", 1, elf], ["guest_fault", 0, 0, 1]], arch=arch)
+    assert results(r)[-1] == -5
+
+
+@pytest.mark.parametrize("config,pmd", [({"granule": 16384, "va_bits": 36}, 32 * M),
+                                        ({"granule": 65536, "va_bits": 42}, 512 * M)])
+def test_pud_size_hugetlb_on_a_folded_pmd_is_pmd_size(config, pmd):
+    """mmap flags bit2 is MAP_HUGETLB of log2(PUD_SIZE) of the config. With two stage-1 levels (16K/36, 64K/42)
+    the pud and pmd fold into the pgd: PUD_SIZE == PMD_SIZE, the hstate hugetlbpage_init adds for PMD_SHIFT
+    (arch_hugetlb_valid_size: no PUD_SIZE case under __PAGETABLE_PMD_FOLDED), so the mapping is a PMD-size
+    hugetlb one: len rounded up to it, one leaf at the pgd level. Both bits OR the same log: the same size."""
+    base = 1 << 33
+    ops = [["exec", 1, -1], ["mmap", 1, base, 16 * K, 4], ["fault", 1, base + pmd - 64 * K, 1],
+           ["fault", 1, base + pmd, 1], ["mmap", 1, base + 4 * pmd, pmd, 6], ["mmap", 1, base + 8 * pmd, pmd, 4]]
+    r = run(ops, arch="arm64", config=config, teardown=False)
+    assert results(r) == [0, 0, 0, -14, 0, 0] and kind(r) is None
+    assert [(e[2], e[3]) for e in r.events if e[1] == 5 and e[0] == 2] == [(0, base)]  # a pgd-level leaf
+    # with a pmd of its own PUD_SIZE is bigger, and only 4K pages have that hstate (pud_sect_supported)
+    for other in ({"granule": 16384, "va_bits": 47}, {"granule": 16384, "va_bits": 48},
+                  {"granule": 65536, "va_bits": 48}, {"granule": 65536, "va_bits": 52}):
+        assert results(run([["exec", 1, -1], ["mmap", 1, base, 16 * K, 4], ["mmap", 1, base, 16 * K, 6]],
+                           arch="arm64", config=other)) == [0, -22, -22], other
+
+
+def test_both_hugetlb_bits_or_their_size_logs():
+    """bit1|bit2 passes MAP_HUGE_SHIFT of PMD_SHIFT | PUD_SHIFT, as the crosscheck helper does: x86_64 and
+    arm64/4K 21|30 = 31 (2G: no hstate, -EINVAL); s390 20|31 = 31, its PUD size: a 2G hugetlb mapping."""
+    for arch in ("x86_64", "arm64"):
+        assert results(run([["exec", 1, -1], ["mmap", 1, 2 * G, M, 6], ["mmap", 1, 2 * G, M, 4]], arch=arch)) == [0, -22, 0]
+    r = run([["exec", 1, -1], ["mmap", 1, 2 * G, M, 6], ["fault", 1, 2 * G + 4 * K, 1]], arch="s390", teardown=False)
+    assert results(r) == [0, 0, 0] and [(e[2], e[3]) for e in r.events if e[1] == 5 and e[0] == 2] == [(2, 2 * G)]
+
+
+def test_x86_vm_type_must_be_zero():
+    """KVM_CREATE_VM's type is vm_create's third argument: x86 kvm_arch_init_vm "if (type) return -EINVAL;"
+    (v6.6; kvm_is_vm_type_supported came in 6.8); arm64 reads it as the IPA size (test_kvm_set_ipa_limit)."""
+    r = run([["exec", 1, -1], ["vm_create", 0, 1, 32], ["vm_create", 0, 1, 52], ["vm_create", 0, 1, 0],
+             ["vm_create", 1, 1, 0]], arch="x86_64")  # a trace file holds 0 or 32..52 (TRACE.md)
+    assert results(r) == [0, -22, -22, 0, 0] and kind(r) is None

@@ -298,3 +298,49 @@ def test_detectors_on_corrupted_state(name):
     from ptfuzz.names import VIOLATION_KINDS
     index = VIOLATION_KINDS.index(name) + 1
     assert _engine.selftest(index) == index
+
+
+# ---- round-3 corners (issue 16): each as v6.6 has it ----
+
+def test_memslot_has_no_access_ok_on_s390():
+    """s390 selects ALTERNATE_USER_ADDRESS_SPACE: asm-generic __access_ok is true, so __kvm_set_memory_region
+    takes an hva range that wraps; kvm_arch_prepare_memory_region checks only 1 MiB alignment and the gpa end.
+    gmap_map_segment then refuses "from + len < from" at commit, the error is dropped (pr_warn): the slot exists and
+    translates nothing."""
+    ops = [["exec", 1, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, (1 << 64) - M, M],
+           ["memslot", 0, 1, 4 * M, (1 << 64) - M, 2 * M], ["guest_fault", 0, 4 * K, 1], ["memslot", 0, 0, 0, 0, 0]]
+    r = run(ops)
+    assert results(r) == [0, 0, 0, 0, -14, 0] and kind(r) is None
+
+
+def test_vm_type_must_be_zero_before_s390_enable_sie():
+    """kvm_arch_init_vm without CONFIG_KVM_S390_UCONTROL: "if (type) goto out_err;" (-EINVAL) before
+    s390_enable_sie, so the failed create splits no THP; the type-0 create then does (thp_split_mm)."""
+    ops = [["exec", 1, 0], ["mmap", 1, A, 2 * M, 1], ["fault", 1, A, 1], ["vm_create", 0, 1, 40], ["vm_create", 0, 1, 0]]
+    r = run(ops, teardown=False)  # 40: a value a trace file may hold (ipa_bits 0 or 32..52); 1 is UCONTROL's
+    assert results(r) == [0, 0, 0, -22, 0] and kind(r) is None
+    assert not [e for e in r.events if e[0] == 3] and [e for e in r.events if e[0] == 4 and e[1] == 5 and e[2] == 4]
+
+
+def test_gmap_fault_turns_a_fault_in_error_into_efault():
+    """gmap_fault: "if (fixup_user_fault(...)) { rc = -EFAULT; goto out_up; }": a host fault that fails for want
+    of a page table (-ENOMEM from handle_mm_fault) is -EFAULT to the guest fault; __gmap_link's own -ENOMEM (the
+    gmap's tables) is returned as it is. The host fault itself says -12."""
+    ops = [["exec", 1, 0], ["mmap", 1, A, M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, A, M]]
+    for pages, want in ((18, -14), (24, -12), (None, 0)):
+        cfg = {"max_table_pages": pages} if pages else None
+        assert results(run(ops + [["guest_fault", 0, 0, 1]], config=cfg))[-1] == want, pages
+    assert results(run(ops + [["fault", 1, A, 1]], config={"max_table_pages": 18}))[-1] == -12
+
+
+def test_memslot_at_host_address_0_leaves_its_first_segment_untranslatable():
+    """gmap_map_segment stores "(void *) from + off" in guest_to_host: for a slot at userspace_addr 0 the first
+    segment's item is NULL, and __gmap_translate ("vmaddr ? ... : -EFAULT") cannot tell it from no segment; the
+    next segment (host 1 MiB) translates. The host maps address 0 (mmap_min_addr is not modelled; root's
+    CAP_SYS_RAWIO passes it), and its own fault there works: only the guest's translation fails."""
+    ops = [["exec", 1, 0], ["mmap", 1, 0, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 4 * M, 0, 2 * M],
+           ["guest_fault", 0, 4 * M + 4 * K, 1], ["guest_fault", 0, 5 * M + 4 * K, 1], ["guest_fault", 0, 4 * M, 0],
+           ["fault", 1, 4 * K, 1]]
+    r = run(ops)
+    assert results(r) == [0, 0, 0, 0, -14, 0, -14, 0] and kind(r) is None
+    assert [(e[2], e[3]) for e in r.events if e[1] == 9] == [(5 * M, M)]  # gmap link: guest 5M -> host 1M

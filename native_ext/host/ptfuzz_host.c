@@ -11,7 +11,7 @@
  *   exec PID                      -> r 0                (a fresh process forked from the root)
  *   fork PARENT CHILD             -> r 0 | r -3 | r -17 | r -errno
  *   exit PID                      -> r 0 | r -3
- *   mmap PID ADDR LEN FLAGS       -> r RES   (bit0 MADV_HUGEPAGE, bit1 hugetlb 2M, bit2 hugetlb 1G)
+ *   mmap PID ADDR LEN FLAGS       -> r RES   (bit0 MADV_HUGEPAGE, bit1 hugetlb PMD_SIZE, bit2 hugetlb PUD_SIZE)
  *   shm_mmap PID ADDR LEN OBJ PGOFF -> r RES
  *   munmap PID ADDR LEN           -> r RES
  *   madvise PID ADDR LEN ADVICE   -> r RES   (0 DONTNEED, 1 HUGEPAGE, 2 NOHUGEPAGE, 3 COLLAPSE)
@@ -58,8 +58,6 @@
 #ifndef MAP_HUGE_SHIFT
 #define MAP_HUGE_SHIFT 26
 #endif
-#define PTF_MAP_HUGE_2MB (21U << MAP_HUGE_SHIFT)
-#define PTF_MAP_HUGE_1GB (30U << MAP_HUGE_SHIFT)
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
@@ -119,6 +117,7 @@ struct proc {
 /* ---- state shared by root and children (children inherit it at fork) ---- */
 static long page_size;
 static uint64_t pmd_size;
+static unsigned pmd_shift, pud_shift; /* log2 of PMD_SIZE and PUD_SIZE: the trace's hugetlb sizes (detect) */
 static long long baseline;
 static int method, va_bits, la57;
 static int memfd[NOBJ];
@@ -127,7 +126,7 @@ static pid_t root_pid;
 
 /* ---- child state ---- */
 static int chan = -1, pagemap_fd = -1, kpf_fd = -1;
-static int have_1g; /* a 1 GiB hugetlb mapping was made: such blocks are PUD-, not PMD-mapped */
+static int have_1g; /* a PUD-size hugetlb mapping was made: such blocks are PUD-, not PMD-mapped */
 static sigjmp_buf fault_env;
 static volatile sig_atomic_t in_fault;
 
@@ -278,7 +277,7 @@ static int kpf_blocks(uint64_t lo, uint64_t hi, int *n)
     return 0;
 }
 
-/* 1 GiB hugetlb VMAs, from smaps, so that their blocks are not reported as PMD-mapped. */
+/* PUD-size hugetlb VMAs, from smaps, so that their blocks are not reported as PMD-mapped. */
 static int find_1g_vmas(void)
 {
     int fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC), ng = 0;
@@ -300,7 +299,7 @@ static int find_1g_vmas(void)
             unsigned long long a, b, kb;
             if (sscanf(p, "%llx-%llx ", &a, &b) == 2)
                 cur_lo = a, cur_hi = b;
-            else if (sscanf(p, "KernelPageSize: %llu kB", &kb) == 1 && kb == 1048576 && ng < 256)
+            else if (sscanf(p, "KernelPageSize: %llu kB", &kb) == 1 && kb << 10 == 1ULL << pud_shift && ng < 256)
                 g1_lo[ng] = cur_lo, g1_hi[ng++] = cur_hi;
             p = nl + 1;
         }
@@ -512,15 +511,17 @@ static int err(long r)
 
 static int do_mmap(uint64_t addr, uint64_t len, uint64_t flags)
 {
+    /* the trace's meaning (docs/trace-ext.md): MAP_HUGETLB with the size log of PMD_SIZE (bit1) and of PUD_SIZE
+     * (bit2), both bits the two logs ORed; on x86_64 MAP_HUGE_2MB and MAP_HUGE_1GB */
     int f = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
     if (flags & 2)
-        f |= MAP_HUGETLB | PTF_MAP_HUGE_2MB;
+        f |= MAP_HUGETLB | (int)(pmd_shift << MAP_HUGE_SHIFT);
     if (flags & 4)
-        f |= MAP_HUGETLB | PTF_MAP_HUGE_1GB;
+        f |= MAP_HUGETLB | (int)(pud_shift << MAP_HUGE_SHIFT);
     void *p = mmap((void *)(uintptr_t)addr, len, PROT_READ | PROT_WRITE, f, -1, 0);
     if (p == MAP_FAILED)
         return -errno;
-    if (flags & 4)
+    if ((flags & 6) == 4 && pud_shift != pmd_shift)
         have_1g = 1;
     if (flags & 1)
         return err(madvise(p, len, MADV_HUGEPAGE));
@@ -1267,6 +1268,12 @@ static void detect(void)
 #if defined(__x86_64__)
     la57 = va_bits > 47;
 #endif
+    /* PUD_SHIFT: ARM64_HW_PGTABLE_LEVEL_SHIFT(max(1, 4 - levels)) with levels = (va_bits - 4) / (PAGE_SHIFT - 3):
+     * a folded pud takes PGDIR_SHIFT, which is PMD_SHIFT at 2 levels; x86_64 (4 or 5 levels) gets 30 */
+    unsigned page_shift = (unsigned)__builtin_ctzl((unsigned long)page_size), bits = page_shift - 3;
+    int levels = va_bits ? (va_bits - 4) / (int)bits : 4, top = 4 - levels < 1 ? 1 : 4 - levels;
+    pmd_shift = (unsigned)__builtin_ctzll(pmd_size);
+    pud_shift = bits * (unsigned)(4 - top) + 3;
     /* PAGEMAP_SCAN, else pagemap + kpageflags (root), else nothing */
     fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     struct ptf_pm_scan_arg a;
