@@ -13,13 +13,24 @@ COMBINATIONS = {
 }
 
 
-def variants(arch: str) -> list[dict]:
-    out = [{}]
-    for k in KNOBS:
-        if arch not in k.arches:
-            continue
-        out += [{k.name: v} for v in k.values if v != k.default(arch)]
-    return out + COMBINATIONS.get(arch, [])
+def variants(arch: str, base: dict | None = None) -> list[dict]:
+    """The knob sets to try, each to be applied over `base` (the v6.6 defaults when None, or a release's
+    preset): {} first, every other value of every knob, then the combinations; one that changes nothing
+    over `base` or repeats an earlier one is left out."""
+    base = base or {}
+
+    def effective(v: dict) -> tuple:
+        full = {k.name: k.default(arch) for k in KNOBS if arch in k.arches} | base | v
+        return tuple(sorted(full.items()))
+
+    out, seen = [], set()
+    candidates = [{}] + [{k.name: v} for k in KNOBS if arch in k.arches for v in k.values
+                         if v != base.get(k.name, k.default(arch))]
+    for v in candidates + COMBINATIONS.get(arch, []):
+        if effective(v) not in seen:
+            seen.add(effective(v))
+            out.append(v)
+    return out
 
 
 # The random and hypothesis engines seed each run (and each batch) with seed + executions, so trials one

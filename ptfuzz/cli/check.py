@@ -8,11 +8,12 @@ from rich.live import Live
 from rich.spinner import Spinner
 from rich.text import Text
 
+from .. import releases
 from ..check import DEFAULTS, CheckVerdict, check as run_check, domains
 from ..errors import UsageError
 from ..trace import op_text
 from . import app
-from .common import check_arch, parse_knobs, print_json
+from .common import KERNEL_VERSION_HELP, check_arch, parse_knobs, preset_knobs, print_json
 
 EXIT = {CheckVerdict.EXHAUSTED: 0, CheckVerdict.VIOLATION: 1, CheckVerdict.TIMEOUT: 3}
 
@@ -20,6 +21,7 @@ EXIT = {CheckVerdict.EXHAUSTED: 0, CheckVerdict.VIOLATION: 1, CheckVerdict.TIMEO
 @app.command()
 def check(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
           knob: list[str] = typer.Option(None, "--knob", help="Design variant: NAME=VALUE (repeatable)."),
+          kernel_version: str = typer.Option(None, "--kernel-version", help=KERNEL_VERSION_HELP),
           depth: int = typer.Option(8, "--depth", help="Longest operation sequence to explore (0-64)."),
           pids: int = typer.Option(DEFAULTS["pids"], "--pids", help="Processes in the alphabet (1-8)."),
           cpus: int = typer.Option(DEFAULTS["cpus"], "--cpus", help="CPUs for walkers, rmap and guest faults (0-8)."),
@@ -44,14 +46,19 @@ def check(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64.")
       ptfuzz check --arch arm64 --knob kvm.invalidate_retry=none --depth 7
 
       ptfuzz check --arch x86_64 --pids 1 --depth 9 --time 600 --json
+
+      ptfuzz check --arch x86_64 --kernel-version 6.14 --pids 1 --depth 7
     """
     check_arch(arch)
-    knobs = parse_knobs(arch, knob)
+    if kernel_version is not None:
+        releases.check_version(kernel_version)
+    parse_knobs(arch, knob)
     if seconds <= 0:
         raise UsageError(f"--time {seconds:g}: must be positive")
     if not 0 <= depth <= 64:
         raise UsageError(f"--depth {depth}: 0 to 64")
     domains(arch, {}, pids, cpus, vms, addrs)  # bad sizes fail here, before any output
+    knobs = preset_knobs(arch, knob, kernel_version)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     out = Console(highlight=False, soft_wrap=True)
     spinner = Spinner("dots", Text("checking..."))
@@ -82,7 +89,8 @@ def check(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64.")
         if live is not None:
             live.stop()
     if json_out:
-        print_json(r.to_json())
+        print_json({**r.to_json(), **({"kernel_version": releases.check_version(kernel_version)}
+                                      if kernel_version else {})})
         raise typer.Exit(EXIT[r.verdict])
     rate = f"{r.states / max(r.seconds, 1e-9):,.0f} states/s"
     alpha = f"{r.alphabet} operations ({pids} pid{'s' * (pids != 1)}, {cpus} cpu{'s' * (cpus != 1)}, " \

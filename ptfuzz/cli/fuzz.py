@@ -10,6 +10,7 @@ from rich.live import Live
 from rich.spinner import Spinner
 from rich.text import Text
 
+from .. import releases
 from .. import trace as tracemod
 from ..errors import UsageError
 from ..fuzz import ENGINES, Campaign, native_engine_so
@@ -17,7 +18,7 @@ from ..procs import deferred_interrupts
 from ..reports import check_writable, finding_result, write_sarif
 from ..trace import op_text
 from . import app
-from .common import check_arch, parse_knobs, print_json, trace_files
+from .common import KERNEL_VERSION_HELP, check_arch, preset_knobs, print_json, trace_files
 
 
 def run_campaign(c: Campaign, engine_name: str, seconds: float, runs: int | None, jobs: int, keep_going: bool,
@@ -59,6 +60,7 @@ def replay_command(path: Path) -> str:
 def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
          engine: str = typer.Option("atheris", "--engine", help="atheris (coverage-guided), hypothesis, or random."),
          knob: list[str] = typer.Option(None, "--knob", help="Design variant: NAME=VALUE (repeatable)."),
+         kernel_version: str = typer.Option(None, "--kernel-version", help=KERNEL_VERSION_HELP),
          seconds: float = typer.Option(60.0, "--time", help="Stop after this many seconds."),
          runs: int = typer.Option(None, "--runs", help="Stop after this many executions."),
          max_ops: int = typer.Option(64, "--max-ops", min=1, help="Longest generated trace."),
@@ -91,6 +93,8 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
       ptfuzz fuzz --arch s390 --time 60 --known corpus/regressions --corpus out
 
       ptfuzz fuzz --arch arm64 --knob arm64.thp_size=vma-naive --semantic-features --time 30
+
+      ptfuzz fuzz --arch x86_64 --kernel-version 6.14 --time 60
     """
     check_arch(arch)
     if sarif is not None:
@@ -99,9 +103,10 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
         raise UsageError(f"--engine {engine!r}: one of {', '.join(ENGINES)}")
     if jobs > 1 and engine != "atheris":
         raise UsageError("--jobs runs atheris workers sharing one corpus: use it with --engine atheris")
-    knobs = parse_knobs(arch, knob)
     if features is not None and engine != "atheris":
         raise UsageError("--semantic-features feeds libFuzzer: use it with --engine atheris")
+    knobs = preset_knobs(arch, knob, kernel_version)  # last of the checks: it names the release on stderr
+    release = {"kernel_version": releases.check_version(kernel_version)} if kernel_version else {}
     c = Campaign(arch, knobs, corpus, max_ops=max_ops, seed=seed, features=features)
     if known:
         c.learn_known(tracemod.load(f) for f in trace_files(known))
@@ -122,7 +127,7 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
         if json_out:
             print_json({"kind": f.kind, "op": f.op, "path": str(f.path), "ops": len(f.trace.ops),
                         "ops_before": f.ops_before, "seconds": round(f.seconds, 3), "executions": f.executions,
-                        "message": f.message, "replay": replay_command(f.path), "knobs": knobs})
+                        "message": f.message, "replay": replay_command(f.path), "knobs": knobs, **release})
             return
         to = live.console if live is not None and out.is_terminal else out
         to.print(f"[red]finding[/] {f.kind} at {f.op} after {f.seconds:.1f}s: {len(f.trace.ops)} ops "
@@ -156,7 +161,7 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
     summary = {"arch": arch, "engine": engine, "knobs": knobs, "executions": c.executions,
                "seconds": round(c.elapsed, 2), "execs_per_second": round(c.executions / max(c.elapsed, 1e-9), 1),
                "coverage": c.coverage, "findings": len(c.findings), "known": c.known_hits,
-               "interrupted": interrupted}
+               "interrupted": interrupted, **release}
     if json_out:
         print_json(summary)
     else:

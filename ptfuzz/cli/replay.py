@@ -8,17 +8,20 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from .. import releases
 from .. import trace as tracemod
 from ..engine import replay as run_replay
 from ..render import human_report, json_record, steps_lines, summary_table
 from ..reports import check_writable, replay_case, replay_result, write_junit, write_sarif
 from . import app
-from .common import parse_knobs, print_json, trace_files
+from .common import KERNEL_VERSION_HELP, parse_knobs, print_json, release_trace_knobs, trace_files
 
 @app.command()
 def replay(
     paths: list[Path] = typer.Argument(..., help="Trace files or directories (every *.msgpack under them)."),
     knob: list[str] = typer.Option(None, "--knob", help="Override a knob: NAME=VALUE (repeatable)."),
+    kernel_version: str = typer.Option(None, "--kernel-version", help=KERNEL_VERSION_HELP + " Knobs the trace "
+                                       "sets give way to the release's values."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per trace on stdout."),
     steps: bool = typer.Option(False, "--steps", help="Print every operation, its result and what it changed "
                                "(with --json: a steps list per trace)."),
@@ -38,7 +41,11 @@ def replay(
       ptfuzz replay t.msgpack --knob mm.table_free=immediate --json
 
       ptfuzz replay corpus/ --junit replay.xml --sarif replay.sarif
+
+      ptfuzz replay corpus/regressions/s390/gmap-dangling-m1.msgpack --kernel-version 6.6.60 --json
     """
+    if kernel_version is not None:
+        kernel_version = releases.check_version(kernel_version)
     for option, path in (("--junit", junit), ("--sarif", sarif)):
         if path is not None:
             check_writable(option, path)
@@ -48,10 +55,14 @@ def replay(
     # here a chunk at a time, run a chunk at a time), so memory does not grow with the trace.
     traces = deque((f, tracemod.load(f, stream=True)) for f in files)
     rows, cases, findings, all_ok = [], [], [], True
+    presets = {}  # --kernel-version: one per arch
     started = time.perf_counter()
     while traces:
         path, trace = traces.popleft()  # whatever a report maps of it goes when the next one starts
-        knobs = parse_knobs(trace.arch, knob)
+        if kernel_version is None:
+            knobs = parse_knobs(trace.arch, knob)
+        else:
+            knobs = release_trace_knobs(path, trace, knob, kernel_version, presets)
         t0 = time.perf_counter()
         result = run_replay(trace, knobs, steps=steps, teardown=not no_teardown)
         seconds = time.perf_counter() - t0
@@ -62,7 +73,10 @@ def replay(
         if sarif is not None and not ok:
             findings.append(replay_result(path, trace, result, knobs))
         if json_out:
-            print_json(json_record(path, trace, result, steps=steps))
+            rec = json_record(path, trace, result, steps=steps)
+            if kernel_version is not None:
+                rec["kernel_version"] = kernel_version
+            print_json(rec)
             continue
         if steps:
             for line in steps_lines(trace, result):
