@@ -229,6 +229,16 @@ int ptf_selftest(int which)
 		block_release(e, t.blk);
 		tref_deref(e, t, "selftest");
 		break;
+	case V_ENGINE_ASSERT: /* lockdep: two stopped operations both hold mm 0's mmap_lock, one for write */
+		for (int cpu = 0; cpu < 2; cpu++) {
+			struct cpu *c = &e->cpus[cpu];
+			c->actor = A_INVAL;
+			c->inval_held = true;
+			c->inval_nlocks = 1;
+			c->inval_locks[0] = (struct held_lock){ .cls = LC_MMAP, .mode = cpu ? LM_READ : LM_WRITE, .hi = ~0ull };
+		}
+		lockdep_check(e);
+		break;
 	}
 	got = e->viol;
 	ptf_fini(e);

@@ -75,14 +75,17 @@ static bool conflicts(const struct held_lock *a, const struct held_lock *b)
 }
 
 /* The first cpu (in index order) whose actor holds something this acquisition conflicts with, or -1; the running
- * operation's own cpu is never one. An IPI (LC_IRQS_OFF asked with LM_WRITE) waits for any IRQs-off cpu. */
+ * operation's own cpu, and the window that stopped it, are never one. An IPI (LC_IRQS_OFF asked with LM_WRITE) waits for any IRQs-off cpu. */
 int lock_holder(const struct engine *e, enum lock_class cls, uint64_t id, enum lock_mode mode, uint64_t lo, uint64_t hi,
 		struct held_lock *out)
 {
 	struct held_lock want = held(cls, mode, id, lo, hi), hs[MAX_CPU_LOCKS];
 	for (int cpu = 0; cpu < MAX_CPUS; cpu++) {
-		if (cpu == e->self_cpu || e->cpus[cpu].actor == A_NONE)
+		const struct cpu *c = &e->cpus[cpu];
+		if (cpu == e->self_cpu || c->actor == A_NONE)
 			continue;
+		if (c->actor == A_INVAL && c->inval_held && c->inval_op == e->op_index)
+			continue; /* the window that stopped the running operation holds that operation's own locks */
 		int n = cpu_locks(e, cpu, hs);
 		for (int i = 0; i < n; i++) {
 			bool hit = cls == LC_IRQS_OFF ? hs[i].cls == LC_IRQS_OFF : conflicts(&want, &hs[i]);
