@@ -14,7 +14,11 @@ def knobs(arch: str = typer.Option(None, "--arch", help="Only knobs that apply t
           json_out: bool = typer.Option(False, "--json", help="A JSON list of knobs.")):
     """Every knob with its values, default, arches and description.
 
-    Examples: ptfuzz knobs --arch s390 ; ptfuzz knobs --json
+    Examples:
+
+      ptfuzz knobs --arch s390
+
+      ptfuzz knobs --json
     """
     if arch:
         check_arch(arch)
