@@ -12,7 +12,7 @@ ASAN_ENV = PYTHONPATH=$(CURDIR)/build/asan PTFUZZ_ASAN=1 \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run fuzz fuzz-ci test asan bench profile corpus fixtures clean
+.PHONY: help setup run fuzz fuzz-ci test asan bench profile corpus figures fixtures clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ profile: $(STAMP) ## where the engine's nanoseconds per operation go, per arch (
 
 corpus: $(STAMP) ## rewrite corpus/*.msgpack from corpus/make_corpus.py
 	$(BIN)/python corpus/make_corpus.py
+
+figures: $(STAMP) ## redraw docs/m1.svg, the README's picture of M1, with ptfuzz show
+	$(BIN)/ptfuzz show corpus/regressions/s390/gmap-dangling-m1.msgpack -o docs/m1.svg
 
 fixtures: ## rebuild the ELF test fixtures (needs binutils-s390x-linux-gnu)
 	tests/fixtures/elf/make.sh

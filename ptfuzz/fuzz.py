@@ -31,18 +31,33 @@ def finding_key(arch: str, knobs: dict, t: Trace, r) -> tuple[str, str]:
     return json.dumps([r.violation.kind, knob_vector(arch, knobs), op_name]), op_name
 
 
-def known_keys(arch: str, traces, config: dict | None = None) -> set[str]:
-    """The keys of the violations these traces replay to; traces of another arch or config (granule, VA
-    size...) are skipped: the key names neither, and a violation known under one geometry is not known
-    under another."""
+@dataclass
+class Known:
+    """A finding on record: its kind, the operation, the first trace file that shows it, the oracle's words."""
+    kind: str
+    op: str
+    path: Path | None
+    message: str
+
+
+def known_findings(arch: str, traces, config: dict | None = None) -> dict[str, Known]:
+    """The violations these (path, trace) pairs replay to, by finding key; traces of another arch or config
+    (granule, VA size...) are skipped: the key names neither, and a violation known under one geometry is
+    not known under another."""
     want = {**tracemod.CONFIG_DEFAULTS, **(config or {})}
-    out = set()
-    for t in traces:
+    out: dict[str, Known] = {}
+    for path, t in traces:
         if t.arch == arch and t.full_config() == want:
             r = replay(t)
             if r.violation is not None:
-                out.add(finding_key(arch, t.knobs, t, r)[0])
+                key, op_name = finding_key(arch, t.knobs, t, r)
+                out.setdefault(key, Known(r.violation.kind, op_name, path, r.violation.message))
     return out
+
+
+def known_keys(arch: str, traces, config: dict | None = None) -> set[str]:
+    """The keys of the violations these traces replay to (known_findings without the files)."""
+    return set(known_findings(arch, ((None, t) for t in traces), config))
 
 
 @dataclass
@@ -75,8 +90,8 @@ class Campaign:
     # coverage build is missing, since beside the engine's edges they cost executions and bought no
     # shorter time to bug (bench B3F)
     features: bool | None = None
-    known_hits: int = 0  # findings a known trace already shows (learn_known): not filed, not counted as new
-    known_keys: set = field(default_factory=set)
+    known: dict = field(default_factory=dict)  # finding key -> Known (learn_known)
+    met: list = field(default_factory=list)    # the Known findings this campaign reached: not filed, not new
 
     @property
     def elapsed(self) -> float:
@@ -85,13 +100,26 @@ class Campaign:
     def key(self, t: Trace, r, knobs: dict | None = None) -> tuple[str, str]:
         return finding_key(self.arch, self.knobs if knobs is None else knobs, t, r)
 
-    def learn_known(self, traces) -> int:
-        """Traces whose violations are already on record (the corpus' regressions of this arch): a
+    @property
+    def known_hits(self) -> int:
+        return len(self.met)
+
+    def learn_known(self, files) -> int:
+        """Trace files whose violations are already on record (the corpus' regressions of this arch): a
         finding with the same key is known, so a CI campaign fails only on what the corpus lacks. M1,
         for one, is what v6.6 does on s390 defaults, and the corpus keeps it as an expected regression."""
-        keys = known_keys(self.arch, traces, self.config)
-        self.known_keys |= keys
-        return len(keys)
+        found = known_findings(self.arch, ((f, tracemod.load(f)) for f in files), self.config)
+        for key, k in found.items():
+            self.known.setdefault(key, k)
+        return len(found)
+
+    def on_record(self, key: str) -> bool:
+        """Whether a finding is on record; the first time the campaign meets one, it goes into met."""
+        k = self.known.get(key)
+        if k is not None and key not in self.seen:
+            self.seen.add(key)
+            self.met.append(k)
+        return k is not None
 
     def consider(self, t: Trace) -> Finding | None:
         """A trace an engine flagged: replay it here, dedupe by kind, knobs and operation, minimize, file."""
@@ -99,12 +127,9 @@ class Campaign:
         if r.violation is None:
             return None
         key, op_name = self.key(t, r)
-        if key in self.seen:
+        if key in self.seen or self.on_record(key):
             return None
         self.seen.add(key)
-        if key in self.known_keys:
-            self.known_hits += 1
-            return None
         found_at, execs = self.elapsed, self.executions
         small, st = minimize(replace(t, meta=None))
         small.meta = {"found_by": "ptfuzz fuzz", "seed": self.seed, "minimized_from": st.ops_before,
@@ -193,7 +218,7 @@ class HypothesisEngine:
 
     def known(self, t, r) -> bool:
         key = self.c.key(t, r)[0]
-        return key in self.c.seen or key in self.c.known_keys
+        return key in self.c.seen or self.c.on_record(key)
 
     def close(self):
         pass

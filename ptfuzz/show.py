@@ -1584,14 +1584,70 @@ def _svg_width(svg: str | None) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def build_report(trace: Trace, knobs: dict | None = None, op: int | None = None, title: str = "trace") -> str:
-    """The whole report as one HTML document (well-formed XML as well, so tests can parse it)."""
+def _drawn(trace: Trace, knobs: dict | None, op: int | None) -> tuple[ReplayResult, Picture]:
     result = replay(trace, knobs, steps=True, teardown=True)
     if op is not None and not 0 <= op < len(trace.ops):
         raise ValueError(f"--op {op}: the trace has {len(trace.ops)} operations (0..{len(trace.ops) - 1})")
     if op is not None and op >= result.executed:
         raise ValueError(f"--op {op}: the trace stops at op {result.executed - 1} (the violation)")
-    pic = picture(trace, knobs, result, op)
+    return result, picture(trace, knobs, result, op)
+
+
+def _legend_svg(x0: float, y0: float, width: float) -> tuple[list[str], float]:
+    """LEGEND as SVG swatches in rows of at most width pixels; also the height used."""
+    out, x, y = [], x0, y0
+    for css, text in LEGEND:
+        fill, *rest = css.split(";")
+        style = dict(s.split(":", 1) for s in rest)
+        w = 17 + 5.6 * len(text)
+        if x > x0 and x + w > x0 + width:
+            x, y = x0, y + 17
+        dash = ' stroke-dasharray="3 2"' if style.get("border-style") == "dashed" else ""
+        out.append(f'<rect x="{x:.0f}" y="{y:.0f}" width="11" height="11" fill="{fill}" '
+                   f'stroke="{style.get("border-color", "#888")}"{dash}/>'
+                   f'<text class="band-label" x="{x + 15:.0f}" y="{y + 10:.0f}">{esc(text)}</text>')
+        x += w + 12
+    return out, y + 17 - y0
+
+
+def build_svg(trace: Trace, knobs: dict | None = None, op: int | None = None, title: str = "trace") -> str:
+    """The picture alone, as one standalone SVG document (a figure for a README or a slide): the finding as
+    a heading, the page-table trees after the drawn operation (the violating one unless op is given; the
+    state before operation N is the one after N - 1), and the legend."""
+    result, pic = _drawn(trace, knobs, op)
+    v = result.violation
+    inner = pic.after
+    w, h = _svg_width(inner), float(re.search(r'height="(\d+)"', inner).group(1))
+    width = max(w, 640.0)
+    if v:
+        where = f"op {v.op_index}: {op_text(trace.ops[v.op_index])}" if v.op_index < len(trace.ops) else "teardown"
+        head = [("h1", f"{v.kind} at {where}")] + [("msg", s) for s in _wrap(v.message, width - 20, 7.3, 3)]
+    else:
+        head = [("h1", "clean")]
+    drawn = (f"the page tables after op {pic.op_index}" if pic.op_index is not None else
+             "the page tables before teardown" if v else "the page tables at the end of the trace")
+    head.append(("sub", f"{title} · {trace.arch}, {len(trace.ops)} operations · {drawn} (ptfuzz show)"))
+    out, y = [], 8.0
+    for cls, text in head:
+        y += 20 if cls == "h1" else 16
+        out.append(f'<text class="fig-{cls}" x="10" y="{y:.0f}">{esc(text)}</text>')
+    top = y + 10
+    legend, lh = _legend_svg(10, top + h + 8, width - 20)
+    height = top + h + 8 + lh + 6
+    inner = inner.replace('<svg xmlns="http://www.w3.org/2000/svg" ', f'<svg x="0" y="{top:.0f}" ', 1)
+    style = ('.fig-h1{font:bold 15px sans-serif;fill:#9a0000}'
+             '.fig-msg{font:12px "DejaVu Sans Mono",monospace;fill:#8a0000}'
+             '.fig-sub{font:11px sans-serif;fill:#55626f}')
+    return "\n".join([f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+                      f'viewBox="0 0 {width:.0f} {height:.0f}">',
+                      f"<title>ptfuzz show: {esc(title)}</title><style>{style}{CSS_SVG}</style>",
+                      f'<rect width="{width:.0f}" height="{height:.0f}" fill="#fff"/>',
+                      *out, inner, *legend, "</svg>"]) + "\n"
+
+
+def build_report(trace: Trace, knobs: dict | None = None, op: int | None = None, title: str = "trace") -> str:
+    """The whole report as one HTML document (well-formed XML as well, so tests can parse it)."""
+    result, pic = _drawn(trace, knobs, op)
     geo = _engine.geometry(ARCH_NAMES.index(trace.arch), config_tuple(trace))[0]
     by_op: dict[int, list[tuple]] = {}
     for ev in result.events or []:

@@ -122,3 +122,41 @@ def test_geometry_pa_bits(cli):
     assert cli("geometry", "--arch", "arm64", "--granule", 65536, "--stage2", "--ipa-bits", 52).returncode == 2
     bad = cli("geometry", "--arch", "arm64", "--pa-bits", 52)
     assert bad.returncode == 2 and "pa_bits 52 needs granule 65536" in bad.stderr
+
+
+def command_paths() -> list[list[str]]:
+    """Every command and group, as argv prefixes: [] (ptfuzz itself), ["fuzz"], ["trace"], ["trace", "show"]..."""
+    from ptfuzz import cli as climod
+    climod._register([])  # every command module
+    paths: list[list[str]] = [[]]
+
+    def walk(t, prefix):
+        for c in t.registered_commands:
+            paths.append(prefix + [c.name or c.callback.__name__.replace("_", "-")])
+        for g in t.registered_groups:
+            paths.append(prefix + [g.name])
+            walk(g.typer_instance, prefix + [g.name])
+    walk(climod.app, [])
+    return paths
+
+
+def test_help_of_every_command(tmp_path):
+    """--help reads as a Typer tool's: no value type beside a flag (typer 0.29 printed `--json <bool>` and
+    `--help <bool>`), and the examples right after the one-line summary, before the details and the options."""
+    import subprocess
+    import sys
+    env = {**__import__("os").environ, "COLUMNS": "200", "TERM": "dumb"}
+    paths = command_paths()
+    assert ["fuzz"] in paths and ["trace", "show"] in paths and len(paths) >= 15
+    for argv in paths:
+        r = subprocess.run([sys.executable, "-m", "ptfuzz", *argv, "--help"], capture_output=True, text=True,
+                           cwd=tmp_path, env=env, timeout=60)
+        where = f"ptfuzz {' '.join(argv)} --help"
+        assert r.returncode == 0, f"{where}: {r.stderr}"
+        assert "<bool>" not in r.stdout and "BOOLEAN" not in r.stdout, f"{where}:\n{r.stdout}"
+        lines = [line.strip() for line in r.stdout.splitlines() if line.strip()]
+        usage = next(i for i, line in enumerate(lines) if line.startswith("Usage:"))
+        summary, header, first = lines[usage + 1: usage + 4]
+        assert header == "Examples:", f"{where}: examples do not come first:\n{r.stdout}"
+        assert not summary.startswith("Examples") and first.startswith(" ".join(["ptfuzz", *argv])), where
+        assert "[not dim]" not in r.stdout, where

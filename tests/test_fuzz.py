@@ -341,3 +341,26 @@ def test_known_findings_are_per_geometry():
     assert known_keys("arm64", [u7], u7.config)
     assert not known_keys("arm64", [u7], {**u7.config, "granule": 16384})
     assert not known_keys("x86_64", [u7], u7.config)
+
+
+def test_findings_on_record_are_named_with_how_to_look_at_them(cli, tmp_path):
+    """`make run` on s390 defaults meets M1, which corpus/regressions holds: the campaign says which finding,
+    in which file, the oracle's words, and the commands that replay and draw it; --json has the same."""
+    import shlex
+    m1 = ROOT / "corpus" / "regressions" / "s390" / "gmap-dangling-m1.msgpack"
+    message = replay(tracemod.load(m1)).violation.message
+    replay_cmd, show_cmd = f"ptfuzz replay {m1} --steps", f"ptfuzz show {m1} -o gmap-dangling-m1.html"
+    args = ["fuzz", "--arch", "s390", "--engine", "random", "--runs", 20000, "--time", 600, "--corpus", "c",
+            "--known", ROOT / "corpus" / "regressions"]
+    r = cli(*args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "0 finding(s), 1 already on record" in r.stdout, r.stdout
+    assert f"gmap-dangling at madvise: {m1}" in r.stdout and message in r.stdout
+    assert replay_cmd in r.stdout and show_cmd in r.stdout
+    summary = json.loads(cli(*args, "--json").stdout.splitlines()[-1])
+    assert summary["known"] == 1 and summary["on_record"] == [
+        {"kind": "gmap-dangling", "op": "madvise", "path": str(m1), "message": message, "replay": replay_cmd,
+         "show": show_cmd}]
+    # the draw command works as printed
+    drawn = cli(*shlex.split(summary["on_record"][0]["show"])[1:])
+    assert drawn.returncode == 0 and (tmp_path / "gmap-dangling-m1.html").is_file(), drawn.stderr

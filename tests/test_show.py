@@ -220,3 +220,29 @@ def test_m1_kernel_path_is_the_shmem_one():
     assert path[:3] == ["do_madvise", "madvise_collapse", "hpage_collapse_scan_file"]
     assert "collapse_huge_page" not in path and "page_table_free_rcu" not in path
     assert path.index("retract_page_tables") < path.index("pte_free_defer") < path.index("call_rcu (pte_free_now)")
+
+
+def test_svg_alone_is_the_picture_after_the_violation(cli, tmp_path):
+    """-o FILE.svg: one standalone SVG (docs/m1.svg is one): the finding as the heading, the state after the
+    violating operation with the offending table in red, the legend; --op picks another operation."""
+    m1 = REG / "s390" / "gmap-dangling-m1.msgpack"
+    r = cli("show", m1, "-o", "m1.svg")
+    assert r.returncode == 0, r.stderr
+    doc = ET.parse(tmp_path / "m1.svg").getroot()
+    assert doc.tag == f"{SVG}svg" and float(doc.get("width")) >= 640
+    texts = ["".join(t.itertext()) for t in doc.iter(f"{SVG}text")]
+    assert texts[0] == "gmap-dangling at op 7: madvise(2, 0x20000000, 0x100000, 3)"
+    assert texts[1] == replay(tracemod.load(m1)).violation.message
+    states = [s.get("data-state") for s in doc.iter(f"{SVG}svg") if s is not doc]
+    assert states == ["after"]
+    (after,) = (s for s in doc.iter(f"{SVG}svg") if s is not doc)
+    assert [g.get("data-addr") for g in nodes(after, "focus")] == ["0x20000"]
+    assert "offending table / entry (named by the violation)" in texts
+    assert cli("show", m1, "-o", "before.svg", "--op", 6).returncode == 0
+    before = ET.parse(tmp_path / "before.svg").getroot()
+    assert "the page tables after op 6" in "".join(before.itertext())
+    # the README's picture is this file, as `make figures` draws it
+    readme = (ROOT / "README.md").read_text()
+    assert "docs/m1.svg" in readme.split("```")[0]  # on the first screen, before the two commands
+    fig = ET.parse(ROOT / "docs" / "m1.svg").getroot()
+    assert next(fig.iter(f"{SVG}text")).text.startswith("gmap-dangling at op 7: madvise")

@@ -32,9 +32,10 @@ def check(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64.")
           json_out: bool = typer.Option(False, "--json", help="One JSON object with the result."),
           corpus: Path = typer.Option(Path("corpus"), "--corpus",
                                       help="A violation goes to CORPUS/regressions/ARCH/KIND-HASH8.msgpack.")):
-    """Explore every sequence of at most DEPTH operations over a small alphabet, breadth first, each state
-    once (by the engine's digest): the first violation found is a shortest counterexample, and "exhausted"
-    is a bound to quote.
+    """Explore every sequence of at most DEPTH operations, breadth first: the first violation is a shortest one.
+
+    The operations come from a small alphabet, each state is explored once (by the engine's digest), and
+    "exhausted" is a bound to quote.
 
     Exit 0: every sequence explored, no violation. 1: a violation. 2: bad usage.
     3: time ran out first, or Ctrl-C (the bound reached so far is reported).

@@ -11,7 +11,6 @@ from rich.spinner import Spinner
 from rich.text import Text
 
 from .. import releases
-from .. import trace as tracemod
 from ..errors import UsageError
 from ..fuzz import ENGINES, Campaign, native_engine_so
 from ..procs import deferred_interrupts
@@ -54,6 +53,17 @@ def run_campaign(c: Campaign, engine_name: str, seconds: float, runs: int | None
 def replay_command(path: Path) -> str:
     """The command that replays a filed finding step by step (its knobs are in the file)."""
     return f"ptfuzz replay {shlex.quote(str(path))} --steps"
+
+
+def show_command(path: Path) -> str:
+    """The command that draws a finding's page tables (ptfuzz show), into NAME.html in this directory."""
+    return f"ptfuzz show {shlex.quote(str(path))} -o {shlex.quote(Path(path).with_suffix('.html').name)}"
+
+
+def on_record_fields(k) -> dict:
+    """A finding on record that the campaign met (fuzz.Known), as --json reports it and the summary prints it."""
+    return {"kind": k.kind, "op": k.op, "path": str(k.path), "message": k.message,
+            "replay": replay_command(k.path), "show": show_command(k.path)}
 
 
 @app.command()
@@ -109,7 +119,7 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
     release = {"kernel_version": releases.check_version(kernel_version)} if kernel_version else {}
     c = Campaign(arch, knobs, corpus, max_ops=max_ops, seed=seed, features=features)
     if known:
-        c.learn_known(tracemod.load(f) for f in trace_files(known))
+        c.learn_known(trace_files(known))
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     out = Console(highlight=False, soft_wrap=True)
     if engine == "atheris" and native_engine_so() is None:
@@ -127,7 +137,8 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
         if json_out:
             print_json({"kind": f.kind, "op": f.op, "path": str(f.path), "ops": len(f.trace.ops),
                         "ops_before": f.ops_before, "seconds": round(f.seconds, 3), "executions": f.executions,
-                        "message": f.message, "replay": replay_command(f.path), "knobs": knobs, **release})
+                        "message": f.message, "replay": replay_command(f.path), "show": show_command(f.path),
+                        "knobs": knobs, **release})
             return
         to = live.console if live is not None and out.is_terminal else out
         to.print(f"[red]finding[/] {f.kind} at {f.op} after {f.seconds:.1f}s: {len(f.trace.ops)} ops "
@@ -136,6 +147,7 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
         for i, row in enumerate(f.trace.ops):
             to.print(f"  [{i}] {op_text(row)}", markup=False)
         to.print(f"  replay: {replay_command(f.path)}", markup=False)
+        to.print(f"  draw:   {show_command(f.path)}", markup=False)
 
     logged = [0.0]
 
@@ -161,14 +173,19 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
     summary = {"arch": arch, "engine": engine, "knobs": knobs, "executions": c.executions,
                "seconds": round(c.elapsed, 2), "execs_per_second": round(c.executions / max(c.elapsed, 1e-9), 1),
                "coverage": c.coverage, "findings": len(c.findings), "known": c.known_hits,
-               "interrupted": interrupted, **release}
+               "interrupted": interrupted, "on_record": [on_record_fields(k) for k in c.met], **release}
     if json_out:
         print_json(summary)
     else:
         out.print(f"{c.executions:,} executions in {c.elapsed:.1f}s ({summary['execs_per_second']:,.0f}/s), "
                   f"coverage {c.coverage}, {len(c.findings)} finding(s)" +
                   (f", {c.known_hits} already on record" if c.known_hits else "") +
-                  (" (interrupted)" if interrupted else ""))
+                  (" (interrupted)" if interrupted else "") + (":" if c.met else ""))
+        for k in map(on_record_fields, c.met):  # what each one is, where, and how to look at it
+            out.print(Text.assemble(("on record", "yellow"), f" {k['kind']} at {k['op']}: {k['path']}"))
+            out.print(f"  {k['message']}", markup=False)
+            out.print(f"  replay: {k['replay']}", markup=False)
+            out.print(f"  draw:   {k['show']}", markup=False)
     if sarif is not None:
         write_sarif(sarif, [finding_result(f, arch, knobs) for f in c.findings], shlex.join(["ptfuzz", *sys.argv[1:]]))
     raise typer.Exit(1 if c.findings else 0)  # also when interrupted: what was found is what counts

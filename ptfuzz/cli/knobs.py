@@ -16,7 +16,11 @@ def knobs(arch: str = typer.Option(None, "--arch", help="Only knobs that apply t
     """Every knob with its values, default (v6.6), arches, the Linux releases that changed it
     (docs/releases.md; --kernel-version on replay, fuzz, check and variants uses them) and description.
 
-    Examples: ptfuzz knobs --arch s390 ; ptfuzz knobs --json
+    Examples:
+
+      ptfuzz knobs --arch s390
+
+      ptfuzz knobs --json
     """
     if arch:
         check_arch(arch)

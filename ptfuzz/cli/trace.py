@@ -11,7 +11,13 @@ from ..trace import op_text
 from . import app
 from .common import print_json
 
-trace_app = typer.Typer(help="Show, convert (msgpack <-> JSON) and validate trace files.", no_args_is_help=True)
+trace_app = typer.Typer(help="""Show, convert (msgpack <-> JSON) and validate trace files.
+
+    Examples:
+      ptfuzz trace show corpus/regressions/s390/gmap-dangling-m1.msgpack
+      ptfuzz trace to-json t.msgpack -o t.json
+      ptfuzz trace from-json t.json -o t.msgpack
+    """, no_args_is_help=True)
 app.add_typer(trace_app, name="trace")
 
 
