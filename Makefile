@@ -64,6 +64,15 @@ asan: $(STAMP) ## build the engine with ASan+UBSan and run the whole suite again
 bench: $(STAMP) ## the BENCH.md figures B1-B8 into bench/results.json (BENCH_QUICK=1: minutes; BENCH_ONLY=B1,B5)
 	$(BIN)/python bench/run.py
 
+BASE ?= HEAD
+identity: $(STAMP) ## behaviour unchanged since BASE (default HEAD): corpus, generated traces, check (bench/identity.py)
+	rm -rf build/identity-base && git worktree prune && git worktree add -f --detach build/identity-base $(BASE) >/dev/null
+	cd build/identity-base && ../../$(BIN)/python setup.py -q build_ext --inplace 2>/dev/null
+	cd build/identity-base && IDENTITY_ROOT=. PYTHONPATH=. ../../$(BIN)/python ../../bench/identity.py record ../identity-base.jsonl
+	$(BIN)/python bench/identity.py record build/identity-work.jsonl
+	git worktree remove --force build/identity-base
+	$(BIN)/python bench/identity.py compare build/identity-base.jsonl build/identity-work.jsonl
+
 profile: $(STAMP) ## where the engine's nanoseconds per operation go, per arch (callgrind; bench/README.md)
 	$(BIN)/python bench/profile.py
 
