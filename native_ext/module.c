@@ -273,9 +273,14 @@ static PyObject *py_tables(PyObject *self, PyObject *noargs)
 {
 	(void)self; (void)noargs;
 	PyObject *ops = PyList_New(OP_NR), *knobs = PyList_New(K_NR), *viols = PyList_New(V_NR);
-	PyObject *arches = PyList_New(ARCH_NR), *locks = PyList_New(LC_NR);
-	if (!ops || !knobs || !viols || !arches || !locks)
+	PyObject *arches = PyList_New(ARCH_NR), *locks = PyList_New(LC_NR), *rules = PyList_New(V_NR);
+	PyObject *events = PyList_New(EV_NR);
+	if (!ops || !knobs || !viols || !arches || !locks || !rules || !events)
 		goto fail;
+	for (int i = 0; i < V_NR; i++)
+		PyList_SET_ITEM(rules, i, PyUnicode_FromString(violation_rules[i]));
+	for (int i = 0; i < EV_NR; i++)
+		PyList_SET_ITEM(events, i, PyUnicode_FromString(event_names[i]));
 	for (int i = 0; i < LC_NR; i++)
 		PyList_SET_ITEM(locks, i, PyUnicode_FromString(lock_names[i]));
 	for (int i = 0; i < OP_NR; i++)
@@ -296,10 +301,11 @@ static PyObject *py_tables(PyObject *self, PyObject *noargs)
 							k->default_value[1], k->default_value[2],
 							k->description));
 	}
-	return Py_BuildValue("{s:N,s:N,s:N,s:N,s:N}", "ops", ops, "knobs", knobs, "violations", viols,
-			     "arches", arches, "locks", locks);
+	return Py_BuildValue("{s:N,s:N,s:N,s:N,s:N,s:N,s:N}", "ops", ops, "knobs", knobs, "violations", viols,
+			     "arches", arches, "locks", locks, "rules", rules, "events", events);
 fail:
 	Py_XDECREF(ops); Py_XDECREF(knobs); Py_XDECREF(viols); Py_XDECREF(arches); Py_XDECREF(locks);
+	Py_XDECREF(rules); Py_XDECREF(events);
 	return NULL;
 }
 

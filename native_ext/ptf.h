@@ -58,6 +58,7 @@ extern const struct knob_def knob_defs[K_NR];
 struct op_def { const char *name; int nargs; };
 extern const struct op_def op_defs[OP_NR];
 extern const char *const violation_names[V_NR];
+extern const char *const violation_rules[V_NR];
 extern const char *const arch_names[ARCH_NR];
 
 /* ---- geometry: data, not code ---- */
@@ -316,6 +317,7 @@ enum event {
 	EV_GMAP_UNLINK, EV_NOTIFY, EV_RESTART, EV_PGSTE, EV_S2_LEAF, EV_S2_ZAP,
 	EV_SHM_COLLAPSE, EV_RETRACT, EV_WAIT, EV_NR
 };
+extern const char *const event_names[EV_NR];
 struct event_rec { uint32_t op; uint32_t type; uint64_t a, b, c, d; };
 
 struct stats {

@@ -21,6 +21,31 @@ const char *const violation_names[V_NR] = {
 	"stage2-after-release", "engine-assert",
 };
 
+/* Each violation kind's rule, one sentence (docs/violations.md; SARIF shows it as the rule's text). */
+const char *const violation_rules[V_NR] = {
+	"No violation.",
+	"An actor dereferenced a page-table page that was freed since it took the pointer.",
+	"A table, fragment or data page was freed twice.",
+	"After teardown and RCU drain, a table page is still in use.",
+	"s390 fragment bookkeeping disagrees with the tables that exist.",
+	"An mm with alloc_pgste owns a PTE table without PGSTE space.",
+	"A gmap segment entry points at a PTE table that is freed, or no longer the host's table.",
+	"An actor wrote into a page table that is no longer linked into its mm.",
+	"A live host leaf maps a data page that was freed.",
+	"A stage-2 leaf sits at a level that cannot hold a block of its size.",
+	"A stage-2 leaf is larger than the host leaf backing it, or breaks its memslot.",
+	"A stage-2 leaf maps a pfn that the host does not map at the corresponding hva.",
+	"A guest fault installed into, or walked, a stage-2 whose root was freed.",
+	"The engine's own consistency check failed (a bug in ptfuzz).",
+};
+
+/* The --steps events (enum event), by name. */
+const char *const event_names[EV_NR] = {
+	"table_alloc", "table_free", "table_rcu", "table_defer", "rcu_run", "leaf_set", "leaf_zap", "data_free",
+	"upgrade", "gmap_link", "gmap_unlink", "notify", "exec_restart", "pgste", "s2_leaf", "s2_zap",
+	"shm_collapse", "retract", "wait",
+};
+
 #define ALL { 0, 0, 0 }
 #define S390_ONLY { 0, -1, -1 }
 #define KVM_ARCHES { -1, 0, 0 }

@@ -36,6 +36,8 @@ OPS: list[tuple[str, int]] = [tuple(o) for o in _TABLES["ops"]]
 OP_NUMBER: dict[str, int] = {name: i for i, (name, _) in enumerate(OPS)}
 VIOLATION_KINDS: list[str] = list(_TABLES["violations"][1:])  # index 0 is "none"
 LOCK_NAMES: list[str] = list(_TABLES["locks"])  # what a waiting operation waits for (locking.c)
+EVENT_NAMES: list[str] = list(_TABLES["events"])  # the --steps events (enum event)
+VIOLATION_RULES: dict[str, str] = dict(zip(VIOLATION_KINDS, _TABLES["rules"][1:]))  # each kind's rule
 OP_WIDTH = 6  # opcode + 5 arguments in the packed form
 
 

@@ -3,15 +3,12 @@ from rich.console import Console
 from rich.table import Table
 
 from .engine import ReplayResult
-from .names import LOCK_NAMES, OPS, Outcome, errno_name
+from .names import EVENT_NAMES, LOCK_NAMES, OPS, Outcome, errno_name
 from .trace import Trace, op_text, op_to_list
 
 S390_LEVELS = ["region-first", "region-second", "region-third", "segment", "page"]
 GENERIC_LEVELS = ["pgd", "p4d", "pud", "pmd", "pte"]
 NO_OWNER = (1 << 64) - 1
-EVENT_NAMES = ["table_alloc", "table_free", "table_rcu", "table_defer", "rcu_run", "leaf_set", "leaf_zap",
-               "data_free", "upgrade", "gmap_link", "gmap_unlink", "notify", "exec_restart", "pgste",
-               "s2_leaf", "s2_zap", "shm_collapse", "retract", "wait"]
 WAIT_EVENT = EVENT_NAMES.index("wait")
 MODES = {1: "read", 2: "write"}
 # what each lock's id names (locking.c struct held_lock)

@@ -12,26 +12,16 @@ from pathlib import Path
 from . import __version__
 from .errors import UsageError
 from .minimize import minimize
+from .names import VIOLATION_RULES
 from .trace import atomic_write, op_text
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 
-# The oracle's rules (shared/spec/MODEL.md, section 8): a code-scanning alert shows them as the rule's text.
+# The oracle's rules (docs/violations.md), from the engine's table: a code-scanning alert shows them as the rule's
+# text.
 RULES = {
-    "uaf-table": "An actor dereferenced a page-table page that was freed since it took the pointer.",
-    "double-free": "A table, fragment or data page was freed twice.",
-    "table-leak": "After teardown and RCU drain, a table page is still in use.",
-    "fragment-corrupt": "s390 fragment bookkeeping disagrees with the tables that exist.",
-    "pgste-table-missing": "An mm with alloc_pgste owns a PTE table without PGSTE space.",
-    "gmap-dangling": "A gmap segment entry points at a PTE table that is freed, or no longer the host's table.",
-    "lost-update": "An actor wrote into a page table that is no longer linked into its mm.",
-    "freed-page-mapped": "A live host leaf maps a data page that was freed.",
-    "stage2-block-illegal": "A stage-2 leaf sits at a level that cannot hold a block of its size.",
-    "stage2-oversize": "A stage-2 leaf is larger than the host leaf backing it, or breaks its memslot.",
-    "stage2-stale": "A stage-2 leaf maps a pfn that the host does not map at the corresponding hva.",
-    "stage2-after-release": "A guest fault installed into, or walked, a stage-2 whose root was freed.",
-    "engine-assert": "The engine's own consistency check failed (a bug in ptfuzz).",
+    **VIOLATION_RULES,
     # Not a violation kind: replay's word for a recorded counterexample that no longer reproduces.
     "expect-unmet": "A trace that records a violation replays without it: the model or its oracle changed.",
 }

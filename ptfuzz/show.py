@@ -15,7 +15,8 @@ import numpy as np
 from . import _engine
 from .engine import ReplayResult, config_tuple, replay
 from .names import ARCH_NAMES, KNOB_BY_NAME, errno_name, knob_vector
-from .render import EVENT_NAMES, NO_OWNER, describe_event
+from .names import EVENT_NAMES
+from .render import NO_OWNER, describe_event
 from .trace import Trace, op_text, op_to_list
 
 # ---------------------------------------------------------------------------------------------------------
