@@ -11,15 +11,19 @@ const char *const lock_names[LC_NR] = {
 
 static struct held_lock held(enum lock_class cls, enum lock_mode mode, uint64_t id, uint64_t lo, uint64_t hi)
 {
-	struct held_lock h;
-	memset(&h, 0, sizeof(h));
-	h.cls = (uint8_t)cls;
-	h.mode = (uint8_t)mode;
-	h.id = id;
-	h.lo = lo;
-	h.hi = hi;
-	return h;
+	return (struct held_lock){ .cls = (uint8_t)cls, .mode = (uint8_t)mode, .id = id, .lo = lo, .hi = hi };
 }
+
+/* The classes each actor can hold (cpu_locks): lock_holder skips an actor that cannot hold the one asked for, so an
+ * acquisition costs a few compares per busy cpu on the hot path. */
+#define LCB(c) (1u << (c))
+static const unsigned actor_classes[] = {
+	[A_NONE] = 0,
+	[A_WALK] = LCB(LC_IRQS_OFF),
+	[A_RMAP] = LCB(LC_FOLIO) | LCB(LC_ANON_VMA) | LCB(LC_I_MMAP),
+	[A_GFAULT] = LCB(LC_SRCU) | LCB(LC_KVM) | LCB(LC_MMAP),
+	[A_INVAL] = ~0u,
+};
 
 /* What a cpu's actor holds now, derived from its state (nothing but the window's set is stored):
  * - GUP-fast (walk_begin .. walk_end): IRQs off (local_irq_save in lockless_pages_from_mm), so an IPI that
@@ -84,7 +88,9 @@ int lock_holder(const struct engine *e, enum lock_class cls, uint64_t id, enum l
 		const struct cpu *c = &e->cpus[cpu];
 		if (cpu == e->self_cpu || c->actor == A_NONE)
 			continue;
-		if (c->actor == A_INVAL && c->inval_held && c->inval_op == e->op_index)
+		if (!(actor_classes[c->actor] & LCB(cls)) || (c->actor == A_INVAL && !c->inval_held))
+			continue;
+		if (c->actor == A_INVAL && c->inval_op == e->op_index)
 			continue; /* the window that stopped the running operation holds that operation's own locks */
 		int n = cpu_locks(e, cpu, hs);
 		for (int i = 0; i < n; i++) {
@@ -201,6 +207,7 @@ void inval_window_keep_locks(struct engine *e, int cpu)
 {
 	struct cpu *c = &e->cpus[cpu];
 	c->inval_opcode = e->cur_opcode;
+	e->locks_grew = true;
 	for (int i = 0; i < e->ncur; i++) {
 		const struct held_lock *h = &e->cur[i];
 		uint32_t j = 0;
@@ -222,7 +229,8 @@ void inval_window_keep_locks(struct engine *e, int cpu)
 	}
 }
 
-/* lockdep's question after every operation: do two cpus hold locks that exclude each other? The acquisitions
+/* lockdep's question after every operation that added a holder (an actor's first half, a window taking an
+ * operation; releases cannot make a conflict): do two cpus hold locks that exclude each other? The acquisitions
  * above make that impossible, so a hit is a bug in the model (engine-assert). */
 void lockdep_check(struct engine *e)
 {

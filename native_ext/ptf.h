@@ -377,6 +377,7 @@ struct engine {
 	int self_cpu;
 	struct held_lock cur[MAX_HELD];
 	int ncur;
+	bool locks_grew;  /* this operation added a holder: lockdep looks */
 
 	/* where the post-step oracle must look: set by structural changes, whatever the knobs */
 	bool frag_dirty, gmap_dirty;
