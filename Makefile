@@ -61,7 +61,7 @@ asan: $(STAMP) ## build the engine with ASan+UBSan and run the whole suite again
 		"import ptfuzz._engine as e; assert 'build/asan' in e.__file__, e.__file__"
 	cd build/asan && $(ASAN_ENV) ../../$(BIN)/python -m pytest -q -p no:cacheprovider $(CURDIR)/tests
 
-bench: $(STAMP) ## the BENCH.md figures B1-B8 into bench/results.json (BENCH_QUICK=1: minutes; BENCH_ONLY=B1,B5)
+bench: $(STAMP) ## the docs/bench.md figures B1-B8 into bench/results.json (BENCH_QUICK=1: minutes; BENCH_ONLY=B1,B5)
 	$(BIN)/python bench/run.py
 
 BASE ?= HEAD
