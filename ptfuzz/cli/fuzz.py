@@ -1,7 +1,6 @@
 """ptfuzz fuzz: a fuzz campaign against one arch and a set of knobs."""
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import typer
@@ -12,42 +11,11 @@ from rich.text import Text
 
 from .. import releases
 from ..errors import UsageError
-from ..fuzz import ENGINES, Campaign, native_engine_so
-from ..procs import deferred_interrupts
-from ..reports import check_writable, finding_result, write_sarif
+from ..search.campaign import ENGINES, Campaign, native_engine_so, run_campaign
+from ..report.ci import check_writable, finding_result, write_sarif
 from ..trace import op_text
-from . import app
+from .app import app
 from .common import KERNEL_VERSION_HELP, check_arch, preset_knobs, print_json, trace_files
-
-
-def run_campaign(c: Campaign, engine_name: str, seconds: float, runs: int | None, jobs: int, keep_going: bool,
-                 on_finding=None, on_progress=None, stop_when=None) -> bool:
-    """Drive one engine until time, runs or (without keep_going) the first finding; True if interrupted.
-    stop_when(campaign): a test that ends the campaign instead (bench B3: the first finding of a kind)."""
-    engine = None
-    deadline = time.monotonic() + seconds
-    try:
-        with deferred_interrupts():  # an engine is made whole (its work directory, its workers) or not at all
-            engine = ENGINES[engine_name](c, jobs=jobs)
-        for batch in engine.batches(deadline, runs):
-            for t in batch:
-                with deferred_interrupts():  # a finding is filed and reported, or neither
-                    f = c.consider(t)
-                    if f and on_finding:
-                        on_finding(f)
-            if on_progress:
-                on_progress()
-            if stop_when(c) if stop_when else c.findings and not keep_going:
-                break
-        failure = getattr(engine, "worker_failure", lambda: None)()
-        if failure and not c.findings:
-            raise UsageError(f"the atheris worker failed: {failure.strip().splitlines()[-1]}")
-        return False
-    except KeyboardInterrupt:
-        return True
-    finally:
-        if engine is not None:
-            engine.close()
 
 
 def replay_command(path: Path) -> str:

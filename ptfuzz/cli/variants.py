@@ -12,13 +12,12 @@ from .. import releases
 from .. import trace as tracemod
 from ..engine import replay as run_replay
 from ..errors import UsageError
-from ..fuzz import ENGINES, Campaign
-from ..reports import check_writable
-from ..variants import median_time, trial_seed
-from ..variants import variants as all_variants
-from . import app
+from ..search.campaign import ENGINES
+from ..report.ci import check_writable
+from ..search.variants import run_trials, trial_seed
+from ..search.variants import variants as all_variants
+from .app import app
 from .common import check_arch, parse_knobs, print_json, trace_files
-from .fuzz import run_campaign
 
 PLOT_SUFFIXES = (".svg", ".png")
 
@@ -29,29 +28,6 @@ def seconds_text(s: float) -> str:
 
 def knob_label(knobs: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in knobs.items()) or "(defaults)"
-
-
-def run_trials(arch: str, knobs: dict, engine: str, budget: float, trials: int, max_ops: int, corpus: Path,
-               max_runs: int | None = None) -> dict:
-    """One campaign per trial, each with its own seed, stopped at its first finding or at the budget (seconds,
-    and executions when `max_runs` is given: with the random engine that makes the verdict independent of load)."""
-    runs, first = [], None
-    for trial in range(trials):
-        c = Campaign(arch, knobs, corpus, max_ops=max_ops, seed=trial_seed(engine, trial))
-        interrupted = run_campaign(c, engine, budget, max_runs, 1, False)
-        if interrupted:
-            raise KeyboardInterrupt
-        f = c.findings[0] if c.findings else None
-        runs.append({"seed": c.seed, "seconds": round(f.seconds, 6) if f else None,
-                     "executions": f.executions if f else c.executions, "kind": f.kind if f else None})
-        if f and (first is None or f.seconds < first.seconds):
-            first = f
-    times = [r["seconds"] for r in runs]
-    return {"arch": arch, "knobs": knobs, "verdict": "unsafe" if first else "safe",
-            "kind": first.kind if first else None, "seconds": median_time(times),
-            "executions": sum(r["executions"] for r in runs), "ops": len(first.trace.ops) if first else None,
-            "path": str(first.path) if first else None, "trials": trials,
-            "found": sum(t is not None for t in times), "runs": runs}
 
 
 def release_label(version: str) -> str:
@@ -269,7 +245,7 @@ def variants(arch: str = typer.Option(None, "--arch", help="s390, arm64 or x86_6
             console.print(kinds_table(f"counterexample kinds by release (fuzzing, {budget} per release)", kinds,
                                       "found on", "not found on (within the budget)"))
     if plot is not None:
-        from ..plots import survival_plot  # matplotlib only when a plot is asked for
+        from ..report.plots import survival_plot  # matplotlib only when a plot is asked for
         seeds = ", ".join(str(trial_seed(engine, t)) for t in range(min(trials, 3))) + (", ..." if trials > 3 else "")
         caption = (f"ptfuzz variants --arch {arch}: engine {engine}, budget {time_per_variant:g} s per trial, "
                    f"{trials} trial(s) per variant with seeds {seeds}; at most {max_ops} operations per trace; "

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _engine
-from .engine import ReplayResult, config_tuple, replay
-from .names import ARCH_NAMES, KNOB_BY_NAME, errno_name, knob_vector
-from .names import EVENT_NAMES
+from .. import _engine
+from ..engine import ReplayResult, config_tuple, replay
+from ..names import ARCH_NAMES, KNOB_BY_NAME, errno_name, knob_vector
+from ..names import EVENT_NAMES
 from .render import NO_OWNER, describe_event
-from .trace import Trace, op_text, op_to_list
+from ..trace import Trace, op_text, op_to_list
 
 # ---------------------------------------------------------------------------------------------------------
 # The kernel functions of the paths an operation takes (v6.6 names; the model's C functions carry the same

@@ -1,5 +1,8 @@
 """The design variants to try per arch: every knob alternative alone, plus the combinations that matter."""
-from .names import KNOBS
+from pathlib import Path
+
+from ..names import KNOBS
+from .campaign import Campaign, run_campaign
 
 # Variants unsafe only in combination, and combinations that make an unsafe knob safe again.
 COMBINATIONS = {
@@ -53,3 +56,26 @@ def median_time(times: list[float | None]) -> float | None:
         return None
     ordered = sorted(times, key=lambda t: float("inf") if t is None else t)
     return ordered[(len(ordered) + 1) // 2 - 1]
+
+
+def run_trials(arch: str, knobs: dict, engine: str, budget: float, trials: int, max_ops: int, corpus: Path,
+               max_runs: int | None = None) -> dict:
+    """One campaign per trial, each with its own seed, stopped at its first finding or at the budget (seconds,
+    and executions when `max_runs` is given: with the random engine that makes the verdict independent of load)."""
+    runs, first = [], None
+    for trial in range(trials):
+        c = Campaign(arch, knobs, corpus, max_ops=max_ops, seed=trial_seed(engine, trial))
+        interrupted = run_campaign(c, engine, budget, max_runs, 1, False)
+        if interrupted:
+            raise KeyboardInterrupt
+        f = c.findings[0] if c.findings else None
+        runs.append({"seed": c.seed, "seconds": round(f.seconds, 6) if f else None,
+                     "executions": f.executions if f else c.executions, "kind": f.kind if f else None})
+        if f and (first is None or f.seconds < first.seconds):
+            first = f
+    times = [r["seconds"] for r in runs]
+    return {"arch": arch, "knobs": knobs, "verdict": "unsafe" if first else "safe",
+            "kind": first.kind if first else None, "seconds": median_time(times),
+            "executions": sum(r["executions"] for r in runs), "ops": len(first.trace.ops) if first else None,
+            "path": str(first.path) if first else None, "trials": trials,
+            "found": sum(t is not None for t in times), "runs": runs}
