@@ -34,6 +34,43 @@ def on_record_fields(k) -> dict:
             "replay": replay_command(k.path), "show": show_command(k.path)}
 
 
+def check_options(arch: str, engine: str, jobs: int, features: bool | None, sarif: Path | None) -> None:
+    """fuzz's option checks that need no knob preset, in the order they are reported."""
+    check_arch(arch)
+    if sarif is not None:
+        check_writable("--sarif", sarif)
+    if engine not in ENGINES:
+        raise UsageError(f"--engine {engine!r}: one of {', '.join(ENGINES)}")
+    if jobs > 1 and engine != "atheris":
+        raise UsageError("--jobs runs atheris workers sharing one corpus: use it with --engine atheris")
+    if features is not None and engine != "atheris":
+        raise UsageError("--semantic-features feeds libFuzzer: use it with --engine atheris")
+
+
+def print_finding(to: Console, f) -> None:
+    """A finding as the terminal shows it: what, where it is filed, its operations, how to replay and draw it."""
+    to.print(f"[red]finding[/] {f.kind} at {f.op} after {f.seconds:.1f}s: {len(f.trace.ops)} ops "
+             f"(from {f.ops_before}), written to {f.path}")
+    to.print(f"  {f.message}", markup=False)
+    for i, row in enumerate(f.trace.ops):
+        to.print(f"  [{i}] {op_text(row)}", markup=False)
+    to.print(f"  replay: {replay_command(f.path)}", markup=False)
+    to.print(f"  draw:   {show_command(f.path)}", markup=False)
+
+
+def print_summary(out: Console, c: Campaign, summary: dict, interrupted: bool) -> None:
+    """The campaign's last lines: executions, coverage, findings, and each finding on record it met."""
+    out.print(f"{c.executions:,} executions in {c.elapsed:.1f}s ({summary['execs_per_second']:,.0f}/s), "
+              f"coverage {c.coverage}, {len(c.findings)} finding(s)" +
+              (f", {c.known_hits} already on record" if c.known_hits else "") +
+              (" (interrupted)" if interrupted else "") + (":" if c.met else ""))
+    for k in map(on_record_fields, c.met):  # what each one is, where, and how to look at it
+        out.print(Text.assemble(("on record", "yellow"), f" {k['kind']} at {k['op']}: {k['path']}"))
+        out.print(f"  {k['message']}", markup=False)
+        out.print(f"  replay: {k['replay']}", markup=False)
+        out.print(f"  draw:   {k['show']}", markup=False)
+
+
 @app.command()
 def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
          engine: str = typer.Option("atheris", "--engine", help="atheris (coverage-guided), hypothesis, or random."),
@@ -74,15 +111,7 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
 
       ptfuzz fuzz --arch x86_64 --kernel-version 6.14 --time 60
     """
-    check_arch(arch)
-    if sarif is not None:
-        check_writable("--sarif", sarif)
-    if engine not in ENGINES:
-        raise UsageError(f"--engine {engine!r}: one of {', '.join(ENGINES)}")
-    if jobs > 1 and engine != "atheris":
-        raise UsageError("--jobs runs atheris workers sharing one corpus: use it with --engine atheris")
-    if features is not None and engine != "atheris":
-        raise UsageError("--semantic-features feeds libFuzzer: use it with --engine atheris")
+    check_options(arch, engine, jobs, features, sarif)
     knobs = preset_knobs(arch, knob, kernel_version)  # last of the checks: it names the release on stderr
     release = {"kernel_version": releases.check_version(kernel_version)} if kernel_version else {}
     c = Campaign(arch, knobs, corpus, max_ops=max_ops, seed=seed, features=features)
@@ -107,15 +136,8 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
                         "ops_before": f.ops_before, "seconds": round(f.seconds, 3), "executions": f.executions,
                         "message": f.message, "replay": replay_command(f.path), "show": show_command(f.path),
                         "knobs": knobs, **release})
-            return
-        to = live.console if live is not None and out.is_terminal else out
-        to.print(f"[red]finding[/] {f.kind} at {f.op} after {f.seconds:.1f}s: {len(f.trace.ops)} ops "
-                 f"(from {f.ops_before}), written to {f.path}")
-        to.print(f"  {f.message}", markup=False)
-        for i, row in enumerate(f.trace.ops):
-            to.print(f"  [{i}] {op_text(row)}", markup=False)
-        to.print(f"  replay: {replay_command(f.path)}", markup=False)
-        to.print(f"  draw:   {show_command(f.path)}", markup=False)
+        else:
+            print_finding(live.console if live is not None and out.is_terminal else out, f)
 
     logged = [0.0]
 
@@ -145,15 +167,7 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
     if json_out:
         print_json(summary)
     else:
-        out.print(f"{c.executions:,} executions in {c.elapsed:.1f}s ({summary['execs_per_second']:,.0f}/s), "
-                  f"coverage {c.coverage}, {len(c.findings)} finding(s)" +
-                  (f", {c.known_hits} already on record" if c.known_hits else "") +
-                  (" (interrupted)" if interrupted else "") + (":" if c.met else ""))
-        for k in map(on_record_fields, c.met):  # what each one is, where, and how to look at it
-            out.print(Text.assemble(("on record", "yellow"), f" {k['kind']} at {k['op']}: {k['path']}"))
-            out.print(f"  {k['message']}", markup=False)
-            out.print(f"  replay: {k['replay']}", markup=False)
-            out.print(f"  draw:   {k['show']}", markup=False)
+        print_summary(out, c, summary, interrupted)
     if sarif is not None:
         write_sarif(sarif, [finding_result(f, arch, knobs) for f in c.findings], shlex.join(["ptfuzz", *sys.argv[1:]]))
     raise typer.Exit(1 if c.findings else 0)  # also when interrupted: what was found is what counts

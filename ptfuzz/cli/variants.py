@@ -96,6 +96,106 @@ def replay_releases(paths: list[Path], versions: list[str], arch: str | None, it
         console.print("no violation on any of these releases", markup=False)
 
 
+def check_fuzz_options(engine: str, plot: Path | None, trials: int, json_out: bool) -> None:
+    """--engine and --plot when fuzzing (after --arch and --knob), and a note when --plot has few trials."""
+    if engine not in ENGINES:
+        raise UsageError(f"--engine {engine!r}: one of {', '.join(ENGINES)}")
+    if plot is not None:
+        if plot.suffix.lower() not in PLOT_SUFFIXES:
+            raise UsageError(f"--plot {plot}: the file name must end in .svg or .png")
+        check_writable("--plot", plot)
+    if plot is not None and trials < 3 and not json_out:
+        Console(stderr=True, highlight=False).print(
+            f"ptfuzz: note: survival curves need several trials per variant (--trials {trials})", markup=False)
+
+
+def run_cases(arch: str, cases: list[tuple], engine: str, time_per_variant: float, runs_per_variant: int | None,
+              trials: int, max_ops: int, corpus: Path | None, versions: list[str] | None, json_out: bool,
+              table: Table, budget: str) -> tuple[list[dict], dict]:
+    """Each case's trials, printed as JSON or added to the table as it ends; the rows, and per (arch, kind)
+    the releases it was found on."""
+    rows, found = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, knobs, shown, release in cases:
+            row = run_trials(arch, knobs, engine, time_per_variant, trials, max_ops, corpus or Path(tmp),
+                             runs_per_variant)
+            row["knobs"] = shown
+            if release is not None:
+                row["kernel_version"] = release
+            if not corpus:
+                row["path"] = None  # the temporary directory is gone when the command ends
+            row["label"] = label
+            rows.append(row)
+            for r in row["runs"]:
+                if r["kind"] and versions is not None:
+                    found.setdefault((arch, r["kind"]), set()).add(release)
+            if json_out:
+                print_json({k: v for k, v in row.items() if k != "label"})
+                continue
+            unsafe = row["verdict"] == "unsafe"
+            median = "-" if row["seconds"] is None else seconds_text(row["seconds"])
+            cells = [label] + ([knob_label(shown).replace("(defaults)", "-")] if versions is not None else [])
+            table.add_row(*cells, "[red]unsafe[/]" if unsafe else "[green]safe[/]", row["kind"] or "-",
+                          median + (f" ({row['found']}/{trials})" if trials > 1 and unsafe else ""),
+                          f"{row['executions']:,}", f"{row['ops']} ops" if unsafe else f"none in {budget}")
+    return rows, found
+
+
+def variant_cases(arch: str, versions: list[str] | None, kernel_version: str | None, extra: dict) -> list[tuple]:
+    """(label, knobs run, knobs reported, release): a knob variant over the base, or a release's preset
+    (each preset named on stderr)."""
+    if versions is not None:
+        cases = []
+        for v in versions:
+            p = releases.preset(arch, v, "--kernel-versions")
+            print(f"ptfuzz: {p.describe(extra)}", file=sys.stderr)
+            cases.append((release_label(v), {**p.knobs, **extra}, {**p.knobs, **extra}, v))
+    else:
+        base = {}
+        if kernel_version is not None:
+            p = releases.preset(arch, kernel_version)
+            print(f"ptfuzz: {p.describe(extra)}", file=sys.stderr)
+            base = p.knobs
+        base = {**base, **extra}
+        default = f"({release_label(kernel_version)})" if kernel_version else "(defaults)"
+        cases = [(knob_label(delta) if delta else default, {**base, **delta}, delta, kernel_version)
+                 for delta in all_variants(arch, base)]
+    return cases
+
+
+def variants_table(arch: str, versions: list[str] | None, kernel_version: str | None, each: str,
+                   engine: str) -> Table:
+    if versions is not None:
+        table = Table(title=f"Linux releases on {arch} ({each}, {engine})")
+        cols = ("release", "knobs (besides the v6.6 defaults)", "verdict", "violation", "found after", "executions",
+                "counterexample")
+    else:
+        over = f" over {release_label(kernel_version)}" if kernel_version else ""
+        table = Table(title=f"design variants on {arch}{over} ({each}, {engine})")
+        cols = ("knobs", "verdict", "violation", "found after", "executions", "counterexample")
+    for col in cols:
+        table.add_column(col, overflow="fold")
+    return table
+
+
+def write_plot(plot: Path, rows: list[dict], arch: str, engine: str, time_per_variant: float, trials: int,
+               max_ops: int, json_out: bool, console: Console) -> None:
+    """--plot: the trials' times to the first finding as survival curves."""
+    from ..report.plots import survival_plot  # matplotlib only when a plot is asked for
+    seeds = ", ".join(str(trial_seed(engine, t)) for t in range(min(trials, 3))) + (", ..." if trials > 3 else "")
+    caption = (f"ptfuzz variants --arch {arch}: engine {engine}, budget {time_per_variant:g} s per trial, "
+               f"{trials} trial(s) per variant with seeds {seeds}; at most {max_ops} operations per trace; "
+               "a trial that found nothing is censored at the budget.")
+    plot_rows = [{"label": r["label"], "times": [t["seconds"] for t in r["runs"]],
+                  "budget": time_per_variant} for r in rows]
+    try:
+        survival_plot(plot_rows, plot, caption)
+    except OSError as exc:
+        raise UsageError(f"--plot {plot}: cannot write: {exc.strerror or exc}") from None
+    if not json_out:
+        console.print(f"survival curves written to {plot}", markup=False)
+
+
 @app.command()
 def variants(arch: str = typer.Option(None, "--arch", help="s390, arm64 or x86_64 (with --replay: optional, "
                                       "the traces' own)."),
@@ -172,68 +272,13 @@ def variants(arch: str = typer.Option(None, "--arch", help="s390, arm64 or x86_6
         raise UsageError("--arch: required (s390, arm64 or x86_64) unless --replay gives the traces")
     check_arch(arch)
     extra = parse_knobs(arch, knob)
-    if engine not in ENGINES:
-        raise UsageError(f"--engine {engine!r}: one of {', '.join(ENGINES)}")
-    if plot is not None:
-        if plot.suffix.lower() not in PLOT_SUFFIXES:
-            raise UsageError(f"--plot {plot}: the file name must end in .svg or .png")
-        check_writable("--plot", plot)
-    if plot is not None and trials < 3 and not json_out:
-        Console(stderr=True, highlight=False).print(
-            f"ptfuzz: note: survival curves need several trials per variant (--trials {trials})", markup=False)
-    # (label, knobs run, knobs reported, release): a knob variant over the base, or a release's preset
-    if versions is not None:
-        cases = []
-        for v in versions:
-            p = releases.preset(arch, v, "--kernel-versions")
-            print(f"ptfuzz: {p.describe(extra)}", file=sys.stderr)
-            cases.append((release_label(v), {**p.knobs, **extra}, {**p.knobs, **extra}, v))
-    else:
-        base = {}
-        if kernel_version is not None:
-            p = releases.preset(arch, kernel_version)
-            print(f"ptfuzz: {p.describe(extra)}", file=sys.stderr)
-            base = p.knobs
-        base = {**base, **extra}
-        default = f"({release_label(kernel_version)})" if kernel_version else "(defaults)"
-        cases = [(knob_label(delta) if delta else default, {**base, **delta}, delta, kernel_version)
-                 for delta in all_variants(arch, base)]
+    check_fuzz_options(engine, plot, trials, json_out)
+    cases = variant_cases(arch, versions, kernel_version, extra)
     budget = f"{time_per_variant:g}s" + (f" or {runs_per_variant:,} runs" if runs_per_variant else "")
     each = f"{budget} each" + (f", {trials} trials" if trials > 1 else "")
-    if versions is not None:
-        table = Table(title=f"Linux releases on {arch} ({each}, {engine})")
-        cols = ("release", "knobs (besides the v6.6 defaults)", "verdict", "violation", "found after", "executions",
-                "counterexample")
-    else:
-        over = f" over {release_label(kernel_version)}" if kernel_version else ""
-        table = Table(title=f"design variants on {arch}{over} ({each}, {engine})")
-        cols = ("knobs", "verdict", "violation", "found after", "executions", "counterexample")
-    for col in cols:
-        table.add_column(col, overflow="fold")
-    rows, found = [], {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for label, knobs, shown, release in cases:
-            row = run_trials(arch, knobs, engine, time_per_variant, trials, max_ops, corpus or Path(tmp),
-                             runs_per_variant)
-            row["knobs"] = shown
-            if release is not None:
-                row["kernel_version"] = release
-            if not corpus:
-                row["path"] = None  # the temporary directory is gone when the command ends
-            row["label"] = label
-            rows.append(row)
-            for r in row["runs"]:
-                if r["kind"] and versions is not None:
-                    found.setdefault((arch, r["kind"]), set()).add(release)
-            if json_out:
-                print_json({k: v for k, v in row.items() if k != "label"})
-                continue
-            unsafe = row["verdict"] == "unsafe"
-            median = "-" if row["seconds"] is None else seconds_text(row["seconds"])
-            cells = [label] + ([knob_label(shown).replace("(defaults)", "-")] if versions is not None else [])
-            table.add_row(*cells, "[red]unsafe[/]" if unsafe else "[green]safe[/]", row["kind"] or "-",
-                          median + (f" ({row['found']}/{trials})" if trials > 1 and unsafe else ""),
-                          f"{row['executions']:,}", f"{row['ops']} ops" if unsafe else f"none in {budget}")
+    table = variants_table(arch, versions, kernel_version, each, engine)
+    rows, found = run_cases(arch, cases, engine, time_per_variant, runs_per_variant, trials, max_ops, corpus,
+                            versions, json_out, table, budget)
     kinds = kinds_summary(found, versions) if versions is not None else None
     if json_out and kinds is not None:
         print_json({"mode": "fuzz", "arch": arch, "kernel_versions": versions, "kinds": kinds})
@@ -245,16 +290,4 @@ def variants(arch: str = typer.Option(None, "--arch", help="s390, arm64 or x86_6
             console.print(kinds_table(f"counterexample kinds by release (fuzzing, {budget} per release)", kinds,
                                       "found on", "not found on (within the budget)"))
     if plot is not None:
-        from ..report.plots import survival_plot  # matplotlib only when a plot is asked for
-        seeds = ", ".join(str(trial_seed(engine, t)) for t in range(min(trials, 3))) + (", ..." if trials > 3 else "")
-        caption = (f"ptfuzz variants --arch {arch}: engine {engine}, budget {time_per_variant:g} s per trial, "
-                   f"{trials} trial(s) per variant with seeds {seeds}; at most {max_ops} operations per trace; "
-                   "a trial that found nothing is censored at the budget.")
-        plot_rows = [{"label": r["label"], "times": [t["seconds"] for t in r["runs"]],
-                      "budget": time_per_variant} for r in rows]
-        try:
-            survival_plot(plot_rows, plot, caption)
-        except OSError as exc:
-            raise UsageError(f"--plot {plot}: cannot write: {exc.strerror or exc}") from None
-        if not json_out:
-            console.print(f"survival curves written to {plot}", markup=False)
+        write_plot(plot, rows, arch, engine, time_per_variant, trials, max_ops, json_out, console)
