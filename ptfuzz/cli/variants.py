@@ -10,11 +10,10 @@ from rich.table import Table
 
 from .. import releases
 from .. import trace as tracemod
-from ..engine import replay as run_replay
 from ..errors import UsageError
 from ..search.campaign import ENGINES
 from ..report.ci import check_writable
-from ..search.variants import run_trials, trial_seed
+from ..search.variants import by_release, kinds_summary, release_replays, run_trials, trial_seed
 from ..search.variants import variants as all_variants
 from .app import app
 from .common import check_arch, parse_knobs, print_json, trace_files
@@ -34,10 +33,6 @@ def release_label(version: str) -> str:
     return f"kernel {version}"
 
 
-def by_release(versions: list[str]) -> list[str]:
-    return sorted(versions, key=releases.parse_version)
-
-
 def kinds_table(title: str, kinds: list[dict], reached: str, missed: str) -> Table:
     table = Table(title=title)
     for col in ("arch", "violation", reached, missed):
@@ -45,13 +40,6 @@ def kinds_table(title: str, kinds: list[dict], reached: str, missed: str) -> Tab
     for k in kinds:
         table.add_row(k["arch"], k["kind"], ", ".join(k["affects"]) or "-", ", ".join(k["not_reached"]) or "-")
     return table
-
-
-def kinds_summary(found: dict, versions: list[str]) -> list[dict]:
-    """found: (arch, kind) -> releases it was found on; one record per (arch, kind)."""
-    return [{"arch": arch, "kind": kind, "affects": by_release(list(vs)),
-             "not_reached": [v for v in versions if v not in vs]}
-            for (arch, kind), vs in sorted(found.items())]
 
 
 def replay_releases(paths: list[Path], versions: list[str], arch: str | None, items: list[str] | None,
@@ -64,15 +52,7 @@ def replay_releases(paths: list[Path], versions: list[str], arch: str | None, it
             raise UsageError(f"--arch {arch}: {path} is a {t.arch} trace")
     presets, found, rows = {}, {}, []
     for path, t in traces:
-        reached, extra = {}, parse_knobs(t.arch, items)
-        for v in versions:
-            p = presets.get((t.arch, v))
-            if p is None:
-                p = presets[t.arch, v] = releases.preset(t.arch, v, "--kernel-versions")
-            r = run_replay(t, {**{k: p.value(k) for k in t.knobs}, **p.knobs, **extra})
-            reached[v] = r.violation.kind if r.violation else None
-            if r.violation:
-                found.setdefault((t.arch, r.violation.kind), set()).add(v)
+        reached = release_replays(t, versions, parse_knobs(t.arch, items), presets, found)
         rows.append({"trace": str(path), "arch": t.arch, "expected": t.expected_kind(), "trace_knobs": t.knobs,
                      "releases": reached})
     kinds = kinds_summary(found, versions)

@@ -1,6 +1,8 @@
 """The design variants to try per arch: every knob alternative alone, plus the combinations that matter."""
 from pathlib import Path
 
+from .. import releases
+from ..engine import replay
 from ..names import KNOBS
 from .campaign import Campaign, run_campaign
 
@@ -79,3 +81,30 @@ def run_trials(arch: str, knobs: dict, engine: str, budget: float, trials: int, 
             "executions": sum(r["executions"] for r in runs), "ops": len(first.trace.ops) if first else None,
             "path": str(first.path) if first else None, "trials": trials,
             "found": sum(t is not None for t in times), "runs": runs}
+
+
+def by_release(versions: list[str]) -> list[str]:
+    return sorted(versions, key=releases.parse_version)
+
+
+def kinds_summary(found: dict, versions: list[str]) -> list[dict]:
+    """found: (arch, kind) -> releases it was found on; one record per (arch, kind)."""
+    return [{"arch": arch, "kind": kind, "affects": by_release(list(vs)),
+             "not_reached": [v for v in versions if v not in vs]}
+            for (arch, kind), vs in sorted(found.items())]
+
+
+def release_replays(t, versions: list[str], extra: dict, presets: dict, found: dict) -> dict:
+    """Trace t replayed under each release preset (the knobs t sets give way to the release's, `extra` goes over
+    both): per release the violation kind reached, or None. presets caches (arch, release) -> preset; found
+    collects (arch, kind) -> the releases it was reached on."""
+    reached = {}
+    for v in versions:
+        p = presets.get((t.arch, v))
+        if p is None:
+            p = presets[t.arch, v] = releases.preset(t.arch, v, "--kernel-versions")
+        r = replay(t, {**{k: p.value(k) for k in t.knobs}, **p.knobs, **extra})
+        reached[v] = r.violation.kind if r.violation else None
+        if r.violation:
+            found.setdefault((t.arch, r.violation.kind), set()).add(v)
+    return reached
