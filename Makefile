@@ -17,7 +17,7 @@ ASAN_ENV = PYTHONPATH=$(CURDIR)/build/asan PTFUZZ_ASAN=1 \
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-FUZZ_SO_STAMP := build/fuzz/.built
+FUZZ_SO_STAMP := build/fuzz/.installed
 
 $(STAMP): $(SOURCES)
 	$(PY) -m venv $(VENV)
@@ -25,8 +25,10 @@ $(STAMP): $(SOURCES)
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 
-# The coverage-instrumented engine for atheris: clang's -fsanitize=fuzzer-no-link. Without clang
-# (and no way to install it) fuzzing still works, on Python-level coverage, and says so.
+# The coverage-instrumented engine for atheris: clang's -fsanitize=fuzzer-no-link, built in build/fuzz and
+# installed into the package as ptfuzz/_engine_cov*.so (gitignored), where `ptfuzz fuzz` looks for it: installed
+# code never looks into a checkout. Without clang (and no way to install it) fuzzing still works, on
+# Python-level coverage, and says so.
 $(FUZZ_SO_STAMP): $(SOURCES) | $(STAMP)
 	@command -v clang >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		{ apt-get update -qq && apt-get install -y -qq clang >/dev/null; } || true; }
@@ -34,6 +36,8 @@ $(FUZZ_SO_STAMP): $(SOURCES) | $(STAMP)
 		rm -rf build/fuzz build/fuzz-tmp && mkdir -p build/fuzz && \
 		CC=clang LDSHARED="clang -shared" PTFUZZ_SANITIZE=fuzzer-no-link \
 		$(BIN)/python setup.py -q build_ext --build-lib build/fuzz --build-temp build/fuzz-tmp 2>/dev/null && \
+		rm -f ptfuzz/_engine_cov*.so && for so in build/fuzz/ptfuzz/_engine*.so; do \
+			cp "$$so" "ptfuzz/$$(basename "$$so" | sed 's/^_engine/_engine_cov/')"; done && \
 		touch $@; \
 	else echo "warning: clang not available: atheris will fuzz with Python-level coverage only"; fi
 

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from ptfuzz import trace as tracemod  # noqa: E402
 from ptfuzz.engine import replay  # noqa: E402
-from ptfuzz.gen import generate  # noqa: E402
+from ptfuzz.search.gen import generate  # noqa: E402
 from ptfuzz.names import ARCH_NAMES, OPS  # noqa: E402
 
 DRIVER = """import sys

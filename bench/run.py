@@ -29,12 +29,11 @@ sys.path.insert(0, str(ROOT))
 from ptfuzz import trace as tracemod  # noqa: E402
 from ptfuzz.engine import replay  # noqa: E402
 from ptfuzz.names import ARCH_NAMES  # noqa: E402
-from ptfuzz.gen import generate, s390_elf  # noqa: E402
+from ptfuzz.search.gen import generate, s390_elf  # noqa: E402
 from ptfuzz.names import OP_NUMBER  # noqa: E402
-from ptfuzz.cli.geometry import stage1_geometry  # noqa: E402
+from ptfuzz.engine import stage1_geometry  # noqa: E402
 from ptfuzz.procs import ptfuzz_command  # noqa: E402
-from ptfuzz.cli.fuzz import run_campaign  # noqa: E402
-from ptfuzz.fuzz import Campaign  # noqa: E402
+from ptfuzz.search.campaign import Campaign, run_campaign  # noqa: E402
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 
@@ -291,7 +290,7 @@ FEATURE_VARIANTS = ("U4", "U7", "U8", "M1")  # issue 11: time to bug with and wi
 def b3_features(tmp):
     """atheris' time to bug on U4, U7, U8 and M1 with the generator's semantic features (gen.c) counted as
     coverage and without (the default beside the engine's coverage build), same seeds, same caps."""
-    from ptfuzz.fuzz import native_engine_so
+    from ptfuzz.search.campaign import native_engine_so
     if native_engine_so() is None:  # without the engine's edges, "features off" would fuzz blind
         return [{"id": "B3-features", "skipped": "needs the coverage build of the engine (clang, make setup)"}]
     rows = []

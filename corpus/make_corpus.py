@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ptfuzz import trace as tracemod  # noqa: E402
-from ptfuzz.gen import s390_elf  # noqa: E402
+from ptfuzz.search.gen import s390_elf  # noqa: E402
 from ptfuzz.trace import Trace, ops_from_list  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -6,7 +6,7 @@ from target_env import prepare
 
 prepare("arm64")
 
-from ptfuzz.atheris_target import main  # noqa: E402  (after prepare: it reads the environment at import)
+from ptfuzz.search.atheris_target import main  # noqa: E402  (after prepare: it reads the environment at import)
 
 if __name__ == "__main__":
     main(sys.argv)

@@ -8,12 +8,12 @@ import zipfile
 from pathlib import Path
 
 try:
-    from ptfuzz.fuzzgen import seed_inputs
+    from ptfuzz.search.fuzzgen import seed_inputs
 except ImportError:
     # A checkout whose ptfuzz is not installed. Not first on the path: under OSS-Fuzz the source tree
     # has no built engine, and would shadow the package that `pip3 install .` built.
     sys.path.append(str(Path(__file__).resolve().parent.parent))
-    from ptfuzz.fuzzgen import seed_inputs
+    from ptfuzz.search.fuzzgen import seed_inputs
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ OSS-Fuzz finds fuzz targets by their executable bit), atheris' sanitizer runtime
 to OUT/sanitizer_with_fuzzer.so (the UBSan one: the local coverage build has no ASan), and the execution
 wrapper OUT/NAME that preloads it and runs the package. Where OSS-Fuzz runs `pip3 install .` with its
 coverage flags, this stages the checkout's ptfuzz with the coverage-instrumented engine that
-`make setup` built (build/fuzz), so that the bundle carries that engine as ptfuzz._engine.
+`make setup` built and installed (ptfuzz/_engine_cov*.so), so that the bundle carries that engine as ptfuzz._engine.
 
 Each packaged fuzzer is then run from a seed corpus for --runs executions (the engine's edge counters
 must reach libFuzzer, and libFuzzer must report engine functions as new coverage), and once on an input
@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the checkout's ptfuzz (the one `make setup` installed, editable)
 from ptfuzz.engine import replay  # noqa: E402
-from ptfuzz.fuzz import native_engine_so  # noqa: E402
-from ptfuzz.fuzzgen import ByteChoices, RecordingChoices, seed_inputs, trace_gen  # noqa: E402
+from ptfuzz.search.campaign import native_engine_so  # noqa: E402
+from ptfuzz.search.fuzzgen import ByteChoices, RecordingChoices, seed_inputs, trace_gen  # noqa: E402
 
 # The section -fsanitize=fuzzer-no-link puts the edge counters in (every engine build names the registration
 # function, for the semantic features, so the section is the mark of the coverage build).
@@ -39,7 +39,7 @@ COUNTERS_SECTION = b"__sancov_cntrs"
 # One unsafe variant per arch whose violation a short random trace reaches (as in tests/test_fuzz.py).
 CRASH_KNOBS = {"s390": {"mm.table_free": "immediate"}, "arm64": {"kvm.fault_holds_mm": "no"},
                "x86_64": {"kvm.invalidate_retry": "none"}}
-MAX_OPS = 32  # ptfuzz.atheris_target's default (PTFUZZ_MAX_OPS)
+MAX_OPS = 32  # ptfuzz.search.atheris_target's default (PTFUZZ_MAX_OPS)
 # The packaged fuzzer must stand alone: nothing from this process may point it at another engine or runtime.
 SCRUB = ("PTFUZZ_ENGINE_SO", "LD_PRELOAD", "PYTHONPATH", "PYTHONHOME", "PTFUZZ_KNOBS", "PTFUZZ_CONFIG",
          "PTFUZZ_MAX_OPS", "PTFUZZ_FEATURES", "PTFUZZ_INBOX", "PTFUZZ_ARCH", "PTFUZZ_KNOWN")
@@ -74,7 +74,8 @@ def stage(site: Path, engine_so: Path) -> None:
     shutil.rmtree(site, ignore_errors=True)
     shutil.copytree(ROOT / "ptfuzz", site / "ptfuzz",
                     ignore=shutil.ignore_patterns("__pycache__", "*.so", "ptfuzz-host"))
-    shutil.copy2(engine_so, site / "ptfuzz" / engine_so.name)
+    # installed by make setup as _engine_cov*.so; in the bundle it is the engine, ptfuzz._engine
+    shutil.copy2(engine_so, site / "ptfuzz" / engine_so.name.replace("_engine_cov", "_engine", 1))
 
 
 def compile_python_fuzzer(fuzzer: Path, out: Path, work: Path, site: Path) -> Path:
@@ -168,7 +169,7 @@ def main() -> int:
     ap.add_argument("fuzzers", nargs="+", type=Path, help="fuzz/*_fuzzer.py")
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "pyinstaller" / "out", help="OSS-Fuzz's $OUT")
     ap.add_argument("--work", type=Path, default=ROOT / "build" / "pyinstaller" / "work", help="PyInstaller's work")
-    ap.add_argument("--engine-so", type=Path, default=None, help="the instrumented engine (default: build/fuzz)")
+    ap.add_argument("--engine-so", type=Path, default=None, help="the instrumented engine (default: ptfuzz/_engine_cov*.so from make setup)")
     ap.add_argument("--runs", type=int, default=5000, help="executions per packaged fuzzer")
     ap.add_argument("--json", action="store_true", help="one JSON object per fuzzer")
     a = ap.parse_args()
@@ -177,7 +178,7 @@ def main() -> int:
             raise PackageError("PyInstaller is not installed (pip install 'ptfuzz[package]')")
         engine_so = a.engine_so or native_engine_so()
         if engine_so is None:
-            raise PackageError("no coverage-instrumented engine in build/fuzz: `make setup` builds it (needs clang)")
+            raise PackageError("no coverage-instrumented engine (ptfuzz/_engine_cov*.so): `make setup` builds it (needs clang)")
         out, work = a.out.resolve(), a.work.resolve()
         out.mkdir(parents=True, exist_ok=True)
         stage(work / "site", Path(engine_so))

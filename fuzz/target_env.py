@@ -1,4 +1,4 @@
-"""What each fuzz/*_fuzzer.py sets up before it hands over to ptfuzz.atheris_target, under OSS-Fuzz or run directly."""
+"""What each fuzz/*_fuzzer.py sets up before it hands over to ptfuzz.search.atheris_target, under OSS-Fuzz or run directly."""
 import os
 from pathlib import Path
 

@@ -4,10 +4,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _engine
-from .errors import TraceError
+from .errors import TraceError, UsageError
 from .names import ARCH_NAMES, VIOLATION_KINDS, Verdict, errno_name, knob_vector
-from .trace import Trace, op_text
-from . import tracefile
+from .trace import CONFIG_DEFAULTS, Trace, op_text
+from .trace import packed as tracefile
 
 CONFIG_ORDER = ("granule", "va_bits", "la57", "max_table_pages", "pa_bits")
 
@@ -106,3 +106,36 @@ def replay_figures(trace: Trace, lo: int, hi: int, knobs: dict | None = None, st
     if not 0 <= lo <= hi < 1 << 64:
         raise ValueError(f"window [{lo:#x}, {hi:#x}) is not a range of addresses")
     return _run(trace, knobs, steps, teardown, None, (lo, hi))
+
+
+def stage1_geometry(arch: str, config: dict) -> dict:
+    cfg = {**CONFIG_DEFAULTS, **config}
+    levels, pmd_shift, pud_shift = _engine.geometry(ARCH_NAMES.index(arch), tuple(int(cfg[k]) for k in CONFIG_ORDER))
+    page = 1 << levels[-1][1]
+    leaf_sizes = sorted({1 << shift for _, shift, _, _, folded, leaf in levels if leaf and not folded}, reverse=True)
+    return {
+        "arch": arch, "stage": 1, "levels": sum(1 for lv in levels if not lv[4]), "start_level": 0,
+        "pgd_pages": 1, "folded": [lv[0] for lv in levels if lv[4]], "leaf_sizes": leaf_sizes,
+        "page_size": page, "pmd_size": 1 << pmd_shift, "pud_size": (1 << pud_shift) if pud_shift else None,
+        "per_level": [{"name": n, "shift": s, "entries": e, "table_bytes": b, "folded": f}
+                      for n, s, e, b, f, _ in levels],
+    }
+
+
+def stage2_geometry(arch: str, config: dict, ipa_bits: int) -> dict:
+    cfg = {**CONFIG_DEFAULTS, **config}
+    try:
+        levels, start, pages = _engine.geometry2(ARCH_NAMES.index(arch), tuple(int(cfg[k]) for k in CONFIG_ORDER),
+                                                 ipa_bits)
+    except NotImplementedError:
+        raise UsageError(f"{arch} has no stage-2 geometry (s390 guests use the gmap)") from None
+    except ValueError:
+        raise UsageError(f"--ipa-bits {ipa_bits}: not a supported IPA size for this granule") from None
+    page = 1 << levels[-1][1]
+    leaf_sizes = sorted({1 << lv[1] for lv in levels if lv[5]}, reverse=True)
+    return {
+        "arch": arch, "stage": 2, "levels": len(levels) - start, "start_level": start, "pgd_pages": pages,
+        "ipa_bits": ipa_bits or 40, "folded": [], "leaf_sizes": leaf_sizes, "page_size": page,
+        "per_level": [{"level": i, "shift": s, "entries": e, "table_bytes": b}
+                      for i, (_, s, e, b, folded, _) in enumerate(levels) if not folded],
+    }

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ptfuzz.engine import replay, replay_figures
-from ptfuzz.gen import s390_elf
+from ptfuzz.search.gen import s390_elf
 from ptfuzz.trace import Trace, ops_from_list
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ import pytest
 
 from ptfuzz import _engine
 from ptfuzz import trace as tracemod
-from ptfuzz.check import ELFS, CheckVerdict, alphabet, check, domains
+from ptfuzz.search.check import ELFS, CheckVerdict, alphabet, check, domains
 from ptfuzz.engine import CONFIG_ORDER, replay
 from ptfuzz.names import ARCH_NAMES, OP_NUMBER, knob_vector
 
@@ -245,7 +245,7 @@ def test_digest_of_a_window_is_the_same_in_every_process():
     (found when `gen` started emitting windows that stay armed at a trace's end)."""
     import subprocess
     import sys
-    code = ("from dataclasses import replace; from ptfuzz.gen import generate; from ptfuzz.engine import replay\n"
+    code = ("from dataclasses import replace; from ptfuzz.search.gen import generate; from ptfuzz.engine import replay\n"
             "out = []\n"
             "for arch in ('arm64', 'x86_64'):\n"
             "    for seed in range(12):\n"
@@ -254,7 +254,7 @@ def test_digest_of_a_window_is_the_same_in_every_process():
             "print(' '.join(out))")
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
             for _ in range(2)]
-    from ptfuzz.gen import generate
+    from ptfuzz.search.gen import generate
     held = sum(bool((generate(arch, 400, seed).ops[:, 0] == OP_NUMBER["inval_hold"]).any())
                for arch in ("arm64", "x86_64") for seed in range(12))
     assert held >= 6  # the workloads do hold windows: the comparison is not vacuous

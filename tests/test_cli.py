@@ -95,7 +95,7 @@ def test_knobs_and_geometry_json(cli):
 def test_minimize_gives_a_one_minimal_trace(cli, tmp_path):
     from ptfuzz import trace as tracemod
     from ptfuzz.engine import replay
-    from ptfuzz.gen import generate
+    from ptfuzz.search.gen import generate
     knobs = {"mm.table_free": "immediate"}
     found = next(t for t in (generate("s390", 64, seed) for seed in range(500)) if replay(t, knobs).violation)
     tracemod.save(found, tmp_path / "w.msgpack")

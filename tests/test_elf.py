@@ -9,7 +9,7 @@ from conftest import ROOT
 from ptfuzz import _engine
 from ptfuzz.engine import replay
 from ptfuzz.elfinfo import ARCH_BIG_ENDIAN, ARCH_MACHINE, exec_accepts, inspect_file
-from ptfuzz.gen import s390_elf
+from ptfuzz.search.gen import s390_elf
 from ptfuzz.trace import Trace, ops_from_list
 
 FIX = ROOT / "tests" / "fixtures" / "elf"

@@ -440,7 +440,7 @@ def test_pt_bytes_count_pud_pmd_pte_that_are_not_folded(arch, config, levels):
 
 
 def test_figures_do_not_change_plain_replay():
-    from ptfuzz.gen import generate
+    from ptfuzz.search.gen import generate
     for seed in range(3):
         t = generate("x86_64", 300, seed)
         r, f = replay_figures(t, 0, 1 << 47)

@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 
 from conftest import A, G, K, M, kind, results, run
-from ptfuzz.cli.geometry import stage1_geometry, stage2_geometry
+from ptfuzz.engine import stage1_geometry, stage2_geometry
 from ptfuzz.engine import replay
-from ptfuzz.gen import generate
+from ptfuzz.search.gen import generate
 from ptfuzz.errors import TraceError
 from ptfuzz.names import KNOB_BY_NAME, OP_NUMBER
-from ptfuzz.show import dump_state
+from ptfuzz.report.show import dump_state
 from ptfuzz.trace import Trace, ops_from_list
 
 T = 1 << 40
@@ -346,7 +346,7 @@ def test_invalidate_retry_knob():
 
 def test_generators_open_invalidation_windows():
     """fuzzgen and gen emit inval_hold / inval_end on arm64 and x86_64 (never on s390), and the holds take."""
-    from ptfuzz.fuzzgen import RandomChoices, fuzz_trace
+    from ptfuzz.search.fuzzgen import RandomChoices, fuzz_trace
     hold, end = OP_NUMBER["inval_hold"], OP_NUMBER["inval_end"]
     for arch in ("arm64", "x86_64", "s390"):
         traces = [fuzz_trace(arch, RandomChoices(i), 64, {}, {}) for i in range(300)]
@@ -362,7 +362,7 @@ def test_generators_open_invalidation_windows():
 
 
 def test_show_draws_the_held_window_and_names_its_path():
-    from ptfuzz.show import build_report, kernel_path
+    from ptfuzz.report.show import build_report, kernel_path
     from ptfuzz import trace as tracemod
     from conftest import ROOT
     t = tracemod.load(ROOT / "corpus" / "regressions" / "x86_64" / "stage2-stale-u15.msgpack")
@@ -441,7 +441,7 @@ def test_release_check_root_retries_the_fault_after_exit_mmap(arch):
 
 
 def s2_state(ops, arch, knobs=None, config=None):
-    from ptfuzz.show import dump_state
+    from ptfuzz.report.show import dump_state
     t = Trace(arch, ops_from_list(ops), knobs=dict(knobs or {}), config=dict(config or {}))
     return dump_state(t, None, len(ops))["state"]["vms"]
 

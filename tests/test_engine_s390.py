@@ -2,7 +2,7 @@
 import pytest
 
 from conftest import A, G, K, M, kind, results, run
-from ptfuzz.cli.geometry import stage1_geometry
+from ptfuzz.engine import stage1_geometry
 
 
 def test_geometry_matches_the_kernel():
@@ -229,7 +229,7 @@ def test_vm_destroy_busy_while_fault_in_flight():
 
 
 def test_replay_is_deterministic():
-    from ptfuzz.gen import generate
+    from ptfuzz.search.gen import generate
     from ptfuzz.engine import replay
     t = generate("s390", 2000, 7)
     a, b = replay(t), replay(t)
@@ -283,7 +283,7 @@ def test_table_leak_is_detected_without_rcu_drain_and_teardown():
 
 
 def test_every_table_is_returned_at_teardown():
-    from ptfuzz.gen import generate
+    from ptfuzz.search.gen import generate
     from ptfuzz.engine import replay
     for seed in range(20):
         r = replay(generate("s390", 500, seed))

@@ -17,8 +17,8 @@ from pathlib import Path
 from ptfuzz import _engine
 from ptfuzz import trace as tracemod
 from ptfuzz.engine import replay
-from ptfuzz.fuzz import native_engine_so
-from ptfuzz.fuzzgen import ByteChoices, RandomChoices, RecordingChoices, trace_gen
+from ptfuzz.search.campaign import native_engine_so
+from ptfuzz.search.fuzzgen import ByteChoices, RandomChoices, RecordingChoices, trace_gen
 
 # atheris workers bring clang's libFuzzer runtime, which cannot share a process with gcc's ASan runtime
 no_atheris_under_asan = pytest.mark.skipif(os.environ.get("PTFUZZ_ASAN") == "1",
@@ -189,7 +189,7 @@ def test_generator_edges_zero_operations_and_one_initialisation():
     for choices in (ByteChoices(b""), ByteChoices(b"\xff" * 64), RandomChoices(1)):
         g = gen.run(choices, 0)
         assert g.trace.ops.shape == (0, 6) and g.violation is None
-    from ptfuzz.gen import generate
+    from ptfuzz.search.gen import generate
     assert generate("s390", 0).ops.shape == (0, 6) and len(generate("s390", 7, 1).ops) == 7
     from ptfuzz.engine import CONFIG_ORDER
     from ptfuzz.names import knob_vector
@@ -230,7 +230,7 @@ def test_native_coverage_reaches_libfuzzer(tmp_path):
     env = dict(os.environ, PTFUZZ_ENGINE_SO=str(native_engine_so()),
                LD_PRELOAD=os.path.join(atheris.path(), "ubsan_with_fuzzer.so"), PTFUZZ_ARCH="s390",
                PTFUZZ_INBOX=str(tmp_path))
-    r = subprocess.run([sys.executable, "-m", "ptfuzz.atheris_target", "-runs=400", "-len_control=0",
+    r = subprocess.run([sys.executable, "-m", "ptfuzz.search.atheris_target", "-runs=400", "-len_control=0",
                         "-max_len=512", "-seed=1"], env=env, capture_output=True, text=True, timeout=120)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-2000:]
@@ -255,7 +255,7 @@ def test_semantic_features_register_with_libfuzzer_unless_turned_off(tmp_path):
         env = {k: v for k, v in os.environ.items() if k != "PTFUZZ_ENGINE_SO"}
         env.update(LD_PRELOAD=os.path.join(atheris.path(), "ubsan_with_fuzzer.so"), PTFUZZ_ARCH="x86_64",
                    PTFUZZ_INBOX=str(tmp_path), PTFUZZ_FEATURES=on)
-        r = subprocess.run([sys.executable, "-m", "ptfuzz.atheris_target", "-runs=3000", "-len_control=0",
+        r = subprocess.run([sys.executable, "-m", "ptfuzz.search.atheris_target", "-runs=3000", "-len_control=0",
                             "-max_len=512", "-seed=1"], env=env, capture_output=True, text=True, timeout=120)
         out = r.stdout + r.stderr
         assert r.returncode == 0, out[-2000:]
@@ -336,7 +336,7 @@ def test_oss_fuzz_mode_reports_only_what_the_corpus_lacks(tmp_path):
 
 def test_known_findings_are_per_geometry():
     """A violation on record under one granule is not known under another (the key names no config)."""
-    from ptfuzz.fuzz import known_keys
+    from ptfuzz.search.campaign import known_keys
     u7 = tracemod.load(ROOT / "corpus" / "regressions" / "arm64" / "stage2-block-illegal-u7.msgpack")
     assert known_keys("arm64", [u7], u7.config)
     assert not known_keys("arm64", [u7], {**u7.config, "granule": 16384})

@@ -5,10 +5,10 @@ import json
 import pytest
 
 from ptfuzz import _engine
-from ptfuzz.check import check
+from ptfuzz.search.check import check
 from ptfuzz.names import VIOLATION_KINDS
 from ptfuzz.names import EVENT_NAMES
-from ptfuzz.render import WAIT_EVENT, describe_event
+from ptfuzz.report.render import WAIT_EVENT, describe_event
 
 from conftest import A, ELFS, K, M, kind, results, run, trace  # noqa: F401
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from ptfuzz.fuzz import native_engine_so
+from ptfuzz.search.campaign import native_engine_so
 
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("PyInstaller") is None,

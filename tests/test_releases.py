@@ -10,7 +10,7 @@ from ptfuzz import releases
 from ptfuzz.errors import UsageError
 from ptfuzz.names import ARCH_NAMES, KNOB_BY_NAME, KNOBS
 from ptfuzz.trace import Trace, load, save
-from ptfuzz.variants import variants
+from ptfuzz.search.variants import variants
 
 REG = ROOT / "corpus" / "regressions"
 M1 = REG / "s390" / "gmap-dangling-m1.msgpack"

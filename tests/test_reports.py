@@ -125,7 +125,7 @@ def test_bad_report_paths_are_one_line_and_exit_2(cli, tmp_path):
 
 
 def test_survival_plot_writes_svg_and_png(tmp_path):
-    from ptfuzz.plots import survival_plot
+    from ptfuzz.report.plots import survival_plot
     rows = [{"label": "mm.table_free=immediate", "times": [0.002, 0.01, 0.3, None], "budget": 2.0},
             {"label": "kvm.fault_holds_mm=no", "times": [0.0, 0.05, 0.07, 1.5], "budget": 2.0},
             {"label": "(defaults)", "times": [None] * 4, "budget": 2.0}]

@@ -7,7 +7,7 @@ import pytest
 from conftest import ELFS, M, ROOT
 from ptfuzz import trace as tracemod
 from ptfuzz.engine import replay
-from ptfuzz.show import build_report, dump_state, kernel_path
+from ptfuzz.report.show import build_report, dump_state, kernel_path
 from ptfuzz.trace import Trace, ops_from_list
 
 SVG = "{http://www.w3.org/2000/svg}"

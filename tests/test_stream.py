@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from ptfuzz import _engine, tracefile
+from ptfuzz import _engine
+from ptfuzz.trace import packed as tracefile
 from ptfuzz import trace as tracemod
 from ptfuzz.engine import replay
 from ptfuzz.errors import TraceError
-from ptfuzz.gen import generate
+from ptfuzz.search.gen import generate
 from ptfuzz.names import OP_NUMBER
 
 REGRESSIONS = sorted((ROOT / "corpus" / "regressions").rglob("*.msgpack"))

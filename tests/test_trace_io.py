@@ -8,7 +8,7 @@ import pytest
 from conftest import A, M
 from ptfuzz import trace as tracemod
 from ptfuzz.errors import TraceError
-from ptfuzz.gen import generate
+from ptfuzz.search.gen import generate
 from ptfuzz.engine import replay
 
 

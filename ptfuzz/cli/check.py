@@ -9,10 +9,10 @@ from rich.spinner import Spinner
 from rich.text import Text
 
 from .. import releases
-from ..check import DEFAULTS, CheckVerdict, check as run_check, domains
+from ..search.check import DEFAULTS, CheckVerdict, check as run_check, domains
 from ..errors import UsageError
 from ..trace import op_text
-from . import app
+from .app import app
 from .common import KERNEL_VERSION_HELP, check_arch, parse_knobs, preset_knobs, print_json
 
 EXIT = {CheckVerdict.EXHAUSTED: 0, CheckVerdict.VIOLATION: 1, CheckVerdict.TIMEOUT: 3}

@@ -10,7 +10,7 @@ from ..elfinfo import inspect_file
 from ..errors import ElfError
 from ..names import OP_NUMBER
 from ..trace import Trace
-from . import app
+from .app import app
 from .common import print_json
 
 

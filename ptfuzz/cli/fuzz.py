@@ -1,7 +1,6 @@
 """ptfuzz fuzz: a fuzz campaign against one arch and a set of knobs."""
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import typer
@@ -12,42 +11,11 @@ from rich.text import Text
 
 from .. import releases
 from ..errors import UsageError
-from ..fuzz import ENGINES, Campaign, native_engine_so
-from ..procs import deferred_interrupts
-from ..reports import check_writable, finding_result, write_sarif
+from ..search.campaign import ENGINES, Campaign, native_engine_so, run_campaign
+from ..report.ci import check_writable, finding_result, write_sarif
 from ..trace import op_text
-from . import app
+from .app import app
 from .common import KERNEL_VERSION_HELP, check_arch, preset_knobs, print_json, trace_files
-
-
-def run_campaign(c: Campaign, engine_name: str, seconds: float, runs: int | None, jobs: int, keep_going: bool,
-                 on_finding=None, on_progress=None, stop_when=None) -> bool:
-    """Drive one engine until time, runs or (without keep_going) the first finding; True if interrupted.
-    stop_when(campaign): a test that ends the campaign instead (bench B3: the first finding of a kind)."""
-    engine = None
-    deadline = time.monotonic() + seconds
-    try:
-        with deferred_interrupts():  # an engine is made whole (its work directory, its workers) or not at all
-            engine = ENGINES[engine_name](c, jobs=jobs)
-        for batch in engine.batches(deadline, runs):
-            for t in batch:
-                with deferred_interrupts():  # a finding is filed and reported, or neither
-                    f = c.consider(t)
-                    if f and on_finding:
-                        on_finding(f)
-            if on_progress:
-                on_progress()
-            if stop_when(c) if stop_when else c.findings and not keep_going:
-                break
-        failure = getattr(engine, "worker_failure", lambda: None)()
-        if failure and not c.findings:
-            raise UsageError(f"the atheris worker failed: {failure.strip().splitlines()[-1]}")
-        return False
-    except KeyboardInterrupt:
-        return True
-    finally:
-        if engine is not None:
-            engine.close()
 
 
 def replay_command(path: Path) -> str:
@@ -64,6 +32,43 @@ def on_record_fields(k) -> dict:
     """A finding on record that the campaign met (fuzz.Known), as --json reports it and the summary prints it."""
     return {"kind": k.kind, "op": k.op, "path": str(k.path), "message": k.message,
             "replay": replay_command(k.path), "show": show_command(k.path)}
+
+
+def check_options(arch: str, engine: str, jobs: int, features: bool | None, sarif: Path | None) -> None:
+    """fuzz's option checks that need no knob preset, in the order they are reported."""
+    check_arch(arch)
+    if sarif is not None:
+        check_writable("--sarif", sarif)
+    if engine not in ENGINES:
+        raise UsageError(f"--engine {engine!r}: one of {', '.join(ENGINES)}")
+    if jobs > 1 and engine != "atheris":
+        raise UsageError("--jobs runs atheris workers sharing one corpus: use it with --engine atheris")
+    if features is not None and engine != "atheris":
+        raise UsageError("--semantic-features feeds libFuzzer: use it with --engine atheris")
+
+
+def print_finding(to: Console, f) -> None:
+    """A finding as the terminal shows it: what, where it is filed, its operations, how to replay and draw it."""
+    to.print(f"[red]finding[/] {f.kind} at {f.op} after {f.seconds:.1f}s: {len(f.trace.ops)} ops "
+             f"(from {f.ops_before}), written to {f.path}")
+    to.print(f"  {f.message}", markup=False)
+    for i, row in enumerate(f.trace.ops):
+        to.print(f"  [{i}] {op_text(row)}", markup=False)
+    to.print(f"  replay: {replay_command(f.path)}", markup=False)
+    to.print(f"  draw:   {show_command(f.path)}", markup=False)
+
+
+def print_summary(out: Console, c: Campaign, summary: dict, interrupted: bool) -> None:
+    """The campaign's last lines: executions, coverage, findings, and each finding on record it met."""
+    out.print(f"{c.executions:,} executions in {c.elapsed:.1f}s ({summary['execs_per_second']:,.0f}/s), "
+              f"coverage {c.coverage}, {len(c.findings)} finding(s)" +
+              (f", {c.known_hits} already on record" if c.known_hits else "") +
+              (" (interrupted)" if interrupted else "") + (":" if c.met else ""))
+    for k in map(on_record_fields, c.met):  # what each one is, where, and how to look at it
+        out.print(Text.assemble(("on record", "yellow"), f" {k['kind']} at {k['op']}: {k['path']}"))
+        out.print(f"  {k['message']}", markup=False)
+        out.print(f"  replay: {k['replay']}", markup=False)
+        out.print(f"  draw:   {k['show']}", markup=False)
 
 
 @app.command()
@@ -106,15 +111,7 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
 
       ptfuzz fuzz --arch x86_64 --kernel-version 6.14 --time 60
     """
-    check_arch(arch)
-    if sarif is not None:
-        check_writable("--sarif", sarif)
-    if engine not in ENGINES:
-        raise UsageError(f"--engine {engine!r}: one of {', '.join(ENGINES)}")
-    if jobs > 1 and engine != "atheris":
-        raise UsageError("--jobs runs atheris workers sharing one corpus: use it with --engine atheris")
-    if features is not None and engine != "atheris":
-        raise UsageError("--semantic-features feeds libFuzzer: use it with --engine atheris")
+    check_options(arch, engine, jobs, features, sarif)
     knobs = preset_knobs(arch, knob, kernel_version)  # last of the checks: it names the release on stderr
     release = {"kernel_version": releases.check_version(kernel_version)} if kernel_version else {}
     c = Campaign(arch, knobs, corpus, max_ops=max_ops, seed=seed, features=features)
@@ -139,15 +136,8 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
                         "ops_before": f.ops_before, "seconds": round(f.seconds, 3), "executions": f.executions,
                         "message": f.message, "replay": replay_command(f.path), "show": show_command(f.path),
                         "knobs": knobs, **release})
-            return
-        to = live.console if live is not None and out.is_terminal else out
-        to.print(f"[red]finding[/] {f.kind} at {f.op} after {f.seconds:.1f}s: {len(f.trace.ops)} ops "
-                 f"(from {f.ops_before}), written to {f.path}")
-        to.print(f"  {f.message}", markup=False)
-        for i, row in enumerate(f.trace.ops):
-            to.print(f"  [{i}] {op_text(row)}", markup=False)
-        to.print(f"  replay: {replay_command(f.path)}", markup=False)
-        to.print(f"  draw:   {show_command(f.path)}", markup=False)
+        else:
+            print_finding(live.console if live is not None and out.is_terminal else out, f)
 
     logged = [0.0]
 
@@ -177,15 +167,7 @@ def fuzz(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64."),
     if json_out:
         print_json(summary)
     else:
-        out.print(f"{c.executions:,} executions in {c.elapsed:.1f}s ({summary['execs_per_second']:,.0f}/s), "
-                  f"coverage {c.coverage}, {len(c.findings)} finding(s)" +
-                  (f", {c.known_hits} already on record" if c.known_hits else "") +
-                  (" (interrupted)" if interrupted else "") + (":" if c.met else ""))
-        for k in map(on_record_fields, c.met):  # what each one is, where, and how to look at it
-            out.print(Text.assemble(("on record", "yellow"), f" {k['kind']} at {k['op']}: {k['path']}"))
-            out.print(f"  {k['message']}", markup=False)
-            out.print(f"  replay: {k['replay']}", markup=False)
-            out.print(f"  draw:   {k['show']}", markup=False)
+        print_summary(out, c, summary, interrupted)
     if sarif is not None:
         write_sarif(sarif, [finding_result(f, arch, knobs) for f in c.findings], shlex.join(["ptfuzz", *sys.argv[1:]]))
     raise typer.Exit(1 if c.findings else 0)  # also when interrupted: what was found is what counts

@@ -4,8 +4,8 @@ from pathlib import Path
 import typer
 
 from .. import trace as tracemod
-from ..gen import generate
-from . import app
+from ..search.gen import generate
+from .app import app
 from .common import check_arch
 
 

@@ -2,46 +2,11 @@
 import typer
 from rich.console import Console
 
-from .. import _engine
-from ..engine import CONFIG_ORDER
+from ..engine import stage1_geometry, stage2_geometry
 from ..errors import UsageError
-from ..names import ARCH_NAMES
-from ..trace import CONFIG_DEFAULTS, _check_config
-from . import app
+from ..trace import check_config
+from .app import app
 from .common import check_arch, print_json
-
-
-def stage1_geometry(arch: str, config: dict) -> dict:
-    cfg = {**CONFIG_DEFAULTS, **config}
-    levels, pmd_shift, pud_shift = _engine.geometry(ARCH_NAMES.index(arch), tuple(int(cfg[k]) for k in CONFIG_ORDER))
-    page = 1 << levels[-1][1]
-    leaf_sizes = sorted({1 << shift for _, shift, _, _, folded, leaf in levels if leaf and not folded}, reverse=True)
-    return {
-        "arch": arch, "stage": 1, "levels": sum(1 for lv in levels if not lv[4]), "start_level": 0,
-        "pgd_pages": 1, "folded": [lv[0] for lv in levels if lv[4]], "leaf_sizes": leaf_sizes,
-        "page_size": page, "pmd_size": 1 << pmd_shift, "pud_size": (1 << pud_shift) if pud_shift else None,
-        "per_level": [{"name": n, "shift": s, "entries": e, "table_bytes": b, "folded": f}
-                      for n, s, e, b, f, _ in levels],
-    }
-
-
-def stage2_geometry(arch: str, config: dict, ipa_bits: int) -> dict:
-    cfg = {**CONFIG_DEFAULTS, **config}
-    try:
-        levels, start, pages = _engine.geometry2(ARCH_NAMES.index(arch), tuple(int(cfg[k]) for k in CONFIG_ORDER),
-                                                 ipa_bits)
-    except NotImplementedError:
-        raise UsageError(f"{arch} has no stage-2 geometry (s390 guests use the gmap)") from None
-    except ValueError:
-        raise UsageError(f"--ipa-bits {ipa_bits}: not a supported IPA size for this granule") from None
-    page = 1 << levels[-1][1]
-    leaf_sizes = sorted({1 << lv[1] for lv in levels if lv[5]}, reverse=True)
-    return {
-        "arch": arch, "stage": 2, "levels": len(levels) - start, "start_level": start, "pgd_pages": pages,
-        "ipa_bits": ipa_bits or 40, "folded": [], "leaf_sizes": leaf_sizes, "page_size": page,
-        "per_level": [{"level": i, "shift": s, "entries": e, "table_bytes": b}
-                      for i, (_, s, e, b, folded, _) in enumerate(levels) if not folded],
-    }
 
 
 @app.command()
@@ -74,7 +39,7 @@ def geometry(arch: str = typer.Option(..., "--arch", help="s390, arm64 or x86_64
     if pa_bits is not None:
         config["pa_bits"] = pa_bits
     try:
-        _check_config(arch, config)
+        check_config(arch, config)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if stage2 or ipa_bits is not None:

@@ -6,7 +6,7 @@ from rich.table import Table
 
 from ..names import KNOBS
 from ..releases import boundaries, boundary_text
-from . import app
+from .app import app
 from .common import check_arch, print_json
 
 

@@ -6,9 +6,9 @@ from rich.console import Console
 
 from .. import trace as tracemod
 from ..errors import UsageError
-from ..minimize import minimize as run_minimize
+from ..search.minimize import minimize as run_minimize
 from ..trace import op_text
-from . import app
+from .app import app
 from .common import parse_knobs, print_json
 
 

@@ -11,9 +11,9 @@ from rich.console import Console
 from .. import releases
 from .. import trace as tracemod
 from ..engine import replay as run_replay
-from ..render import human_report, json_record, steps_lines, summary_table
-from ..reports import check_writable, replay_case, replay_result, write_junit, write_sarif
-from . import app
+from ..report.render import human_report, json_record, steps_lines, summary_table
+from ..report.ci import check_writable, replay_case, replay_result, write_junit, write_sarif
+from .app import app
 from .common import KERNEL_VERSION_HELP, parse_knobs, print_json, release_trace_knobs, trace_files
 
 @app.command()

@@ -5,10 +5,10 @@ import typer
 
 from .. import trace as tracemod
 from ..errors import UsageError
-from ..reports import check_writable
-from ..show import build_report, build_svg
+from ..report.ci import check_writable
+from ..report.show import build_report, build_svg
 from ..trace import atomic_write
-from . import app
+from .app import app
 from .common import parse_knobs
 
 

@@ -8,7 +8,7 @@ from rich.console import Console
 from .. import trace as tracemod
 from ..errors import TraceError
 from ..trace import op_text
-from . import app
+from .app import app
 from .common import print_json
 
 trace_app = typer.Typer(help="""Show, convert (msgpack <-> JSON) and validate trace files.

@@ -10,15 +10,13 @@ from rich.table import Table
 
 from .. import releases
 from .. import trace as tracemod
-from ..engine import replay as run_replay
 from ..errors import UsageError
-from ..fuzz import ENGINES, Campaign
-from ..reports import check_writable
-from ..variants import median_time, trial_seed
-from ..variants import variants as all_variants
-from . import app
+from ..search.campaign import ENGINES
+from ..report.ci import check_writable
+from ..search.variants import by_release, kinds_summary, release_replays, run_trials, trial_seed
+from ..search.variants import variants as all_variants
+from .app import app
 from .common import check_arch, parse_knobs, print_json, trace_files
-from .fuzz import run_campaign
 
 PLOT_SUFFIXES = (".svg", ".png")
 
@@ -31,35 +29,8 @@ def knob_label(knobs: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in knobs.items()) or "(defaults)"
 
 
-def run_trials(arch: str, knobs: dict, engine: str, budget: float, trials: int, max_ops: int, corpus: Path,
-               max_runs: int | None = None) -> dict:
-    """One campaign per trial, each with its own seed, stopped at its first finding or at the budget (seconds,
-    and executions when `max_runs` is given: with the random engine that makes the verdict independent of load)."""
-    runs, first = [], None
-    for trial in range(trials):
-        c = Campaign(arch, knobs, corpus, max_ops=max_ops, seed=trial_seed(engine, trial))
-        interrupted = run_campaign(c, engine, budget, max_runs, 1, False)
-        if interrupted:
-            raise KeyboardInterrupt
-        f = c.findings[0] if c.findings else None
-        runs.append({"seed": c.seed, "seconds": round(f.seconds, 6) if f else None,
-                     "executions": f.executions if f else c.executions, "kind": f.kind if f else None})
-        if f and (first is None or f.seconds < first.seconds):
-            first = f
-    times = [r["seconds"] for r in runs]
-    return {"arch": arch, "knobs": knobs, "verdict": "unsafe" if first else "safe",
-            "kind": first.kind if first else None, "seconds": median_time(times),
-            "executions": sum(r["executions"] for r in runs), "ops": len(first.trace.ops) if first else None,
-            "path": str(first.path) if first else None, "trials": trials,
-            "found": sum(t is not None for t in times), "runs": runs}
-
-
 def release_label(version: str) -> str:
     return f"kernel {version}"
-
-
-def by_release(versions: list[str]) -> list[str]:
-    return sorted(versions, key=releases.parse_version)
 
 
 def kinds_table(title: str, kinds: list[dict], reached: str, missed: str) -> Table:
@@ -69,13 +40,6 @@ def kinds_table(title: str, kinds: list[dict], reached: str, missed: str) -> Tab
     for k in kinds:
         table.add_row(k["arch"], k["kind"], ", ".join(k["affects"]) or "-", ", ".join(k["not_reached"]) or "-")
     return table
-
-
-def kinds_summary(found: dict, versions: list[str]) -> list[dict]:
-    """found: (arch, kind) -> releases it was found on; one record per (arch, kind)."""
-    return [{"arch": arch, "kind": kind, "affects": by_release(list(vs)),
-             "not_reached": [v for v in versions if v not in vs]}
-            for (arch, kind), vs in sorted(found.items())]
 
 
 def replay_releases(paths: list[Path], versions: list[str], arch: str | None, items: list[str] | None,
@@ -88,15 +52,7 @@ def replay_releases(paths: list[Path], versions: list[str], arch: str | None, it
             raise UsageError(f"--arch {arch}: {path} is a {t.arch} trace")
     presets, found, rows = {}, {}, []
     for path, t in traces:
-        reached, extra = {}, parse_knobs(t.arch, items)
-        for v in versions:
-            p = presets.get((t.arch, v))
-            if p is None:
-                p = presets[t.arch, v] = releases.preset(t.arch, v, "--kernel-versions")
-            r = run_replay(t, {**{k: p.value(k) for k in t.knobs}, **p.knobs, **extra})
-            reached[v] = r.violation.kind if r.violation else None
-            if r.violation:
-                found.setdefault((t.arch, r.violation.kind), set()).add(v)
+        reached = release_replays(t, versions, parse_knobs(t.arch, items), presets, found)
         rows.append({"trace": str(path), "arch": t.arch, "expected": t.expected_kind(), "trace_knobs": t.knobs,
                      "releases": reached})
     kinds = kinds_summary(found, versions)
@@ -118,6 +74,106 @@ def replay_releases(paths: list[Path], versions: list[str], arch: str | None, it
         console.print(kinds_table("counterexample kinds by release", kinds, "reached on", "not reached on"))
     else:
         console.print("no violation on any of these releases", markup=False)
+
+
+def check_fuzz_options(engine: str, plot: Path | None, trials: int, json_out: bool) -> None:
+    """--engine and --plot when fuzzing (after --arch and --knob), and a note when --plot has few trials."""
+    if engine not in ENGINES:
+        raise UsageError(f"--engine {engine!r}: one of {', '.join(ENGINES)}")
+    if plot is not None:
+        if plot.suffix.lower() not in PLOT_SUFFIXES:
+            raise UsageError(f"--plot {plot}: the file name must end in .svg or .png")
+        check_writable("--plot", plot)
+    if plot is not None and trials < 3 and not json_out:
+        Console(stderr=True, highlight=False).print(
+            f"ptfuzz: note: survival curves need several trials per variant (--trials {trials})", markup=False)
+
+
+def run_cases(arch: str, cases: list[tuple], engine: str, time_per_variant: float, runs_per_variant: int | None,
+              trials: int, max_ops: int, corpus: Path | None, versions: list[str] | None, json_out: bool,
+              table: Table, budget: str) -> tuple[list[dict], dict]:
+    """Each case's trials, printed as JSON or added to the table as it ends; the rows, and per (arch, kind)
+    the releases it was found on."""
+    rows, found = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, knobs, shown, release in cases:
+            row = run_trials(arch, knobs, engine, time_per_variant, trials, max_ops, corpus or Path(tmp),
+                             runs_per_variant)
+            row["knobs"] = shown
+            if release is not None:
+                row["kernel_version"] = release
+            if not corpus:
+                row["path"] = None  # the temporary directory is gone when the command ends
+            row["label"] = label
+            rows.append(row)
+            for r in row["runs"]:
+                if r["kind"] and versions is not None:
+                    found.setdefault((arch, r["kind"]), set()).add(release)
+            if json_out:
+                print_json({k: v for k, v in row.items() if k != "label"})
+                continue
+            unsafe = row["verdict"] == "unsafe"
+            median = "-" if row["seconds"] is None else seconds_text(row["seconds"])
+            cells = [label] + ([knob_label(shown).replace("(defaults)", "-")] if versions is not None else [])
+            table.add_row(*cells, "[red]unsafe[/]" if unsafe else "[green]safe[/]", row["kind"] or "-",
+                          median + (f" ({row['found']}/{trials})" if trials > 1 and unsafe else ""),
+                          f"{row['executions']:,}", f"{row['ops']} ops" if unsafe else f"none in {budget}")
+    return rows, found
+
+
+def variant_cases(arch: str, versions: list[str] | None, kernel_version: str | None, extra: dict) -> list[tuple]:
+    """(label, knobs run, knobs reported, release): a knob variant over the base, or a release's preset
+    (each preset named on stderr)."""
+    if versions is not None:
+        cases = []
+        for v in versions:
+            p = releases.preset(arch, v, "--kernel-versions")
+            print(f"ptfuzz: {p.describe(extra)}", file=sys.stderr)
+            cases.append((release_label(v), {**p.knobs, **extra}, {**p.knobs, **extra}, v))
+    else:
+        base = {}
+        if kernel_version is not None:
+            p = releases.preset(arch, kernel_version)
+            print(f"ptfuzz: {p.describe(extra)}", file=sys.stderr)
+            base = p.knobs
+        base = {**base, **extra}
+        default = f"({release_label(kernel_version)})" if kernel_version else "(defaults)"
+        cases = [(knob_label(delta) if delta else default, {**base, **delta}, delta, kernel_version)
+                 for delta in all_variants(arch, base)]
+    return cases
+
+
+def variants_table(arch: str, versions: list[str] | None, kernel_version: str | None, each: str,
+                   engine: str) -> Table:
+    if versions is not None:
+        table = Table(title=f"Linux releases on {arch} ({each}, {engine})")
+        cols = ("release", "knobs (besides the v6.6 defaults)", "verdict", "violation", "found after", "executions",
+                "counterexample")
+    else:
+        over = f" over {release_label(kernel_version)}" if kernel_version else ""
+        table = Table(title=f"design variants on {arch}{over} ({each}, {engine})")
+        cols = ("knobs", "verdict", "violation", "found after", "executions", "counterexample")
+    for col in cols:
+        table.add_column(col, overflow="fold")
+    return table
+
+
+def write_plot(plot: Path, rows: list[dict], arch: str, engine: str, time_per_variant: float, trials: int,
+               max_ops: int, json_out: bool, console: Console) -> None:
+    """--plot: the trials' times to the first finding as survival curves."""
+    from ..report.plots import survival_plot  # matplotlib only when a plot is asked for
+    seeds = ", ".join(str(trial_seed(engine, t)) for t in range(min(trials, 3))) + (", ..." if trials > 3 else "")
+    caption = (f"ptfuzz variants --arch {arch}: engine {engine}, budget {time_per_variant:g} s per trial, "
+               f"{trials} trial(s) per variant with seeds {seeds}; at most {max_ops} operations per trace; "
+               "a trial that found nothing is censored at the budget.")
+    plot_rows = [{"label": r["label"], "times": [t["seconds"] for t in r["runs"]],
+                  "budget": time_per_variant} for r in rows]
+    try:
+        survival_plot(plot_rows, plot, caption)
+    except OSError as exc:
+        raise UsageError(f"--plot {plot}: cannot write: {exc.strerror or exc}") from None
+    if not json_out:
+        console.print(f"survival curves written to {plot}", markup=False)
 
 
 @app.command()
@@ -196,68 +252,13 @@ def variants(arch: str = typer.Option(None, "--arch", help="s390, arm64 or x86_6
         raise UsageError("--arch: required (s390, arm64 or x86_64) unless --replay gives the traces")
     check_arch(arch)
     extra = parse_knobs(arch, knob)
-    if engine not in ENGINES:
-        raise UsageError(f"--engine {engine!r}: one of {', '.join(ENGINES)}")
-    if plot is not None:
-        if plot.suffix.lower() not in PLOT_SUFFIXES:
-            raise UsageError(f"--plot {plot}: the file name must end in .svg or .png")
-        check_writable("--plot", plot)
-    if plot is not None and trials < 3 and not json_out:
-        Console(stderr=True, highlight=False).print(
-            f"ptfuzz: note: survival curves need several trials per variant (--trials {trials})", markup=False)
-    # (label, knobs run, knobs reported, release): a knob variant over the base, or a release's preset
-    if versions is not None:
-        cases = []
-        for v in versions:
-            p = releases.preset(arch, v, "--kernel-versions")
-            print(f"ptfuzz: {p.describe(extra)}", file=sys.stderr)
-            cases.append((release_label(v), {**p.knobs, **extra}, {**p.knobs, **extra}, v))
-    else:
-        base = {}
-        if kernel_version is not None:
-            p = releases.preset(arch, kernel_version)
-            print(f"ptfuzz: {p.describe(extra)}", file=sys.stderr)
-            base = p.knobs
-        base = {**base, **extra}
-        default = f"({release_label(kernel_version)})" if kernel_version else "(defaults)"
-        cases = [(knob_label(delta) if delta else default, {**base, **delta}, delta, kernel_version)
-                 for delta in all_variants(arch, base)]
+    check_fuzz_options(engine, plot, trials, json_out)
+    cases = variant_cases(arch, versions, kernel_version, extra)
     budget = f"{time_per_variant:g}s" + (f" or {runs_per_variant:,} runs" if runs_per_variant else "")
     each = f"{budget} each" + (f", {trials} trials" if trials > 1 else "")
-    if versions is not None:
-        table = Table(title=f"Linux releases on {arch} ({each}, {engine})")
-        cols = ("release", "knobs (besides the v6.6 defaults)", "verdict", "violation", "found after", "executions",
-                "counterexample")
-    else:
-        over = f" over {release_label(kernel_version)}" if kernel_version else ""
-        table = Table(title=f"design variants on {arch}{over} ({each}, {engine})")
-        cols = ("knobs", "verdict", "violation", "found after", "executions", "counterexample")
-    for col in cols:
-        table.add_column(col, overflow="fold")
-    rows, found = [], {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for label, knobs, shown, release in cases:
-            row = run_trials(arch, knobs, engine, time_per_variant, trials, max_ops, corpus or Path(tmp),
-                             runs_per_variant)
-            row["knobs"] = shown
-            if release is not None:
-                row["kernel_version"] = release
-            if not corpus:
-                row["path"] = None  # the temporary directory is gone when the command ends
-            row["label"] = label
-            rows.append(row)
-            for r in row["runs"]:
-                if r["kind"] and versions is not None:
-                    found.setdefault((arch, r["kind"]), set()).add(release)
-            if json_out:
-                print_json({k: v for k, v in row.items() if k != "label"})
-                continue
-            unsafe = row["verdict"] == "unsafe"
-            median = "-" if row["seconds"] is None else seconds_text(row["seconds"])
-            cells = [label] + ([knob_label(shown).replace("(defaults)", "-")] if versions is not None else [])
-            table.add_row(*cells, "[red]unsafe[/]" if unsafe else "[green]safe[/]", row["kind"] or "-",
-                          median + (f" ({row['found']}/{trials})" if trials > 1 and unsafe else ""),
-                          f"{row['executions']:,}", f"{row['ops']} ops" if unsafe else f"none in {budget}")
+    table = variants_table(arch, versions, kernel_version, each, engine)
+    rows, found = run_cases(arch, cases, engine, time_per_variant, runs_per_variant, trials, max_ops, corpus,
+                            versions, json_out, table, budget)
     kinds = kinds_summary(found, versions) if versions is not None else None
     if json_out and kinds is not None:
         print_json({"mode": "fuzz", "arch": arch, "kernel_versions": versions, "kinds": kinds})
@@ -269,16 +270,4 @@ def variants(arch: str = typer.Option(None, "--arch", help="s390, arm64 or x86_6
             console.print(kinds_table(f"counterexample kinds by release (fuzzing, {budget} per release)", kinds,
                                       "found on", "not found on (within the budget)"))
     if plot is not None:
-        from ..plots import survival_plot  # matplotlib only when a plot is asked for
-        seeds = ", ".join(str(trial_seed(engine, t)) for t in range(min(trials, 3))) + (", ..." if trials > 3 else "")
-        caption = (f"ptfuzz variants --arch {arch}: engine {engine}, budget {time_per_variant:g} s per trial, "
-                   f"{trials} trial(s) per variant with seeds {seeds}; at most {max_ops} operations per trace; "
-                   "a trial that found nothing is censored at the budget.")
-        plot_rows = [{"label": r["label"], "times": [t["seconds"] for t in r["runs"]],
-                      "budget": time_per_variant} for r in rows]
-        try:
-            survival_plot(plot_rows, plot, caption)
-        except OSError as exc:
-            raise UsageError(f"--plot {plot}: cannot write: {exc.strerror or exc}") from None
-        if not json_out:
-            console.print(f"survival curves written to {plot}", markup=False)
+        write_plot(plot, rows, arch, engine, time_per_variant, trials, max_ops, json_out, console)

@@ -2,9 +2,9 @@
 from rich.console import Console
 from rich.table import Table
 
-from .engine import ReplayResult
-from .names import EVENT_NAMES, LOCK_NAMES, OPS, Outcome, errno_name
-from .trace import Trace, op_text, op_to_list
+from ..engine import ReplayResult
+from ..names import EVENT_NAMES, LOCK_NAMES, OPS, Outcome, errno_name
+from ..trace import Trace, op_text, op_to_list
 
 S390_LEVELS = ["region-first", "region-second", "region-third", "segment", "page"]
 GENERIC_LEVELS = ["pgd", "p4d", "pud", "pmd", "pte"]

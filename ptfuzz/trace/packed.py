@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import msgpack
 import numpy as np
 
-from . import _engine
-from .errors import TraceError
-from .names import OP_WIDTH
-from .trace import _ELF_COLS, OpsSection, _explain_op, check_ops, ops_from_list
+from .. import _engine
+from ..errors import TraceError
+from ..names import OP_WIDTH
+from .format import ELF_COLS, OpsSection, check_ops, explain_op, ops_from_list
 
 OP_BYTES = 8 * OP_WIDTH
 # One chunk of a file read at a time: about 21,845 packed operations, or some 65,000 list-form ones.
@@ -188,7 +188,7 @@ class _Reader:
         while row < count:
             data = self.read(at, CHUNK_BYTES)
             if row < len(out):
-                k, used, bad = _engine.decode_ops(data, out, row, min(count, len(out)) - row, _ELF_COLS)
+                k, used, bad = _engine.decode_ops(data, out, row, min(count, len(out)) - row, ELF_COLS)
                 row += k
                 at += used
                 if row == count or (not bad and k and len(data) == CHUNK_BYTES):
@@ -199,7 +199,7 @@ class _Reader:
                 packed = ops_from_list([item])
             except ValueError:
                 _, end = self.objects(nxt, count - row - 1, False)
-                return _ListSection(None, _explain_op(row, item)), end
+                return _ListSection(None, explain_op(row, item)), end
             if row == len(out):
                 out = np.concatenate([out, np.empty_like(out[:max(1, len(out))])])
             out[row] = packed[0]

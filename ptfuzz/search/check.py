@@ -33,15 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _engine
-from . import trace as tracemod
-from .engine import CONFIG_ORDER, Violation, replay
-from .errors import UsageError
+from .. import _engine
+from .. import trace as tracemod
+from ..engine import CONFIG_ORDER, Violation, replay
+from ..errors import UsageError
 from .fuzzgen import Layout
-from .gen import s390_elf
-from .names import ARCH_NAMES, OP_NUMBER, OP_WIDTH, VIOLATION_KINDS, knob_vector
-from .procs import deferred_interrupts
-from .trace import CONFIG_DEFAULTS, Trace, op_text
+from .elfimage import s390_elf
+from ..names import ARCH_NAMES, OP_NUMBER, OP_WIDTH, VIOLATION_KINDS, knob_vector
+from ..procs import deferred_interrupts
+from ..trace import CONFIG_DEFAULTS, Trace, op_text
 
 U64 = (1 << 64) - 1
 LIMITS = {"pids": 8, "cpus": 8, "vms": 4}

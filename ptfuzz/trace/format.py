@@ -1,19 +1,12 @@
-"""Trace schema and I/O: msgpack reading with validation, list and packed (numpy) forms, atomic writing, JSON view."""
-import base64
-import io
-import os
-import tempfile
+"""The trace format: the schema (operations, argument kinds, config, knobs, expect), the Trace record, the list and
+packed forms of operations and their validation, and the map a file holds (TRACE.md)."""
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import msgpack
 import numpy as np
 
-from . import _engine
-from .errors import TraceError
-from .names import ARCH_NAMES, KNOB_BY_NAME, OP_NUMBER, OP_WIDTH, OPS, VIOLATION_KINDS
-from .procs import deferred_interrupts
+from .. import _engine
+from ..names import ARCH_NAMES, KNOB_BY_NAME, OP_NUMBER, OP_WIDTH, OPS, VIOLATION_KINDS
 
 FORMAT = "ptfuzz-trace"
 VERSION = 1
@@ -86,7 +79,7 @@ _IPA_COL = {i: ARG_KINDS[n].index("ipa") + 1 for i, (n, _) in enumerate(OPS) if 
 # columns of an elf index and of ipa_bits, and the column allowed to be -1 in list form.
 _LIMITS = np.ascontiguousarray(_HI).tobytes()
 _SPECIAL = bytes(b for i in range(len(OPS)) for b in (_ELF_COL.get(i, 0), _IPA_COL.get(i, 0)))
-_ELF_COLS = bytes(_ELF_COL.get(i, 0) for i in range(len(OPS)))
+ELF_COLS = bytes(_ELF_COL.get(i, 0) for i in range(len(OPS)))
 
 
 @dataclass
@@ -113,7 +106,7 @@ class Trace:
 
 class FileTrace(Trace):
     """A validated packed trace whose operations stay in its file (load(path, stream=True)): the engine
-    streams them from `source` (tracefile.OpsFile) a chunk at a time, and `ops` maps them read-only the first
+    streams them from `source` (packed.OpsFile) a chunk at a time, and `ops` maps them read-only the first
     time something needs them at random (steps, reports). dataclasses.replace gives a copy without a source,
     which runs from that mapping like any Trace."""
 
@@ -135,7 +128,7 @@ class FileTrace(Trace):
 
 
 class OpsSection:
-    """The ops or ops_packed value of a trace read from a file (tracefile.py): read(nelfs, stream) decodes and
+    """The ops or ops_packed value of a trace read from a file (trace/packed.py): read(nelfs, stream) decodes and
     checks it, giving the (n, 6) array, or with stream where it lies in the file; ValueError when malformed."""
 
     packed: bool
@@ -159,7 +152,7 @@ def op_text(row) -> str:
     return f"{name}({', '.join(shown)})"
 
 
-def _explain_op(i: int, op) -> str:
+def explain_op(i: int, op) -> str:
     """Why list-form operation i is malformed (the engine's packer only says where)."""
     if not isinstance(op, (list, tuple)) or not op or not isinstance(op[0], str):
         return f"ops[{i}]: an operation is an array starting with its name"
@@ -180,7 +173,7 @@ def ops_from_list(ops: list) -> np.ndarray:
     """[["mmap", 1, ...], ...] -> (n, 6) uint64; a malformed operation raises ValueError("ops[i]: ...")."""
     packed, bad = _engine.pack_ops(ops, OP_NUMBER, _ELF_COL)
     if packed is None:
-        raise ValueError(_explain_op(bad, ops[bad]))
+        raise ValueError(explain_op(bad, ops[bad]))
     return np.frombuffer(packed, dtype=np.uint64).reshape(-1, OP_WIDTH)
 
 
@@ -226,7 +219,7 @@ def _check_chunk(arr: np.ndarray, nelfs: int, base: int) -> None:
         raise ValueError(f'ops[{base + i}]: "{name}" argument {col} is {value}, expected {KIND_TEXT[kind]}')
 
 
-def _check_config(arch: str, config: Any) -> dict:
+def check_config(arch: str, config: Any) -> dict:
     if not isinstance(config, dict):
         raise ValueError("config: must be a map")
     for key, value in config.items():
@@ -291,7 +284,7 @@ def from_map(doc: Any, stream: bool = False) -> Trace:
     arch = doc.get("arch")
     if arch not in ARCH_NAMES:
         raise ValueError(f"arch: must be one of {', '.join(ARCH_NAMES)}")
-    config = _check_config(arch, doc.get("config", {}))
+    config = check_config(arch, doc.get("config", {}))
     knobs = check_knobs(arch, doc.get("knobs", {}))
     elfs = doc.get("elfs", [])
     if not isinstance(elfs, list) or not all(isinstance(b, bytes) for b in elfs):
@@ -331,38 +324,6 @@ def from_map(doc: Any, stream: bool = False) -> Trace:
     return Trace(arch, ops, config, knobs, list(elfs), expect, meta, packed)
 
 
-def _trace_error(path, exc: ValueError) -> TraceError:
-    """A validation message "where: what" becomes the one-line error naming the file."""
-    where, _, what = str(exc).partition(": ")
-    if not what:
-        where, what = "", where
-    return TraceError(path, where, what)
-
-
-def _read(f, path, stream: bool) -> Trace:
-    from . import tracefile  # it builds on this module
-    doc = tracefile.read(f, path)
-    try:
-        return from_map(doc, stream)
-    except ValueError as exc:
-        raise _trace_error(path, exc) from None
-
-
-def loads(data: bytes, path="<bytes>") -> Trace:
-    return _read(io.BytesIO(data), path, False)
-
-
-def load(path, stream: bool = False) -> Trace:
-    """Read and validate a trace file. stream: a packed trace's operations stay in the file (checked a chunk
-    at a time here, run a chunk at a time by the engine): a FileTrace, whose memory does not grow with it."""
-    try:
-        f = open(path, "rb")
-    except OSError as exc:
-        raise TraceError(path, "", exc.strerror or str(exc)) from None
-    with f:
-        return _read(f, path, stream)
-
-
 def to_map(trace: Trace, packed: bool | None = None) -> dict:
     packed = trace.packed if packed is None else packed
     doc: dict[str, Any] = {"format": FORMAT, "version": VERSION, "arch": trace.arch}
@@ -381,57 +342,3 @@ def to_map(trace: Trace, packed: bool | None = None) -> dict:
     if trace.meta is not None:
         doc["meta"] = dict(trace.meta)
     return doc
-
-
-def dumps(trace: Trace, packed: bool | None = None) -> bytes:
-    return msgpack.packb(to_map(trace, packed), use_bin_type=True)
-
-
-def atomic_write(path, data: bytes) -> None:
-    """Write to a temporary file beside the target and rename: a reader never sees half a file, and a
-    Ctrl-C during the write is held until the file is complete (or the temporary is gone)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with deferred_interrupts():
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 is for the temporary, not for the result
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-
-
-def save(trace: Trace, path, packed: bool | None = None) -> None:
-    atomic_write(path, dumps(trace, packed))
-
-
-def to_json_doc(trace: Trace) -> dict:
-    doc = to_map(trace, packed=False)
-    if "elfs" in doc:
-        doc["elfs"] = [{"base64": base64.b64encode(b).decode()} for b in doc["elfs"]]
-    return doc
-
-
-def from_json_doc(doc: Any, path="<json>") -> Trace:
-    try:
-        if isinstance(doc, dict) and "elfs" in doc:
-            elfs = doc["elfs"]
-            if not isinstance(elfs, list) or not all(isinstance(e, dict) and set(e) == {"base64"} for e in elfs):
-                raise ValueError('elfs: each entry must be {"base64": "..."}')
-            try:
-                doc = {**doc, "elfs": [base64.b64decode(e["base64"], validate=True) for e in elfs]}
-            except (ValueError, TypeError):
-                raise ValueError("elfs: invalid base64") from None
-        return from_map(doc)
-    except ValueError as exc:
-        raise _trace_error(path, exc) from None

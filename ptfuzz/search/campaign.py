@@ -11,16 +11,19 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import trace as tracemod
-from .engine import replay
+from .. import trace as tracemod
+from ..engine import replay
+from ..errors import UsageError
 from .fuzzgen import ByteChoices, RandomChoices, trace_gen
 from .minimize import minimize
-from .names import knob_vector
-from .procs import deferred_interrupts, module_command
-from .trace import Trace, op_text
+from ..names import knob_vector
+from ..procs import deferred_interrupts, module_command
+from ..trace import Trace, op_text
 
-ROOT = Path(__file__).resolve().parent.parent
-NATIVE_BUILD = ROOT / "build" / "fuzz"
+# The coverage-instrumented engine for atheris workers: `make setup` builds it with clang and installs it
+# beside the plain one, as ptfuzz/_engine_cov*.so (loaded as ptfuzz._engine through PTFUZZ_ENGINE_SO).
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+COVERAGE_ENGINE_GLOB = "_engine_cov*.so"
 
 
 def finding_key(arch: str, knobs: dict, t: Trace, r) -> tuple[str, str]:
@@ -225,7 +228,7 @@ class HypothesisEngine:
 
 
 def native_engine_so() -> Path | None:
-    sos = sorted(NATIVE_BUILD.glob("ptfuzz/_engine*.so"))
+    sos = sorted(PACKAGE_DIR.glob(COVERAGE_ENGINE_GLOB))
     return sos[0] if sos else None
 
 
@@ -280,7 +283,7 @@ class AtherisEngine:
             args.append(f"-runs={max(1, max_runs // self.jobs)}")
         for j in range(self.jobs):
             log = open(self.work / f"worker{j}.log", "w+b")
-            cmd = module_command("ptfuzz.atheris_target", str(self.shared), *args, f"-seed={self.c.seed * 1000 + j + 1}")
+            cmd = module_command("ptfuzz.search.atheris_target", str(self.shared), *args, f"-seed={self.c.seed * 1000 + j + 1}")
             self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env(),
                                                stdin=subprocess.DEVNULL, start_new_session=True))
             self.logs.append(log)
@@ -348,3 +351,33 @@ class AtherisEngine:
 
 
 ENGINES = {"atheris": AtherisEngine, "hypothesis": HypothesisEngine, "random": RandomEngine}
+
+
+def run_campaign(c: Campaign, engine_name: str, seconds: float, runs: int | None, jobs: int, keep_going: bool,
+                 on_finding=None, on_progress=None, stop_when=None) -> bool:
+    """Drive one engine until time, runs or (without keep_going) the first finding; True if interrupted.
+    stop_when(campaign): a test that ends the campaign instead (bench B3: the first finding of a kind)."""
+    engine = None
+    deadline = time.monotonic() + seconds
+    try:
+        with deferred_interrupts():  # an engine is made whole (its work directory, its workers) or not at all
+            engine = ENGINES[engine_name](c, jobs=jobs)
+        for batch in engine.batches(deadline, runs):
+            for t in batch:
+                with deferred_interrupts():  # a finding is filed and reported, or neither
+                    f = c.consider(t)
+                    if f and on_finding:
+                        on_finding(f)
+            if on_progress:
+                on_progress()
+            if stop_when(c) if stop_when else c.findings and not keep_going:
+                break
+        failure = getattr(engine, "worker_failure", lambda: None)()
+        if failure and not c.findings:
+            raise UsageError(f"the atheris worker failed: {failure.strip().splitlines()[-1]}")
+        return False
+    except KeyboardInterrupt:
+        return True
+    finally:
+        if engine is not None:
+            engine.close()

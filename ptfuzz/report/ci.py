@@ -9,11 +9,11 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import __version__
-from .errors import UsageError
-from .minimize import minimize
-from .names import VIOLATION_RULES
-from .trace import atomic_write, op_text
+from .. import __version__
+from ..errors import UsageError
+from ..search.minimize import minimize
+from ..names import VIOLATION_RULES
+from ..trace import atomic_write, op_text
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
@@ -105,7 +105,7 @@ def trace_lines(ops, limit: int = 64) -> list[str]:
 
 
 def finding_result(f, arch: str, knobs: dict) -> SarifResult:
-    """A fuzz campaign's finding (ptfuzz.fuzz.Finding): its minimized trace is the message."""
+    """A fuzz campaign's finding (ptfuzz.search.campaign.Finding): its minimized trace is the message."""
     knob_text = ", ".join(f"{k}={v}" for k, v in knobs.items()) or "defaults"
     summary = f"{f.kind} at {f.op} on {arch}, knobs {knob_text}, found after {f.seconds:.1f}s: {f.message}"
     lines = [f"Minimized trace ({len(f.trace.ops)} operations, from {f.ops_before}):", *trace_lines(f.trace.ops),
