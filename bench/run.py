@@ -1,7 +1,7 @@
-"""bench/run.py: the BENCH.md figures B1-B8, printed and written to bench/results.json (`make bench`).
+"""bench/run.py: the docs/bench.md figures B1-B8, printed and written to bench/results.json (`make bench`).
 
 Every figure is measured in this run, and the "ratios" section compares figures of this run only (with each
-other, and with BENCH.md's targets), since the machines are shared and noisy.
+other, and with docs/bench.md's targets), since the machines are shared and noisy.
 
 Environment: BENCH_ONLY=B1,B5 (a subset; B4 comes with B3; B3F: atheris' time to bug on U4, U7, U8 and M1
 with the generator's semantic features and without), BENCH_QUICK=1 (the smaller defaults in brackets,
@@ -39,7 +39,7 @@ QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 
 
 def param(name: str, full, quick):
-    """BENCH_<name> from the environment, else BENCH.md's value (or the BENCH_QUICK one)."""
+    """BENCH_<name> from the environment, else docs/bench.md's value (or the BENCH_QUICK one)."""
     return type(full)(os.environ.get(f"BENCH_{name}", quick if QUICK else full))
 
 
@@ -47,7 +47,7 @@ REPS = param("REPS", 3, 3)
 B1_OPS = param("B1_OPS", 2_000_000, 500_000)
 B5_GIB = param("B5_GIB", 4, 4)
 PTFUZZ = ptfuzz_command()  # the same ptfuzz package as this script imports
-# BENCH.md's targets, for the ratios
+# docs/bench.md's targets, for the ratios
 TARGET = {"B1_list": 2_000_000, "B1_packed": 10_000_000, "B2_atheris": 20_000, "B3_median_s": 10.0,
           "B8_states_per_s": 1_000_000}
 
@@ -189,7 +189,7 @@ UNSAFE = [("U1", "s390", {"mm.table_free": "immediate"}, {"uaf-table"}),
           ("U4", "s390", {"s390.thp_in_pgste_mm": "allow"}, {"gmap-dangling"}),
           ("U5", "s390", {"s390.pgste_decision": "convert-late", "mm.pmd_recheck": "no"}, {"lost-update"}),
           # v6.6's rmap locks leave PT reclaim the only path that unlinks a PTE table under an rmap walker
-          # (docs/model-notes.md), so U6 needs mm.pt_reclaim=yes beside BENCH.md's mm.pmd_recheck=no
+          # (docs/model-notes.md), so U6 needs mm.pt_reclaim=yes beside docs/bench.md's mm.pmd_recheck=no
           ("U6", "arm64", {"mm.pmd_recheck": "no", "mm.pt_reclaim": "yes"}, {"lost-update"}),
           ("U7", "arm64", {"arm64.stage2_block_check": "none"}, {"stage2-block-illegal"}),
           ("U8", "arm64", {"arm64.thp_size": "vma-naive"}, {"stage2-oversize"}),
@@ -202,7 +202,7 @@ UNSAFE = [("U1", "s390", {"mm.table_free": "immediate"}, {"uaf-table"}),
           ("U14", "arm64", {"kvm.invalidate_retry": "seq-only"}, {"stage2-stale"}),
           ("U15", "x86_64", {"kvm.invalidate_retry": "seq-only"}, {"stage2-stale"}),
           ("M1", "s390", {}, {"gmap-dangling"})]
-# BENCH.md's safe controls. Those that leave s390.defer_gmap_unlink=no reach M1 (docs/model-notes.md): for them
+# docs/bench.md's safe controls. Those that leave s390.defer_gmap_unlink=no reach M1 (docs/model-notes.md): for them
 # a gmap-dangling finding is M1, not a false alarm, and is counted apart.
 CONTROLS = [("arm64", {}), ("x86_64", {}), ("s390", {"s390.defer_gmap_unlink": "yes"}),
             ("s390", {"s390.pt_alloc": "full-page", "s390.defer_gmap_unlink": "yes"}),
@@ -375,7 +375,7 @@ def b8(tmp, b3_rows):
 
 
 def ratios(results) -> dict:
-    """Figures of this run against each other and against BENCH.md's targets (value / target: >= 1 meets a
+    """Figures of this run against each other and against docs/bench.md's targets (value / target: >= 1 meets a
     throughput target, <= 1 a time or memory one)."""
     out = {}
     pick = {(r["id"], r.get("arch"), r.get("form"), r.get("what", "")[:10]): r for r in results}

@@ -185,7 +185,7 @@ S390 = {
         ["rcu_gp"],
     ], {"mm.pt_reclaim": "yes"}, None, "safe control: PT reclaim frees the emptied PTE tables of a pgste mm through the RCU path, which gmap_unlinks"),
 
-    # ---- regressions: minimal counterexamples for BENCH.md U1-U5 ----
+    # ---- regressions: minimal counterexamples for docs/bench.md U1-U5 ----
     "regressions/s390/uaf-table-u1": ([
         ["exec", 1, -1], ["mmap", 1, A, M, 0], ["fault", 1, A, 1], ["walk_begin", 0, 1, A], ["walk_step", 0],
         ["munmap", 1, A, M], ["walk_step", 0],
@@ -224,7 +224,7 @@ S390 = {
         ["exec", 1, 0], ["mmap", 1, A, M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, A, M],
         ["guest_fault", 0, 0, 1], ["madvise", 1, A, M, 1], ["madvise", 1, A, M, 3],
     ], {"s390.defer_gmap_unlink": "yes", "s390.thp_in_pgste_mm": "allow"}, "gmap-dangling",
-        "BENCH.md's control defer_gmap_unlink=yes with thp_in_pgste_mm=allow is unsafe in v2: an anonymous collapse "
+        "docs/bench.md's control defer_gmap_unlink=yes with thp_in_pgste_mm=allow is unsafe in v2: an anonymous collapse "
         "deposits the old PTE table (collapse_huge_page), no pte_free_defer, so nothing unlinks the gmap"),
 }
 
@@ -366,7 +366,7 @@ ARM64 = {
         ["exec", 1, -1], ["mmap", 1, T, 2 * M, 1], ["madvise", 1, T, 2 * M, 2], ["fault", 1, T, 1],
         ["madvise", 1, T, 2 * M, 1], ["rmap_begin", 0, 1, T], ["madvise", 1, T, 2 * M, 3], ["rmap_commit", 0],
     ], {"mm.pmd_recheck": "no"}, None,
-        "BENCH.md's U6 (mm.pmd_recheck=no alone) is safe in v6.6: the walker's folio is off the LRU and locked, so "
+        "docs/bench.md's U6 (mm.pmd_recheck=no alone) is safe in v6.6: the walker's folio is off the LRU and locked, so "
         "MADV_COLLAPSE fails that block (-11) and never swaps the table (collapse_huge_page would also wait for "
         "the anon_vma lock the walker holds)"),
     "regressions/arm64/lost-update-u6": ([

@@ -122,7 +122,7 @@ def _elf_check_arch(buf: bytes, machine: int, arch: str) -> bool:
 
 
 def exec_accepts(data: bytes, arch: str, page_size: int = 4096) -> tuple[bool, bool]:
-    """load_elf_binary up to the arch hook (MODEL.md section 5, as v6.6 has it), through pyelftools:
+    """load_elf_binary up to the arch hook (docs/model.md section 5, as v6.6 has it), through pyelftools:
     (accepted, pgste)."""
     # prepare_binprm: the header is read into a zero-padded BINPRM_BUF_SIZE buffer, so a short file is judged on
     # zeros past its end; load_elf_phdrs then reads the program headers from the file itself.

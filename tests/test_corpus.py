@@ -24,7 +24,7 @@ def test_corpus_file_matches_expect(path: Path):
 
 
 def defaults_violate(t) -> bool:
-    """A mainline finding (BENCH.md M1): the v6.6 defaults themselves violate; meta.fixed_by names the design
+    """A mainline finding (docs/bench.md M1): the v6.6 defaults themselves violate; meta.fixed_by names the design
     that closes it."""
     return bool((t.meta or {}).get("defaults_violate"))
 

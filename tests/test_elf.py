@@ -85,7 +85,7 @@ def test_parsers_agree_on_mutated_headers():
         agree(bytes(data))
 
 
-# ---- load_elf_binary as v6.6 has it (MODEL.md 5, and where v6.6 differs from it) ----
+# ---- load_elf_binary as v6.6 has it (docs/model.md section 5, and where v6.6 differs from it) ----
 
 def elf_image(machine=22, be=True, elfclass=2, phnum=1, phoff=64, types=(1,), length=None) -> bytes:
     """An ET_EXEC header and phnum program headers at phoff (p_type from types, the rest PT_NULL)."""
@@ -109,7 +109,7 @@ def test_s390_elf_check_arch_takes_em_s390_old_and_only_elfclass64():
     assert both(elf_image(0xA390, types=(1, 0x70000000), phnum=2), "s390") == (True, True)
     assert both(elf_image(0xA390), "x86_64") == (False, False)
     assert both(elf_image(22, elfclass=1), "s390") == (False, False)
-    # arm64 and x86_64 compare e_machine alone: the class byte is not looked at (MODEL.md 5 says "class 64")
+    # arm64 and x86_64 compare e_machine alone: the class byte is not looked at (docs/model.md section 5 says "class 64")
     assert both(elf_image(62, be=False, elfclass=1), "x86_64") == (True, False)
     assert both(elf_image(183, be=False, elfclass=0), "arm64") == (True, False)
 

@@ -382,7 +382,7 @@ U10 = [["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 0], ["mems
 U7 = [["exec", 1, -1], ["mmap", 1, T, G, 4], ["vm_create", 0, 1, 32], ["memslot", 0, 0, 0, T, G], ["guest_fault", 0, 0, 1]]
 U8 = [["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["fault", 1, T, 1], ["madvise", 1, T, 2 * M, 1],
       ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 2 * M], ["guest_fault", 0, 0, 1]]
-# U6 as BENCH.md writes it (mm.pmd_recheck=no alone) cannot lose an update in v6.6: the collapse that would swap
+# U6 as docs/bench.md writes it (mm.pmd_recheck=no alone) cannot lose an update in v6.6: the collapse that would swap
 # the table out from under the walker finds the walker's folio off the LRU (-11) and takes the anon_vma lock the
 # walker holds. PT reclaim frees the table with neither lock: that is the shape that needs the recheck.
 U6 = [["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["fault", 1, T, 1], ["rmap_begin", 0, 1, T],
@@ -722,5 +722,5 @@ def test_x86_vm_type_must_be_zero():
     """KVM_CREATE_VM's type is vm_create's third argument: x86 kvm_arch_init_vm "if (type) return -EINVAL;"
     (v6.6; kvm_is_vm_type_supported came in 6.8); arm64 reads it as the IPA size (test_kvm_set_ipa_limit)."""
     r = run([["exec", 1, -1], ["vm_create", 0, 1, 32], ["vm_create", 0, 1, 52], ["vm_create", 0, 1, 0],
-             ["vm_create", 1, 1, 0]], arch="x86_64")  # a trace file holds 0 or 32..52 (TRACE.md)
+             ["vm_create", 1, 1, 0]], arch="x86_64")  # a trace file holds 0 or 32..52 (docs/trace-format.md)
     assert results(r) == [0, -22, -22, 0, 0] and kind(r) is None

@@ -224,7 +224,7 @@ def test_old_pages_are_freed_by_collapse_and_the_folio_at_the_end():
     assert [ev[3] for ev in freed if ev[0] == 5] == [1, 1, 512]  # teardown: the stack pages, the shmem folio
 
 
-# ---- s390: retract_page_tables and the gmap (BENCH.md M1) ----
+# ---- s390: retract_page_tables and the gmap (docs/bench.md M1) ----
 
 M1 = [["exec", 1, 0], ["vm_create", 0, 1, 0], ["shm_mmap", 1, A, M, 0, 0], ["memslot", 0, 0, 0, A, M],
       ["guest_fault", 0, 0, 1], ["exec", 2, -1], ["shm_mmap", 2, 2 * A, M, 0, 0], ["madvise", 2, 2 * A, M, 3]]

@@ -285,7 +285,7 @@ def test_variants_table_separates_safe_from_unsafe(cli):
 @pytest.mark.parametrize("knobs", [[], ["s390.defer_gmap_unlink=yes", "s390.thp_in_pgste_mm=allow"]],
                          ids=["defaults", "defer+allow"])
 def test_random_fuzzer_reaches_gmap_dangling(cli, knobs):
-    """v6.6 defaults on s390 reach M1 (retract_page_tables frees a table the gmap links). BENCH.md lists
+    """v6.6 defaults on s390 reach M1 (retract_page_tables frees a table the gmap links). docs/bench.md lists
     defer+allow as a safe control, but in v6.6 an anonymous collapse deposits the old PTE table
     (collapse_huge_page) instead of freeing it through pte_free_defer, so the gmap_unlink that
     defer_gmap_unlink adds there never runs: the gmap keeps the deposited table (a finding, reported)."""

@@ -34,11 +34,11 @@ def ops(draw):
     return out
 
 
-# s390 defaults are not safe in the v6.6 model (BENCH.md M1: retract_page_tables frees a pgste mm's PTE table
+# s390 defaults are not safe in the v6.6 model (docs/bench.md M1: retract_page_tables frees a pgste mm's PTE table
 # through pte_free_defer, which does not gmap_unlink), so every s390 control here has s390.defer_gmap_unlink=yes;
 # defer_gmap_unlink=yes with thp_in_pgste_mm=allow is not one (corpus/regressions/s390/gmap-dangling-90ecfe84).
 DEFER = {"s390.defer_gmap_unlink": "yes"}
-# mm.pmd_recheck=no alone is safe in v6.6 (the rmap walker's locks keep its table; BENCH.md U6 needs PT reclaim)
+# mm.pmd_recheck=no alone is safe in v6.6 (the rmap walker's locks keep its table; docs/bench.md U6 needs PT reclaim)
 SAFE = [DEFER, {**DEFER, "s390.pt_alloc": "full-page"}, {**DEFER, "s390.pgste_decision": "sysctl-only"},
         {**DEFER, "s390.pgste_decision": "convert-late"}, {**DEFER, "mm.pmd_recheck": "no"}]
 
@@ -68,7 +68,7 @@ def test_any_design_never_trips_the_engine(case):
     assert (a.digest, kind(a)) == (b.digest, kind(b))
 
 
-# kvm.fault_holds_mm=no alone is U10 (arm64) and U13 (x86_64); with kvm.release_check=root it is BENCH.md's control
+# kvm.fault_holds_mm=no alone is U10 (arm64) and U13 (x86_64); with kvm.release_check=root it is docs/bench.md's control
 KVM_SAFE = [("arm64", {}), ("arm64", {"mm.pmd_recheck": "no"}), ("x86_64", {"mm.pmd_recheck": "no"}),
             ("arm64", {"arm64.stage2_block_check": "can-map-block-size"}),
             ("arm64", {"arm64.stage2_block_check": "has-pmd"}),

@@ -1,4 +1,4 @@
-"""Trace I/O: round trips in every form, and every malformed-input rule of TRACE.md."""
+"""Trace I/O: round trips in every form, and every malformed-input rule of docs/trace-format.md."""
 import json
 
 import msgpack

@@ -1,5 +1,5 @@
 """The trace format: the schema (operations, argument kinds, config, knobs, expect), the Trace record, the list and
-packed forms of operations and their validation, and the map a file holds (TRACE.md)."""
+packed forms of operations and their validation, and the map a file holds (docs/trace-format.md)."""
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +13,7 @@ VERSION = 1
 TOP_KEYS = {"format", "version", "arch", "config", "knobs", "elfs", "ops", "ops_packed", "expect", "meta"}
 U64_MAX = (1 << 64) - 1
 
-# Argument kinds per operation (TRACE.md); their ranges are checked when a file is read.
+# Argument kinds per operation (docs/trace-format.md); their ranges are checked when a file is read.
 ARG_KINDS: dict[str, tuple[str, ...]] = {
     "sysctl_allocate_pgste": ("bool",),
     "exec": ("pid", "elf"),

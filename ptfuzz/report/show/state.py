@@ -48,7 +48,7 @@ def _num(s: str) -> int:
 
 
 def parse_focus(kind: str, message: str) -> Focus:
-    """The addresses, levels and pfns of a violation message (the engine's messages, MODEL.md section 8)."""
+    """The addresses, levels and pfns of a violation message (the engine's messages, docs/violations.md)."""
     f = Focus(kind, message)
     for pat in (rf"table(?: page)?(?: half)? (?:at )?{NUM}", rf"root {NUM}", rf"lists page {NUM}"):
         f.tables |= {_num(m) for m in re.findall(pat, message)}
