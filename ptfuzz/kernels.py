@@ -342,11 +342,10 @@ def fetch(name: str, force: bool = False, log=lambda s: None) -> Kernel:
             packages.append({"package": pkg, "version": version, "arch": spec.deb_arch, "file": deb.name,
                              "bytes": deb.stat().st_size, "sha256": hashlib.sha256(deb.read_bytes()).hexdigest()})
             x = staging / "x"
-            boot = _extract_boot(deb, x)
-            for f in boot:
+            for f, release_of in _extract_boot(deb, x):
                 if f.name.startswith("vmlinu") and image is None:
-                    image, release = f, f.name.split("-", 1)[1]
-                elif f.name.startswith("config-") and config is None:
+                    image, release = f, release_of
+                elif f.name.startswith("config") and config is None:
                     config = f
         if image is None:
             raise KernelError(f"{name}: no /boot/vmlinu* in {', '.join(p for p, _ in chain)}")
@@ -370,15 +369,22 @@ def fetch(name: str, force: bool = False, log=lambda s: None) -> Kernel:
     return load(name)
 
 
-def _extract_boot(deb: Path, dest: Path) -> list[Path]:
-    """Only ./boot/ of a .deb (the modules are not needed: the guest boots with none)."""
+def _extract_boot(deb: Path, dest: Path) -> list[tuple[Path, str]]:
+    """The kernel image and config of a .deb, with the release they are for: /boot/vmlinuz-RELEASE (up to
+    trixie) or /usr/lib/modules/RELEASE/vmlinuz (sid's linux-binary-*). Modules are not extracted: the guest
+    boots with none."""
     dest.mkdir(parents=True, exist_ok=True)
     tar = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
-    r = subprocess.run(["tar", "-x", "-C", str(dest), "--wildcards", "./boot/*"], stdin=tar.stdout,
-                       capture_output=True, text=True)
+    subprocess.run(["tar", "-x", "-C", str(dest), "--wildcards", "./boot/vmlinu*", "./boot/config-*",
+                    "./usr/lib/modules/*/vmlinu*", "./usr/lib/modules/*/config*"],
+                   stdin=tar.stdout, capture_output=True, text=True)  # patterns a package lacks are errors: ignored
     tar.stdout.close()
     tar.wait()
+    found = []
     boot = dest / "boot"
-    if r.returncode != 0 and not boot.is_dir():
-        return []
-    return sorted(boot.iterdir()) if boot.is_dir() else []
+    if boot.is_dir():
+        found += [(f, f.name.split("-", 1)[1]) for f in sorted(boot.iterdir()) if "-" in f.name]
+    mods = dest / "usr/lib/modules"
+    if mods.is_dir():
+        found += [(f, d.name) for d in sorted(mods.iterdir()) for f in sorted(d.iterdir()) if f.is_file()]
+    return found

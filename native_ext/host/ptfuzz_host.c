@@ -265,30 +265,53 @@ static int kpf_flags(uint64_t pfn, uint64_t *fl)
 /* Fallback without PAGEMAP_SCAN (root only): a block counts as PMD-mapped when its first page is
  * the head of a THP (or a hugetlb page or the huge zero page) and all its pages are present with
  * consecutive PFNs.  A fully PTE-mapped THP looks the same here; PAGEMAP_SCAN has no such blind spot. */
-static void for_each_mapping(void (*fn)(uint64_t, uint64_t, const char *, const char *));
+/* The VMAs of [kpf_lo, kpf_hi) from /proc/self/smaps, each with the bytes it maps by PMD leaves
+ * (AnonHugePages + ShmemPmdMapped + FilePmdMapped; the huge zero page is in none of them). */
+static uint64_t kpf_lo, kpf_hi;
+static struct { uint64_t a, b, pmd_kb; } kpf_vma[256];
+static int kpf_nvma;
 
-/* The VMAs of [kpf_lo, kpf_hi), merged where they touch: a PMD-mapped block lies inside one. */
-static uint64_t kpf_lo, kpf_hi, kpf_ranges[256][2];
-static int kpf_nranges;
-
-static void kpf_range(uint64_t a, uint64_t b, const char *perms, const char *name)
+static void kpf_read_smaps(void)
 {
-    (void)perms, (void)name;
-    if (b <= kpf_lo || a >= kpf_hi)
+    int fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC), cur = -1;
+    kpf_nvma = 0;
+    if (fd < 0)
         return;
-    if (kpf_nranges && kpf_ranges[kpf_nranges - 1][1] >= a) {
-        kpf_ranges[kpf_nranges - 1][1] = b;
-        return;
+    size_t len = 0;
+    for (;;) {
+        ssize_t r = read(fd, iobuf + len, sizeof iobuf - 1 - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        iobuf[len] = 0;
+        char *p = iobuf, *nl;
+        while ((nl = memchr(p, '\n', (size_t)(iobuf + len - p)))) {
+            *nl = 0;
+            unsigned long long a, b, kb;
+            char key[32];
+            if (sscanf(p, "%llx-%llx ", &a, &b) == 2) {
+                cur = -1;
+                if (b > kpf_lo && a < kpf_hi && kpf_nvma < 256) {
+                    cur = kpf_nvma++;
+                    kpf_vma[cur].a = a, kpf_vma[cur].b = b, kpf_vma[cur].pmd_kb = 0;
+                }
+            } else if (cur >= 0 && sscanf(p, "%31[A-Za-z]: %llu kB", key, &kb) == 2 &&
+                       (!strcmp(key, "AnonHugePages") || !strcmp(key, "ShmemPmdMapped") || !strcmp(key, "FilePmdMapped"))) {
+                kpf_vma[cur].pmd_kb += kb;
+            }
+            p = nl + 1;
+        }
+        len = (size_t)(iobuf + len - p);
+        memmove(iobuf, p, len);
     }
-    if (kpf_nranges == 256) { /* more than the helper tracks: one range to the end */
-        kpf_ranges[255][1] = kpf_hi;
-        return;
-    }
-    kpf_ranges[kpf_nranges][0] = a;
-    kpf_ranges[kpf_nranges++][1] = b;
+    close(fd);
 }
 
-static int kpf_block(uint64_t b, uint64_t per, int *n)
+/* 0: not PMD-mapped by its looks; 1: a THP head with its 512 pages at consecutive PFNs; 2: the huge
+ * zero page or a hugetlb page, which nothing maps by PTEs like that */
+static int kpf_block(uint64_t b, uint64_t per)
 {
     uint64_t e, fl;
     if (pread(pagemap_fd, &e, 8, (off_t)(b / (uint64_t)page_size * 8)) != 8)
@@ -296,41 +319,53 @@ static int kpf_block(uint64_t b, uint64_t per, int *n)
     uint64_t pfn = e & ((1ULL << 55) - 1);
     if (!(e >> 63) || !pfn || pfn % per || kpf_flags(pfn, &fl))
         return 0;
-    int thp = ((fl >> KPF_THP) & 1) && (((fl >> KPF_COMPOUND_HEAD) & 1) || ((fl >> KPF_ZERO_PAGE) & 1));
+    int zero = (fl >> KPF_ZERO_PAGE) & 1;
+    int thp = ((fl >> KPF_THP) & 1) && (((fl >> KPF_COMPOUND_HEAD) & 1) || zero);
     if (!thp && !((fl >> KPF_HUGE) & 1))
         return 0;
     if (pread(pagemap_fd, pmbuf, per * 8, (off_t)(b / (uint64_t)page_size * 8)) != (ssize_t)(per * 8))
         return -EIO;
-    uint64_t i;
-    for (i = 0; i < per; i++)
+    for (uint64_t i = 0; i < per; i++)
         if (!(pmbuf[i] >> 63) || (pmbuf[i] & ((1ULL << 55) - 1)) != pfn + i)
-            break;
-    if (i == per && add_block(n, b))
-        return -E2BIG;
-    return 0;
+            return 0;
+    return zero || !thp ? 2 : 1;
 }
 
-/* Fallback without PAGEMAP_SCAN (root only): a block counts as PMD-mapped when its first page is
- * the head of a THP (or a hugetlb page or the huge zero page) and all its pages are present with
- * consecutive PFNs.  A fully PTE-mapped THP looks the same here; PAGEMAP_SCAN has no such blind spot.
- * Only blocks inside VMAs are looked at (/proc/self/maps): a syscall per block of an empty window
- * costs tens of milliseconds per figures under QEMU's TCG. */
+/* Fallback without PAGEMAP_SCAN (root only; Linux before 6.7): a block counts as PMD-mapped when it lies
+ * inside one VMA and its first page is the head of a THP (or a hugetlb page or the huge zero page) with
+ * all its pages present at consecutive PFNs.  A fully PTE-mapped THP looks the same (after a split at a
+ * VMA boundary that a later merge removed), so a VMA whose smaps shows no PMD-mapped bytes has none;
+ * one that shows fewer than it has such blocks cannot say which: every candidate is reported.  Only
+ * blocks inside VMAs are looked at: a syscall per block of an empty window costs tens of milliseconds
+ * per figures under QEMU's TCG. */
 static int kpf_blocks(uint64_t lo, uint64_t hi, int *n)
 {
     uint64_t per = pmd_size / (uint64_t)page_size;
+    static uint64_t cand[MAXB];
+    static int kind[MAXB];
     if (per > sizeof pmbuf / 8)
         return -EINVAL;
-    kpf_lo = lo, kpf_hi = hi, kpf_nranges = 0;
-    for_each_mapping(kpf_range);
-    for (int r = 0; r < kpf_nranges; r++) {
-        uint64_t from = kpf_ranges[r][0] & ~(pmd_size - 1), to = kpf_ranges[r][1] < hi ? kpf_ranges[r][1] : hi;
+    kpf_lo = lo, kpf_hi = hi;
+    kpf_read_smaps();
+    for (int v = 0; v < kpf_nvma; v++) {
+        uint64_t from = (kpf_vma[v].a + pmd_size - 1) & ~(pmd_size - 1), to = kpf_vma[v].b < hi ? kpf_vma[v].b : hi;
         if (from < lo)
             from = lo;
-        for (uint64_t b = from; b < to; b += pmd_size) {
-            int e = kpf_block(b, per, n);
-            if (e)
-                return e;
+        int nc = 0, nthp = 0;
+        for (uint64_t b = from; b + pmd_size <= to && nc < MAXB; b += pmd_size) {
+            int k = kpf_block(b, per);
+            if (k < 0)
+                return k;
+            if (k) {
+                cand[nc] = b;
+                kind[nc++] = k;
+                nthp += k == 1;
+            }
         }
+        for (int i = 0; i < nc; i++)
+            if ((kind[i] == 2 || kpf_vma[v].pmd_kb) && add_block(n, cand[i]))
+                return -E2BIG;
+        (void)nthp;
     }
     return 0;
 }
@@ -830,10 +865,12 @@ static void do_probe(void)
     /* collapse_readonly: a block whose PTEs are only none or the zero page (the VMA has an anon_vma
      * from an earlier write): v6.6 fails it (SCAN_PAGE_RO, -EINVAL), 6.18 collapses it */
     if ((p = probe_map(6, MADV_NOHUGEPAGE))) {
-        madvise(p, pmd_size, MADV_HUGEPAGE);
+        /* the write while NOHUGEPAGE: under HUGEPAGE it would fault a THP, whose 511 writable PTEs left
+         * by the DONTNEED would collapse on any release */
         p[0] = 1;
         madvise(p, (size_t)page_size, MADV_DONTNEED);
         (void)*(volatile char *)(p + page_size);
+        madvise(p, pmd_size, MADV_HUGEPAGE);
         collapse_readonly = madvise(p, pmd_size, MADV_COLLAPSE) == 0 && is_pmd_mapped(p) == 1;
         munmap(p, pmd_size);
     }
@@ -1500,6 +1537,9 @@ static void guest_init(void)
     write_file("/sys/kernel/mm/transparent_hugepage/enabled", "madvise");
     write_file("/sys/kernel/mm/transparent_hugepage/defrag", "madvise");
     write_file("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "never");
+    /* khugepaged would collapse MADV_HUGEPAGE ranges between two operations, which the model does not do */
+    write_file("/sys/kernel/mm/transparent_hugepage/khugepaged/scan_sleep_millisecs", "4000000000");
+    write_file("/sys/kernel/mm/transparent_hugepage/khugepaged/alloc_sleep_millisecs", "4000000000");
     write_file("/proc/sys/kernel/printk", "1 4 1 7"); /* only emergencies on the console from now on */
 }
 
