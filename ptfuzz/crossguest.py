@@ -13,7 +13,7 @@ from .guest import Guest
 from .host import HostError, HostInfo
 from .kernels import Kernel
 from .names import KNOBS
-from .trace import op_to_list
+from .trace import Trace, op_to_list, ops_from_list
 
 
 def _pt_alloc(probes: dict) -> str | None:
@@ -39,7 +39,10 @@ def guest_facts(guest: Guest) -> HostFacts:
     config = {"granule": info.page_size, "va_bits": info.va_bits} if arch == "arm64" else {}
     known = {k.name for k in KNOBS if arch in k.arches}
     knobs, notes = {}, []
+    thp_only = {"huge_zero_wp_pmd", "collapse_readonly", "file_pmd_nohuge", "collapse_pmd_alloc"}
     for probe, knob, value, why in PROBE_KNOBS:
+        if probe in thp_only and not has_thp(probes):
+            continue  # the probe saw no PMD mapping because there is no THP at all: it says nothing
         if probes.get(probe) == 1 and knob in known:
             knobs[knob] = value
             notes.append(f"{knob}={value}: {why}")
@@ -54,11 +57,40 @@ def guest_facts(guest: Guest) -> HostFacts:
             if value != default:
                 knobs[knob] = value
             notes.append(f"{knob}={value}: " + why.format(**probes))
+    if not has_thp(probes):
+        notes.append("no THP in this kernel (no /sys/kernel/mm/transparent_hugepage: has_transparent_hugepage() "
+                      "is false, as on s390 without EDAT-1, which QEMU's TCG lacks); the model has no knob for that, so "
+                      "generated traces carry no MADV_HUGEPAGE (mmap flag bit 0 cleared, advice 1 becomes 2) and no "
+                      "MADV_COLLAPSE (advice 3 becomes 0); given traces are checked as they are")
     if arch == "s390":
         notes.append("vm.allocate_pgste " + ("absent (7.2 has none)" if probes.get("allocate_pgste", -1) < 0
                                              else f"= {probes['allocate_pgste']}"))
     facts = HostFacts(arch, kv.get("release", "?"), info, probes, config, knobs, notes)
     return facts
+
+
+def has_thp(probes: dict) -> bool:
+    return probes.get("thp_enabled", 0) != -1
+
+
+def without_thp(trace: Trace) -> Trace:
+    """The same trace with no THP request in it: for a kernel without THP, which the model cannot be told."""
+    rows = []
+    for row in trace.ops:
+        op = op_to_list(row)
+        if op[0] == "mmap":
+            op[4] &= ~1
+        elif op[0] == "madvise":
+            op[4] = {1: 2, 3: 0}.get(op[4], op[4])
+        rows.append(op)
+    meta = dict(trace.meta or {}, without_thp=True)
+    return Trace(trace.arch, ops_from_list(rows), config=dict(trace.config), knobs=dict(trace.knobs), meta=meta)
+
+
+def generate_for(facts: HostFacts, seed: int, nops: int) -> Trace:
+    from .crosscheck import generate
+    t = generate(facts.arch, facts.config, seed, nops)
+    return t if has_thp(facts.probes) else without_thp(t)
 
 
 def describe(facts: HostFacts, guest: Guest) -> str:

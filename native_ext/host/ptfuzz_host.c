@@ -1442,7 +1442,11 @@ static int handle(char *l)
 static void detect(void)
 {
     page_size = sysconf(_SC_PAGESIZE);
+#if defined(__s390x__)
+    pmd_size = 1ULL << 20; /* a segment: 256 PTEs of 8 bytes per (2K) PTE table */
+#else
     pmd_size = (uint64_t)page_size * ((uint64_t)page_size / 8);
+#endif
     char b[64];
     int fd = open("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", O_RDONLY | O_CLOEXEC);
     if (fd >= 0) {

@@ -74,6 +74,7 @@ def crosscheck(
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     guest_mode = kernel is not None or kernel_image is not None
     if guest_mode:
+        from ..crossguest import generate_for
         host, facts, checker_cls, describe = _open_guest(kernel, kernel_image, kernel_arch, guest_timeout, err)
     else:
         host, facts = open_host()
@@ -103,7 +104,8 @@ def crosscheck(
                 for n, (name, t) in enumerate(work):
                     if t is None:
                         i = n - len(loaded)
-                        t = generate(facts.arch, facts.config, per_trace[i], nops)
+                        t = (generate_for(facts, per_trace[i], nops) if guest_mode else
+                             generate(facts.arch, facts.config, per_trace[i], nops))
                     try:
                         o = checker.check(t, name)
                     except HostError as exc:
