@@ -97,6 +97,16 @@ def test_cpio_newc_is_what_cpio_reads(tmp_path):
         assert (tmp_path / "init").read_bytes() == b"#!hello\n" and os.access(tmp_path / "init", os.X_OK)
 
 
+def test_without_thp_drops_every_thp_request():
+    from ptfuzz.crossguest import without_thp
+    from ptfuzz.trace import Trace, op_to_list, ops_from_list
+    t = Trace("s390", ops_from_list([["exec", 1, -1], ["mmap", 1, W, 1 << 20, 1], ["madvise", 1, W, 4096, 1],
+                                     ["madvise", 1, W, 4096, 3], ["madvise", 1, W, 4096, 0], ["fault", 1, W, 1]]))
+    got = [op_to_list(r) for r in without_thp(t).ops]
+    assert got == [["exec", 1, -1], ["mmap", 1, W, 1 << 20, 0], ["madvise", 1, W, 4096, 2],
+                   ["madvise", 1, W, 4096, 0], ["madvise", 1, W, 4096, 0], ["fault", 1, W, 1]]
+
+
 def test_parse_figall():
     assert parse_figall("F 0") == {}
     assert parse_figall(f"F 2 1 12288 1 {W} 3 0 0") == {1: (12288, (W,)), 3: (0, ())}
@@ -139,15 +149,15 @@ BOOT, WHY = _bootable()
 
 @pytest.mark.skipif(BOOT is None, reason=f"no foreign kernel to boot here ({WHY}); make kernel-tools kernels")
 def test_a_foreign_kernel_boots_and_agrees_on_a_few_traces(tmp_path):
-    from ptfuzz.crosscheck import generate, seeds
-    from ptfuzz.crossguest import GuestChecker, open_guest
+    from ptfuzz.crosscheck import seeds
+    from ptfuzz.crossguest import GuestChecker, generate_for, open_guest
     guest, facts = open_guest(BOOT)
     with guest:
         assert facts.arch == BOOT.arch and facts.info.pmd_size > 0 and guest.boot_seconds < 120
         assert facts.probes["guest"] == 1 and facts.probes["thp_enabled"] in (1, -1)  # madvise, as on the host
         checker = GuestChecker(guest, facts, {}, tmp_path, minimize=False)
         for i, s in enumerate(seeds(7, 3)):
-            o = checker.check(generate(facts.arch, facts.config, s, 16), f"t{i}")
+            o = checker.check(generate_for(facts, s, 16), f"t{i}")
             assert o.agree, o.disagreement.text()
     assert guest._proc is None  # torn down
 
