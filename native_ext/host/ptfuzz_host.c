@@ -814,7 +814,8 @@ static void do_probe(void)
         long long v1 = read_vmpte();
         madvise(p, pmd_size, MADV_DONTNEED);
         long long v2 = read_vmpte();
-        pt_reclaim = v1 - v2 >= page_size;
+        /* one PTE table as VmPTE counts it: PTRS_PER_PTE entries (2K on s390, a page elsewhere) */
+        pt_reclaim = v1 - v2 >= (long long)(pmd_size / (uint64_t)page_size * 8);
         pte_write_bytes = v1 - v0; /* tables for the first page written in an empty PGD slot */
         munmap(p, pmd_size);
         munmap_bytes = read_vmpte() - v0; /* 0 when munmap frees every level */
