@@ -23,11 +23,24 @@ def _pt_alloc(probes: dict) -> str | None:
     return "full-page" if b >= 3072 else "fragments"
 
 
+def _pgste_decision(probes: dict) -> str | None:
+    """Up to 6.6 (2K fragments) an exec'd PT_S390_PGSTE program gets whole-page tables if the ELF header
+    counts (elf-restart, v6.6), 2K fragments if only vm.allocate_pgste does (sysctl-only); with whole pages
+    for every table (6.7+) the probe cannot tell."""
+    plain, pgste = probes.get("pte_table_bytes", -1), probes.get("pgste_table_bytes", -1)
+    if plain is None or pgste is None or plain < 0 or pgste < 0 or plain >= 3072:
+        return None
+    return "elf-restart" if pgste >= 3072 else "sysctl-only"
+
+
 # (knob, arch, function of the probes giving the value or None, why)
 GUEST_PROBE_KNOBS = [
     ("s390.pt_alloc", "s390", _pt_alloc,
      "PageTables grew by {pte_table_bytes} bytes per PTE table: 2K fragments up to 6.6, a whole page from 6.7 "
      "(arch/s390/mm/pgalloc.c:page_table_alloc)"),
+    ("s390.pgste_decision", "s390", _pgste_decision,
+     "an exec'd program with PT_S390_PGSTE got {pgste_table_bytes} bytes of PageTables per PTE table, others "
+     "{pte_table_bytes} (arch/s390/include/asm/elf.h:arch_elf_pt_proc, mmu_context.h:init_new_context)"),
 ]
 
 

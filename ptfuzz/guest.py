@@ -30,20 +30,22 @@ READY = "ptfuzz-host ready"
 REPLY_HEADS = ("r ", "f ", "F ", "ok", "e ")
 
 
-def build_helper(arch: str, source: Path = SOURCE) -> Path:
-    """ptfuzz-host compiled static for arch (cross-compiled on another machine), cached by source and compiler."""
+def build_helper(arch: str, source: Path = SOURCE, pgste: bool = False) -> Path:
+    """ptfuzz-host compiled static for arch (cross-compiled on another machine), cached by source and compiler;
+    pgste: linked with `ld --s390-pgste` (a PT_S390_PGSTE program header: its exec asks for PGSTEs)."""
     source = Path(source)
     if not source.is_file():
         raise KernelError(f"the helper's source {source} is missing: crosscheck --kernel needs a source checkout")
     cc = cross_cc(arch)
-    key = hashlib.sha256(source.read_bytes() + repr((cc, CFLAGS, "static")).encode()).hexdigest()[:16]
-    out = kernels_dir() / "helpers" / f"ptfuzz-host-{arch}-{key}"
+    extra = ["-static"] + (["-Wl,--s390-pgste"] if pgste else [])
+    key = hashlib.sha256(source.read_bytes() + repr((cc, CFLAGS, extra)).encode()).hexdigest()[:16]
+    out = kernels_dir() / "helpers" / f"ptfuzz-host-{arch}{'-pgste' if pgste else ''}-{key}"
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
     try:
-        r = subprocess.run([*cc, *CFLAGS, "-static", "-o", str(tmp), str(source)], capture_output=True, text=True,
+        r = subprocess.run([*cc, *CFLAGS, *extra, "-o", str(tmp), str(source)], capture_output=True, text=True,
                            timeout=300)
     except FileNotFoundError:
         raise KernelError(f"no C compiler {cc[0]} for {arch}") from None
@@ -74,9 +76,13 @@ def cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
     return bytes(out)
 
 
-def build_initramfs(helper: Path) -> Path:
-    data = cpio_newc([("dev", 0o040755, b""), ("proc", 0o040555, b""), ("sys", 0o040555, b""),
-                      ("init", 0o100755, helper.read_bytes())])
+def build_initramfs(helper: Path, pgste: Path | None = None) -> Path:
+    """/init (the helper), and on s390 /init-pgste (the same linked with --s390-pgste, exec'd by the probe)."""
+    entries = [("dev", 0o040755, b""), ("proc", 0o040555, b""), ("sys", 0o040555, b""),
+               ("init", 0o100755, helper.read_bytes())]
+    if pgste is not None:
+        entries.append(("init-pgste", 0o100755, pgste.read_bytes()))
+    data = cpio_newc(entries)
     out = helper.with_name(helper.name + ".cpio")
     if not out.is_file() or out.read_bytes() != data:
         tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
@@ -116,7 +122,8 @@ class Guest(Host):
         self._proc = None
         self.console: deque[str] = deque(maxlen=200)  # what the guest said besides replies (boot log, oopses)
         self.helper = build_helper(kernel.arch)
-        self.initrd = build_initramfs(self.helper)
+        self.initrd = build_initramfs(self.helper,
+                                      build_helper(kernel.arch, pgste=True) if kernel.arch == "s390" else None)
         self.command = qemu_command(kernel, self.initrd, memory_mb)
         self._stderr = tempfile.TemporaryFile()
         t0 = time.monotonic()

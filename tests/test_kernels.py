@@ -170,3 +170,15 @@ def test_a_guest_that_does_not_answer_is_killed(tmp_path):
     with pytest.raises(HostError, match="did not answer"):
         g._readline("nothing was asked")
     assert proc.poll() is not None and g._proc is None
+
+
+def test_probe_knobs_for_s390_releases():
+    from ptfuzz.crossguest import _pgste_decision, _pt_alloc, has_thp
+    assert _pt_alloc({"pte_table_bytes": 1984}) == "fragments"       # 6.1: two 2K tables per page
+    assert _pt_alloc({"pte_table_bytes": 4352}) == "full-page"       # 6.7+
+    assert _pt_alloc({"pte_table_bytes": -1}) is None
+    assert _pgste_decision({"pte_table_bytes": 1984, "pgste_table_bytes": 4096}) == "elf-restart"
+    assert _pgste_decision({"pte_table_bytes": 1984, "pgste_table_bytes": 2048}) == "sysctl-only"
+    assert _pgste_decision({"pte_table_bytes": 4096, "pgste_table_bytes": 4096}) is None  # cannot tell
+    assert _pgste_decision({"pte_table_bytes": 1984, "pgste_table_bytes": -1}) is None   # no /init-pgste
+    assert not has_thp({"thp_enabled": -1}) and has_thp({"thp_enabled": 1})

@@ -797,6 +797,45 @@ static int vmas_in(uint64_t lo, uint64_t hi)
     return vmas_seen;
 }
 
+/* PageTables bytes per PTE table in this process: 128 tables, one page written in each of 128 PMD ranges. */
+static long long measure_pte_tables(void)
+{
+    char *p = mmap((void *)(uintptr_t)probe_addr(10), 128 * pmd_size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    if (p == MAP_FAILED)
+        return -1;
+    madvise(p, 128 * pmd_size, MADV_NOHUGEPAGE);
+    long long k0 = pagetables_kb();
+    for (int i = 0; i < 128; i++)
+        p[(uint64_t)i * pmd_size] = 1;
+    long long k1 = pagetables_kb();
+    munmap(p, 128 * pmd_size);
+    return k0 >= 0 && k1 >= 0 ? (k1 - k0) * 1024 / 128 : -1;
+}
+
+/* measure_pte_tables in a fresh exec of path (`path measure-pte-tables`): what an exec'd program gets,
+ * e.g. one whose ELF header asks for PGSTEs (PT_S390_PGSTE, `ld --s390-pgste`); -1 without it. */
+static long long exec_measure(const char *path)
+{
+    int fd[2];
+    if (access(path, X_OK) || pipe(fd))
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fd[1], 1);
+        execl(path, path, "measure-pte-tables", (char *)NULL);
+        _exit(127);
+    }
+    close(fd[1]);
+    char b[64];
+    ssize_t n = 0, r;
+    while (n < (ssize_t)sizeof b - 1 && (r = read(fd[0], b + n, sizeof b - 1 - (size_t)n)) > 0)
+        n += r;
+    close(fd[0]);
+    b[n > 0 ? n : 0] = 0;
+    return pid > 0 && n > 0 ? strtoll(b, NULL, 10) : -1;
+}
+
 static void do_probe(void)
 {
     static const char *const thp_words[] = {"never", "madvise", "always"};
@@ -913,18 +952,10 @@ static void do_probe(void)
     /* pte_table_bytes: what one PTE table costs in PageTables (VmPTE counts PTRS_PER_PTE entries whatever
      * the allocation): 128 tables, one page written in each of 128 PMD ranges. s390 gives 2K fragments up
      * to 6.6 and a whole page from 6.7 (s390.pt_alloc); upper-level tables add a few hundred bytes. */
-    long long pte_table_bytes = -1;
-    if ((p = mmap((void *)(uintptr_t)probe_addr(10), 128 * pmd_size, PROT_READ | PROT_WRITE,
-                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0)) != MAP_FAILED) {
-        madvise(p, 128 * pmd_size, MADV_NOHUGEPAGE);
-        long long k0 = pagetables_kb();
-        for (int i = 0; i < 128; i++)
-            p[(uint64_t)i * pmd_size] = 1;
-        long long k1 = pagetables_kb();
-        if (k0 >= 0 && k1 >= 0)
-            pte_table_bytes = (k1 - k0) * 1024 / 128;
-        munmap(p, 128 * pmd_size);
-    }
+    long long pte_table_bytes = measure_pte_tables();
+    /* the same in an exec'd program whose ELF asks for PGSTEs (a guest's /init-pgste, s390 only): up to 6.6
+     * such an mm gets whole-page tables (4K: 2K of PTEs, 2K of PGSTEs) where others get 2K fragments */
+    long long pgste_table_bytes = exec_measure("/init-pgste");
     int allocate_pgste = sysfs_word("/proc/sys/vm/allocate_pgste", NULL, 0); /* -1: no such sysctl (7.2) */
     int thp = sysfs_word("/sys/kernel/mm/transparent_hugepage/enabled", thp_words, 3);
     int mpn = sysfs_word("/sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none", NULL, 0);
@@ -936,11 +967,12 @@ static void do_probe(void)
                      "huge_zero_wp_pmd=%d thp_write_pmd=%d thp_write_bytes=%lld pte_write_bytes=%lld munmap_bytes=%lld collapse=%d "
                      "collapse_pmd=%d collapse_readonly=%d merge_unfaulted=%d file_pmd_nohuge=%d collapse_pmd_alloc=%d "
                      "thp_enabled=%d use_zero_page=%d "
-                     "max_ptes_none=%d overcommit_memory=%d pte_table_bytes=%lld allocate_pgste=%d guest=%d\n",
+                     "max_ptes_none=%d overcommit_memory=%d pte_table_bytes=%lld pgste_table_bytes=%lld allocate_pgste=%d "
+                     "guest=%d\n",
                      pt_reclaim, method == M_SCAN, zero_page, thp_read_pmd, huge_zero, huge_zero_wp_pmd, thp_write_pmd, thp_write_bytes,
                      pte_write_bytes, munmap_bytes, collapse, collapse_pmd, collapse_readonly, merge_unfaulted, file_pmd_nohuge,
                      collapse_pmd_alloc, thp, uzp, mpn,
-                     ovc, pte_table_bytes, allocate_pgste, guest);
+                     ovc, pte_table_bytes, pgste_table_bytes, allocate_pgste, guest);
     if (write_all(chan, outbuf, (size_t)n))
         _exit(0);
 }
@@ -1548,8 +1580,19 @@ static void guest_init(void)
     write_file("/proc/sys/kernel/printk", "1 4 1 7"); /* only emergencies on the console from now on */
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "measure-pte-tables")) { /* exec_measure's program */
+        page_size = sysconf(_SC_PAGESIZE);
+#if defined(__s390x__)
+        pmd_size = 1ULL << 20;
+#else
+        pmd_size = (uint64_t)page_size * ((uint64_t)page_size / 8);
+#endif
+        char b[32];
+        int n = snprintf(b, sizeof b, "%lld\n", measure_pte_tables());
+        return write_all(1, b, (size_t)n) ? 1 : 0;
+    }
     root_pid = getpid();
     if (root_pid == 1)
         guest_init();
