@@ -111,6 +111,15 @@ def qemu_command(kernel: Kernel, initrd: Path, memory_mb: int = 2048) -> list[st
     raise KernelError(f"crosscheck boots arm64 or s390 kernels, not {kernel.arch}")
 
 
+def _die_with_parent() -> None:
+    """In QEMU's process before exec: SIGKILL when ptfuzz dies, even by SIGKILL (PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 class Guest(Host):
     """One booted guest; its console speaks the helper's protocol. Many traces per boot."""
 
@@ -130,7 +139,8 @@ class Guest(Host):
         try:
             # its own process group: a Ctrl-C in the terminal reaches ptfuzz, which then kills QEMU itself
             self._proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                          stderr=self._stderr, bufsize=0, start_new_session=True)
+                                          stderr=self._stderr, bufsize=0, start_new_session=True,
+                                          preexec_fn=_die_with_parent)
         except OSError as e:
             raise KernelError(f"cannot start {self.command[0]}: {e.strerror}") from None
         self._sel = selectors.DefaultSelector()

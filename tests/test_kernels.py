@@ -182,3 +182,30 @@ def test_probe_knobs_for_s390_releases():
     assert _pgste_decision({"pte_table_bytes": 4096, "pgste_table_bytes": 4096}) is None  # cannot tell
     assert _pgste_decision({"pte_table_bytes": 1984, "pgste_table_bytes": -1}) is None   # no /init-pgste
     assert not has_thp({"thp_enabled": -1}) and has_thp({"thp_enabled": 1})
+
+
+@pytest.mark.skipif(BOOT is None, reason=f"no foreign kernel to boot here ({WHY})")
+def test_qemu_does_not_outlive_a_killed_ptfuzz():
+    import signal
+    import sys
+    import time
+    code = ("import sys; from ptfuzz import kernels, guest\n"
+            f"g = guest.Guest(kernels.load({BOOT.name!r}))\n"
+            "print(g._proc.pid, flush=True); sys.stdin.read()\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        qemu = int(p.stdout.readline())
+        os.kill(p.pid, signal.SIGKILL)  # no close(), no finally: only PR_SET_PDEATHSIG is left
+        p.wait()
+        for _ in range(100):
+            try:  # gone, or a zombie waiting for whoever adopted it
+                if open(f"/proc/{qemu}/stat").read().rsplit(")", 1)[1].split()[0] in "ZX":
+                    break
+            except (FileNotFoundError, ProcessLookupError):
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(qemu, signal.SIGKILL)
+            pytest.fail("QEMU outlived the process that started it")
+    finally:
+        p.kill()
