@@ -8,7 +8,9 @@ with the generator's semantic features and without), BENCH_QUICK=1 (the smaller 
 for a shared machine: minutes, not hours), BENCH_REPS (3), BENCH_B1_OPS (2000000 [500000]),
 BENCH_B2_TIME (30 s [10]), BENCH_B3_TRIALS (10 [3]), BENCH_B3_CAP (60 s [20]), BENCH_B3_ENGINE (atheris |
 hypothesis | random), BENCH_B5_GIB (4), BENCH_B7_TRACES (1000 [100]), BENCH_B8_DEPTH (10 [8]),
-BENCH_B8_TIME (60 s [15]). results.json records the values used.
+BENCH_B8_TIME (60 s [15]), BENCH_B7K_TRACES (1000 [50]), BENCH_B7K_KERNELS, BENCH_B7K_FROM. B7K (B7 per
+foreign kernel under QEMU, docs/kernels.md) runs only when BENCH_ONLY names it. results.json records the
+values used.
 """
 import json
 import os
@@ -329,6 +331,55 @@ def b7(tmp):
              "host": summary["host"]}]
 
 
+B7K_TRACES = param("B7K_TRACES", 1000, 50)
+B7K_KERNELS = os.environ.get("BENCH_B7K_KERNELS", "arm64-6.1 arm64-6.12 arm64-7.2 arm64-7.2-16k s390x-6.1 s390x-6.12 "
+                             "s390x-7.2").split()
+
+
+def b7k_row(kernel, summary, traces, secs, source=None):
+    figures = {"result": 0, "processes": 0, "pt_bytes": 0, "pmd_mapped": 0}
+    for t in traces:
+        if t.get("first_disagreement"):
+            figures[t["first_disagreement"]["figure"]] += 1
+    row = {"id": "B7K", "kernel": kernel, "release": summary.get("release"), "traces": summary["traces"],
+           "agree": summary["agree"], "first_disagreement_by_figure": figures, "unstable": summary["unstable"],
+           "guest_errors": summary.get("errors", 0), "knobs": summary["knobs"],
+           "boot_s": summary.get("boot_seconds"), "seconds": round(secs, 1),
+           "traces_per_s": summary.get("traces_per_second")}
+    if source:
+        row["source"] = source
+    return row
+
+
+def b7k(tmp):
+    """B7 per foreign kernel under QEMU (docs/kernels.md): boot seconds, agreement, traces per second.
+    Opt-in (BENCH_ONLY=B7K: an hour or more at full size); a kernel that is not fetched, or tools that are
+    missing, give a skipped row. BENCH_B7K_FROM=DIR takes `crosscheck --kernel K --json` outputs saved as
+    DIR/K.json instead of running them (the row names its source)."""
+    rows = []
+    src = os.environ.get("BENCH_B7K_FROM")
+    for k in B7K_KERNELS:
+        if src:
+            f = Path(src) / f"{k}.json"
+            if not f.is_file():
+                rows.append({"id": "B7K", "kernel": k, "skipped": f"no {f}"})
+                continue
+            lines = [json.loads(x) for x in f.read_text().splitlines() if x.startswith("{")]
+            summary = lines[-1]
+            rows.append(b7k_row(k, summary, lines[:-1], summary.get("seconds", 0), source=str(f)))
+            continue
+        t0 = time.perf_counter()
+        r = subprocess.run(["nice", "-n", "10", *PTFUZZ, "crosscheck", "--kernel", k, "--gen", str(B7K_TRACES),
+                            "--seed", "1", "--json", "-o", str(Path(tmp) / "b7k" / k)], capture_output=True, text=True)
+        secs = time.perf_counter() - t0
+        lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+        if r.returncode not in (0, 1) or not lines:
+            rows.append({"id": "B7K", "kernel": k, "skipped": (r.stderr.strip().splitlines() or ["no output"])[-1]})
+            continue
+        rows.append(b7k_row(k, lines[-1], lines[:-1], secs))
+    return rows
+
+
 B8_DEPTH = param("B8_DEPTH", 10, 8)
 B8_TIME = param("B8_TIME", 60.0, 15.0)
 
@@ -419,7 +470,7 @@ def show(r) -> str:
     return " ".join(f"{k}={v}" for k, v in r.items() if k not in ("check", "host"))
 
 
-SECTIONS = ("B1", "B2", "B3", "B3F", "B5", "B6", "B7", "B8")
+SECTIONS = ("B1", "B2", "B3", "B3F", "B5", "B6", "B7", "B7K", "B8")
 
 
 def section(row_id: str) -> str:
@@ -435,7 +486,7 @@ def main():
            "load_average_at_start": os.getloadavg(),
            "parameters": {"quick": QUICK, "reps": REPS, "b1_ops": B1_OPS, "b2_time_s": B2_TIME,
                           "b3_trials": B3_TRIALS, "b3_cap_s": B3_CAP, "b3_engine": B3_ENGINE, "b5_gib": B5_GIB,
-                          "b7_traces": B7_TRACES, "b8_depth": B8_DEPTH, "b8_time_s": B8_TIME}}
+                          "b7_traces": B7_TRACES, "b7k_traces": B7K_TRACES, "b8_depth": B8_DEPTH, "b8_time_s": B8_TIME}}
     # BENCH_ONLY re-measures some sections and keeps the others' rows from results.json, each section
     # saying which run measured it ("sections"): ratios between sections of different runs say so too
     path = ROOT / "bench" / "results.json"
@@ -471,6 +522,8 @@ def main():
                 add(b2(arch, tmp))
         if want("B7"):
             add(b7(tmp))
+        if "B7K" in only:  # opt-in: boots every kernel of BENCH_B7K_KERNELS
+            add(b7k(tmp))
         b3 = [r for r in results if r["id"] == "B3"]  # kept from an earlier run, or measured now
         if "B3" in redo:
             b3, b4 = b3_b4(tmp)

@@ -18,6 +18,14 @@
  *   fault PID ADDR WRITE          -> r 0 | r -14
  *   figures PID LO HI             -> f VMPTE_MINUS_BASELINE N ADDR1 ... ADDRN  (PMD-mapped blocks)
  *   pid PID                       -> ok OSPID           (for tests: the real pid)
+ *   figall LO HI                  -> F N PID BYTES NB ADDR1 .. ADDRNB  PID ...  (figures of every live process)
+ *   killall                       -> r 0                (every process exits: the end of a pipelined trace)
+ *   quit                          -> (no reply) as EOF; as a guest's init, powers the guest off
+ * hello also says release=UNAME_R machine=UNAME_M guest=0|1.
+ *
+ * As a QEMU guest's /init (pid 1, `ptfuzz crosscheck --kernel`): mounts /proc, /sys and /dev, takes the
+ * console as its stdin and stdout in raw mode, sets THP to the defaults crosscheck assumes (enabled and
+ * defrag madvise, shmem never), quiets printk and says `ptfuzz-host ready` before the first request.
  * Errors: `e MESSAGE` (bad line, pid out of range, address outside [2^44, 2^46), ...).
  * Environment: PTFUZZ_HOST_METHOD=kpageflags forces the pagemap + /proc/kpageflags fallback (tests).
  *
@@ -40,12 +48,17 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 /* The build host's headers may be older than the kernel the helper runs on. */
@@ -123,6 +136,7 @@ static int method, va_bits, la57;
 static int memfd[NOBJ];
 static uint64_t memfd_size;
 static pid_t root_pid;
+static int guest; /* pid 1 of a QEMU guest */
 
 /* ---- child state ---- */
 static int chan = -1, pagemap_fd = -1, kpf_fd = -1;
@@ -250,29 +264,107 @@ static int kpf_flags(uint64_t pfn, uint64_t *fl)
 /* Fallback without PAGEMAP_SCAN (root only): a block counts as PMD-mapped when its first page is
  * the head of a THP (or a hugetlb page or the huge zero page) and all its pages are present with
  * consecutive PFNs.  A fully PTE-mapped THP looks the same here; PAGEMAP_SCAN has no such blind spot. */
+/* The VMAs of [kpf_lo, kpf_hi) from /proc/self/smaps, each with the bytes it maps by PMD leaves
+ * (AnonHugePages + ShmemPmdMapped + FilePmdMapped; the huge zero page is in none of them). */
+static uint64_t kpf_lo, kpf_hi;
+static struct { uint64_t a, b, pmd_kb; } kpf_vma[256];
+static int kpf_nvma;
+
+static void kpf_read_smaps(void)
+{
+    int fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC), cur = -1;
+    kpf_nvma = 0;
+    if (fd < 0)
+        return;
+    size_t len = 0;
+    for (;;) {
+        ssize_t r = read(fd, iobuf + len, sizeof iobuf - 1 - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        iobuf[len] = 0;
+        char *p = iobuf, *nl;
+        while ((nl = memchr(p, '\n', (size_t)(iobuf + len - p)))) {
+            *nl = 0;
+            unsigned long long a, b, kb;
+            char key[32];
+            if (sscanf(p, "%llx-%llx ", &a, &b) == 2) {
+                cur = -1;
+                if (b > kpf_lo && a < kpf_hi && kpf_nvma < 256) {
+                    cur = kpf_nvma++;
+                    kpf_vma[cur].a = a, kpf_vma[cur].b = b, kpf_vma[cur].pmd_kb = 0;
+                }
+            } else if (cur >= 0 && sscanf(p, "%31[A-Za-z]: %llu kB", key, &kb) == 2 &&
+                       (!strcmp(key, "AnonHugePages") || !strcmp(key, "ShmemPmdMapped") || !strcmp(key, "FilePmdMapped"))) {
+                kpf_vma[cur].pmd_kb += kb;
+            }
+            p = nl + 1;
+        }
+        len = (size_t)(iobuf + len - p);
+        memmove(iobuf, p, len);
+    }
+    close(fd);
+}
+
+/* 0: not PMD-mapped by its looks; 1: a THP head with its 512 pages at consecutive PFNs; 2: the huge
+ * zero page or a hugetlb page, which nothing maps by PTEs like that */
+static int kpf_block(uint64_t b, uint64_t per)
+{
+    uint64_t e, fl;
+    if (pread(pagemap_fd, &e, 8, (off_t)(b / (uint64_t)page_size * 8)) != 8)
+        return -EIO;
+    uint64_t pfn = e & ((1ULL << 55) - 1);
+    if (!(e >> 63) || !pfn || pfn % per || kpf_flags(pfn, &fl))
+        return 0;
+    int zero = (fl >> KPF_ZERO_PAGE) & 1;
+    int thp = ((fl >> KPF_THP) & 1) && (((fl >> KPF_COMPOUND_HEAD) & 1) || zero);
+    if (!thp && !((fl >> KPF_HUGE) & 1))
+        return 0;
+    if (pread(pagemap_fd, pmbuf, per * 8, (off_t)(b / (uint64_t)page_size * 8)) != (ssize_t)(per * 8))
+        return -EIO;
+    for (uint64_t i = 0; i < per; i++)
+        if (!(pmbuf[i] >> 63) || (pmbuf[i] & ((1ULL << 55) - 1)) != pfn + i)
+            return 0;
+    return zero || !thp ? 2 : 1;
+}
+
+/* Fallback without PAGEMAP_SCAN (root only; Linux before 6.7): a block counts as PMD-mapped when it lies
+ * inside one VMA and its first page is the head of a THP (or a hugetlb page or the huge zero page) with
+ * all its pages present at consecutive PFNs.  A fully PTE-mapped THP looks the same (after a split at a
+ * VMA boundary that a later merge removed), so a VMA whose smaps shows no PMD-mapped bytes has none;
+ * one that shows fewer than it has such blocks cannot say which: every candidate is reported.  Only
+ * blocks inside VMAs are looked at: a syscall per block of an empty window costs tens of milliseconds
+ * per figures under QEMU's TCG. */
 static int kpf_blocks(uint64_t lo, uint64_t hi, int *n)
 {
     uint64_t per = pmd_size / (uint64_t)page_size;
+    static uint64_t cand[MAXB];
+    static int kind[MAXB];
     if (per > sizeof pmbuf / 8)
         return -EINVAL;
-    for (uint64_t b = lo; b < hi; b += pmd_size) {
-        uint64_t e, fl;
-        if (pread(pagemap_fd, &e, 8, (off_t)(b / (uint64_t)page_size * 8)) != 8)
-            return -EIO;
-        uint64_t pfn = e & ((1ULL << 55) - 1);
-        if (!(e >> 63) || !pfn || pfn % per || kpf_flags(pfn, &fl))
-            continue;
-        int thp = ((fl >> KPF_THP) & 1) && (((fl >> KPF_COMPOUND_HEAD) & 1) || ((fl >> KPF_ZERO_PAGE) & 1));
-        if (!thp && !((fl >> KPF_HUGE) & 1))
-            continue;
-        if (pread(pagemap_fd, pmbuf, per * 8, (off_t)(b / (uint64_t)page_size * 8)) != (ssize_t)(per * 8))
-            return -EIO;
-        uint64_t i;
-        for (i = 0; i < per; i++)
-            if (!(pmbuf[i] >> 63) || (pmbuf[i] & ((1ULL << 55) - 1)) != pfn + i)
-                break;
-        if (i == per && add_block(n, b))
-            return -E2BIG;
+    kpf_lo = lo, kpf_hi = hi;
+    kpf_read_smaps();
+    for (int v = 0; v < kpf_nvma; v++) {
+        uint64_t from = (kpf_vma[v].a + pmd_size - 1) & ~(pmd_size - 1), to = kpf_vma[v].b < hi ? kpf_vma[v].b : hi;
+        if (from < lo)
+            from = lo;
+        int nc = 0, nthp = 0;
+        for (uint64_t b = from; b + pmd_size <= to && nc < MAXB; b += pmd_size) {
+            int k = kpf_block(b, per);
+            if (k < 0)
+                return k;
+            if (k) {
+                cand[nc] = b;
+                kind[nc++] = k;
+                nthp += k == 1;
+            }
+        }
+        for (int i = 0; i < nc; i++)
+            if ((kind[i] == 2 || kpf_vma[v].pmd_kb) && add_block(n, cand[i]))
+                return -E2BIG;
+        (void)nthp;
     }
     return 0;
 }
@@ -583,6 +675,41 @@ static int do_fork(void)
     return -1;
 }
 
+static void write_file(const char *path, const char *v)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)!write(fd, v, strlen(v));
+        close(fd);
+    }
+}
+
+/* A /proc/meminfo field in kB, or -1. */
+static long long meminfo_kb(const char *key)
+{
+    static char buf[8192];
+    int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = 0;
+    char want[64];
+    snprintf(want, sizeof want, "\n%s:", key);
+    char *p = strstr(buf, want);
+    return p ? strtoll(p + strlen(want), NULL, 10) : -1;
+}
+
+/* Page-table memory of the whole system (PageTables in /proc/meminfo), exact after vm.stat_refresh
+ * (root only; elsewhere per-cpu counter drift stays in it). */
+static long long pagetables_kb(void)
+{
+    write_file("/proc/sys/vm/stat_refresh", "1");
+    return meminfo_kb("PageTables");
+}
+
 /* ---- probes: run in a throwaway child, in the window (nothing else lives there) ---- */
 
 static uint64_t probe_addr(int i)
@@ -671,6 +798,45 @@ static int vmas_in(uint64_t lo, uint64_t hi)
     return vmas_seen;
 }
 
+/* PageTables bytes per PTE table in this process: 128 tables, one page written in each of 128 PMD ranges. */
+static long long measure_pte_tables(void)
+{
+    char *p = mmap((void *)(uintptr_t)probe_addr(10), 128 * pmd_size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    if (p == MAP_FAILED)
+        return -1;
+    madvise(p, 128 * pmd_size, MADV_NOHUGEPAGE);
+    long long k0 = pagetables_kb();
+    for (int i = 0; i < 128; i++)
+        p[(uint64_t)i * pmd_size] = 1;
+    long long k1 = pagetables_kb();
+    munmap(p, 128 * pmd_size);
+    return k0 >= 0 && k1 >= 0 ? (k1 - k0) * 1024 / 128 : -1;
+}
+
+/* measure_pte_tables in a fresh exec of path (`path measure-pte-tables`): what an exec'd program gets,
+ * e.g. one whose ELF header asks for PGSTEs (PT_S390_PGSTE, `ld --s390-pgste`); -1 without it. */
+static long long exec_measure(const char *path)
+{
+    int fd[2];
+    if (access(path, X_OK) || pipe(fd))
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fd[1], 1);
+        execl(path, path, "measure-pte-tables", (char *)NULL);
+        _exit(127);
+    }
+    close(fd[1]);
+    char b[64];
+    ssize_t n = 0, r;
+    while (n < (ssize_t)sizeof b - 1 && (r = read(fd[0], b + n, sizeof b - 1 - (size_t)n)) > 0)
+        n += r;
+    close(fd[0]);
+    b[n > 0 ? n : 0] = 0;
+    return pid > 0 && n > 0 ? strtoll(b, NULL, 10) : -1;
+}
+
 static void do_probe(void)
 {
     static const char *const thp_words[] = {"never", "madvise", "always"};
@@ -688,7 +854,8 @@ static void do_probe(void)
         long long v1 = read_vmpte();
         madvise(p, pmd_size, MADV_DONTNEED);
         long long v2 = read_vmpte();
-        pt_reclaim = v1 - v2 >= page_size;
+        /* one PTE table as VmPTE counts it: PTRS_PER_PTE entries (2K on s390, a page elsewhere) */
+        pt_reclaim = v1 - v2 >= (long long)(pmd_size / (uint64_t)page_size * 8);
         pte_write_bytes = v1 - v0; /* tables for the first page written in an empty PGD slot */
         munmap(p, pmd_size);
         munmap_bytes = read_vmpte() - v0; /* 0 when munmap frees every level */
@@ -739,10 +906,12 @@ static void do_probe(void)
     /* collapse_readonly: a block whose PTEs are only none or the zero page (the VMA has an anon_vma
      * from an earlier write): v6.6 fails it (SCAN_PAGE_RO, -EINVAL), 6.18 collapses it */
     if ((p = probe_map(6, MADV_NOHUGEPAGE))) {
-        madvise(p, pmd_size, MADV_HUGEPAGE);
+        /* the write while NOHUGEPAGE: under HUGEPAGE it would fault a THP, whose 511 writable PTEs left
+         * by the DONTNEED would collapse on any release */
         p[0] = 1;
         madvise(p, (size_t)page_size, MADV_DONTNEED);
         (void)*(volatile char *)(p + page_size);
+        madvise(p, pmd_size, MADV_HUGEPAGE);
         collapse_readonly = madvise(p, pmd_size, MADV_COLLAPSE) == 0 && is_pmd_mapped(p) == 1;
         munmap(p, pmd_size);
     }
@@ -781,6 +950,14 @@ static void do_probe(void)
     }
     if (ftruncate(memfd[NOBJ - 1], 0) || ftruncate(memfd[NOBJ - 1], (off_t)memfd_size))
         file_pmd_nohuge = collapse_pmd_alloc = -1;
+    /* pte_table_bytes: what one PTE table costs in PageTables (VmPTE counts PTRS_PER_PTE entries whatever
+     * the allocation): 128 tables, one page written in each of 128 PMD ranges. s390 gives 2K fragments up
+     * to 6.6 and a whole page from 6.7 (s390.pt_alloc); upper-level tables add a few hundred bytes. */
+    long long pte_table_bytes = measure_pte_tables();
+    /* the same in an exec'd program whose ELF asks for PGSTEs (a guest's /init-pgste, s390 only): up to 6.6
+     * such an mm gets whole-page tables (4K: 2K of PTEs, 2K of PGSTEs) where others get 2K fragments */
+    long long pgste_table_bytes = exec_measure("/init-pgste");
+    int allocate_pgste = sysfs_word("/proc/sys/vm/allocate_pgste", NULL, 0); /* -1: no such sysctl (7.2) */
     int thp = sysfs_word("/sys/kernel/mm/transparent_hugepage/enabled", thp_words, 3);
     int mpn = sysfs_word("/sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none", NULL, 0);
     int uzp = sysfs_word("/sys/kernel/mm/transparent_hugepage/use_zero_page", NULL, 0);
@@ -791,11 +968,12 @@ static void do_probe(void)
                      "huge_zero_wp_pmd=%d thp_write_pmd=%d thp_write_bytes=%lld pte_write_bytes=%lld munmap_bytes=%lld collapse=%d "
                      "collapse_pmd=%d collapse_readonly=%d merge_unfaulted=%d file_pmd_nohuge=%d collapse_pmd_alloc=%d "
                      "thp_enabled=%d use_zero_page=%d "
-                     "max_ptes_none=%d overcommit_memory=%d\n",
+                     "max_ptes_none=%d overcommit_memory=%d pte_table_bytes=%lld pgste_table_bytes=%lld allocate_pgste=%d "
+                     "guest=%d\n",
                      pt_reclaim, method == M_SCAN, zero_page, thp_read_pmd, huge_zero, huge_zero_wp_pmd, thp_write_pmd, thp_write_bytes,
                      pte_write_bytes, munmap_bytes, collapse, collapse_pmd, collapse_readonly, merge_unfaulted, file_pmd_nohuge,
                      collapse_pmd_alloc, thp, uzp, mpn,
-                     ovc);
+                     ovc, pte_table_bytes, pgste_table_bytes, allocate_pgste, guest);
     if (write_all(chan, outbuf, (size_t)n))
         _exit(0);
 }
@@ -1082,6 +1260,10 @@ static void shutdown_all(void)
         kill_slot(s);
     while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
         ;
+    if (guest) {
+        sync();
+        reboot(RB_POWER_OFF);
+    }
     _exit(0);
 }
 
@@ -1113,6 +1295,43 @@ static char *next_line(void)
     }
 }
 
+/* Figures of every live process in one reply: the guest transport pipelines a whole trace. */
+static char figbuf[NPROC * 64 + MAXB * 16];
+
+static int figall(uint64_t lo, uint64_t hi)
+{
+    if (lo >= hi || !in_window(lo, hi - lo))
+        return out("e figall: [%#llx, %#llx) is not a range inside [2^44, 2^46)", (unsigned long long)lo,
+                   (unsigned long long)hi);
+    int n = 0;
+    for (int s = 0; s < NPROC; s++)
+        n += procs[s].used;
+    size_t o = (size_t)snprintf(figbuf, sizeof figbuf, "F %d", n);
+    for (int s = 0; s < NPROC; s++) {
+        if (!procs[s].used)
+            continue;
+        if (send_req(s, C_FIGURES, lo, hi, 0, 0))
+            return lost(s, "figall");
+        int r = read_reply(s);
+        if (r == -2) {
+            kill_slot(s);
+            return out("e process %d timed out during figall", s);
+        }
+        if (r)
+            return lost(s, "figall");
+        if (outbuf[0] != 'f')
+            return out("e process %d: figures: %s", s, outbuf);
+        size_t len = strlen(outbuf + 1);
+        if (o + len + 16 >= sizeof figbuf)
+            return out("e figall: reply too long");
+        o += (size_t)snprintf(figbuf + o, sizeof figbuf - o, " %d%s", s, outbuf + 1);
+    }
+    figbuf[o++] = '\n';
+    if (write_all(1, figbuf, o))
+        _exit(0);
+    return 0;
+}
+
 struct cmd {
     const char *name;
     int nargs;
@@ -1120,6 +1339,7 @@ struct cmd {
 static const struct cmd cmds[] = {
     {"hello", 0}, {"probe", 0}, {"exec", 1}, {"fork", 2}, {"exit", 1}, {"mmap", 4}, {"shm_mmap", 5},
     {"munmap", 3}, {"madvise", 4}, {"fault", 3}, {"figures", 3}, {"pid", 1}, {"shm_reset", 0},
+    {"figall", 2}, {"quit", 0}, {"killall", 0},
 };
 
 static int handle(char *l)
@@ -1146,9 +1366,23 @@ static int handle(char *l)
         if (parse_u64(tok[i], &a[i - 1]))
             return out("e %s: bad integer %.64s", c->name, tok[i]);
 
-    if (!strcmp(c->name, "hello"))
-        return out("ok %ld %llu %d %lld method=%s va_bits=%d", page_size, (unsigned long long)pmd_size, la57, baseline,
-                   method_names[method], va_bits);
+    if (!strcmp(c->name, "hello")) {
+        struct utsname u;
+        if (uname(&u))
+            memset(&u, 0, sizeof u);
+        return out("ok %ld %llu %d %lld method=%s va_bits=%d release=%s machine=%s guest=%d", page_size,
+                   (unsigned long long)pmd_size, la57, baseline, method_names[method], va_bits,
+                   u.release[0] ? u.release : "?", u.machine[0] ? u.machine : "?", guest);
+    }
+    if (!strcmp(c->name, "quit"))
+        shutdown_all();
+    if (!strcmp(c->name, "figall"))
+        return figall(a[0], a[1]);
+    if (!strcmp(c->name, "killall")) {
+        for (int s = 0; s < NPROC; s++)
+            kill_slot(s);
+        return out("r 0");
+    }
     if (!strcmp(c->name, "shm_reset")) {
         /* every object empty again (a trace starts with no page cache): drop and re-extend the files */
         for (int i = 0; i < NOBJ; i++)
@@ -1242,7 +1476,11 @@ static int handle(char *l)
 static void detect(void)
 {
     page_size = sysconf(_SC_PAGESIZE);
+#if defined(__s390x__)
+    pmd_size = 1ULL << 20; /* a segment: 256 PTEs of 8 bytes per (2K) PTE table */
+#else
     pmd_size = (uint64_t)page_size * ((uint64_t)page_size / 8);
+#endif
     char b[64];
     int fd = open("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", O_RDONLY | O_CLOEXEC);
     if (fd >= 0) {
@@ -1254,17 +1492,27 @@ static void detect(void)
                 pmd_size = strtoull(b, NULL, 10);
         }
     }
-    /* user address bits: the highest 2^n the kernel lets us map (needs an explicit hint above 47/48) */
+    /* user address bits: the highest 2^n the kernel lets us map (needs an explicit hint above 47/48),
+     * tried in a throwaway child: on s390 a hint above 4 TiB upgrades the ASCE (crst_table_upgrade) and
+     * every process forked from the root would inherit the extra level */
     va_bits = 0;
-    for (int n = 56; n >= 36 && !va_bits; n--) {
-        void *want = (void *)(uintptr_t)(1ULL << n);
-        void *got = mmap(want, (size_t)page_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-        if (got != MAP_FAILED) {
-            munmap(got, (size_t)page_size);
-            if (got == want)
-                va_bits = n + 1;
+    pid_t vp = fork();
+    if (vp == 0) {
+        int bits = 0;
+        for (int n = 56; n >= 36 && !bits; n--) {
+            void *want = (void *)(uintptr_t)(1ULL << n);
+            void *got = mmap(want, (size_t)page_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+            if (got != MAP_FAILED) {
+                munmap(got, (size_t)page_size);
+                if (got == want)
+                    bits = n + 1;
+            }
         }
+        _exit(bits);
     }
+    int vst = 0;
+    if (vp > 0 && waitpid(vp, &vst, 0) == vp && WIFEXITED(vst))
+        va_bits = WEXITSTATUS(vst);
 #if defined(__x86_64__)
     la57 = va_bits > 47;
 #endif
@@ -1306,9 +1554,55 @@ static void detect(void)
         close(fd);
 }
 
-int main(void)
+/* pid 1 of a QEMU guest booted with only an initramfs: the file systems the helper reads, the console
+ * as a raw channel, and the THP settings of a distribution's default (the model's assumptions). */
+static void guest_init(void)
 {
+    guest = 1;
+    mkdir("/proc", 0555);
+    mkdir("/sys", 0555);
+    mkdir("/dev", 0755);
+    mount("proc", "/proc", "proc", 0, NULL);
+    mount("sysfs", "/sys", "sysfs", 0, NULL);
+    mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
+    int fd = open("/dev/console", O_RDWR | O_NOCTTY);
+    if (fd >= 0) {
+        for (int i = 0; i < 3; i++)
+            if (fd != i)
+                dup2(fd, i);
+        if (fd > 2)
+            close(fd);
+    }
+    struct termios t;
+    if (!tcgetattr(0, &t)) {
+        cfmakeraw(&t);
+        tcsetattr(0, TCSANOW, &t);
+    }
+    write_file("/sys/kernel/mm/transparent_hugepage/enabled", "madvise");
+    write_file("/sys/kernel/mm/transparent_hugepage/defrag", "madvise");
+    write_file("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "never");
+    /* khugepaged would collapse MADV_HUGEPAGE ranges between two operations, which the model does not do */
+    write_file("/sys/kernel/mm/transparent_hugepage/khugepaged/scan_sleep_millisecs", "4000000000");
+    write_file("/sys/kernel/mm/transparent_hugepage/khugepaged/alloc_sleep_millisecs", "4000000000");
+    write_file("/proc/sys/kernel/printk", "1 4 1 7"); /* only emergencies on the console from now on */
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && !strcmp(argv[1], "measure-pte-tables")) { /* exec_measure's program */
+        page_size = sysconf(_SC_PAGESIZE);
+#if defined(__s390x__)
+        pmd_size = 1ULL << 20;
+#else
+        pmd_size = (uint64_t)page_size * ((uint64_t)page_size / 8);
+#endif
+        char b[32];
+        int n = snprintf(b, sizeof b, "%lld\n", measure_pte_tables());
+        return write_all(1, b, (size_t)n) ? 1 : 0;
+    }
     root_pid = getpid();
+    if (root_pid == 1)
+        guest_init();
     /* nothing inherited beyond stdio; 0..2 open, so that the memfds (kept in every child, in one
      * contiguous run) never take a stdio number */
     if (syscall(SYS_close_range, 3, ~0U, 0) && errno == ENOSYS)
@@ -1344,6 +1638,8 @@ int main(void)
     if (tmp_child(C_VMPTE) || strncmp(outbuf, "r ", 2) || parse_u64(outbuf + 2, &base))
         die("measuring the baseline");
     baseline = (long long)base;
+    if (guest)
+        out("ptfuzz-host ready");
     char *l;
     while ((l = next_line())) {
         handle(l);
