@@ -1,5 +1,5 @@
 """setup.py: builds the C engine in native_ext/ as ptfuzz._engine and crosscheck's helper program
-ptfuzz/ptfuzz-host (the rest lives in pyproject.toml)."""
+ptfuzz/crosscheck/ptfuzz-host (the rest lives in pyproject.toml)."""
 import glob
 import os
 import sys
@@ -21,7 +21,7 @@ if sanitize:
     extra_compile += flags
     extra_link += flags
 
-HOST_SOURCE = "native_ext/host/ptfuzz_host.c"
+HOST_SOURCE = "ptfuzz/crosscheck/ptfuzz_host.c"
 HOST_NAME = "ptfuzz-host"
 
 
@@ -30,8 +30,8 @@ class build_ext_with_host(build_ext):
     `ptfuzz crosscheck` runs to execute operations on the real kernel. Linux only."""
 
     def _host_paths(self):
-        regular = os.path.join(self.build_lib, "ptfuzz", HOST_NAME)
-        inplace = os.path.join(self.get_finalized_command("build_py").get_package_dir("ptfuzz"), HOST_NAME)
+        regular = os.path.join(self.build_lib, "ptfuzz", "crosscheck", HOST_NAME)
+        inplace = os.path.join(self.get_finalized_command("build_py").get_package_dir("ptfuzz.crosscheck"), HOST_NAME)
         return regular, inplace
 
     def run(self):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from ptfuzz import trace as tracemod
-from ptfuzz.crosscheck import (HOST_OPS, WINDOW, WINDOW_SPAN, Figure, Step, compare, generate, seeds)
-from ptfuzz.host import host_supported
+from ptfuzz.crosscheck.compare import (HOST_OPS, WINDOW, WINDOW_SPAN, Figure, Step, compare, generate, seeds)
+from ptfuzz.crosscheck.host import host_supported
 from ptfuzz.trace import Trace, op_to_list, ops_from_list
 
 HOST = host_supported() is None and platform.machine() == "x86_64"
@@ -79,7 +79,7 @@ def test_generated_traces_agree_with_this_kernel(cli):
 def test_a_knob_against_the_host_is_a_minimized_disagreement(cli, tmp_path):
     """Forcing the model to the other side of a behaviour the host probes (PT reclaim) must disagree on
     page-table bytes at the DONTNEED, and the filed trace must be minimal and carry both sides' figures."""
-    from ptfuzz.host import Host
+    from ptfuzz.crosscheck.host import Host
     with Host() as h:
         reclaims = bool(h.probe().get("pt_reclaim"))
     knob = "mm.pt_reclaim=" + ("no" if reclaims else "yes")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ptfuzz.host import BINARY_NAME, Host, HostError, compile_host, host_supported
+from ptfuzz.crosscheck.host import BINARY_NAME, Host, HostError, compile_host, host_supported
 
 _reason = host_supported()
 if _reason:
@@ -22,9 +22,9 @@ THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 @pytest.fixture(scope="session")
 def binary(tmp_path_factory):
     """The helper built with the package, else compiled from the source tree by host.py's fallback."""
-    import ptfuzz.host
+    import ptfuzz.crosscheck.host
 
-    built = Path(ptfuzz.host.__file__).with_name(BINARY_NAME)
+    built = Path(ptfuzz.crosscheck.host.__file__).with_name(BINARY_NAME)
     if built.is_file() and os.access(built, os.X_OK):
         return built
     return compile_host(cache=tmp_path_factory.mktemp("host"))

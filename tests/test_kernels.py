@@ -8,10 +8,10 @@ import subprocess
 
 import pytest
 
-from ptfuzz import kernels as K
-from ptfuzz.crossguest import parse_figall
-from ptfuzz.guest import cpio_newc
-from ptfuzz.host import HostError, compile_host, host_supported
+from ptfuzz.crosscheck import kernels as K
+from ptfuzz.crosscheck.crossguest import parse_figall
+from ptfuzz.crosscheck.guest import cpio_newc
+from ptfuzz.crosscheck.host import HostError, compile_host, host_supported
 
 W = 0x200000000000
 
@@ -98,7 +98,7 @@ def test_cpio_newc_is_what_cpio_reads(tmp_path):
 
 
 def test_without_thp_drops_every_thp_request():
-    from ptfuzz.crossguest import without_thp
+    from ptfuzz.crosscheck.crossguest import without_thp
     from ptfuzz.trace import Trace, op_to_list, ops_from_list
     t = Trace("s390", ops_from_list([["exec", 1, -1], ["mmap", 1, W, 1 << 20, 1], ["madvise", 1, W, 4096, 1],
                                      ["madvise", 1, W, 4096, 3], ["madvise", 1, W, 4096, 0], ["fault", 1, W, 1]]))
@@ -149,8 +149,8 @@ BOOT, WHY = _bootable()
 
 @pytest.mark.skipif(BOOT is None, reason=f"no foreign kernel to boot here ({WHY}); make kernel-tools kernels")
 def test_a_foreign_kernel_boots_and_agrees_on_a_few_traces(tmp_path):
-    from ptfuzz.crosscheck import seeds
-    from ptfuzz.crossguest import GuestChecker, generate_for, open_guest
+    from ptfuzz.crosscheck.compare import seeds
+    from ptfuzz.crosscheck.crossguest import GuestChecker, generate_for, open_guest
     guest, facts = open_guest(BOOT)
     with guest:
         assert facts.arch == BOOT.arch and facts.info.pmd_size > 0 and guest.boot_seconds < 120
@@ -164,7 +164,7 @@ def test_a_foreign_kernel_boots_and_agrees_on_a_few_traces(tmp_path):
 
 @pytest.mark.skipif(BOOT is None, reason=f"no foreign kernel to boot here ({WHY})")
 def test_a_guest_that_does_not_answer_is_killed(tmp_path):
-    from ptfuzz.guest import Guest
+    from ptfuzz.crosscheck.guest import Guest
     g = Guest(BOOT, timeout=5)
     proc = g._proc
     with pytest.raises(HostError, match="did not answer"):
@@ -173,7 +173,7 @@ def test_a_guest_that_does_not_answer_is_killed(tmp_path):
 
 
 def test_probe_knobs_for_s390_releases():
-    from ptfuzz.crossguest import _pgste_decision, _pt_alloc, has_thp
+    from ptfuzz.crosscheck.crossguest import _pgste_decision, _pt_alloc, has_thp
     assert _pt_alloc({"pte_table_bytes": 1984}) == "fragments"       # 6.1: two 2K tables per page
     assert _pt_alloc({"pte_table_bytes": 4352}) == "full-page"       # 6.7+
     assert _pt_alloc({"pte_table_bytes": -1}) is None
@@ -189,7 +189,7 @@ def test_qemu_does_not_outlive_a_killed_ptfuzz():
     import signal
     import sys
     import time
-    code = ("import sys; from ptfuzz import kernels, guest\n"
+    code = ("import sys; from ptfuzz.crosscheck import kernels, guest\n"
             f"g = guest.Guest(kernels.load({BOOT.name!r}))\n"
             "print(g._proc.pid, flush=True); sys.stdin.read()\n")
     p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -1,6 +1,5 @@
 """ptfuzz crosscheck: host operations in the model and for real on the running kernel (or a foreign-arch kernel
 under QEMU: --kernel), compared after each one."""
-import time
 from pathlib import Path
 
 import typer
@@ -8,10 +7,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .. import trace as tracemod
-from ..crosscheck import Checker, check_host_trace, generate, open_host, seeds
-from ..host import HostError
+from ..crosscheck.compare import check_host_trace
+from ..crosscheck.run import Side, host_side, run
 from ..errors import UsageError
-from . import app
+from .app import app
 from .common import parse_knobs, print_json, trace_files
 
 
@@ -69,93 +68,73 @@ def crosscheck(
     """
     if not paths and not gen:
         raise UsageError("nothing to check: give trace files or --gen N")
-    files = trace_files(paths or [])
-    loaded = [(str(f), tracemod.load(f)) for f in files]  # validate everything before running anything
+    loaded = [(str(f), tracemod.load(f)) for f in trace_files(paths or [])]  # validate all before running any
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     guest_mode = kernel is not None or kernel_image is not None
-    if guest_mode:
-        from ..crossguest import generate_for
-        host, facts, checker_cls, describe = _open_guest(kernel, kernel_image, kernel_arch, guest_timeout, err)
-    else:
-        host, facts = open_host()
-        checker_cls, describe = Checker, facts.describe
-    t_start = time.monotonic()
-    errors = []
+    side = _open_guest(kernel, kernel_image, kernel_arch, guest_timeout, err) if guest_mode else host_side()
     try:
         for name, t in loaded:
-            check_host_trace(t, name, facts.arch, facts.info.pmd_size)
-        knobs = parse_knobs(facts.arch, knob)
-        err.print(describe(), markup=False)
-        for note in facts.notes:
+            check_host_trace(t, name, side.facts.arch, side.facts.info.pmd_size)
+        knobs = parse_knobs(side.facts.arch, knob)
+        err.print(side.describe(), markup=False)
+        for note in side.facts.notes:
             err.print(f"  {note}", markup=False)
-        checker = checker_cls(host, facts, knobs, out, minimize=not no_minimize)
-        work = [(name, t) for name, t in loaded]
-        work += [(f"gen:{seed}:{i}", None) for i in range(gen)]
-        per_trace = seeds(seed, gen)
-        agreed = unstable = 0
-        disagreements = []
-        progress = Progress(TextColumn("crosscheck"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[bad]}"),
-                            TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal)
-        interrupted = False
-        t_start = time.monotonic()
-        with progress:
-            task = progress.add_task("", total=len(work), bad="")
-            try:
-                for n, (name, t) in enumerate(work):
-                    if t is None:
-                        i = n - len(loaded)
-                        t = (generate_for(facts, per_trace[i], nops) if guest_mode else
-                             generate(facts.arch, facts.config, per_trace[i], nops))
-                    try:
-                        o = checker.check(t, name)
-                    except HostError as exc:
-                        if not guest_mode:
-                            raise
-                        # the guest stopped or hung: note it, boot a fresh one and go on
-                        errors.append({"trace": name, "error": str(exc)})
-                        con = progress.console if progress.live.is_started else err
-                        con.print(f"[red]error[/] {name}: {exc}", markup=True, highlight=False)
-                        host.close(kill=True)
-                        host = _reboot(host)
-                        checker.use(host)
-                        progress.update(task, advance=1)
-                        continue
-                    agreed += o.agree
-                    unstable += o.unstable
-                    if not o.agree:
-                        disagreements.append(o)
-                    report(o, checker.knobs, json_out, progress.console if progress.live.is_started else err)
-                    progress.update(task, advance=1, bad=f"{len(disagreements)} disagree")
-                    if not err.is_terminal and not json_out and (n + 1) % 100 == 0:
-                        err.print(f"ptfuzz: crosscheck {n + 1}/{len(work)}, {len(disagreements)} disagree")
-            except KeyboardInterrupt:
-                interrupted = True
-        elapsed = time.monotonic() - t_start
+        checker = side.checker_cls(side.host, side.facts, knobs, out, minimize=not no_minimize)
+        r = _run_with_progress(side, checker, loaded, gen, seed, nops, json_out, err)
     finally:
-        host.close()
-    checked = agreed + len(disagreements)
-    summary = {"traces": checked, "agree": agreed, "disagree": len(disagreements), "unstable": unstable,
-               "knobs": checker.knobs, "host": describe(), "interrupted": interrupted}
-    if guest_mode:
-        summary.update(kernel=host.kernel.name, release=facts.release, errors=len(errors), error_list=errors[:20],
-                       boot_seconds=round(host.boot_seconds, 2), seconds=round(elapsed, 1),
-                       traces_per_second=round(checked / elapsed, 2) if elapsed > 0 else None)
+        side.host.close()
+    _summarize(side, checker, r, json_out)
+    raise typer.Exit(1 if r.disagreements or r.errors else 0)
+
+
+def _run_with_progress(side, checker, loaded, gen, seed, nops, json_out, err):
+    """run() with a progress bar on a terminal, or a line every 100 traces in a log."""
+    progress = Progress(TextColumn("crosscheck"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[bad]}"),
+                        TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal)
+    bad = [0]
+
+    def console():
+        return progress.console if progress.live.is_started else err
+
+    def on_outcome(o, done, total):
+        bad[0] += not o.agree
+        report(o, checker.knobs, json_out, console())
+        progress.update(task, completed=done, bad=f"{bad[0]} disagree")
+        if not err.is_terminal and not json_out and done % 100 == 0:
+            err.print(f"ptfuzz: crosscheck {done}/{total}, {bad[0]} disagree")
+
+    def on_error(name, exc):
+        console().print(f"[red]error[/] {name}: {exc}", markup=True, highlight=False)
+
+    with progress:
+        task = progress.add_task("", total=len(loaded) + gen, bad="")
+        return run(side, checker, loaded, gen, seed, nops, on_outcome, on_error)
+
+
+def _summarize(side, checker, r, json_out: bool) -> None:
+    summary = {"traces": r.checked, "agree": r.agreed, "disagree": len(r.disagreements), "unstable": r.unstable,
+               "knobs": checker.knobs, "host": side.describe(), "interrupted": r.interrupted}
+    if side.guest:
+        h = side.host
+        summary.update(kernel=h.kernel.name, release=side.facts.release, errors=len(r.errors),
+                       error_list=r.errors[:20], boot_seconds=round(h.boot_seconds, 2), seconds=round(r.elapsed, 1),
+                       traces_per_second=round(r.checked / r.elapsed, 2) if r.elapsed > 0 else None)
     if json_out:
         print_json(summary)
-    else:
-        line = f"{agreed}/{checked} traces agree on result, page-table bytes and PMD-mapped blocks"
-        if unstable:
-            line += f" ({unstable} showed a disagreement that a second real run did not repeat)"
-        if guest_mode:
-            line += (f" on {host.kernel.name} (boot {host.boot_seconds:.1f} s, {summary['traces_per_second']} "
-                     f"traces/s" + (f", {len(errors)} guest errors" if errors else "") + ")")
-        print(line + (" (interrupted)" if interrupted else ""))
-    raise typer.Exit(1 if disagreements or errors else 0)
+        return
+    line = f"{r.agreed}/{r.checked} traces agree on result, page-table bytes and PMD-mapped blocks"
+    if r.unstable:
+        line += f" ({r.unstable} showed a disagreement that a second real run did not repeat)"
+    if side.guest:
+        h = side.host
+        line += (f" on {h.kernel.name} (boot {h.boot_seconds:.1f} s, {summary['traces_per_second']} traces/s"
+                 + (f", {len(r.errors)} guest errors" if r.errors else "") + ")")
+    print(line + (" (interrupted)" if r.interrupted else ""))
 
 
 def _open_guest(name, image, arch, timeout, err):
-    from ..crossguest import GuestChecker, describe, open_guest
-    from ..kernels import fetch, from_image, load, KernelError
+    from ..crosscheck.crossguest import GuestChecker, describe, open_guest
+    from ..crosscheck.kernels import fetch, from_image, load, KernelError
     if name is not None and image is not None:
         raise UsageError("give --kernel or --kernel-image, not both")
     if image is not None:
@@ -166,13 +145,12 @@ def _open_guest(name, image, arch, timeout, err):
         except KernelError:
             err.print(f"ptfuzz: fetching kernel {name} (ptfuzz kernels fetch {name})", markup=False)
             k = fetch(name, log=lambda s: err.print(f"  {s}", markup=False))
+    from ..crosscheck.crossguest import generate_for
+    from ..crosscheck.guest import Guest
     guest, facts = open_guest(k, timeout=timeout)
-    return guest, facts, GuestChecker, lambda: describe(facts, guest)
-
-
-def _reboot(old):
-    from ..guest import Guest
-    return Guest(old.kernel, timeout=old.timeout)
+    side = Side(guest, facts, GuestChecker, None, generate_for, lambda old: Guest(old.kernel, timeout=old.timeout))
+    side.describe = lambda: describe(facts, side.host)
+    return side
 
 
 def report(o, knobs, json_out: bool, console) -> None:

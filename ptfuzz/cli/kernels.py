@@ -3,15 +3,24 @@ from pathlib import Path
 
 import typer
 
-from .. import kernels as K
+from ..crosscheck import kernels as K
 from ..errors import UsageError
-from . import app
+from .app import app
 from .common import print_json
 
 kernels_app = typer.Typer(
     name="kernels", no_args_is_help=True, add_completion=False,
-    help="Fetch, list and remove the kernels crosscheck --kernel boots under QEMU (Debian's packages, "
-         "cached per user; nothing is installed).")
+    help="""Fetch, list and remove the kernels crosscheck --kernel boots under QEMU (Debian's packages,
+    cached per user; nothing is installed).
+
+    Examples:
+
+      ptfuzz kernels list
+
+      ptfuzz kernels fetch arm64-6.1 s390x-6.1
+
+      ptfuzz kernels tools
+    """)
 app.add_typer(kernels_app, name="kernels")
 
 
@@ -27,7 +36,14 @@ def _names(names: list[str] | None, all_: bool) -> list[str]:
 
 @kernels_app.command("list")
 def list_(json_out: bool = typer.Option(False, "--json", help="One JSON object per kernel.")):
-    """Every kernel name, whether it is fetched, its exact Debian version, and the tools crosscheck lacks."""
+    """Every kernel name, whether it is fetched, its exact Debian version, and the tools crosscheck lacks.
+
+    Examples:
+
+      ptfuzz kernels list
+
+      ptfuzz kernels list --json
+    """
     rows = K.listing()
     missing = K.missing_tools()
     if json_out:
@@ -56,10 +72,16 @@ def fetch(
     all_: bool = typer.Option(False, "--all", help="Every kernel of the catalogue."),
     force: bool = typer.Option(False, "--force", help="Fetch again even when cached (the suite may be newer)."),
 ):
-    """Download NAME's kernel package(s) from Debian's archives and keep the image, its config and the exact
-    package versions (kernel.json) in the cache. A separate apt state directory is used; nothing is installed.
+    """Download NAME's kernel package(s) from Debian's archives into the cache.
 
-    Example: ptfuzz kernels fetch arm64-6.1 s390x-6.1
+    The image, its config and the exact package versions (kernel.json) are kept; a separate apt state
+    directory is used, and nothing is installed.
+
+    Examples:
+
+      ptfuzz kernels fetch arm64-6.1 s390x-6.1
+
+      ptfuzz kernels fetch --all
     """
     failed = []
     for name in _names(names, all_):
@@ -81,7 +103,14 @@ def remove(
     names: list[str] = typer.Argument(None, help="Kernel names to remove from the cache."),
     all_: bool = typer.Option(False, "--all", help="Every kernel, the apt state and the built helpers."),
 ):
-    """Delete fetched kernels from the cache."""
+    """Delete fetched kernels from the cache.
+
+    Examples:
+
+      ptfuzz kernels remove arm64-7.2
+
+      ptfuzz kernels remove --all
+    """
     for name in _names(names, all_):
         print(f"{name}: {'removed' if K.remove(name) else 'not fetched'}")
     if all_:
@@ -96,8 +125,16 @@ def remove(
 
 @kernels_app.command()
 def tools(arch: list[str] = typer.Option(None, "--arch", help="arm64 or s390 (default both).")):
-    """Say which tools crosscheck --kernel lacks here (QEMU, cross compilers) and the command that installs
-    them; exit 1 when any is missing."""
+    """Say which tools crosscheck --kernel lacks here, and the command that installs them.
+
+    The tools are QEMU and the cross compilers; exit 1 when any is missing.
+
+    Examples:
+
+      ptfuzz kernels tools
+
+      ptfuzz kernels tools --arch s390
+    """
     arches = tuple(arch or ("arm64", "s390"))
     for a in arches:
         if a not in K.QEMU:
@@ -114,7 +151,12 @@ def tools(arch: list[str] = typer.Option(None, "--arch", help="arm64 or s390 (de
 
 @kernels_app.command()
 def show(name: str = typer.Argument(..., help="A fetched kernel's name.")):
-    """The cached kernel's record: image path, release, packages with versions and sha256."""
+    """The cached kernel's record: image path, release, packages with versions and sha256.
+
+    Examples:
+
+      ptfuzz kernels show s390x-6.1
+    """
     k = K.load(name)
     doc = (k.dir / "kernel.json").read_text()
     print(doc.rstrip())

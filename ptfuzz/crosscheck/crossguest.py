@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .crosscheck import PROBE_KNOBS, WINDOW, WINDOW_SPAN, Checker, HostFacts, KernelSide, Step
+from .compare import PROBE_KNOBS, WINDOW, WINDOW_SPAN, Checker, HostFacts, KernelSide, Step
 from .guest import Guest
 from .host import HostError, HostInfo
 from .kernels import Kernel
-from .names import KNOBS
-from .trace import Trace, op_to_list, ops_from_list
+from ..names import KNOBS
+from ..trace import Trace, op_to_list, ops_from_list
 
 
 def _pt_alloc(probes: dict) -> str | None:
@@ -101,7 +101,7 @@ def without_thp(trace: Trace) -> Trace:
 
 
 def generate_for(facts: HostFacts, seed: int, nops: int) -> Trace:
-    from .crosscheck import generate
+    from .compare import generate
     t = generate(facts.arch, facts.config, seed, nops)
     return t if has_thp(facts.probes) else without_thp(t)
 

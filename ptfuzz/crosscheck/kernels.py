@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import PtfuzzError
+from ..errors import PtfuzzError
 from .host import cache_dir
 
 DEBIAN = "http://deb.debian.org/debian"
@@ -257,7 +257,7 @@ class Apt:
         (root / "apt.conf").write_text("\n".join([
             f'Dir::Etc "{r}/etc";', f'Dir::Etc::Parts "{r}/etc/apt.conf.d";',
             f'Dir::Etc::sourcelist "{r}/etc/sources.list";', f'Dir::Etc::sourceparts "{r}/etc/sources.list.d";',
-            f'Dir::Etc::preferencesparts "{r}/etc/preferences.d";', f'Dir::Etc::trustedparts "/etc/apt/trusted.gpg.d";',
+            f'Dir::Etc::preferencesparts "{r}/etc/preferences.d";', 'Dir::Etc::trustedparts "/etc/apt/trusted.gpg.d";',
             f'Dir::State "{r}/state";', f'Dir::State::status "{r}/state/status";', f'Dir::Cache "{r}/cache";',
             f'APT::Architecture "{deb_arch}";', f'APT::Architectures {{ "{deb_arch}"; }};',
             'Acquire::Languages "none";', 'Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled "false";',

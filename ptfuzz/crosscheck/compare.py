@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import trace as tracemod
-from . import engine
-from .errors import UsageError
-from .fuzzgen import Layout, RandomChoices
+from .. import trace as tracemod
+from .. import engine
+from ..errors import UsageError
+from ..search.fuzzgen import Layout, RandomChoices
 from .host import Host, HostError, HostInfo, host_supported
-from .minimize import shrink
-from .names import KNOBS, OP_NUMBER
-from .trace import Trace, op_text, op_to_list
+from ..search.minimize import shrink
+from ..names import KNOBS, OP_NUMBER
+from ..trace import Trace, op_text, op_to_list
 
 # The host operations: what a process can do to its own address space, and what the helper does for real.
 HOST_OPS = ("exec", "fork", "exit", "mmap", "shm_mmap", "munmap", "madvise", "fault")

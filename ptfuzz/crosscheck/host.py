@@ -11,11 +11,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import PtfuzzError
+from ..errors import PtfuzzError
 
 BINARY_NAME = "ptfuzz-host"
-# Only present in a source checkout (and an sdist); an installed wheel ships the built binary instead.
-SOURCE = Path(__file__).resolve().parent.parent / "native_ext" / "host" / "ptfuzz_host.c"
+# Shipped with the package (package data): the host build is made at install time, and foreign arches' static
+# helpers are cross-compiled from it on first use (guest.py).
+SOURCE = Path(__file__).resolve().with_name("ptfuzz_host.c")
 CFLAGS = ["-O2", "-Wall", "-Wextra"]
 DEFAULT_TIMEOUT = 10.0
 
@@ -85,7 +86,7 @@ def compile_host(source: Path = SOURCE, cache: Path | None = None) -> Path:
 
 
 def find_binary() -> Path:
-    """The helper installed with the package, else one compiled from the source tree."""
+    """The helper installed with the package, else one compiled from its shipped source."""
     built = Path(__file__).with_name(BINARY_NAME)
     if built.is_file() and os.access(built, os.X_OK):
         return built
