@@ -1,5 +1,5 @@
-"""setup.py: builds the C engine in native_ext/ as ptfuzz._engine and crosscheck's helper program
-ptfuzz/crosscheck/ptfuzz-host (the rest lives in pyproject.toml)."""
+"""setup.py: builds the C engine in native_ext/ as ptfuzz._engine and crosscheck's helper programs
+ptfuzz/crosscheck/ptfuzz-host and ptfuzz/crosscheck/ptfuzz-kvm (the rest lives in pyproject.toml)."""
 import glob
 import os
 import sys
@@ -23,21 +23,45 @@ if sanitize:
 
 HOST_SOURCE = "ptfuzz/crosscheck/ptfuzz_host.c"
 HOST_NAME = "ptfuzz-host"
+# crosscheck --kvm's helper (x86_64 Linux only; built the same way, dynamic: it needs no constant layout)
+KVM_SOURCE = "ptfuzz/crosscheck/ptfuzz_kvm.c"
+KVM_NAME = "ptfuzz-kvm"
 
 
 class build_ext_with_host(build_ext):
     """build_ext, plus ptfuzz-host: a standalone executable (not part of the extension) that
     `ptfuzz crosscheck` runs to execute operations on the real kernel. Linux only."""
 
-    def _host_paths(self):
-        regular = os.path.join(self.build_lib, "ptfuzz", "crosscheck", HOST_NAME)
-        inplace = os.path.join(self.get_finalized_command("build_py").get_package_dir("ptfuzz.crosscheck"), HOST_NAME)
+    def _host_paths(self, name=HOST_NAME):
+        regular = os.path.join(self.build_lib, "ptfuzz", "crosscheck", name)
+        inplace = os.path.join(self.get_finalized_command("build_py").get_package_dir("ptfuzz.crosscheck"), name)
         return regular, inplace
+
+    def _kvm_wanted(self):
+        import platform
+        return sys.platform.startswith("linux") and platform.machine() == "x86_64"
 
     def run(self):
         super().run()  # also sets up self.compiler: the helper is built with the engine's compiler
         if sys.platform.startswith("linux"):
             self.build_host()
+        if self._kvm_wanted():
+            self.build_kvm()
+
+    def build_kvm(self):
+        from distutils.errors import CCompilerError, DistutilsExecError
+
+        regular, inplace = self._host_paths(KVM_NAME)
+        if self.force or not os.path.exists(regular) or os.path.getmtime(KVM_SOURCE) > os.path.getmtime(regular):
+            try:
+                objects = self.compiler.compile([KVM_SOURCE], output_dir=self.build_temp,
+                                                extra_postargs=["-O2", "-Wall", "-Wextra"])
+                self.compiler.link_executable(objects, KVM_NAME, output_dir=os.path.dirname(regular))
+            except (CCompilerError, DistutilsExecError) as e:
+                self.warn(f"{KVM_NAME} not built ({e}); `ptfuzz crosscheck --kvm` will try to compile it when run")
+                return
+        if self.inplace:
+            self.copy_file(regular, inplace)
 
     def build_host(self):
         from distutils.errors import CCompilerError, DistutilsExecError, LinkError
@@ -69,6 +93,8 @@ class build_ext_with_host(build_ext):
         outputs = super().get_outputs()
         if sys.platform.startswith("linux") and not self.inplace:
             outputs.append(self._host_paths()[0])
+        if self._kvm_wanted() and not self.inplace:
+            outputs.append(self._host_paths(KVM_NAME)[0])
         return outputs
 
     def get_output_mapping(self):
@@ -76,10 +102,13 @@ class build_ext_with_host(build_ext):
         if sys.platform.startswith("linux") and self.inplace:
             regular, inplace = self._host_paths()
             mapping[regular] = inplace
+        if self._kvm_wanted() and self.inplace:
+            regular, inplace = self._host_paths(KVM_NAME)
+            mapping[regular] = inplace
         return mapping
 
     def get_source_files(self):
-        return super().get_source_files() + [HOST_SOURCE]  # so that an sdist carries it
+        return super().get_source_files() + [HOST_SOURCE, KVM_SOURCE]  # so that an sdist carries them
 
 
 setup(

@@ -32,6 +32,8 @@ def crosscheck(
                                     "(else told from the image)."),
     guest_timeout: float = typer.Option(60.0, "--guest-timeout", min=1.0,
                                         help="Seconds a guest may take to answer one trace's requests."),
+    kvm: bool = typer.Option(False, "--kvm", help="Traces with VMs, run for real through /dev/kvm (x86_64): "
+                             "memslot and guest-fault results and what the guest reads are compared."),
 ):
     """Hold the model against the kernel this machine runs.
 
@@ -45,6 +47,13 @@ def crosscheck(
     Safe on a user's machine: only the helper's own child processes are
     touched, in a private address window; a trace may make at most 4 GiB
     resident and every request to the helper has a time limit.
+
+    With --kvm the traces also hold VMs (vm_create, memslot, guest_fault,
+    vm_destroy) and run through /dev/kvm: a guest_fault is a KVM_RUN of a
+    tiny guest that loads or stores at the gpa. Compared: every result
+    (memslot errnos, guest faults, host operations, VM ioctls after the
+    owner's exit) and whether the guest sees what the host maps after host
+    changes. Exit 2 when /dev/kvm is absent or unusable.
 
     With --kernel NAME (or --kernel-image PATH) the kernel side is a guest
     under QEMU whose /init is the helper, built static for its arch; traces
@@ -62,6 +71,8 @@ def crosscheck(
 
       ptfuzz crosscheck --kernel arm64-6.1 --gen 1000 --seed 1
 
+      ptfuzz crosscheck --kvm --gen 1000 --seed 1
+
       ptfuzz crosscheck crosscheck-out/x86_64/ --json
 
       ptfuzz crosscheck --gen 50 --knob mm.pt_reclaim=no -o /tmp/xc
@@ -71,10 +82,19 @@ def crosscheck(
     loaded = [(str(f), tracemod.load(f)) for f in trace_files(paths or [])]  # validate all before running any
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     guest_mode = kernel is not None or kernel_image is not None
-    side = _open_guest(kernel, kernel_image, kernel_arch, guest_timeout, err) if guest_mode else host_side()
+    if kvm and guest_mode:
+        raise UsageError("--kvm runs on this host's /dev/kvm: give it without --kernel or --kernel-image")
+    if kvm:
+        from ..crosscheck.kvm import check_kvm_trace, open_kvm
+        for name, t in loaded:
+            check_kvm_trace(t, name)
+        side = open_kvm()
+    else:
+        side = _open_guest(kernel, kernel_image, kernel_arch, guest_timeout, err) if guest_mode else host_side()
     try:
         for name, t in loaded:
-            check_host_trace(t, name, side.facts.arch, side.facts.info.pmd_size)
+            if not kvm:
+                check_host_trace(t, name, side.facts.arch, side.facts.info.pmd_size)
         knobs = parse_knobs(side.facts.arch, knob)
         err.print(side.describe(), markup=False)
         for note in side.facts.notes:
@@ -83,7 +103,7 @@ def crosscheck(
         r = _run_with_progress(side, checker, loaded, gen, seed, nops, json_out, err)
     finally:
         side.host.close()
-    _summarize(side, checker, r, json_out)
+    _summarize(side, checker, r, json_out, kvm)
     raise typer.Exit(1 if r.disagreements or r.errors else 0)
 
 
@@ -111,9 +131,16 @@ def _run_with_progress(side, checker, loaded, gen, seed, nops, json_out, err):
         return run(side, checker, loaded, gen, seed, nops, on_outcome, on_error)
 
 
-def _summarize(side, checker, r, json_out: bool) -> None:
+def _summarize(side, checker, r, json_out: bool, kvm: bool = False) -> None:
     summary = {"traces": r.checked, "agree": r.agreed, "disagree": len(r.disagreements), "unstable": r.unstable,
                "knobs": checker.knobs, "host": side.describe(), "interrupted": r.interrupted}
+    if kvm:
+        summary.update(kvm=True, seconds=round(r.elapsed, 1),
+                       traces_per_second=round(r.checked / r.elapsed, 2) if r.elapsed > 0 else None,
+                       figures={}, not_compared=side.facts.notes)
+        for o in r.disagreements:
+            f = o.disagreement.figure
+            summary["figures"][f] = summary["figures"].get(f, 0) + 1
     if side.guest:
         h = side.host
         summary.update(kernel=h.kernel.name, release=side.facts.release, errors=len(r.errors),
@@ -123,6 +150,9 @@ def _summarize(side, checker, r, json_out: bool) -> None:
         print_json(summary)
         return
     line = f"{r.agreed}/{r.checked} traces agree on result, page-table bytes and PMD-mapped blocks"
+    if kvm:
+        line = (f"{r.agreed}/{r.checked} traces agree on every result and on what the guest sees "
+                f"({summary['traces_per_second']} traces/s)")
     if r.unstable:
         line += f" ({r.unstable} showed a disagreement that a second real run did not repeat)"
     if side.guest:

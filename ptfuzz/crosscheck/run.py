@@ -54,7 +54,7 @@ def run(side: Side, checker, loaded: list, gen: int, seed: int, nops: int, on_ou
         for n, (name, t) in enumerate(work):
             if t is None:
                 i = n - len(loaded)
-                t = (side.generate_for(side.facts, per_trace[i], nops) if side.guest else
+                t = (side.generate_for(side.facts, per_trace[i], nops) if side.generate_for else
                      generate(side.facts.arch, side.facts.config, per_trace[i], nops))
             try:
                 o = checker.check(t, name)

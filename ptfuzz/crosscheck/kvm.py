@@ -1,0 +1,598 @@
+"""crosscheck --kvm: traces with VMs, run in the model and for real through /dev/kvm (x86_64), compared per operation.
+
+The kernel side is the ptfuzz-kvm helper (ptfuzz_kvm.c): one real process per trace pid, every VM operation in
+the process that created the VM (kvm->mm == current->mm), or in the helper's root once that process has exited
+or exec'd (KVM's -EIO for a foreign mm). A guest_fault is a KVM_RUN of a tiny 32-bit guest (paging off) that
+loads or stores 32 bits at the gpa. Compared after each operation: the result (every memslot errno, every guest
+fault's, the host operations'), and after a guest access that completed, its coherence: what the guest read (or
+wrote) is what the VM's owner maps at the hva now. A stale stage-2 / shadow mapping shows as the guest reading
+old data; the model stands for it with the stage2_stale oracle, so the model's side of that figure is "no
+violation at this operation".
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .. import engine
+from .. import trace as tracemod
+from ..errors import UsageError
+from ..search.fuzzgen import Layout, RandomChoices
+from ..search.minimize import shrink
+from ..trace import Trace, op_text, op_to_list
+from .compare import WINDOW, HostGen, Outcome
+from .host import CFLAGS, Host, HostError, cache_dir
+
+BINARY_NAME = "ptfuzz-kvm"
+SOURCE = Path(__file__).resolve().with_name("ptfuzz_kvm.c")
+KVM_OPS = ("exec", "fork", "exit", "mmap", "munmap", "madvise", "fault", "vm_create", "memslot", "guest_fault",
+           "vm_destroy")
+# The helper's guest code page: gpa [CODE_GPA, 2^32) in a slot (100) the trace cannot name.
+CODE_GPA = 0xFFFFF000
+WIN_LO, WIN_HI = 1 << 44, 1 << 46
+MAX_FAULTS = 2048  # at most 2 MiB resident per fault
+
+
+# ---- the helper ----
+
+def kvm_supported() -> str | None:
+    """None when crosscheck --kvm can run here, else the reason (one line)."""
+    import sys
+    if not sys.platform.startswith("linux") or platform.machine() != "x86_64":
+        return f"crosscheck --kvm runs on x86_64 Linux (this is {sys.platform} {platform.machine()})"
+    if not os.path.exists("/dev/kvm"):
+        return "crosscheck --kvm needs /dev/kvm, which this machine does not have (no KVM, or the module is not loaded)"
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        return f"crosscheck --kvm cannot open /dev/kvm: {e.strerror} (add the user to the kvm group?)"
+    os.close(fd)
+    return None
+
+
+def compile_kvm(cache: Path | None = None) -> Path:
+    """The helper, compiled into the per-user cache (keyed by source and compiler) on first use."""
+    import shlex
+    import subprocess
+    if not SOURCE.is_file():
+        raise HostError(f"{BINARY_NAME} is not built and its source {SOURCE} is missing: reinstall ptfuzz")
+    cc = shlex.split(os.environ.get("CC") or "cc")
+    key = hashlib.sha256(SOURCE.read_bytes() + repr((cc, CFLAGS)).encode()).hexdigest()[:16]
+    cache = Path(cache) if cache is not None else cache_dir()
+    out = cache / f"{BINARY_NAME}-{key}"
+    if os.access(out, os.X_OK):
+        return out
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
+    try:
+        r = subprocess.run([*cc, *CFLAGS, "-o", str(tmp), str(SOURCE)], capture_output=True, text=True, timeout=300)
+    except FileNotFoundError:
+        raise HostError(f"{BINARY_NAME} is not built and there is no C compiler ({cc[0]}) to build it") from None
+    if r.returncode:
+        tmp.unlink(missing_ok=True)
+        last = (r.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise HostError(f"cannot compile {SOURCE} with {cc[0]}: {last}")
+    os.replace(tmp, out)
+    return out
+
+
+def find_kvm_binary() -> Path:
+    built = Path(__file__).with_name(BINARY_NAME)
+    if built.is_file() and os.access(built, os.X_OK):
+        return built
+    return compile_kvm()
+
+
+@dataclass(frozen=True)
+class GuestAccess:
+    result: int
+    guest: int      # what the guest read (or wrote)
+    host: int       # what the owner maps at the hva after the run
+    present: bool   # whether it maps a page there
+    exit: str       # how the run ended: hlt (completed), mmio (no memslot), errno, ...
+
+
+class KvmHost(Host):
+    """One running ptfuzz-kvm: the same line transport as the host helper."""
+
+    def __init__(self, binary=None, timeout: float = 30.0):
+        super().__init__(binary if binary is not None else find_kvm_binary(), timeout)
+
+    def hello(self) -> dict:
+        reply = self.request("hello")
+        head, *kv = reply.split()
+        if head != "ok":
+            raise HostError(f"{BINARY_NAME}: malformed hello reply {reply!r}")
+        return {k: int(v) for k, v in (x.split("=", 1) for x in kv)}
+
+    def reset(self) -> None:
+        self.request("reset")
+
+    def guest_fault(self, vm: int, gpa: int, write: int, stamp: int) -> GuestAccess:
+        line = f"guest_fault {int(vm)} {int(gpa)} {int(write)} {int(stamp)}"
+        f = self.request(line).split()
+        if len(f) != 6 or f[0] != "g":
+            raise HostError(f"{BINARY_NAME}: expected a guest access for {line!r}, got {' '.join(f)!r}")
+        return GuestAccess(int(f[1]), int(f[2]), int(f[3]), f[4] == "1", f[5])
+
+
+# ---- the machine ----
+
+def _param(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+@dataclass
+class KvmFacts:
+    arch: str
+    release: str
+    api: int
+    nr_memslots: int
+    modules: list[str]
+    tdp_mmu: str | None
+    tdp: str | None       # ept / npt when a vendor module says so
+    config: dict
+    knobs: dict
+    notes: list
+
+    def describe(self) -> str:
+        mmu = ("TDP MMU" if self.tdp_mmu == "Y" and self.tdp == "Y" else
+               f"shadow MMU (kvm.tdp_mmu={self.tdp_mmu or '?'}, two-dimensional paging "
+               f"{'on' if self.tdp == 'Y' else 'off' if self.tdp == 'N' else 'not offered'})")
+        return (f"host: Linux {self.release} {self.arch}, /dev/kvm api {self.api} "
+                f"({', '.join(self.modules) or 'kvm'}), {mmu}, {self.nr_memslots} memslots per VM")
+
+
+def kvm_facts(host: KvmHost) -> KvmFacts:
+    hello = host.hello()
+    modules = sorted(m for m in os.listdir("/sys/module") if m.startswith("kvm")) if os.path.isdir("/sys/module") else []
+    tdp = None
+    for vendor, knob in (("kvm_intel", "ept"), ("kvm_amd", "npt")):
+        v = _param(f"/sys/module/{vendor}/parameters/{knob}")
+        if v is not None:
+            tdp = "Y" if v in ("Y", "1") else "N"
+    tdp_mmu = _param("/sys/module/kvm/parameters/tdp_mmu")
+    notes = []
+    if tdp != "Y":
+        notes.append("no two-dimensional paging here: KVM builds shadow page tables, so the model's TDP table "
+                     "bytes, leaf sizes and zaps are not visible; results and guest-visible coherence are compared")
+        notes.append("shadow paging accepts gpas up to 2^52 (kvm_mmu_max_gfn without tdp_enabled); the model's "
+                     "v6.6 TDP limit is 2^48: memslots in between disagree by design (not generated)")
+    if "kvm_pvm" in modules:
+        notes.append("kvm_pvm (PVM) is the vendor module: a guest access to an unmapped hva exits as MMIO "
+                     "rather than failing KVM_RUN with EFAULT; both count as -14")
+    la57 = False  # the window and every gpa lie far below 2^47: 4- and 5-level hosts give the same results
+    # the host operations' knobs, from the host helper's probes, as plain crosscheck sets them
+    knobs = {}
+    try:
+        from .compare import host_facts
+        with Host() as h:
+            hf = host_facts(h)
+        knobs = dict(hf.knobs)
+        notes = hf.notes + notes
+    except HostError as e:
+        notes.append(f"the host probes did not run ({e}): no knobs from them")
+    return KvmFacts("x86_64", platform.release(), hello.get("api", 0), hello.get("nr_memslots", 0), modules,
+                    tdp_mmu, tdp, {"la57": la57}, knobs, notes)
+
+
+# ---- what can run ----
+
+def check_kvm_trace(trace: Trace, where: str) -> None:
+    """Only the operations the helper runs for real, with addresses it accepts."""
+    if trace.arch != "x86_64":
+        raise UsageError(f"{where}: a {trace.arch} trace; crosscheck --kvm runs x86_64 traces only")
+    faults = 0
+    for i, row in enumerate(trace.ops):
+        name, *a = op_to_list(row)
+        if name not in KVM_OPS:
+            raise UsageError(f"{where}: ops[{i}]: {name} cannot run for real here ({', '.join(KVM_OPS)})")
+        if name == "exec" and a[1] != -1:
+            raise UsageError(f"{where}: ops[{i}]: exec of an ELF image: crosscheck runs elf -1 only")
+        if name == "mmap" and a[3] & ~1:
+            raise UsageError(f"{where}: ops[{i}]: mmap flags {a[3]}: --kvm maps anonymous memory (bit0 only)")
+        if name in ("mmap", "munmap", "madvise", "fault"):
+            size = 4 if name == "fault" else a[2]
+            if not (WIN_LO <= a[1] and a[1] + size <= WIN_HI):
+                raise UsageError(f"{where}: ops[{i}]: address {a[1]:#x} outside [2^44, 2^46)")
+        if name == "madvise" and a[3] > 3:
+            raise UsageError(f"{where}: ops[{i}]: advice {a[3]}: 0..3 only")
+        if name == "memslot" and a[4] and a[2] < 1 << 32 and a[2] + a[4] > CODE_GPA:
+            raise UsageError(f"{where}: ops[{i}]: memslot over gpa {CODE_GPA:#x}, the helper's guest code page")
+        if name == "guest_fault" and a[1] >= CODE_GPA:
+            raise UsageError(f"{where}: ops[{i}]: gpa {a[1]:#x}: the guest runs with paging off, below {CODE_GPA:#x}")
+        if name == "vm_create" and a[0] >= 16:
+            raise UsageError(f"{where}: ops[{i}]: vm {a[0]} out of range")
+        faults += name in ("fault", "guest_fault")
+    if faults > MAX_FAULTS:
+        raise UsageError(f"{where}: {faults} faults; crosscheck --kvm runs traces of at most {MAX_FAULTS}")
+
+
+# ---- the two sides ----
+
+@dataclass
+class KStep:
+    result: int
+    access: GuestAccess | None = None   # kernel side, for a guest_fault
+    violation: str | None = None        # model side: the oracle that stopped the model here
+
+    def coherent(self) -> bool | None:
+        """Kernel side, after a guest access that completed: does the guest see what the owner maps at the hva?"""
+        return None if self.access is None else self.access.guest == self.access.host
+
+    def to_doc(self) -> dict:
+        d = {"result": self.result}
+        if self.access is not None:
+            d.update(guest=self.access.guest, host=self.access.host, present=self.access.present,
+                     exit=self.access.exit)
+        if self.violation:
+            d["violation"] = self.violation
+        return d
+
+
+def stamp(i: int) -> int:
+    """The 32-bit value a write at operation i stores: distinct per operation, never 0."""
+    return 0x5A000000 | (i + 1)
+
+
+class KvmKernelSide:
+    def __init__(self, host: KvmHost):
+        self.host = host
+
+    def run(self, ops: np.ndarray) -> list[KStep]:
+        steps = []
+        try:
+            for i, row in enumerate(ops):
+                name, *a = op_to_list(row)
+                if name == "exec":
+                    a = a[:1]
+                if name == "fault":
+                    a = [*a, stamp(i)]
+                if name == "guest_fault":
+                    g = self.host.guest_fault(*a, stamp(i))
+                    steps.append(KStep(g.result, g if g.result == 0 else None))
+                    continue
+                steps.append(KStep(self.host.op(name, *a)))
+        finally:
+            self.host.reset()  # every process killed and reaped, every VM and vCPU fd closed
+        return steps
+
+
+class KvmModelSide:
+    """The engine, with one difference of protocol: a trace's guest_fault is one pass of the fault handler, and
+    -11 (EAGAIN: an invalidation moved the sequence or is open) means the vCPU takes the fault again, which
+    KVM_RUN does without returning (RET_PF_RETRY). So a guest_fault the model answers -11 is run again, up to
+    MAX_RETRIES times, and its result is the last pass's."""
+    MAX_RETRIES = 3
+
+    def __init__(self, config: dict, knobs: dict):
+        self.config, self.knobs = config, knobs
+
+    def replay(self, ops: np.ndarray):
+        return engine.replay(Trace("x86_64", ops, config=dict(self.config), knobs=dict(self.knobs)), steps=True)
+
+    def run(self, ops: np.ndarray) -> list[KStep]:
+        retries: dict[int, int] = {}
+        while True:
+            origin = [i for i in range(len(ops)) for _ in range(1 + retries.get(i, 0))]
+            r = self.replay(ops[origin] if len(ops) else ops)
+            last: dict[int, int] = {}
+            for j, x in enumerate(r.op_results):
+                last[origin[j]] = int(x)
+            again = next((i for i in sorted(last) if last[i] == -11 and retries.get(i, 0) < self.MAX_RETRIES
+                          and op_to_list(ops[i])[0] == "guest_fault"), None)
+            if again is None:
+                break
+            retries[again] = retries.get(again, 0) + 1
+        steps = [KStep(last[i]) for i in sorted(last)]
+        if r.violation is not None and r.violation.op_index < len(origin):
+            i = origin[r.violation.op_index]
+            steps = steps[: i + 1]
+            steps[-1] = replace(steps[-1], violation=r.violation.kind)
+        return steps
+
+
+@dataclass
+class KDisagreement:
+    op_index: int
+    op: str
+    figure: str   # result | coherence | stopped
+    model: object
+    kernel: object
+
+    def to_doc(self) -> dict:
+        return {"op_index": self.op_index, "op": self.op, "figure": self.figure, "pid": None,
+                "model": self.model, "kernel": self.kernel}
+
+    def text(self) -> str:
+        return f"op {self.op_index} {self.op}: {self.figure}: model {self.model}, kernel {self.kernel}"
+
+
+def kcompare(model: list[KStep], kernel: list[KStep], ops: np.ndarray) -> KDisagreement | None:
+    """The first figure that differs, in operation order: the result, then a guest access's coherence (the model
+    stands for a stale mapping with its stage2_stale oracle, which stops it: any violation is reported)."""
+    for i, (m, k) in enumerate(zip(model, kernel)):
+        op = op_text(ops[i])
+        if m.result != k.result:
+            return KDisagreement(i, op, "result", m.result, k.result)
+        coherent = k.coherent()
+        seen = ("coherent" if coherent else f"guest saw {k.access.guest:#x}, host maps {k.access.host:#x}"
+                if coherent is not None else "ran")
+        if m.violation:
+            return KDisagreement(i, op, "violation", m.violation, seen)
+        if coherent is False:
+            return KDisagreement(i, op, "coherence", "coherent", seen)
+    if len(model) != len(kernel):
+        i = min(len(model), len(kernel))
+        return KDisagreement(i, op_text(ops[i]), "stopped", "stopped" if len(model) == i else "ran",
+                             "stopped" if len(kernel) == i else "ran")
+    return None
+
+
+class KvmChecker:
+    """Checks traces with VMs; files the disagreements a second real run repeats, minimized."""
+
+    def __init__(self, host: KvmHost, facts: KvmFacts, knobs: dict, out: Path, minimize: bool = True):
+        self.host, self.facts, self.out, self.minimize = host, facts, out, minimize
+        self.knobs = {**facts.knobs, **knobs}
+        self.model = KvmModelSide(facts.config, self.knobs)
+        self.kernel = KvmKernelSide(host)
+
+    def use(self, host) -> None:
+        self.host = host
+        self.kernel = KvmKernelSide(host)
+
+    def disagreement(self, ops: np.ndarray):
+        model, kernel = self.model.run(ops), self.kernel.run(ops)
+        return kcompare(model, kernel, ops), model, kernel
+
+    def check(self, trace: Trace, name: str) -> Outcome:
+        ops = trace.ops
+        d, model, kernel = self.disagreement(ops)
+        if d is None:
+            return Outcome(name, trace, None, model, kernel)
+        d2, _, _ = self.disagreement(ops)
+        if d2 is None or d2.to_doc() != d.to_doc():
+            return Outcome(name, trace, None, model, kernel, unstable=True)
+        small, before = ops, None
+        if self.minimize:
+            def keeps(candidate):
+                try:
+                    check_kvm_trace(replace(trace, ops=candidate), name)
+                    got = self.disagreement(candidate)[0]
+                except (HostError, UsageError):
+                    return False
+                return got is not None and got.figure == d.figure
+            small = shrink(ops[: d.op_index + 1], keeps)
+            before = len(ops)
+            d, model, kernel = self.disagreement(small)
+            if d is None:
+                small, before = ops, None
+                d, model, kernel = self.disagreement(ops)
+        out = Outcome(name, replace(trace, ops=small), d, model, kernel, minimized_from=before)
+        out.path = self.file(out)
+        return out
+
+    def file(self, o: Outcome) -> Path:
+        figures = [{"op": i, "text": op_text(o.trace.ops[i]), "model": m.to_doc(), "kernel": k.to_doc()}
+                   for i, (m, k) in enumerate(zip(o.model, o.kernel))]
+        meta = {"found_by": "ptfuzz crosscheck --kvm", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "crosscheck": {"first_disagreement": o.disagreement.to_doc(), "figures": figures,
+                               "host": self.facts.describe()}}
+        if o.minimized_from is not None:
+            meta["minimized_from"] = o.minimized_from
+        t = Trace("x86_64", o.trace.ops, config=dict(self.facts.config), knobs=dict(self.knobs), meta=meta)
+        digest = hashlib.sha256(tracemod.dumps(replace(t, meta=None))).hexdigest()[:8]
+        path = self.out / "x86_64-kvm" / f"crosscheck-kvm-{digest}.msgpack"
+        tracemod.save(t, path)
+        return path
+
+
+# ---- generation ----
+
+class KvmGen(HostGen):
+    """HostGen's processes and mappings (anonymous only), plus VMs of those processes: memslots over their
+    mappings and beside them, guest accesses at low gpas, VMs used after their owner exited or exec'd."""
+    NVMS, NSLOTS = 3, 4
+    GPA_STEP = 0x1000000  # slot i's usual gpa: 16 MiB apart, 2 MiB aligned
+
+    def __init__(self, arch, choices, layout, tdp: bool = True):
+        super().__init__(arch, choices, layout)
+        self.tdp = tdp
+        self.vms: dict[int, int] = {}          # vm -> owner pid
+        self.slots: dict[tuple, tuple] = {}    # (vm, slot) -> (gpa, hva, len)
+
+    def do_mmap(self):
+        pid, L = self.pid(), self.L
+        base = self.region() + self.c.below(4) * L.pmd
+        kind = self.c.below(3)
+        if kind == 0:
+            addr, length = base, L.pmd * (1 + self.c.below(2))
+        elif kind == 1:
+            addr, length = base + self.c.below(4) * L.page, L.page * (1 + self.c.below(16))
+        else:
+            m = self.mapping(pid)
+            addr = max(WINDOW, m[0] + self.c.pick([m[1], -L.page, m[1] // 2 // L.page * L.page])) if m else base
+            length = L.page * (1 + self.c.below(8))
+        flags = 1 if self.c.chance(50) else 0
+        self.op("mmap", pid, addr, length, flags)
+        self.pids.setdefault(pid, []).append((addr, length, flags))
+
+    def vm(self) -> int:
+        return self.c.pick(sorted(self.vms)) if self.vms and self.c.chance(90) else self.c.below(self.NVMS)
+
+    def owner_with_memory(self) -> int:
+        mapped = [p for p in sorted(self.pids) if self.pids[p]]
+        return self.c.pick(mapped) if mapped and self.c.chance(85) else self.pid()
+
+    def do_vm_create(self):
+        """A VM of a process, usually with memory to give it and a first memslot over it."""
+        vm, pid, L = self.c.below(self.NVMS), self.owner_with_memory(), self.L
+        if not self.pids.get(pid) and self.c.chance(80):
+            addr, length = self.region() + self.c.below(4) * L.pmd, L.pmd * (1 + self.c.below(2))
+            flags = self.c.below(2)
+            self.op("mmap", pid, addr, length, flags)
+            self.pids.setdefault(pid, []).append((addr, length, flags))
+        self.op("vm_create", vm, pid, 1 if self.c.rarely(20) else 0)
+        if vm not in self.vms:
+            self.vms[vm] = pid
+            for key in [key for key in self.slots if key[0] == vm]:
+                del self.slots[key]
+        if self.c.chance(80):
+            self.do_memslot(vm)
+
+    def do_memslot(self, vm=None):
+        vm, L = self.vm() if vm is None else vm, self.L
+        slot = self.c.below(self.NSLOTS)
+        owner = self.vms.get(vm, self.pid())
+        m = self.mapping(owner)
+        old = self.slots.get((vm, slot))
+        k = self.c.below(100)
+        if old and k < 15:  # delete, or move to another gpa
+            if self.c.chance(50):
+                self.op("memslot", vm, slot, old[0], old[1], 0)
+                self.slots.pop((vm, slot), None)
+            else:
+                gpa = self.c.pick([old[0] + L.pmd, old[0] + L.page, (slot + 8) * self.GPA_STEP])
+                self.op("memslot", vm, slot, gpa, old[1], old[2])
+                self.slots[(vm, slot)] = (gpa, old[1], old[2])
+            return
+        if old and k < 20:  # a changed hva or size: -EINVAL
+            self.op("memslot", vm, slot, old[0], old[1] + self.c.pick([L.page, 0]), old[2] + self.c.pick([0, L.page]))
+            return
+        base = slot * self.GPA_STEP
+        if m:
+            hva, length = m[0], m[1]
+            if self.c.chance(25):
+                length = self.c.pick([L.page, length + L.pmd, max(L.page, length // 2 // L.page * L.page)])
+            # congruent with the hva within a 2 MiB block (where a huge mapping could go), or not
+            gpa = base + self.c.pick([hva & (L.pmd - 1), hva & (L.pmd - 1), 0, L.page])
+        else:
+            hva, length, gpa = self.region(), L.pmd, base
+        if self.slots and self.c.rarely(12):  # over another slot's gpa: -EEXIST
+            gpa = self.c.pick(list(self.slots.values()))[0]
+        r = self.c.below(100)
+        odd = r < 14
+        if r < 3:
+            gpa |= 0x800  # misaligned
+        elif r < 6:
+            hva += 0x10  # misaligned
+        elif r < 10:
+            # the top of the gpa space: 2^48 under the TDP MMU the model has, 2^52 under a shadow MMU, where
+            # [2^48, 2^52) cannot be compared (kvm_mmu_max_gfn) and is not generated
+            tops = [1 << 47, (1 << 48) - length, 1 << 52, (1 << 64) - length]
+            gpa = self.c.pick(tops + ([1 << 48, 1 << 51, (1 << 52) - length] if self.tdp else []))
+        elif r < 14:
+            # the top of user space (not below it: the model's stack lies there, the helper's does not)
+            hva = self.c.pick([(1 << 47) - length, 1 << 47, (1 << 63) - length, 1 << 63])
+        elif r < 20:
+            hva = self.region() + self.c.below(8) * L.pmd  # maybe nothing mapped there
+        self.op("memslot", vm, slot, gpa, hva, length)
+        if not odd and vm in self.vms:
+            self.slots[(vm, slot)] = (gpa, hva, length)
+
+    def slot_page(self, vm):
+        """A page of one of vm's slots: (gpa, hva), or None."""
+        L = self.L
+        mine = [s for (v, _), s in sorted(self.slots.items()) if v == vm]
+        if not mine:
+            return None
+        gpa, hva, length = self.c.pick(mine)
+        pages = max(1, length // L.page)
+        off = self.c.pick([0, (pages - 1) * L.page, self.c.below(pages) * L.page])
+        return (gpa + off, hva + off) if gpa + off < CODE_GPA else None
+
+    def do_guest_fault(self):
+        L = self.L
+        backed = sorted({v for v, _ in self.slots})
+        vm = self.c.pick(backed) if backed and self.c.chance(90) else self.vm()
+        at = self.slot_page(vm) if self.c.chance(90) else None
+        gpa = at[0] if at else self.c.below(64) * L.page + self.c.pick([0, 4 * self.GPA_STEP])
+        if self.c.rarely(15):  # a read, then a write
+            self.op("guest_fault", vm, gpa, 0)
+            self.op("guest_fault", vm, gpa, 1)
+            return
+        self.op("guest_fault", vm, gpa, self.c.below(2))
+
+    def do_coherence(self):
+        """The guest touches a page, the owner changes what the hva maps, the guest reads it again: a stale
+        mapping would show the old data."""
+        live = [v for v, p in sorted(self.vms.items()) if p in self.pids and self.slot_page(v)]
+        if not live:
+            return self.do_guest_fault()
+        vm = self.c.pick(live)
+        gpa, hva = self.slot_page(vm)
+        owner, L = self.vms[vm], self.L
+        self.op("guest_fault", vm, gpa, self.c.below(2))
+        change = self.c.below(6)
+        if change == 0:
+            self.op("fault", owner, hva, 1)  # the host writes: the guest must read the new value
+        elif change == 1:
+            self.op("madvise", owner, hva, L.page, 0)  # MADV_DONTNEED: the guest must read zero
+        elif change == 2:  # fork, then a write in the owner breaks COW: the guest must follow the owner
+            child = 1 + self.c.below(self.NPIDS + 1)
+            self.op("fork", owner, child)
+            if child not in self.pids:
+                self.pids[child] = list(self.pids.get(owner, []))
+            self.op("fault", owner if self.c.chance(70) else child, hva, 1)
+        elif change == 3:  # a remap: a new anonymous page at the same hva
+            self.op("mmap", owner, hva, L.page, 0)
+        elif change == 4:  # gone: the guest access fails
+            self.op("munmap", owner, hva, L.page)
+        else:  # a write through the guest, then the host reads what the guest wrote
+            self.op("guest_fault", vm, gpa, 1)
+            self.op("fault", owner, hva, 0)
+        self.op("guest_fault", vm, gpa, 0)
+
+    def step(self):
+        k = self.c.below(100)
+        if not self.pids or k < 45:
+            return super().step()
+        if not self.vms or k < 50:
+            return self.do_vm_create()
+        if k < 64:
+            return self.do_memslot()
+        if k < 80:
+            return self.do_guest_fault()
+        if k < 97:
+            return self.do_coherence()
+        vm = self.vm()
+        self.op("vm_destroy", vm)
+        self.vms.pop(vm, None)
+        for key in [key for key in self.slots if key[0] == vm]:
+            del self.slots[key]
+
+
+def generate_kvm(facts: KvmFacts, seed: int, nops: int) -> Trace:
+    gen = KvmGen("x86_64", RandomChoices(seed), Layout.of("x86_64", facts.config), tdp=facts.tdp == "Y")
+    while len(gen.rows) < nops:
+        gen.step()
+    ops = tracemod.ops_from_list(gen.rows[:nops])
+    return Trace("x86_64", ops, config=dict(facts.config), meta={"found_by": "ptfuzz crosscheck --kvm", "seed": seed})
+
+
+def open_kvm():
+    """The --kvm side of a run; UsageError (exit 2) with one line when /dev/kvm is absent or unusable."""
+    from .run import Side
+    reason = kvm_supported()
+    if reason:
+        raise UsageError(reason)
+    try:
+        host = KvmHost()
+    except HostError as e:
+        raise UsageError(str(e)) from None
+    try:
+        facts = kvm_facts(host)
+    except HostError as e:
+        host.close()
+        raise UsageError(f"crosscheck --kvm: /dev/kvm is not usable: {e}") from None
+    return Side(host, facts, KvmChecker, facts.describe, generate_kvm)
