@@ -137,7 +137,7 @@ def _summarize(side, checker, r, json_out: bool, kvm: bool = False) -> None:
     if kvm:
         summary.update(kvm=True, seconds=round(r.elapsed, 1),
                        traces_per_second=round(r.checked / r.elapsed, 2) if r.elapsed > 0 else None,
-                       figures={}, not_compared=side.facts.notes)
+                       figures={}, guest_accesses=side.facts.guest_path, notes=side.facts.notes)
         for o in r.disagreements:
             f = o.disagreement.figure
             summary["figures"][f] = summary["figures"].get(f, 0) + 1

@@ -111,6 +111,14 @@ class KvmHost(Host):
             raise HostError(f"{BINARY_NAME}: malformed hello reply {reply!r}")
         return {k: int(v) for k, v in (x.split("=", 1) for x in kv)}
 
+    def probe(self) -> dict:
+        """How this host serves the guest's accesses: a few reads, then the vCPU's insn_emulation and pf_fixed."""
+        reply = self.request("probe")
+        head, *kv = reply.split()
+        if head != "ok":
+            raise HostError(f"{BINARY_NAME}: malformed probe reply {reply!r}")
+        return {k: int(v) for k, v in (x.split("=", 1) for x in kv)}
+
     def reset(self) -> None:
         self.request("reset")
 
@@ -143,13 +151,18 @@ class KvmFacts:
     config: dict
     knobs: dict
     notes: list
+    guest_path: str = "mmu"  # how the guest's accesses are served: "mmu" (page faults) or "emulated"
+    probe: dict = None
 
     def describe(self) -> str:
         mmu = ("TDP MMU" if self.tdp_mmu == "Y" and self.tdp == "Y" else
                f"shadow MMU (kvm.tdp_mmu={self.tdp_mmu or '?'}, two-dimensional paging "
                f"{'on' if self.tdp == 'Y' else 'off' if self.tdp == 'N' else 'not offered'})")
+        p = self.probe or {}
+        path = (f"guest accesses {self.guest_path} (insn_emulation {p.get('insn_emulation')}, pf_fixed "
+                f"{p.get('pf_fixed')} over {p.get('runs')} runs)" if p else f"guest accesses {self.guest_path}")
         return (f"host: Linux {self.release} {self.arch}, /dev/kvm api {self.api} "
-                f"({', '.join(self.modules) or 'kvm'}), {mmu}, {self.nr_memslots} memslots per VM")
+                f"({', '.join(self.modules) or 'kvm'}), {mmu}, {self.nr_memslots} memslots per VM, {path}")
 
 
 def kvm_facts(host: KvmHost) -> KvmFacts:
@@ -167,9 +180,17 @@ def kvm_facts(host: KvmHost) -> KvmFacts:
                      "bytes, leaf sizes and zaps are not visible; results and guest-visible coherence are compared")
         notes.append("shadow paging accepts gpas up to 2^52 (kvm_mmu_max_gfn without tdp_enabled); the model's "
                      "v6.6 TDP limit is 2^48: memslots in between disagree by design (not generated)")
+    probe = host.probe()
+    emulated = probe.get("pf_fixed", 0) == 0 and probe.get("insn_emulation", 0) >= 3 * probe.get("runs", 1)
+    if emulated:
+        notes.append("the guest's instructions are emulated here (every one counted by insn_emulation, no page "
+                     "fault fixed): its loads and stores are the emulator's copies through the hva, so no "
+                     "shadow or TDP mapping is built and a stale one cannot show; coherence is still compared "
+                     "(the emulator's view of the host mm), the stage2-stale oracle's mapping cannot be")
+        notes.append("an emulated access whose hva is not mapped exits as MMIO (like a gpa without memslot) "
+                     "rather than failing KVM_RUN with EFAULT: both count as -14")
     if "kvm_pvm" in modules:
-        notes.append("kvm_pvm (PVM) is the vendor module: a guest access to an unmapped hva exits as MMIO "
-                     "rather than failing KVM_RUN with EFAULT; both count as -14")
+        notes.append("kvm_pvm (PVM) is the vendor module: it runs only PVM-aware 64-bit guests natively")
     la57 = False  # the window and every gpa lie far below 2^47: 4- and 5-level hosts give the same results
     # the host operations' knobs, from the host helper's probes, as plain crosscheck sets them
     knobs = {}
@@ -182,7 +203,7 @@ def kvm_facts(host: KvmHost) -> KvmFacts:
     except HostError as e:
         notes.append(f"the host probes did not run ({e}): no knobs from them")
     return KvmFacts("x86_64", platform.release(), hello.get("api", 0), hello.get("nr_memslots", 0), modules,
-                    tdp_mmu, tdp, {"la57": la57}, knobs, notes)
+                    tdp_mmu, tdp, {"la57": la57}, knobs, notes, "emulated" if emulated else "mmu", probe)
 
 
 # ---- what can run ----
@@ -442,7 +463,7 @@ class KvmGen(HostGen):
             flags = self.c.below(2)
             self.op("mmap", pid, addr, length, flags)
             self.pids.setdefault(pid, []).append((addr, length, flags))
-        self.op("vm_create", vm, pid, 1 if self.c.rarely(20) else 0)
+        self.op("vm_create", vm, pid, self.c.pick([32, 40, 52]) if self.c.rarely(20) else 0)  # x86: -EINVAL
         if vm not in self.vms:
             self.vms[vm] = pid
             for key in [key for key in self.slots if key[0] == vm]:

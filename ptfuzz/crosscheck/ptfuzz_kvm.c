@@ -19,6 +19,7 @@
  *   memslot VM SLOT GPA HVA LEN    -> r RES   (KVM_SET_USER_MEMORY_REGION, flags 0)
  *   guest_fault VM GPA WRITE STAMP -> g RES GUEST HOST PRESENT EXIT
  *   vm_destroy VM                  -> r 0 | r -2         (every fd of the VM closed)
+ *   probe                          -> ok runs=N insn_emulation=N pf_fixed=N pf_taken=N  (how guest accesses are served)
  *   reset                          -> r 0                (every process killed and reaped, every VM closed)
  *
  * guest_fault runs the vCPU on a tiny 32-bit protected-mode guest (paging off) whose code lies in a page of its
@@ -86,6 +87,7 @@ struct rep {
 /* ---- a trace process ---- */
 
 static int chan = -1, kvm_fd = -1;
+static void out(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static long page_size;
 static sigjmp_buf fault_env;
 static volatile sig_atomic_t in_fault;
@@ -308,9 +310,23 @@ static void host_value(uint64_t hva, uint64_t *present, uint32_t *val)
     touch(hva, 0, 0, val);
 }
 
+struct access {
+    int64_t res;
+    uint32_t guest, host;
+    uint64_t present;
+    int how;
+};
+
+static struct access guest_access(struct cvm *v, uint64_t gpa, uint64_t write, uint64_t stamp);
+
 static void do_guest_fault(uint64_t vm, uint64_t gpa, uint64_t write, uint64_t stamp)
 {
-    struct cvm *v = &cvms[vm];
+    struct access a = guest_access(&cvms[vm], gpa, write, stamp);
+    reply(a.res, a.guest, a.host, a.present, (uint64_t)a.how, NULL, 0);
+}
+
+static struct access guest_access(struct cvm *v, uint64_t gpa, uint64_t write, uint64_t stamp)
+{
     struct kvm_regs g;
     memset(&g, 0, sizeof g);
     g.rip = CODE_GPA + (write ? 16 : 0);
@@ -318,10 +334,8 @@ static void do_guest_fault(uint64_t vm, uint64_t gpa, uint64_t write, uint64_t s
     g.rax = write ? (uint32_t)stamp : 0;
     g.rdx = IO_PORT;
     g.rflags = 2;
-    if (ioctl(v->vcpufd, KVM_SET_REGS, &g)) {
-        reply(-errno, 0, 0, 0, X_ERRNO, NULL, 0);
-        return;
-    }
+    if (ioctl(v->vcpufd, KVM_SET_REGS, &g))
+        return (struct access){-errno, 0, 0, 0, X_ERRNO};
     int64_t res = 0;
     int how = X_NONE, mmio = 0;
     uint32_t guest = 0;
@@ -360,7 +374,74 @@ static void do_guest_fault(uint64_t vm, uint64_t gpa, uint64_t write, uint64_t s
             if (v->slot[s].used && gpa >= v->slot[s].gpa && gpa - v->slot[s].gpa < v->slot[s].len)
                 host_value((v->slot[s].hva + (gpa - v->slot[s].gpa)) & ~3ULL, &present, &host);
     }
-    reply(res, guest, host, present, (uint64_t)how, NULL, 0);
+    return (struct access){res, guest, host, present, how};
+}
+
+/* A vCPU statistic by name (KVM_GET_STATS_FD), or -1. */
+static long long vcpu_stat(int vcpufd, const char *name)
+{
+    static char descs[1 << 16];
+    struct kvm_stats_header h;
+    long long val = -1;
+    int sfd = ioctl(vcpufd, KVM_GET_STATS_FD, NULL);
+    if (sfd < 0)
+        return -1;
+    if (pread(sfd, &h, sizeof h, 0) != (ssize_t)sizeof h)
+        goto out;
+    size_t dsz = sizeof(struct kvm_stats_desc) + h.name_size;
+    if (dsz * h.num_desc > sizeof descs || pread(sfd, descs, dsz * h.num_desc, h.desc_offset) < 0)
+        goto out;
+    for (unsigned i = 0; i < h.num_desc; i++) {
+        struct kvm_stats_desc *d = (struct kvm_stats_desc *)(descs + i * dsz);
+        uint64_t v;
+        if (!strcmp(d->name, name) && pread(sfd, &v, sizeof v, h.data_offset + d->offset) == (ssize_t)sizeof v) {
+            val = (long long)v;
+            break;
+        }
+    }
+out:
+    close(sfd);
+    return val;
+}
+
+/* How the guest's accesses are served here: RUNS reads of distinct pages, then the vCPU's counters. An
+ * instruction emulated per instruction run (mov, out, hlt) and no page fault fixed: the emulator copies through
+ * the hva (kvm_vcpu_read_guest), and no shadow or TDP page table is built. */
+static void do_probe(void)
+{
+    enum { RUNS = 8 };
+    struct cvm v;
+    memset(&v, 0, sizeof v);
+    v.vcpufd = -1;
+    uint8_t *data = mmap(NULL, RUNS * (size_t)page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (data == MAP_FAILED || (kvm_fd < 0 && (kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC)) < 0)) {
+        out("e probe: %s", strerror(errno));
+        return;
+    }
+    int ok = 0;
+    if ((v.vmfd = ioctl(kvm_fd, KVM_CREATE_VM, 0UL)) >= 0) {
+        v.used = 1;
+        struct kvm_userspace_memory_region r = {0, 0, 0x100000, RUNS * (uint64_t)page_size, (uint64_t)(uintptr_t)data};
+        if (!vm_setup(&v) && !ioctl(v.vmfd, KVM_SET_USER_MEMORY_REGION, &r)) {
+            v.slot[0].used = 1;
+            v.slot[0].gpa = 0x100000;
+            v.slot[0].hva = (uint64_t)(uintptr_t)data;
+            v.slot[0].len = RUNS * (uint64_t)page_size;
+            ok = 1;
+            for (int i = 0; i < RUNS; i++) {
+                data[i * page_size] = (uint8_t)(i + 1);
+                struct access a = guest_access(&v, 0x100000 + (uint64_t)i * (uint64_t)page_size, 0, 0);
+                ok &= a.res == 0 && a.guest == (uint32_t)(i + 1);
+            }
+        }
+    }
+    if (ok)
+        out("ok runs=%d insn_emulation=%lld pf_fixed=%lld pf_taken=%lld", RUNS, vcpu_stat(v.vcpufd, "insn_emulation"),
+            vcpu_stat(v.vcpufd, "pf_fixed"), vcpu_stat(v.vcpufd, "pf_taken"));
+    else
+        out("e probe: the guest did not run (%s)", strerror(errno));
+    vm_close(&v);
+    munmap(data, RUNS * (size_t)page_size);
 }
 
 /* Returns the new process's channel in the new process, -1 in the parent (which has replied). */
@@ -460,7 +541,6 @@ struct rvm {
 };
 static struct rvm rvms[NVM];
 
-static void out(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void out(const char *fmt, ...)
 {
     va_list ap;
@@ -696,6 +776,8 @@ int main(void)
             int api = ioctl(k, KVM_GET_API_VERSION, 0), slots = ioctl(k, KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS);
             close(k);
             out("ok api=%d nr_memslots=%d", api, slots);
+        } else if (!strcmp(name, "probe")) {
+            do_probe();
         } else if (!strcmp(name, "reset")) {
             reset_all();
             out("r 0");
