@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SOURCES := pyproject.toml setup.py $(wildcard native_ext/*.c native_ext/*.h native_ext/host/*.c)
+SOURCES := pyproject.toml setup.py $(wildcard native_ext/*.c native_ext/*.h native_ext/*/*.c native_ext/*/*.h native_ext/*/*/*.c native_ext/*/*/*.h)
 ARCH ?= s390
 TIME ?= 60
 

@@ -23,6 +23,8 @@ if sanitize:
 
 HOST_SOURCE = "native_ext/host/ptfuzz_host.c"
 HOST_NAME = "ptfuzz-host"
+ENGINE_SOURCES = sorted(p for p in glob.glob("native_ext/**/*.c", recursive=True)
+                        if not p.startswith("native_ext/host/"))
 
 
 class build_ext_with_host(build_ext):
@@ -87,8 +89,10 @@ setup(
     ext_modules=[
         Extension(
             "ptfuzz._engine",
-            sources=sorted(glob.glob("native_ext/*.c")),
-            depends=glob.glob("native_ext/*.h"),
+            # every engine source below native_ext/ (core/, arch/, mm/, kvm/, ...), not the helper program in host/
+            sources=ENGINE_SOURCES,
+            depends=glob.glob("native_ext/**/*.h", recursive=True),
+            include_dirs=["native_ext"],
             extra_compile_args=extra_compile,
             extra_link_args=extra_link,
         )

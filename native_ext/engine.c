@@ -5,33 +5,6 @@
 #include <string.h>
 #include "ptf.h"
 
-void violate(struct engine *e, enum violation v, const char *fmt, ...)
-{
-	if (e->viol)
-		return;
-	e->viol = v;
-	e->viol_op = e->op_index;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(e->viol_msg, sizeof(e->viol_msg), fmt, ap);
-	va_end(ap);
-}
-
-void emit(struct engine *e, enum event t, uint64_t a, uint64_t b, uint64_t c, uint64_t d)
-{
-	if (!e->steps)
-		return;
-	if (e->nevents == e->capevents) {
-		size_t n = e->capevents ? e->capevents * 2 : 256;
-		struct event_rec *p = realloc(e->events, n * sizeof(*p));
-		if (!p)
-			return;
-		e->events = p;
-		e->capevents = n;
-	}
-	e->events[e->nevents++] = (struct event_rec){ e->op_index, t, a, b, c, d };
-}
-
 /* config: granule, va_bits, la57, max_table_pages, pa_bits */
 int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t *config)
 {
@@ -53,6 +26,7 @@ int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t 
 	if (ret)
 		return ret;
 	e->s2_fmt = stage2_fmt(arch);
+	e->mm_ops = arch == ARCH_S390 ? &s390_mm_ops : &generic_mm_ops;
 	e->pmd_lvl = pmd_level(&e->geom);
 	e->shm_pages = e->geom.lv[e->geom.nlevels - 1].entries; /* HPAGE_PMD_NR */
 	switch (arch) {
@@ -217,8 +191,8 @@ int ptf_selftest(int which)
 	case V_FRAGMENT_CORRUPT: { /* a full page left on the reuse list */
 		mm_new(e, false, -1, &mm);
 		struct tref a, b;
-		s390_pte_alloc(e, mm, &a);
-		s390_pte_alloc(e, mm, &b);
+		page_table_alloc(e, mm, &a);
+		page_table_alloc(e, mm, &b);
 		e->blocks[a.blk].listed = 1;
 		e->mms[mm].frag_list = a.blk;
 		s390_frag_check(e);

@@ -301,13 +301,27 @@ struct vm {
 };
 
 /* ---- RCU ---- */
-enum cb_kind { CB_FRAG_PENDING, CB_FREE_BLOCK };
+enum cb_kind { CB_FRAG_PENDING, CB_FREE_BLOCK, CB_NR };
 struct rcu_cb {
 	enum cb_kind kind;
 	int32_t blk;
 	uint8_t half;
 	uint64_t wait_section[MAX_CPUS]; /* 0: no wait on that cpu */
 };
+
+/* ---- the arch hooks generic code calls (as arm64 kvm/hyp/pgtable.c's mm_ops): one table per arch, chosen by
+ * ptf_init, so that mm/, core/rcu.c and the oracle never branch on the arch for these ---- */
+struct engine;
+typedef void (*rcu_callback_t)(struct engine *e, int32_t blk, int half);
+struct mm_ops {
+	int (*pte_alloc_one)(struct engine *e, int mm, struct tref *out); /* NULL: a plain table_alloc */
+	void (*pte_free)(struct engine *e, int mm, struct tref t);
+	void (*pte_free_tlb)(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
+	void (*pte_free_defer)(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
+	int (*crst_table_upgrade)(struct engine *e, int mm, uint64_t end); /* NULL: the top level is fixed */
+	rcu_callback_t rcu_callback[CB_NR]; /* what a grace period runs, by callback kind */
+};
+extern const struct mm_ops s390_mm_ops, generic_mm_ops;
 
 /* ---- --steps events ---- */
 enum event {
@@ -340,6 +354,7 @@ struct engine {
 	struct compound *cpd;
 	uint64_t ncpd, capcpd, next_pfn, last_cpd; /* last_cpd: data_lookup's one-entry cache */
 	const struct entry_fmt *s2_fmt; /* entry format of gmap / stage-2 / TDP tables */
+	const struct mm_ops *mm_ops;    /* the arch's page-table hooks */
 
 	struct proc procs[MAX_PIDS];
 	struct mm mms[MAX_MMS];
@@ -411,6 +426,12 @@ void emit(struct engine *e, enum event t, uint64_t a, uint64_t b, uint64_t c, ui
 int table_alloc(struct engine *e, int mm, int level, int pages, struct tref *out);
 const struct entry_fmt *block_fmt(struct engine *e, const struct block *b, int half);
 void block_release(struct engine *e, int32_t blk);
+/* How table_free gives a table back: at once with an EV_TABLE_FREE event, at once without one (an allocation
+ * unwound before anyone saw the tables), after a grace period (call_rcu), or not at all here: the arch's
+ * own allocator returns it (s390's 2K fragments, page_table_free and friends), table_free only counts it. */
+enum table_free { TABLE_FREE_NOW, TABLE_FREE_SILENT, TABLE_FREE_RCU, TABLE_FREE_BY_ARCH };
+void table_free(struct engine *e, struct tref t, enum table_free how, int level, uint64_t owner);
+void tlb_remove_table_rcu(struct engine *e, int32_t blk, int half);
 /* The memory of a table (a 2K half of a fragment page); hot in every walk, so inline. */
 static inline uint64_t *tref_mem(struct engine *e, struct tref t)
 {
@@ -419,7 +440,13 @@ static inline uint64_t *tref_mem(struct engine *e, struct tref t)
 }
 uint64_t *tref_deref(struct engine *e, struct tref t, const char *who);
 struct tref tref_from_phys(struct engine *e, uint64_t phys);
-uint64_t tref_phys(struct tref t);
+/* Table addresses are synthetic but stable: block b lives at (b+1) * 16 KiB,
+ * so a CRST (4 pages) and the two 2K halves of a PTE page all get distinct
+ * origins that fit the entry formats' origin masks. Inline: rcu.c and the report paths use it below pool.c. */
+static inline uint64_t tref_phys(struct tref t)
+{
+	return ((uint64_t)t.blk + 1) << 14 | (uint64_t)t.half << 11;
+}
 bool tref_alive(struct engine *e, struct tref t);
 uint64_t data_alloc(struct engine *e, uint64_t nr);
 struct compound *data_lookup(struct engine *e, uint64_t pfn);
@@ -509,7 +536,8 @@ bool folio_locked(const struct engine *e, uint64_t head);
 bool vma_rmap_busy(const struct engine *e, const struct vma *v);
 int rmap_lock_wait(struct engine *e, int kind, uint32_t id);
 int vma_rmap_wait(struct engine *e, const struct vma *v);
-void pte_table_free(struct engine *e, int mm, struct tref t, uint64_t vmaddr, bool defer);
+void pte_free_tlb(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
+void pte_free_defer(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
 void pte_free(struct engine *e, int mm, struct tref t);
 void crst_free(struct engine *e, int mm, struct tref t);
 int alloc_table_for(struct engine *e, int mm, int level, struct tref *out);
@@ -528,21 +556,21 @@ int do_shmem_fault(struct engine *e, int mm, const struct vma *v, uint64_t addr,
 int hpage_collapse_scan_file(struct engine *e, int mm, const struct vma *v, uint64_t addr);
 int collapse_pte_mapped_thp(struct engine *e, int mm, uint64_t addr);
 
-/* s390.c */
-int s390_pte_alloc(struct engine *e, int mm, struct tref *out);
-void s390_pte_free(struct engine *e, int mm, struct tref t, bool rcu, bool defer);
-void s390_rcu_done(struct engine *e, int32_t blk, int half);
-int s390_upgrade(struct engine *e, int mm, uint64_t end);
+/* arch/s390/pgalloc.c (the rest behind s390_mm_ops) */
+int page_table_alloc(struct engine *e, int mm, struct tref *out);
+void __tlb_remove_table(struct engine *e, int32_t blk, int half);
+int crst_table_upgrade(struct engine *e, int mm, uint64_t end);
+int s390_frag_check(struct engine *e);
+/* arch/s390/gmap.c */
 int s390_enable_sie(struct engine *e, int mm);
-void gmap_unlink_table(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
+void gmap_unlink(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
 int gmap_create(struct engine *e, struct vm *v);
-int gmap_link(struct engine *e, struct vm *v, uint64_t gaddr, uint64_t vmaddr);
+int __gmap_link(struct engine *e, struct vm *v, uint64_t gaddr, uint64_t vmaddr);
 int gmap_map_segment(struct engine *e, struct vm *v, uint64_t from, uint64_t to, uint64_t len);
 int gmap_unmap_segment(struct engine *e, struct vm *v, uint64_t to, uint64_t len);
 int __gmap_translate(const struct vm *v, uint64_t gaddr, uint64_t *vmaddr);
 void kvm_arch_commit_memory_region(struct engine *e, struct vm *v, struct memslot old, struct memslot new);
 void gmap_destroy(struct engine *e, struct vm *v);
-int s390_frag_check(struct engine *e);
 int gmap_check(struct engine *e);
 
 /* locking.c */

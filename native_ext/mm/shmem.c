@@ -465,7 +465,7 @@ static void retract_page_tables(struct engine *e, int obj, uint64_t pgoff)
 		entry_write(e, pmd_tbl, ml, pmd_idx, f->empty(ml)); /* pmdp_collapse_flush */
 		table_set_linked(e, pte, false);
 		emit(e, EV_RETRACT, (uint64_t)it.mm, addr, tref_phys(pte), (uint64_t)obj);
-		pte_table_free(e, it.mm, pte, addr, true); /* pte_free_defer */
+		pte_free_defer(e, it.mm, pte, addr);
 	}
 }
 
@@ -594,7 +594,7 @@ int collapse_pte_mapped_thp(struct engine *e, int mm, uint64_t addr)
 		entry_write(e, vmf.pmd_tbl, ml, vmf.pmd_idx, f->empty(ml)); /* step 4: pmdp_collapse_flush */
 		table_set_linked(e, pte, false);
 		emit(e, EV_RETRACT, (uint64_t)mm, haddr, tref_phys(pte), (uint64_t)vmf.obj);
-		pte_table_free(e, mm, pte, haddr, true);
+		pte_free_defer(e, mm, pte, haddr);
 		if (e->viol)
 			return SCAN_FAIL;
 	}

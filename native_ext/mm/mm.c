@@ -72,9 +72,7 @@ void mm_drop(struct engine *e, int mm)
 	if (m->users > 0 || m->count > 0 || !m->used)
 		return;
 	if (m->pgt.root.blk >= 0) {
-		emit(e, EV_TABLE_FREE, m->pgt.top, tref_phys(m->pgt.root), mm, 0);
-		e->st.tables_freed++;
-		block_release(e, m->pgt.root.blk);
+		table_free(e, m->pgt.root, TABLE_FREE_NOW, m->pgt.top, mm);
 		m->pgt.root = TREF_NONE;
 	}
 	free(m->vmas);
@@ -456,47 +454,27 @@ static int madvise_update_vma(struct engine *e, int mm, int i, uint64_t start, u
 
 void crst_free(struct engine *e, int mm, struct tref t)
 {
-	(void)mm;
-	e->st.tables_freed++;
-	if (e->knob[K_TABLE_FREE] == TF_RCU && mm >= 0) {
-		call_rcu_table(e, CB_FREE_BLOCK, t.blk, 0);
-	} else {
-		emit(e, EV_TABLE_FREE, e->blocks[t.blk].level[0], tref_phys(t), mm, 0);
-		block_release(e, t.blk);
-	}
+	bool rcu = e->knob[K_TABLE_FREE] == TF_RCU && mm >= 0;
+	table_free(e, t, rcu ? TABLE_FREE_RCU : TABLE_FREE_NOW, e->blocks[t.blk].level[0], mm);
 }
 
-/* pte_free_tlb (defer=false) or pte_free_defer (defer=true) of an unlinked PTE table. */
-void pte_table_free(struct engine *e, int mm, struct tref t, uint64_t vmaddr, bool defer)
+/* The PTE-table frees generic mm code makes; what each does is the arch's (struct mm_ops). */
+/* pte_free_tlb: an unlinked PTE table that walkers may still see (free_pte_range, reclaim, retract) */
+void pte_free_tlb(struct engine *e, int mm, struct tref t, uint64_t vmaddr)
 {
-	e->st.tables_freed++;
-	if (e->arch == ARCH_S390) {
-		bool unlink = defer ? e->knob[K_DEFER_GMAP_UNLINK] == 1 : e->mms[mm].alloc_pgste;
-		if (unlink)
-			gmap_unlink_table(e, mm, t, vmaddr);
-		s390_pte_free(e, mm, t, defer || e->knob[K_TABLE_FREE] == TF_RCU, defer);
-		return;
-	}
-	if (defer || e->knob[K_TABLE_FREE] == TF_RCU) {
-		if (defer)
-			emit(e, EV_TABLE_DEFER, e->geom.nlevels - 1, tref_phys(t), mm, 0);
-		call_rcu_table(e, CB_FREE_BLOCK, t.blk, 0);
-	} else {
-		emit(e, EV_TABLE_FREE, e->geom.nlevels - 1, tref_phys(t), mm, 0);
-		block_release(e, t.blk);
-	}
+	e->mm_ops->pte_free_tlb(e, mm, t, vmaddr);
+}
+
+/* pte_free_defer (mm/pgtable-generic.c): a table a lockless walker may still use goes after a grace period */
+void pte_free_defer(struct engine *e, int mm, struct tref t, uint64_t vmaddr)
+{
+	e->mm_ops->pte_free_defer(e, mm, t, vmaddr);
 }
 
 /* pte_free: a table no walker can reach (a deposit, or one never linked) goes back at once, no RCU. */
 void pte_free(struct engine *e, int mm, struct tref t)
 {
-	e->st.tables_freed++;
-	if (e->arch == ARCH_S390) {
-		s390_pte_free(e, mm, t, false, false); /* page_table_free */
-		return;
-	}
-	emit(e, EV_TABLE_FREE, pte_level(e), tref_phys(t), mm, 0);
-	block_release(e, t.blk);
+	e->mm_ops->pte_free(e, mm, t);
 }
 
 /* Unlink the table an entry points at and free it through the table-free path. */
@@ -508,7 +486,7 @@ static void free_child_table(struct engine *e, struct walk_ctx *ctx)
 	entry_write(e, ctx->tbl, ctx->level, ctx->idx, f->empty(ctx->level));
 	table_set_linked(e, child, false);
 	if (child_level(ctx->g, ctx->level) == ctx->g->nlevels - 1)
-		pte_table_free(e, mm, child, ctx->addr, false);
+		pte_free_tlb(e, mm, child, ctx->addr);
 	else
 		crst_free(e, mm, child);
 }
@@ -569,8 +547,8 @@ uint64_t host_entry_at(struct engine *e, int mm, uint64_t addr, int level, struc
 
 int alloc_table_for(struct engine *e, int mm, int level, struct tref *out)
 {
-	if (level == e->geom.nlevels - 1 && e->arch == ARCH_S390)
-		return s390_pte_alloc(e, mm, out);
+	if (level == e->geom.nlevels - 1 && e->mm_ops->pte_alloc_one)
+		return e->mm_ops->pte_alloc_one(e, mm, out); /* s390: page_table_alloc */
 	const struct level_geom *lv = &e->geom.lv[level];
 	int ret = table_alloc(e, mm, level, (int)((lv->table_bytes + 4095) / 4096), out);
 	if (!ret)
@@ -726,7 +704,7 @@ static void reclaim_pt(struct engine *e, int mm, uint64_t start, uint64_t end)
 			continue;
 		entry_write(e, tbl, ml, idx, g->fmt->empty(ml));
 		table_set_linked(e, pte, false);
-		pte_table_free(e, mm, pte, b, false);
+		pte_free_tlb(e, mm, pte, b);
 	}
 }
 
@@ -1397,7 +1375,7 @@ static int do_mmap(struct engine *e, int mm, uint64_t addr, uint64_t len, uint64
 	 * straight to check_asce_limit: "addr + len > asce_limit && addr + len <= TASK_SIZE" upgrades, whether or
 	 * not addr is page-aligned (get_unmapped_area's offset_in_page -EINVAL comes after) and in wrapped unsigned
 	 * arithmetic as written */
-	bool upgrade = e->arch == ARCH_S390 && addr + len > m->asce_limit && addr + len <= task;
+	bool upgrade = e->mm_ops->crst_table_upgrade && addr + len > m->asce_limit && addr + len <= task;
 	/* what fails after get_unmapped_area: the MAP_FIXED checks, then file_mmap_ok (MAX_LFS_FILESIZE) */
 	const uint64_t max_lfs = (1ull << 63) - 1;
 	int late = addr > task - len ? -ENOMEM : (addr & (page - 1)) ? -EINVAL :
@@ -1416,7 +1394,7 @@ static int do_mmap(struct engine *e, int mm, uint64_t addr, uint64_t len, uint64
 	if (ret)
 		return ret;
 	if (upgrade) {
-		ret = s390_upgrade(e, mm, addr + len);
+		ret = e->mm_ops->crst_table_upgrade(e, mm, addr + len);
 		if (ret)
 			return ret;
 	}

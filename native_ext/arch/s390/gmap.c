@@ -1,246 +1,11 @@
-/* s390.c: 2K page-table fragments, PGSTE tables, ASCE upgrade, s390_enable_sie and the classic gmap. */
+/* arch/s390/gmap.c: s390_enable_sie and the classic gmap (v6.6 arch/s390/mm/gmap.c): guest segment entries
+ * that point at the host's PTE tables, host_to_guest and guest_to_host. */
 #include <stdlib.h>
 #include <string.h>
 #include "ptf.h"
 
 enum { R1, R2, R3, SEG, PTE };
 #define SEG_SIZE (1ull << 20)
-
-/* ---- the per-mm fragment reuse list (mm->context.pgtable_list) ---- */
-
-static void list_del(struct engine *e, int mm, int32_t blk)
-{
-	struct block *b = &e->blocks[blk];
-	if (!b->listed)
-		return;
-	if (b->list_prev >= 0)
-		e->blocks[b->list_prev].list_next = b->list_next;
-	else
-		e->mms[mm].frag_list = b->list_next;
-	if (b->list_next >= 0)
-		e->blocks[b->list_next].list_prev = b->list_prev;
-	b->listed = 0;
-	b->list_next = b->list_prev = -1;
-}
-
-static void list_add(struct engine *e, int mm, int32_t blk, bool tail)
-{
-	struct block *b = &e->blocks[blk];
-	list_del(e, mm, blk);
-	b->listed = 1;
-	if (!tail || e->mms[mm].frag_list < 0) {
-		b->list_prev = -1;
-		b->list_next = e->mms[mm].frag_list;
-		if (b->list_next >= 0)
-			e->blocks[b->list_next].list_prev = blk;
-		e->mms[mm].frag_list = blk;
-		return;
-	}
-	int32_t t = e->mms[mm].frag_list;
-	while (e->blocks[t].list_next >= 0)
-		t = e->blocks[t].list_next;
-	e->blocks[t].list_next = blk;
-	b->list_prev = t;
-	b->list_next = -1;
-}
-
-static void init_pte_half(struct engine *e, struct tref t)
-{
-	uint64_t *m = tref_mem(e, t);
-	for (int i = 0; i < 256; i++)
-		m[i] = 0x400; /* _PAGE_INVALID */
-	e->blocks[t.blk].nonempty[t.half] = e->blocks[t.blk].leaves[t.half] = 0;
-	e->blocks[t.blk].occ[t.half] = 0; /* every word is back to its initial value */
-}
-
-/* page_table_alloc (v6.6): reuse a listed half, else a fresh page. */
-int s390_pte_alloc(struct engine *e, int mm, struct tref *out)
-{
-	struct mm *m = &e->mms[mm];
-	e->frag_dirty = true;
-	int mode = e->knob[K_PT_ALLOC];
-	bool full = mode == PA_FULL_PAGE || (m->alloc_pgste && mode != PA_FRAGMENTS_ALWAYS);
-	if (!full && m->frag_list >= 0) {
-		int32_t blk = m->frag_list;
-		struct block *b = &e->blocks[blk];
-		unsigned mask = (b->half[0] != H_FREE) | (b->half[1] != H_FREE) << 1;
-		if (mask != 3) {
-			int half = mask & 1;
-			list_del(e, mm, blk);
-			b->half[half] = H_ALLOC;
-			b->mm[half] = (int16_t)mm;
-			b->level[half] = PTE;
-			b->linked[half] = 0;
-			*out = (struct tref){ blk, (uint8_t)half, b->gen[half] };
-			init_pte_half(e, *out);
-			m->n_frag_tables++;
-			e->st.tables_allocated++;
-			emit(e, EV_TABLE_ALLOC, PTE, tref_phys(*out), mm, 2048);
-			return 0;
-		}
-	}
-	int ret = table_alloc(e, mm, PTE, 1, out);
-	if (ret)
-		return ret;
-	struct block *b = &e->blocks[out->blk];
-	if (full) {
-		b->pgste = m->alloc_pgste;
-		if (b->pgste)
-			memset(b->mem + 256, 0, 2048); /* PGSTEs start out zero */
-		emit(e, EV_TABLE_ALLOC, PTE, tref_phys(*out), mm, b->pgste ? 4097 : 4096);
-		return 0;
-	}
-	b->frag = 1;
-	b->half[1] = H_FREE;
-	m->n_frag_tables++;
-	list_add(e, mm, out->blk, false);
-	emit(e, EV_TABLE_ALLOC, PTE, tref_phys(*out), mm, 2048);
-	return 0;
-}
-
-static void frag_page_maybe_free(struct engine *e, int32_t blk)
-{
-	struct block *b = &e->blocks[blk];
-	if (b->half[0] != H_FREE || b->half[1] != H_FREE)
-		return;
-	if (b->active) {
-		/* pte_free_defer: the page itself waits a grace period */
-		b->active = 0;
-		call_rcu_table(e, CB_FREE_BLOCK, blk, 0);
-	} else {
-		emit(e, EV_TABLE_FREE, PTE, tref_phys((struct tref){ blk, 0, 0 }), (uint64_t)b->mm[0], 4096);
-		block_release(e, blk);
-	}
-}
-
-/* A half became reusable: pointers into it are stale from now on. */
-static void half_reusable(struct block *b, int half)
-{
-	if (!b->active)
-		b->gen[half]++;
-}
-
-/* page_table_free (rcu=false), page_table_free_rcu (rcu=true), pte_free_defer (defer=true). */
-void s390_pte_free(struct engine *e, int mm, struct tref t, bool rcu, bool defer)
-{
-	struct block *b = &e->blocks[t.blk];
-	e->frag_dirty = e->gmap_dirty = true;
-	if (!b->used || b->half[t.half] != H_ALLOC) {
-		violate(e, V_DOUBLE_FREE, "page table 0x%llx freed while not allocated",
-			(unsigned long long)tref_phys(t));
-		return;
-	}
-	if (!b->frag) {
-		b->half[0] = H_PENDING;
-		if (rcu) {
-			if (defer)
-				emit(e, EV_TABLE_DEFER, PTE, tref_phys(t), mm, 0);
-			call_rcu_table(e, CB_FREE_BLOCK, t.blk, 0);
-		} else {
-			emit(e, EV_TABLE_FREE, PTE, tref_phys(t), mm, 4096);
-			block_release(e, t.blk);
-		}
-		return;
-	}
-	int h = t.half, other = !h;
-	e->mms[mm].n_frag_tables--;
-	if (defer) {
-		b->active = 1;
-		emit(e, EV_TABLE_DEFER, PTE, tref_phys(t), mm, 0);
-	}
-	b->half[h] = (rcu && !defer) ? H_PENDING : H_FREE;
-	if (b->half[other] == H_ALLOC && !b->active)
-		list_add(e, mm, t.blk, rcu);
-	else
-		list_del(e, mm, t.blk);
-	if (rcu && !defer) {
-		call_rcu_table(e, CB_FRAG_PENDING, t.blk, h);
-		return;
-	}
-	if (!defer)
-		emit(e, EV_TABLE_FREE, PTE, tref_phys(t), mm, 2048);
-	half_reusable(b, h);
-	frag_page_maybe_free(e, t.blk);
-}
-
-/* __tlb_remove_table for a 2K half: the pending bit goes. */
-void s390_rcu_done(struct engine *e, int32_t blk, int half)
-{
-	struct block *b = &e->blocks[blk];
-	e->frag_dirty = e->gmap_dirty = true;
-	if (!b->used || b->half[half] != H_PENDING) {
-		violate(e, V_DOUBLE_FREE, "page-table half 0x%llx released twice",
-			(unsigned long long)tref_phys((struct tref){ blk, (uint8_t)half, 0 }));
-		return;
-	}
-	b->half[half] = H_FREE;
-	half_reusable(b, half);
-	frag_page_maybe_free(e, blk);
-}
-
-/* The fragment oracle: what the bookkeeping says must match the tables that exist. */
-int s390_frag_check(struct engine *e)
-{
-	for (int mm = 0; mm < MAX_MMS; mm++) {
-		struct mm *m = &e->mms[mm];
-		if (!m->used)
-			continue;
-		if (m->alloc_pgste && m->n_frag_tables > 0) {
-			violate(e, V_PGSTE_TABLE_MISSING, "mm %d has alloc_pgste but owns %d 2K page table(s) "
-				"without PGSTE space", mm, m->n_frag_tables);
-			return -1;
-		}
-		int guard = 0;
-		for (int32_t blk = m->frag_list; blk >= 0; blk = e->blocks[blk].list_next) {
-			struct block *b = &e->blocks[blk];
-			int alloc = (b->half[0] == H_ALLOC) + (b->half[1] == H_ALLOC);
-			if (!b->used || !b->frag || b->pgste || b->active || alloc != 1 || ++guard > 1 << 20) {
-				violate(e, V_FRAGMENT_CORRUPT, "mm %d lists page 0x%llx for reuse, but it is %s",
-					mm, (unsigned long long)tref_phys((struct tref){ blk, 0, 0 }),
-					!b->used ? "free" : !b->frag ? "not a fragment page" :
-					alloc == 2 ? "full" : alloc == 0 ? "empty" : "deferred");
-				return -1;
-			}
-		}
-	}
-	return 0;
-}
-
-/* ---- crst_table_upgrade ---- */
-
-/* All or nothing: the new top tables are allocated first. The old 3-level top becomes a region-third
- * ("pud") table that mm_pgtables_bytes now counts (mm_inc_nr_puds); region-second tables are p4ds. */
-int s390_upgrade(struct engine *e, int mm, uint64_t end)
-{
-	struct mm *m = &e->mms[mm];
-	struct tref t[2];
-	int want = 0, lvl = m->pgt.top;
-	if (end <= m->asce_limit || lvl == R1)
-		return 0;
-	int levels = lvl == R3 ? (end > 1ull << 53 ? 2 : 1) : 1;
-	for (; want < levels; want++) {
-		int ret = table_alloc(e, mm, lvl - 1 - want, 4, &t[want]);
-		if (ret) {
-			while (want-- > 0) {
-				e->st.tables_freed++;
-				block_release(e, t[want].blk);
-			}
-			return ret;
-		}
-	}
-	for (int i = 0; i < levels; i++) {
-		int nl = m->pgt.top - 1;
-		entry_write(e, t[i], nl, 0, e->geom.fmt->table(nl, tref_phys(m->pgt.root)));
-		table_set_linked(e, t[i], true);
-		m->pgt.root = t[i];
-		m->pgt.top = nl;
-		m->asce_limit = nl == R2 ? 1ull << 53 : e->task_size;
-		if (nl == R2)
-			m->pt_bytes += pt_level_bytes(e, mm, R3);
-		emit(e, EV_UPGRADE, mm, 5 - nl, tref_phys(t[i]), m->asce_limit);
-	}
-	return 0;
-}
 
 /* ---- s390_enable_sie ---- */
 
@@ -258,7 +23,7 @@ static int convert_visit(struct walk_ctx *ctx, unsigned visit)
 	if (!e->blocks[old.blk].frag)
 		return 0; /* already a full page */
 	struct tref nt;
-	int ret = s390_pte_alloc(e, a->mm, &nt);
+	int ret = e->mm_ops->pte_alloc_one(e, a->mm, &nt); /* page_table_alloc */
 	if (ret) {
 		a->ret = ret;
 		return ret;
@@ -269,7 +34,7 @@ static int convert_visit(struct walk_ctx *ctx, unsigned visit)
 	entry_write(e, ctx->tbl, SEG, ctx->idx, e->geom.fmt->table(SEG, tref_phys(nt)));
 	table_set_linked(e, old, false);
 	table_set_linked(e, nt, true);
-	pte_table_free(e, a->mm, old, ctx->addr, false);
+	pte_free_tlb(e, a->mm, old, ctx->addr);
 	return e->viol ? -EFAULT : 0;
 }
 
@@ -405,7 +170,7 @@ static int link_add(struct vm *v, uint64_t gaddr, uint64_t vmaddr)
  * host's: a large pud or pmd cannot be linked (-EFAULT); then, if the guest segment entry is empty, the host
  * segment goes into host_to_guest, keyed by vmaddr >> PMD_SHIFT: radix_tree_insert fails with -EEXIST when
  * that host segment is linked to another guest segment already (one guest segment per host segment). */
-int gmap_link(struct engine *e, struct vm *v, uint64_t gaddr, uint64_t vmaddr)
+int __gmap_link(struct engine *e, struct vm *v, uint64_t gaddr, uint64_t vmaddr)
 {
 	const struct entry_fmt *f = e->geom.fmt;
 	gaddr &= ~(SEG_SIZE - 1);
@@ -458,7 +223,7 @@ static void gmap_unlink_by_vmaddr(struct engine *e, struct vm *v, uint64_t vmadd
 }
 
 /* gmap_unlink: every gmap of the mm forgets the segment whose host table goes away. */
-void gmap_unlink_table(struct engine *e, int mm, struct tref t, uint64_t vmaddr)
+void gmap_unlink(struct engine *e, int mm, struct tref t, uint64_t vmaddr)
 {
 	(void)t;
 	vmaddr &= ~(SEG_SIZE - 1);
@@ -564,9 +329,7 @@ static int gmap_free_visit(struct walk_ctx *ctx, unsigned visit)
 	struct engine *e = ctx->e;
 	struct tref t = tref_from_phys(e, e->geom.fmt->addr(ctx->level, ctx->old));
 	entry_write(e, ctx->tbl, ctx->level, ctx->idx, e->geom.fmt->empty(ctx->level));
-	emit(e, EV_TABLE_FREE, (uint64_t)child_level(ctx->g, ctx->level), tref_phys(t), -1, 0);
-	e->st.tables_freed++;
-	block_release(e, t.blk);
+	table_free(e, t, TABLE_FREE_NOW, child_level(ctx->g, ctx->level), -1);
 	return 0;
 }
 
@@ -578,9 +341,7 @@ void gmap_destroy(struct engine *e, struct vm *v)
 	v->ng2h = 0;
 	struct walker w = { gmap_free_visit, NULL, WALK_TABLE_POST | WALK_SKIP_EMPTY, 0 };
 	pt_walk(e, &v->s2, &v->geom, 0, ~0ull, &w);
-	emit(e, EV_TABLE_FREE, (uint64_t)v->s2.top, tref_phys(v->s2.root), -1, 0);
-	e->st.tables_freed++;
-	block_release(e, v->s2.root.blk);
+	table_free(e, v->s2.root, TABLE_FREE_NOW, v->s2.top, -1);
 	v->s2.root = TREF_NONE;
 	free(v->links);
 	v->links = NULL;

@@ -1,4 +1,6 @@
-/* rcu.c: read-side sections per cpu, callbacks and grace periods. */
+/* core/rcu.c: read-side sections per cpu, callbacks and grace periods. A callback runs through the arch's
+ * handler table (mm_ops.rcu_callback, by kind), as call_rcu runs the function it was given: rcu.c calls
+ * neither the pool nor the arch code. */
 #include <stdlib.h>
 #include "ptf.h"
 
@@ -50,10 +52,7 @@ static bool cb_ready(struct engine *e, const struct rcu_cb *cb)
 static void cb_run(struct engine *e, const struct rcu_cb *cb)
 {
 	emit(e, EV_RCU_RUN, tref_phys((struct tref){ cb->blk, cb->half, 0 }), cb->kind, 0, 0);
-	if (cb->kind == CB_FRAG_PENDING)
-		s390_rcu_done(e, cb->blk, cb->half);
-	else
-		block_release(e, cb->blk);
+	e->mm_ops->rcu_callback[cb->kind](e, cb->blk, cb->half);
 }
 
 /* A grace period: callbacks whose readers have all left their sections run, in queue order. */

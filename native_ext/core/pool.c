@@ -5,14 +5,6 @@
 
 #define PAGE_BYTES 4096u
 
-/* Table addresses are synthetic but stable: block b lives at (b+1) * 16 KiB,
- * so a CRST (4 pages) and the two 2K halves of a PTE page all get distinct
- * origins that fit the entry formats' origin masks. */
-uint64_t tref_phys(struct tref t)
-{
-	return ((uint64_t)t.blk + 1) << 14 | (uint64_t)t.half << 11;
-}
-
 struct tref tref_from_phys(struct engine *e, uint64_t phys)
 {
 	int64_t blk = (int64_t)(phys >> 14) - 1;
@@ -143,6 +135,33 @@ void block_release(struct engine *e, int32_t id)
 
 /* A compound of nr pages (a power of two), naturally aligned; 0 when memory runs out: the record array cannot
  * grow, or the data pfns [DATA_PFN_BASE, ZERO_PFN_BASE) are used up (pfns are never reused). */
+/* Every page table given back is counted here, once (stats.tables_freed), whichever way it goes. */
+void table_free(struct engine *e, struct tref t, enum table_free how, int level, uint64_t owner)
+{
+	e->st.tables_freed++;
+	switch (how) {
+	case TABLE_FREE_NOW:
+		emit(e, EV_TABLE_FREE, (uint64_t)level, tref_phys(t), owner, 0);
+		block_release(e, t.blk);
+		break;
+	case TABLE_FREE_SILENT:
+		block_release(e, t.blk);
+		break;
+	case TABLE_FREE_RCU:
+		call_rcu_table(e, CB_FREE_BLOCK, t.blk, 0);
+		break;
+	case TABLE_FREE_BY_ARCH:
+		break;
+	}
+}
+
+/* tlb_remove_table_rcu: the RCU callback of a table freed with TABLE_FREE_RCU (CB_FREE_BLOCK) */
+void tlb_remove_table_rcu(struct engine *e, int32_t blk, int half)
+{
+	(void)half;
+	block_release(e, blk);
+}
+
 uint64_t data_alloc(struct engine *e, uint64_t nr)
 {
 	if (!nr || (nr & (nr - 1)) || nr > 1ull << CPD_MAX_ORDER) {

@@ -90,8 +90,7 @@ static int s2_free_removed_visit(struct walk_ctx *ctx, unsigned visit)
 {
 	(void)visit;
 	struct tref t = tref_from_phys(ctx->e, ctx->g->fmt->addr(ctx->level, ctx->old));
-	ctx->e->st.tables_freed++;
-	call_rcu_table(ctx->e, CB_FREE_BLOCK, t.blk, 0);
+	table_free(ctx->e, t, TABLE_FREE_RCU, 0, 0);
 	return 0;
 }
 
@@ -102,8 +101,7 @@ static void s2_free_removed_table(struct engine *e, const struct geom *g, struct
 	struct pgtable sub = { level, t, -1 };
 	struct walker w = { s2_free_removed_visit, NULL, WALK_TABLE_POST | WALK_SKIP_EMPTY, 0 };
 	pt_walk(e, &sub, g, 0, (uint64_t)g->lv[level].entries << g->lv[level].shift, &w);
-	e->st.tables_freed++;
-	call_rcu_table(e, CB_FREE_BLOCK, t.blk, 0);
+	table_free(e, t, TABLE_FREE_RCU, 0, 0);
 }
 
 /* stage2_map_walker (arm64) and the kvm_tdp_mmu_map loop (x86). A table where the leaf may go is replaced by the
@@ -170,9 +168,7 @@ static int s2_zap_visit(struct walk_ctx *ctx, unsigned visit)
 		if (e->blocks[t.blk].nonempty[t.half])
 			return 0;
 		entry_write(e, ctx->tbl, ctx->level, ctx->idx, f->empty(ctx->level));
-		emit(e, EV_TABLE_FREE, child_level(ctx->g, ctx->level), tref_phys(t), ~0ull, 0);
-		e->st.tables_freed++;
-		block_release(e, t.blk);
+		table_free(e, t, TABLE_FREE_NOW, child_level(ctx->g, ctx->level), ~0ull);
 		return 0;
 	}
 	if (f->kind(ctx->level, ctx->old) != E_LEAF)
@@ -205,8 +201,7 @@ static int tdp_zap_all_visit(struct walk_ctx *ctx, unsigned visit)
 	}
 	struct tref t = tref_from_phys(e, f->addr(ctx->level, ctx->old));
 	entry_write(e, ctx->tbl, ctx->level, ctx->idx, f->empty(ctx->level));
-	e->st.tables_freed++;
-	call_rcu_table(e, CB_FREE_BLOCK, t.blk, 0);
+	table_free(e, t, TABLE_FREE_RCU, 0, 0);
 	return 0;
 }
 
@@ -224,9 +219,7 @@ static int s2_free_visit(struct walk_ctx *ctx, unsigned visit)
 	(void)visit;
 	struct tref t = tref_from_phys(ctx->e, ctx->g->fmt->addr(ctx->level, ctx->old));
 	entry_write(ctx->e, ctx->tbl, ctx->level, ctx->idx, ctx->g->fmt->empty(ctx->level));
-	emit(ctx->e, EV_TABLE_FREE, child_level(ctx->g, ctx->level), tref_phys(t), ~0ull, 0);
-	ctx->e->st.tables_freed++;
-	block_release(ctx->e, t.blk);
+	table_free(ctx->e, t, TABLE_FREE_NOW, child_level(ctx->g, ctx->level), ~0ull);
 	return 0;
 }
 
@@ -237,9 +230,7 @@ static void s2_destroy(struct engine *e, struct vm *v)
 		return;
 	struct walker w = { s2_free_visit, NULL, WALK_TABLE_POST | WALK_SKIP_EMPTY, 0 };
 	pt_walk(e, &v->s2, &v->geom, 0, ~0ull, &w);
-	emit(e, EV_TABLE_FREE, v->start_level, tref_phys(v->s2.root), ~0ull, 0);
-	e->st.tables_freed++;
-	block_release(e, v->s2.root.blk);
+	table_free(e, v->s2.root, TABLE_FREE_NOW, v->start_level, ~0ull);
 	v->s2.root = TREF_NONE;
 	v->root_freed = true;
 }
@@ -709,7 +700,7 @@ static int fault_commit(struct engine *e, int cpu)
 	if (ret)
 		return ret;
 	if (e->arch == ARCH_S390)
-		ret = e->mms[c->mm].dead ? -EFAULT : gmap_link(e, &e->vms[c->vm], c->gpa, c->hva);
+		ret = e->mms[c->mm].dead ? -EFAULT : __gmap_link(e, &e->vms[c->vm], c->gpa, c->hva);
 	else
 		ret = s2_fault_commit(e, cpu);
 	fault_end(e, cpu);
