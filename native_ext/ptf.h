@@ -41,7 +41,7 @@ enum knob {
 	K_STAGE2_BLOCK_CHECK, K_THP_SIZE, K_PT_RECLAIM, K_HUGE_ZERO_WP, K_COLLAPSE_RO, K_MERGE_UNFAULTED,
 	K_FILE_PMD_NOHUGE, K_COLLAPSE_PMD_ALLOC, K_NR
 };
-/* Knob values are indices into the knob's value list (knobs.c). */
+/* Knob values are indices into the knob's value list (core/names.c knob_defs). */
 enum { TF_RCU, TF_IMMEDIATE };
 enum { PD_ELF_RESTART, PD_SYSCTL_ONLY, PD_ELF_NO_RESTART, PD_CONVERT_LATE };
 enum { PA_FRAGMENTS, PA_FULL_PAGE, PA_FRAGMENTS_ALWAYS };
@@ -214,7 +214,7 @@ struct mm {
  * is taken, but no operation sees a process there until inval_end. */
 struct proc { bool exists; int mm; bool tif_pgste; bool pending; };
 
-/* ---- locks held across operations (locking.c) ---- */
+/* ---- locks held across operations (core/locking.c) ---- */
 /* What a split operation holds between its halves, as its kernel path holds it: mmap_lock, a range of VMAs
  * write-locked (vma_start_write), the anon_vma root's rwsem, i_mmap_rwsem, a folio lock, kvm->srcu (read side),
  * the kvm reference of a vCPU in KVM_RUN, mn_active_invalidate_count, IRQs off (GUP-fast), and the mm_users
@@ -323,6 +323,14 @@ struct mm_ops {
 };
 extern const struct mm_ops s390_mm_ops, generic_mm_ops;
 
+/* The mm side's notifier calls (mmu_notifier_ops): KVM's subscription, reached without mm/ calling into kvm/. */
+struct mmu_notifier_ops {
+	void (*invalidate_range)(struct engine *e, int mm, uint64_t start, uint64_t end); /* _start + _end */
+	void (*invalidate_range_end_held)(struct engine *e, int cpu); /* the _end calls a stopped thread held */
+	void (*release)(struct engine *e, int mm);                       /* exit_mmap's mmu_notifier_release */
+};
+extern const struct mmu_notifier_ops kvm_mmu_notifier_ops;
+
 /* ---- --steps events ---- */
 enum event {
 	EV_TABLE_ALLOC, EV_TABLE_FREE, EV_TABLE_RCU, EV_TABLE_DEFER, EV_RCU_RUN,
@@ -355,6 +363,7 @@ struct engine {
 	uint64_t ncpd, capcpd, next_pfn, last_cpd; /* last_cpd: data_lookup's one-entry cache */
 	const struct entry_fmt *s2_fmt; /* entry format of gmap / stage-2 / TDP tables */
 	const struct mm_ops *mm_ops;    /* the arch's page-table hooks */
+	const struct mmu_notifier_ops *mn_ops; /* the notifier subscribers' calls (KVM's) */
 
 	struct proc procs[MAX_PIDS];
 	struct mm mms[MAX_MMS];
@@ -418,11 +427,12 @@ extern int ptf_digest_full_scan, ptf_copy_full; /* tests: ignore the occupancy b
 int ptf_copy(struct engine *dst, const struct engine *src);
 int ptf_selftest(int which);
 uint64_t ptf_translate(struct engine *e, uint64_t pid, uint64_t va);
+/* core/report.c */
 void violate(struct engine *e, enum violation v, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void emit(struct engine *e, enum event t, uint64_t a, uint64_t b, uint64_t c, uint64_t d);
 
-/* pool.c: table pages, data pages */
+/* core/pool.c: table pages, data pages */
 int table_alloc(struct engine *e, int mm, int level, int pages, struct tref *out);
 const struct entry_fmt *block_fmt(struct engine *e, const struct block *b, int half);
 void block_release(struct engine *e, int32_t blk);
@@ -461,13 +471,13 @@ bool page_alive(struct engine *e, uint64_t pfn);
 void pgtable_trans_huge_deposit(struct engine *e, struct tref pmd_tbl, struct tref pte);
 struct tref pgtable_trans_huge_withdraw(struct engine *e, struct tref pmd_tbl);
 
-/* rcu.c */
+/* core/rcu.c */
 void rcu_enter(struct engine *e, int cpu);
 void rcu_exit(struct engine *e, int cpu);
 void call_rcu_table(struct engine *e, enum cb_kind kind, int32_t blk, int half);
 void rcu_gp(struct engine *e, bool drain);
 
-/* geom.c, walk.c */
+/* core/walk.c: geometry, entry formats, the generic walker */
 int geom_stage1(struct geom *g, enum arch arch, const uint64_t *config);
 int geom_stage2(struct geom *g, enum arch arch, const uint64_t *config, unsigned ipa_bits,
 		int *start_level, int *pgd_pages);
@@ -508,24 +518,38 @@ enum scan_result { SCAN_FAIL, SCAN_SUCCEED, SCAN_PMD_NULL, SCAN_PMD_NONE, SCAN_P
 		   SCAN_ALLOC_HUGE_PAGE_FAIL, SCAN_WAIT, SCAN_PAGE_LOCK, SCAN_PAGE_LRU, SCAN_PAGE_COUNT,
 		   SCAN_PAGE_NULL, SCAN_PAGE_COMPOUND, SCAN_TRUNCATED, SCAN_PTE_MAPPED_HUGEPAGE, SCAN_VMA_CHECK };
 
-/* mm.c */
-int mm_new(struct engine *e, bool alloc_pgste, int top, int *out);
-void mm_get(struct engine *e, int mm);
-void mm_put_users(struct engine *e, int mm);
-int exit_mmap_wait(struct engine *e, int mm);
-void mm_drop(struct engine *e, int mm);
+/* mm/: what the dispatcher, kvm/, arch/ and the search call (what only mm/ shares: mm/internal.h) */
+/* the task's mm, or -ESRCH */
+static inline int proc_mm(const struct engine *e, uint64_t pid)
+{
+	if (pid >= MAX_PIDS || !e->procs[pid].exists)
+		return -ESRCH;
+	return e->procs[pid].mm;
+}
+/* mm/mm_struct.c */
+int mm_alloc(struct engine *e, bool alloc_pgste, int top, int *out);
+void mmgrab(struct engine *e, int mm);
+void mmdrop(struct engine *e, int mm);
+/* mm/vma.c */
 struct vma *vma_find(struct mm *m, uint64_t addr);
-int do_fault(struct engine *e, int mm, uint64_t addr, bool write, uint64_t *pfn, uint64_t *size);
-int do_split(struct engine *e, int mm, uint64_t addr);
-void mm_audit(struct engine *e);
-int ptf_figures(struct engine *e, uint64_t lo, uint64_t hi, uint64_t **buf, size_t *len, size_t *cap);
-int unmap_range(struct engine *e, int mm, uint64_t start, uint64_t end, bool free_tables);
+uint64_t vma_pgoff_at(const struct engine *e, const struct vma *v, uint64_t addr);
+/* mm/pgtable.c */
 uint64_t host_entry_at(struct engine *e, int mm, uint64_t addr, int level, struct tref *tbl, uint32_t *idx);
 int host_lookup(struct engine *e, int mm, uint64_t addr, int *level, uint64_t *pfn, struct tref *tbl, uint32_t *idx);
-int op_mm(struct engine *e, const uint64_t *op);
-int lock_mm_and_find_vma(struct engine *e, int mm, uint64_t addr);
-int op_exec(struct engine *e, int pid, int64_t elf);
-int op_actor(struct engine *e, const uint64_t *op);
+int alloc_table_for(struct engine *e, int mm, int level, struct tref *out);
+int pt_slot(struct engine *e, int mm, uint64_t addr, int target, struct tref *tbl, uint32_t *idx, int *level);
+void pte_free_tlb(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
+void pte_free_defer(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
+void pte_free(struct engine *e, int mm, struct tref t);
+void crst_free(struct engine *e, int mm, struct tref t);
+/* mm/actors.c: the GUP-fast walker, the rmap walker and invalidation windows, as interleavable steps */
+int walk_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr);
+int walk_step(struct engine *e, int cpu);
+void actor_end(struct engine *e, int cpu);
+int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr);
+int rmap_commit(struct engine *e, int cpu);
+int inval_hold(struct engine *e, int cpu);
+int inval_end(struct engine *e, int cpu);
 void actors_abandon(struct engine *e);
 int inval_window_for(struct engine *e, int mm);
 int inval_window_of_current(const struct engine *e);
@@ -536,16 +560,30 @@ bool folio_locked(const struct engine *e, uint64_t head);
 bool vma_rmap_busy(const struct engine *e, const struct vma *v);
 int rmap_lock_wait(struct engine *e, int kind, uint32_t id);
 int vma_rmap_wait(struct engine *e, const struct vma *v);
-void pte_free_tlb(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
-void pte_free_defer(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
-void pte_free(struct engine *e, int mm, struct tref t);
-void crst_free(struct engine *e, int mm, struct tref t);
-int alloc_table_for(struct engine *e, int mm, int level, struct tref *out);
-int pt_slot(struct engine *e, int mm, uint64_t addr, int target, struct tref *tbl, uint32_t *idx, int *level);
+/* mm/huge_memory.c */
 int split_huge_pmd(struct engine *e, int mm, uint64_t addr);
-uint64_t vma_pgoff_at(const struct engine *e, const struct vma *v, uint64_t addr);
+int do_split(struct engine *e, int mm, uint64_t addr);
+/* mm/memory.c */
+int handle_mm_fault(struct engine *e, int mm, uint64_t addr, bool write, uint64_t *pfn, uint64_t *size);
+int unmap_range(struct engine *e, int mm, uint64_t start, uint64_t end, bool free_tables);
+int lock_mm_and_find_vma(struct engine *e, int mm, uint64_t addr);
+/* mm/mmap.c */
+#define DO_MMAP_THEN_HUGEPAGE 1 /* do_mmap's "mapped; now the MADV_HUGEPAGE the operation asked for" */
+int do_mmap(struct engine *e, int mm, uint64_t addr, uint64_t len, uint64_t flags, int obj, uint64_t pgoff);
+int __vm_munmap(struct engine *e, int mm, uint64_t start, uint64_t len);
+int exit_mmap_wait(struct engine *e, int mm);
+/* mm/madvise.c */
+int do_madvise(struct engine *e, int mm, uint64_t start, uint64_t len_in, uint64_t advice);
+int madvise_hugepage_range(struct engine *e, int mm, uint64_t start, uint64_t end);
+/* mm/fork.c */
+int copy_process(struct engine *e, uint64_t parent, uint64_t child);
+int bprm_execve(struct engine *e, int pid, int64_t elf);
+void mmput(struct engine *e, int mm);
+/* oracle/audit.c */
+void mm_audit(struct engine *e);
+int ptf_figures(struct engine *e, uint64_t lo, uint64_t hi, uint64_t **buf, size_t *len, size_t *cap);
 
-/* shmem.c */
+/* mm/shmem.c (and, for now, khugepaged's file collapse) */
 struct shm_obj *shmem_obj(struct engine *e, int obj);
 uint64_t shmem_lookup(struct engine *e, int obj, uint64_t index, struct compound **folio);
 void shmem_release_all(struct engine *e);
@@ -573,7 +611,7 @@ void kvm_arch_commit_memory_region(struct engine *e, struct vm *v, struct memslo
 void gmap_destroy(struct engine *e, struct vm *v);
 int gmap_check(struct engine *e);
 
-/* locking.c */
+/* core/locking.c */
 extern const char *const lock_names[LC_NR];
 int lock_acquire(struct engine *e, enum lock_class cls, uint64_t id, enum lock_mode mode);
 int lock_acquire_range(struct engine *e, enum lock_class cls, uint64_t id, enum lock_mode mode, uint64_t lo,
@@ -590,8 +628,13 @@ int cpu_locks(const struct engine *e, int cpu, struct held_lock *out);
 void inval_window_keep_locks(struct engine *e, int cpu);
 void lockdep_check(struct engine *e);
 
-/* kvm.c */
-int op_kvm(struct engine *e, const uint64_t *op);
+/* kvm/kvm_main.c */
+bool kvm_mm_not_current(const struct engine *e, uint64_t vmi);
+int vm_create(struct engine *e, uint64_t vmi, uint64_t pid, uint64_t ipa_bits);
+int __kvm_set_memory_region(struct engine *e, const uint64_t *a);
+int fault_begin(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bool write);
+int fault_commit(struct engine *e, int cpu);
+int vm_destroy(struct engine *e, uint64_t vmi);
 void kvm_notify_range(struct engine *e, int mm, uint64_t start, uint64_t end);
 bool kvm_mm_has_notifiers(const struct engine *e, int mm);
 void kvm_invalidate_end_held(struct engine *e, int cpu);
@@ -600,7 +643,20 @@ void kvm_abort_faults(struct engine *e);
 void kvm_destroy_all(struct engine *e);
 void kvm_coherence_check(struct engine *e);
 
-/* elf.c */
+static inline void mmu_notifier_invalidate_range(struct engine *e, int mm, uint64_t start, uint64_t end)
+{
+	e->mn_ops->invalidate_range(e, mm, start, end);
+}
+static inline void mmu_notifier_invalidate_range_end_held(struct engine *e, int cpu)
+{
+	e->mn_ops->invalidate_range_end_held(e, cpu);
+}
+static inline void mmu_notifier_release(struct engine *e, int mm)
+{
+	e->mn_ops->release(e, mm);
+}
+
+/* fs/binfmt_elf.c */
 struct elf_info { int machine; bool big_endian; bool pgste; int type; };
 int elf_parse(const uint8_t *buf, size_t len, int want_machine, bool big_endian, struct elf_info *out,
 	      uint64_t page_size);

@@ -251,7 +251,7 @@ static int kvm_arch_vm_type(const struct engine *e, uint64_t type)
  * to one process (the model has no CLONE_VM), so current->mm is still kvm->mm iff some process's mm is the VM's:
  * after that process's exit, or its exec to a new mm, none is, and every later VM and vCPU ioctl is -EIO.
  * Closing the fd (vm_destroy) is no ioctl. A vCPU already inside KVM_RUN (guest_fault_commit) passed the check. */
-static bool kvm_mm_not_current(const struct engine *e, uint64_t vmi)
+bool kvm_mm_not_current(const struct engine *e, uint64_t vmi)
 {
 	if (vmi >= MAX_VMS || !e->vms[vmi].used)
 		return false; /* no such VM: the operation's own -ENOENT */
@@ -261,7 +261,7 @@ static bool kvm_mm_not_current(const struct engine *e, uint64_t vmi)
 	return true;
 }
 
-static int vm_create(struct engine *e, uint64_t vmi, uint64_t pid, uint64_t ipa_bits)
+int vm_create(struct engine *e, uint64_t vmi, uint64_t pid, uint64_t ipa_bits)
 {
 	if (vmi >= MAX_VMS) /* run() validates traces first; Engine.step and the checker's alphabet do not */
 		return -EINVAL;
@@ -289,7 +289,7 @@ static int vm_create(struct engine *e, uint64_t vmi, uint64_t pid, uint64_t ipa_
 	if (ret)
 		return ret;
 	v->used = true;
-	mm_get(e, mm); /* kvm->mm: mmgrab */
+	mmgrab(e, mm); /* kvm->mm: mmgrab */
 	return 0;
 }
 
@@ -387,7 +387,7 @@ static bool kvm_access_ok(const struct engine *e, uint64_t hva, uint64_t len)
 }
 
 /* __kvm_set_memory_region (KVM_SET_USER_MEMORY_REGION; the trace has no flags, so no KVM_MR_FLAGS_ONLY) */
-static int __kvm_set_memory_region(struct engine *e, const uint64_t *a)
+int __kvm_set_memory_region(struct engine *e, const uint64_t *a)
 {
 	struct vm *v = vm_get(e, a[0]);
 	if (!v)
@@ -462,7 +462,7 @@ static int fault_begin_lock(struct engine *e, struct vm *v, uint64_t hva, bool w
 	return lock_acquire(e, LC_MMAP, (uint64_t)v->mm, LM_READ);
 }
 
-static int fault_begin(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bool write)
+int fault_begin(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bool write)
 {
 	struct cpu *c = &e->cpus[cpu];
 	if (c->actor != A_NONE)
@@ -497,7 +497,7 @@ static int fault_begin(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bo
 		size = g->page_size;
 	c->seq = v->invalidate_seq;
 	uint64_t pfn, host_size;
-	ret = do_fault(e, v->mm, hva, write, &pfn, &host_size);
+	ret = handle_mm_fault(e, v->mm, hva, write, &pfn, &host_size);
 	if (ret && e->arch == ARCH_S390 && ret != -EBUSY)
 		ret = -EFAULT; /* gmap_fault: a failed fixup_user_fault is -EFAULT, whatever its errno (-16: it waits) */
 	if (ret)
@@ -518,7 +518,7 @@ static int fault_begin(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bo
 	if (c->holds_mm)
 		e->mms[v->mm].users++; /* mmget */
 	v->faults_in_flight++;
-	mm_get(e, v->mm);
+	mmgrab(e, v->mm);
 	return 0;
 }
 
@@ -529,8 +529,8 @@ static void fault_end(struct engine *e, int cpu)
 	v->faults_in_flight--;
 	c->actor = A_NONE;
 	if (c->holds_mm)
-		mm_put_users(e, c->mm); /* mmput: may run exit_mmap now */
-	mm_drop(e, c->mm);
+		mmput(e, c->mm); /* mmput: may run exit_mmap now */
+	mmdrop(e, c->mm);
 }
 
 /* The legality oracle: what a stage-2 leaf of this size may be, whatever the knobs decided. */
@@ -688,7 +688,7 @@ static int s2_fault_commit(struct engine *e, int cpu)
 	return a.ret;
 }
 
-static int fault_commit(struct engine *e, int cpu)
+int fault_commit(struct engine *e, int cpu)
 {
 	struct cpu *c = &e->cpus[cpu];
 	if (c->actor != A_GFAULT)
@@ -707,7 +707,7 @@ static int fault_commit(struct engine *e, int cpu)
 	return ret;
 }
 
-static int vm_destroy(struct engine *e, uint64_t vmi)
+int vm_destroy(struct engine *e, uint64_t vmi)
 {
 	struct vm *v = vm_get(e, vmi);
 	if (!v)
@@ -724,40 +724,8 @@ static int vm_destroy(struct engine *e, uint64_t vmi)
 	else
 		s2_destroy(e, v);
 	v->used = false;
-	mm_drop(e, v->mm);
+	mmdrop(e, v->mm);
 	return 0;
-}
-
-int op_kvm(struct engine *e, const uint64_t *op)
-{
-	const uint64_t *a = op + 1;
-	int ret;
-	switch (op[0]) {
-	case OP_VM_CREATE:
-		return vm_create(e, a[0], a[1], a[2]);
-	case OP_MEMSLOT:
-		if (kvm_mm_not_current(e, a[0]))
-			return -EIO;
-		return __kvm_set_memory_region(e, a);
-	case OP_GUEST_FAULT:
-		if (kvm_mm_not_current(e, a[0]))
-			return -EIO;
-		ret = fault_begin(e, SYNC_CPU, a[0], a[1], a[2] != 0);
-		return ret ? ret : fault_commit(e, SYNC_CPU);
-	case OP_GUEST_FAULT_BEGIN:
-		if (a[0] >= MAX_CPUS)
-			return -EINVAL;
-		if (kvm_mm_not_current(e, a[1]))
-			return -EIO;
-		return fault_begin(e, (int)a[0], a[1], a[2], a[3] != 0);
-	case OP_GUEST_FAULT_COMMIT:
-		if (a[0] >= MAX_CPUS)
-			return -EINVAL;
-		return fault_commit(e, (int)a[0]);
-	case OP_VM_DESTROY:
-		return vm_destroy(e, a[0]);
-	}
-	return -ENOSYS;
 }
 
 /* ---- the mmu_notifier side ---- */
@@ -941,3 +909,10 @@ void kvm_coherence_check(struct engine *e)
 		pt_walk(e, &v->s2, &v->geom, 0, ~0ull, &w);
 	}
 }
+
+/* KVM's mmu_notifier subscription (kvm_mmu_notifier_ops): what the mm side reaches through e->mn_ops */
+const struct mmu_notifier_ops kvm_mmu_notifier_ops = {
+	.invalidate_range = kvm_notify_range,
+	.invalidate_range_end_held = kvm_invalidate_end_held,
+	.release = kvm_release,
+};

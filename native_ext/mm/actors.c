@@ -1,13 +1,14 @@
 /* actors.c: RCU read-side sections, the GUP-fast walker and the rmap walker, split into interleavable steps. */
 #include <string.h>
 #include "ptf.h"
+#include "mm/internal.h"
 
 static int idle_cpu(struct engine *e, uint64_t cpu)
 {
 	return e->cpus[cpu].actor == A_NONE ? 0 : -EBUSY;
 }
 
-static int walk_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
+int walk_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
 {
 	int ret = idle_cpu(e, cpu);
 	if (ret)
@@ -24,7 +25,7 @@ static int walk_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
 	if (e->arch == ARCH_S390 && (addr & ~(e->geom.page_size - 1)) + e->geom.page_size > e->mms[mm].asce_limit)
 		return -EFAULT;
 	rcu_enter(e, cpu); /* local_irq_save: GUP-fast is an RCU reader */
-	mm_get(e, mm);
+	mmgrab(e, mm);
 	c->actor = A_WALK;
 	c->mm = mm;
 	c->addr = addr;
@@ -34,7 +35,7 @@ static int walk_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
 	return 0;
 }
 
-static int walk_step(struct engine *e, int cpu)
+int walk_step(struct engine *e, int cpu)
 {
 	struct cpu *c = &e->cpus[cpu];
 	if (c->actor != A_WALK)
@@ -56,11 +57,11 @@ static int walk_step(struct engine *e, int cpu)
 	return 0;
 }
 
-static void actor_end(struct engine *e, int cpu)
+void actor_end(struct engine *e, int cpu)
 {
 	struct cpu *c = &e->cpus[cpu];
 	rcu_exit(e, cpu);
-	mm_drop(e, c->mm);
+	mmdrop(e, c->mm);
 	c->actor = A_NONE;
 }
 
@@ -108,7 +109,7 @@ int vma_rmap_wait(struct engine *e, const struct vma *v)
  * nothing. Otherwise the walker takes the folio lock (a second walker on the same folio would wait: -EBUSY),
  * the rmap lock for read (folio_lock_anon_vma_read: the anon_vma root; rmap_walk_file: i_mmap_rwsem), an RCU
  * read-side section, the PTE table and the pmd value it saw (page_vma_mapped_walk's map_pte). */
-static int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
+int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
 {
 	int ret = idle_cpu(e, cpu);
 	if (ret)
@@ -146,7 +147,7 @@ static int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
 	c->lock_id = id;
 	c->folio = folio->pfn;
 	rcu_enter(e, cpu);
-	mm_get(e, mm);
+	mmgrab(e, mm);
 	c->actor = A_RMAP;
 	c->mm = mm;
 	c->addr = addr;
@@ -158,7 +159,7 @@ static int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
 }
 
 /* page_vma_mapped_walk + try_to_unmap_one under the PTL. */
-static int rmap_commit(struct engine *e, int cpu)
+int rmap_commit(struct engine *e, int cpu)
 {
 	struct cpu *c = &e->cpus[cpu];
 	if (c->actor != A_RMAP)
@@ -185,7 +186,7 @@ static int rmap_commit(struct engine *e, int cpu)
 	int n = cpu_locks(e, cpu, hs);
 	for (int i = 0; i < n; i++)
 		lock_acquire(e, (enum lock_class)hs[i].cls, hs[i].id, (enum lock_mode)hs[i].mode);
-	kvm_notify_range(e, c->mm, page, page + g->page_size); /* try_to_unmap_one notifies */
+	mmu_notifier_invalidate_range(e, c->mm, page, page + g->page_size); /* try_to_unmap_one notifies */
 	entry_write(e, c->tbl, pl, idx, g->fmt->empty(pl));
 	if (g->fmt->kind(pl, old) == E_LEAF) {
 		emit(e, EV_LEAF_ZAP, pl, c->addr & ~(g->page_size - 1), g->fmt->addr(pl, old) >> 12, c->mm);
@@ -201,7 +202,7 @@ out:
 /* inval_hold: the cpu waits for the next host operation that notifies a VM (an mmu_notifier subscriber) and
  * stops that operation's thread after its invalidate_range_start calls and its host change, before the
  * matching _end calls (TRACE.md extension, docs/trace-ext.md). Only arm64 and x86_64 have KVM mmu notifiers. */
-static int inval_hold(struct engine *e, int cpu)
+int inval_hold(struct engine *e, int cpu)
 {
 	if (e->arch == ARCH_S390)
 		return -ENOSYS;
@@ -236,7 +237,7 @@ int inval_window_for(struct engine *e, int mm)
 		inval_window_keep_locks(e, cpu); /* the stopped operation keeps what it holds now */
 	if (cpu >= 0 && !(e->cpus[cpu].inval_mms[mm / 64] >> (mm % 64) & 1)) {
 		e->cpus[cpu].inval_mms[mm / 64] |= 1ull << (mm % 64);
-		mm_get(e, mm); /* the stopped thread's reference (the mm outlives the window) */
+		mmgrab(e, mm); /* the stopped thread's reference (the mm outlives the window) */
 	}
 	return cpu;
 }
@@ -276,13 +277,13 @@ void inval_window_forget_vm(struct engine *e, int vm)
 
 /* inval_end: the stopped thread runs its invalidate_range_end calls and finishes the operation; on an armed
  * cpu that no operation reached it cancels the hold. */
-static int inval_end(struct engine *e, int cpu)
+int inval_end(struct engine *e, int cpu)
 {
 	struct cpu *c = &e->cpus[cpu];
 	if (c->actor != A_INVAL)
 		return -EINVAL;
 	if (c->inval_held)
-		kvm_invalidate_end_held(e, cpu);
+		mmu_notifier_invalidate_range_end_held(e, cpu);
 	c->actor = A_NONE;
 	c->inval_held = false;
 	if (c->inval_child) { /* dup_mmap returns: fork's child runs */
@@ -291,51 +292,11 @@ static int inval_end(struct engine *e, int cpu)
 	}
 	for (int mm = 0; mm < MAX_MMS; mm++)
 		if (c->inval_mms[mm / 64] >> (mm % 64) & 1)
-			mm_drop(e, mm);
+			mmdrop(e, mm);
 	memset(c->inval_mms, 0, sizeof(c->inval_mms));
 	memset(c->inval_locks, 0, sizeof(c->inval_locks));
 	c->inval_nlocks = c->inval_opcode = c->inval_child = 0;
 	return 0;
-}
-
-int op_actor(struct engine *e, const uint64_t *op)
-{
-	const uint64_t *a = op + 1;
-	int cpu = (int)a[0];
-	if (op[0] != OP_RCU_GP && a[0] >= MAX_CPUS)
-		return -EINVAL;
-	switch (op[0]) {
-	case OP_RCU_LOCK:
-		rcu_enter(e, cpu);
-		return 0;
-	case OP_RCU_UNLOCK:
-		/* only the explicit sections: an actor's own section ends with the actor */
-		if (e->cpus[cpu].rcu_nest <= (e->cpus[cpu].actor == A_WALK || e->cpus[cpu].actor == A_RMAP))
-			return -EINVAL;
-		rcu_exit(e, cpu);
-		return 0;
-	case OP_RCU_GP:
-		rcu_gp(e, false);
-		return 0;
-	case OP_WALK_BEGIN:
-		return walk_begin(e, cpu, a[1], a[2]);
-	case OP_WALK_STEP:
-		return walk_step(e, cpu);
-	case OP_WALK_END:
-		if (e->cpus[cpu].actor != A_WALK)
-			return -EINVAL;
-		actor_end(e, cpu);
-		return 0;
-	case OP_RMAP_BEGIN:
-		return rmap_begin(e, cpu, a[1], a[2]);
-	case OP_RMAP_COMMIT:
-		return rmap_commit(e, cpu);
-	case OP_INVAL_HOLD:
-		return inval_hold(e, cpu);
-	case OP_INVAL_END:
-		return inval_end(e, cpu);
-	}
-	return -ENOSYS;
 }
 
 /* End of trace: walkers end, rmap actors abort, held invalidations end, explicit sections close. */
@@ -349,5 +310,4 @@ void actors_abandon(struct engine *e)
 			inval_end(e, cpu);
 		c->rcu_nest = 0;
 	}
-	kvm_abort_faults(e);
 }

@@ -5,10 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ptf.h"
+#include "mm/internal.h"
 
-enum { FALLBACK = 1, NOPAGE = 2 }; /* VM_FAULT_FALLBACK, VM_FAULT_NOPAGE */
+enum { NOPAGE = 2 }; /* VM_FAULT_NOPAGE (VM_FAULT_FALLBACK: mm/internal.h) */
 
-static uint64_t page_frames(const struct engine *e) { return e->geom.page_size >> 12; }
 static uint64_t pmd_bytes(const struct engine *e) { return level_size(&e->geom, e->pmd_lvl); }
 static int pte_lvl(const struct engine *e) { return e->geom.nlevels - 1; }
 
@@ -423,7 +423,7 @@ static void try_to_unmap(struct engine *e, int obj, uint64_t index, uint64_t pfn
 		uint32_t i;
 		if (host_lookup(e, it.mm, addr, &lvl, &got, &t, &i) != E_LEAF || got != pfn)
 			continue;
-		kvm_notify_range(e, it.mm, addr, addr + e->geom.page_size);
+		mmu_notifier_invalidate_range(e, it.mm, addr, addr + e->geom.page_size);
 		entry_write(e, t, lvl, i, e->geom.fmt->empty(lvl));
 		emit(e, EV_LEAF_ZAP, lvl, addr, pfn, it.mm);
 		data_put(e, pfn);
@@ -455,7 +455,7 @@ static void retract_page_tables(struct engine *e, int obj, uint64_t pgoff)
 			continue;
 		if (m->users == 0) /* hpage_collapse_test_exit */
 			continue;
-		kvm_notify_range(e, it.mm, addr, addr + pmd);
+		mmu_notifier_invalidate_range(e, it.mm, addr, addr + pmd);
 		struct tref pte = tref_from_phys(e, f->addr(ml, pmdval));
 		if (e->blocks[pte.blk].nonempty[pte.half]) {
 			violate(e, V_ENGINE_ASSERT, "retract_page_tables: the PTE table 0x%llx of mm %d at 0x%llx still maps "
@@ -584,7 +584,7 @@ int collapse_pte_mapped_thp(struct engine *e, int mm, uint64_t addr)
 		for (uint32_t i = 0; i < ptrs; i++) /* step 1 */
 			if (f->kind(pl, p[i]) != E_EMPTY && (f->addr(pl, p[i]) >> 12) != head + i * frames)
 				return SCAN_FAIL;
-		kvm_notify_range(e, mm, haddr, haddr + pmd);
+		mmu_notifier_invalidate_range(e, mm, haddr, haddr + pmd);
 		for (uint32_t i = 0; i < ptrs && !e->viol; i++) { /* step 2 */
 			if (f->kind(pl, p[i]) == E_EMPTY)
 				continue;
