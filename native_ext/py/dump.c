@@ -5,7 +5,7 @@
  * and every VM (gmap, stage 2, TDP), read with the one walker (pt_walk) over the geometry data, plus the
  * table pool (fragment halves, PGSTE pages, deposits, table states), pending RCU frees and in-flight
  * actors. Nothing here changes the state it reads. */
-#include "pyengine.h" /* first: Python.h sets the feature macros */
+#include "py/pyengine.h" /* first: Python.h sets the feature macros */
 #include <stdlib.h>
 #include <string.h>
 

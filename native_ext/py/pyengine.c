@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ptf.h"
-#include "check.h"
-#include "gen.h"
+#include "search/check.h"
+#include "search/gen.h"
 
 /* The ELF images, shared by an engine and its clones (the engine only reads them). */
 struct elfset {

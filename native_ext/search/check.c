@@ -17,7 +17,7 @@
 #include <string.h>
 #include <time.h>
 #include "ptf.h"
-#include "check.h"
+#include "search/check.h"
 
 static double now(void)
 {

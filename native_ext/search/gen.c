@@ -11,7 +11,7 @@
 #include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
-#include "gen.h"
+#include "search/gen.h"
 
 /* The coverage build (-fsanitize=fuzzer-no-link) leaves this file alone: libFuzzer's features should be the
  * model's paths, not the generator's loops over pids and VMAs, whose comparison callbacks cost more than the

@@ -1,4 +1,4 @@
-/* pyengine.h: what the CPython binding's files share: an engine built from the arguments run() and dump()
+/* pyengine.h (py/setup.c, py/stream.c): what the CPython binding's files share: an engine built from the arguments run() and dump()
  * start with, and the operations they feed it (a buffer in memory, or a section of a trace file read in
  * chunks). Python-facing only: the engine itself (ptf.h) never sees a PyObject. */
 #ifndef PYENGINE_H
@@ -38,6 +38,6 @@ size_t op_source_next(struct op_source *s, const uint64_t **ops, size_t max);
 /* After op_source_next returned 0 early: an exception naming the byte offset where reading stopped. */
 PyObject *op_source_error(struct op_source *s);
 
-PyObject *raise_errno(int err); /* module.c: an engine errno as the Python exception for it */
+PyObject *raise_errno(int err); /* py/setup.c: an engine errno as the Python exception for it */
 
 #endif
