@@ -583,7 +583,7 @@ void mmput(struct engine *e, int mm);
 void mm_audit(struct engine *e);
 int ptf_figures(struct engine *e, uint64_t lo, uint64_t hi, uint64_t **buf, size_t *len, size_t *cap);
 
-/* mm/shmem.c (and, for now, khugepaged's file collapse) */
+/* mm/shmem.c, and khugepaged's file collapse (mm/khugepaged.c) */
 struct shm_obj *shmem_obj(struct engine *e, int obj);
 uint64_t shmem_lookup(struct engine *e, int obj, uint64_t index, struct compound **folio);
 void shmem_release_all(struct engine *e);

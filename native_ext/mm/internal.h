@@ -70,6 +70,22 @@ void zap_page_range_single(struct engine *e, int mm, const struct vma *v, uint64
 int do_wp_page(struct engine *e, int mm, struct vma *v, uint64_t addr, struct tref tbl, uint32_t idx,
 		      int level, uint64_t *pfn, uint64_t *size);
 
+/* mm/shmem.c: the fault state its paths and collapse_pte_mapped_thp share (struct vm_fault) */
+struct vm_fault {
+	int mm, obj;
+	const struct vma *v;
+	uint64_t addr, pgoff;   /* the page's address and its page offset in the object (linear_page_index) */
+	bool write;
+	struct tref pmd_tbl;    /* the table holding the pmd entry for addr */
+	uint32_t pmd_idx;
+	struct tref prealloc;   /* vmf->prealloc_pte */
+	uint64_t pfn, size;     /* what ends up mapped at addr */
+};
+struct shm_blk *blk_find(struct shm_obj *o, uint64_t bi, uint32_t *pos);
+void shmem_free_folio(struct engine *e, uint64_t pfn);
+int do_set_pmd(struct engine *e, struct vm_fault *vmf, uint64_t head, bool write);
+struct tref pte_table(struct engine *e, struct vm_fault *vmf);
+
 /* mm/khugepaged.c */
 int madvise_collapse(struct engine *e, int mm, int vi, uint64_t start, uint64_t end, uint64_t *prev_end);
 

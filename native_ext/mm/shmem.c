@@ -9,8 +9,6 @@
 
 enum { NOPAGE = 2 }; /* VM_FAULT_NOPAGE (VM_FAULT_FALLBACK: mm/internal.h) */
 
-static uint64_t pmd_bytes(const struct engine *e) { return level_size(&e->geom, e->pmd_lvl); }
-static int pte_lvl(const struct engine *e) { return e->geom.nlevels - 1; }
 
 /* ---- the page cache ---- */
 
@@ -21,7 +19,7 @@ struct shm_obj *shmem_obj(struct engine *e, int obj)
 }
 
 /* The block with index bi (page offset / pages per block), or NULL; *pos: where it belongs. */
-static struct shm_blk *blk_find(struct shm_obj *o, uint64_t bi, uint32_t *pos)
+struct shm_blk *blk_find(struct shm_obj *o, uint64_t bi, uint32_t *pos)
 {
 	uint32_t lo = 0, hi = o->nblk;
 	while (lo < hi) {
@@ -85,7 +83,7 @@ static uint64_t shmem_get_folio(struct engine *e, int obj, uint64_t index)
 
 /* folio_put of the cache's last reference: the page is freed; a page some live leaf still maps is
  * freed-page-mapped. */
-static void shmem_free_folio(struct engine *e, uint64_t pfn)
+void shmem_free_folio(struct engine *e, uint64_t pfn)
 {
 	struct compound *c = data_lookup(e, pfn);
 	if (!c)
@@ -141,22 +139,11 @@ void shmem_fini(struct engine *e)
  * vm_pgoff are congruent modulo the PMD size (IS_ALIGNED((vm_start >> PAGE_SHIFT) - vm_pgoff, HPAGE_PMD_NR)). */
 bool transhuge_vma_suitable(const struct engine *e, const struct vma *v, uint64_t addr)
 {
-	uint64_t pmd = pmd_bytes(e), haddr = addr & ~(pmd - 1);
+	uint64_t pmd = pmd_size(e), haddr = addr & ~(pmd - 1);
 	if (v->shm && ((v->start / e->geom.page_size - v->pgoff) & (e->shm_pages - 1)))
 		return false;
 	return haddr >= v->start && haddr + pmd > haddr && haddr + pmd <= v->end;
 }
-
-struct vm_fault {
-	int mm, obj;
-	const struct vma *v;
-	uint64_t addr, pgoff;   /* the page's address and its page offset in the object (linear_page_index) */
-	bool write;
-	struct tref pmd_tbl;    /* the table holding the pmd entry for addr */
-	uint32_t pmd_idx;
-	struct tref prealloc;   /* vmf->prealloc_pte */
-	uint64_t pfn, size;     /* what ends up mapped at addr */
-};
 
 static uint64_t pmd_entry(struct engine *e, struct vm_fault *vmf)
 {
@@ -173,7 +160,7 @@ static int prealloc_pte(struct engine *e, struct vm_fault *vmf)
 {
 	if (vmf->prealloc.blk >= 0)
 		return 0;
-	return alloc_table_for(e, vmf->mm, pte_lvl(e), &vmf->prealloc);
+	return alloc_table_for(e, vmf->mm, pte_level(e), &vmf->prealloc);
 }
 
 /* pmd_install: the preallocated table goes into the empty pmd. */
@@ -188,10 +175,10 @@ static void pmd_install(struct engine *e, struct vm_fault *vmf)
 /* do_set_pmd: a PMD leaf for the PMD-size folio (head) over the block of addr, when transhuge_vma_suitable and the
  * pmd is still none; no deposit (arch_needs_pgtable_deposit is only true on ppc). mm.file_pmd_nohuge=ptes:
  * vma_thp_disabled refuses (6.12, 6.6.60). */
-static int do_set_pmd(struct engine *e, struct vm_fault *vmf, uint64_t head, bool write)
+int do_set_pmd(struct engine *e, struct vm_fault *vmf, uint64_t head, bool write)
 {
 	const struct entry_fmt *f = e->geom.fmt;
-	uint64_t haddr = vmf->addr & ~(pmd_bytes(e) - 1);
+	uint64_t haddr = vmf->addr & ~(pmd_size(e) - 1);
 	if (e->knob[K_FILE_PMD_NOHUGE] == 1 && (vmf->v->flags & VMA_NOHUGE))
 		return FALLBACK;
 	if (!transhuge_vma_suitable(e, vmf->v, haddr) || !pmd_none(e, vmf))
@@ -200,25 +187,25 @@ static int do_set_pmd(struct engine *e, struct vm_fault *vmf, uint64_t head, boo
 	data_lookup(e, head)->mapcount++; /* folio_add_file_rmap_pmd */
 	emit(e, EV_LEAF_SET, e->pmd_lvl, haddr, head, vmf->mm);
 	vmf->pfn = head + ((vmf->addr - haddr) >> 12);
-	vmf->size = pmd_bytes(e);
+	vmf->size = pmd_size(e);
 	return 0;
 }
 
 /* The PTE table under the pmd (it holds one now). */
-static struct tref pte_table(struct engine *e, struct vm_fault *vmf)
+struct tref pte_table(struct engine *e, struct vm_fault *vmf)
 {
 	return tref_from_phys(e, e->geom.fmt->addr(e->pmd_lvl, pmd_entry(e, vmf)));
 }
 
 static uint32_t pte_index(const struct engine *e, uint64_t addr)
 {
-	return (uint32_t)(addr / e->geom.page_size) & (e->geom.lv[pte_lvl(e)].entries - 1);
+	return (uint32_t)(addr / e->geom.page_size) & (e->geom.lv[pte_level(e)].entries - 1);
 }
 
 /* set_pte_range for one page: a file rmap entry (folio_add_file_rmap_ptes), writable for a write fault. */
 static void set_pte(struct engine *e, struct vm_fault *vmf, struct tref pte, uint64_t addr, uint64_t pfn, bool write)
 {
-	int pl = pte_lvl(e);
+	int pl = pte_level(e);
 	entry_write(e, pte, pl, pte_index(e, addr), e->geom.fmt->leaf(pl, pfn << 12, write));
 	data_lookup(e, pfn)->mapcount++;
 	emit(e, EV_LEAF_SET, pl, addr, pfn, vmf->mm);
@@ -249,7 +236,7 @@ static int filemap_map_pages(struct engine *e, struct vm_fault *vmf, uint64_t st
 		pmd_install(e, vmf);
 	}
 	struct tref pte = pte_table(e, vmf);
-	int ret = 0, pl = pte_lvl(e);
+	int ret = 0, pl = pte_level(e);
 	for (uint64_t i = first; i <= end; i++) {
 		uint64_t pfn = shmem_lookup(e, vmf->obj, i, &c);
 		if (!pfn || folio_locked(e, c->pfn))
@@ -270,7 +257,7 @@ static int filemap_map_pages(struct engine *e, struct vm_fault *vmf, uint64_t st
 /* do_fault_around: fault_around_bytes (64K) worth of pages, aligned, clipped to the VMA and to the PTE table. */
 static int do_fault_around(struct engine *e, struct vm_fault *vmf)
 {
-	uint64_t page = e->geom.page_size, nr = 65536 / page, ptrs = e->geom.lv[pte_lvl(e)].entries;
+	uint64_t page = e->geom.page_size, nr = 65536 / page, ptrs = e->geom.lv[pte_level(e)].entries;
 	uint64_t pte_off = pte_index(e, vmf->addr), vma_off = vmf->pgoff - vmf->v->pgoff;
 	uint64_t vma_pages = (vmf->v->end - vmf->v->start) / page;
 	uint64_t from = pte_off & ~(nr - 1), lo = pte_off - (pte_off < vma_off ? pte_off : vma_off);
@@ -308,7 +295,7 @@ static int do_fault_page(struct engine *e, struct vm_fault *vmf)
 		pmd_install(e, vmf);
 	}
 	struct tref pte = pte_table(e, vmf);
-	if (e->geom.fmt->kind(pte_lvl(e), entry_get(e, pte, pte_index(e, vmf->addr))) == E_EMPTY)
+	if (e->geom.fmt->kind(pte_level(e), entry_get(e, pte, pte_index(e, vmf->addr))) == E_EMPTY)
 		set_pte(e, vmf, pte, vmf->addr, pfn, vmf->write);
 	vmf->pfn = pfn;
 	vmf->size = e->geom.page_size;
@@ -337,7 +324,7 @@ int do_shmem_fault(struct engine *e, int mm, const struct vma *v, uint64_t addr,
 		   uint64_t *size_out)
 {
 	const struct entry_fmt *f = e->geom.fmt;
-	int ml = e->pmd_lvl, pl = pte_lvl(e), lvl = -1;
+	int ml = e->pmd_lvl, pl = pte_level(e), lvl = -1;
 	struct vm_fault vmf = { mm, v->shm - 1, v, addr, vma_pgoff_at(e, v, addr), write, TREF_NONE, 0, TREF_NONE,
 				0, 0 };
 	struct tref t;
@@ -357,7 +344,7 @@ int do_shmem_fault(struct engine *e, int mm, const struct vma *v, uint64_t addr,
 		return -EFAULT;
 	uint64_t pmdval = pmd_entry(e, &vmf);
 	if (f->kind(ml, pmdval) == E_LEAF) {
-		uint64_t sz = pmd_bytes(e);
+		uint64_t sz = pmd_size(e);
 		if (!write || f->writable(ml, pmdval)) {
 			*pfn_out = (f->addr(ml, pmdval) >> 12) + ((addr & (sz - 1)) >> 12);
 			*size_out = sz;
@@ -387,216 +374,4 @@ int do_shmem_fault(struct engine *e, int mm, const struct vma *v, uint64_t addr,
 	*pfn_out = vmf.pfn;
 	*size_out = vmf.size;
 	return 0;
-}
-
-/* ---- MADV_COLLAPSE of shmem ---- */
-
-/* vma_interval_tree_foreach over i_mmap: every VMA of every live mm that maps page offset index of obj, in a fixed
- * order (mm, then address). */
-struct file_rmap { int mm, vi; };
-
-static bool rmap_next(struct engine *e, int obj, uint64_t index, struct file_rmap *it)
-{
-	for (; it->mm < MAX_MMS; it->mm++, it->vi = -1) {
-		struct mm *m = &e->mms[it->mm];
-		if (!m->used || m->dead)
-			continue;
-		while (++it->vi < m->nvma) {
-			const struct vma *v = &m->vmas[it->vi];
-			if (v->shm == obj + 1 && v->pgoff <= index && index - v->pgoff < (v->end - v->start) / e->geom.page_size)
-				return true;
-		}
-	}
-	return false;
-}
-
-/* try_to_unmap of a small shmem page through the file rmap: in each mapping, page_vma_mapped_walk finds the PTE
- * (check_pte: it maps this page) and try_to_unmap_one notifies [address, +PAGE_SIZE), clears it and drops the rmap. */
-static void try_to_unmap(struct engine *e, int obj, uint64_t index, uint64_t pfn)
-{
-	struct file_rmap it = { 0, -1 };
-	while (rmap_next(e, obj, index, &it) && !e->viol) {
-		const struct vma *v = &e->mms[it.mm].vmas[it.vi];
-		uint64_t addr = v->start + (index - v->pgoff) * e->geom.page_size, got = 0;
-		int lvl = -1;
-		struct tref t;
-		uint32_t i;
-		if (host_lookup(e, it.mm, addr, &lvl, &got, &t, &i) != E_LEAF || got != pfn)
-			continue;
-		mmu_notifier_invalidate_range(e, it.mm, addr, addr + e->geom.page_size);
-		entry_write(e, t, lvl, i, e->geom.fmt->empty(lvl));
-		emit(e, EV_LEAF_ZAP, lvl, addr, pfn, it.mm);
-		data_put(e, pfn);
-	}
-}
-
-/* retract_page_tables(mapping, pgoff): i_mmap for read; for EVERY VMA of every mm mapping the block, with no
- * anon_vma, the block PMD-aligned and inside the VMA, a PTE table at the pmd and the mm's users not gone (no
- * VM_NOHUGEPAGE, hugepage_vma_check or mm_has_pgste test): notify the block, pmdp_collapse_flush (s390: the gmap
- * only with allow_gmap_hpage_1m, not modelled), mm_dec_nr_ptes, pte_free_defer. */
-static void retract_page_tables(struct engine *e, int obj, uint64_t pgoff)
-{
-	const struct entry_fmt *f = e->geom.fmt;
-	uint64_t pmd = pmd_bytes(e);
-	int ml = e->pmd_lvl;
-	struct file_rmap it = { 0, -1 };
-	while (rmap_next(e, obj, pgoff, &it) && !e->viol) {
-		struct mm *m = &e->mms[it.mm];
-		const struct vma *v = &m->vmas[it.vi];
-		if (v->anon)
-			continue; /* MAP_PRIVATE that got written: never a shmem VMA here */
-		uint64_t addr = v->start + (pgoff - v->pgoff) * e->geom.page_size;
-		if ((addr & (pmd - 1)) || v->end < addr + pmd || addr + pmd < addr)
-			continue;
-		struct tref pmd_tbl;
-		uint32_t pmd_idx;
-		uint64_t pmdval = host_entry_at(e, it.mm, addr, ml, &pmd_tbl, &pmd_idx);
-		if (f->kind(ml, pmdval) != E_TABLE) /* find_pmd_or_thp_or_none != SCAN_SUCCEED */
-			continue;
-		if (m->users == 0) /* hpage_collapse_test_exit */
-			continue;
-		mmu_notifier_invalidate_range(e, it.mm, addr, addr + pmd);
-		struct tref pte = tref_from_phys(e, f->addr(ml, pmdval));
-		if (e->blocks[pte.blk].nonempty[pte.half]) {
-			violate(e, V_ENGINE_ASSERT, "retract_page_tables: the PTE table 0x%llx of mm %d at 0x%llx still maps "
-				"pages", (unsigned long long)tref_phys(pte), it.mm, (unsigned long long)addr);
-			return;
-		}
-		entry_write(e, pmd_tbl, ml, pmd_idx, f->empty(ml)); /* pmdp_collapse_flush */
-		table_set_linked(e, pte, false);
-		emit(e, EV_RETRACT, (uint64_t)it.mm, addr, tref_phys(pte), (uint64_t)obj);
-		pte_free_defer(e, it.mm, pte, addr);
-	}
-}
-
-/* collapse_file(mm, addr, file, start): for each page offset of the block, a hole (all holes: SCAN_TRUNCATED) or a
- * page that is trylocked (SCAN_PAGE_LOCK), isolated and unmapped from every mm (try_to_unmap; pages already unmapped
- * stay so when a later one fails), whose only references must then be ours (SCAN_PAGE_COUNT); then the new
- * PMD-size folio replaces them in the cache, retract_page_tables runs and the old pages are freed. MADV_COLLAPSE
- * turns success into SCAN_PTE_MAPPED_HUGEPAGE. */
-static int collapse_file(struct engine *e, int mm, int obj, uint64_t start)
-{
-	uint64_t n = e->shm_pages;
-	struct shm_obj *o = &e->shm[obj];
-	struct shm_blk *b = blk_find(o, start / n, NULL);
-	if (b && b->huge)
-		return SCAN_PTE_MAPPED_HUGEPAGE;
-	uint64_t present = 0;
-	for (uint64_t i = 0; b && b->pfn && i < n; i++)
-		present += b->pfn[i] != 0;
-	if (!present)
-		return SCAN_TRUNCATED;
-	for (uint64_t i = 0; i < n; i++) {
-		uint64_t pfn = b->pfn[i];
-		if (!pfn)
-			continue; /* nr_none++: zero-filled in the new folio */
-		if (folio_locked(e, pfn))
-			return SCAN_PAGE_LOCK;
-		/* the old folio stays locked to the end; try_to_unmap's rmap_walk_file holds i_mmap_rwsem for read */
-		if (lock_acquire(e, LC_FOLIO, pfn, LM_WRITE) || lock_acquire(e, LC_I_MMAP, (uint64_t)obj, LM_READ))
-			return SCAN_WAIT;
-		try_to_unmap(e, obj, start + i, pfn);
-		lock_release(e, LC_I_MMAP, (uint64_t)obj);
-		lock_release(e, LC_FOLIO, pfn);
-		if (e->viol)
-			return SCAN_FAIL;
-		if (data_lookup(e, pfn)->mapcount)
-			return SCAN_PAGE_COUNT;
-	}
-	uint64_t head = data_alloc(e, n * page_frames(e)); /* alloc_charge_hpage */
-	if (!head)
-		return SCAN_ALLOC_HUGE_PAGE_FAIL;
-	data_lookup(e, head)->shm = (uint8_t)(obj + 1);
-	uint64_t *old = b->pfn;
-	b->pfn = NULL;
-	b->huge = head; /* xas_store of the multi-index entry */
-	emit(e, EV_SHM_COLLAPSE, (uint64_t)obj, start, head, (uint64_t)mm);
-	/* the new folio is locked throughout; retract_page_tables runs under i_mmap_lock_read */
-	if (lock_acquire(e, LC_FOLIO, head, LM_WRITE) || lock_acquire(e, LC_I_MMAP, (uint64_t)obj, LM_READ)) {
-		violate(e, V_ENGINE_ASSERT, "collapse_file: a lock on the new folio of object %d is held", obj);
-		return SCAN_FAIL;
-	}
-	retract_page_tables(e, obj, start);
-	lock_release(e, LC_I_MMAP, (uint64_t)obj);
-	lock_release(e, LC_FOLIO, head);
-	for (uint64_t i = 0; i < n && !e->viol; i++) /* the old folios go */
-		if (old[i])
-			shmem_free_folio(e, old[i]);
-	free(old);
-	return e->viol ? SCAN_FAIL : SCAN_PTE_MAPPED_HUGEPAGE;
-}
-
-/* hpage_collapse_scan_file: the page cache only, never the caller's tables: a PMD-size folio already is
- * SCAN_PTE_MAPPED_HUGEPAGE; a page an rmap walker holds is off the LRU (SCAN_PAGE_LRU, -11); holes are fine for
- * MADV_COLLAPSE (no max_ptes_none); then collapse_file. */
-int hpage_collapse_scan_file(struct engine *e, int mm, const struct vma *v, uint64_t addr)
-{
-	int obj = v->shm - 1;
-	uint64_t start = vma_pgoff_at(e, v, addr), n = e->shm_pages;
-	struct shm_blk *b = blk_find(&e->shm[obj], start / n, NULL);
-	if (b && b->huge)
-		return SCAN_PTE_MAPPED_HUGEPAGE;
-	for (uint64_t i = 0; b && b->pfn && i < n; i++)
-		if (b->pfn[i] && folio_locked(e, b->pfn[i]))
-			return SCAN_PAGE_LRU;
-	return collapse_file(e, mm, obj, start);
-}
-
-/* collapse_pte_mapped_thp(mm, addr, install_pmd=true): already PMD-mapped is done; the PMD-size folio is locked
- * (find_lock_page: an rmap walker holding it makes this wait, -EBUSY); an empty pmd gets the PMD leaf (set_huge_pmd ->
- * do_set_pmd, read-only: vmf.flags = 0); a PTE table is checked (every present PTE maps the folio's page for that
- * offset, else SCAN_FAIL), notified, cleared and freed with pte_free_defer, then the leaf goes in; no PMD table is
- * SCAN_PMD_NULL. */
-int collapse_pte_mapped_thp(struct engine *e, int mm, uint64_t addr)
-{
-	const struct entry_fmt *f = e->geom.fmt;
-	uint64_t pmd = pmd_bytes(e), haddr = addr & ~(pmd - 1);
-	int ml = e->pmd_lvl, pl = pte_lvl(e), lvl = -1;
-	struct mm *m = &e->mms[mm];
-	const struct vma *v = vma_find(m, haddr);
-	if (!v || !v->shm || haddr < v->start || haddr + pmd > v->end)
-		return SCAN_VMA_CHECK;
-	struct vm_fault vmf = { mm, v->shm - 1, v, haddr, vma_pgoff_at(e, v, haddr), false, TREF_NONE, 0, TREF_NONE,
-				0, 0 };
-	int k = host_lookup(e, mm, haddr, &lvl, NULL, &vmf.pmd_tbl, &vmf.pmd_idx);
-	if (lvl == ml && k == E_LEAF)
-		return SCAN_PMD_MAPPED; /* the fast check, before the folio is locked */
-	struct compound *c;
-	if (!shmem_lookup(e, vmf.obj, vmf.pgoff, &c))
-		return SCAN_PAGE_NULL;
-	if (cpd_nr(c) != e->shm_pages * page_frames(e))
-		return SCAN_PAGE_COMPOUND;
-	if (lock_acquire(e, LC_FOLIO, c->pfn, LM_WRITE))
-		return SCAN_WAIT; /* find_lock_page; released by madvise_collapse after the block */
-	if (lvl < ml && e->knob[K_COLLAPSE_PMD_ALLOC] == 1) { /* newer kernels: the tables down to the pmd */
-		int ret = pt_slot(e, mm, haddr, ml, &vmf.pmd_tbl, &vmf.pmd_idx, &lvl);
-		if (ret || lvl != ml)
-			return SCAN_FAIL;
-	}
-	if (lvl < ml)
-		return SCAN_PMD_NULL; /* find_pmd_or_thp_or_none: no PMD table */
-	uint64_t head = c->pfn;
-	if (lvl > ml) { /* a PTE table: host_lookup stopped below the pmd */
-		host_entry_at(e, mm, haddr, ml, &vmf.pmd_tbl, &vmf.pmd_idx);
-		struct tref pte = pte_table(e, &vmf);
-		uint64_t *p = tref_mem(e, pte), frames = page_frames(e);
-		uint32_t ptrs = e->geom.lv[pl].entries;
-		for (uint32_t i = 0; i < ptrs; i++) /* step 1 */
-			if (f->kind(pl, p[i]) != E_EMPTY && (f->addr(pl, p[i]) >> 12) != head + i * frames)
-				return SCAN_FAIL;
-		mmu_notifier_invalidate_range(e, mm, haddr, haddr + pmd);
-		for (uint32_t i = 0; i < ptrs && !e->viol; i++) { /* step 2 */
-			if (f->kind(pl, p[i]) == E_EMPTY)
-				continue;
-			entry_write(e, pte, pl, i, f->empty(pl));
-			data_put(e, head);
-		}
-		entry_write(e, vmf.pmd_tbl, ml, vmf.pmd_idx, f->empty(ml)); /* step 4: pmdp_collapse_flush */
-		table_set_linked(e, pte, false);
-		emit(e, EV_RETRACT, (uint64_t)mm, haddr, tref_phys(pte), (uint64_t)vmf.obj);
-		pte_free_defer(e, mm, pte, haddr);
-		if (e->viol)
-			return SCAN_FAIL;
-	}
-	return do_set_pmd(e, &vmf, head, false) ? SCAN_FAIL : SCAN_SUCCEED; /* step 5: set_huge_pmd */
 }
