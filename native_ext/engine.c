@@ -1,4 +1,4 @@
-/* engine.c: set-up, the operation dispatcher, the per-step oracle, teardown and audit (the digest: digest.c). */
+/* engine.c: set-up, the operation table (one handler per opcode) and ptf_step, the per-step oracle, teardown. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +26,8 @@ int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t 
 	if (ret)
 		return ret;
 	e->s2_fmt = stage2_fmt(arch);
-	e->mm_ops = arch == ARCH_S390 ? &s390_mm_ops : &generic_mm_ops;
+	static const struct mm_ops *const arch_mm_ops[ARCH_NR] = { &s390_mm_ops, &arm64_mm_ops, &x86_64_mm_ops };
+	e->mm_ops = arch_mm_ops[arch];
 	e->mn_ops = &kvm_mmu_notifier_ops;
 	e->pmd_lvl = pmd_level(&e->geom);
 	e->shm_pages = e->geom.lv[e->geom.nlevels - 1].entries; /* HPAGE_PMD_NR */

@@ -1,4 +1,5 @@
-/* ptf.h: the page-table model's types, shared by every engine source file. */
+/* ptf.h: the page-table model's types, shared by every engine source file, and each layer's entry points, by file
+ * (what only mm/ shares is in mm/internal.h). */
 #ifndef PTF_H
 #define PTF_H
 
@@ -320,8 +321,16 @@ struct mm_ops {
 	void (*pte_free_defer)(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
 	int (*crst_table_upgrade)(struct engine *e, int mm, uint64_t end); /* NULL: the top level is fixed */
 	rcu_callback_t rcu_callback[CB_NR]; /* what a grace period runs, by callback kind */
+	uint64_t (*zero_pfn)(const struct engine *e, uint64_t addr); /* ZERO_PAGE(vaddr); NULL: the one zero page */
+	bool (*mm_forbids_zeropage)(const struct engine *e, const struct mm *m); /* NULL: never */
+	uint64_t (*init_new_context)(const struct engine *e, const struct mm *m); /* asce_limit; NULL: TASK_SIZE */
+	bool (*gup_fast_permitted)(const struct engine *e, int mm, uint64_t addr); /* NULL: always */
+	bool pgste;                /* page tables may carry PGSTEs (s390): alloc_pgste and its decisions apply */
+	int pgd_top;               /* the top level of a new mm's pgd (s390: a 3-level region-third table) */
+	int elf_machine;           /* e_machine binfmt_elf's elf_check_arch accepts */
+	bool elf_big_endian;
 };
-extern const struct mm_ops s390_mm_ops, generic_mm_ops;
+extern const struct mm_ops s390_mm_ops, arm64_mm_ops, x86_64_mm_ops;
 
 /* The mm side's notifier calls (mmu_notifier_ops): KVM's subscription, reached without mm/ calling into kvm/. */
 struct mmu_notifier_ops {
@@ -416,17 +425,17 @@ int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t 
 void ptf_fini(struct engine *e);
 int ptf_step(struct engine *e, const uint64_t *op);
 int ptf_finish(struct engine *e, bool teardown);
+int ptf_selftest(int which);
+uint64_t ptf_translate(struct engine *e, uint64_t pid, uint64_t va);
+/* search/digest.c: the canonical state digest (see the comment there for what it covers and why) */
 uint64_t ptf_digest(struct engine *e);
-/* digest.c: the canonical state digest (see the comment there for what it covers and why) */
 struct digest_scratch { uint32_t *blk_id; int32_t *blk_ctx; uint32_t *cpd_id, *anon_id, *file_id;
 			size_t cap_blk, cap_ctx, cap_cpd, cap_anon, cap_file; };
 int ptf_digest_sym(struct engine *e, struct digest_scratch *s, const int groups[3][2], uint64_t *out);
 void digest_scratch_free(struct digest_scratch *s);
 extern int ptf_digest_full_scan, ptf_copy_full; /* tests: ignore the occupancy bitmaps */
-/* snap.c: dst becomes an independent copy of src (save and restore) */
+/* search/snap.c: dst becomes an independent copy of src (save and restore) */
 int ptf_copy(struct engine *dst, const struct engine *src);
-int ptf_selftest(int which);
-uint64_t ptf_translate(struct engine *e, uint64_t pid, uint64_t va);
 /* core/report.c */
 void violate(struct engine *e, enum violation v, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

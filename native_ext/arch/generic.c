@@ -1,5 +1,5 @@
-/* arch/generic.c: the arm64 and x86 page-table hooks behind struct mm_ops (asm-generic/pgalloc.h): whole-page
- * PTE tables freed through the table pool, after a grace period when the table_free knob says RCU. */
+/* arch/generic.c: the arm64 and x86 hooks behind struct mm_ops (asm-generic/pgalloc.h): whole-page PTE tables
+ * freed through the table pool, after a grace period when the table_free knob says RCU; one zero page. */
 #include "ptf.h"
 
 /* pte_free: at once; nobody can reach the table */
@@ -23,9 +23,11 @@ static void generic_pte_free_defer(struct engine *e, int mm, struct tref t, uint
 	table_free(e, t, TABLE_FREE_RCU, 0, 0);
 }
 
-const struct mm_ops generic_mm_ops = {
-	.pte_free = generic_pte_free,
-	.pte_free_tlb = generic_pte_free_tlb,
-	.pte_free_defer = generic_pte_free_defer,
-	.rcu_callback = { [CB_FREE_BLOCK] = tlb_remove_table_rcu },
-};
+#define GENERIC_MM_OPS \
+	.pte_free = generic_pte_free, \
+	.pte_free_tlb = generic_pte_free_tlb, \
+	.pte_free_defer = generic_pte_free_defer, \
+	.rcu_callback = { [CB_FREE_BLOCK] = tlb_remove_table_rcu }
+
+const struct mm_ops arm64_mm_ops = { GENERIC_MM_OPS, .elf_machine = 183 /* EM_AARCH64 */ };
+const struct mm_ops x86_64_mm_ops = { GENERIC_MM_OPS, .elf_machine = 62 /* EM_X86_64 */ };

@@ -1,4 +1,4 @@
-/* locking.c: what split operations hold between their halves, who would wait for it, and lockdep's check. */
+/* core/locking.c: what split operations hold between their halves, who would wait for it, and lockdep's check. */
 #include <string.h>
 #include "ptf.h"
 

@@ -1,4 +1,4 @@
-/* tables.c: the names the trace format and the CLI share with the engine. */
+/* core/names.c: the names the trace format and the CLI share with the engine. */
 #include "ptf.h"
 
 const char *const arch_names[ARCH_NR] = { "s390", "arm64", "x86_64" };

@@ -1,4 +1,4 @@
-/* pool.c: table pages with generations, data pages, and the one entry-write path the oracle watches. */
+/* core/pool.c: table pages with generations, data pages, and the one entry-write path the oracle watches. */
 #include <stdlib.h>
 #include <string.h>
 #include "ptf.h"

@@ -1,4 +1,4 @@
-/* walk.c: geometry as data, the per-arch entry formats, and the one generic table walker. */
+/* core/walk.c: geometry as data, the per-arch entry formats, and the one generic table walker. */
 #include <string.h>
 #include "ptf.h"
 

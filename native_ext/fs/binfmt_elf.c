@@ -1,4 +1,4 @@
-/* elf.c: the ELF header checks binfmt_elf makes before the arch hook sees PT_S390_PGSTE. */
+/* fs/binfmt_elf.c: the ELF header checks binfmt_elf makes before the arch hook sees PT_S390_PGSTE. */
 #include <string.h>
 #include "ptf.h"
 

@@ -1,4 +1,4 @@
-/* kvm.c: VMs, memslots, the guest-fault protocol and the mmu_notifier side: s390 gmap, arm64 stage 2, x86 TDP. */
+/* kvm/kvm_main.c: VMs, memslots, the guest-fault protocol and the mmu_notifier side: s390 gmap, arm64 stage 2, x86 TDP. */
 #include <string.h>
 #include <stdlib.h>
 #include "ptf.h"
@@ -363,7 +363,7 @@ static int kvm_set_memslot(struct engine *e, struct vm *v, struct memslot *s, co
 		return ret;
 	struct memslot old = *s;
 	*s = change == KVM_MR_DELETE ? (struct memslot){ 0 } : *new;
-	kvm_arch_commit_memory_region(e, v, old, *s); /* s390.c: gmap_unmap_segment / gmap_map_segment */
+	kvm_arch_commit_memory_region(e, v, old, *s); /* arch/s390/gmap.c: gmap_unmap_segment / gmap_map_segment */
 	return 0;
 }
 

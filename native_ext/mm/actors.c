@@ -1,4 +1,5 @@
-/* actors.c: RCU read-side sections, the GUP-fast walker and the rmap walker, split into interleavable steps. */
+/* mm/actors.c: the GUP-fast walker, the rmap walker and the invalidation window, split into interleavable steps
+ * (engine.c decodes their operations; RCU read-side sections are core/rcu.c). */
 #include <string.h>
 #include "ptf.h"
 #include "mm/internal.h"
@@ -19,10 +20,8 @@ int walk_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
 	int mm = e->procs[pid].mm;
 	if (addr >= e->task_size)
 		return -EFAULT;
-	/* s390 gup_fast_permitted: end <= mm->context.asce_limit. Above it the top table does not translate the
-	 * address (a 3-level top would alias it into the low 4 TiB), so no lockless walk: the kernel takes the slow
-	 * path (fault-in under mmap_lock), which the model's walker does not have. */
-	if (e->arch == ARCH_S390 && (addr & ~(e->geom.page_size - 1)) + e->geom.page_size > e->mms[mm].asce_limit)
+	/* gup_fast_permitted (s390: below asce_limit); else the kernel's slow path, which the walker does not have */
+	if (e->mm_ops->gup_fast_permitted && !e->mm_ops->gup_fast_permitted(e, mm, addr))
 		return -EFAULT;
 	rcu_enter(e, cpu); /* local_irq_save: GUP-fast is an RCU reader */
 	mmgrab(e, mm);

@@ -102,7 +102,7 @@ int copy_process(struct engine *e, uint64_t parent, uint64_t child)
 	if (ret)
 		return ret;
 	bool alloc_pgste = e->sysctl_pgste || pp->tif_pgste || src->alloc_pgste;
-	if (e->arch != ARCH_S390 || e->knob[K_PGSTE_DECISION] == PD_CONVERT_LATE)
+	if (!e->mm_ops->pgste || e->knob[K_PGSTE_DECISION] == PD_CONVERT_LATE)
 		alloc_pgste = false;
 	else if (e->knob[K_PGSTE_DECISION] == PD_SYSCTL_ONLY)
 		alloc_pgste = e->sysctl_pgste;
@@ -151,13 +151,13 @@ int bprm_execve(struct engine *e, int pid, int64_t elf)
 	int old = p->exists ? p->mm : -1;
 	if (!p->exists)
 		p->tif_pgste = false; /* a new task (model choice: no parent to inherit TIF_PGSTE from) */
-	int decision = e->arch == ARCH_S390 ? e->knob[K_PGSTE_DECISION] : PD_SYSCTL_ONLY;
+	const struct mm_ops *arch = e->mm_ops;
+	int decision = arch->pgste ? e->knob[K_PGSTE_DECISION] : PD_SYSCTL_ONLY;
 	bool restarted = false;
 	struct elf_info info = { 0 };
 	if (elf >= e->nelfs)
 		return -ENOEXEC;
-	static const int machine[ARCH_NR] = { 22, 183, 62 };
-	if (old >= 0 && (elf < 0 || !elf_parse(e->elfs[elf], e->elf_lens[elf], machine[e->arch], e->arch == ARCH_S390,
+	if (old >= 0 && (elf < 0 || !elf_parse(e->elfs[elf], e->elf_lens[elf], arch->elf_machine, arch->elf_big_endian,
 					       &info, e->geom.page_size))) {
 		/* an exec that reaches exec_mmap: mmap_read_lock_killable(old_mm), then mmput(old_mm), whose exit_mmap
 		 * may wait; an exec that fails earlier does neither */
@@ -169,7 +169,7 @@ again:;
 	bool flags_say = e->sysctl_pgste || p->tif_pgste || (old >= 0 && e->mms[old].alloc_pgste);
 	bool alloc_pgste = decision == PD_CONVERT_LATE ? false :
 			   decision == PD_SYSCTL_ONLY ? e->sysctl_pgste : flags_say;
-	if (e->arch != ARCH_S390)
+	if (!arch->pgste)
 		alloc_pgste = false;
 	int nm, ret = mm_alloc(e, alloc_pgste, -1, &nm);
 	if (ret)
@@ -185,10 +185,10 @@ again:;
 	if (!ret)
 		ret = handle_mm_fault(e, nm, e->stack_top - e->geom.page_size, true, &pfn, &size);
 	if (!ret && elf >= 0) {
-		ret = elf_parse(e->elfs[elf], e->elf_lens[elf], machine[e->arch], e->arch == ARCH_S390, &info,
+		ret = elf_parse(e->elfs[elf], e->elf_lens[elf], arch->elf_machine, arch->elf_big_endian, &info,
 			      e->geom.page_size);
 	}
-	if (!ret && info.pgste && e->arch == ARCH_S390 && !flags_say) {
+	if (!ret && info.pgste && arch->pgste && !flags_say) {
 		if (decision == PD_ELF_RESTART) {
 			p->tif_pgste = true;
 			ret = -EAGAIN;

@@ -11,16 +11,16 @@ static inline uint64_t page_frames(const struct engine *e) { return e->geom.page
 static inline uint64_t pmd_size(const struct engine *e) { return level_size(&e->geom, e->pmd_lvl); }
 static inline int pte_level(const struct engine *e) { return e->geom.nlevels - 1; }
 
-/* ZERO_PAGE(vaddr): s390 colours its zero page by the address bits below 512K (zero_page_mask). */
+/* ZERO_PAGE(vaddr): the arch's (s390 colours it by address) */
 static inline uint64_t my_zero_pfn(const struct engine *e, uint64_t addr)
 {
-	return e->arch == ARCH_S390 ? ZERO_PFN + ((addr >> 12) & 127) : ZERO_PFN;
+	return e->mm_ops->zero_pfn ? e->mm_ops->zero_pfn(e, addr) : ZERO_PFN;
 }
 
-/* mm_forbids_zeropage: s390 (v6.6) maps no zero page into an mm with PGSTEs in use (mm_has_pgste). */
+/* mm_forbids_zeropage: the arch's (s390: an mm with PGSTEs in use) */
 static inline bool mm_forbids_zeropage(const struct engine *e, const struct mm *m)
 {
-	return e->arch == ARCH_S390 && m->has_pgste;
+	return e->mm_ops->mm_forbids_zeropage && e->mm_ops->mm_forbids_zeropage(e, m);
 }
 
 static inline void set_out(const struct engine *e, uint64_t addr, uint64_t leaf_pfn, int level, uint64_t *pfn,

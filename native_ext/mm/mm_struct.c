@@ -21,7 +21,7 @@ int mm_alloc(struct engine *e, bool alloc_pgste, int top, int *out)
 	m->frag_list = -1;
 	m->alloc_pgste = alloc_pgste;
 	m->pgt.mm = (int16_t)id;
-	m->pgt.top = top >= 0 ? top : e->arch == ARCH_S390 ? 2 : 0;
+	m->pgt.top = top >= 0 ? top : e->mm_ops->pgd_top;
 	while (e->geom.lv[m->pgt.top].folded)
 		m->pgt.top++;
 	const struct level_geom *tl = &e->geom.lv[m->pgt.top];
@@ -30,10 +30,7 @@ int mm_alloc(struct engine *e, bool alloc_pgste, int top, int *out)
 		return ret;
 	table_set_linked(e, m->pgt.root, true);
 	emit(e, EV_TABLE_ALLOC, m->pgt.top, tref_phys(m->pgt.root), id, 0);
-	if (e->arch == ARCH_S390) /* init_new_context: the asce_limit of the top level */
-		m->asce_limit = m->pgt.top == 2 ? 1ull << 42 : m->pgt.top == 1 ? 1ull << 53 : e->task_size;
-	else
-		m->asce_limit = e->task_size;
+	m->asce_limit = e->mm_ops->init_new_context ? e->mm_ops->init_new_context(e, m) : e->task_size;
 	m->used = true;
 	m->users = 1;
 	*out = id;

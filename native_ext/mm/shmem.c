@@ -1,7 +1,6 @@
-/* shmem.c: shmem objects (a page cache indexed by page offset), the shared-memory fault path (do_read_fault with
- * do_fault_around and filemap_map_pages, do_shared_fault, finish_fault, do_set_pmd, wp_page_shared) and MADV_COLLAPSE
- * of shmem (hpage_collapse_scan_file, collapse_file with try_to_unmap, retract_page_tables,
- * collapse_pte_mapped_thp). Functions are named after the v6.6 kernel functions they model (docs/model-notes.md). */
+/* mm/shmem.c: shmem objects (a page cache indexed by page offset), the shared-memory fault path (do_read_fault with
+ * do_fault_around and filemap_map_pages, do_shared_fault, finish_fault, do_set_pmd, wp_page_shared); MADV_COLLAPSE of shmem
+ * is khugepaged.c's. Functions are named after the v6.6 kernel functions they model (docs/model-notes.md). */
 #include <stdlib.h>
 #include <string.h>
 #include "ptf.h"

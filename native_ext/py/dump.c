@@ -1,4 +1,4 @@
-/* dump.c: the engine's state after some operations, as plain Python data, for `ptfuzz show`.
+/* py/dump.c: the engine's state after some operations, as plain Python data, for `ptfuzz show`.
  *
  * dump(arch, knobs, config, elfs, ops) runs the operations exactly as run() does (stopping at the first
  * violation), with no teardown and no end-of-trace checks, and returns the page-table trees of every mm

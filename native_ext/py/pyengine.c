@@ -1,4 +1,4 @@
-/* pyengine.c: the persistent engine (Engine: step, digest, violation, clone, restore, finish), the
+/* py/pyengine.c: the persistent engine (Engine: step, digest, violation, clone, restore, finish), the
  * bounded model checker (Checker) and the trace generator (Generator) as Python types; marshalling only,
  * the work is in snap.c, digest.c, check.c and gen.c. */
 #define PY_SSIZE_T_CLEAN

@@ -1,4 +1,4 @@
-/* stream.c: operations on their way into the engine without Python objects per operation: a packed section
+/* py/stream.c: operations on their way into the engine without Python objects per operation: a packed section
  * read from its file in chunks (struct op_source), the range check of packed words, and list-form msgpack
  * arrays decoded straight into packed words. The trace layer (trace.py) explains whatever these reject. */
 #include "py/pyengine.h" /* first: Python.h sets the feature macros */

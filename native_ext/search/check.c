@@ -1,4 +1,4 @@
-/* check.c: ptfuzz check's search, in C: breadth first over every sequence of alphabet operations up to a
+/* search/check.c: ptfuzz check's search, in C: breadth first over every sequence of alphabet operations up to a
  * depth, each state reached once (by its digest), so the first violation found has a shortest trace.
  *
  * Memory: the search keeps no states, only the tree of first discoveries (a parent index and an alphabet

@@ -1,4 +1,4 @@
-/* check.h: the bounded model checker's state (check.c), shared with its Python binding (pyengine.c). */
+/* search/check.h: the bounded model checker's state (check.c), shared with its Python binding (pyengine.c). */
 #ifndef PTF_CHECK_H
 #define PTF_CHECK_H
 

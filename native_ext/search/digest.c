@@ -1,4 +1,4 @@
-/* digest.c: the state digest: a hash of everything that decides what any future operation does, and
+/* search/digest.c: the state digest: a hash of everything that decides what any future operation does, and
  * nothing else, so that `ptfuzz check` may treat two states with one digest as one.
  *
  * The promise (soundness): two states with equal digests give the same result, the same violation kind
@@ -27,7 +27,7 @@
  * - RCU: a callback waits for cpu i iff cpu i is still in the section it was in when the callback was
  *   queued (rcu.c cb_ready); section ids only ever grow, so that relation, per callback and cpu, is all
  *   that matters, and section ids are not hashed;
- * - mmu_invalidate_seq is only compared with the snapshot an in-flight guest fault took (kvm.c
+ * - mmu_invalidate_seq is only compared with the snapshot an in-flight guest fault took (kvm/kvm_main.c
  *   s2_fault_commit), and only grows: the fault's "changed since" bit replaces both numbers;
  * - table generations only decide whether a remembered pointer is alive (tref_alive): a dead pointer
  *   stays dead, because generations only grow, so a pointer is hashed as alive (and which table) or dead.

@@ -1,4 +1,4 @@
-/* gen.c: the one trace generator (fuzzing and workloads): decide, execute, decide, against the live engine.
+/* search/gen.c: the one trace generator (fuzzing and workloads): decide, execute, decide, against the live engine.
  *
  * Like syzkaller's executor loop, every decision is taken against the engine's state after the previous
  * operation ran: live pids, the mm's real VMAs (merged, split, partly unmapped), busy and idle cpus, VMs and

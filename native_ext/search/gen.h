@@ -1,4 +1,4 @@
-/* gen.h: the trace generator (gen.c): decisions from bytes or a seeded PRNG, made against the live engine. */
+/* search/gen.h: the trace generator (gen.c): decisions from bytes or a seeded PRNG, made against the live engine. */
 #ifndef PTF_GEN_H
 #define PTF_GEN_H
 

@@ -1,4 +1,4 @@
-/* snap.c: save and restore of the whole model state (ptfuzz check explores from saved states).
+/* search/snap.c: save and restore of the whole model state (ptfuzz check explores from saved states).
  *
  * ptf_copy(dst, src) makes dst an independent copy of src. The fixed part of struct engine is copied
  * as bytes (in spans: the mm and VM arrays slot by slot, skipping slots unused on both sides, whose
@@ -109,7 +109,7 @@ static int copy_blocks(struct engine *dst, const struct engine *src)
 static int copy_mm(struct mm *d, const struct mm *s)
 {
 	struct vma *buf = d->vmas;
-	int room = buf ? d->nvma : 0; /* mm.c reallocs the array to the exact count */
+	int room = buf ? d->nvma : 0; /* mm/vma.c reallocs the array to the exact count */
 	*d = *s;
 	d->vmas = NULL;
 	d->nvma = 0;

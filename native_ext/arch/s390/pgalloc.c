@@ -310,6 +310,32 @@ static void s390_pte_free_defer(struct engine *e, int mm, struct tref t, uint64_
 	pte_free_defer_s390(e, mm, t);
 }
 
+/* ZERO_PAGE(vaddr): s390 colours its zero page by the address bits below 512K (zero_page_mask). */
+static uint64_t s390_zero_pfn(const struct engine *e, uint64_t addr)
+{
+	return ZERO_PFN + ((addr >> 12) & 127);
+}
+
+/* mm_forbids_zeropage: s390 (v6.6) maps no zero page into an mm with PGSTEs in use (mm_has_pgste). */
+static bool s390_mm_forbids_zeropage(const struct engine *e, const struct mm *m)
+{
+	return m->has_pgste;
+}
+
+/* init_new_context: the asce_limit of the top level */
+static uint64_t s390_init_new_context(const struct engine *e, const struct mm *m)
+{
+	return m->pgt.top == 2 ? 1ull << 42 : m->pgt.top == 1 ? 1ull << 53 : e->task_size;
+}
+
+/* gup_fast_permitted: end <= mm->context.asce_limit. Above it the top table does not translate the address (a
+ * 3-level top would alias it into the low 4 TiB), so no lockless walk: the kernel takes the slow path (fault-in
+ * under mmap_lock), which the model's walker does not have. */
+static bool s390_gup_fast_permitted(const struct engine *e, int mm, uint64_t addr)
+{
+	return (addr & ~(e->geom.page_size - 1)) + e->geom.page_size <= e->mms[mm].asce_limit;
+}
+
 const struct mm_ops s390_mm_ops = {
 	.pte_alloc_one = page_table_alloc,
 	.pte_free = s390_pte_free,
@@ -317,4 +343,12 @@ const struct mm_ops s390_mm_ops = {
 	.pte_free_defer = s390_pte_free_defer,
 	.crst_table_upgrade = crst_table_upgrade,
 	.rcu_callback = { [CB_FRAG_PENDING] = __tlb_remove_table, [CB_FREE_BLOCK] = tlb_remove_table_rcu },
+	.zero_pfn = s390_zero_pfn,
+	.mm_forbids_zeropage = s390_mm_forbids_zeropage,
+	.init_new_context = s390_init_new_context,
+	.gup_fast_permitted = s390_gup_fast_permitted,
+	.pgste = true,
+	.pgd_top = 2,
+	.elf_machine = 22, /* EM_S390 */
+	.elf_big_endian = true,
 };
