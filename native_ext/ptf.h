@@ -539,8 +539,25 @@ static inline int proc_mm(const struct engine *e, uint64_t pid)
 int mm_alloc(struct engine *e, bool alloc_pgste, int top, int *out);
 void mmgrab(struct engine *e, int mm);
 void mmdrop(struct engine *e, int mm);
-/* mm/vma.c */
-struct vma *vma_find(struct mm *m, uint64_t addr);
+/* mm/vma.c; find_vma is here, inline: every path looks VMAs up, and mm/vma.c is another file than theirs */
+/* The first VMA ending above addr (nvma if none): find_vma. */
+static inline int vma_index_after(struct mm *m, uint64_t addr)
+{
+	int lo = 0, hi = m->nvma;
+	while (lo < hi) {
+		int mid = (lo + hi) / 2;
+		if (m->vmas[mid].end <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+static inline struct vma *vma_find(struct mm *m, uint64_t addr)
+{
+	int i = vma_index_after(m, addr);
+	return i < m->nvma && m->vmas[i].start <= addr ? &m->vmas[i] : NULL;
+}
 uint64_t vma_pgoff_at(const struct engine *e, const struct vma *v, uint64_t addr);
 /* mm/pgtable.c */
 uint64_t host_entry_at(struct engine *e, int mm, uint64_t addr, int level, struct tref *tbl, uint32_t *idx);

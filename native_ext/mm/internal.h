@@ -32,7 +32,6 @@ static inline void set_out(const struct engine *e, uint64_t addr, uint64_t leaf_
 }
 
 /* mm/vma.c */
-int vma_index_after(struct mm *m, uint64_t addr);
 bool vma_overlaps(struct mm *m, uint64_t start, uint64_t end);
 int vma_insert_at(struct mm *m, int pos, struct vma v);
 void vma_remove_at(struct mm *m, int pos);

@@ -4,26 +4,6 @@
 #include "ptf.h"
 #include "mm/internal.h"
 
-/* The first VMA ending above addr (nvma if none): find_vma. */
-int vma_index_after(struct mm *m, uint64_t addr)
-{
-	int lo = 0, hi = m->nvma;
-	while (lo < hi) {
-		int mid = (lo + hi) / 2;
-		if (m->vmas[mid].end <= addr)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
-struct vma *vma_find(struct mm *m, uint64_t addr)
-{
-	int i = vma_index_after(m, addr);
-	return i < m->nvma && m->vmas[i].start <= addr ? &m->vmas[i] : NULL;
-}
-
 bool vma_overlaps(struct mm *m, uint64_t start, uint64_t end)
 {
 	int i = vma_index_after(m, start);
