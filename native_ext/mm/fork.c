@@ -79,6 +79,32 @@ static int copy_page_range(struct engine *e, int src, int dst, const struct vma 
 	return a.ret;
 }
 
+/* dup_mmap: the child's VMAs (vm_area_dup + anon_vma_fork: the new anon_vma keeps the root), then each one's
+ * tables (copy_page_range). The locks it takes are taken by copy_process before the child's mm exists. */
+static int dup_mmap(struct engine *e, int pm, int nm)
+{
+	struct mm *src = &e->mms[pm], *dst = &e->mms[nm];
+	if (src->nvma) {
+		dst->vmas = malloc((size_t)src->nvma * sizeof(struct vma));
+		if (!dst->vmas)
+			return -ENOMEM;
+		dst->nvma = src->nvma;
+	}
+	for (int i = 0; i < src->nvma; i++) {
+		struct vma v = src->vmas[i];
+		v.cloned = v.anon != 0;
+		v.anon = v.anon ? ++e->next_anon : 0;
+		dst->vmas[i] = v;
+	}
+	for (int i = 0; i < src->nvma && !e->viol; i++) {
+		struct vma v = src->vmas[i];
+		int ret = copy_page_range(e, pm, nm, &v);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
 int copy_process(struct engine *e, uint64_t parent, uint64_t child)
 {
 	int pm = proc_mm(e, parent);
@@ -114,26 +140,9 @@ int copy_process(struct engine *e, uint64_t parent, uint64_t child)
 	struct mm *dst = &e->mms[nm];
 	src = &e->mms[pm];
 	dst->def_nohuge = src->def_nohuge; /* mm_init: def_flags & VM_INIT_DEF_MASK */
-	if (src->nvma) {
-		dst->vmas = malloc((size_t)src->nvma * sizeof(struct vma));
-		if (!dst->vmas) {
-			mmput(e, nm);
-			return -ENOMEM;
-		}
-		dst->nvma = src->nvma;
-	}
-	for (int i = 0; i < src->nvma; i++) { /* vm_area_dup + anon_vma_fork (the new anon_vma keeps the root) */
-		struct vma v = src->vmas[i];
-		v.cloned = v.anon != 0;
-		v.anon = v.anon ? ++e->next_anon : 0;
-		dst->vmas[i] = v;
-	}
-	for (int i = 0; i < src->nvma && !e->viol; i++) {
-		struct vma v = src->vmas[i];
-		if ((ret = copy_page_range(e, pm, nm, &v))) {
-			mmput(e, nm);
-			return ret;
-		}
+	if ((ret = dup_mmap(e, pm, nm))) {
+		mmput(e, nm);
+		return ret;
 	}
 	/* a window stopped dup_mmap (a COW range's notifier): the child does not run until inval_end */
 	int w = inval_window_of_current(e);
