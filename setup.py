@@ -8,7 +8,10 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 sanitize = os.environ.get("PTFUZZ_SANITIZE", "")
-extra_compile = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+# -fvisibility=hidden: only PyInit__engine (PyMODINIT_FUNC) is exported, so the calls between the engine's many
+# files (native_ext/core, mm, arch, ...) are direct calls, not through the PLT, and a file may inline its own
+# non-static functions
+extra_compile = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"]
 extra_link = []
 if sanitize:
     # make asan: ASan + UBSan, aborting on the first report; the fuzzing build keeps -O2
