@@ -8,7 +8,10 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 sanitize = os.environ.get("PTFUZZ_SANITIZE", "")
-extra_compile = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+# -fvisibility=hidden: only PyInit__engine (PyMODINIT_FUNC) is exported, so the calls between the engine's many
+# files (native_ext/core, mm, arch, ...) are direct calls, not through the PLT, and a file may inline its own
+# non-static functions
+extra_compile = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"]
 extra_link = []
 if sanitize:
     # make asan: ASan + UBSan, aborting on the first report; the fuzzing build keeps -O2
@@ -26,6 +29,7 @@ HOST_NAME = "ptfuzz-host"
 # crosscheck --kvm's helper (x86_64 Linux only; built the same way, dynamic: it needs no constant layout)
 KVM_SOURCE = "ptfuzz/crosscheck/ptfuzz_kvm.c"
 KVM_NAME = "ptfuzz-kvm"
+ENGINE_SOURCES = sorted(glob.glob("native_ext/**/*.c", recursive=True))
 
 
 class build_ext_with_host(build_ext):
@@ -116,8 +120,10 @@ setup(
     ext_modules=[
         Extension(
             "ptfuzz._engine",
-            sources=sorted(glob.glob("native_ext/*.c")),
-            depends=glob.glob("native_ext/*.h"),
+            # every engine source below native_ext/ (core/, arch/, mm/, kvm/, ...)
+            sources=ENGINE_SOURCES,
+            depends=glob.glob("native_ext/**/*.h", recursive=True),
+            include_dirs=["native_ext"],
             extra_compile_args=extra_compile,
             extra_link_args=extra_link,
         )

@@ -1,36 +1,9 @@
-/* engine.c: set-up, the operation dispatcher, the per-step oracle, teardown and audit (the digest: digest.c). */
+/* engine.c: set-up, the operation table (one handler per opcode) and ptf_step, the per-step oracle, teardown. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "ptf.h"
-
-void violate(struct engine *e, enum violation v, const char *fmt, ...)
-{
-	if (e->viol)
-		return;
-	e->viol = v;
-	e->viol_op = e->op_index;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(e->viol_msg, sizeof(e->viol_msg), fmt, ap);
-	va_end(ap);
-}
-
-void emit(struct engine *e, enum event t, uint64_t a, uint64_t b, uint64_t c, uint64_t d)
-{
-	if (!e->steps)
-		return;
-	if (e->nevents == e->capevents) {
-		size_t n = e->capevents ? e->capevents * 2 : 256;
-		struct event_rec *p = realloc(e->events, n * sizeof(*p));
-		if (!p)
-			return;
-		e->events = p;
-		e->capevents = n;
-	}
-	e->events[e->nevents++] = (struct event_rec){ e->op_index, t, a, b, c, d };
-}
 
 /* config: granule, va_bits, la57, max_table_pages, pa_bits */
 int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t *config)
@@ -53,6 +26,9 @@ int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t 
 	if (ret)
 		return ret;
 	e->s2_fmt = stage2_fmt(arch);
+	static const struct mm_ops *const arch_mm_ops[ARCH_NR] = { &s390_mm_ops, &arm64_mm_ops, &x86_64_mm_ops };
+	e->mm_ops = arch_mm_ops[arch];
+	e->mn_ops = &kvm_mmu_notifier_ops;
 	e->pmd_lvl = pmd_level(&e->geom);
 	e->shm_pages = e->geom.lv[e->geom.nlevels - 1].entries; /* HPAGE_PMD_NR */
 	switch (arch) {
@@ -110,6 +86,219 @@ static void oracle(struct engine *e)
 		lockdep_check(e);
 }
 
+/* ---- the operations: one handler per opcode, each decoding its arguments into the kernel path it names ---- */
+
+
+static int op_sysctl_allocate_pgste(struct engine *e, const uint64_t *a)
+{
+	if (e->arch != ARCH_S390)
+		return -ENOSYS;
+	e->sysctl_pgste = a[0] != 0;
+	return 0;
+}
+
+static int op_exec(struct engine *e, const uint64_t *a)
+{
+	return a[0] < MAX_PIDS ? bprm_execve(e, (int)a[0], (int64_t)a[1]) : -EINVAL;
+}
+
+static int op_fork(struct engine *e, const uint64_t *a)
+{
+	return copy_process(e, a[0], a[1]);
+}
+
+static int op_exit(struct engine *e, const uint64_t *a)
+{
+	int mm = proc_mm(e, a[0]);
+	if (mm < 0)
+		return mm;
+	/* exit_mm: mmap_read_lock (the core-dump barrier), then mmput */
+	int ret = lock_would_wait(e, LC_MMAP, (uint64_t)mm, LM_READ);
+	if (ret || (ret = exit_mmap_wait(e, mm)))
+		return ret;
+	e->procs[a[0]].exists = false;
+	e->procs[a[0]].tif_pgste = false; /* a thread flag: it goes with the task */
+	mmput(e, mm);
+	return 0;
+}
+
+/* mmap and shm_mmap; flags bit0 asks for MADV_HUGEPAGE on the new range right after it */
+static int mmap_op(struct engine *e, int mm, const uint64_t *a, int obj, uint64_t pgoff)
+{
+	int ret = do_mmap(e, mm, a[1], a[2], obj < 0 ? a[3] : 0, obj, pgoff);
+	return ret == DO_MMAP_THEN_HUGEPAGE ? madvise_hugepage_range(e, mm, a[1], a[1] + a[2]) : ret;
+}
+
+static int op_mmap(struct engine *e, const uint64_t *a)
+{
+	int mm = proc_mm(e, a[0]);
+	return mm < 0 ? mm : mmap_op(e, mm, a, -1, 0);
+}
+
+/* MAP_SHARED | MAP_FIXED of the object, read and write */
+static int op_shm_mmap(struct engine *e, const uint64_t *a)
+{
+	int mm = proc_mm(e, a[0]);
+	if (mm < 0)
+		return mm;
+	return a[3] < MAX_SHM ? mmap_op(e, mm, a, (int)a[3], a[4]) : -EINVAL;
+}
+
+static int op_munmap(struct engine *e, const uint64_t *a)
+{
+	int mm = proc_mm(e, a[0]);
+	return mm < 0 ? mm : __vm_munmap(e, mm, a[1], a[2]);
+}
+
+static int op_madvise(struct engine *e, const uint64_t *a)
+{
+	int mm = proc_mm(e, a[0]);
+	return mm < 0 ? mm : do_madvise(e, mm, a[1], a[2], a[3]);
+}
+
+/* a user fault: lock_mm_and_find_vma, then handle_mm_fault */
+static int op_fault(struct engine *e, const uint64_t *a)
+{
+	int mm = proc_mm(e, a[0]);
+	if (mm < 0)
+		return mm;
+	uint64_t pfn, size;
+	int ret = lock_mm_and_find_vma(e, mm, a[1]);
+	return ret ? ret : handle_mm_fault(e, mm, a[1], a[2] != 0, &pfn, &size);
+}
+
+/* split_huge_pmd as a path under mmap_lock for read calls it (the trace names no syscall) */
+static int op_split(struct engine *e, const uint64_t *a)
+{
+	int mm = proc_mm(e, a[0]);
+	if (mm < 0)
+		return mm;
+	int ret = lock_acquire(e, LC_MMAP, (uint64_t)mm, LM_READ);
+	if (ret)
+		return ret;
+	struct vma *v = vma_find(&e->mms[mm], a[1]);
+	if (!v)
+		return -EFAULT;
+	return do_split(e, mm, a[1]);
+}
+
+/* the actors' operations name a cpu first (rcu_gp excepted) */
+static int op_rcu_lock(struct engine *e, const uint64_t *a)
+{
+	rcu_enter(e, (int)a[0]);
+	return 0;
+}
+
+/* only the explicit sections: an actor's own section ends with the actor */
+static int op_rcu_unlock(struct engine *e, const uint64_t *a)
+{
+	struct cpu *c = &e->cpus[a[0]];
+	if (c->rcu_nest <= (c->actor == A_WALK || c->actor == A_RMAP))
+		return -EINVAL;
+	rcu_exit(e, (int)a[0]);
+	return 0;
+}
+
+static int op_rcu_gp(struct engine *e, const uint64_t *a)
+{
+	rcu_gp(e, false);
+	return 0;
+}
+
+static int op_walk_begin(struct engine *e, const uint64_t *a)
+{
+	return walk_begin(e, (int)a[0], a[1], a[2]);
+}
+
+static int op_walk_step(struct engine *e, const uint64_t *a)
+{
+	return walk_step(e, (int)a[0]);
+}
+
+static int op_walk_end(struct engine *e, const uint64_t *a)
+{
+	if (e->cpus[a[0]].actor != A_WALK)
+		return -EINVAL;
+	actor_end(e, (int)a[0]);
+	return 0;
+}
+
+static int op_rmap_begin(struct engine *e, const uint64_t *a)
+{
+	return rmap_begin(e, (int)a[0], a[1], a[2]);
+}
+
+static int op_rmap_commit(struct engine *e, const uint64_t *a)
+{
+	return rmap_commit(e, (int)a[0]);
+}
+
+static int op_inval_hold(struct engine *e, const uint64_t *a)
+{
+	return inval_hold(e, (int)a[0]);
+}
+
+static int op_inval_end(struct engine *e, const uint64_t *a)
+{
+	return inval_end(e, (int)a[0]);
+}
+
+static int op_vm_create(struct engine *e, const uint64_t *a)
+{
+	return vm_create(e, a[0], a[1], a[2]);
+}
+
+static int op_memslot(struct engine *e, const uint64_t *a)
+{
+	if (kvm_mm_not_current(e, a[0]))
+		return -EIO;
+	return __kvm_set_memory_region(e, a);
+}
+
+/* a fault on the synchronous cpu: begin and commit in one operation */
+static int op_guest_fault(struct engine *e, const uint64_t *a)
+{
+	if (kvm_mm_not_current(e, a[0]))
+		return -EIO;
+	int ret = fault_begin(e, MAX_CPUS, a[0], a[1], a[2] != 0);
+	return ret ? ret : fault_commit(e, MAX_CPUS);
+}
+
+static int op_guest_fault_begin(struct engine *e, const uint64_t *a)
+{
+	if (kvm_mm_not_current(e, a[1]))
+		return -EIO;
+	return fault_begin(e, (int)a[0], a[1], a[2], a[3] != 0);
+}
+
+static int op_guest_fault_commit(struct engine *e, const uint64_t *a)
+{
+	return fault_commit(e, (int)a[0]);
+}
+
+static int op_vm_destroy(struct engine *e, const uint64_t *a)
+{
+	return vm_destroy(e, a[0]);
+}
+
+/* cpu: the first argument names a cpu, checked once here (-EINVAL) */
+static const struct op_handler {
+	int (*fn)(struct engine *e, const uint64_t *a);
+	bool cpu;
+} op_handlers[OP_NR] = {
+	[OP_SYSCTL_ALLOCATE_PGSTE] = { op_sysctl_allocate_pgste }, [OP_EXEC] = { op_exec }, [OP_FORK] = { op_fork },
+	[OP_EXIT] = { op_exit }, [OP_MMAP] = { op_mmap }, [OP_MUNMAP] = { op_munmap }, [OP_MADVISE] = { op_madvise },
+	[OP_FAULT] = { op_fault }, [OP_SPLIT] = { op_split }, [OP_SHM_MMAP] = { op_shm_mmap },
+	[OP_RCU_LOCK] = { op_rcu_lock, true }, [OP_RCU_UNLOCK] = { op_rcu_unlock, true }, [OP_RCU_GP] = { op_rcu_gp },
+	[OP_WALK_BEGIN] = { op_walk_begin, true }, [OP_WALK_STEP] = { op_walk_step, true },
+	[OP_WALK_END] = { op_walk_end, true }, [OP_RMAP_BEGIN] = { op_rmap_begin, true },
+	[OP_RMAP_COMMIT] = { op_rmap_commit, true }, [OP_INVAL_HOLD] = { op_inval_hold, true },
+	[OP_INVAL_END] = { op_inval_end, true },
+	[OP_VM_CREATE] = { op_vm_create }, [OP_MEMSLOT] = { op_memslot }, [OP_GUEST_FAULT] = { op_guest_fault },
+	[OP_GUEST_FAULT_BEGIN] = { op_guest_fault_begin, true }, [OP_GUEST_FAULT_COMMIT] = { op_guest_fault_commit, true },
+	[OP_VM_DESTROY] = { op_vm_destroy },
+};
+
 int ptf_step(struct engine *e, const uint64_t *op)
 {
 	int ret;
@@ -117,14 +306,12 @@ int ptf_step(struct engine *e, const uint64_t *op)
 	e->self_cpu = -1;
 	e->ncur = 0;
 	e->locks_grew = op[0] == OP_WALK_BEGIN || op[0] == OP_RMAP_BEGIN || op[0] == OP_GUEST_FAULT_BEGIN;
-	if (op[0] <= OP_SPLIT || op[0] == OP_SHM_MMAP)
-		ret = op_mm(e, op);
-	else if (op[0] <= OP_RMAP_COMMIT || op[0] == OP_INVAL_HOLD || op[0] == OP_INVAL_END)
-		ret = op_actor(e, op);
-	else if (op[0] < OP_NR)
-		ret = op_kvm(e, op);
-	else
+	if (op[0] >= OP_NR)
 		ret = -ENOSYS;
+	else if (op_handlers[op[0]].cpu && op[1] >= MAX_CPUS)
+		ret = -EINVAL;
+	else
+		ret = op_handlers[op[0]].fn(e, op + 1);
 	if (ret > 0)
 		ret = 0;
 	e->st.results[-ret < 128 ? -ret : 127]++;
@@ -139,6 +326,7 @@ int ptf_finish(struct engine *e, bool teardown)
 	if (e->viol)
 		return 0;
 	actors_abandon(e);
+	kvm_abort_faults(e);
 	mm_audit(e);
 	kvm_coherence_check(e);
 	if (!teardown || e->viol)
@@ -148,7 +336,7 @@ int ptf_finish(struct engine *e, bool teardown)
 		if (!e->procs[pid].exists)
 			continue;
 		e->procs[pid].exists = false;
-		mm_put_users(e, e->procs[pid].mm);
+		mmput(e, e->procs[pid].mm);
 	}
 	if (!e->viol)
 		shmem_release_all(e); /* every mapping is gone: the objects let go of their pages */
@@ -209,7 +397,7 @@ int ptf_selftest(int which)
 		block_release(e, t.blk);
 		break;
 	case V_FREED_PAGE_MAPPED: { /* a kernel path drops a mapping it never removed */
-		mm_new(e, false, -1, &mm);
+		mm_alloc(e, false, -1, &mm);
 		uint64_t pfn = data_alloc(e, 1);
 		entry_write(e, e->mms[mm].pgt.root, 2, 0, e->geom.fmt->leaf(2, pfn << 12, true));
 		data_lookup(e, pfn)->mapcount = 1;
@@ -217,10 +405,10 @@ int ptf_selftest(int which)
 		break;
 	}
 	case V_FRAGMENT_CORRUPT: { /* a full page left on the reuse list */
-		mm_new(e, false, -1, &mm);
+		mm_alloc(e, false, -1, &mm);
 		struct tref a, b;
-		s390_pte_alloc(e, mm, &a);
-		s390_pte_alloc(e, mm, &b);
+		page_table_alloc(e, mm, &a);
+		page_table_alloc(e, mm, &b);
 		e->blocks[a.blk].listed = 1;
 		e->mms[mm].frag_list = a.blk;
 		s390_frag_check(e);

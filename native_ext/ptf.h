@@ -1,4 +1,5 @@
-/* ptf.h: the page-table model's types, shared by every engine source file. */
+/* ptf.h: the page-table model's types, shared by every engine source file, and each layer's entry points, by file
+ * (what only mm/ shares is in mm/internal.h). */
 #ifndef PTF_H
 #define PTF_H
 
@@ -41,7 +42,7 @@ enum knob {
 	K_STAGE2_BLOCK_CHECK, K_THP_SIZE, K_PT_RECLAIM, K_HUGE_ZERO_WP, K_COLLAPSE_RO, K_MERGE_UNFAULTED,
 	K_FILE_PMD_NOHUGE, K_COLLAPSE_PMD_ALLOC, K_NR
 };
-/* Knob values are indices into the knob's value list (knobs.c). */
+/* Knob values are indices into the knob's value list (core/names.c knob_defs). */
 enum { TF_RCU, TF_IMMEDIATE };
 enum { PD_ELF_RESTART, PD_SYSCTL_ONLY, PD_ELF_NO_RESTART, PD_CONVERT_LATE };
 enum { PA_FRAGMENTS, PA_FULL_PAGE, PA_FRAGMENTS_ALWAYS };
@@ -215,7 +216,7 @@ struct mm {
  * is taken, but no operation sees a process there until inval_end. */
 struct proc { bool exists; int mm; bool tif_pgste; bool pending; };
 
-/* ---- locks held across operations (locking.c) ---- */
+/* ---- locks held across operations (core/locking.c) ---- */
 /* What a split operation holds between its halves, as its kernel path holds it: mmap_lock, a range of VMAs
  * write-locked (vma_start_write), the anon_vma root's rwsem, i_mmap_rwsem, a folio lock, kvm->srcu (read side),
  * the kvm reference of a vCPU in KVM_RUN, mn_active_invalidate_count, IRQs off (GUP-fast), and the mm_users
@@ -302,13 +303,43 @@ struct vm {
 };
 
 /* ---- RCU ---- */
-enum cb_kind { CB_FRAG_PENDING, CB_FREE_BLOCK };
+enum cb_kind { CB_FRAG_PENDING, CB_FREE_BLOCK, CB_NR };
 struct rcu_cb {
 	enum cb_kind kind;
 	int32_t blk;
 	uint8_t half;
 	uint64_t wait_section[MAX_CPUS]; /* 0: no wait on that cpu */
 };
+
+/* ---- the arch hooks generic code calls (as arm64 kvm/hyp/pgtable.c's mm_ops): one table per arch, chosen by
+ * ptf_init, so that mm/, core/rcu.c and the oracle never branch on the arch for these ---- */
+struct engine;
+typedef void (*rcu_callback_t)(struct engine *e, int32_t blk, int half);
+struct mm_ops {
+	int (*pte_alloc_one)(struct engine *e, int mm, struct tref *out); /* NULL: a plain table_alloc */
+	void (*pte_free)(struct engine *e, int mm, struct tref t);
+	void (*pte_free_tlb)(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
+	void (*pte_free_defer)(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
+	int (*crst_table_upgrade)(struct engine *e, int mm, uint64_t end); /* NULL: the top level is fixed */
+	rcu_callback_t rcu_callback[CB_NR]; /* what a grace period runs, by callback kind */
+	uint64_t (*zero_pfn)(const struct engine *e, uint64_t addr); /* ZERO_PAGE(vaddr); NULL: the one zero page */
+	bool (*mm_forbids_zeropage)(const struct engine *e, const struct mm *m); /* NULL: never */
+	uint64_t (*init_new_context)(const struct engine *e, const struct mm *m); /* asce_limit; NULL: TASK_SIZE */
+	bool (*gup_fast_permitted)(const struct engine *e, int mm, uint64_t addr); /* NULL: always */
+	bool pgste;                /* page tables may carry PGSTEs (s390): alloc_pgste and its decisions apply */
+	int pgd_top;               /* the top level of a new mm's pgd (s390: a 3-level region-third table) */
+	int elf_machine;           /* e_machine binfmt_elf's elf_check_arch accepts */
+	bool elf_big_endian;
+};
+extern const struct mm_ops s390_mm_ops, arm64_mm_ops, x86_64_mm_ops;
+
+/* The mm side's notifier calls (mmu_notifier_ops): KVM's subscription, reached without mm/ calling into kvm/. */
+struct mmu_notifier_ops {
+	void (*invalidate_range)(struct engine *e, int mm, uint64_t start, uint64_t end); /* _start + _end */
+	void (*invalidate_range_end_held)(struct engine *e, int cpu); /* the _end calls a stopped thread held */
+	void (*release)(struct engine *e, int mm);                       /* exit_mmap's mmu_notifier_release */
+};
+extern const struct mmu_notifier_ops kvm_mmu_notifier_ops;
 
 /* ---- --steps events ---- */
 enum event {
@@ -342,6 +373,8 @@ struct engine {
 	struct compound *cpd;
 	uint64_t ncpd, capcpd, next_pfn, last_cpd; /* last_cpd: data_lookup's one-entry cache */
 	const struct entry_fmt *s2_fmt; /* entry format of gmap / stage-2 / TDP tables */
+	const struct mm_ops *mm_ops;    /* the arch's page-table hooks */
+	const struct mmu_notifier_ops *mn_ops; /* the notifier subscribers' calls (KVM's) */
 
 	struct proc procs[MAX_PIDS];
 	struct mm mms[MAX_MMS];
@@ -395,25 +428,32 @@ int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t 
 void ptf_fini(struct engine *e);
 int ptf_step(struct engine *e, const uint64_t *op);
 int ptf_finish(struct engine *e, bool teardown);
+int ptf_selftest(int which);
+uint64_t ptf_translate(struct engine *e, uint64_t pid, uint64_t va);
+/* search/digest.c: the canonical state digest (see the comment there for what it covers and why) */
 uint64_t ptf_digest(struct engine *e);
-/* digest.c: the canonical state digest (see the comment there for what it covers and why) */
 struct digest_scratch { uint32_t *blk_id; int32_t *blk_ctx; uint32_t *cpd_id, *anon_id, *file_id;
 			size_t cap_blk, cap_ctx, cap_cpd, cap_anon, cap_file; };
 int ptf_digest_sym(struct engine *e, struct digest_scratch *s, const int groups[3][2], uint64_t *out);
 void digest_scratch_free(struct digest_scratch *s);
 extern int ptf_digest_full_scan, ptf_copy_full; /* tests: ignore the occupancy bitmaps */
-/* snap.c: dst becomes an independent copy of src (save and restore) */
+/* search/snap.c: dst becomes an independent copy of src (save and restore) */
 int ptf_copy(struct engine *dst, const struct engine *src);
-int ptf_selftest(int which);
-uint64_t ptf_translate(struct engine *e, uint64_t pid, uint64_t va);
+/* core/report.c */
 void violate(struct engine *e, enum violation v, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void emit(struct engine *e, enum event t, uint64_t a, uint64_t b, uint64_t c, uint64_t d);
 
-/* pool.c: table pages, data pages */
+/* core/pool.c: table pages, data pages */
 int table_alloc(struct engine *e, int mm, int level, int pages, struct tref *out);
 const struct entry_fmt *block_fmt(struct engine *e, const struct block *b, int half);
 void block_release(struct engine *e, int32_t blk);
+/* How table_free gives a table back: at once with an EV_TABLE_FREE event, at once without one (an allocation
+ * unwound before anyone saw the tables), after a grace period (call_rcu), or not at all here: the arch's
+ * own allocator returns it (s390's 2K fragments, page_table_free and friends), table_free only counts it. */
+enum table_free { TABLE_FREE_NOW, TABLE_FREE_SILENT, TABLE_FREE_RCU, TABLE_FREE_BY_ARCH };
+void table_free(struct engine *e, struct tref t, enum table_free how, int level, uint64_t owner);
+void tlb_remove_table_rcu(struct engine *e, int32_t blk, int half);
 /* The memory of a table (a 2K half of a fragment page); hot in every walk, so inline. */
 static inline uint64_t *tref_mem(struct engine *e, struct tref t)
 {
@@ -422,7 +462,13 @@ static inline uint64_t *tref_mem(struct engine *e, struct tref t)
 }
 uint64_t *tref_deref(struct engine *e, struct tref t, const char *who);
 struct tref tref_from_phys(struct engine *e, uint64_t phys);
-uint64_t tref_phys(struct tref t);
+/* Table addresses are synthetic but stable: block b lives at (b+1) * 16 KiB,
+ * so a CRST (4 pages) and the two 2K halves of a PTE page all get distinct
+ * origins that fit the entry formats' origin masks. Inline: rcu.c and the report paths use it below pool.c. */
+static inline uint64_t tref_phys(struct tref t)
+{
+	return ((uint64_t)t.blk + 1) << 14 | (uint64_t)t.half << 11;
+}
 bool tref_alive(struct engine *e, struct tref t);
 uint64_t data_alloc(struct engine *e, uint64_t nr);
 struct compound *data_lookup(struct engine *e, uint64_t pfn);
@@ -437,13 +483,13 @@ bool page_alive(struct engine *e, uint64_t pfn);
 void pgtable_trans_huge_deposit(struct engine *e, struct tref pmd_tbl, struct tref pte);
 struct tref pgtable_trans_huge_withdraw(struct engine *e, struct tref pmd_tbl);
 
-/* rcu.c */
+/* core/rcu.c */
 void rcu_enter(struct engine *e, int cpu);
 void rcu_exit(struct engine *e, int cpu);
 void call_rcu_table(struct engine *e, enum cb_kind kind, int32_t blk, int half);
 void rcu_gp(struct engine *e, bool drain);
 
-/* geom.c, walk.c */
+/* core/walk.c: geometry, entry formats, the generic walker */
 int geom_stage1(struct geom *g, enum arch arch, const uint64_t *config);
 int geom_stage2(struct geom *g, enum arch arch, const uint64_t *config, unsigned ipa_bits,
 		int *start_level, int *pgd_pages);
@@ -484,24 +530,55 @@ enum scan_result { SCAN_FAIL, SCAN_SUCCEED, SCAN_PMD_NULL, SCAN_PMD_NONE, SCAN_P
 		   SCAN_ALLOC_HUGE_PAGE_FAIL, SCAN_WAIT, SCAN_PAGE_LOCK, SCAN_PAGE_LRU, SCAN_PAGE_COUNT,
 		   SCAN_PAGE_NULL, SCAN_PAGE_COMPOUND, SCAN_TRUNCATED, SCAN_PTE_MAPPED_HUGEPAGE, SCAN_VMA_CHECK };
 
-/* mm.c */
-int mm_new(struct engine *e, bool alloc_pgste, int top, int *out);
-void mm_get(struct engine *e, int mm);
-void mm_put_users(struct engine *e, int mm);
-int exit_mmap_wait(struct engine *e, int mm);
-void mm_drop(struct engine *e, int mm);
-struct vma *vma_find(struct mm *m, uint64_t addr);
-int do_fault(struct engine *e, int mm, uint64_t addr, bool write, uint64_t *pfn, uint64_t *size);
-int do_split(struct engine *e, int mm, uint64_t addr);
-void mm_audit(struct engine *e);
-int ptf_figures(struct engine *e, uint64_t lo, uint64_t hi, uint64_t **buf, size_t *len, size_t *cap);
-int unmap_range(struct engine *e, int mm, uint64_t start, uint64_t end, bool free_tables);
+/* mm/: what the dispatcher, kvm/, arch/ and the search call (what only mm/ shares: mm/internal.h) */
+/* the task's mm, or -ESRCH */
+static inline int proc_mm(const struct engine *e, uint64_t pid)
+{
+	if (pid >= MAX_PIDS || !e->procs[pid].exists)
+		return -ESRCH;
+	return e->procs[pid].mm;
+}
+/* mm/mm_struct.c */
+int mm_alloc(struct engine *e, bool alloc_pgste, int top, int *out);
+void mmgrab(struct engine *e, int mm);
+void mmdrop(struct engine *e, int mm);
+/* mm/vma.c; find_vma is here, inline: every path looks VMAs up, and mm/vma.c is another file than theirs */
+/* The first VMA ending above addr (nvma if none): find_vma. */
+static inline int vma_index_after(struct mm *m, uint64_t addr)
+{
+	int lo = 0, hi = m->nvma;
+	while (lo < hi) {
+		int mid = (lo + hi) / 2;
+		if (m->vmas[mid].end <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+static inline struct vma *vma_find(struct mm *m, uint64_t addr)
+{
+	int i = vma_index_after(m, addr);
+	return i < m->nvma && m->vmas[i].start <= addr ? &m->vmas[i] : NULL;
+}
+uint64_t vma_pgoff_at(const struct engine *e, const struct vma *v, uint64_t addr);
+/* mm/pgtable.c */
 uint64_t host_entry_at(struct engine *e, int mm, uint64_t addr, int level, struct tref *tbl, uint32_t *idx);
 int host_lookup(struct engine *e, int mm, uint64_t addr, int *level, uint64_t *pfn, struct tref *tbl, uint32_t *idx);
-int op_mm(struct engine *e, const uint64_t *op);
-int lock_mm_and_find_vma(struct engine *e, int mm, uint64_t addr);
-int op_exec(struct engine *e, int pid, int64_t elf);
-int op_actor(struct engine *e, const uint64_t *op);
+int alloc_table_for(struct engine *e, int mm, int level, struct tref *out);
+int pt_slot(struct engine *e, int mm, uint64_t addr, int target, struct tref *tbl, uint32_t *idx, int *level);
+void pte_free_tlb(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
+void pte_free_defer(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
+void pte_free(struct engine *e, int mm, struct tref t);
+void crst_free(struct engine *e, int mm, struct tref t);
+/* mm/actors.c: the GUP-fast walker, the rmap walker and invalidation windows, as interleavable steps */
+int walk_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr);
+int walk_step(struct engine *e, int cpu);
+void actor_end(struct engine *e, int cpu);
+int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr);
+int rmap_commit(struct engine *e, int cpu);
+int inval_hold(struct engine *e, int cpu);
+int inval_end(struct engine *e, int cpu);
 void actors_abandon(struct engine *e);
 int inval_window_for(struct engine *e, int mm);
 int inval_window_of_current(const struct engine *e);
@@ -512,15 +589,30 @@ bool folio_locked(const struct engine *e, uint64_t head);
 bool vma_rmap_busy(const struct engine *e, const struct vma *v);
 int rmap_lock_wait(struct engine *e, int kind, uint32_t id);
 int vma_rmap_wait(struct engine *e, const struct vma *v);
-void pte_table_free(struct engine *e, int mm, struct tref t, uint64_t vmaddr, bool defer);
-void pte_free(struct engine *e, int mm, struct tref t);
-void crst_free(struct engine *e, int mm, struct tref t);
-int alloc_table_for(struct engine *e, int mm, int level, struct tref *out);
-int pt_slot(struct engine *e, int mm, uint64_t addr, int target, struct tref *tbl, uint32_t *idx, int *level);
+/* mm/huge_memory.c */
 int split_huge_pmd(struct engine *e, int mm, uint64_t addr);
-uint64_t vma_pgoff_at(const struct engine *e, const struct vma *v, uint64_t addr);
+int do_split(struct engine *e, int mm, uint64_t addr);
+/* mm/memory.c */
+int handle_mm_fault(struct engine *e, int mm, uint64_t addr, bool write, uint64_t *pfn, uint64_t *size);
+int unmap_range(struct engine *e, int mm, uint64_t start, uint64_t end, bool free_tables);
+int lock_mm_and_find_vma(struct engine *e, int mm, uint64_t addr);
+/* mm/mmap.c */
+#define DO_MMAP_THEN_HUGEPAGE 1 /* do_mmap's "mapped; now the MADV_HUGEPAGE the operation asked for" */
+int do_mmap(struct engine *e, int mm, uint64_t addr, uint64_t len, uint64_t flags, int obj, uint64_t pgoff);
+int __vm_munmap(struct engine *e, int mm, uint64_t start, uint64_t len);
+int exit_mmap_wait(struct engine *e, int mm);
+/* mm/madvise.c */
+int do_madvise(struct engine *e, int mm, uint64_t start, uint64_t len_in, uint64_t advice);
+int madvise_hugepage_range(struct engine *e, int mm, uint64_t start, uint64_t end);
+/* mm/fork.c */
+int copy_process(struct engine *e, uint64_t parent, uint64_t child);
+int bprm_execve(struct engine *e, int pid, int64_t elf);
+void mmput(struct engine *e, int mm);
+/* oracle/audit.c */
+void mm_audit(struct engine *e);
+int ptf_figures(struct engine *e, uint64_t lo, uint64_t hi, uint64_t **buf, size_t *len, size_t *cap);
 
-/* shmem.c */
+/* mm/shmem.c, and khugepaged's file collapse (mm/khugepaged.c) */
 struct shm_obj *shmem_obj(struct engine *e, int obj);
 uint64_t shmem_lookup(struct engine *e, int obj, uint64_t index, struct compound **folio);
 void shmem_release_all(struct engine *e);
@@ -531,24 +623,24 @@ int do_shmem_fault(struct engine *e, int mm, const struct vma *v, uint64_t addr,
 int hpage_collapse_scan_file(struct engine *e, int mm, const struct vma *v, uint64_t addr);
 int collapse_pte_mapped_thp(struct engine *e, int mm, uint64_t addr);
 
-/* s390.c */
-int s390_pte_alloc(struct engine *e, int mm, struct tref *out);
-void s390_pte_free(struct engine *e, int mm, struct tref t, bool rcu, bool defer);
-void s390_rcu_done(struct engine *e, int32_t blk, int half);
-int s390_upgrade(struct engine *e, int mm, uint64_t end);
+/* arch/s390/pgalloc.c (the rest behind s390_mm_ops) */
+int page_table_alloc(struct engine *e, int mm, struct tref *out);
+void __tlb_remove_table(struct engine *e, int32_t blk, int half);
+int crst_table_upgrade(struct engine *e, int mm, uint64_t end);
+int s390_frag_check(struct engine *e);
+/* arch/s390/gmap.c */
 int s390_enable_sie(struct engine *e, int mm);
-void gmap_unlink_table(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
+void gmap_unlink(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
 int gmap_create(struct engine *e, struct vm *v);
-int gmap_link(struct engine *e, struct vm *v, uint64_t gaddr, uint64_t vmaddr);
+int __gmap_link(struct engine *e, struct vm *v, uint64_t gaddr, uint64_t vmaddr);
 int gmap_map_segment(struct engine *e, struct vm *v, uint64_t from, uint64_t to, uint64_t len);
 int gmap_unmap_segment(struct engine *e, struct vm *v, uint64_t to, uint64_t len);
 int __gmap_translate(const struct vm *v, uint64_t gaddr, uint64_t *vmaddr);
 void kvm_arch_commit_memory_region(struct engine *e, struct vm *v, struct memslot old, struct memslot new);
 void gmap_destroy(struct engine *e, struct vm *v);
-int s390_frag_check(struct engine *e);
 int gmap_check(struct engine *e);
 
-/* locking.c */
+/* core/locking.c */
 extern const char *const lock_names[LC_NR];
 int lock_acquire(struct engine *e, enum lock_class cls, uint64_t id, enum lock_mode mode);
 int lock_acquire_range(struct engine *e, enum lock_class cls, uint64_t id, enum lock_mode mode, uint64_t lo,
@@ -565,8 +657,13 @@ int cpu_locks(const struct engine *e, int cpu, struct held_lock *out);
 void inval_window_keep_locks(struct engine *e, int cpu);
 void lockdep_check(struct engine *e);
 
-/* kvm.c */
-int op_kvm(struct engine *e, const uint64_t *op);
+/* kvm/kvm_main.c */
+bool kvm_mm_not_current(const struct engine *e, uint64_t vmi);
+int vm_create(struct engine *e, uint64_t vmi, uint64_t pid, uint64_t ipa_bits);
+int __kvm_set_memory_region(struct engine *e, const uint64_t *a);
+int fault_begin(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bool write);
+int fault_commit(struct engine *e, int cpu);
+int vm_destroy(struct engine *e, uint64_t vmi);
 void kvm_notify_range(struct engine *e, int mm, uint64_t start, uint64_t end);
 bool kvm_mm_has_notifiers(const struct engine *e, int mm);
 void kvm_invalidate_end_held(struct engine *e, int cpu);
@@ -575,7 +672,20 @@ void kvm_abort_faults(struct engine *e);
 void kvm_destroy_all(struct engine *e);
 void kvm_coherence_check(struct engine *e);
 
-/* elf.c */
+static inline void mmu_notifier_invalidate_range(struct engine *e, int mm, uint64_t start, uint64_t end)
+{
+	e->mn_ops->invalidate_range(e, mm, start, end);
+}
+static inline void mmu_notifier_invalidate_range_end_held(struct engine *e, int cpu)
+{
+	e->mn_ops->invalidate_range_end_held(e, cpu);
+}
+static inline void mmu_notifier_release(struct engine *e, int mm)
+{
+	e->mn_ops->release(e, mm);
+}
+
+/* fs/binfmt_elf.c */
 struct elf_info { int machine; bool big_endian; bool pgste; int type; };
 int elf_parse(const uint8_t *buf, size_t len, int want_machine, bool big_endian, struct elf_info *out,
 	      uint64_t page_size);

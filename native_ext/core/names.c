@@ -1,0 +1,115 @@
+/* core/names.c: the names the trace format and the CLI share with the engine. */
+#include "ptf.h"
+
+const char *const arch_names[ARCH_NR] = { "s390", "arm64", "x86_64" };
+
+const struct op_def op_defs[OP_NR] = {
+	{ "sysctl_allocate_pgste", 1 }, { "exec", 2 }, { "fork", 2 }, { "exit", 1 },
+	{ "mmap", 4 }, { "munmap", 3 }, { "madvise", 4 }, { "fault", 3 },
+	{ "split", 2 }, { "rcu_lock", 1 }, { "rcu_unlock", 1 }, { "rcu_gp", 0 },
+	{ "walk_begin", 3 }, { "walk_step", 1 }, { "walk_end", 1 },
+	{ "rmap_begin", 3 }, { "rmap_commit", 1 }, { "vm_create", 3 },
+	{ "memslot", 5 }, { "guest_fault", 3 }, { "guest_fault_begin", 4 },
+	{ "guest_fault_commit", 1 }, { "vm_destroy", 1 }, { "shm_mmap", 5 },
+	{ "inval_hold", 1 }, { "inval_end", 1 },
+};
+
+const char *const violation_names[V_NR] = {
+	"none", "uaf-table", "double-free", "table-leak", "fragment-corrupt",
+	"pgste-table-missing", "gmap-dangling", "lost-update", "freed-page-mapped",
+	"stage2-block-illegal", "stage2-oversize", "stage2-stale",
+	"stage2-after-release", "engine-assert",
+};
+
+/* Each violation kind's rule, one sentence (docs/violations.md; SARIF shows it as the rule's text). */
+const char *const violation_rules[V_NR] = {
+	"No violation.",
+	"An actor dereferenced a page-table page that was freed since it took the pointer.",
+	"A table, fragment or data page was freed twice.",
+	"After teardown and RCU drain, a table page is still in use.",
+	"s390 fragment bookkeeping disagrees with the tables that exist.",
+	"An mm with alloc_pgste owns a PTE table without PGSTE space.",
+	"A gmap segment entry points at a PTE table that is freed, or no longer the host's table.",
+	"An actor wrote into a page table that is no longer linked into its mm.",
+	"A live host leaf maps a data page that was freed.",
+	"A stage-2 leaf sits at a level that cannot hold a block of its size.",
+	"A stage-2 leaf is larger than the host leaf backing it, or breaks its memslot.",
+	"A stage-2 leaf maps a pfn that the host does not map at the corresponding hva.",
+	"A guest fault installed into, or walked, a stage-2 whose root was freed.",
+	"The engine's own consistency check failed (a bug in ptfuzz).",
+};
+
+/* The --steps events (enum event), by name. */
+const char *const event_names[EV_NR] = {
+	"table_alloc", "table_free", "table_rcu", "table_defer", "rcu_run", "leaf_set", "leaf_zap", "data_free",
+	"upgrade", "gmap_link", "gmap_unlink", "notify", "exec_restart", "pgste", "s2_leaf", "s2_zap",
+	"shm_collapse", "retract", "wait",
+};
+
+#define ALL { 0, 0, 0 }
+#define S390_ONLY { 0, -1, -1 }
+#define KVM_ARCHES { -1, 0, 0 }
+#define ARM64_ONLY { -1, 0, -1 }
+
+const struct knob_def knob_defs[K_NR] = {
+	[K_TABLE_FREE] = { "mm.table_free", { "rcu", "immediate" }, ALL,
+		"immediate: tables removed from a live mm go straight back to the pool "
+		"(no MMU_GATHER_RCU_TABLE_FREE); unsafe with lockless walkers and rmap" },
+	[K_PMD_RECHECK] = { "mm.pmd_recheck", { "yes", "no" }, ALL,
+		"no: rmap commit writes into whatever table it found at begin (pre-v6.5 "
+		"shape); unsafe with collapse or table replacement" },
+	[K_PGSTE_DECISION] = { "s390.pgste_decision",
+		{ "elf-restart", "sysctl-only", "elf-no-restart", "convert-late" }, S390_ONLY,
+		"sysctl-only: only vm.allocate_pgste counts (v4.5-4.11); elf-no-restart: "
+		"the ELF flag is applied to the mm already built; convert-late: vm_create "
+		"converts existing 2K tables to pgste tables in place (v3.15-v4.5)" },
+	[K_PT_ALLOC] = { "s390.pt_alloc", { "fragments", "full-page", "fragments-always" },
+		S390_ONLY,
+		"full-page: every PTE table is a 4K page (v6.7+); fragments-always: even "
+		"pgste mms get 2K fragments (a bug)" },
+	[K_THP_IN_PGSTE] = { "s390.thp_in_pgste_mm", { "forbid", "allow" }, S390_ONLY,
+		"allow: THP stays possible after has_pgste" },
+	[K_DEFER_GMAP_UNLINK] = { "s390.defer_gmap_unlink", { "no", "yes" }, S390_ONLY,
+		"yes: pte_free_defer also does gmap_unlink (the safer design discussed in review)" },
+	[K_INVALIDATE_RETRY] = { "kvm.invalidate_retry", { "seq", "none", "seq-only" }, KVM_ARCHES,
+		"none: commit installs without checking mmu_invalidate_seq/in_progress; seq-only: commit compares "
+		"only mmu_invalidate_seq, not mmu_invalidate_in_progress (what mainline's in-progress check defends "
+		"against: a fault that commits inside an invalidation window, between invalidate_range_start and _end)" },
+	[K_FAULT_HOLDS_MM] = { "kvm.fault_holds_mm", { "yes", "no" }, KVM_ARCHES,
+		"no: an in-flight guest fault does not keep exit_mmap from running" },
+	[K_RELEASE_CHECK] = { "kvm.release_check", { "none", "root" }, KVM_ARCHES,
+		"root: a commit that finds its VM released by mmu_notifier release (exit_mmap) retries (-11); "
+		"a design v6.6 has on neither arch: arm64 frees the stage-2 root, x86 zaps every SPTE and keeps its "
+		"roots valid, and both rely on the in-flight fault holding the mm (kvm.fault_holds_mm)" },
+	[K_STAGE2_BLOCK_CHECK] = { "arm64.stage2_block_check",
+		{ "pgtable", "can-map-block-size", "has-pmd", "has-pud", "none" }, ARM64_ONLY,
+		"pgtable (v6.6): no stage-2 level test in user_mem_abort; kvm_pgtable_stage2_map maps the candidate "
+		"range with the largest block each level allows (a PUD-size candidate on a 2-level stage 2 becomes "
+		"512 level-2 blocks). The 2019 designs: can-map-block-size: a PUD block iff one start-level entry "
+		"covers it; has-pmd: iff stage 2 has more than 2 levels; has-pud: iff it has 4; none: a PUD-size "
+		"candidate is installed at the level of that size even when stage 2 starts below it" },
+	[K_THP_SIZE] = { "arm64.thp_size", { "walk", "vma-naive" }, ARM64_ONLY,
+		"vma-naive: a 4K candidate in a THP-eligible VMA is mapped as a PMD block "
+		"without walking the host tables" },
+	[K_PT_RECLAIM] = { "mm.pt_reclaim", { "no", "yes" }, ALL,
+		"yes: MADV_DONTNEED frees the PTE tables it empties, through the RCU table-free "
+		"path, as Linux 6.14+ CONFIG_PT_RECLAIM does (x86_64 in mainline; elsewhere a what-if)" },
+	[K_HUGE_ZERO_WP] = { "mm.huge_zero_wp", { "split", "thp" }, ALL,
+		"thp: a write fault on the huge zero page maps a new THP in its place (Linux 6.13+ "
+		"do_huge_zero_wp_pmd), where v6.6 splits the PMD and copies one 4K page" },
+	[K_COLLAPSE_RO] = { "mm.collapse_readonly", { "no", "yes" }, ALL,
+		"yes: MADV_COLLAPSE also collapses a block with no writable PTE (only none, zero-page "
+		"or COW-shared ones; Linux 6.18+ dropped SCAN_PAGE_RO), where v6.6 fails it with -22" },
+	[K_MERGE_UNFAULTED] = { "mm.merge_unfaulted", { "no", "yes" }, ALL,
+		"yes: a range with an anon_vma merges into an equal-flagged neighbour that has none (Linux "
+		"6.16+ is_mergeable_anon_vma checks the source's anon_vma_chain), where v6.6 checks the "
+		"neighbour's, empty when it was never faulted, and refuses" },
+	[K_FILE_PMD_NOHUGE] = { "mm.file_pmd_nohuge", { "map", "ptes" }, ALL,
+		"ptes: do_set_pmd refuses to map a PMD-size page-cache folio with a PMD leaf in a VMA with "
+		"VM_NOHUGEPAGE, which then maps it with PTEs (2b0f922323cc, Linux 6.12 and 6.6.60+: \"s390 KVM "
+		"cannot tolerate any PMD mappings\"); v6.6 maps it by a PMD leaf whatever the VMA's flags" },
+	[K_COLLAPSE_PMD_ALLOC] = { "mm.collapse_pmd_alloc", { "no", "yes" }, ALL,
+		"yes: MADV_COLLAPSE of a shmem block in a caller with no PMD table there allocates the tables and maps "
+		"the PMD-size folio (seen on Linux 6.18 by crosscheck), where v6.6's collapse_pte_mapped_thp fails the "
+		"block with SCAN_PMD_NULL (-22, after the cache was collapsed and the other mms retracted)" },
+};

@@ -1,0 +1,33 @@
+/* core/report.c: how every layer reports: the first violation, --steps events. It calls nothing of the engine's,
+ * so any file may report without depending on the files above it. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include "ptf.h"
+
+void violate(struct engine *e, enum violation v, const char *fmt, ...)
+{
+	if (e->viol)
+		return;
+	e->viol = v;
+	e->viol_op = e->op_index;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(e->viol_msg, sizeof(e->viol_msg), fmt, ap);
+	va_end(ap);
+}
+
+void emit(struct engine *e, enum event t, uint64_t a, uint64_t b, uint64_t c, uint64_t d)
+{
+	if (!e->steps)
+		return;
+	if (e->nevents == e->capevents) {
+		size_t n = e->capevents ? e->capevents * 2 : 256;
+		struct event_rec *p = realloc(e->events, n * sizeof(*p));
+		if (!p)
+			return;
+		e->events = p;
+		e->capevents = n;
+	}
+	e->events[e->nevents++] = (struct event_rec){ e->op_index, t, a, b, c, d };
+}

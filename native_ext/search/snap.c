@@ -1,0 +1,264 @@
+/* search/snap.c: save and restore of the whole model state (ptfuzz check explores from saved states).
+ *
+ * ptf_copy(dst, src) makes dst an independent copy of src. The fixed part of struct engine is copied
+ * as bytes (in spans: the mm and VM arrays slot by slot, skipping slots unused on both sides, whose
+ * fields are dead), so fields added to procs, mms, cpus, vms or the engine are copied without anyone
+ * touching this file; only the heap arrays the struct points at are listed here: the table pool
+ * (blocks and each block's memory), compounds, RCU callbacks, deposits, each mm's VMAs, each VM's gmap
+ * links, each shmem object's blocks and their page arrays, and the --steps events. A new pointer
+ * member needs a line here (tests/test_check.py copies, frees the original and runs the copy on, which
+ * ASan turns into a report if a pointer is shared).
+ *
+ * dst's own buffers are reused where they are big enough (a restore in the search loop must not cost a
+ * malloc per table), and of a table only the chunks either side wrote are copied (block.occ). On ENOMEM
+ * dst is left holding only memory it owns (safe to ptf_fini), not a copy. */
+#include <stdlib.h>
+#include <string.h>
+#include "ptf.h"
+
+/* Make buf (capacity *cap elements) hold src's n elements, growing it to at least want. */
+static int fill(void **buf, uint64_t *cap, const void *src, uint64_t n, uint64_t want, size_t elem)
+{
+	if (want < n)
+		want = n;
+	if (*cap < n || !*buf) {
+		void *p = realloc(*buf, (size_t)(want ? want : 1) * elem);
+		if (!p)
+			return -ENOMEM;
+		*buf = p;
+		*cap = want ? want : 1;
+	}
+	if (n)
+		memcpy(*buf, src, (size_t)n * elem);
+	return 0;
+}
+
+/* Tests set this to copy every table word, to hold the occupancy bitmaps to account. */
+int ptf_copy_full;
+
+/* Two blocks whose memory was initialised alike (table_alloc's empty entries of one level and format, an
+ * s390 PGSTE area zeroed, init_pte_half's empty halves): the words outside their occupancy chunks agree. */
+static bool same_initial_words(const struct block *a, const struct block *b)
+{
+	return a->pages == b->pages && a->frag == b->frag && a->pgste == b->pgste && a->level[0] == b->level[0] &&
+	       a->level[1] == b->level[1] && (a->mm[0] < 0) == (b->mm[0] < 0) && (a->mm[1] < 0) == (b->mm[1] < 0);
+}
+
+static int copy_blocks(struct engine *dst, const struct engine *src)
+{
+	if ((uint64_t)dst->capblocks < (uint64_t)src->nblocks || !dst->blocks) {
+		int32_t want = src->capblocks > src->nblocks ? src->capblocks : src->nblocks + 1;
+		struct block *p = realloc(dst->blocks, (size_t)want * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		for (int32_t i = dst->nblocks; i < want; i++)
+			p[i].mem = NULL;
+		dst->blocks = p;
+		dst->capblocks = want;
+	}
+	for (int32_t i = src->nblocks; i < dst->nblocks; i++) {
+		free(dst->blocks[i].mem);
+		dst->blocks[i].mem = NULL;
+	}
+	int32_t have = dst->nblocks; /* blocks [0, have) hold dst's old memory (or NULL) */
+	dst->nblocks = src->nblocks;
+	for (int32_t i = 0; i < src->nblocks; i++) {
+		struct block *d = &dst->blocks[i];
+		const struct block *s = &src->blocks[i];
+		struct block old = i < have ? *d : (struct block){ .mem = NULL };
+		uint64_t *mem = old.mem;
+		*d = *s;
+		d->mem = NULL;
+		if (!s->mem) {
+			free(mem);
+			continue;
+		}
+		if (mem && old.pages != s->pages) {
+			free(mem);
+			mem = NULL;
+		}
+		bool fresh = !mem;
+		if (fresh && !(mem = malloc((size_t)s->pages * 4096))) {
+			for (int32_t j = i + 1; j < have; j++)
+				free(dst->blocks[j].mem);
+			for (int32_t j = i + 1; j < src->nblocks; j++)
+				dst->blocks[j].mem = NULL;
+			return -ENOMEM;
+		}
+		d->mem = mem;
+		if (fresh || ptf_copy_full || !same_initial_words(&old, s)) {
+			memcpy(mem, s->mem, (size_t)s->pages * 4096);
+			continue;
+		}
+		/* both started from the same initial words: only chunks either side wrote can differ */
+		unsigned sh = block_chunk_shift(s);
+		for (int half = 0; half < (s->frag ? 2 : 1); half++) {
+			uint64_t bits = s->occ[half] | old.occ[half];
+			size_t base = s->frag ? (size_t)half * 256 : 0;
+			while (bits) {
+				size_t lo = base + ((size_t)__builtin_ctzll(bits) << sh);
+				bits &= bits - 1;
+				memcpy(mem + lo, s->mem + lo, sizeof(uint64_t) << sh);
+			}
+		}
+	}
+	return 0;
+}
+
+/* One mm slot: the struct, and its VMA array into dst's own buffer. */
+static int copy_mm(struct mm *d, const struct mm *s)
+{
+	struct vma *buf = d->vmas;
+	int room = buf ? d->nvma : 0; /* mm/vma.c reallocs the array to the exact count */
+	*d = *s;
+	d->vmas = NULL;
+	d->nvma = 0;
+	if (!s->vmas) {
+		free(buf);
+		return 0;
+	}
+	/* src may hold an array with nvma 0 (exit_mmap keeps it): keep that shape, with one element */
+	int n = s->nvma ? s->nvma : 1;
+	if (!buf || room < n) {
+		struct vma *p = realloc(buf, (size_t)n * sizeof(*p));
+		if (!p) {
+			free(buf);
+			return -ENOMEM;
+		}
+		buf = p;
+	}
+	memcpy(buf, s->vmas, (size_t)s->nvma * sizeof(struct vma));
+	d->vmas = buf;
+	d->nvma = s->nvma;
+	return 0;
+}
+
+/* One VM slot: the struct, and its gmap links into dst's own buffer. */
+static int copy_vm(struct vm *d, const struct vm *s)
+{
+	struct gmap_link *buf = d->links;
+	uint64_t cap = buf ? (uint64_t)d->caplinks : 0;
+	*d = *s;
+	d->links = NULL;
+	d->nlinks = d->caplinks = 0;
+	if (!s->links) {
+		free(buf);
+		return 0;
+	}
+	int ret = fill((void **)&buf, &cap, s->links, (uint64_t)s->nlinks, (uint64_t)s->caplinks, sizeof(*buf));
+	d->links = buf;
+	d->caplinks = (int)cap;
+	if (!ret)
+		d->nlinks = s->nlinks;
+	return ret;
+}
+
+/* memcpy of the bytes [from, to) of struct engine */
+#define COPY_SPAN(dst, src, from, to) \
+	memcpy((char *)(dst) + (from), (const char *)(src) + (from), (size_t)((to) - (from)))
+
+int ptf_copy(struct engine *dst, const struct engine *src)
+{
+	if (dst == src)
+		return 0;
+	/* dst's heap side, before the copy overwrites its pointers */
+	struct block *blocks = dst->blocks;
+	int32_t nblocks = dst->nblocks, capblocks = dst->capblocks;
+	struct compound *cpd = dst->cpd;
+	uint64_t capcpd = dst->capcpd;
+	struct rcu_cb *cbs = dst->cbs;
+	size_t capcbs = dst->capcbs;
+	struct deposit *deps = dst->deps;
+	int32_t capdeps = dst->capdeps;
+	struct event_rec *events = dst->events;
+	size_t capevents = dst->capevents;
+	int dst_hwm = dst->mm_hwm;
+	shmem_fini(dst); /* shmem page arrays are few in a search: dst's go, src's are copied */
+
+	/* The struct in three spans around the mm and VM arrays, which go slot by slot: a slot unused on
+	 * both sides is dead (mm_new and vm_create clear it; every loop over them tests used), and those
+	 * two arrays are most of the struct's 40 KB. */
+	const size_t mms = offsetof(struct engine, mms), mms_end = mms + sizeof(dst->mms);
+	const size_t vms = offsetof(struct engine, vms), vms_end = vms + sizeof(dst->vms);
+	_Static_assert(offsetof(struct engine, mms) < offsetof(struct engine, vms), "span order");
+	COPY_SPAN(dst, src, 0, mms);
+	COPY_SPAN(dst, src, mms_end, vms);
+	COPY_SPAN(dst, src, vms_end, sizeof(*dst));
+
+	/* First hand dst its own buffers back, empty: from here on it is safe to ptf_fini. */
+	dst->blocks = blocks;
+	dst->nblocks = nblocks;
+	dst->capblocks = capblocks;
+	dst->cpd = cpd;
+	dst->capcpd = capcpd;
+	dst->ncpd = 0;
+	dst->cbs = cbs;
+	dst->capcbs = capcbs;
+	dst->ncbs = 0;
+	dst->deps = deps;
+	dst->capdeps = capdeps;
+	dst->ndeps = 0;
+	dst->events = events;
+	dst->capevents = capevents;
+	dst->nevents = 0;
+	for (int obj = 0; obj < MAX_SHM; obj++) {
+		dst->shm[obj].blk = NULL;
+		dst->shm[obj].nblk = dst->shm[obj].capblk = 0;
+	}
+	int ret = 0;
+	int hwm = src->mm_hwm > dst_hwm ? src->mm_hwm : dst_hwm; /* slots above were never used on either side */
+	for (int i = 0; i < hwm && i < MAX_MMS; i++)
+		if ((src->mms[i].used || dst->mms[i].used || src->mms[i].vmas || dst->mms[i].vmas) &&
+		    copy_mm(&dst->mms[i], &src->mms[i]))
+			ret = -ENOMEM;
+	for (int i = 0; i < MAX_VMS; i++)
+		if ((src->vms[i].used || dst->vms[i].used || src->vms[i].links || dst->vms[i].links) &&
+		    copy_vm(&dst->vms[i], &src->vms[i]))
+			ret = -ENOMEM;
+	if (!ret)
+		ret = copy_blocks(dst, src);
+	if (!ret)
+		ret = fill((void **)&dst->cpd, &dst->capcpd, src->cpd, src->ncpd, src->capcpd, sizeof(struct compound));
+	if (!ret)
+		dst->ncpd = src->ncpd;
+	uint64_t cap = dst->capcbs;
+	if (!ret && !(ret = fill((void **)&dst->cbs, &cap, src->cbs, src->ncbs, src->capcbs, sizeof(struct rcu_cb))))
+		dst->ncbs = src->ncbs;
+	dst->capcbs = (size_t)cap;
+	cap = (uint64_t)dst->capdeps;
+	if (!ret && !(ret = fill((void **)&dst->deps, &cap, src->deps, (uint64_t)src->ndeps, (uint64_t)src->capdeps,
+				 sizeof(struct deposit))))
+		dst->ndeps = src->ndeps;
+	dst->capdeps = (int32_t)cap;
+	cap = dst->capevents;
+	if (!ret && src->nevents &&
+	    !(ret = fill((void **)&dst->events, &cap, src->events, src->nevents, src->capevents, sizeof(struct event_rec))))
+		dst->nevents = src->nevents;
+	dst->capevents = (size_t)cap;
+
+	for (int obj = 0; obj < MAX_SHM && !ret; obj++) {
+		struct shm_obj *d = &dst->shm[obj];
+		const struct shm_obj *s = &src->shm[obj];
+		if (!s->blk)
+			continue;
+		uint32_t capblk = s->capblk > s->nblk ? s->capblk : s->nblk + 1;
+		if (!(d->blk = calloc(capblk, sizeof(struct shm_blk)))) {
+			ret = -ENOMEM;
+			break;
+		}
+		d->capblk = capblk;
+		for (uint32_t k = 0; k < s->nblk; k++) {
+			d->blk[k] = s->blk[k];
+			d->blk[k].pfn = NULL;
+			d->nblk = k + 1;
+			if (!s->blk[k].pfn)
+				continue;
+			if (!(d->blk[k].pfn = malloc((size_t)src->shm_pages * sizeof(uint64_t)))) {
+				ret = -ENOMEM;
+				break;
+			}
+			memcpy(d->blk[k].pfn, s->blk[k].pfn, (size_t)src->shm_pages * sizeof(uint64_t));
+		}
+	}
+	return ret;
+}
