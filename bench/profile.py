@@ -45,7 +45,7 @@ def _num(s: str) -> int:
 
 
 def _name(sym: str) -> tuple[str, str]:
-    """'native_ext/mm.c:op_exec' -> ('mm.c', 'op_exec'); libraries keep their object's name."""
+    """'native_ext/mm/memory.c:handle_mm_fault' -> ('memory.c', 'handle_mm_fault'); libraries keep their object's name."""
     where, _, fn = sym.rpartition(":")
     return (os.path.basename(where) if where else "?"), re.sub(r"'\d+$|\.(part|constprop|isra)\.\d+", "", fn)
 

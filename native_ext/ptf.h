@@ -13,14 +13,14 @@
 #define MAX_VMS 16
 #define MAX_SLOTS 32
 #define MAX_MMS 160
-#define MAX_SHM 16      /* shmem objects 0..15 (TRACE.md shm_mmap) */
+#define MAX_SHM 16      /* shmem objects 0..15 (docs/trace-format.md, shm_mmap) */
 #define MAX_VMAS 1024
 #define MAX_LEVELS 5
 #define OP_ARGS 5
 
 enum arch { ARCH_S390, ARCH_ARM64, ARCH_X86_64, ARCH_NR };
 
-/* Opcodes: the numbering is the trace format's (TRACE.md). */
+/* Opcodes: the numbering is the trace format's (docs/trace-format.md). */
 enum opcode {
 	OP_SYSCTL_ALLOCATE_PGSTE, OP_EXEC, OP_FORK, OP_EXIT, OP_MMAP, OP_MUNMAP,
 	OP_MADVISE, OP_FAULT, OP_SPLIT, OP_RCU_LOCK, OP_RCU_UNLOCK, OP_RCU_GP,
@@ -132,7 +132,7 @@ enum { L_PRIVATE, L_LINKED, L_UNLINKED, L_DEPOSITED };
 struct deposit { struct tref t; int32_t next; };
 
 /* ---- data pages ---- */
-/* One record per compound: 16 bytes, as B5 (BENCH.md) replays a million of them. data_alloc keeps every
+/* One record per compound: 16 bytes, as B5 (docs/bench.md) replays a million of them. data_alloc keeps every
  * field in range: pfn + nr <= ZERO_PFN_BASE (2^34) so pfn fits 40 bits; nr is a power of two up to 2^31
  * (what the former uint32_t nr could hold), stored as its order; shm is 0..MAX_SHM. mapcount and live keep
  * 32 bits: one page may be mapped by ptes of every mm (a 512M THP is 8192 ptes, times MAX_MMS). */
@@ -231,7 +231,7 @@ struct held_lock { uint8_t cls, mode, pad[6]; uint64_t id, lo, hi; };
 #define MAX_HELD 6
 #define MAX_CPU_LOCKS (MAX_HELD + MAX_VMS + 4) /* what one cpu holds at most: cpu_locks */
 
-/* A_INVAL: a host thread stopped between mmu_notifier_invalidate_range_start and _end (inval_hold, docs/trace-ext.md) */
+/* A_INVAL: a host thread stopped between mmu_notifier_invalidate_range_start and _end (inval_hold, docs/trace-format.md) */
 enum actor_kind { A_NONE, A_WALK, A_RMAP, A_GFAULT, A_INVAL };
 struct cpu {
 	int rcu_nest;

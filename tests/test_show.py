@@ -246,3 +246,14 @@ def test_svg_alone_is_the_picture_after_the_violation(cli, tmp_path):
     assert "docs/m1.svg" in readme.split("```")[0]  # on the first screen, before the two commands
     fig = ET.parse(ROOT / "docs" / "m1.svg").getroot()
     assert next(fig.iter(f"{SVG}text")).text.startswith("gmap-dangling at op 7: madvise")
+
+
+def test_the_oracle_functions_show_names_exist_in_the_engine():
+    """ORACLES names the model function behind each violation kind: each must be a function of native_ext."""
+    import re
+    from ptfuzz.report.show.paths import ORACLES
+    src = "\n".join(p.read_text() for p in (ROOT / "native_ext").rglob("*.c"))
+    names = {n.strip() for v in ORACLES.values() if ":" in v for n in v.split(":")[0].split("/")}
+    assert names, ORACLES
+    missing = [n for n in sorted(names) if not re.search(rf"^[a-z].*\b{re.escape(n)}\(", src, re.M)]
+    assert missing == []

@@ -200,7 +200,7 @@ out:
 
 /* inval_hold: the cpu waits for the next host operation that notifies a VM (an mmu_notifier subscriber) and
  * stops that operation's thread after its invalidate_range_start calls and its host change, before the
- * matching _end calls (TRACE.md extension, docs/trace-ext.md). Only arm64 and x86_64 have KVM mmu notifiers. */
+ * matching _end calls (docs/model.md section 7). Only arm64 and x86_64 have KVM mmu notifiers. */
 int inval_hold(struct engine *e, int cpu)
 {
 	if (e->arch == ARCH_S390)

@@ -182,7 +182,7 @@ int do_mmap(struct engine *e, int mm, uint64_t addr, uint64_t len, uint64_t flag
 	if (flags & 6) {
 		/* MAP_HUGETLB with MAP_HUGE_SHIFT's size log: bit1 log2(PMD_SIZE), bit2 log2(PUD_SIZE), the config's
 		 * (a folded level has its parent's shift, so lv[2] is PUD_SHIFT: PGDIR_SHIFT at 3 levels, PMD_SHIFT at 2),
-		 * both bits the two logs ORed as mmap(2) gets them (docs/trace-ext.md). ksys_mmap_pgoff -> hstate_sizelog:
+		 * both bits the two logs ORed as mmap(2) gets them (docs/trace-format.md). ksys_mmap_pgoff -> hstate_sizelog:
 		 * -EINVAL without an hstate of that size. The hstates the model has: PMD_SIZE, and PUD_SIZE where it is a
 		 * leaf level of its own (pud_shift; arm64 hugetlbpage_init adds it with 4K pages only). arm64 16K/36 and
 		 * 64K/42 fold the pmd: PUD_SIZE is PMD_SIZE, one hstate, a PMD-size hugetlb VMA. */

@@ -101,7 +101,7 @@ PyObject *op_source_error(struct op_source *s)
 
 /* check_packed(ops, limits, special, nelfs) -> index of the first operation out of range, or -1.
  * limits: per opcode the 6 largest values allowed (uint64); special: per opcode the argument column of an
- * elf index (-1 or < nelfs) and of ipa_bits (0 or 32..52), 0 for none. trace.py builds both from TRACE.md's
+ * elf index (-1 or < nelfs) and of ipa_bits (0 or 32..52), 0 for none. trace.py builds both from docs/trace-format.md's
  * table, and says what is wrong with the operation this finds. */
 PyObject *py_check_packed(PyObject *self, PyObject *args)
 {

@@ -603,7 +603,7 @@ static int err(long r)
 
 static int do_mmap(uint64_t addr, uint64_t len, uint64_t flags)
 {
-    /* the trace's meaning (docs/trace-ext.md): MAP_HUGETLB with the size log of PMD_SIZE (bit1) and of PUD_SIZE
+    /* the trace's meaning (docs/trace-format.md): MAP_HUGETLB with the size log of PMD_SIZE (bit1) and of PUD_SIZE
      * (bit2), both bits the two logs ORed; on x86_64 MAP_HUGE_2MB and MAP_HUGE_1GB */
     int f = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
     if (flags & 2)

@@ -24,7 +24,7 @@ from ptfuzz import trace as tracemod
 from ptfuzz.engine import replay
 from ptfuzz.search.campaign import finding_key, known_keys
 
-# The generator runs in C (native_ext/gen.c). libFuzzer's features: the engine's edges when it is the
+# The generator runs in C (native_ext/search/gen.c). libFuzzer's features: the engine's edges when it is the
 # coverage build (PTFUZZ_ENGINE_SO), and with PTFUZZ_FEATURES=1 the generator's semantic features (abstract
 # states reached, gen.c; off by default: bench B3F measured no shorter time to bug, and 35% fewer
 # executions a second); both need libFuzzer's runtime preloaded (LD_PRELOAD), as `ptfuzz fuzz` does.

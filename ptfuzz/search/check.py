@@ -1,7 +1,7 @@
 """Exhaustive bounded model checking: every operation sequence up to a depth over a small per-arch alphabet.
 
-The search runs in the engine (native_ext/check.c): breadth first, each state once by its canonical
-digest (native_ext/digest.c), so the first violation found has a shortest trace over the alphabet, and
+The search runs in the engine (native_ext/search/check.c): breadth first, each state once by its canonical
+digest (native_ext/search/digest.c), so the first violation found has a shortest trace over the alphabet, and
 "exhausted" is a bound: no violation, during the operations or at teardown, in any sequence of at most
 that many operations. This module chooses the alphabet, drives the search in short slices (progress,
 time limit, Ctrl-C) and files the counterexample the way `ptfuzz fuzz` files its findings.

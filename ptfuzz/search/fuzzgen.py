@@ -1,4 +1,4 @@
-"""Trace generation: the engine's generator (native_ext/gen.c), driven by random seeds or decision bytes.
+"""Trace generation: the engine's generator (native_ext/search/gen.c), driven by random seeds or decision bytes.
 
 One generator serves every engine: random seeds (`ptfuzz fuzz --engine random`, seed corpora), bytes from
 atheris and hypothesis (any bytes decode to a valid trace, so byte mutations are decision mutations), and
