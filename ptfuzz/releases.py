@@ -84,6 +84,14 @@ CHANGES: tuple[Change, ...] = (
     # v6.6's value and are flagged.
     Change("mm.collapse_pmd_alloc", "yes", "6.18", "", "(not identified)", verified=False, after="6.6",
            note="seen on 6.18.y by ptfuzz crosscheck; the commit and the first release are not identified"),
+    # x86 access_ok against USER_PTR_MAX (runtime_const, = TASK_SIZE_MAX) instead of the sign bit: the series
+    # "x86: fix user address masking non-canonical speculation issue" (Linus Torvalds, posted Oct 2024 during
+    # 6.12-rc; the arch_cpu_finalize_init hunk read in its patch mails). KVM_SET_USER_MEMORY_REGION's access_ok then
+    # refuses a range ending past TASK_SIZE_MAX: measured on a 6.18 host by `crosscheck --kvm`. The commit id and
+    # any stable backport are not identified here, so the boundary is flagged.
+    Change("kvm.memslot_access_ok", "user-ptr-max", "6.12", "",
+           "x86: fix user address masking non-canonical speculation issue", arches=("x86_64",), verified=False,
+           after="6.6", note="first release from the patch's date; commit and backports not identified"),
 )
 
 

@@ -724,3 +724,13 @@ def test_x86_vm_type_must_be_zero():
     r = run([["exec", 1, -1], ["vm_create", 0, 1, 32], ["vm_create", 0, 1, 52], ["vm_create", 0, 1, 0],
              ["vm_create", 1, 1, 0]], arch="x86_64")  # a trace file holds 0 or 32..52 (docs/trace-format.md)
     assert results(r) == [0, -22, -22, 0, 0] and kind(r) is None
+
+
+def test_memslot_access_ok_user_ptr_max_knob():
+    """x86 access_ok since 6.12: the end of the hva range at most USER_PTR_MAX (TASK_SIZE_MAX, 2^47 - 4096 on a
+    4-level host); v6.6 takes any end below 2^63 (kvm.memslot_access_ok)."""
+    top = (1 << 47) - 4 * K
+    ops = [["exec", 1, -1], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, top - 8 * K, 8 * K],
+           ["memslot", 0, 1, 1 << 30, top - 4 * K, 8 * K], ["memslot", 0, 2, 1 << 31, 1 << 50, 8 * K]]
+    assert results(run(ops, arch="x86_64"))[2:] == [0, 0, 0]
+    assert results(run(ops, arch="x86_64", knobs={"kvm.memslot_access_ok": "user-ptr-max"}))[2:] == [0, -22, -22]

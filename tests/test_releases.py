@@ -172,8 +172,10 @@ def test_fuzz_and_check_report_the_release(cli, tmp_path):
             "--corpus", tmp_path / "c", "--json")
     summary = json.loads(r.stdout.splitlines()[-1])
     assert summary["kernel_version"] == "6.14"
-    assert summary["knobs"] == {"mm.file_pmd_nohuge": "ptes", "mm.huge_zero_wp": "thp", "mm.pt_reclaim": "yes"}
-    assert "kernel 6.14 on x86_64: mm.file_pmd_nohuge=ptes, mm.huge_zero_wp=thp, mm.pt_reclaim=yes" in r.stderr
+    assert summary["knobs"] == {"kvm.memslot_access_ok": "user-ptr-max", "mm.file_pmd_nohuge": "ptes",
+                                "mm.huge_zero_wp": "thp", "mm.pt_reclaim": "yes"}
+    assert ("kernel 6.14 on x86_64: kvm.memslot_access_ok=user-ptr-max, mm.file_pmd_nohuge=ptes, mm.huge_zero_wp=thp, "
+            "mm.pt_reclaim=yes") in r.stderr
     r = cli("check", "--arch", "x86_64", "--pids", 1, "--depth", 3, "--kernel-version", "6.14", "--json")
     rec = json.loads(r.stdout)
     assert r.returncode == 0 and rec["kernel_version"] == "6.14" and rec["knobs"]["mm.pt_reclaim"] == "yes"

@@ -50,6 +50,7 @@ const char *const event_names[EV_NR] = {
 #define S390_ONLY { 0, -1, -1 }
 #define KVM_ARCHES { -1, 0, 0 }
 #define ARM64_ONLY { -1, 0, -1 }
+#define X86_64_ONLY { -1, -1, 0 }
 
 const struct knob_def knob_defs[K_NR] = {
 	[K_TABLE_FREE] = { "mm.table_free", { "rcu", "immediate" }, ALL,
@@ -112,4 +113,8 @@ const struct knob_def knob_defs[K_NR] = {
 		"yes: MADV_COLLAPSE of a shmem block in a caller with no PMD table there allocates the tables and maps "
 		"the PMD-size folio (seen on Linux 6.18 by crosscheck), where v6.6's collapse_pte_mapped_thp fails the "
 		"block with SCAN_PMD_NULL (-22, after the cache was collapsed and the other mms retracted)" },
+	[K_MEMSLOT_ACCESS_OK] = { "kvm.memslot_access_ok", { "sign", "user-ptr-max" }, X86_64_ONLY,
+		"user-ptr-max: a memslot's hva range must end at or below TASK_SIZE_MAX (access_ok against USER_PTR_MAX, "
+		"Linux 6.12's \"x86: fix user address masking non-canonical speculation issue\"; seen on 6.18 by "
+		"crosscheck --kvm), where v6.6's valid_user_address only asks that the end be below 2^63" },
 };

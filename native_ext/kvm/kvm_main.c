@@ -377,7 +377,9 @@ static int kvm_set_memslot(struct engine *e, struct vm *v, struct memslot *s, co
 static bool kvm_access_ok(const struct engine *e, uint64_t hva, uint64_t len)
 {
 	switch (e->arch) {
-	case ARCH_X86_64:
+	case ARCH_X86_64: /* v6.6: valid_user_address is (long)x >= 0; 6.12+: x <= USER_PTR_MAX (TASK_SIZE_MAX) */
+		if (e->knob[K_MEMSLOT_ACCESS_OK] == 1)
+			return hva + len >= hva && hva + len <= e->task_size;
 		return hva + len >= hva && (int64_t)(hva + len) >= 0;
 	case ARCH_ARM64:
 		return len <= e->task_size && hva <= e->task_size - len;

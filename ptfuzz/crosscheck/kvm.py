@@ -202,8 +202,20 @@ def kvm_facts(host: KvmHost) -> KvmFacts:
         notes = hf.notes + notes
     except HostError as e:
         notes.append(f"the host probes did not run ({e}): no knobs from them")
+    if probe_user_ptr_max(host):
+        knobs["kvm.memslot_access_ok"] = "user-ptr-max"
+        notes.append("kvm.memslot_access_ok=user-ptr-max: a memslot ending past TASK_SIZE_MAX is refused (6.12+)")
     return KvmFacts("x86_64", platform.release(), hello.get("api", 0), hello.get("nr_memslots", 0), modules,
                     tdp_mmu, tdp, {"la57": la57}, knobs, notes, "emulated" if emulated else "mmu", probe)
+
+
+def probe_user_ptr_max(host: "KvmHost") -> bool:
+    """Does KVM_SET_USER_MEMORY_REGION refuse a slot whose hva range ends at 2^47, one page past TASK_SIZE_MAX on a
+    4-level host? v6.6's access_ok takes any end below 2^63; since 6.12 the end must be at most USER_PTR_MAX
+    (TASK_SIZE_MAX: a range ending at 2^47 - 4096 is still taken, measured on 6.18)."""
+    top = 1 << 47
+    ops = tracemod.ops_from_list([["exec", 1, -1], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, top - 8192, 8192]])
+    return KvmKernelSide(host).run(ops)[-1].result == -22
 
 
 # ---- what can run ----
