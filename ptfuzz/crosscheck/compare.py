@@ -377,9 +377,23 @@ class Checker:
         self.model = ModelSide(facts.arch, facts.config, self.knobs)
         self.kernel = KernelSide(host)
 
+    # what a filed disagreement says of itself (crosscheck --kvm's checker files under its own name)
+    found_by, subdir, prefix = "ptfuzz crosscheck", None, "crosscheck"
+
+    def use(self, host) -> None:
+        """After a reboot: the same checker on a fresh helper."""
+        self.host = host
+        self.kernel = type(self.kernel)(host)
+
     def disagreement(self, ops: np.ndarray):
         model, kernel = self.model.run(ops), self.kernel.run(ops)
         return compare(model, kernel, ops), model, kernel
+
+    def valid(self, trace: Trace, name: str) -> None:
+        """Raise UsageError for a candidate the kernel side cannot run (minimizing skips it)."""
+
+    def meta_extra(self) -> dict:
+        return {"probes": self.facts.probes}
 
     def check(self, trace: Trace, name: str) -> Outcome:
         ops = trace.ops
@@ -395,8 +409,9 @@ class Checker:
         if self.minimize:
             def keeps(candidate):
                 try:
+                    self.valid(replace(trace, ops=candidate), name)
                     got = self.disagreement(candidate)[0]
-                except HostError:
+                except (HostError, UsageError):
                     return False  # e.g. an address the helper refuses: not a smaller witness
                 return got is not None and got.figure == d.figure
             small = shrink(ops[: d.op_index + 1], keeps)
@@ -412,14 +427,14 @@ class Checker:
     def file(self, o: Outcome) -> Path:
         figures = [{"op": i, "text": op_text(o.trace.ops[i]), "model": m.to_doc(), "kernel": k.to_doc()}
                    for i, (m, k) in enumerate(zip(o.model, o.kernel))]
-        meta = {"found_by": "ptfuzz crosscheck", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        meta = {"found_by": self.found_by, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "crosscheck": {"first_disagreement": o.disagreement.to_doc(), "figures": figures,
-                               "host": self.facts.describe(), "probes": self.facts.probes}}
+                               "host": self.facts.describe(), **self.meta_extra()}}
         if o.minimized_from is not None:
             meta["minimized_from"] = o.minimized_from
         t = Trace(o.trace.arch, o.trace.ops, config=dict(self.facts.config), knobs=dict(self.knobs), meta=meta)
         digest = hashlib.sha256(tracemod.dumps(replace(t, meta=None))).hexdigest()[:8]
-        path = self.out / t.arch / f"crosscheck-{digest}.msgpack"
+        path = self.out / (self.subdir or t.arch) / f"{self.prefix}-{digest}.msgpack"
         tracemod.save(t, path)
         return path
 

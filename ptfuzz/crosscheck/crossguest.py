@@ -158,7 +158,7 @@ class GuestChecker(Checker):
         self.kernel = GuestKernelSide(guest, WINDOW, WINDOW + WINDOW_SPAN)
 
     def use(self, guest: Guest) -> None:
-        """After a reboot: the same checker on a fresh guest."""
+        """After a reboot: the same checker on a fresh guest (the kernel side needs the window, too)."""
         self.host = guest
         self.kernel = GuestKernelSide(guest, WINDOW, WINDOW + WINDOW_SPAN)
 

@@ -50,31 +50,33 @@ def cache_dir() -> Path:
     return Path(base) / "ptfuzz"
 
 
-def compile_host(source: Path = SOURCE, cache: Path | None = None) -> Path:
-    """Compiles the helper into a per-user cache (keyed by source and compiler) and returns its path."""
+def compile_host(source: Path = SOURCE, cache: Path | None = None, name: str = BINARY_NAME,
+                 static: bool = True) -> Path:
+    """Compiles a helper (this one, or crosscheck --kvm's) into a per-user cache (keyed by source and compiler)
+    and returns its path; static first where it can (fewer mappings of its own), unless asked not to."""
     source = Path(source)
     if not source.is_file():
-        raise HostError(f"{BINARY_NAME} is not built and its source {source} is missing: reinstall ptfuzz")
+        raise HostError(f"{name} is not built and its source {source} is missing: reinstall ptfuzz")
     cc = shlex.split(os.environ.get("CC") or "cc")
     key = hashlib.sha256(source.read_bytes() + repr((cc, CFLAGS)).encode()).hexdigest()[:16]
     cache = Path(cache) if cache is not None else cache_dir()
-    out = cache / f"{BINARY_NAME}-{key}"
+    out = cache / f"{name}-{key}"
     if os.access(out, os.X_OK):
         return out
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise HostError(f"cannot create the cache directory {cache} for {BINARY_NAME}: {e.strerror}") from None
+        raise HostError(f"cannot create the cache directory {cache} for {name}: {e.strerror}") from None
     # compile next to the target and rename: concurrent runs never see a half-written binary
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
     last = ""
     # static first: fewer mappings of its own; without static libc, dynamic works just as well
-    for extra in (["-static"], []):
+    for extra in (["-static"], []) if static else ([],):
         try:
             r = subprocess.run([*cc, *CFLAGS, *extra, "-o", str(tmp), str(source)], capture_output=True,
                                text=True, timeout=300)
         except FileNotFoundError:
-            raise HostError(f"{BINARY_NAME} is not built and there is no C compiler ({cc[0]}) to build it") from None
+            raise HostError(f"{name} is not built and there is no C compiler ({cc[0]}) to build it") from None
         except subprocess.TimeoutExpired:
             raise HostError(f"compiling {source} with {cc[0]} took more than 300 s") from None
         if r.returncode == 0:

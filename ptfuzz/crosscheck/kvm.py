@@ -11,10 +11,8 @@ violation at this operation".
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,10 +22,9 @@ from .. import engine
 from .. import trace as tracemod
 from ..errors import UsageError
 from ..search.fuzzgen import Layout, RandomChoices
-from ..search.minimize import shrink
 from ..trace import Trace, op_text, op_to_list
-from .compare import WINDOW, HostGen, Outcome
-from .host import CFLAGS, Host, HostError, cache_dir
+from .compare import WINDOW, Checker, HostGen
+from .host import Host, HostError, compile_host
 
 BINARY_NAME = "ptfuzz-kvm"
 SOURCE = Path(__file__).resolve().with_name("ptfuzz_kvm.c")
@@ -58,28 +55,7 @@ def kvm_supported() -> str | None:
 
 def compile_kvm(cache: Path | None = None) -> Path:
     """The helper, compiled into the per-user cache (keyed by source and compiler) on first use."""
-    import shlex
-    import subprocess
-    if not SOURCE.is_file():
-        raise HostError(f"{BINARY_NAME} is not built and its source {SOURCE} is missing: reinstall ptfuzz")
-    cc = shlex.split(os.environ.get("CC") or "cc")
-    key = hashlib.sha256(SOURCE.read_bytes() + repr((cc, CFLAGS)).encode()).hexdigest()[:16]
-    cache = Path(cache) if cache is not None else cache_dir()
-    out = cache / f"{BINARY_NAME}-{key}"
-    if os.access(out, os.X_OK):
-        return out
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
-    try:
-        r = subprocess.run([*cc, *CFLAGS, "-o", str(tmp), str(SOURCE)], capture_output=True, text=True, timeout=300)
-    except FileNotFoundError:
-        raise HostError(f"{BINARY_NAME} is not built and there is no C compiler ({cc[0]}) to build it") from None
-    if r.returncode:
-        tmp.unlink(missing_ok=True)
-        last = (r.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise HostError(f"cannot compile {SOURCE} with {cc[0]}: {last}")
-    os.replace(tmp, out)
-    return out
+    return compile_host(SOURCE, cache, name=BINARY_NAME, static=False)
 
 
 def find_kvm_binary() -> Path:
@@ -371,8 +347,10 @@ def kcompare(model: list[KStep], kernel: list[KStep], ops: np.ndarray) -> KDisag
     return None
 
 
-class KvmChecker:
-    """Checks traces with VMs; files the disagreements a second real run repeats, minimized."""
+class KvmChecker(Checker):
+    """Checks traces with VMs; files the disagreements a second real run repeats, minimized (Checker's protocol,
+    with the KVM sides, their comparison and the --kvm validation)."""
+    found_by, subdir, prefix = "ptfuzz crosscheck --kvm", "x86_64-kvm", "crosscheck-kvm"
 
     def __init__(self, host: KvmHost, facts: KvmFacts, knobs: dict, out: Path, minimize: bool = True):
         self.host, self.facts, self.out, self.minimize = host, facts, out, minimize
@@ -380,54 +358,15 @@ class KvmChecker:
         self.model = KvmModelSide(facts.config, self.knobs)
         self.kernel = KvmKernelSide(host)
 
-    def use(self, host) -> None:
-        self.host = host
-        self.kernel = KvmKernelSide(host)
-
     def disagreement(self, ops: np.ndarray):
         model, kernel = self.model.run(ops), self.kernel.run(ops)
         return kcompare(model, kernel, ops), model, kernel
 
-    def check(self, trace: Trace, name: str) -> Outcome:
-        ops = trace.ops
-        d, model, kernel = self.disagreement(ops)
-        if d is None:
-            return Outcome(name, trace, None, model, kernel)
-        d2, _, _ = self.disagreement(ops)
-        if d2 is None or d2.to_doc() != d.to_doc():
-            return Outcome(name, trace, None, model, kernel, unstable=True)
-        small, before = ops, None
-        if self.minimize:
-            def keeps(candidate):
-                try:
-                    check_kvm_trace(replace(trace, ops=candidate), name)
-                    got = self.disagreement(candidate)[0]
-                except (HostError, UsageError):
-                    return False
-                return got is not None and got.figure == d.figure
-            small = shrink(ops[: d.op_index + 1], keeps)
-            before = len(ops)
-            d, model, kernel = self.disagreement(small)
-            if d is None:
-                small, before = ops, None
-                d, model, kernel = self.disagreement(ops)
-        out = Outcome(name, replace(trace, ops=small), d, model, kernel, minimized_from=before)
-        out.path = self.file(out)
-        return out
+    def valid(self, trace: Trace, name: str) -> None:
+        check_kvm_trace(trace, name)
 
-    def file(self, o: Outcome) -> Path:
-        figures = [{"op": i, "text": op_text(o.trace.ops[i]), "model": m.to_doc(), "kernel": k.to_doc()}
-                   for i, (m, k) in enumerate(zip(o.model, o.kernel))]
-        meta = {"found_by": "ptfuzz crosscheck --kvm", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "crosscheck": {"first_disagreement": o.disagreement.to_doc(), "figures": figures,
-                               "host": self.facts.describe()}}
-        if o.minimized_from is not None:
-            meta["minimized_from"] = o.minimized_from
-        t = Trace("x86_64", o.trace.ops, config=dict(self.facts.config), knobs=dict(self.knobs), meta=meta)
-        digest = hashlib.sha256(tracemod.dumps(replace(t, meta=None))).hexdigest()[:8]
-        path = self.out / "x86_64-kvm" / f"crosscheck-kvm-{digest}.msgpack"
-        tracemod.save(t, path)
-        return path
+    def meta_extra(self) -> dict:
+        return {}
 
 
 # ---- generation ----
