@@ -196,6 +196,7 @@ class HostGen:
     """A host-only generator: processes, mappings, faults, madvise, fork and exit in the crosscheck window.
     It decides in Python (crosscheck runs tens of traces a second, bound by the real kernel), with the
     picks of the engine's generator (gen.c) over its own record of what it mapped."""
+    shm = "shm_mmap" in OP_NUMBER  # shm_mmap among the mappings (crosscheck --kvm's generator maps anonymous memory only)
     NPIDS, NREGIONS = 3, 4
 
     def __init__(self, arch: str, choices, layout: Layout):
@@ -243,7 +244,7 @@ class HostGen:
     def do_mmap(self):
         pid, L = self.pid(), self.L
         base = self.region() + self.c.below(4) * L.pmd
-        if "shm_mmap" in OP_NUMBER and self.c.chance(25):  # shared memory: one of a few objects, at a page offset that may or may not align
+        if self.shm and self.c.chance(25):  # shared memory: one of a few objects, at a page offset that may or may not align
             obj = self.c.below(3)
             pgoff = self.c.pick([0, 0, L.pmd // L.page, self.c.below(8)])
             length = self.c.pick([L.pmd, 2 * L.pmd, L.page * (1 + self.c.below(16))])

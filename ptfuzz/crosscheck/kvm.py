@@ -23,7 +23,7 @@ from .. import trace as tracemod
 from ..errors import UsageError
 from ..search.fuzzgen import Layout, RandomChoices
 from ..trace import Trace, op_text, op_to_list
-from .compare import WINDOW, Checker, HostGen
+from .compare import Checker, HostGen
 from .host import Host, HostError, compile_host
 
 BINARY_NAME = "ptfuzz-kvm"
@@ -375,6 +375,7 @@ class KvmGen(HostGen):
     """HostGen's processes and mappings (anonymous only), plus VMs of those processes: memslots over their
     mappings and beside them, guest accesses at low gpas, VMs used after their owner exited or exec'd."""
     NVMS, NSLOTS = 3, 4
+    shm = False
     GPA_STEP = 0x1000000  # slot i's usual gpa: 16 MiB apart, 2 MiB aligned
 
     def __init__(self, arch, choices, layout, tdp: bool = True):
@@ -382,22 +383,6 @@ class KvmGen(HostGen):
         self.tdp = tdp
         self.vms: dict[int, int] = {}          # vm -> owner pid
         self.slots: dict[tuple, tuple] = {}    # (vm, slot) -> (gpa, hva, len)
-
-    def do_mmap(self):
-        pid, L = self.pid(), self.L
-        base = self.region() + self.c.below(4) * L.pmd
-        kind = self.c.below(3)
-        if kind == 0:
-            addr, length = base, L.pmd * (1 + self.c.below(2))
-        elif kind == 1:
-            addr, length = base + self.c.below(4) * L.page, L.page * (1 + self.c.below(16))
-        else:
-            m = self.mapping(pid)
-            addr = max(WINDOW, m[0] + self.c.pick([m[1], -L.page, m[1] // 2 // L.page * L.page])) if m else base
-            length = L.page * (1 + self.c.below(8))
-        flags = 1 if self.c.chance(50) else 0
-        self.op("mmap", pid, addr, length, flags)
-        self.pids.setdefault(pid, []).append((addr, length, flags))
 
     def vm(self) -> int:
         return self.c.pick(sorted(self.vms)) if self.vms and self.c.chance(90) else self.c.below(self.NVMS)
