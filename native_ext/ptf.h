@@ -584,9 +584,7 @@ int inval_window_for(struct engine *e, int mm);
 int inval_window_of_current(const struct engine *e);
 int inval_window_holder(const struct engine *e, int mm);
 void inval_window_forget_vm(struct engine *e, int vm);
-bool rmap_lock_held(const struct engine *e, int kind, uint32_t id);
 bool folio_locked(const struct engine *e, uint64_t head);
-bool vma_rmap_busy(const struct engine *e, const struct vma *v);
 int rmap_lock_wait(struct engine *e, int kind, uint32_t id);
 int vma_rmap_wait(struct engine *e, const struct vma *v);
 /* mm/huge_memory.c */

@@ -715,9 +715,13 @@ int vm_destroy(struct engine *e, uint64_t vmi)
 	if (!v)
 		return -ENOENT;
 	/* the last kvm reference: a vCPU in KVM_RUN holds its file's */
-	int ret = v->faults_in_flight ? lock_would_wait(e, LC_KVM, vmi, LM_WRITE) : 0;
-	if (ret || v->faults_in_flight)
+	if (v->faults_in_flight) {
+		int ret = lock_would_wait(e, LC_KVM, vmi, LM_WRITE);
+		if (!ret)
+			violate(e, V_ENGINE_ASSERT, "vm %d: %d faults in flight and no vCPU holds the VM",
+				(int)vmi, v->faults_in_flight);
 		return ret ? ret : -EBUSY;
+	}
 	/* kvm_destroy_vm: mmu_notifier_unregister, then "mn_active_invalidate_count may remain unbalanced": the
 	 * ends a held window owes this VM are never delivered (the window does not make destroy wait) */
 	inval_window_forget_vm(e, (int)vmi);

@@ -69,13 +69,8 @@ void actor_end(struct engine *e, int cpu)
 static enum lock_class rmap_class(int kind) { return kind == RL_ANON ? LC_ANON_VMA : LC_I_MMAP; }
 
 /* Would taking this rmap lock for write wait: the anon_vma root's rwsem (RL_ANON, by anon_vma root) or a shmem
- * object's i_mmap_rwsem (RL_FILE, by object), held by an rmap walker or by a host operation a window stopped? */
-bool rmap_lock_held(const struct engine *e, int kind, uint32_t id)
-{
-	return lock_holder(e, rmap_class(kind), id, LM_WRITE, 0, ~0ull, NULL) >= 0;
-}
-
-/* The same, as a wait: -EBUSY naming the holder, or 0. */
+ * object's i_mmap_rwsem (RL_FILE, by object), held by an rmap walker or by a host operation a window stopped?
+ * -EBUSY naming the holder, or 0. */
 int rmap_lock_wait(struct engine *e, int kind, uint32_t id)
 {
 	return lock_would_wait(e, rmap_class(kind), id, LM_WRITE);
@@ -89,14 +84,8 @@ bool folio_locked(const struct engine *e, uint64_t head)
 }
 
 /* Would taking this VMA's rmap locks for write wait? vma_prepare (split, merge, expand), free_pgtables'
- * unlink_anon_vmas and unlink_file_vma, anon_vma_fork and dup_mmap's i_mmap insertion. */
-bool vma_rmap_busy(const struct engine *e, const struct vma *v)
-{
-	return (v->anon && rmap_lock_held(e, RL_ANON, v->anon_root)) ||
-	       (v->shm && rmap_lock_held(e, RL_FILE, v->shm - 1u));
-}
-
-/* The same, as a wait: the anon_vma root first (anon_vma_lock_write), then i_mmap_rwsem. */
+ * unlink_anon_vmas and unlink_file_vma, anon_vma_fork and dup_mmap's i_mmap insertion: the anon_vma root first
+ * (anon_vma_lock_write), then i_mmap_rwsem; -EBUSY naming the holder, or 0. */
 int vma_rmap_wait(struct engine *e, const struct vma *v)
 {
 	int ret = v->anon ? rmap_lock_wait(e, RL_ANON, v->anon_root) : 0;
