@@ -40,7 +40,8 @@ enum knob {
 	K_TABLE_FREE, K_PMD_RECHECK, K_PGSTE_DECISION, K_PT_ALLOC, K_THP_IN_PGSTE,
 	K_DEFER_GMAP_UNLINK, K_INVALIDATE_RETRY, K_FAULT_HOLDS_MM, K_RELEASE_CHECK,
 	K_STAGE2_BLOCK_CHECK, K_THP_SIZE, K_PT_RECLAIM, K_HUGE_ZERO_WP, K_COLLAPSE_RO, K_MERGE_UNFAULTED,
-	K_FILE_PMD_NOHUGE, K_COLLAPSE_PMD_ALLOC, K_MEMSLOT_ACCESS_OK, K_NR
+	K_FILE_PMD_NOHUGE, K_COLLAPSE_PMD_ALLOC, K_MEMSLOT_ACCESS_OK, K_COLLAPSE_SUBBLOCK, K_COLLAPSE_PMD_NONE,
+	K_FILE_RETRACT, K_NR
 };
 /* Knob values are indices into the knob's value list (core/names.c knob_defs). */
 enum { TF_RCU, TF_IMMEDIATE };
@@ -528,7 +529,8 @@ static inline uint64_t entry_get(struct engine *e, struct tref t, uint32_t idx)
  * that would wait for an actor (an IRQs-off walker, an rmap walker's lock). */
 enum scan_result { SCAN_FAIL, SCAN_SUCCEED, SCAN_PMD_NULL, SCAN_PMD_NONE, SCAN_PMD_MAPPED, SCAN_PAGE_RO,
 		   SCAN_ALLOC_HUGE_PAGE_FAIL, SCAN_WAIT, SCAN_PAGE_LOCK, SCAN_PAGE_LRU, SCAN_PAGE_COUNT,
-		   SCAN_PAGE_NULL, SCAN_PAGE_COMPOUND, SCAN_TRUNCATED, SCAN_PTE_MAPPED_HUGEPAGE, SCAN_VMA_CHECK };
+		   SCAN_PAGE_NULL, SCAN_PAGE_COMPOUND, SCAN_TRUNCATED, SCAN_PTE_MAPPED_HUGEPAGE, SCAN_VMA_CHECK,
+		   SCAN_ANY_PROCESS };
 
 /* mm/: what the dispatcher, kvm/, arch/ and the search call (what only mm/ shares: mm/internal.h) */
 /* the task's mm, or -ESRCH */

@@ -491,6 +491,25 @@ def test_collapse_readonly_knob():
     assert results(r)[-1] == 0 and blocks(f, 4) == (W,)
 
 
+def test_collapse_subblock_knob():
+    ops = [["exec", 1, -1], ["mmap", 1, W, 4 * M, 1], ["fault", 1, W, 0], ["madvise", 1, W + 4 * K, 4 * K, 3]]
+    assert results(run(ops, arch=X))[-1] == -22  # v6.6: hstart past hend, a "negative" block count
+    r, f = figs(ops, knobs={"mm.collapse_subblock": "ok"})
+    assert results(r)[-1] == 0 and blocks(f, 3) == blocks(f, 2)  # 7.2: nothing to do (the huge zero page stays)
+    # what is not inside one block keeps its v6.6 result: a NOHUGEPAGE VMA is still refused
+    bad = ops[:2] + [["madvise", 1, W, 4 * M, 2], ["madvise", 1, W + 4 * K, 4 * K, 3]]
+    assert results(run(bad, arch=X, knobs={"mm.collapse_subblock": "ok"}))[-1] == -22
+
+
+def test_collapse_pmd_none_knob():
+    ops = [["exec", 1, -1], ["mmap", 1, W, 4 * M, 0], ["fault", 1, W + 4 * M - 4 * K, 1],
+           ["madvise", 1, W, 4 * M, 3]]
+    r, f = figs(ops)
+    assert results(r)[-1] == -22 and blocks(f, 3) == ()  # v6.6: SCAN_PMD_NONE at W ends the walk
+    r, f = figs(ops, knobs={"mm.collapse_pmd_none": "continue"})
+    assert results(r)[-1] == -22 and blocks(f, 3) == (W + 2 * M,)  # 7.2: on to the next block, collapsed
+
+
 def test_merge_unfaulted_knob():
     ops = [["exec", 1, -1], ["mmap", 1, W, M, 1], ["mmap", 1, W + M, M, 0], ["fault", 1, W + M, 1],
            ["madvise", 1, W + M, M, 1], ["madvise", 1, W, 2 * M, 3]]

@@ -198,6 +198,26 @@ def test_collapse_pmd_alloc_knob_maps_the_folio_in_a_caller_without_tables():
     assert results(r)[-1] == 0 and blocks(f, 5, 2) == (W + 4 * P,) and f[5][2][0] == f[4][2][0] + 8 * K
 
 
+def test_file_retract_caller_knob_retracts_only_the_callers_table():
+    # the parent has a PMD table but an empty pmd at the block; the child read a page of it (a PTE table)
+    ops = [["exec", 1, -1], ["mmap", 1, W + 2 * P, P, 0], ["fault", 1, W + 2 * P, 1], ["shm_mmap", 1, W, P, 0, 0],
+           ["fork", 1, 2], ["fault", 2, W, 0], ["madvise", 1, W, P, 3]]
+    r, f = figs(ops)
+    # v6.6: every mm's table is retracted and the caller gets the leaf
+    assert results(r)[-1] == 0 and blocks(f, 6, 1) == (W,)
+    assert [ev[2] for ev in events_at(r, 6, EV_RETRACT)] == [1]  # mm 1: the child
+    r, f = figs(ops, knobs={"mm.file_retract": "caller"})
+    # 6.1: the cache collapses, the caller's empty pmd answers SCAN_PMD_NONE (-22), the child keeps its table
+    assert results(r)[-1] == -22 and blocks(f, 6, 1) == () and events_at(r, 6, EV_SHM_COLLAPSE)
+    assert events_at(r, 6, EV_RETRACT) == [] and f[6][2][0] == f[5][2][0]
+    # a caller with a PTE table there: collapse_and_free_pmd frees it at once, set_huge_pmd maps the folio
+    mine = ops[:4] + [["fault", 1, W, 0], ["fork", 1, 2], ["fault", 2, W, 0], ["madvise", 1, W, P, 3]]
+    r, f = figs(mine, knobs={"mm.file_retract": "caller"})
+    assert results(r)[-1] == 0 and blocks(f, 7, 1) == (W,) and blocks(f, 7, 2) == ()
+    assert [ev[2] for ev in events_at(r, 7, EV_RETRACT)] == [0] and events_at(r, 7, EV_FREE)  # mm 0: the caller
+    assert kind(replay(trace(mine, "x86_64", {"mm.file_retract": "caller"}))) is None
+
+
 def test_collapse_refuses_nohugepage_and_incongruent_vmas():
     ops = [["exec", 1, -1], ["shm_mmap", 1, W, P, 0, 0], ["madvise", 1, W, P, 2], ["fault", 1, W, 1],
            ["madvise", 1, W, P, 3], ["shm_mmap", 1, W + 4 * P, P, 0, 1], ["fault", 1, W + 4 * P, 1],

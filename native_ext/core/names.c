@@ -117,4 +117,16 @@ const struct knob_def knob_defs[K_NR] = {
 		"user-ptr-max: a memslot's hva range must end at or below TASK_SIZE_MAX (access_ok against USER_PTR_MAX, "
 		"Linux 6.12's \"x86: fix user address masking non-canonical speculation issue\"; seen on 6.18 by "
 		"crosscheck --kvm), where v6.6's valid_user_address only asks that the end be below 2^63" },
+	[K_COLLAPSE_SUBBLOCK] = { "mm.collapse_subblock", { "einval", "ok" }, ALL,
+		"ok: MADV_COLLAPSE of a range that holds no whole PMD block (inside one block) succeeds with nothing to "
+		"do (seen on Linux 7.2 by crosscheck), where v6.6's madvise_collapse compares its count of collapsed "
+		"blocks with a \"negative\" block count and returns -22" },
+	[K_COLLAPSE_PMD_NONE] = { "mm.collapse_pmd_none", { "stop", "continue" }, ALL,
+		"continue: MADV_COLLAPSE goes on to the next block after an anonymous block whose pmd entry is empty "
+		"(seen on Linux 7.2 by crosscheck), where v6.6's madvise_collapse ends the walk on SCAN_PMD_NONE" },
+	[K_FILE_RETRACT] = { "mm.file_retract", { "all", "caller" }, ALL,
+		"caller: MADV_COLLAPSE of shmem retracts only the caller's own PTE table, under i_mmap_rwsem for write "
+		"and mmap_write_trylock, frees it at once after tlb_remove_table_sync_one and answers with the "
+		"caller's pmd (an empty one: -22), leaving other mms to khugepaged (Linux 6.1-6.4 retract_page_tables "
+		"and collapse_and_free_pmd); v6.5+ retracts every mm and installs the caller's PMD leaf" },
 };

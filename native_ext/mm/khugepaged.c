@@ -148,12 +148,16 @@ int madvise_collapse(struct engine *e, int mm, int vi, uint64_t start, uint64_t 
 			continue;
 		}
 		last_fail = r;
+		if (r == SCAN_PMD_NONE && e->knob[K_COLLAPSE_PMD_NONE] == 1)
+			continue; /* 7.2: on to the next block */
 		if (r != SCAN_PMD_NULL && r != SCAN_PAGE_RO && r != SCAN_PAGE_COUNT && r != SCAN_PAGE_LOCK &&
 		    r != SCAN_PAGE_LRU && r != SCAN_PAGE_COMPOUND && r != SCAN_PAGE_NULL)
 			break; /* SCAN_PMD_NONE (anonymous), SCAN_TRUNCATED, SCAN_WAIT and the rest end the walk */
 	}
 	if (e->viol)
 		return -EFAULT;
+	if (hend < hstart && e->knob[K_COLLAPSE_SUBBLOCK] == 1)
+		return 0; /* 7.2: a range inside one block has nothing to collapse */
 	uint64_t want = (hend - hstart) / pmd; /* "negative" (a range inside one block) never matches */
 	return hend >= hstart && thps == want ? 0 : madvise_collapse_errno(last_fail);
 }
@@ -197,6 +201,65 @@ static void try_to_unmap(struct engine *e, int obj, uint64_t index, uint64_t pfn
 		emit(e, EV_LEAF_ZAP, lvl, addr, pfn, it.mm);
 		data_put(e, pfn);
 	}
+}
+
+/* collapse_and_free_pmd (6.1-6.4, mm.file_retract=caller): under mmap_lock for write, notify the block,
+ * pmdp_collapse_flush, tlb_remove_table_sync_one (collapse_file checked that no IRQs-off walker is inside),
+ * mm_dec_nr_ptes and pte_free at once; then set_huge_pmd maps the new folio read-only. */
+static int collapse_and_free_pmd(struct engine *e, int mm, const struct vma *v, uint64_t addr, uint64_t head)
+{
+	const struct entry_fmt *f = e->geom.fmt;
+	int ml = e->pmd_lvl;
+	struct vm_fault vmf = { mm, v->shm - 1, v, addr, vma_pgoff_at(e, v, addr), false, TREF_NONE, 0, TREF_NONE, 0, 0 };
+	uint64_t pmdval = host_entry_at(e, mm, addr, ml, &vmf.pmd_tbl, &vmf.pmd_idx);
+	struct tref pte = tref_from_phys(e, f->addr(ml, pmdval));
+	mmu_notifier_invalidate_range(e, mm, addr, addr + pmd_size(e));
+	if (e->blocks[pte.blk].nonempty[pte.half]) {
+		violate(e, V_ENGINE_ASSERT, "collapse_and_free_pmd: the PTE table 0x%llx of mm %d at 0x%llx still maps "
+			"pages", (unsigned long long)tref_phys(pte), mm, (unsigned long long)addr);
+		return SCAN_FAIL;
+	}
+	entry_write(e, vmf.pmd_tbl, ml, vmf.pmd_idx, f->empty(ml));
+	table_set_linked(e, pte, false);
+	emit(e, EV_RETRACT, (uint64_t)mm, addr, tref_phys(pte), (uint64_t)vmf.obj);
+	pte_free(e, mm, pte);
+	if (e->viol)
+		return SCAN_FAIL;
+	return do_set_pmd(e, &vmf, head, false) ? SCAN_FAIL : SCAN_SUCCEED; /* set_huge_pmd */
+}
+
+/* retract_page_tables(mapping, pgoff, target_mm, target_addr, hpage) of 6.1-6.4 for MADV_COLLAPSE: "it's not
+ * MADV_COLLAPSE's job to collapse other mappings", so only the caller's own VMA: its find_pmd_or_thp_or_none result
+ * is the answer (no PMD table: SCAN_PMD_NULL, an empty pmd: SCAN_PMD_NONE, a leaf: SCAN_PMD_MAPPED); a PTE table is
+ * retracted when mmap_write_trylock succeeds (else SCAN_PTE_MAPPED_HUGEPAGE: madvise_collapse's
+ * collapse_pte_mapped_thp does it). Other mms keep their (emptied) tables, queued for khugepaged. */
+static int retract_page_tables_target(struct engine *e, int obj, uint64_t pgoff, int mm, uint64_t target, uint64_t head)
+{
+	uint64_t pmd = pmd_size(e);
+	int ml = e->pmd_lvl, result = SCAN_FAIL;
+	struct file_rmap it = { 0, -1 };
+	while (rmap_next(e, obj, pgoff, &it) && !e->viol) {
+		struct mm *m = &e->mms[it.mm];
+		const struct vma *v = &m->vmas[it.vi];
+		uint64_t addr = v->start + (pgoff - v->pgoff) * e->geom.page_size;
+		if (it.mm != mm || addr != target || v->anon || (addr & (pmd - 1)) || v->end < addr + pmd)
+			continue;
+		int lvl = -1;
+		struct tref t;
+		uint32_t i;
+		int k = host_lookup(e, mm, addr, &lvl, NULL, &t, &i);
+		if (lvl < ml)
+			result = SCAN_PMD_NULL;
+		else if (lvl == ml)
+			result = k == E_EMPTY ? SCAN_PMD_NONE : SCAN_PMD_MAPPED;
+		else if (lock_holder(e, LC_MMAP, (uint64_t)mm, LM_WRITE, 0, ~0ull, NULL) >= 0)
+			result = SCAN_PTE_MAPPED_HUGEPAGE; /* mmap_write_trylock failed */
+		else if (m->users == 0)
+			result = SCAN_ANY_PROCESS;
+		else
+			result = collapse_and_free_pmd(e, mm, v, addr, head);
+	}
+	return result;
 }
 
 /* retract_page_tables(mapping, pgoff): i_mmap for read; for EVERY VMA of every mm mapping the block, with no
@@ -243,11 +306,12 @@ static void retract_page_tables(struct engine *e, int obj, uint64_t pgoff)
  * stay so when a later one fails), whose only references must then be ours (SCAN_PAGE_COUNT); then the new
  * PMD-size folio replaces them in the cache, retract_page_tables runs and the old pages are freed. MADV_COLLAPSE
  * turns success into SCAN_PTE_MAPPED_HUGEPAGE. */
-static int collapse_file(struct engine *e, int mm, int obj, uint64_t start)
+static int collapse_file(struct engine *e, int mm, int obj, uint64_t start, uint64_t addr)
 {
 	uint64_t n = e->shm_pages;
 	struct shm_obj *o = &e->shm[obj];
 	struct shm_blk *b = blk_find(o, start / n, NULL);
+	bool caller_only = e->knob[K_FILE_RETRACT] == 1;
 	if (b && b->huge)
 		return SCAN_PTE_MAPPED_HUGEPAGE;
 	uint64_t present = 0;
@@ -255,6 +319,11 @@ static int collapse_file(struct engine *e, int mm, int obj, uint64_t start)
 		present += b->pfn[i] != 0;
 	if (!present)
 		return SCAN_TRUNCATED;
+	/* 6.1-6.4 retract under i_mmap_lock_write, and tlb_remove_table_sync_one's IPI waits for IRQs-off walkers: checked
+	 * before anything changes, since the model's operation either runs or waits */
+	if (caller_only && (lock_would_wait(e, LC_I_MMAP, (uint64_t)obj, LM_WRITE) ||
+			    lock_would_wait(e, LC_IRQS_OFF, 0, LM_WRITE)))
+		return SCAN_WAIT;
 	for (uint64_t i = 0; i < n; i++) {
 		uint64_t pfn = b->pfn[i];
 		if (!pfn)
@@ -280,19 +349,24 @@ static int collapse_file(struct engine *e, int mm, int obj, uint64_t start)
 	b->pfn = NULL;
 	b->huge = head; /* xas_store of the multi-index entry */
 	emit(e, EV_SHM_COLLAPSE, (uint64_t)obj, start, head, (uint64_t)mm);
-	/* the new folio is locked throughout; retract_page_tables runs under i_mmap_lock_read */
-	if (lock_acquire(e, LC_FOLIO, head, LM_WRITE) || lock_acquire(e, LC_I_MMAP, (uint64_t)obj, LM_READ)) {
+	/* the new folio is locked throughout; retract_page_tables runs under i_mmap_lock_read (6.1-6.4: write) */
+	if (lock_acquire(e, LC_FOLIO, head, LM_WRITE) ||
+	    lock_acquire(e, LC_I_MMAP, (uint64_t)obj, caller_only ? LM_WRITE : LM_READ)) {
 		violate(e, V_ENGINE_ASSERT, "collapse_file: a lock on the new folio of object %d is held", obj);
 		return SCAN_FAIL;
 	}
-	retract_page_tables(e, obj, start);
+	int result = SCAN_PTE_MAPPED_HUGEPAGE;
+	if (caller_only)
+		result = retract_page_tables_target(e, obj, start, mm, addr, head);
+	else
+		retract_page_tables(e, obj, start);
 	lock_release(e, LC_I_MMAP, (uint64_t)obj);
 	lock_release(e, LC_FOLIO, head);
 	for (uint64_t i = 0; i < n && !e->viol; i++) /* the old folios go */
 		if (old[i])
 			shmem_free_folio(e, old[i]);
 	free(old);
-	return e->viol ? SCAN_FAIL : SCAN_PTE_MAPPED_HUGEPAGE;
+	return e->viol ? SCAN_FAIL : result;
 }
 
 /* hpage_collapse_scan_file: the page cache only, never the caller's tables: a PMD-size folio already is
@@ -308,7 +382,7 @@ int hpage_collapse_scan_file(struct engine *e, int mm, const struct vma *v, uint
 	for (uint64_t i = 0; b && b->pfn && i < n; i++)
 		if (b->pfn[i] && folio_locked(e, b->pfn[i]))
 			return SCAN_PAGE_LRU;
-	return collapse_file(e, mm, obj, start);
+	return collapse_file(e, mm, obj, start, addr);
 }
 
 /* collapse_pte_mapped_thp(mm, addr, install_pmd=true): already PMD-mapped is done; the PMD-size folio is locked

@@ -170,13 +170,54 @@ PROBE_KNOBS = [
      "a PMD-size shmem folio faulted in a NOHUGEPAGE VMA was mapped by PTEs (2b0f922323cc, 6.12, 6.6.60+)"),
     ("collapse_pmd_alloc", "mm.collapse_pmd_alloc", "yes",
      "MADV_COLLAPSE of shmem with no PMD table in the caller mapped the folio (seen on 6.18)"),
+    ("collapse_subblock", "mm.collapse_subblock", "ok",
+     "MADV_COLLAPSE of a range inside one block succeeded (seen on 7.2; v6.6 answers -22)"),
+    ("collapse_pmd_none", "mm.collapse_pmd_none", "continue",
+     "MADV_COLLAPSE went on past an empty pmd and collapsed the next block (seen on 7.2)"),
+    ("file_retract_caller", "mm.file_retract", "caller",
+     "MADV_COLLAPSE of shmem over the caller's empty pmd failed and left another process's table "
+     "(6.1-6.4 retract_page_tables: the caller's mapping only)"),
 ]
+
+
+# Probes that are short traces, run on the kernel side like any other (no helper code of their own): each gives
+# the rows of a trace in the window (lo, page, pmd) and what its kernel steps show (1) or not (0). Their answers join
+# the helper's probes, and PROBE_KNOBS turns them into knobs.
+def _probe_subblock(lo, page, pmd):
+    rows = [["exec", 1, -1], ["mmap", 1, lo, 2 * pmd, 1], ["fault", 1, lo, 0], ["madvise", 1, lo + page, page, 3]]
+    return rows, lambda steps: steps[1].result == 0 and steps[-1].result == 0
+
+
+def _probe_pmd_none(lo, page, pmd):
+    rows = [["exec", 1, -1], ["mmap", 1, lo, 2 * pmd, 0], ["fault", 1, lo + 2 * pmd - page, 1],
+            ["madvise", 1, lo, 2 * pmd, 3]]
+    return rows, lambda steps: lo + pmd in steps[-1].procs.get(1, (0, ()))[1]
+
+
+def _probe_file_retract(lo, page, pmd):
+    rows = [["exec", 1, -1], ["mmap", 1, lo + 2 * pmd, pmd, 0], ["fault", 1, lo + 2 * pmd, 1],
+            ["shm_mmap", 1, lo, pmd, 0, 0], ["fork", 1, 2], ["fault", 2, lo, 0], ["madvise", 1, lo, pmd, 3]]
+    return rows, lambda steps: (steps[4].result == 0 and steps[-1].result == -22
+                                and lo not in steps[-1].procs.get(1, (0, ()))[1])
+
+
+TRACE_PROBES = (("collapse_subblock", _probe_subblock), ("collapse_pmd_none", _probe_pmd_none),
+                ("file_retract_caller", _probe_file_retract))
+
+
+def trace_probes(side: "KernelSide", info: HostInfo, lo: int = WINDOW) -> dict[str, int]:
+    """The answers of TRACE_PROBES on this kernel side (each trace cleans up after itself)."""
+    out = {}
+    for name, make in TRACE_PROBES:
+        rows, shows = make(lo, info.page_size, info.pmd_size)
+        out[name] = int(bool(shows(side.run(tracemod.ops_from_list(rows)))))
+    return out
 
 
 def host_facts(host: Host) -> HostFacts:
     import platform
     info = host.hello()
-    probes = host.probe()
+    probes = {**host.probe(), **trace_probes(KernelSide(host), info)}
     arch = HOST_ARCH[platform.machine()]
     config = {"la57": bool(info.la57)} if arch == "x86_64" else {"granule": info.page_size, "va_bits": info.va_bits}
     known = {k.name for k in KNOBS if arch in k.arches}

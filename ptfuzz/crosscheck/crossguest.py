@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .compare import PROBE_KNOBS, WINDOW, WINDOW_SPAN, Checker, HostFacts, KernelSide, Step
+from .compare import PROBE_KNOBS, WINDOW, WINDOW_SPAN, Checker, HostFacts, KernelSide, Step, trace_probes
 from .guest import Guest
 from .host import HostError, HostInfo
 from .kernels import Kernel
@@ -48,11 +48,14 @@ def guest_facts(guest: Guest) -> HostFacts:
     info = guest.hello()
     kv = dict(x.split("=", 1) for x in guest.request("hello").split()[5:] if "=" in x)
     probes = guest.probe()
+    if has_thp(probes):  # the trace probes are all MADV_COLLAPSE: nothing to see without THP
+        probes.update(trace_probes(GuestKernelSide(guest, WINDOW, WINDOW + WINDOW_SPAN), info))
     arch = guest.kernel.arch
     config = {"granule": info.page_size, "va_bits": info.va_bits} if arch == "arm64" else {}
     known = {k.name for k in KNOBS if arch in k.arches}
     knobs, notes = {}, []
-    thp_only = {"huge_zero_wp_pmd", "collapse_readonly", "file_pmd_nohuge", "collapse_pmd_alloc"}
+    thp_only = {"huge_zero_wp_pmd", "collapse_readonly", "file_pmd_nohuge", "collapse_pmd_alloc", "collapse_subblock",
+                "collapse_pmd_none", "file_retract_caller"}
     for probe, knob, value, why in PROBE_KNOBS:
         if probe in thp_only and not has_thp(probes):
             continue  # the probe saw no PMD mapping because there is no THP at all: it says nothing
