@@ -36,6 +36,7 @@ from ptfuzz.names import OP_NUMBER  # noqa: E402
 from ptfuzz.engine import stage1_geometry  # noqa: E402
 from ptfuzz.procs import ptfuzz_command  # noqa: E402
 from ptfuzz.search.campaign import Campaign, run_campaign  # noqa: E402
+from ptfuzz.zoo import BUGS  # noqa: E402
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 
@@ -204,6 +205,8 @@ UNSAFE = [("U1", "s390", {"mm.table_free": "immediate"}, {"uaf-table"}),
           ("U14", "arm64", {"kvm.invalidate_retry": "seq-only"}, {"stage2-stale"}),
           ("U15", "x86_64", {"kvm.invalidate_retry": "seq-only"}, {"stage2-stale"}),
           ("M1", "s390", {}, {"gmap-dangling"})]
+# the bug zoo (docs/history.md): each real bug's pre-fix design
+UNSAFE += [(b.id, b.arch, b.knobs, set(b.kinds)) for b in BUGS if b.modelled]
 # docs/bench.md's safe controls. Those that leave s390.defer_gmap_unlink=no reach M1 (docs/model-notes.md): for them
 # a gmap-dangling finding is M1, not a false alarm, and is counted apart.
 CONTROLS = [("arm64", {}), ("x86_64", {}), ("s390", {"s390.defer_gmap_unlink": "yes"}),

@@ -450,6 +450,13 @@ X86 = {
         ["exec", 1, -1], ["mmap", 1, T, M, 0], ["fault", 1, T, 1], ["walk_begin", 0, 1, T], ["walk_step", 0],
         ["walk_step", 0], ["munmap", 1, T, M], ["walk_step", 0],
     ], {"mm.table_free": "immediate"}, "uaf-table", "U12: munmap frees the pmd table at once under a GUP-fast walker"),
+    "regressions/x86_64/uaf-table-z1": ([
+        ["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["fault", 1, T, 1], ["walk_begin", 0, 1, T], ["walk_step", 0],
+        ["walk_step", 0], ["walk_step", 0], ["madvise", 1, T, 2 * M, 3], ["munmap", 1, T, 2 * M], ["walk_step", 0],
+    ], {"mm.collapse_gup_sync": "none"}, "uaf-table",
+        "Z1 (2ba99c5e0881, v6.1): collapse_huge_page clears the pmd and deposits the PTE table the GUP-fast walker "
+        "holds without tlb_remove_table_sync_one's IPI; munmap's zap_deposited_table frees it at once (pte_free) and "
+        "the walker reads it. Fixed (ipi), the collapse waits for the IRQs-off walker (-16)"),
 }
 
 CONFIGS = {"seeds/arm64/lpa-64k-52": {"granule": 65536, "va_bits": 52, "pa_bits": 52},

@@ -47,7 +47,7 @@ def test_regression_file_name_follows_the_scheme(path: Path):
     t = tracemod.load(path)
     assert path.name.startswith(t.expected_kind() + "-") and path.parent.name == t.arch
     ident = path.stem[len(t.expected_kind()) + 1:]
-    assert re.fullmatch(r"u\d+|m\d+|[0-9a-f]{8}", ident), path.name
+    assert re.fullmatch(r"u\d+|m\d+|z\d+|[0-9a-f]{8}", ident), path.name
     assert ident.startswith("m") == defaults_violate(t), "-mN is the id of a regression violating under defaults"
 
 

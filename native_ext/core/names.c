@@ -129,4 +129,8 @@ const struct knob_def knob_defs[K_NR] = {
 		"and mmap_write_trylock, frees it at once after tlb_remove_table_sync_one and answers with the "
 		"caller's pmd (an empty one: -22), leaving other mms to khugepaged (Linux 6.1-6.4 retract_page_tables "
 		"and collapse_and_free_pmd); v6.5+ retracts every mm and installs the caller's PMD leaf" },
+	[K_COLLAPSE_GUP_SYNC] = { "mm.collapse_gup_sync", { "ipi", "none" }, ALL,
+		"none: collapse_huge_page (and 6.1's collapse_and_free_pmd) clear the pmd and reuse or free the PTE "
+		"table without tlb_remove_table_sync_one, so nothing waits for an IRQs-off GUP-fast walker inside it: "
+		"the design before 2ba99c5e0881 \"mm/khugepaged: fix GUP-fast interaction by sending IPI\" (v6.1)" },
 };

@@ -21,7 +21,7 @@ static int collapse_huge_page(struct engine *e, int mm, uint64_t base, struct tr
 	if (lock_acquire(e, LC_MMAP, (uint64_t)mm, LM_WRITE) ||
 	    (v && lock_acquire_range(e, LC_VMA, (uint64_t)mm, LM_WRITE, v->start, v->end)) ||
 	    (v && v->anon && lock_acquire(e, LC_ANON_VMA, v->anon_root, LM_WRITE)) ||
-	    lock_would_wait(e, LC_IRQS_OFF, 0, LM_WRITE))
+	    (e->knob[K_COLLAPSE_GUP_SYNC] == 0 && lock_would_wait(e, LC_IRQS_OFF, 0, LM_WRITE)))
 		return SCAN_WAIT;
 	uint64_t sz = pmd_size(e);
 	uint64_t head = data_alloc(e, sz >> 12);
@@ -322,7 +322,7 @@ static int collapse_file(struct engine *e, int mm, int obj, uint64_t start, uint
 	/* 6.1-6.4 retract under i_mmap_lock_write, and tlb_remove_table_sync_one's IPI waits for IRQs-off walkers: checked
 	 * before anything changes, since the model's operation either runs or waits */
 	if (caller_only && (lock_would_wait(e, LC_I_MMAP, (uint64_t)obj, LM_WRITE) ||
-			    lock_would_wait(e, LC_IRQS_OFF, 0, LM_WRITE)))
+			    (e->knob[K_COLLAPSE_GUP_SYNC] == 0 && lock_would_wait(e, LC_IRQS_OFF, 0, LM_WRITE))))
 		return SCAN_WAIT;
 	for (uint64_t i = 0; i < n; i++) {
 		uint64_t pfn = b->pfn[i];

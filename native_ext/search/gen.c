@@ -638,6 +638,8 @@ static bool gen_disturb(struct gen *g, int pid, uint64_t addr, enum actor_kind k
 	case 3:
 		OP(g, OP_MADVISE, (uint64_t)pid, pmd_base, g->L.pmd, 1);
 		OP(g, OP_MADVISE, (uint64_t)pid, pmd_base, g->L.pmd, 3);
+		if (!held && chance(g->c, 40)) /* then the block goes: the collapse's deposit (the old PTE table) is freed */
+			OP(g, OP_MUNMAP, (uint64_t)pid, pmd_base, g->L.pmd);
 		break;
 	case 4:
 		OP(g, OP_SPLIT, (uint64_t)pid, addr);
@@ -704,7 +706,7 @@ static void gen_actor(struct gen *g)
 	switch (below(g->c, 3)) {
 	case 0:
 		OP(g, OP_WALK_BEGIN, (uint64_t)cpu, (uint64_t)pid, addr);
-		for (uint32_t n = below(g->c, 3); n; n--) /* descend now: the walker holds a lower table for what comes next */
+		for (uint32_t n = below(g->c, 4); n; n--) /* descend now (to the PTE table): the walker holds a lower table for what comes next */
 			OP(g, OP_WALK_STEP, (uint64_t)cpu);
 		break;
 	case 1:
