@@ -13,7 +13,7 @@ from .app import app
 
 @app.command("repro-c")
 def repro_c(
-    path: Path = typer.Argument(..., help="A trace file."),
+    path: Path = typer.Argument(..., metavar="TRACE", help="A trace file."),
     out: Path = typer.Option(None, "-o", "--output", help="Write the C program here (default: stdout; with "
                              "--compile, TRACE's name with .c in the current directory)."),
     arch: str = typer.Option(None, "--arch", help=f"Target: {', '.join(ARCHES)} (default: the trace's arch, s390 "
@@ -58,7 +58,7 @@ def repro_c(
     build = repro.build_command(str(out) if out else "REPRO.c", str(out.with_suffix("")) if out else "repro")
     if json_out:
         doc = {"trace": str(path), "arch": repro.arch, "ops": repro.ops, "source": str(out) if out else None,
-               "binary": str(binary) if binary else None, "build": build,
+               "binary": str(binary) if binary else None, "build_command": build,
                "skipped": [{"op_index": i, "op": t, "why": w} for i, t, w in repro.skipped]}
         if out is None:
             doc["c"] = repro.source

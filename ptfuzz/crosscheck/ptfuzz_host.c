@@ -103,15 +103,19 @@ static int figall(uint64_t lo, uint64_t hi)
     for (int s = 0; s < NPROC; s++) {
         if (!procs[s].used)
             continue;
-        if (send_req(s, C_FIGURES, lo, hi, 0, 0))
-            return lost(s, "figall");
+        if (send_req(s, C_FIGURES, lo, hi, 0, 0)) {
+            lost(s, "figall");
+            return out("e %s", ptf_err);
+        }
         int r = read_reply(s);
         if (r == -2) {
             kill_slot(s);
             return out("e process %d timed out during figall", s);
         }
-        if (r)
-            return lost(s, "figall");
+        if (r) {
+            lost(s, "figall");
+            return out("e %s", ptf_err);
+        }
         if (outbuf[0] != 'f')
             return out("e process %d: figures: %s", s, outbuf);
         size_t len = strlen(outbuf + 1);
