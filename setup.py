@@ -25,6 +25,8 @@ if sanitize:
     extra_link += flags
 
 HOST_SOURCE = "ptfuzz/crosscheck/ptfuzz_host.c"
+# what each host operation does: shared with `ptfuzz repro-c`'s reproducers, included by the helper
+HOST_HEADERS = ["ptfuzz/crosscheck/ptfuzz_ops.h", "ptfuzz/crosscheck/ptfuzz_kvm_ops.h"]
 HOST_NAME = "ptfuzz-host"
 # crosscheck --kvm's helper (x86_64 Linux only; built the same way, dynamic: it needs no constant layout)
 KVM_SOURCE = "ptfuzz/crosscheck/ptfuzz_kvm.c"
@@ -71,7 +73,8 @@ class build_ext_with_host(build_ext):
         from distutils.errors import CCompilerError, DistutilsExecError, LinkError
 
         regular, inplace = self._host_paths()
-        stale = self.force or not os.path.exists(regular) or os.path.getmtime(HOST_SOURCE) > os.path.getmtime(regular)
+        stale = self.force or not os.path.exists(regular) or any(
+            os.path.getmtime(f) > os.path.getmtime(regular) for f in [HOST_SOURCE, *HOST_HEADERS] if os.path.exists(f))
         if stale:
             try:
                 # never the sanitizer flags: ASan's shadow memory would sit in the helper's window

@@ -27,7 +27,7 @@ def _register(argv: list[str]) -> None:
         importlib.import_module(f"{__name__}.{name}")
         if name in _names():
             return
-    from . import check, crosscheck, elf, fuzz, gen, geometry, kernels, knobs, minimize, replay, show, trace, variants  # noqa: F401
+    from . import check, crosscheck, elf, fuzz, gen, geometry, kernels, knobs, minimize, replay, repro_c, show, trace, variants  # noqa: F401
 
 
 def main() -> None:

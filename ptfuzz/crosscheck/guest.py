@@ -22,7 +22,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from .host import CFLAGS, SOURCE, Host, HostError
+from .host import CFLAGS, SOURCE, Host, HostError, source_bytes
 from .kernels import Kernel, KernelError, cross_cc, kernels_dir, qemu_binary
 
 BOOT_TIMEOUT = 120.0
@@ -38,7 +38,7 @@ def build_helper(arch: str, source: Path = SOURCE, pgste: bool = False) -> Path:
         raise KernelError(f"the helper's source {source} is missing: crosscheck --kernel needs a source checkout")
     cc = cross_cc(arch)
     extra = ["-static"] + (["-Wl,--s390-pgste"] if pgste else [])
-    key = hashlib.sha256(source.read_bytes() + repr((cc, CFLAGS, extra)).encode()).hexdigest()[:16]
+    key = hashlib.sha256(source_bytes(source) + repr((cc, CFLAGS, extra)).encode()).hexdigest()[:16]
     out = kernels_dir() / "helpers" / f"ptfuzz-host-{arch}{'-pgste' if pgste else ''}-{key}"
     if out.is_file():
         return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import re
 import selectors
 import shlex
 import subprocess
@@ -17,6 +18,8 @@ BINARY_NAME = "ptfuzz-host"
 # Shipped with the package (package data): the host build is made at install time, and foreign arches' static
 # helpers are cross-compiled from it on first use (guest.py).
 SOURCE = Path(__file__).resolve().with_name("ptfuzz_host.c")
+# What each operation does lives in a header the helper shares with `ptfuzz repro-c`'s reproducers.
+OPS_HEADER = SOURCE.with_name("ptfuzz_ops.h")
 CFLAGS = ["-O2", "-Wall", "-Wextra"]
 DEFAULT_TIMEOUT = 10.0
 
@@ -50,6 +53,18 @@ def cache_dir() -> Path:
     return Path(base) / "ptfuzz"
 
 
+def source_bytes(source: Path) -> bytes:
+    """A C source and the project headers it includes (`#include "x.h"` next to it): what a build's cache key
+    covers, so that an edit of a shared header rebuilds every helper that includes it."""
+    data = Path(source).read_bytes()
+    out = [data]
+    for name in re.findall(rb'^#include "([^"/]+)"', data, re.M):
+        header = Path(source).with_name(name.decode())
+        if header.is_file():
+            out.append(header.read_bytes())
+    return b"".join(out)
+
+
 def compile_host(source: Path = SOURCE, cache: Path | None = None, name: str = BINARY_NAME,
                  static: bool = True) -> Path:
     """Compiles a helper (this one, or crosscheck --kvm's) into a per-user cache (keyed by source and compiler)
@@ -58,7 +73,7 @@ def compile_host(source: Path = SOURCE, cache: Path | None = None, name: str = B
     if not source.is_file():
         raise HostError(f"{name} is not built and its source {source} is missing: reinstall ptfuzz")
     cc = shlex.split(os.environ.get("CC") or "cc")
-    key = hashlib.sha256(source.read_bytes() + repr((cc, CFLAGS)).encode()).hexdigest()[:16]
+    key = hashlib.sha256(source_bytes(source) + repr((cc, CFLAGS)).encode()).hexdigest()[:16]
     cache = Path(cache) if cache is not None else cache_dir()
     out = cache / f"{name}-{key}"
     if os.access(out, os.X_OK):

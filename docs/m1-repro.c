@@ -1,0 +1,1952 @@
+/* gmap-dangling-m1.msgpack: trace corpus/regressions/s390/gmap-dangling-m1.msgpack (s390, 8 operations) as a standalone program, written by
+ * `ptfuzz repro-c`: it performs the operations in order on the running kernel, one real process per trace
+ * pid, and prints one line per operation: INDEX OPERATION(ARGS) = RESULT (0 or -errno, as ptfuzz's model
+ * writes results; `skipped` for one that has no real-kernel definition, `error` when the program cannot
+ * perform it), then the page-table figures of every live process (VmPTE minus a fresh process's, and its
+ * PMD-mapped blocks). What each operation does is ptfuzz_ops.h's, inlined below: `ptfuzz crosscheck`'s
+ * helper runs the same code.
+ *
+ * build: s390x-linux-gnu-gcc -O2 -Wall -Wextra -static -Wl,--s390-pgste -o gmap-dangling-m1 gmap-dangling-m1.c
+ * (static: fewer mappings of its own; `-static` may be dropped where there is no static libc)
+ * --s390-pgste: KVM_CREATE_VM needs an mm that asked for PGSTEs at exec; every process forked from this
+ * one inherits it (where the trace gives PGSTEs to some processes only).
+ */
+
+#define _GNU_SOURCE
+#define PTF_NAME "ptfuzz-repro"
+/* the trace's addresses lie here: the program's own mappings must not (checked at start-up) */
+#define WIN_LO 0x10000000ULL
+#define WIN_HI 0x20100000ULL
+#define WIN_TEXT "[0x10000000, 0x20100000)"
+#define PTF_CHILD_EXTRA ptf_kvm_child
+
+/* ==== ptfuzz_ops.h, inlined from ptfuzz ==== */
+/*
+ * ptfuzz_ops.h: what each host operation of a trace does on a real kernel, shared by the crosscheck helper
+ * (ptfuzz_host.c, which answers a line protocol) and the standalone reproducers `ptfuzz repro-c` writes (which
+ * inline this file): one definition of exec, fork, exit, mmap, shm_mmap, munmap, madvise and fault, and of the
+ * page-table figures measured after them.
+ *
+ * Each trace process (pid 0..63) is a real child process of the root; the root talks to it over an AF_UNIX
+ * stream socket (a socket rather than a pipe so that a process that forks can hand the new child's channel to
+ * the root with SCM_RIGHTS). The root's entry points:
+ *
+ *   ptf_init()                      start-up: shm objects, host geometry (detect), the baseline VmPTE
+ *   ptf_host_op(name, args)         one operation with the trace's arguments (exec: the pid only):
+ *                                   0 or -errno as the model writes results, or PTF_FAIL (ptf_err says why:
+ *                                   an argument the program cannot honour, a process that died)
+ *   ptf_figures(pid, lo, hi)        outbuf = "f VMPTE_MINUS_BASELINE N ADDR1 .. ADDRN" (PMD-mapped blocks)
+ *   shutdown_all()                  every process killed and reaped, then exit
+ *
+ * An includer may define PTF_NAME (its name in fatal messages), WIN_LO/WIN_HI/WIN_TEXT (another address
+ * window) and PTF_CHILD_EXTRA (a function serving more request codes in the child, e.g. the KVM operations of
+ * ptfuzz_kvm_ops.h) before including it.
+ *
+ * Page-table bytes are VmPTE minus a baseline.  VmPTE also counts the tables of the program's own
+ * mappings, so every process keeps its non-window part identical: no allocation after start-up
+ * (static buffers only, no stdio), MADV_NOHUGEPAGE on the program's own mappings, and every page of
+ * every readable mapping outside the window is pre-faulted when a process starts (fresh or forked),
+ * because fork copies page tables only for some mappings and the rest would fill in later.
+ */
+#ifndef PTFUZZ_OPS_H
+#define PTFUZZ_OPS_H
+#ifndef PTF_NAME
+#define PTF_NAME "ptfuzz-host"
+#endif
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/reboot.h>
+#include <sys/stat.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* The build host's headers may be older than the kernel the helper runs on. */
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+#ifndef MAP_HUGE_SHIFT
+#define MAP_HUGE_SHIFT 26
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#ifndef SYS_memfd_create
+#error "memfd_create is required"
+#endif
+
+/* PAGEMAP_SCAN (Linux 6.7, include/uapi/linux/fs.h), defined here because the headers may lack it. */
+struct ptf_page_region {
+    uint64_t start, end, categories;
+};
+struct ptf_pm_scan_arg {
+    uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+    uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+#define PTF_PAGEMAP_SCAN _IOWR('f', 16, struct ptf_pm_scan_arg)
+#define PTF_PAGE_IS_PRESENT (1ULL << 3)
+#define PTF_PAGE_IS_PFNZERO (1ULL << 5)
+#define PTF_PAGE_IS_HUGE (1ULL << 6)
+
+/* /proc/kpageflags bits (include/uapi/linux/kernel-page-flags.h) for the fallback. */
+#define KPF_COMPOUND_HEAD 15
+#define KPF_HUGE 17
+#define KPF_THP 22
+#define KPF_ZERO_PAGE 24
+
+/* Every address-space change must lie in [WIN_LO, WIN_HI), away from the program's own mappings (a reproducer
+ * may define another window, WIN_TEXT naming it, for a trace whose addresses lie elsewhere). */
+#ifndef WIN_LO
+#define WIN_LO (1ULL << 44)
+#define WIN_HI (1ULL << 46)
+#define WIN_TEXT "[2^44, 2^46)"
+#endif
+#define MAX_MAP (64ULL << 30) /* the largest single mmap accepted */
+#define NPROC 64
+#define TMP NPROC /* slot of the throwaway child used by hello's baseline and probe */
+#define NOBJ 16
+#define MAXB 65536 /* most PMD-mapped blocks one figures reply lists */
+#define CHILD_TIMEOUT_MS 120000
+
+enum { M_NONE, M_SCAN, M_KPF };
+static const char *const method_names[] = {"none", "scan", "kpageflags"};
+
+enum { C_MMAP = 1, C_SHM, C_MUNMAP, C_MADVISE, C_FAULT, C_FIGURES, C_FORK, C_VMPTE, C_PROBE };
+
+struct req {
+    uint32_t op, pad;
+    uint64_t a[4];
+};
+
+struct proc {
+    int used, sock, pidfd;
+    pid_t ospid;
+};
+
+#ifdef PTF_CHILD_EXTRA
+/* more requests a process serves (the KVM operations header): 0 when it has replied */
+static int PTF_CHILD_EXTRA(const struct req *r);
+#endif
+
+/* ---- state shared by root and children (children inherit it at fork) ---- */
+static long page_size;
+static uint64_t pmd_size;
+static unsigned pmd_shift, pud_shift; /* log2 of PMD_SIZE and PUD_SIZE: the trace's hugetlb sizes (detect) */
+static long long baseline;
+static int method, va_bits, la57;
+static int memfd[NOBJ];
+static uint64_t memfd_size;
+static pid_t root_pid;
+static int guest; /* pid 1 of a QEMU guest */
+
+/* ---- child state ---- */
+static int chan = -1, pagemap_fd = -1, kpf_fd = -1;
+static int have_1g; /* a PUD-size hugetlb mapping was made: such blocks are PUD-, not PMD-mapped */
+static sigjmp_buf fault_env;
+static volatile sig_atomic_t in_fault;
+
+/* ---- static buffers: no allocation after start-up keeps the helper's own tables constant ---- */
+static struct proc procs[NPROC + 1];
+static char outbuf[MAXB * 16 + 256];
+static uint64_t blocks[MAXB];
+static char iobuf[1 << 16];
+static struct ptf_page_region regions[1024];
+static uint64_t pmbuf[4096];
+static uint64_t g1_lo[256], g1_hi[256];
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int read_full(int fd, void *buf, size_t n)
+{
+    char *p = buf;
+    while (n) {
+        ssize_t r = read(fd, p, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+__attribute__((noreturn)) static void die(const char *msg)
+{
+    char b[512];
+    int n = snprintf(b, sizeof b, PTF_NAME ": %s: %s\n", msg, strerror(errno));
+    (void)!write(2, b, (size_t)n);
+    _exit(3);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* figures                                                                                     */
+
+static long long read_vmpte(void)
+{
+    static char buf[8192];
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + n, sizeof buf - 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    buf[n] = 0;
+    char *p = strstr(buf, "\nVmPTE:");
+    if (!p)
+        return -1;
+    return strtoll(p + 7, NULL, 10) * 1024; /* reported in kB */
+}
+
+static int add_block(int *n, uint64_t b)
+{
+    if (*n && blocks[*n - 1] >= b)
+        return 0; /* regions arrive in ascending order; a block may span two regions */
+    if (*n >= MAXB)
+        return -1;
+    blocks[(*n)++] = b;
+    return 0;
+}
+
+/* Blocks with PAGE_IS_HUGE|PAGE_IS_PRESENT: PMD-mapped THPs (and the huge zero page) and hugetlb. */
+static int scan_blocks(uint64_t lo, uint64_t hi, int *n)
+{
+    struct ptf_pm_scan_arg a;
+    memset(&a, 0, sizeof a);
+    a.size = sizeof a;
+    a.start = lo;
+    a.end = hi;
+    a.vec = (uint64_t)(uintptr_t)regions;
+    a.vec_len = sizeof regions / sizeof regions[0];
+    a.category_mask = PTF_PAGE_IS_PRESENT | PTF_PAGE_IS_HUGE;
+    a.return_mask = PTF_PAGE_IS_PRESENT | PTF_PAGE_IS_HUGE;
+    while (a.start < hi) {
+        int r = ioctl(pagemap_fd, PTF_PAGEMAP_SCAN, &a);
+        if (r < 0)
+            return -errno;
+        for (int i = 0; i < r; i++)
+            for (uint64_t b = regions[i].start & ~(pmd_size - 1); b < regions[i].end; b += pmd_size)
+                if (add_block(n, b))
+                    return -E2BIG;
+        if (a.walk_end <= a.start || a.walk_end >= hi)
+            break;
+        a.start = a.walk_end;
+    }
+    return 0;
+}
+
+static int kpf_flags(uint64_t pfn, uint64_t *fl)
+{
+    return pread(kpf_fd, fl, 8, (off_t)(pfn * 8)) == 8 ? 0 : -1;
+}
+
+/* Fallback without PAGEMAP_SCAN (root only): a block counts as PMD-mapped when its first page is
+ * the head of a THP (or a hugetlb page or the huge zero page) and all its pages are present with
+ * consecutive PFNs.  A fully PTE-mapped THP looks the same here; PAGEMAP_SCAN has no such blind spot. */
+/* The VMAs of [kpf_lo, kpf_hi) from /proc/self/smaps, each with the bytes it maps by PMD leaves
+ * (AnonHugePages + ShmemPmdMapped + FilePmdMapped; the huge zero page is in none of them). */
+static uint64_t kpf_lo, kpf_hi;
+static struct { uint64_t a, b, pmd_kb; } kpf_vma[256];
+static int kpf_nvma;
+
+static void kpf_read_smaps(void)
+{
+    int fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC), cur = -1;
+    kpf_nvma = 0;
+    if (fd < 0)
+        return;
+    size_t len = 0;
+    for (;;) {
+        ssize_t r = read(fd, iobuf + len, sizeof iobuf - 1 - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        iobuf[len] = 0;
+        char *p = iobuf, *nl;
+        while ((nl = memchr(p, '\n', (size_t)(iobuf + len - p)))) {
+            *nl = 0;
+            unsigned long long a, b, kb;
+            char key[32];
+            if (sscanf(p, "%llx-%llx ", &a, &b) == 2) {
+                cur = -1;
+                if (b > kpf_lo && a < kpf_hi && kpf_nvma < 256) {
+                    cur = kpf_nvma++;
+                    kpf_vma[cur].a = a, kpf_vma[cur].b = b, kpf_vma[cur].pmd_kb = 0;
+                }
+            } else if (cur >= 0 && sscanf(p, "%31[A-Za-z]: %llu kB", key, &kb) == 2 &&
+                       (!strcmp(key, "AnonHugePages") || !strcmp(key, "ShmemPmdMapped") || !strcmp(key, "FilePmdMapped"))) {
+                kpf_vma[cur].pmd_kb += kb;
+            }
+            p = nl + 1;
+        }
+        len = (size_t)(iobuf + len - p);
+        memmove(iobuf, p, len);
+    }
+    close(fd);
+}
+
+/* 0: not PMD-mapped by its looks; 1: a THP head with its 512 pages at consecutive PFNs; 2: the huge
+ * zero page or a hugetlb page, which nothing maps by PTEs like that */
+static int kpf_block(uint64_t b, uint64_t per)
+{
+    uint64_t e, fl;
+    if (pread(pagemap_fd, &e, 8, (off_t)(b / (uint64_t)page_size * 8)) != 8)
+        return -EIO;
+    uint64_t pfn = e & ((1ULL << 55) - 1);
+    if (!(e >> 63) || !pfn || pfn % per || kpf_flags(pfn, &fl))
+        return 0;
+    int zero = (fl >> KPF_ZERO_PAGE) & 1;
+    int thp = ((fl >> KPF_THP) & 1) && (((fl >> KPF_COMPOUND_HEAD) & 1) || zero);
+    if (!thp && !((fl >> KPF_HUGE) & 1))
+        return 0;
+    if (pread(pagemap_fd, pmbuf, per * 8, (off_t)(b / (uint64_t)page_size * 8)) != (ssize_t)(per * 8))
+        return -EIO;
+    for (uint64_t i = 0; i < per; i++)
+        if (!(pmbuf[i] >> 63) || (pmbuf[i] & ((1ULL << 55) - 1)) != pfn + i)
+            return 0;
+    return zero || !thp ? 2 : 1;
+}
+
+/* Fallback without PAGEMAP_SCAN (root only; Linux before 6.7): a block counts as PMD-mapped when it lies
+ * inside one VMA and its first page is the head of a THP (or a hugetlb page or the huge zero page) with
+ * all its pages present at consecutive PFNs.  A fully PTE-mapped THP looks the same (after a split at a
+ * VMA boundary that a later merge removed), so a VMA whose smaps shows no PMD-mapped bytes has none;
+ * one that shows fewer than it has such blocks cannot say which: every candidate is reported.  Only
+ * blocks inside VMAs are looked at: a syscall per block of an empty window costs tens of milliseconds
+ * per figures under QEMU's TCG. */
+static int kpf_blocks(uint64_t lo, uint64_t hi, int *n)
+{
+    uint64_t per = pmd_size / (uint64_t)page_size;
+    static uint64_t cand[MAXB];
+    static int kind[MAXB];
+    if (per > sizeof pmbuf / 8)
+        return -EINVAL;
+    kpf_lo = lo, kpf_hi = hi;
+    kpf_read_smaps();
+    for (int v = 0; v < kpf_nvma; v++) {
+        uint64_t from = (kpf_vma[v].a + pmd_size - 1) & ~(pmd_size - 1), to = kpf_vma[v].b < hi ? kpf_vma[v].b : hi;
+        if (from < lo)
+            from = lo;
+        int nc = 0, nthp = 0;
+        for (uint64_t b = from; b + pmd_size <= to && nc < MAXB; b += pmd_size) {
+            int k = kpf_block(b, per);
+            if (k < 0)
+                return k;
+            if (k) {
+                cand[nc] = b;
+                kind[nc++] = k;
+                nthp += k == 1;
+            }
+        }
+        for (int i = 0; i < nc; i++)
+            if ((kind[i] == 2 || kpf_vma[v].pmd_kb) && add_block(n, cand[i]))
+                return -E2BIG;
+        (void)nthp;
+    }
+    return 0;
+}
+
+/* PUD-size hugetlb VMAs, from smaps, so that their blocks are not reported as PMD-mapped. */
+static int find_1g_vmas(void)
+{
+    int fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC), ng = 0;
+    if (fd < 0)
+        return 0;
+    size_t len = 0;
+    uint64_t cur_lo = 0, cur_hi = 0;
+    for (;;) {
+        ssize_t r = read(fd, iobuf + len, sizeof iobuf - 1 - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        iobuf[len] = 0;
+        char *p = iobuf, *nl;
+        while ((nl = memchr(p, '\n', (size_t)(iobuf + len - p)))) {
+            *nl = 0;
+            unsigned long long a, b, kb;
+            if (sscanf(p, "%llx-%llx ", &a, &b) == 2)
+                cur_lo = a, cur_hi = b;
+            else if (sscanf(p, "KernelPageSize: %llu kB", &kb) == 1 && kb << 10 == 1ULL << pud_shift && ng < 256)
+                g1_lo[ng] = cur_lo, g1_hi[ng++] = cur_hi;
+            p = nl + 1;
+        }
+        len = (size_t)(iobuf + len - p);
+        memmove(iobuf, p, len);
+    }
+    close(fd);
+    return ng;
+}
+
+static void do_figures(uint64_t lo, uint64_t hi)
+{
+    long long vm = read_vmpte();
+    int n = 0, r;
+    lo &= ~(pmd_size - 1);
+    hi = (hi + pmd_size - 1) & ~(pmd_size - 1);
+    if (vm < 0) {
+        snprintf(outbuf, sizeof outbuf, "e cannot read VmPTE\n");
+        goto out;
+    }
+    if (method == M_SCAN)
+        r = scan_blocks(lo, hi, &n);
+    else if (method == M_KPF)
+        r = kpf_blocks(lo, hi, &n);
+    else
+        r = -ENOSYS;
+    if (r) {
+        snprintf(outbuf, sizeof outbuf, "e PMD-mapped blocks: %s\n", r == -ENOSYS ? "no method on this host" : strerror(-r));
+        goto out;
+    }
+    if (have_1g) {
+        int ng = find_1g_vmas(), k = 0;
+        for (int i = 0; i < n; i++) {
+            int drop = 0;
+            for (int g = 0; g < ng; g++)
+                drop |= blocks[i] >= g1_lo[g] && blocks[i] < g1_hi[g];
+            if (!drop)
+                blocks[k++] = blocks[i];
+        }
+        n = k;
+    }
+    size_t o = (size_t)snprintf(outbuf, sizeof outbuf, "f %lld %d", vm - baseline, n);
+    for (int i = 0; i < n; i++)
+        o += (size_t)snprintf(outbuf + o, sizeof outbuf - o, " %llu", (unsigned long long)blocks[i]);
+    outbuf[o++] = '\n';
+    outbuf[o] = 0;
+out:
+    if (write_all(chan, outbuf, strlen(outbuf)))
+        _exit(0);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* child process                                                                               */
+
+static void fault_handler(int sig)
+{
+    if (!in_fault) {
+        signal(sig, SIG_DFL); /* a bug in the helper itself: die from the re-raised fault */
+        return;
+    }
+    in_fault = 0;
+    siglongjmp(fault_env, 1);
+}
+
+/* One byte, read or written, with SIGSEGV/SIGBUS turned into -EFAULT. */
+static int touch(uint64_t addr, int write)
+{
+    if (sigsetjmp(fault_env, 1))
+        return -EFAULT;
+    in_fault = 1;
+    if (write)
+        *(volatile char *)(uintptr_t)addr = 1;
+    else
+        (void)*(volatile char *)(uintptr_t)addr;
+    in_fault = 0;
+    return 0;
+}
+
+static int overlaps_window(uint64_t a, uint64_t b)
+{
+    return a < WIN_HI && b > WIN_LO;
+}
+
+/* Calls fn(start, end, perms, name) for every mapping of /proc/self/maps. */
+static void for_each_mapping(void (*fn)(uint64_t, uint64_t, const char *, const char *))
+{
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        die("open /proc/self/maps");
+    size_t len = 0;
+    for (;;) {
+        ssize_t r = read(fd, iobuf + len, sizeof iobuf - 1 - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        iobuf[len] = 0;
+        char *p = iobuf, *nl;
+        while ((nl = memchr(p, '\n', (size_t)(iobuf + len - p)))) {
+            *nl = 0;
+            unsigned long long a, b;
+            char perms[8] = "";
+            int name_at = 0;
+            if (sscanf(p, "%llx-%llx %7s %*s %*s %*s %n", &a, &b, perms, &name_at) >= 3)
+                fn(a, b, perms, name_at ? p + name_at : "");
+            p = nl + 1;
+        }
+        len = (size_t)(iobuf + len - p);
+        memmove(iobuf, p, len);
+    }
+    close(fd);
+}
+
+static int special(const char *name)
+{
+    return !strcmp(name, "[vvar]") || !strcmp(name, "[vvar_vclock]") || !strcmp(name, "[vsyscall]");
+}
+
+static volatile uint64_t pf_lo, pf_hi;
+
+static void prefault_one(uint64_t a, uint64_t b, const char *perms, const char *name)
+{
+    if (perms[0] != 'r' || special(name) || overlaps_window(a, b))
+        return;
+    /* one sigsetjmp per mapping: a fault (SIGBUS past the end of a file) skips the rest of it;
+     * the bounds live in statics because locals may not survive the siglongjmp */
+    pf_lo = a;
+    pf_hi = b;
+    if (sigsetjmp(fault_env, 1))
+        return;
+    in_fault = 1;
+    for (; pf_lo < pf_hi; pf_lo += (uint64_t)page_size)
+        (void)*(volatile char *)(uintptr_t)pf_lo;
+    in_fault = 0;
+}
+
+static void nohuge_one(uint64_t a, uint64_t b, const char *perms, const char *name)
+{
+    (void)perms;
+    if (!special(name) && !overlaps_window(a, b))
+        madvise((void *)(uintptr_t)a, b - a, MADV_NOHUGEPAGE); /* errors (special mappings) do not matter */
+}
+
+static void window_clash(uint64_t a, uint64_t b, const char *perms, const char *name)
+{
+    (void)perms;
+    (void)name;
+    if (overlaps_window(a, b)) {
+        errno = EEXIST;
+        die("the program's own mappings overlap the window " WIN_TEXT);
+    }
+}
+
+static void close_others(int keep)
+{
+    /* keep: the channel and the shared memfds (created first, so the fds below them are 0..2) */
+    int lo_keep = memfd[0], hi_keep = memfd[NOBJ - 1];
+    for (int fd = 0; fd < lo_keep; fd++)
+        if (fd != keep)
+            close(fd);
+    if (keep > hi_keep + 1 && syscall(SYS_close_range, hi_keep + 1, keep - 1, 0) && errno == ENOSYS)
+        for (int fd = hi_keep + 1; fd < keep; fd++)
+            close(fd);
+    if (syscall(SYS_close_range, (keep > hi_keep ? keep : hi_keep) + 1, ~0U, 0) && errno == ENOSYS)
+        for (int fd = (keep > hi_keep ? keep : hi_keep) + 1; fd < 4096; fd++)
+            close(fd);
+}
+
+/* Start of every process's life, fresh or forked: own channel only, then a constant set of tables. */
+static void child_init(int ch)
+{
+    close_others(ch);
+    int nul = open("/dev/null", O_RDWR);
+    for (int fd = 0; fd < 3; fd++)
+        if (fd != ch && fd != nul)
+            dup2(nul, fd); /* nothing of the client's stdio stays open in the children */
+    if (nul > 2 && nul != ch)
+        close(nul);
+    chan = ch;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = fault_handler;
+    sa.sa_flags = SA_NODEFER;
+    sigaction(SIGSEGV, &sa, NULL);
+    sigaction(SIGBUS, &sa, NULL);
+    signal(SIGCHLD, SIG_IGN); /* processes forked by this one are reaped by the kernel */
+    signal(SIGPIPE, SIG_IGN);
+    pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC); /* bound to this mm at open */
+    if (method == M_KPF)
+        kpf_fd = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC);
+    for_each_mapping(prefault_one);
+    if (write_all(chan, "r 0\n", 4))
+        _exit(0);
+}
+
+static void reply_r(long long v)
+{
+    char b[64];
+    int n = snprintf(b, sizeof b, "r %lld\n", v);
+    if (write_all(chan, b, (size_t)n))
+        _exit(0);
+}
+
+static int err(long r)
+{
+    return r < 0 ? -errno : 0;
+}
+
+static int do_mmap(uint64_t addr, uint64_t len, uint64_t flags)
+{
+    /* the trace's meaning (docs/trace-format.md): MAP_HUGETLB with the size log of PMD_SIZE (bit1) and of PUD_SIZE
+     * (bit2), both bits the two logs ORed; on x86_64 MAP_HUGE_2MB and MAP_HUGE_1GB */
+    int f = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
+    if (flags & 2)
+        f |= MAP_HUGETLB | (int)(pmd_shift << MAP_HUGE_SHIFT);
+    if (flags & 4)
+        f |= MAP_HUGETLB | (int)(pud_shift << MAP_HUGE_SHIFT);
+    void *p = mmap((void *)(uintptr_t)addr, len, PROT_READ | PROT_WRITE, f, -1, 0);
+    if (p == MAP_FAILED)
+        return -errno;
+    if ((flags & 6) == 4 && pud_shift != pmd_shift)
+        have_1g = 1;
+    if (flags & 1)
+        return err(madvise(p, len, MADV_HUGEPAGE));
+    return 0;
+}
+
+/* Returns the new process's channel in the new process, -1 in the parent (which has replied).
+ * The new process goes back to the same request loop rather than starting a nested one: a chain
+ * of forks must not deepen the stack (a grown stack mapping would change the baseline). */
+static int do_fork(void)
+{
+    int sv[2];
+    struct {
+        int32_t res, pid;
+    } msg = {0, 0};
+    struct msghdr mh;
+    struct iovec iov = {&msg, sizeof msg};
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int))];
+    } cb;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) {
+        msg.res = -errno;
+    } else {
+        pid_t pid = fork();
+        if (pid == 0) {
+            /* No PR_SET_PDEATHSIG here: the real child outlives its parent's exit.  It leaves when
+             * its channel reaches EOF, i.e. when the root is gone. */
+            close(sv[0]);
+            return sv[1];
+        }
+        close(sv[1]);
+        if (pid < 0) {
+            msg.res = -errno;
+            close(sv[0]);
+        } else {
+            msg.pid = pid;
+            memset(&cb, 0, sizeof cb);
+            mh.msg_control = cb.b;
+            mh.msg_controllen = sizeof cb.b;
+            struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(c), &sv[0], sizeof(int));
+        }
+    }
+    ssize_t w;
+    do
+        w = sendmsg(chan, &mh, MSG_NOSIGNAL);
+    while (w < 0 && errno == EINTR);
+    if (mh.msg_control)
+        close(sv[0]);
+    if (w != (ssize_t)sizeof msg)
+        _exit(0);
+    return -1;
+}
+
+static void write_file(const char *path, const char *v)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)!write(fd, v, strlen(v));
+        close(fd);
+    }
+}
+
+/* A /proc/meminfo field in kB, or -1. */
+static long long meminfo_kb(const char *key)
+{
+    static char buf[8192];
+    int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = 0;
+    char want[64];
+    snprintf(want, sizeof want, "\n%s:", key);
+    char *p = strstr(buf, want);
+    return p ? strtoll(p + strlen(want), NULL, 10) : -1;
+}
+
+/* Page-table memory of the whole system (PageTables in /proc/meminfo), exact after vm.stat_refresh
+ * (root only; elsewhere per-cpu counter drift stays in it). */
+static long long pagetables_kb(void)
+{
+    write_file("/proc/sys/vm/stat_refresh", "1");
+    return meminfo_kb("PageTables");
+}
+
+/* ---- probes: run in a throwaway child, in the window (nothing else lives there) ---- */
+
+static uint64_t probe_addr(int i)
+{
+    return 0x300000000000ULL + (uint64_t)i * (4ULL << 30);
+}
+
+static void *probe_map(int i, int advice)
+{
+    void *p = mmap((void *)(uintptr_t)probe_addr(i), pmd_size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    if (advice >= 0)
+        madvise(p, pmd_size, advice);
+    return p;
+}
+
+/* Categories of the first page at p (PAGEMAP_SCAN), or -1. */
+static long long scan_cats(void *p)
+{
+    struct ptf_pm_scan_arg a;
+    memset(&a, 0, sizeof a);
+    a.size = sizeof a;
+    a.start = (uint64_t)(uintptr_t)p;
+    a.end = a.start + (uint64_t)page_size;
+    a.vec = (uint64_t)(uintptr_t)regions;
+    a.vec_len = 1;
+    a.return_mask = PTF_PAGE_IS_PRESENT | PTF_PAGE_IS_HUGE | PTF_PAGE_IS_PFNZERO;
+    int r = ioctl(pagemap_fd, PTF_PAGEMAP_SCAN, &a);
+    if (r < 0)
+        return -1;
+    return r ? (long long)regions[0].categories : 0;
+}
+
+static uint64_t pm_pfn(void *p)
+{
+    uint64_t e = 0;
+    if (pread(pagemap_fd, &e, 8, (off_t)((uintptr_t)p / (uintptr_t)page_size * 8)) != 8 || !(e >> 63))
+        return 0;
+    return e & ((1ULL << 55) - 1);
+}
+
+static int is_pmd_mapped(void *p)
+{
+    int n = 0;
+    uint64_t b = (uint64_t)(uintptr_t)p;
+    int r = method == M_SCAN ? scan_blocks(b, b + pmd_size, &n) : method == M_KPF ? kpf_blocks(b, b + pmd_size, &n) : -1;
+    return r ? -1 : n > 0;
+}
+
+static int sysfs_word(const char *path, const char *const *words, int nwords)
+{
+    char b[256];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, b, sizeof b - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    b[n] = 0;
+    char *s = strchr(b, '[');
+    if (!s) /* a plain number */
+        return atoi(b);
+    for (int i = 0; i < nwords; i++)
+        if (!strncmp(s + 1, words[i], strlen(words[i])) && s[1 + strlen(words[i])] == ']')
+            return i;
+    return -1;
+}
+
+static uint64_t vmas_lo, vmas_hi;
+static int vmas_seen;
+
+static void count_vma(uint64_t a, uint64_t b, const char *perms, const char *name)
+{
+    (void)perms, (void)name;
+    vmas_seen += a < vmas_hi && b > vmas_lo;
+}
+
+/* How many VMAs /proc/self/maps shows in [lo, hi): what tells a merge from none. */
+static int vmas_in(uint64_t lo, uint64_t hi)
+{
+    vmas_lo = lo, vmas_hi = hi, vmas_seen = 0;
+    for_each_mapping(count_vma);
+    return vmas_seen;
+}
+
+/* PageTables bytes per PTE table in this process: 128 tables, one page written in each of 128 PMD ranges. */
+static long long measure_pte_tables(void)
+{
+    char *p = mmap((void *)(uintptr_t)probe_addr(10), 128 * pmd_size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    if (p == MAP_FAILED)
+        return -1;
+    madvise(p, 128 * pmd_size, MADV_NOHUGEPAGE);
+    long long k0 = pagetables_kb();
+    for (int i = 0; i < 128; i++)
+        p[(uint64_t)i * pmd_size] = 1;
+    long long k1 = pagetables_kb();
+    munmap(p, 128 * pmd_size);
+    return k0 >= 0 && k1 >= 0 ? (k1 - k0) * 1024 / 128 : -1;
+}
+
+/* measure_pte_tables in a fresh exec of path (`path measure-pte-tables`): what an exec'd program gets,
+ * e.g. one whose ELF header asks for PGSTEs (PT_S390_PGSTE, `ld --s390-pgste`); -1 without it. */
+static long long exec_measure(const char *path)
+{
+    int fd[2];
+    if (access(path, X_OK) || pipe(fd))
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fd[1], 1);
+        execl(path, path, "measure-pte-tables", (char *)NULL);
+        _exit(127);
+    }
+    close(fd[1]);
+    char b[64];
+    ssize_t n = 0, r;
+    while (n < (ssize_t)sizeof b - 1 && (r = read(fd[0], b + n, sizeof b - 1 - (size_t)n)) > 0)
+        n += r;
+    close(fd[0]);
+    b[n > 0 ? n : 0] = 0;
+    return pid > 0 && n > 0 ? strtoll(b, NULL, 10) : -1;
+}
+
+static void do_probe(void)
+{
+    static const char *const thp_words[] = {"never", "madvise", "always"};
+    int pt_reclaim = -1, zero_page = -1, thp_read_pmd = -1, huge_zero = -1, thp_write_pmd = -1;
+    long long thp_write_bytes = -1, pte_write_bytes = -1, munmap_bytes = -1;
+    int collapse = -1, collapse_pmd = -1, huge_zero_wp_pmd = -1, collapse_readonly = -1, merge_unfaulted = -1;
+    int file_pmd_nohuge = -1, collapse_pmd_alloc = -1;
+    char *p;
+
+    /* pt_reclaim: does MADV_DONTNEED of a whole PTE table's range free the table? */
+    if ((p = probe_map(0, MADV_NOHUGEPAGE))) {
+        long long v0 = read_vmpte();
+        for (uint64_t o = 0; o < pmd_size; o += (uint64_t)page_size)
+            p[o] = 1;
+        long long v1 = read_vmpte();
+        madvise(p, pmd_size, MADV_DONTNEED);
+        long long v2 = read_vmpte();
+        /* one PTE table as VmPTE counts it: PTRS_PER_PTE entries (2K on s390, a page elsewhere) */
+        pt_reclaim = v1 - v2 >= (long long)(pmd_size / (uint64_t)page_size * 8);
+        pte_write_bytes = v1 - v0; /* tables for the first page written in an empty PGD slot */
+        munmap(p, pmd_size);
+        munmap_bytes = read_vmpte() - v0; /* 0 when munmap frees every level */
+    }
+    /* zero_page: does a read fault of anonymous memory map the shared zero page? */
+    if ((p = probe_map(1, MADV_NOHUGEPAGE))) {
+        (void)*(volatile char *)p;
+        (void)*(volatile char *)(p + page_size);
+        long long c0 = scan_cats(p), c1 = scan_cats(p + page_size);
+        if (c0 >= 0 && c1 >= 0)
+            zero_page = (c0 & PTF_PAGE_IS_PFNZERO) && (c1 & PTF_PAGE_IS_PFNZERO);
+        else if (pm_pfn(p))
+            zero_page = pm_pfn(p) == pm_pfn(p + page_size);
+        munmap(p, pmd_size);
+    }
+    /* THP read fault: PMD-mapped (the huge zero page)? */
+    if ((p = probe_map(2, MADV_HUGEPAGE))) {
+        (void)*(volatile char *)p;
+        thp_read_pmd = is_pmd_mapped(p);
+        long long c = scan_cats(p);
+        huge_zero = c < 0 ? -1 : (c & PTF_PAGE_IS_HUGE) && (c & PTF_PAGE_IS_PFNZERO);
+        munmap(p, pmd_size);
+    }
+    /* write fault on the huge zero page: a fresh THP in its place (PMD-mapped), or a split to PTEs? */
+    if ((p = probe_map(5, MADV_HUGEPAGE))) {
+        (void)*(volatile char *)p;
+        if (is_pmd_mapped(p) == 1) {
+            p[0] = 1;
+            huge_zero_wp_pmd = is_pmd_mapped(p);
+        }
+        munmap(p, pmd_size);
+    }
+    /* THP write fault: PMD-mapped, and the table bytes (a PTE table is deposited with it) */
+    if ((p = probe_map(3, MADV_HUGEPAGE))) {
+        long long v0 = read_vmpte();
+        p[0] = 1;
+        thp_write_bytes = read_vmpte() - v0;
+        thp_write_pmd = is_pmd_mapped(p);
+        munmap(p, pmd_size);
+    }
+    /* MADV_COLLAPSE of a region with one page written, without MADV_HUGEPAGE */
+    if ((p = probe_map(4, -1))) {
+        p[0] = 1;
+        collapse = madvise(p, pmd_size, MADV_COLLAPSE) ? -errno : 0;
+        collapse_pmd = is_pmd_mapped(p);
+        munmap(p, pmd_size);
+    }
+    /* collapse_readonly: a block whose PTEs are only none or the zero page (the VMA has an anon_vma
+     * from an earlier write): v6.6 fails it (SCAN_PAGE_RO, -EINVAL), 6.18 collapses it */
+    if ((p = probe_map(6, MADV_NOHUGEPAGE))) {
+        /* the write while NOHUGEPAGE: under HUGEPAGE it would fault a THP, whose 511 writable PTEs left
+         * by the DONTNEED would collapse on any release */
+        p[0] = 1;
+        madvise(p, (size_t)page_size, MADV_DONTNEED);
+        (void)*(volatile char *)(p + page_size);
+        madvise(p, pmd_size, MADV_HUGEPAGE);
+        collapse_readonly = madvise(p, pmd_size, MADV_COLLAPSE) == 0 && is_pmd_mapped(p) == 1;
+        munmap(p, pmd_size);
+    }
+    /* merge_unfaulted: a faulted VMA given the flags of its never-faulted neighbour: v6.6's
+     * is_mergeable_anon_vma looks at the neighbour's (empty) anon_vma_chain and refuses; 6.16 merges */
+    if ((p = probe_map(7, -1))) {
+        uint64_t a = (uint64_t)(uintptr_t)p;
+        madvise(p, (size_t)page_size, MADV_NOHUGEPAGE);
+        p[page_size] = 1;
+        madvise(p + page_size, (size_t)page_size, MADV_NOHUGEPAGE);
+        merge_unfaulted = vmas_in(a, a + 2 * (uint64_t)page_size) == 1;
+        munmap(p, pmd_size);
+    }
+    /* collapse_pmd_alloc: MADV_COLLAPSE of shmem where the caller has no PMD table (never faulted):
+     * v6.6 fails the block (SCAN_PMD_NULL, -EINVAL), 6.18 maps the folio. Object NOBJ-1 at offset 0. */
+    p = mmap((void *)(uintptr_t)probe_addr(8), pmd_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+             memfd[NOBJ - 1], 0);
+    char *q = mmap((void *)(uintptr_t)probe_addr(9), pmd_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+                   memfd[NOBJ - 1], 0);
+    if (p != MAP_FAILED && q != MAP_FAILED) {
+        q[0] = 1; /* a page in the cache, written through another mapping */
+        munmap(q, pmd_size);
+        collapse_pmd_alloc = madvise(p, pmd_size, MADV_COLLAPSE) == 0 && is_pmd_mapped(p) == 1;
+        /* file_pmd_nohuge: the now PMD-size folio faulted in a NOHUGEPAGE mapping: v6.6 maps a PMD
+         * leaf, 6.12+ (2b0f922323cc) maps PTEs */
+        q = mmap((void *)(uintptr_t)probe_addr(9), pmd_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+                 memfd[NOBJ - 1], 0);
+        if (q != MAP_FAILED) {
+            madvise(q, pmd_size, MADV_NOHUGEPAGE);
+            (void)*(volatile char *)q;
+            int m = is_pmd_mapped(q);
+            file_pmd_nohuge = m < 0 ? -1 : !m;
+            munmap(q, pmd_size);
+        }
+        munmap(p, pmd_size);
+    }
+    if (ftruncate(memfd[NOBJ - 1], 0) || ftruncate(memfd[NOBJ - 1], (off_t)memfd_size))
+        file_pmd_nohuge = collapse_pmd_alloc = -1;
+    /* pte_table_bytes: what one PTE table costs in PageTables (VmPTE counts PTRS_PER_PTE entries whatever
+     * the allocation): 128 tables, one page written in each of 128 PMD ranges. s390 gives 2K fragments up
+     * to 6.6 and a whole page from 6.7 (s390.pt_alloc); upper-level tables add a few hundred bytes. */
+    long long pte_table_bytes = measure_pte_tables();
+    /* the same in an exec'd program whose ELF asks for PGSTEs (a guest's /init-pgste, s390 only): up to 6.6
+     * such an mm gets whole-page tables (4K: 2K of PTEs, 2K of PGSTEs) where others get 2K fragments */
+    long long pgste_table_bytes = exec_measure("/init-pgste");
+    int allocate_pgste = sysfs_word("/proc/sys/vm/allocate_pgste", NULL, 0); /* -1: no such sysctl (7.2) */
+    int thp = sysfs_word("/sys/kernel/mm/transparent_hugepage/enabled", thp_words, 3);
+    int mpn = sysfs_word("/sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none", NULL, 0);
+    int uzp = sysfs_word("/sys/kernel/mm/transparent_hugepage/use_zero_page", NULL, 0);
+    /* 0 (heuristic): one private writable mapping larger than RAM + swap fails with ENOMEM */
+    int ovc = sysfs_word("/proc/sys/vm/overcommit_memory", NULL, 0);
+    int n = snprintf(outbuf, sizeof outbuf,
+                     "ok pt_reclaim=%d pagemap_scan=%d zero_page=%d thp_read_pmd=%d huge_zero_page=%d "
+                     "huge_zero_wp_pmd=%d thp_write_pmd=%d thp_write_bytes=%lld pte_write_bytes=%lld munmap_bytes=%lld collapse=%d "
+                     "collapse_pmd=%d collapse_readonly=%d merge_unfaulted=%d file_pmd_nohuge=%d collapse_pmd_alloc=%d "
+                     "thp_enabled=%d use_zero_page=%d "
+                     "max_ptes_none=%d overcommit_memory=%d pte_table_bytes=%lld pgste_table_bytes=%lld allocate_pgste=%d "
+                     "guest=%d\n",
+                     pt_reclaim, method == M_SCAN, zero_page, thp_read_pmd, huge_zero, huge_zero_wp_pmd, thp_write_pmd, thp_write_bytes,
+                     pte_write_bytes, munmap_bytes, collapse, collapse_pmd, collapse_readonly, merge_unfaulted, file_pmd_nohuge,
+                     collapse_pmd_alloc, thp, uzp, mpn,
+                     ovc, pte_table_bytes, pgste_table_bytes, allocate_pgste, guest);
+    if (write_all(chan, outbuf, (size_t)n))
+        _exit(0);
+}
+
+static void child_loop(void)
+{
+    static const int advices[4] = {MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_COLLAPSE};
+    for (;;) {
+        struct req r;
+        if (read_full(chan, &r, sizeof r))
+            _exit(0); /* EOF: the root is gone */
+        void *addr = (void *)(uintptr_t)r.a[0];
+        switch (r.op) {
+        case C_MMAP:
+            reply_r(do_mmap(r.a[0], r.a[1], r.a[2]));
+            break;
+        case C_SHM: {
+            void *p = mmap(addr, r.a[1], PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, memfd[r.a[2]],
+                           (off_t)(r.a[3] * (uint64_t)page_size));
+            reply_r(p == MAP_FAILED ? -errno : 0);
+            break;
+        }
+        case C_MUNMAP:
+            reply_r(err(munmap(addr, r.a[1])));
+            break;
+        case C_MADVISE:
+            reply_r(err(madvise(addr, r.a[1], advices[r.a[2]])));
+            break;
+        case C_FAULT:
+            reply_r(touch(r.a[0], (int)r.a[1]));
+            break;
+        case C_FIGURES:
+            do_figures(r.a[0], r.a[1]);
+            break;
+        case C_FORK: {
+            int nc = do_fork();
+            if (nc >= 0)
+                child_init(nc); /* closes the parent's channel with everything else */
+            break;
+        }
+        case C_VMPTE:
+            reply_r(read_vmpte());
+            break;
+        case C_PROBE:
+            do_probe();
+            break;
+        default:
+#ifdef PTF_CHILD_EXTRA
+            if (!PTF_CHILD_EXTRA(&r))
+                break;
+#endif
+            _exit(4);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* root                                                                                        */
+
+/* A failure of the program itself (not an operation result): PTF_FAIL, with ptf_err saying why. */
+#define PTF_FAIL LLONG_MIN
+static char ptf_err[4096];
+
+__attribute__((format(printf, 1, 2))) static long long ptf_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ptf_err, sizeof ptf_err, fmt, ap);
+    va_end(ap);
+    return PTF_FAIL;
+}
+
+/* Waits until fd is readable; 0, or -1 on timeout. */
+static int wait_readable(int fd)
+{
+    struct pollfd pf = {fd, POLLIN, 0};
+    int r;
+    do
+        r = poll(&pf, 1, CHILD_TIMEOUT_MS);
+    while (r < 0 && errno == EINTR);
+    return r > 0 ? 0 : -1;
+}
+
+static void reap(void)
+{
+    while (waitpid(-1, NULL, WNOHANG) > 0)
+        ;
+}
+
+/* SIGKILL, then wait for the channel's EOF: the kernel closes files after it has torn down the mm,
+ * so once EOF is seen the process's memory no longer shares anything (COW, THP) with the others.
+ * Returns the wait status when the process was ours to reap, else -1. */
+static int kill_slot(int s)
+{
+    struct proc *p = &procs[s];
+    int st = -1;
+    if (!p->used)
+        return -1;
+    /* through the pidfd, which cannot name a reused pid; kill() only where pidfds do not exist */
+    if (p->pidfd >= 0)
+        syscall(SYS_pidfd_send_signal, p->pidfd, SIGKILL, NULL, 0);
+    else
+        kill(p->ospid, SIGKILL);
+    for (;;) {
+        if (wait_readable(p->sock))
+            break;
+        ssize_t r = read(p->sock, iobuf, sizeof iobuf);
+        if (r == 0 || (r < 0 && errno != EINTR))
+            break;
+    }
+    close(p->sock);
+    if (p->pidfd >= 0)
+        close(p->pidfd);
+    p->used = 0;
+    /* our child (spawned, or forked by a process that has exited since): reap it now; a process
+     * forked by a live one is reaped by its parent (SIGCHLD ignored there): ECHILD here */
+    if (waitpid(p->ospid, &st, 0) != p->ospid)
+        st = -1;
+    return st;
+}
+
+static long long lost(int s, const char *what)
+{
+    int st = kill_slot(s);
+    if (st != -1 && WIFSIGNALED(st) && WTERMSIG(st) != SIGKILL)
+        return ptf_fail("process %d died during %s (signal %d)", s, what, WTERMSIG(st));
+    return ptf_fail("process %d died during %s", s, what);
+}
+
+/* Reads a child's one reply line into outbuf (NUL-terminated, no newline): 0, -1 EOF, -2 timeout. */
+static int read_reply(int s)
+{
+    size_t n = 0;
+    while (n < sizeof outbuf - 1) {
+        if (wait_readable(procs[s].sock))
+            return -2;
+        ssize_t r = read(procs[s].sock, outbuf + n, sizeof outbuf - 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        n += (size_t)r;
+        if (outbuf[n - 1] == '\n') { /* one request, one line: nothing follows the newline */
+            outbuf[n - 1] = 0;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* The child's reply to a request (in outbuf, one line without its newline): 0, or PTF_FAIL when there is none. */
+static long long relay(int s, const char *what)
+{
+    int r = read_reply(s);
+    if (r == -2) {
+        kill_slot(s);
+        return ptf_fail("process %d timed out during %s", s, what);
+    }
+    if (r)
+        return lost(s, what);
+    return 0;
+}
+
+/* The result a child replied (`r RES`): RES, or PTF_FAIL. */
+static long long relay_result(int s, const char *what)
+{
+    long long r = relay(s, what);
+    if (r)
+        return r;
+    char *end;
+    if (strncmp(outbuf, "r ", 2))
+        return ptf_fail("%s", outbuf[0] == 'e' && outbuf[1] == ' ' ? outbuf + 2 : outbuf);
+    errno = 0;
+    r = strtoll(outbuf + 2, &end, 10);
+    if (errno || *end || r == PTF_FAIL)
+        return ptf_fail("process %d: %s: malformed reply %.64s", s, what, outbuf);
+    return r;
+}
+
+static int send_req(int s, uint32_t op, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3)
+{
+    struct req r = {op, 0, {a0, a1, a2, a3}};
+    return send(procs[s].sock, &r, sizeof r, MSG_NOSIGNAL) == (ssize_t)sizeof r ? 0 : -1;
+}
+
+/* After a process announced itself ready: a pidfd, so that a later kill cannot hit a reused pid. */
+static int adopt(int s, int sock, pid_t pid)
+{
+    procs[s] = (struct proc){1, sock, -1, pid};
+    if (read_reply(s) || strcmp(outbuf, "r 0")) {
+        kill_slot(s);
+        return -1;
+    }
+    procs[s].pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    return 0;
+}
+
+static int spawn(int s)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
+        return -errno;
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(sv[0]);
+        close(sv[1]);
+        return -e;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != root_pid)
+            _exit(0); /* the root died before the line above */
+        close(sv[0]);
+        child_init(sv[1]);
+        child_loop();
+    }
+    close(sv[1]);
+    return adopt(s, sv[0], pid) ? -ECHILD : 0;
+}
+
+/* fork of process ps into slot cs: the result, or PTF_FAIL (ps died: lost's message). */
+static long long root_fork(int ps, int cs)
+{
+    struct {
+        int32_t res, pid;
+    } msg;
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int))];
+    } cb;
+    struct iovec iov = {&msg, sizeof msg};
+    struct msghdr mh;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cb.b;
+    mh.msg_controllen = sizeof cb.b;
+    if (send_req(ps, C_FORK, 0, 0, 0, 0) || wait_readable(procs[ps].sock))
+        return lost(ps, "fork");
+    ssize_t r;
+    do
+        r = recvmsg(procs[ps].sock, &mh, MSG_CMSG_CLOEXEC);
+    while (r < 0 && errno == EINTR);
+    if (r <= 0)
+        return lost(ps, "fork");
+    int fd = -1;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+        memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    if (r < (ssize_t)sizeof msg && read_full(procs[ps].sock, (char *)&msg + r, sizeof msg - (size_t)r))
+        return lost(ps, "fork");
+    if (msg.res < 0 || fd < 0) {
+        if (fd >= 0)
+            close(fd);
+        return msg.res < 0 ? msg.res : -EIO;
+    }
+    if (adopt(cs, fd, msg.pid))
+        return ptf_fail("process %d: the forked process did not start", cs);
+    return 0;
+}
+
+static int tmp_child(uint32_t op)
+{
+    if (spawn(TMP) || send_req(TMP, op, 0, 0, 0, 0) || read_reply(TMP)) {
+        kill_slot(TMP);
+        return -1;
+    }
+    kill_slot(TMP);
+    return 0;
+}
+
+static int parse_u64(const char *s, uint64_t *v)
+{
+    char *end;
+    if (!*s || *s == '-' || *s == '+')
+        return -1;
+    errno = 0;
+    unsigned long long x = strtoull(s, &end, (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) ? 16 : 10);
+    if (errno || *end)
+        return -1;
+    *v = x;
+    return 0;
+}
+
+static int in_window(uint64_t addr, uint64_t len)
+{
+    return addr >= WIN_LO && addr < WIN_HI && len <= WIN_HI - addr;
+}
+
+static void shutdown_all(void)
+{
+    for (int s = 0; s <= TMP; s++) /* all at once, then wait for each */
+        if (procs[s].used && procs[s].pidfd >= 0)
+            syscall(SYS_pidfd_send_signal, procs[s].pidfd, SIGKILL, NULL, 0);
+        else if (procs[s].used)
+            kill(procs[s].ospid, SIGKILL);
+    for (int s = 0; s <= TMP; s++)
+        kill_slot(s);
+    while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
+        ;
+    if (guest) {
+        sync();
+        reboot(RB_POWER_OFF);
+    }
+    _exit(0);
+}
+
+
+static void detect(void)
+{
+    page_size = sysconf(_SC_PAGESIZE);
+#if defined(__s390x__)
+    pmd_size = 1ULL << 20; /* a segment: 256 PTEs of 8 bytes per (2K) PTE table */
+#else
+    pmd_size = (uint64_t)page_size * ((uint64_t)page_size / 8);
+#endif
+    char b[64];
+    int fd = open("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, b, sizeof b - 1);
+        close(fd);
+        if (n > 0) {
+            b[n] = 0;
+            if (strtoull(b, NULL, 10))
+                pmd_size = strtoull(b, NULL, 10);
+        }
+    }
+    /* user address bits: the highest 2^n the kernel lets us map (needs an explicit hint above 47/48),
+     * tried in a throwaway child: on s390 a hint above 4 TiB upgrades the ASCE (crst_table_upgrade) and
+     * every process forked from the root would inherit the extra level */
+    va_bits = 0;
+    pid_t vp = fork();
+    if (vp == 0) {
+        int bits = 0;
+        for (int n = 56; n >= 36 && !bits; n--) {
+            void *want = (void *)(uintptr_t)(1ULL << n);
+            void *got = mmap(want, (size_t)page_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+            if (got != MAP_FAILED) {
+                munmap(got, (size_t)page_size);
+                if (got == want)
+                    bits = n + 1;
+            }
+        }
+        _exit(bits);
+    }
+    int vst = 0;
+    if (vp > 0 && waitpid(vp, &vst, 0) == vp && WIFEXITED(vst))
+        va_bits = WEXITSTATUS(vst);
+#if defined(__x86_64__)
+    la57 = va_bits > 47;
+#endif
+    /* PUD_SHIFT: ARM64_HW_PGTABLE_LEVEL_SHIFT(max(1, 4 - levels)) with levels = (va_bits - 4) / (PAGE_SHIFT - 3):
+     * a folded pud takes PGDIR_SHIFT, which is PMD_SHIFT at 2 levels; x86_64 (4 or 5 levels) gets 30 */
+    unsigned page_shift = (unsigned)__builtin_ctzl((unsigned long)page_size), bits = page_shift - 3;
+    int levels = va_bits ? (va_bits - 4) / (int)bits : 4, top = 4 - levels < 1 ? 1 : 4 - levels;
+    pmd_shift = (unsigned)__builtin_ctzll(pmd_size);
+    pud_shift = bits * (unsigned)(4 - top) + 3;
+    /* PAGEMAP_SCAN, else pagemap + kpageflags (root), else nothing */
+    fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    struct ptf_pm_scan_arg a;
+    memset(&a, 0, sizeof a);
+    a.size = sizeof a;
+    a.start = WIN_LO;
+    a.end = WIN_LO + pmd_size;
+    a.vec = (uint64_t)(uintptr_t)regions;
+    a.vec_len = 1;
+    a.category_mask = PTF_PAGE_IS_PRESENT;
+    a.return_mask = PTF_PAGE_IS_PRESENT;
+    /* PTFUZZ_HOST_METHOD=kpageflags tests the fallback on a kernel that has PAGEMAP_SCAN */
+    const char *force = getenv("PTFUZZ_HOST_METHOD");
+    int want_kpf = force && !strcmp(force, "kpageflags");
+    if (fd >= 0 && !want_kpf && ioctl(fd, PTF_PAGEMAP_SCAN, &a) >= 0) {
+        method = M_SCAN;
+    } else {
+        uint64_t e = 0, fl;
+        kpf_fd = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC);
+        /* PFNs read as 0 without CAP_SYS_ADMIN: look at a page of our own data */
+        if (fd >= 0 && kpf_fd >= 0 &&
+            pread(fd, &e, 8, (off_t)((uintptr_t)&page_size / (uintptr_t)page_size * 8)) == 8 &&
+            (e & ((1ULL << 55) - 1)) && pread(kpf_fd, &fl, 8, 0) == 8)
+            method = M_KPF;
+        if (kpf_fd >= 0)
+            close(kpf_fd);
+        kpf_fd = -1;
+    }
+    if (fd >= 0)
+        close(fd);
+}
+
+
+/* ------------------------------------------------------------------------------------------ */
+/* the root's entry points                                                                     */
+
+/* One host operation of a trace, run for real: exec PID, fork PARENT CHILD, exit PID, mmap PID ADDR LEN FLAGS
+ * (bit0 MADV_HUGEPAGE, bit1 hugetlb PMD_SIZE, bit2 hugetlb PUD_SIZE), shm_mmap PID ADDR LEN OBJ PGOFF,
+ * munmap PID ADDR LEN, madvise PID ADDR LEN ADVICE (0 DONTNEED, 1 HUGEPAGE, 2 NOHUGEPAGE, 3 COLLAPSE),
+ * fault PID ADDR WRITE. Returns 0 or -errno, or PTF_FAIL (with ptf_err) when it cannot be performed here. */
+static long long ptf_host_op(const char *name, const uint64_t *a)
+{
+    if (a[0] >= NPROC)
+        return ptf_fail("%s: pid %llu is not 0..%d", name, (unsigned long long)a[0], NPROC - 1);
+    int s = (int)a[0];
+    struct proc *p = &procs[s];
+    if (!strcmp(name, "exec")) {
+        kill_slot(s);
+        int r = spawn(s);
+        if (r == -ECHILD)
+            return ptf_fail("process %d did not start", s);
+        return r;
+    }
+    if (!strcmp(name, "fork")) {
+        if (a[1] >= NPROC)
+            return ptf_fail("fork: pid %llu is not 0..%d", (unsigned long long)a[1], NPROC - 1);
+        if (!p->used)
+            return -ESRCH;
+        if (procs[a[1]].used)
+            return -EEXIST;
+        return root_fork(s, (int)a[1]);
+    }
+    if (!p->used)
+        return -ESRCH;
+    if (!strcmp(name, "exit")) {
+        kill_slot(s);
+        return 0;
+    }
+    uint32_t op = 0;
+    if (!strcmp(name, "mmap")) {
+        if (a[3] > 7)
+            return ptf_fail("mmap: flags %llu is not 0..7", (unsigned long long)a[3]);
+        if (a[2] > MAX_MAP)
+            return ptf_fail("mmap: length %llu exceeds the helper's limit of 64 GiB", (unsigned long long)a[2]);
+        op = C_MMAP;
+    } else if (!strcmp(name, "shm_mmap")) {
+        if (a[3] >= NOBJ)
+            return ptf_fail("shm_mmap: obj %llu is not 0..%d", (unsigned long long)a[3], NOBJ - 1);
+        if (a[2] > MAX_MAP)
+            return ptf_fail("shm_mmap: length %llu exceeds the helper's limit of 64 GiB", (unsigned long long)a[2]);
+        if (a[4] > memfd_size / (uint64_t)page_size)
+            return ptf_fail("shm_mmap: pgoff %llu is beyond the %llu-byte object", (unsigned long long)a[4],
+                            (unsigned long long)memfd_size);
+        op = C_SHM;
+    } else if (!strcmp(name, "munmap")) {
+        op = C_MUNMAP;
+    } else if (!strcmp(name, "madvise")) {
+        if (a[3] > 3)
+            return ptf_fail("madvise: advice %llu is not 0..3", (unsigned long long)a[3]);
+        op = C_MADVISE;
+    } else if (!strcmp(name, "fault")) {
+        if (a[2] > 1)
+            return ptf_fail("fault: write %llu is not 0..1", (unsigned long long)a[2]);
+        if (!in_window(a[1], 1))
+            return ptf_fail("fault: address %#llx is outside " WIN_TEXT, (unsigned long long)a[1]);
+        if (send_req(s, C_FAULT, a[1], a[2], 0, 0))
+            return lost(s, "fault");
+        return relay_result(s, name);
+    } else {
+        return ptf_fail("unknown operation %.64s", name);
+    }
+    /* mmap, shm_mmap, munmap, madvise: the range must be in the window so that the program's own
+     * mappings can never be touched */
+    if (!in_window(a[1], a[2]))
+        return ptf_fail("%s: [%#llx, +%#llx) is outside " WIN_TEXT, name, (unsigned long long)a[1],
+                        (unsigned long long)a[2]);
+    if (send_req(s, op, a[1], a[2], a[3], a[4]))
+        return lost(s, name);
+    return relay_result(s, name);
+}
+
+/* Figures of process pid over [lo, hi): 0 with outbuf = "f BYTES N ADDR.." (or the process's "e ..."), -ESRCH
+ * when there is no such process, or PTF_FAIL. */
+static long long ptf_figures(uint64_t pid, uint64_t lo, uint64_t hi)
+{
+    if (pid >= NPROC)
+        return ptf_fail("figures: pid %llu is not 0..%d", (unsigned long long)pid, NPROC - 1);
+    if (!procs[pid].used)
+        return -ESRCH;
+    if (lo >= hi || !in_window(lo, hi - lo))
+        return ptf_fail("figures: [%#llx, %#llx) is not a range inside " WIN_TEXT, (unsigned long long)lo,
+                        (unsigned long long)hi);
+    if (send_req((int)pid, C_FIGURES, lo, hi, 0, 0))
+        return lost((int)pid, "figures");
+    return relay((int)pid, "figures");
+}
+
+/* Start-up, after a guest's init (if any): stdio only, the shm objects, the host's geometry, the helper's own
+ * memory out of THP's reach, the baseline VmPTE. Fatal problems end the program (die). */
+static void ptf_init(void)
+{
+    root_pid = getpid();
+    /* nothing inherited beyond stdio; 0..2 open, so that the memfds (kept in every child, in one
+     * contiguous run) never take a stdio number */
+    if (syscall(SYS_close_range, 3, ~0U, 0) && errno == ENOSYS)
+        for (int fd = 3; fd < 4096; fd++)
+            close(fd);
+    int fd;
+    while ((fd = open("/dev/null", O_RDWR)) >= 0 && fd < 3)
+        ;
+    if (fd >= 0)
+        close(fd);
+    signal(SIGPIPE, SIG_IGN);
+    prctl(PR_SET_CHILD_SUBREAPER, 1); /* processes whose real parent exited come back to us to be reaped */
+    for (int i = 0; i < NOBJ; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "ptfuzz-shm-%d", i);
+        memfd[i] = (int)syscall(SYS_memfd_create, name, 0);
+        if (memfd[i] < 0)
+            die("memfd_create");
+        if (i && memfd[i] != memfd[i - 1] + 1)
+            die("memfds are not contiguous");
+    }
+    /* sparse objects, as large as the kernel accepts up to 1 TiB: shm_mmap may use any pgoff */
+    for (memfd_size = 1ULL << 40; memfd_size >= (1ULL << 30); memfd_size >>= 1)
+        if (!ftruncate(memfd[0], (off_t)memfd_size))
+            break;
+    for (int i = 1; i < NOBJ; i++)
+        if (ftruncate(memfd[i], (off_t)memfd_size))
+            die("ftruncate memfd");
+    detect();
+    for_each_mapping(window_clash);
+    for_each_mapping(nohuge_one); /* no THP (nor khugepaged) in the helper's own memory */
+    uint64_t base = 0;
+    if (tmp_child(C_VMPTE) || strncmp(outbuf, "r ", 2) || parse_u64(outbuf + 2, &base))
+        die("measuring the baseline");
+    baseline = (long long)base;
+}
+#endif /* PTFUZZ_OPS_H */
+/* ==== end of ptfuzz_ops.h ==== */
+
+
+/* ==== ptfuzz_kvm_ops.h, inlined from ptfuzz ==== */
+/*
+ * ptfuzz_kvm_ops.h: what each VM operation of a trace (vm_create, memslot, guest_fault, vm_destroy) does on a
+ * real kernel through /dev/kvm, for `ptfuzz repro-c` reproducers (inlined there, after ptfuzz_ops.h). s390x only
+ * for now: x86_64's operations live in ptfuzz_kvm.c and move here later, so that crosscheck --kvm and the
+ * reproducers share them as the host operations are shared.
+ *
+ * Every VM operation runs in the process that created the VM (kvm->mm == current->mm), as a request the child
+ * serves (PTF_CHILD_EXTRA). The root's entry point:
+ *
+ *   ptf_kvm_op(name, args, stamp)   0 or -errno as the model writes results, or PTF_FAIL (ptf_err says why);
+ *                                   after a guest_fault, ptf_detail says what the guest saw
+ *
+ * guest_fault runs the VM's one vCPU on a tiny guest in 64-bit mode with DAT off, whose code, lowcore and
+ * program-new PSW lie in a memslot of their own (CODE_SLOT at CODE_GPA, outside the trace's slots 0..31, its
+ * host memory a 1 MiB-aligned anonymous mapping of the owner): `l %r3,0(%r2)` (or `st %r3,0(%r2)` with r3 =
+ * STAMP), then `diag 0,0,0x501`, which KVM hands to userspace as an instruction intercept (KVM_EXIT_S390_SIEIC,
+ * icptcode 4, as tools/testing/selftests/kvm/s390x/sync_regs_test.c's guest). A program check (an addressing
+ * exception for a gpa no memslot backs) loads the program-new PSW, which points at `diag 0,0,0x502`: -EFAULT,
+ * the model's result for a gpa without a memslot; a KVM_RUN that fails gives -errno.
+ *
+ * The prefix register points the guest's lowcore (real 0..8K) at CODE_GPA, so that the program-new PSW does not
+ * have to be written into the trace's memory: real addresses 0..8K and CODE_GPA..+8K swap (prefixing), and the
+ * guest is given the real address that reaches the trace's gpa.
+ *
+ * s390's KVM_CREATE_VM needs an mm that asked for PGSTEs at exec (s390_enable_sie: -EINVAL otherwise): a
+ * reproducer that creates VMs is linked with `-Wl,--s390-pgste` (as QEMU is), and every process it forks
+ * inherits that.
+ */
+#ifndef PTFUZZ_KVM_OPS_H
+#define PTFUZZ_KVM_OPS_H
+#ifndef PTFUZZ_OPS_H
+#error "include ptfuzz_ops.h first (with PTF_CHILD_EXTRA defined as ptf_kvm_child)"
+#endif
+#if !defined(__s390x__)
+#error "ptfuzz_kvm_ops.h: only s390x's VM operations are shared yet (x86_64's are in ptfuzz_kvm.c)"
+#endif
+#include <linux/kvm.h>
+
+#define NVM 16
+#define NSLOT 32
+#define CODE_GPA 0xfff00000ULL /* 1 MiB aligned (s390 memslots are), below 4 GiB, far from a trace's usual gpas */
+#define CODE_SIZE (1ULL << 20)
+#define CODE_SLOT 100
+#define LOWCORE_SIZE 8192ULL
+#define PGM_NEW_PSW 0x1d0   /* lowcore offsets (z/Architecture) */
+#define PGM_INT_CODE 0x8e
+#define PROG_OFF 0x2000     /* the guest's code, after the lowcore */
+#define PSW_64BIT 0x0000000180000000ULL /* EA and BA: 64-bit addressing; DAT, I/O and external interrupts off */
+#define DIAG_DONE 0x501
+#define DIAG_PGM 0x502
+
+enum { C_VM_CREATE = 32, C_MEMSLOT, C_GFAULT, C_VM_CLOSE };
+enum { X_NONE, X_DONE, X_PGM, X_ERRNO, X_OTHER };
+static const char *const exit_names[] = {"none", "diag-501", "program-check", "errno", "other"};
+
+/* ---- in the process that owns the VM ---- */
+struct cvm {
+    int used, vmfd, vcpufd;
+    struct kvm_run *run;
+    size_t run_size;
+    uint8_t *code;
+};
+static struct cvm cvms[NVM];
+static int kvm_fd = -1;
+
+static void vm_close(struct cvm *v)
+{
+    if (!v->used)
+        return;
+    if (v->run)
+        munmap(v->run, v->run_size);
+    if (v->code)
+        munmap(v->code, CODE_SIZE);
+    if (v->vcpufd >= 0)
+        close(v->vcpufd);
+    close(v->vmfd);
+    memset(v, 0, sizeof *v);
+}
+
+/* The code memslot (its host memory 1 MiB aligned, as s390's kvm_arch_prepare_memory_region requires), the
+ * vCPU and its kvm_run. */
+static int vm_setup(struct cvm *v)
+{
+    static const uint8_t prog[] = {
+        0x58, 0x30, 0x20, 0x00, /* +0x00: l %r3,0(%r2) */
+        0x83, 0x00, 0x05, 0x01, /*        diag 0,0,0x501 */
+        0xa7, 0xf4, 0x00, 0x00, /*        j . */
+        0x00, 0x00, 0x00, 0x00,
+        0x50, 0x30, 0x20, 0x00, /* +0x10: st %r3,0(%r2) */
+        0x83, 0x00, 0x05, 0x01, /*        diag 0,0,0x501 */
+        0xa7, 0xf4, 0x00, 0x00, /*        j . */
+        0x00, 0x00, 0x00, 0x00,
+        0x83, 0x00, 0x05, 0x02, /* +0x20: diag 0,0,0x502 (the program-new PSW's target) */
+        0xa7, 0xf4, 0x00, 0x00, /*        j . */
+    };
+    uint8_t *m = mmap(NULL, 2 * CODE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return -errno;
+    uint8_t *a = (uint8_t *)(((uintptr_t)m + CODE_SIZE - 1) & ~(uintptr_t)(CODE_SIZE - 1));
+    if (a > m)
+        munmap(m, (size_t)(a - m));
+    munmap(a + CODE_SIZE, (size_t)(m + 2 * CODE_SIZE - (a + CODE_SIZE)));
+    v->code = a;
+    memcpy(a + PROG_OFF, prog, sizeof prog);
+    uint64_t psw[2] = {PSW_64BIT, CODE_GPA + PROG_OFF + 0x20};
+    memcpy(a + PGM_NEW_PSW, psw, sizeof psw); /* s390 is big-endian: the PSW as the architecture stores it */
+    struct kvm_userspace_memory_region r = {CODE_SLOT, 0, CODE_GPA, CODE_SIZE, (uint64_t)(uintptr_t)a};
+    if (ioctl(v->vmfd, KVM_SET_USER_MEMORY_REGION, &r))
+        return -errno;
+    v->vcpufd = ioctl(v->vmfd, KVM_CREATE_VCPU, 0);
+    if (v->vcpufd < 0)
+        return -errno;
+    int sz = ioctl(kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+    if (sz <= 0)
+        return -EINVAL;
+    v->run_size = (size_t)sz;
+    v->run = mmap(NULL, v->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->vcpufd, 0);
+    if (v->run == MAP_FAILED) {
+        v->run = NULL;
+        return -errno;
+    }
+    v->run->s.regs.prefix = CODE_GPA;
+    v->run->kvm_dirty_regs = KVM_SYNC_PREFIX;
+    return 0;
+}
+
+/* "r RES", or "r -10000-ERR" when the VM exists but cannot run guests (a failure of the program). */
+static void vm_create_child(struct cvm *v, uint64_t type)
+{
+    vm_close(v);
+    if (kvm_fd < 0 && (kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC)) < 0) {
+        reply_r(-errno);
+        return;
+    }
+    v->vmfd = ioctl(kvm_fd, KVM_CREATE_VM, (unsigned long)type);
+    if (v->vmfd < 0) {
+        reply_r(-errno);
+        return;
+    }
+    v->used = 1;
+    v->vcpufd = -1;
+    int ret = vm_setup(v);
+    if (ret) {
+        vm_close(v);
+        reply_r(-10000 + ret);
+        return;
+    }
+    reply_r(0);
+}
+
+/* The real address that reaches absolute address gpa under prefix CODE_GPA (prefixing swaps 0..8K with it). */
+static uint64_t real_of(uint64_t gpa)
+{
+    if (gpa < LOWCORE_SIZE)
+        return CODE_GPA + gpa;
+    if (gpa >= CODE_GPA && gpa < CODE_GPA + LOWCORE_SIZE)
+        return gpa - CODE_GPA;
+    return gpa;
+}
+
+/* "g RES VALUE HOW PGM": the guest's load or store of 4 bytes at gpa & ~3, how the run ended and the program
+ * interruption code (0 without a program check). */
+static void guest_fault_child(struct cvm *v, uint64_t gpa, uint64_t write, uint64_t stamp)
+{
+    struct kvm_regs g;
+    memset(&g, 0, sizeof g);
+    g.gprs[2] = real_of(gpa & ~3ULL);
+    g.gprs[3] = write ? (uint32_t)stamp : 0;
+    long long res = 0;
+    int how = X_NONE;
+    unsigned pgm = 0;
+    if (ioctl(v->vcpufd, KVM_SET_REGS, &g)) {
+        res = -errno;
+        how = X_ERRNO;
+    }
+    v->run->psw_mask = PSW_64BIT;
+    v->run->psw_addr = CODE_GPA + PROG_OFF + (write ? 0x10 : 0);
+    for (int i = 0; i < 8 && how == X_NONE; i++) {
+        if (ioctl(v->vcpufd, KVM_RUN, 0)) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            res = -errno;
+            how = X_ERRNO;
+            break;
+        }
+        struct kvm_run *run = v->run;
+        if (run->exit_reason == KVM_EXIT_S390_SIEIC && run->s390_sieic.icptcode == 4 &&
+            (run->s390_sieic.ipa >> 8) == 0x83 && (run->s390_sieic.ipb >> 16) == DIAG_DONE) {
+            how = X_DONE;
+        } else if (run->exit_reason == KVM_EXIT_S390_SIEIC && run->s390_sieic.icptcode == 4 &&
+                   (run->s390_sieic.ipa >> 8) == 0x83 && (run->s390_sieic.ipb >> 16) == DIAG_PGM) {
+            how = X_PGM;
+            res = -EFAULT;
+            pgm = (unsigned)v->code[PGM_INT_CODE] << 8 | v->code[PGM_INT_CODE + 1];
+        } else {
+            how = X_OTHER;
+            res = -10000 - (long long)run->exit_reason;
+        }
+    }
+    if (how == X_NONE)
+        how = X_OTHER, res = -10000;
+    uint32_t val = 0;
+    if (how == X_DONE && !ioctl(v->vcpufd, KVM_GET_REGS, &g))
+        val = (uint32_t)g.gprs[3];
+    char b[128];
+    int n = snprintf(b, sizeof b, "g %lld %u %d %u\n", res, val, how, pgm);
+    if (write_all(chan, b, (size_t)n))
+        _exit(0);
+}
+
+/* The KVM requests a trace process serves (PTF_CHILD_EXTRA); 0 when it has replied. The VM index travels
+ * in the request's pad. */
+static int ptf_kvm_child(const struct req *r)
+{
+    if (r->op < C_VM_CREATE || r->op > C_VM_CLOSE || r->pad >= NVM)
+        return -1;
+    struct cvm *v = &cvms[r->pad];
+    switch (r->op) {
+    case C_VM_CREATE:
+        vm_create_child(v, r->a[0]);
+        return 0;
+    case C_MEMSLOT: {
+        struct kvm_userspace_memory_region m = {(uint32_t)r->a[0], 0, r->a[1], r->a[3], r->a[2]};
+        reply_r(v->used ? err(ioctl(v->vmfd, KVM_SET_USER_MEMORY_REGION, &m)) : -ENOENT);
+        return 0;
+    }
+    case C_GFAULT:
+        if (!v->used) {
+            reply_r(-ENOENT);
+            return 0;
+        }
+        guest_fault_child(v, r->a[0], r->a[1], r->a[2]);
+        return 0;
+    case C_VM_CLOSE:
+        vm_close(v);
+        reply_r(0);
+        return 0;
+    }
+    return -1;
+}
+
+/* ---- in the root: which process owns each VM ---- */
+static struct {
+    int used, slot;
+    pid_t ospid; /* the owner's real pid: an exec replaces the process in the slot */
+} rvms[NVM];
+static char ptf_detail[256];
+
+static int kvm_send(int s, uint32_t op, uint32_t vm, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3)
+{
+    struct req r = {op, vm, {a0, a1, a2, a3}};
+    return send(procs[s].sock, &r, sizeof r, MSG_NOSIGNAL) == (ssize_t)sizeof r ? 0 : -1;
+}
+
+/* One VM operation of a trace: vm_create VM PID TYPE, memslot VM SLOT GPA HVA LEN, guest_fault VM GPA WRITE
+ * (a write stores stamp), vm_destroy VM. The bookkeeping answers are the model's: -2 no such VM, -3 no such
+ * process, -17 the VM exists, -5 for memslot and guest_fault once the owner's mm is gone (exit or exec). */
+static long long ptf_kvm_op(const char *name, const uint64_t *a, uint64_t stamp)
+{
+    ptf_detail[0] = 0;
+    if (a[0] >= NVM)
+        return ptf_fail("%s: vm %llu is not 0..%d", name, (unsigned long long)a[0], NVM - 1);
+    int vm = (int)a[0];
+    if (!strcmp(name, "vm_create")) {
+        if (rvms[vm].used)
+            return -EEXIST;
+        if (a[1] >= NPROC || !procs[a[1]].used)
+            return -ESRCH;
+        int s = (int)a[1];
+        if (kvm_send(s, C_VM_CREATE, (uint32_t)vm, a[2], 0, 0, 0))
+            return lost(s, name);
+        long long r = relay_result(s, name);
+        if (r != PTF_FAIL && r <= -10000)
+            return ptf_fail("vm_create: the VM exists but its vCPU cannot be set up: %s", strerror((int)(-10000 - r)));
+        if (r == 0)
+            rvms[vm].used = 1, rvms[vm].slot = s, rvms[vm].ospid = procs[s].ospid;
+        return r;
+    }
+    if (!rvms[vm].used)
+        return -ENOENT;
+    int s = rvms[vm].slot, alive = procs[s].used && procs[s].ospid == rvms[vm].ospid;
+    if (!strcmp(name, "vm_destroy")) {
+        rvms[vm].used = 0;
+        if (!alive)
+            return 0; /* its fds went with the owner */
+        if (kvm_send(s, C_VM_CLOSE, (uint32_t)vm, 0, 0, 0, 0))
+            return lost(s, name);
+        return relay_result(s, name);
+    }
+    if (!alive)
+        return -EIO;
+    if (!strcmp(name, "memslot")) {
+        if (kvm_send(s, C_MEMSLOT, (uint32_t)vm, a[1], a[2], a[3], a[4]))
+            return lost(s, name);
+        return relay_result(s, name);
+    }
+    if (!strcmp(name, "guest_fault")) {
+        if (kvm_send(s, C_GFAULT, (uint32_t)vm, a[1], a[2], stamp, 0))
+            return lost(s, name);
+        long long r = relay(s, name);
+        if (r)
+            return r;
+        long long res;
+        unsigned val, pgm;
+        int how;
+        if (sscanf(outbuf, "g %lld %u %d %u", &res, &val, &how, &pgm) != 4 || how < 0 || how > X_OTHER)
+            return ptf_fail("process %d: guest_fault: malformed reply %.64s", s, outbuf);
+        if (how == X_OTHER)
+            return ptf_fail("guest_fault: the vCPU stopped unexpectedly (exit reason %lld)", -10000 - res);
+        if (how == X_PGM)
+            snprintf(ptf_detail, sizeof ptf_detail, "exit=%s pgm=%#x", exit_names[how], pgm);
+        else
+            snprintf(ptf_detail, sizeof ptf_detail, "exit=%s guest=%#x", exit_names[how], val);
+        return res;
+    }
+    return ptf_fail("unknown operation %.64s", name);
+}
+#endif /* PTFUZZ_KVM_OPS_H */
+/* ==== end of ptfuzz_kvm_ops.h ==== */
+
+
+/* ==== the trace ==== */
+/* Output as the helper writes it: through write(2), no stdio (no allocation after start-up). */
+__attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...)
+{
+    static char b[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(b, sizeof b - 1, fmt, ap);
+    va_end(ap);
+    if (n > (int)sizeof b - 2)
+        n = (int)sizeof b - 2;
+    b[n++] = '\n';
+    if (write_all(1, b, (size_t)n))
+        _exit(1);
+}
+
+static void header(const char *name)
+{
+    say("# ptfuzz repro-c %s: page %ld, PMD %llu, va_bits %d, la57 %d, PMD scan by %s, window %s", name, page_size,
+        (unsigned long long)pmd_size, va_bits, la57, method_names[method], WIN_TEXT);
+}
+
+static void show(int i, const char *text, long long r, const char *extra)
+{
+    if (r == PTF_FAIL)
+        say("%d %s = error: %s", i, text, ptf_err);
+    else
+        say("%d %s = %lld%s%s", i, text, r, extra && *extra ? " " : "", extra ? extra : "");
+}
+
+__attribute__((unused)) static void step(int i, const char *name, const char *text, const uint64_t *a)
+{
+    show(i, text, ptf_host_op(name, a), NULL);
+    reap();
+}
+
+__attribute__((unused)) static void skip(int i, const char *text, const char *why)
+{
+    say("%d %s = skipped: %s", i, text, why);
+}
+
+static void kvm_step(int i, const char *name, const char *text, const uint64_t *a)
+{
+    /* a guest's store writes a stamp that names the operation */
+    long long r = ptf_kvm_op(name, a, 0x50540000u | ((unsigned)i & 0xffff));
+    show(i, text, r, ptf_detail);
+    reap();
+}
+
+/* The figures the helper reports, for every live process: VmPTE minus a fresh process's, PMD-mapped blocks. */
+static void footer(void)
+{
+    for (int s = 0; s < NPROC; s++) {
+        if (!procs[s].used)
+            continue;
+        long long r = ptf_figures((uint64_t)s, WIN_LO, WIN_HI);
+        if (r == PTF_FAIL)
+            say("figures %d: error: %s", s, ptf_err);
+        else if (outbuf[0] == 'f') {
+            /* "f BYTES N ADDR..": the blocks in hex, as the model's reports show them */
+            static char list[MAXB * 20 + 16];
+            char *p = outbuf + 2, *end;
+            long long bytes = strtoll(p, &end, 10);
+            long n = strtol(end, &p, 10);
+            size_t o = 0;
+            list[0] = 0;
+            for (long k = 0; k < n && o + 24 < sizeof list; k++)
+                o += (size_t)snprintf(list + o, sizeof list - o, " %#llx", strtoull(p, &p, 10));
+            say("figures %d: pt_bytes %lld pmd_mapped %ld%s", s, bytes, n, list);
+        }
+        else
+            say("figures %d: %s", s, outbuf);
+    }
+}
+
+
+int main(void)
+{
+    ptf_init();
+    header("corpus/regressions/s390/gmap-dangling-m1.msgpack");
+    /* [0] exec(1, 0): a fresh process, as for elfs[0] (PT_S390_PGSTE) */
+    step(0, "exec", "exec(1, 0)", (const uint64_t[]){0x1ULL, 0x0ULL, 0x0ULL, 0x0ULL, 0x0ULL});
+    /* [1] vm_create(0, 1, 0) */
+    kvm_step(1, "vm_create", "vm_create(0, 1, 0)", (const uint64_t[]){0x0ULL, 0x1ULL, 0x0ULL, 0x0ULL, 0x0ULL});
+    /* [2] shm_mmap(1, 0x10000000, 0x100000, 0, 0) */
+    step(2, "shm_mmap", "shm_mmap(1, 0x10000000, 0x100000, 0, 0)", (const uint64_t[]){0x1ULL, 0x10000000ULL, 0x100000ULL, 0x0ULL, 0x0ULL});
+    /* [3] memslot(0, 0, 0, 0x10000000, 0x100000) */
+    kvm_step(3, "memslot", "memslot(0, 0, 0, 0x10000000, 0x100000)", (const uint64_t[]){0x0ULL, 0x0ULL, 0x0ULL, 0x10000000ULL, 0x100000ULL});
+    /* [4] guest_fault(0, 0, 1) */
+    kvm_step(4, "guest_fault", "guest_fault(0, 0, 1)", (const uint64_t[]){0x0ULL, 0x0ULL, 0x1ULL, 0x0ULL, 0x0ULL});
+    /* [5] exec(2, -1) */
+    step(5, "exec", "exec(2, -1)", (const uint64_t[]){0x2ULL, 0x0ULL, 0x0ULL, 0x0ULL, 0x0ULL});
+    /* [6] shm_mmap(2, 0x20000000, 0x100000, 0, 0) */
+    step(6, "shm_mmap", "shm_mmap(2, 0x20000000, 0x100000, 0, 0)", (const uint64_t[]){0x2ULL, 0x20000000ULL, 0x100000ULL, 0x0ULL, 0x0ULL});
+    /* [7] madvise(2, 0x20000000, 0x100000, 3) */
+    step(7, "madvise", "madvise(2, 0x20000000, 0x100000, 3)", (const uint64_t[]){0x2ULL, 0x20000000ULL, 0x100000ULL, 0x3ULL, 0x0ULL});
+    footer();
+    shutdown_all(); /* kills and reaps every process, then exits */
+}
