@@ -320,6 +320,19 @@ int ptf_step(struct engine *e, const uint64_t *op)
 	return ret;
 }
 
+/* End of trace: walkers end, rmap actors abort, held invalidations end, explicit sections close. */
+static void actors_abandon(struct engine *e)
+{
+	for (int cpu = 0; cpu < MAX_CPUS; cpu++) {
+		struct cpu *c = &e->cpus[cpu];
+		if (c->actor == A_WALK || c->actor == A_RMAP)
+			actor_end(e, cpu);
+		if (c->actor == A_INVAL)
+			inval_end(e, cpu);
+		c->rcu_nest = 0;
+	}
+}
+
 /* Abandon actors, tear everything down, drain RCU; whatever is still in the pool leaked. */
 int ptf_finish(struct engine *e, bool teardown)
 {

@@ -571,22 +571,23 @@ void pte_free_tlb(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
 void pte_free_defer(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
 void pte_free(struct engine *e, int mm, struct tref t);
 void crst_free(struct engine *e, int mm, struct tref t);
-/* mm/actors.c: the GUP-fast walker, the rmap walker and invalidation windows, as interleavable steps */
+/* mm/gup.c: the GUP-fast walker, as interleavable steps */
 int walk_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr);
 int walk_step(struct engine *e, int cpu);
 void actor_end(struct engine *e, int cpu);
+/* mm/rmap.c: the rmap walker and the rmap locks */
 int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr);
 int rmap_commit(struct engine *e, int cpu);
+bool folio_locked(const struct engine *e, uint64_t head);
+int rmap_lock_wait(struct engine *e, int kind, uint32_t id);
+int vma_rmap_wait(struct engine *e, const struct vma *v);
+/* mm/mmu_notifier.c: the invalidation window */
 int inval_hold(struct engine *e, int cpu);
 int inval_end(struct engine *e, int cpu);
-void actors_abandon(struct engine *e);
 int inval_window_for(struct engine *e, int mm);
 int inval_window_of_current(const struct engine *e);
 int inval_window_holder(const struct engine *e, int mm);
 void inval_window_forget_vm(struct engine *e, int vm);
-bool folio_locked(const struct engine *e, uint64_t head);
-int rmap_lock_wait(struct engine *e, int kind, uint32_t id);
-int vma_rmap_wait(struct engine *e, const struct vma *v);
 /* mm/huge_memory.c */
 int split_huge_pmd(struct engine *e, int mm, uint64_t addr);
 int do_split(struct engine *e, int mm, uint64_t addr);
