@@ -29,6 +29,9 @@ int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t 
 	static const struct mm_ops *const arch_mm_ops[ARCH_NR] = { &s390_mm_ops, &arm64_mm_ops, &x86_64_mm_ops };
 	e->mm_ops = arch_mm_ops[arch];
 	e->mn_ops = &kvm_mmu_notifier_ops;
+	static const struct kvm_arch_ops *const arch_kvm_ops[ARCH_NR] = { &s390_kvm_ops, &arm64_kvm_ops,
+									  &x86_64_kvm_ops };
+	e->kvm_ops = arch_kvm_ops[arch];
 	e->pmd_lvl = pmd_level(&e->geom);
 	e->shm_pages = e->geom.lv[e->geom.nlevels - 1].entries; /* HPAGE_PMD_NR */
 	switch (arch) {

@@ -341,6 +341,10 @@ struct mmu_notifier_ops {
 };
 extern const struct mmu_notifier_ops kvm_mmu_notifier_ops;
 
+/* The arch side of KVM (kvm/kvm_host.h): arch/s390/kvm/kvm-s390.c, arch/arm64/kvm/mmu.c, arch/x86/kvm/mmu/tdp_mmu.c */
+struct kvm_arch_ops;
+extern const struct kvm_arch_ops s390_kvm_ops, arm64_kvm_ops, x86_64_kvm_ops;
+
 /* ---- --steps events ---- */
 enum event {
 	EV_TABLE_ALLOC, EV_TABLE_FREE, EV_TABLE_RCU, EV_TABLE_DEFER, EV_RCU_RUN,
@@ -375,6 +379,7 @@ struct engine {
 	const struct entry_fmt *s2_fmt; /* entry format of gmap / stage-2 / TDP tables */
 	const struct mm_ops *mm_ops;    /* the arch's page-table hooks */
 	const struct mmu_notifier_ops *mn_ops; /* the notifier subscribers' calls (KVM's) */
+	const struct kvm_arch_ops *kvm_ops;    /* the arch's KVM hooks */
 
 	struct proc procs[MAX_PIDS];
 	struct mm mms[MAX_MMS];
@@ -635,7 +640,6 @@ int __gmap_link(struct engine *e, struct vm *v, uint64_t gaddr, uint64_t vmaddr)
 int gmap_map_segment(struct engine *e, struct vm *v, uint64_t from, uint64_t to, uint64_t len);
 int gmap_unmap_segment(struct engine *e, struct vm *v, uint64_t to, uint64_t len);
 int __gmap_translate(const struct vm *v, uint64_t gaddr, uint64_t *vmaddr);
-void kvm_arch_commit_memory_region(struct engine *e, struct vm *v, struct memslot old, struct memslot new);
 void gmap_destroy(struct engine *e, struct vm *v);
 int gmap_check(struct engine *e);
 
