@@ -3,7 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SOURCES := pyproject.toml setup.py $(wildcard native_ext/*.c native_ext/*.h native_ext/*/*.c native_ext/*/*.h native_ext/*/*/*.c native_ext/*/*/*.h ptfuzz/crosscheck/ptfuzz_host.c ptfuzz/crosscheck/ptfuzz_kvm.c)
+SOURCES := pyproject.toml setup.py $(shell find native_ext -name "*.[ch]") ptfuzz/crosscheck/ptfuzz_host.c \
+	ptfuzz/crosscheck/ptfuzz_kvm.c
 ARCH ?= s390
 TIME ?= 60
 
