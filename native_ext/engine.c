@@ -113,16 +113,7 @@ static int op_fork(struct engine *e, const uint64_t *a)
 static int op_exit(struct engine *e, const uint64_t *a)
 {
 	int mm = proc_mm(e, a[0]);
-	if (mm < 0)
-		return mm;
-	/* exit_mm: mmap_read_lock (the core-dump barrier), then mmput */
-	int ret = lock_would_wait(e, LC_MMAP, (uint64_t)mm, LM_READ);
-	if (ret || (ret = exit_mmap_wait(e, mm)))
-		return ret;
-	e->procs[a[0]].exists = false;
-	e->procs[a[0]].tif_pgste = false; /* a thread flag: it goes with the task */
-	mmput(e, mm);
-	return 0;
+	return mm < 0 ? mm : exit_mm(e, (int)a[0]);
 }
 
 /* mmap and shm_mmap; flags bit0 asks for MADV_HUGEPAGE on the new range right after it */
@@ -248,7 +239,7 @@ static int op_inval_end(struct engine *e, const uint64_t *a)
 
 static int op_vm_create(struct engine *e, const uint64_t *a)
 {
-	return vm_create(e, a[0], a[1], a[2]);
+	return kvm_create_vm(e, a[0], a[1], a[2]);
 }
 
 static int op_memslot(struct engine *e, const uint64_t *a)
@@ -263,25 +254,25 @@ static int op_guest_fault(struct engine *e, const uint64_t *a)
 {
 	if (kvm_mm_not_current(e, a[0]))
 		return -EIO;
-	int ret = fault_begin(e, MAX_CPUS, a[0], a[1], a[2] != 0);
-	return ret ? ret : fault_commit(e, MAX_CPUS);
+	int ret = kvm_faultin_pfn(e, MAX_CPUS, a[0], a[1], a[2] != 0);
+	return ret ? ret : kvm_mmu_finish_page_fault(e, MAX_CPUS);
 }
 
 static int op_guest_fault_begin(struct engine *e, const uint64_t *a)
 {
 	if (kvm_mm_not_current(e, a[1]))
 		return -EIO;
-	return fault_begin(e, (int)a[0], a[1], a[2], a[3] != 0);
+	return kvm_faultin_pfn(e, (int)a[0], a[1], a[2], a[3] != 0);
 }
 
 static int op_guest_fault_commit(struct engine *e, const uint64_t *a)
 {
-	return fault_commit(e, (int)a[0]);
+	return kvm_mmu_finish_page_fault(e, (int)a[0]);
 }
 
 static int op_vm_destroy(struct engine *e, const uint64_t *a)
 {
-	return vm_destroy(e, a[0]);
+	return kvm_destroy_vm(e, a[0]);
 }
 
 /* cpu: the first argument names a cpu, checked once here (-EINVAL) */

@@ -285,7 +285,7 @@ struct vm {
 	bool used;
 	int mm;
 	struct pgtable s2;     /* gmap (s390) or stage 2 / TDP */
-	bool root_freed;       /* the stage-2 root is gone: arm64 release (kvm_free_stage2_pgd), vm_destroy */
+	bool root_freed;       /* the stage-2 root is gone: arm64 release (kvm_free_stage2_pgd), kvm_destroy_vm */
 	bool released;         /* mmu_notifier release ran (exit_mmap): the VM gets no more invalidations */
 	struct geom geom;      /* stage-2 geometry */
 	int start_level, pgd_pages;
@@ -575,7 +575,7 @@ int pt_slot(struct engine *e, int mm, uint64_t addr, int target, struct tref *tb
 void pte_free_tlb(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
 void pte_free_defer(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
 void pte_free(struct engine *e, int mm, struct tref t);
-void crst_free(struct engine *e, int mm, struct tref t);
+void crst_table_free(struct engine *e, int mm, struct tref t);
 /* mm/gup.c: the GUP-fast walker, as interleavable steps */
 int walk_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr);
 int walk_step(struct engine *e, int cpu);
@@ -611,6 +611,7 @@ int madvise_hugepage_range(struct engine *e, int mm, uint64_t start, uint64_t en
 /* mm/fork.c */
 int copy_process(struct engine *e, uint64_t parent, uint64_t child);
 int bprm_execve(struct engine *e, int pid, int64_t elf);
+int exit_mm(struct engine *e, int pid);
 void mmput(struct engine *e, int mm);
 /* oracle/audit.c */
 void mm_audit(struct engine *e);
@@ -662,11 +663,11 @@ void lockdep_check(struct engine *e);
 
 /* kvm/kvm_main.c */
 bool kvm_mm_not_current(const struct engine *e, uint64_t vmi);
-int vm_create(struct engine *e, uint64_t vmi, uint64_t pid, uint64_t ipa_bits);
+int kvm_create_vm(struct engine *e, uint64_t vmi, uint64_t pid, uint64_t ipa_bits);
 int __kvm_set_memory_region(struct engine *e, const uint64_t *a);
-int fault_begin(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bool write);
-int fault_commit(struct engine *e, int cpu);
-int vm_destroy(struct engine *e, uint64_t vmi);
+int kvm_faultin_pfn(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bool write);
+int kvm_mmu_finish_page_fault(struct engine *e, int cpu);
+int kvm_destroy_vm(struct engine *e, uint64_t vmi);
 void kvm_notify_range(struct engine *e, int mm, uint64_t start, uint64_t end);
 bool kvm_mm_has_notifiers(const struct engine *e, int mm);
 void kvm_invalidate_end_held(struct engine *e, int cpu);

@@ -38,7 +38,9 @@ bool kvm_mm_not_current(const struct engine *e, uint64_t vmi)
 	return true;
 }
 
-int vm_create(struct engine *e, uint64_t vmi, uint64_t pid, uint64_t ipa_bits)
+/* kvm_create_vm (KVM_CREATE_VM): kvm_arch_init_vm's type check, the arch's mm preparation, the mmu notifier's
+ * registration (kvm_init_mmu_notifier), the arch's guest tables; kvm->mm holds an mmgrab. */
+int kvm_create_vm(struct engine *e, uint64_t vmi, uint64_t pid, uint64_t ipa_bits)
 {
 	if (vmi >= MAX_VMS) /* run() validates traces first; Engine.step and the checker's alphabet do not */
 		return -EINVAL;
@@ -147,7 +149,10 @@ int __kvm_set_memory_region(struct engine *e, const uint64_t *a)
 
 /* ---- the guest-fault protocol ---- */
 
-int fault_begin(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bool write)
+/* The first half of a vCPU's guest fault, up to the host page faulted in (kvm_faultin_pfn, v6.6 x86's name;
+ * arm64 user_mem_abort's __gfn_to_pfn_memslot, s390 gmap_fault's fixup_user_fault): the memslot, the mmap_lock,
+ * the candidate size, the invalidation sequence snapshot, handle_mm_fault. The vCPU is then in flight. */
+int kvm_faultin_pfn(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bool write)
 {
 	struct cpu *c = &e->cpus[cpu];
 	if (c->actor != A_NONE)
@@ -222,7 +227,10 @@ static void fault_end(struct engine *e, int cpu)
 	mmdrop(e, c->mm);
 }
 
-int fault_commit(struct engine *e, int cpu)
+/* The second half, under mmu_lock: the arch's map (e->kvm_ops->page_fault: user_mem_abort, kvm_tdp_mmu_map,
+ * gmap_fault's __gmap_link), then the page and the vCPU's references are released (kvm_mmu_finish_page_fault,
+ * 6.13 x86's name for that release). */
+int kvm_mmu_finish_page_fault(struct engine *e, int cpu)
 {
 	struct cpu *c = &e->cpus[cpu];
 	if (c->actor != A_GFAULT)
@@ -233,12 +241,13 @@ int fault_commit(struct engine *e, int cpu)
 	int ret = c->holds_mm ? exit_mmap_wait(e, c->mm) : 0;
 	if (ret)
 		return ret;
-	ret = e->kvm_ops->page_fault(e, &e->vms[c->vm], c); /* gmap_fault's __gmap_link, user_mem_abort, kvm_tdp_mmu_map */
+	ret = e->kvm_ops->page_fault(e, &e->vms[c->vm], c);
 	fault_end(e, cpu);
 	return ret;
 }
 
-int vm_destroy(struct engine *e, uint64_t vmi)
+/* kvm_destroy_vm, at the VM fd's last reference */
+int kvm_destroy_vm(struct engine *e, uint64_t vmi)
 {
 	struct vm *v = vm_get(e, vmi);
 	if (!v)
@@ -398,7 +407,7 @@ void kvm_destroy_all(struct engine *e)
 {
 	for (int i = 0; i < MAX_VMS; i++)
 		if (e->vms[i].used)
-			vm_destroy(e, (uint64_t)i);
+			kvm_destroy_vm(e, (uint64_t)i);
 }
 
 struct coherence_arg { struct vm *v; int vi; };

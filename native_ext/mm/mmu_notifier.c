@@ -71,7 +71,7 @@ int inval_window_holder(const struct engine *e, int mm)
 	return -1;
 }
 
-/* vm_destroy: the VM left the notifier list; no held end is delivered to it (nor to a VM later created in its
+/* kvm_destroy_vm: the VM left the notifier list; no held end is delivered to it (nor to a VM later created in its
  * place). */
 void inval_window_forget_vm(struct engine *e, int vm)
 {
