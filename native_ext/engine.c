@@ -327,6 +327,15 @@ static void actors_abandon(struct engine *e)
 	}
 }
 
+/* The release of an engine on the heap: ptf_fini, then its memory (its ELF table is its owner's). */
+void engine_free(struct engine *e)
+{
+	if (!e)
+		return;
+	ptf_fini(e);
+	free(e);
+}
+
 /* Abandon actors, tear everything down, drain RCU; whatever is still in the pool leaked. */
 int ptf_finish(struct engine *e, bool teardown)
 {

@@ -431,6 +431,7 @@ struct engine {
 #define CONFIG_NR 5
 int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t *config);
 void ptf_fini(struct engine *e);
+void engine_free(struct engine *e); /* ptf_fini and free: an engine on the heap */
 int ptf_step(struct engine *e, const uint64_t *op);
 int ptf_finish(struct engine *e, bool teardown);
 int ptf_selftest(int which);

@@ -97,48 +97,30 @@ static PyObject *py_run(PyObject *self, PyObject *args)
 	PyObject *rest = NULL, *ops_obj, *fig_obj = Py_None, *result = NULL;
 	Py_buffer probes = { 0 };
 	struct op_source src = { 0 };
+	struct elfset elfs = { 0 };
+	struct step_loop l = { 0 };
 	(void)self;
-	struct engine *e = engine_from_args(args, &rest);
+	struct engine *e = engine_from_args(args, &rest, &elfs);
 	if (!e)
 		return NULL;
 	unsigned long long fig_lo = 0, fig_hi = 0;
-	uint64_t *fig_buf = NULL;
-	size_t fig_len = 0, fig_cap = 0;
-	int fig_err = 0;
 	if (!PyArg_ParseTuple(rest, "Opp|z*O", &ops_obj, &steps, &teardown, &probes, &fig_obj))
 		goto out;
-	bool figures = fig_obj != Py_None;
-	if ((figures && !PyArg_ParseTuple(fig_obj, "KK", &fig_lo, &fig_hi)) || op_source_open(ops_obj, &src))
+	l.figures = fig_obj != Py_None;
+	if ((l.figures && !PyArg_ParseTuple(fig_obj, "KK", &fig_lo, &fig_hi)) || op_source_open(ops_obj, &src))
 		goto out;
+	l.fig_lo = fig_lo;
+	l.fig_hi = fig_hi;
 	e->steps = steps;
 	size_t nops = (size_t)src.nops;
 	PyObject *op_results = PyBytes_FromStringAndSize(NULL, steps ? (Py_ssize_t)nops : 0);
 	if (!op_results)
 		goto out;
-	int8_t *res = (int8_t *)PyBytes_AS_STRING(op_results);
-	size_t executed = 0;
-	uint64_t viol_words[OP_ARGS + 1];
-	bool viol_in_op = false;
-	Py_BEGIN_ALLOW_THREADS
-	const uint64_t *chunk;
-	size_t n;
-	while (!e->viol && (n = op_source_next(&src, &chunk, SIZE_MAX))) {
-		const uint64_t *op = chunk;
-		for (size_t i = 0; i < n && !e->viol; i++, executed++, op += OP_ARGS + 1) {
-			int r = ptf_step(e, op);
-			if (steps)
-				res[executed] = (int8_t)r;
-			if (figures && !fig_err)
-				fig_err = ptf_figures(e, fig_lo, fig_hi, &fig_buf, &fig_len, &fig_cap);
-			if (e->viol) {
-				memcpy(viol_words, op, sizeof(viol_words));
-				viol_in_op = true;
-			}
-		}
-	}
-	Py_END_ALLOW_THREADS
-	if (fig_err || (src.err && !e->viol)) {
-		if (fig_err)
+	l.res = steps ? (int8_t *)PyBytes_AS_STRING(op_results) : NULL;
+	step_loop_run(e, &src, &l);
+	size_t executed = l.executed;
+	if (l.fig_err || (src.err && !e->viol)) {
+		if (l.fig_err)
 			PyErr_NoMemory();
 		else
 			op_source_error(&src);
@@ -168,13 +150,14 @@ static PyObject *py_run(PyObject *self, PyObject *args)
 		"op_results", op_results,
 		"events", steps ? events_list(e) : (Py_INCREF(Py_None), Py_None),
 		"translations", translations,
-		"figures", figures ? figures_list(fig_buf, fig_len, executed) : (Py_INCREF(Py_None), Py_None),
-		"violation_op", viol_in_op ? PyBytes_FromStringAndSize((const char *)viol_words, sizeof(viol_words))
-					   : (Py_INCREF(Py_None), Py_None));
+		"figures", l.figures ? figures_list(l.fig_buf, l.fig_len, executed) : (Py_INCREF(Py_None), Py_None),
+		"violation_op", l.viol_in_op ? PyBytes_FromStringAndSize((const char *)l.viol_words, sizeof(l.viol_words))
+					     : (Py_INCREF(Py_None), Py_None));
 out:
 	op_source_close(&src);
-	free(fig_buf);
+	free(l.fig_buf);
 	engine_free(e);
+	elfset_clear(&elfs);
 	Py_XDECREF(rest);
 	if (probes.buf)
 		PyBuffer_Release(&probes);
