@@ -363,7 +363,8 @@ int ptf_finish(struct engine *e, bool teardown)
 	for (uint64_t i = 0; i < e->ncpd; i++) {
 		const struct compound *c = &e->cpd[i];
 		if (!c->freed) {
-			violate(e, V_ENGINE_ASSERT, "after teardown data page pfn 0x%llx (%u x 4K%s) is still allocated, "
+			violate_at(e, V_ENGINE_ASSERT, &(struct viol_focus){ .has = VF_PFN, .pfn = c->pfn },
+				   "after teardown data page pfn 0x%llx (%u x 4K%s) is still allocated, "
 				"mapcount %d", (unsigned long long)c->pfn, cpd_nr(c), c->shm ? ", shmem" : "", c->mapcount);
 			return 0;
 		}
@@ -371,7 +372,9 @@ int ptf_finish(struct engine *e, bool teardown)
 	for (int32_t i = 0; i < e->nblocks; i++) {
 		struct block *b = &e->blocks[i];
 		if (b->used) {
-			violate(e, V_TABLE_LEAK, "after teardown and RCU drain the level-%d table at 0x%llx "
+			violate_at(e, V_TABLE_LEAK, &(struct viol_focus){ .has = VF_TABLE | VF_MM,
+				   .table = tref_phys((struct tref){ i, 0, 0 }), .mm = b->mm[0] },
+				   "after teardown and RCU drain the level-%d table at 0x%llx "
 				"(mm %d) is still in use", b->level[0],
 				(unsigned long long)tref_phys((struct tref){ i, 0, 0 }), b->mm[0]);
 			break;

@@ -59,6 +59,17 @@ extern const struct knob_def knob_defs[K_NR];
 struct op_def { const char *name; int nargs; };
 extern const struct op_def op_defs[OP_NR];
 extern const char *const violation_names[V_NR];
+/* What a violation concerns, as numbers (the message names them too): for the reports (ptfuzz show). Each field
+ * counts only when its VF_ bit is in has. */
+enum { VF_TABLE = 1, VF_ENTRY = 2, VF_VM = 4, VF_MM = 8, VF_GPA = 16, VF_HVA = 32, VF_PFN = 64, VF_S2_LEVEL = 128,
+       VF_SIZE = 256 };
+struct viol_focus {
+	unsigned has;
+	uint64_t table;         /* a table's physical address (the half's, for an s390 2K table) */
+	uint32_t entry;         /* VF_ENTRY: the entry of that table */
+	int vm, mm, s2_level;
+	uint64_t gpa, hva, pfn, size;
+};
 extern const char *const violation_rules[V_NR];
 extern const char *const arch_names[ARCH_NR];
 
@@ -408,6 +419,7 @@ struct engine {
 	enum violation viol;
 	uint32_t viol_op;
 	char viol_msg[256];
+	struct viol_focus viol_focus;
 
 	/* the running operation: its opcode, its cpu (an actor's own locks never make it wait) and the locks it
 	 * holds now, which an invalidation window that stops it keeps until inval_end */
@@ -448,6 +460,9 @@ int ptf_copy(struct engine *dst, const struct engine *src);
 /* core/report.c */
 void violate(struct engine *e, enum violation v, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* violate, with what the violation concerns (f: a compound literal at the call site) */
+void violate_at(struct engine *e, enum violation v, const struct viol_focus *f, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 void emit(struct engine *e, enum event t, uint64_t a, uint64_t b, uint64_t c, uint64_t d);
 
 /* core/pool.c: table pages, data pages */

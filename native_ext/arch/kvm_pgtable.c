@@ -118,7 +118,8 @@ static int s2_map_visit(struct walk_ctx *ctx, unsigned visit)
 	if (allowed)
 		return s2_map_install(ctx, a);
 	if (ctx->level == g->nlevels - 1) {
-		violate(e, V_ENGINE_ASSERT, "stage-2 map walk found no level for gpa %#llx",
+		violate_at(e, V_ENGINE_ASSERT, &(struct viol_focus){ .has = VF_GPA, .gpa = ctx->addr },
+			"stage-2 map walk found no level for gpa %#llx",
 			(unsigned long long)ctx->addr);
 		return 1;
 	}
@@ -206,7 +207,9 @@ static int s2_check_install(struct engine *e, struct vm *v, struct cpu *c, int l
 	uint64_t page = e->geom.page_size;
 	if (level < 0 || level < v->start_level || (level < 3 && level < min_block) ||
 	    (gpa & (size - 1)) || ((pfn * 4096) & (size - 1))) {
-		violate(e, V_STAGE2_BLOCK_ILLEGAL, "vm %d: a %#llx-byte leaf for gpa %#llx at stage-2 level %d, "
+		violate_at(e, V_STAGE2_BLOCK_ILLEGAL, &(struct viol_focus){ .has = VF_VM | VF_SIZE | VF_GPA | VF_S2_LEVEL, .vm = vi,
+			   .size = size, .gpa = gpa, .s2_level = level },
+				"vm %d: a %#llx-byte leaf for gpa %#llx at stage-2 level %d, "
 			"but stage 2 starts at level %d and blocks need level >= %d", vi,
 			(unsigned long long)size, (unsigned long long)gpa, level, v->start_level, min_block);
 		return -1;
@@ -217,18 +220,23 @@ static int s2_check_install(struct engine *e, struct vm *v, struct cpu *c, int l
 	int k = host_lookup(e, v->mm, c->hva, &hl, &hpfn, NULL, NULL);
 	uint64_t host_size = k == E_LEAF ? level_size(&e->geom, hl) : 0;
 	if (size > page && (k == E_LEAF && size > host_size)) {
-		violate(e, V_STAGE2_OVERSIZE, "vm %d: %#llx-byte stage-2 block at gpa %#llx, but the host maps "
+		violate_at(e, V_STAGE2_OVERSIZE, &(struct viol_focus){ .has = VF_VM | VF_SIZE | VF_GPA | VF_HVA, .vm = vi,
+			   .size = size, .gpa = gpa, .hva = c->hva },
+				"vm %d: %#llx-byte stage-2 block at gpa %#llx, but the host maps "
 			"hva %#llx with a %#llx-byte leaf", vi, (unsigned long long)size, (unsigned long long)gpa,
 			(unsigned long long)c->hva, (unsigned long long)host_size);
 		return -1;
 	}
 	if (size > page && (!s || !slot_allows(s, c->hva, size))) {
-		violate(e, V_STAGE2_OVERSIZE, "vm %d: %#llx-byte stage-2 block at gpa %#llx leaves its memslot "
+		violate_at(e, V_STAGE2_OVERSIZE, &(struct viol_focus){ .has = VF_VM | VF_SIZE | VF_GPA, .vm = vi, .size = size,
+			   .gpa = gpa }, "vm %d: %#llx-byte stage-2 block at gpa %#llx leaves its memslot "
 			"or breaks gpa/hva congruence", vi, (unsigned long long)size, (unsigned long long)gpa);
 		return -1;
 	}
 	if (k != E_LEAF || hpfn != c->pfn || !page_alive(e, c->pfn)) {
-		violate(e, V_STAGE2_STALE, "vm %d: a %#llx-byte leaf maps gpa %#llx to pfn %#llx, but the host %s at "
+		violate_at(e, V_STAGE2_STALE, &(struct viol_focus){ .has = VF_VM | VF_SIZE | VF_GPA | VF_PFN | VF_HVA, .vm = vi,
+			   .size = size, .gpa = c->gpa, .pfn = c->pfn, .hva = c->hva },
+				"vm %d: a %#llx-byte leaf maps gpa %#llx to pfn %#llx, but the host %s at "
 			"hva %#llx", vi, (unsigned long long)size, (unsigned long long)c->gpa,
 			(unsigned long long)c->pfn, k != E_LEAF ? "maps nothing" : "maps another page",
 			(unsigned long long)c->hva);
@@ -269,7 +277,9 @@ int kvm_stage2_fault_stale(struct engine *e, struct vm *v, const struct cpu *c, 
 		return -EAGAIN;
 	if (!tref_alive(e, c->s2_root)) {
 		/* arm64: kvm_free_stage2_pgd set mmu->pgt to NULL; user_mem_abort dereferences it */
-		violate(e, V_STAGE2_AFTER_RELEASE, "vm %d: guest fault for gpa %#llx installs into stage-2 root "
+		violate_at(e, V_STAGE2_AFTER_RELEASE, &(struct viol_focus){ .has = VF_VM | VF_GPA | VF_TABLE,
+			   .vm = vm_index(e, v), .gpa = c->gpa, .table = tref_phys(c->s2_root) },
+				"vm %d: guest fault for gpa %#llx installs into stage-2 root "
 			"%#llx, freed by mmu_notifier release (exit_mmap)", vm_index(e, v),
 			(unsigned long long)c->gpa, (unsigned long long)tref_phys(c->s2_root));
 		return 1;

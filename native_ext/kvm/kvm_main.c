@@ -81,7 +81,8 @@ static int kvm_swap_active_memslots_wait(struct engine *e, struct vm *v)
 	if (!ret && v->faults_in_flight)
 		ret = lock_would_wait(e, LC_SRCU, vi, LM_WRITE);
 	if (!ret && (v->faults_in_flight || v->mn_active_invalidate_count))
-		violate(e, V_ENGINE_ASSERT, "vm %d: memslot update waits for nobody (in flight %d, active %d)",
+		violate_at(e, V_ENGINE_ASSERT, &(struct viol_focus){ .has = VF_VM, .vm = (int)vi },
+			   "vm %d: memslot update waits for nobody (in flight %d, active %d)",
 			(int)vi, v->faults_in_flight, v->mn_active_invalidate_count);
 	return ret;
 }
@@ -256,7 +257,8 @@ int kvm_destroy_vm(struct engine *e, uint64_t vmi)
 	if (v->faults_in_flight) {
 		int ret = lock_would_wait(e, LC_KVM, vmi, LM_WRITE);
 		if (!ret)
-			violate(e, V_ENGINE_ASSERT, "vm %d: %d faults in flight and no vCPU holds the VM",
+			violate_at(e, V_ENGINE_ASSERT, &(struct viol_focus){ .has = VF_VM, .vm = (int)vmi },
+				   "vm %d: %d faults in flight and no vCPU holds the VM",
 				(int)vmi, v->faults_in_flight);
 		return ret ? ret : -EBUSY;
 	}
@@ -425,7 +427,8 @@ static int coherence_visit(struct walk_ctx *ctx, unsigned visit)
 	uint64_t hpfn = 0;
 	int k = s ? host_lookup(e, a->v->mm, s->hva + (ctx->addr - s->gpa), &hl, &hpfn, NULL, NULL) : E_EMPTY;
 	if (k != E_LEAF || hpfn != pfn || !page_alive(e, pfn)) {
-		violate(e, V_STAGE2_STALE, "coherence: vm %d maps gpa %#llx to pfn %#llx, the host %s",
+		violate_at(e, V_STAGE2_STALE, &(struct viol_focus){ .has = VF_VM | VF_GPA | VF_PFN, .vm = a->vi,
+			   .gpa = ctx->addr, .pfn = pfn }, "coherence: vm %d maps gpa %#llx to pfn %#llx, the host %s",
 			a->vi, (unsigned long long)ctx->addr, (unsigned long long)pfn,
 			k != E_LEAF ? "maps nothing there" : "maps another page there");
 		return 1;

@@ -52,7 +52,8 @@ static int copy_visit(struct walk_ctx *ctx, unsigned visit)
 	if (!is_zero_pfn(pfn)) {
 		struct compound *c = data_lookup(e, pfn);
 		if (!c) {
-			violate(e, V_ENGINE_ASSERT, "fork: va 0x%llx maps pfn 0x%llx, no data page",
+			violate_at(e, V_ENGINE_ASSERT, &(struct viol_focus){ .has = VF_PFN, .pfn = pfn },
+				"fork: va 0x%llx maps pfn 0x%llx, no data page",
 				(unsigned long long)ctx->addr, (unsigned long long)pfn);
 			return 1;
 		}

@@ -133,7 +133,8 @@ int pt_slot(struct engine *e, int mm, uint64_t addr, int target, struct tref *tb
 	if (a.ret)
 		return a.ret;
 	if (a.level < 0) {
-		violate(e, V_ENGINE_ASSERT, "no page-table slot for va 0x%llx in mm %d", (unsigned long long)addr, mm);
+		violate_at(e, V_ENGINE_ASSERT, &(struct viol_focus){ .has = VF_MM, .mm = mm },
+			"no page-table slot for va 0x%llx in mm %d", (unsigned long long)addr, mm);
 		return -EFAULT;
 	}
 	*tbl = a.tbl;

@@ -31,6 +31,32 @@ static PyObject *stats_dict(struct engine *e)
 		"results", results);
 }
 
+/* What the violation concerns (struct viol_focus) as a dict of the fields it has (a negative vm, mm or level is
+ * none: a stage-2 table's owner is mm -1); None without a violation. */
+static PyObject *focus_dict(const struct engine *e)
+{
+	if (!e->viol)
+		Py_RETURN_NONE;
+	const struct viol_focus *f = &e->viol_focus;
+	static const struct { unsigned bit; const char *name; } fields[] = {
+		{ VF_TABLE, "table" }, { VF_ENTRY, "entry" }, { VF_VM, "vm" }, { VF_MM, "mm" }, { VF_GPA, "gpa" },
+		{ VF_HVA, "hva" }, { VF_PFN, "pfn" }, { VF_S2_LEVEL, "s2_level" }, { VF_SIZE, "size" },
+	};
+	const long long sign[] = { 0, 0, f->vm, f->mm, 0, 0, 0, f->s2_level, 0 };
+	const uint64_t values[] = { f->table, f->entry, (uint64_t)f->vm, (uint64_t)f->mm, f->gpa, f->hva, f->pfn,
+				    (uint64_t)f->s2_level, f->size };
+	PyObject *d = PyDict_New();
+	for (size_t i = 0; d && i < sizeof(fields) / sizeof(fields[0]); i++) {
+		if (!(f->has & fields[i].bit) || sign[i] < 0)
+			continue;
+		PyObject *v = PyLong_FromUnsignedLongLong(values[i]);
+		if (!v || PyDict_SetItemString(d, fields[i].name, v))
+			Py_CLEAR(d);
+		Py_XDECREF(v);
+	}
+	return d;
+}
+
 static PyObject *events_list(struct engine *e)
 {
 	PyObject *list = PyList_New((Py_ssize_t)e->nevents);
@@ -140,11 +166,12 @@ static PyObject *py_run(PyObject *self, PyObject *args)
 		tr[i] = ptf_translate(e, ((const uint64_t *)probes.buf)[2 * i], ((const uint64_t *)probes.buf)[2 * i + 1]);
 	e->op_index = (uint32_t)nops;
 	ptf_finish(e, teardown);
-	result = Py_BuildValue("{s:n,s:i,s:I,s:s,s:K,s:N,s:N,s:N,s:N,s:N,s:N}",
+	result = Py_BuildValue("{s:n,s:i,s:I,s:s,s:N,s:K,s:N,s:N,s:N,s:N,s:N,s:N}",
 		"executed", (Py_ssize_t)executed,
 		"violation", (int)e->viol,
 		"op_index", e->viol_op,
 		"message", e->viol_msg,
+		"focus", focus_dict(e),
 		"digest", (unsigned long long)digest,
 		"stats", stats_dict(e),
 		"op_results", op_results,

@@ -360,7 +360,9 @@ int gmap_check(struct engine *e)
 			(void)k;
 			bool same = lvl == PTE && ht.blk == gt.blk && ht.half == gt.half;
 			if (!live || !same) {
-				violate(e, V_GMAP_DANGLING, "vm %d guest segment 0x%llx points at page table 0x%llx, "
+				violate_at(e, V_GMAP_DANGLING, &(struct viol_focus){ .has = VF_VM | VF_GPA | VF_TABLE | VF_HVA, .vm = vi,
+				   .gpa = v->links[i].gaddr, .table = tref_phys(gt), .hva = v->links[i].vmaddr },
+				   "vm %d guest segment 0x%llx points at page table 0x%llx, "
 					"which %s the host's table for hva 0x%llx", vi,
 					(unsigned long long)v->links[i].gaddr, (unsigned long long)tref_phys(gt),
 					live ? "is no longer" : "has been freed and is not",
