@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ptf.h"
+#include "arch/s390/pgalloc.h"
+#include "arch/s390/gmap.h"
+#include "kvm/kvm_host.h"
 
 /* config: granule, va_bits, la57, max_table_pages, pa_bits */
 int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t *config)

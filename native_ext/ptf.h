@@ -1,5 +1,5 @@
 /* ptf.h: the page-table model's types, shared by every engine source file, and each layer's entry points, by file
- * (what only mm/ shares is in mm/internal.h). */
+ * (what fewer files share has its own header: mm/internal.h, kvm/kvm_host.h, arch/s390/pgalloc.h and gmap.h). */
 #ifndef PTF_H
 #define PTF_H
 
@@ -644,22 +644,6 @@ int do_shmem_fault(struct engine *e, int mm, const struct vma *v, uint64_t addr,
 int hpage_collapse_scan_file(struct engine *e, int mm, const struct vma *v, uint64_t addr);
 int collapse_pte_mapped_thp(struct engine *e, int mm, uint64_t addr);
 
-/* arch/s390/pgalloc.c (the rest behind s390_mm_ops) */
-int page_table_alloc(struct engine *e, int mm, struct tref *out);
-void __tlb_remove_table(struct engine *e, int32_t blk, int half);
-int crst_table_upgrade(struct engine *e, int mm, uint64_t end);
-int s390_frag_check(struct engine *e);
-/* arch/s390/gmap.c */
-int s390_enable_sie(struct engine *e, int mm);
-void gmap_unlink(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
-int gmap_create(struct engine *e, struct vm *v);
-int __gmap_link(struct engine *e, struct vm *v, uint64_t gaddr, uint64_t vmaddr);
-int gmap_map_segment(struct engine *e, struct vm *v, uint64_t from, uint64_t to, uint64_t len);
-int gmap_unmap_segment(struct engine *e, struct vm *v, uint64_t to, uint64_t len);
-int __gmap_translate(const struct vm *v, uint64_t gaddr, uint64_t *vmaddr);
-void gmap_destroy(struct engine *e, struct vm *v);
-int gmap_check(struct engine *e);
-
 /* core/locking.c */
 extern const char *const lock_names[LC_NR];
 int lock_acquire(struct engine *e, enum lock_class cls, uint64_t id, enum lock_mode mode);
@@ -676,21 +660,6 @@ void lock_downgrade(struct engine *e, enum lock_class cls, uint64_t id);
 int cpu_locks(const struct engine *e, int cpu, struct held_lock *out);
 void inval_window_keep_locks(struct engine *e, int cpu);
 void lockdep_check(struct engine *e);
-
-/* kvm/kvm_main.c */
-bool kvm_mm_not_current(const struct engine *e, uint64_t vmi);
-int kvm_create_vm(struct engine *e, uint64_t vmi, uint64_t pid, uint64_t ipa_bits);
-int __kvm_set_memory_region(struct engine *e, const uint64_t *a);
-int kvm_faultin_pfn(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bool write);
-int kvm_mmu_finish_page_fault(struct engine *e, int cpu);
-int kvm_destroy_vm(struct engine *e, uint64_t vmi);
-void kvm_notify_range(struct engine *e, int mm, uint64_t start, uint64_t end);
-bool kvm_mm_has_notifiers(const struct engine *e, int mm);
-void kvm_invalidate_end_held(struct engine *e, int cpu);
-void kvm_release(struct engine *e, int mm);
-void kvm_abort_faults(struct engine *e);
-void kvm_destroy_all(struct engine *e);
-void kvm_coherence_check(struct engine *e);
 
 static inline void mmu_notifier_invalidate_range(struct engine *e, int mm, uint64_t start, uint64_t end)
 {

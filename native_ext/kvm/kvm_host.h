@@ -51,6 +51,17 @@ static inline bool slot_allows(const struct memslot *s, uint64_t hva, uint64_t s
 	return start >= s->hva && start + size <= s->hva + s->len;
 }
 
+/* kvm/kvm_main.c: what the dispatcher (engine.c) calls */
+bool kvm_mm_not_current(const struct engine *e, uint64_t vmi);
+int kvm_create_vm(struct engine *e, uint64_t vmi, uint64_t pid, uint64_t ipa_bits);
+int __kvm_set_memory_region(struct engine *e, const uint64_t *a);
+int kvm_faultin_pfn(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bool write);
+int kvm_mmu_finish_page_fault(struct engine *e, int cpu);
+int kvm_destroy_vm(struct engine *e, uint64_t vmi);
+void kvm_abort_faults(struct engine *e);
+void kvm_destroy_all(struct engine *e);
+void kvm_coherence_check(struct engine *e);
+
 /* arch/kvm_pgtable.c: the stage-2 tables arm64 and x86 keep in the model, through the generic walker */
 struct stage2_map_cfg {
 	bool pgtable;           /* kvm_pgtable_stage2_map picks the levels (arm64.stage2_block_check=pgtable) */

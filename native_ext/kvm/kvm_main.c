@@ -281,7 +281,7 @@ static bool vm_subscribed(const struct vm *v, int mm)
 
 /* mm_has_notifiers: some VM of the mm gets its invalidations (s390 has no KVM mmu notifier: its gmap learns
  * of host changes through gmap_unlink). */
-bool kvm_mm_has_notifiers(const struct engine *e, int mm)
+static bool kvm_mm_has_notifiers(const struct engine *e, int mm)
 {
 	if (!e->kvm_ops->mmu_notifier)
 		return false;
@@ -350,7 +350,7 @@ static void kvm_mmu_notifier_invalidate_range_end(struct vm *v, unsigned n_began
  * calls them (the caller makes its change after this returns; nothing else runs in between, so ending now is
  * the same as ending after the change). When a cpu holds an invalidation window (inval_hold) and this
  * operation is the one it stopped, the ends wait on that cpu for inval_end. */
-void kvm_notify_range(struct engine *e, int mm, uint64_t start, uint64_t end)
+static void kvm_notify_range(struct engine *e, int mm, uint64_t start, uint64_t end)
 {
 	if (!e->kvm_ops->mmu_notifier)
 		return;
@@ -371,7 +371,7 @@ void kvm_notify_range(struct engine *e, int mm, uint64_t start, uint64_t end)
 }
 
 /* inval_end: the held invalidate_range_end calls run now. */
-void kvm_invalidate_end_held(struct engine *e, int cpu)
+static void kvm_invalidate_end_held(struct engine *e, int cpu)
 {
 	struct cpu *c = &e->cpus[cpu];
 	for (int vi = 0; vi < MAX_VMS; vi++) {
@@ -385,7 +385,7 @@ void kvm_invalidate_end_held(struct engine *e, int cpu)
  * kvm_arch_flush_shadow_all), then the subscription is unhooked (mn_hlist_release): no later invalidation reaches
  * the VM. arm64 frees the stage 2 (kvm_uninit_stage2_mmu -> kvm_free_stage2_pgd: pgt = NULL); x86 zaps every SPTE
  * and keeps its roots (kvm_mmu_zap_all). Neither touches mmu_invalidate_seq. */
-void kvm_release(struct engine *e, int mm)
+static void kvm_release(struct engine *e, int mm)
 {
 	if (!e->kvm_ops->mmu_notifier)
 		return;

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ptf.h"
+#include "arch/s390/gmap.h"
 
 enum { R1, R2, R3, SEG, PTE };
 #define SEG_SIZE (1ull << 20)

@@ -3,6 +3,7 @@
  * the gmap itself is arch/s390/gmap.c's. v6.6 s390 registers no mmu notifier: its gmap learns of host changes
  * through gmap_unlink. */
 #include "ptf.h"
+#include "arch/s390/gmap.h"
 #include "kvm/kvm_host.h"
 
 /* kvm_arch_init_vm: "if (type) goto out_err;" was checked before (no CONFIG_KVM_S390_UCONTROL); the gmap */
