@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SOURCES := pyproject.toml setup.py $(wildcard native_ext/*.c native_ext/*.h native_ext/*/*.c native_ext/*/*.h native_ext/*/*/*.c native_ext/*/*/*.h ptfuzz/crosscheck/ptfuzz_host.c ptfuzz/crosscheck/ptfuzz_kvm.c ptfuzz/crosscheck/ptfuzz_ops.h ptfuzz/crosscheck/ptfuzz_kvm_ops.h)
+SOURCES := pyproject.toml setup.py $(shell find native_ext -name "*.[ch]") $(wildcard ptfuzz/crosscheck/ptfuzz_*.[ch])
 ARCH ?= s390
 TIME ?= 60
 

@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ptf.h"
+#include "arch/s390/pgalloc.h"
+#include "arch/s390/gmap.h"
+#include "kvm/kvm_host.h"
 
 /* config: granule, va_bits, la57, max_table_pages, pa_bits */
 int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t *config)
@@ -29,6 +32,9 @@ int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t 
 	static const struct mm_ops *const arch_mm_ops[ARCH_NR] = { &s390_mm_ops, &arm64_mm_ops, &x86_64_mm_ops };
 	e->mm_ops = arch_mm_ops[arch];
 	e->mn_ops = &kvm_mmu_notifier_ops;
+	static const struct kvm_arch_ops *const arch_kvm_ops[ARCH_NR] = { &s390_kvm_ops, &arm64_kvm_ops,
+									  &x86_64_kvm_ops };
+	e->kvm_ops = arch_kvm_ops[arch];
 	e->pmd_lvl = pmd_level(&e->geom);
 	e->shm_pages = e->geom.lv[e->geom.nlevels - 1].entries; /* HPAGE_PMD_NR */
 	switch (arch) {
@@ -110,16 +116,7 @@ static int op_fork(struct engine *e, const uint64_t *a)
 static int op_exit(struct engine *e, const uint64_t *a)
 {
 	int mm = proc_mm(e, a[0]);
-	if (mm < 0)
-		return mm;
-	/* exit_mm: mmap_read_lock (the core-dump barrier), then mmput */
-	int ret = lock_would_wait(e, LC_MMAP, (uint64_t)mm, LM_READ);
-	if (ret || (ret = exit_mmap_wait(e, mm)))
-		return ret;
-	e->procs[a[0]].exists = false;
-	e->procs[a[0]].tif_pgste = false; /* a thread flag: it goes with the task */
-	mmput(e, mm);
-	return 0;
+	return mm < 0 ? mm : exit_mm(e, (int)a[0]);
 }
 
 /* mmap and shm_mmap; flags bit0 asks for MADV_HUGEPAGE on the new range right after it */
@@ -245,7 +242,7 @@ static int op_inval_end(struct engine *e, const uint64_t *a)
 
 static int op_vm_create(struct engine *e, const uint64_t *a)
 {
-	return vm_create(e, a[0], a[1], a[2]);
+	return kvm_create_vm(e, a[0], a[1], a[2]);
 }
 
 static int op_memslot(struct engine *e, const uint64_t *a)
@@ -260,25 +257,25 @@ static int op_guest_fault(struct engine *e, const uint64_t *a)
 {
 	if (kvm_mm_not_current(e, a[0]))
 		return -EIO;
-	int ret = fault_begin(e, MAX_CPUS, a[0], a[1], a[2] != 0);
-	return ret ? ret : fault_commit(e, MAX_CPUS);
+	int ret = kvm_faultin_pfn(e, MAX_CPUS, a[0], a[1], a[2] != 0);
+	return ret ? ret : kvm_mmu_finish_page_fault(e, MAX_CPUS);
 }
 
 static int op_guest_fault_begin(struct engine *e, const uint64_t *a)
 {
 	if (kvm_mm_not_current(e, a[1]))
 		return -EIO;
-	return fault_begin(e, (int)a[0], a[1], a[2], a[3] != 0);
+	return kvm_faultin_pfn(e, (int)a[0], a[1], a[2], a[3] != 0);
 }
 
 static int op_guest_fault_commit(struct engine *e, const uint64_t *a)
 {
-	return fault_commit(e, (int)a[0]);
+	return kvm_mmu_finish_page_fault(e, (int)a[0]);
 }
 
 static int op_vm_destroy(struct engine *e, const uint64_t *a)
 {
-	return vm_destroy(e, a[0]);
+	return kvm_destroy_vm(e, a[0]);
 }
 
 /* cpu: the first argument names a cpu, checked once here (-EINVAL) */
@@ -320,6 +317,28 @@ int ptf_step(struct engine *e, const uint64_t *op)
 	return ret;
 }
 
+/* End of trace: walkers end, rmap actors abort, held invalidations end, explicit sections close. */
+static void actors_abandon(struct engine *e)
+{
+	for (int cpu = 0; cpu < MAX_CPUS; cpu++) {
+		struct cpu *c = &e->cpus[cpu];
+		if (c->actor == A_WALK || c->actor == A_RMAP)
+			actor_end(e, cpu);
+		if (c->actor == A_INVAL)
+			inval_end(e, cpu);
+		c->rcu_nest = 0;
+	}
+}
+
+/* The release of an engine on the heap: ptf_fini, then its memory (its ELF table is its owner's). */
+void engine_free(struct engine *e)
+{
+	if (!e)
+		return;
+	ptf_fini(e);
+	free(e);
+}
+
 /* Abandon actors, tear everything down, drain RCU; whatever is still in the pool leaked. */
 int ptf_finish(struct engine *e, bool teardown)
 {
@@ -347,7 +366,8 @@ int ptf_finish(struct engine *e, bool teardown)
 	for (uint64_t i = 0; i < e->ncpd; i++) {
 		const struct compound *c = &e->cpd[i];
 		if (!c->freed) {
-			violate(e, V_ENGINE_ASSERT, "after teardown data page pfn 0x%llx (%u x 4K%s) is still allocated, "
+			violate_at(e, V_ENGINE_ASSERT, &(struct viol_focus){ .has = VF_PFN, .pfn = c->pfn },
+				   "after teardown data page pfn 0x%llx (%u x 4K%s) is still allocated, "
 				"mapcount %d", (unsigned long long)c->pfn, cpd_nr(c), c->shm ? ", shmem" : "", c->mapcount);
 			return 0;
 		}
@@ -355,7 +375,9 @@ int ptf_finish(struct engine *e, bool teardown)
 	for (int32_t i = 0; i < e->nblocks; i++) {
 		struct block *b = &e->blocks[i];
 		if (b->used) {
-			violate(e, V_TABLE_LEAK, "after teardown and RCU drain the level-%d table at 0x%llx "
+			violate_at(e, V_TABLE_LEAK, &(struct viol_focus){ .has = VF_TABLE | VF_MM,
+				   .table = tref_phys((struct tref){ i, 0, 0 }), .mm = b->mm[0] },
+				   "after teardown and RCU drain the level-%d table at 0x%llx "
 				"(mm %d) is still in use", b->level[0],
 				(unsigned long long)tref_phys((struct tref){ i, 0, 0 }), b->mm[0]);
 			break;

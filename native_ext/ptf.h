@@ -1,5 +1,5 @@
 /* ptf.h: the page-table model's types, shared by every engine source file, and each layer's entry points, by file
- * (what only mm/ shares is in mm/internal.h). */
+ * (what fewer files share has its own header: mm/internal.h, kvm/kvm_host.h, arch/s390/pgalloc.h and gmap.h). */
 #ifndef PTF_H
 #define PTF_H
 
@@ -60,6 +60,17 @@ extern const struct knob_def knob_defs[K_NR];
 struct op_def { const char *name; int nargs; };
 extern const struct op_def op_defs[OP_NR];
 extern const char *const violation_names[V_NR];
+/* What a violation concerns, as numbers (the message names them too): for the reports (ptfuzz show). Each field
+ * counts only when its VF_ bit is in has. */
+enum { VF_TABLE = 1, VF_ENTRY = 2, VF_VM = 4, VF_MM = 8, VF_GPA = 16, VF_HVA = 32, VF_PFN = 64, VF_S2_LEVEL = 128,
+       VF_SIZE = 256 };
+struct viol_focus {
+	unsigned has;
+	uint64_t table;         /* a table's physical address (the half's, for an s390 2K table) */
+	uint32_t entry;         /* VF_ENTRY: the entry of that table */
+	int vm, mm, s2_level;
+	uint64_t gpa, hva, pfn, size;
+};
 extern const char *const violation_rules[V_NR];
 extern const char *const arch_names[ARCH_NR];
 
@@ -286,7 +297,7 @@ struct vm {
 	bool used;
 	int mm;
 	struct pgtable s2;     /* gmap (s390) or stage 2 / TDP */
-	bool root_freed;       /* the stage-2 root is gone: arm64 release (kvm_free_stage2_pgd), vm_destroy */
+	bool root_freed;       /* the stage-2 root is gone: arm64 release (kvm_free_stage2_pgd), kvm_destroy_vm */
 	bool released;         /* mmu_notifier release ran (exit_mmap): the VM gets no more invalidations */
 	struct geom geom;      /* stage-2 geometry */
 	int start_level, pgd_pages;
@@ -342,6 +353,10 @@ struct mmu_notifier_ops {
 };
 extern const struct mmu_notifier_ops kvm_mmu_notifier_ops;
 
+/* The arch side of KVM (kvm/kvm_host.h): arch/s390/kvm/kvm-s390.c, arch/arm64/kvm/mmu.c, arch/x86/kvm/mmu/tdp_mmu.c */
+struct kvm_arch_ops;
+extern const struct kvm_arch_ops s390_kvm_ops, arm64_kvm_ops, x86_64_kvm_ops;
+
 /* ---- --steps events ---- */
 enum event {
 	EV_TABLE_ALLOC, EV_TABLE_FREE, EV_TABLE_RCU, EV_TABLE_DEFER, EV_RCU_RUN,
@@ -376,6 +391,7 @@ struct engine {
 	const struct entry_fmt *s2_fmt; /* entry format of gmap / stage-2 / TDP tables */
 	const struct mm_ops *mm_ops;    /* the arch's page-table hooks */
 	const struct mmu_notifier_ops *mn_ops; /* the notifier subscribers' calls (KVM's) */
+	const struct kvm_arch_ops *kvm_ops;    /* the arch's KVM hooks */
 
 	struct proc procs[MAX_PIDS];
 	struct mm mms[MAX_MMS];
@@ -404,6 +420,7 @@ struct engine {
 	enum violation viol;
 	uint32_t viol_op;
 	char viol_msg[256];
+	struct viol_focus viol_focus;
 
 	/* the running operation: its opcode, its cpu (an actor's own locks never make it wait) and the locks it
 	 * holds now, which an invalidation window that stops it keeps until inval_end */
@@ -427,6 +444,7 @@ struct engine {
 #define CONFIG_NR 5
 int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t *config);
 void ptf_fini(struct engine *e);
+void engine_free(struct engine *e); /* ptf_fini and free: an engine on the heap */
 int ptf_step(struct engine *e, const uint64_t *op);
 int ptf_finish(struct engine *e, bool teardown);
 int ptf_selftest(int which);
@@ -443,6 +461,9 @@ int ptf_copy(struct engine *dst, const struct engine *src);
 /* core/report.c */
 void violate(struct engine *e, enum violation v, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* violate, with what the violation concerns (f: a compound literal at the call site) */
+void violate_at(struct engine *e, enum violation v, const struct viol_focus *f, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 void emit(struct engine *e, enum event t, uint64_t a, uint64_t b, uint64_t c, uint64_t d);
 
 /* core/pool.c: table pages, data pages */
@@ -572,23 +593,24 @@ int pt_slot(struct engine *e, int mm, uint64_t addr, int target, struct tref *tb
 void pte_free_tlb(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
 void pte_free_defer(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
 void pte_free(struct engine *e, int mm, struct tref t);
-void crst_free(struct engine *e, int mm, struct tref t);
-/* mm/actors.c: the GUP-fast walker, the rmap walker and invalidation windows, as interleavable steps */
+void crst_table_free(struct engine *e, int mm, struct tref t);
+/* mm/gup.c: the GUP-fast walker, as interleavable steps */
 int walk_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr);
 int walk_step(struct engine *e, int cpu);
 void actor_end(struct engine *e, int cpu);
+/* mm/rmap.c: the rmap walker and the rmap locks */
 int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr);
 int rmap_commit(struct engine *e, int cpu);
+bool folio_locked(const struct engine *e, uint64_t head);
+int rmap_lock_wait(struct engine *e, int kind, uint32_t id);
+int vma_rmap_wait(struct engine *e, const struct vma *v);
+/* mm/mmu_notifier.c: the invalidation window */
 int inval_hold(struct engine *e, int cpu);
 int inval_end(struct engine *e, int cpu);
-void actors_abandon(struct engine *e);
 int inval_window_for(struct engine *e, int mm);
 int inval_window_of_current(const struct engine *e);
 int inval_window_holder(const struct engine *e, int mm);
 void inval_window_forget_vm(struct engine *e, int vm);
-bool folio_locked(const struct engine *e, uint64_t head);
-int rmap_lock_wait(struct engine *e, int kind, uint32_t id);
-int vma_rmap_wait(struct engine *e, const struct vma *v);
 /* mm/huge_memory.c */
 int split_huge_pmd(struct engine *e, int mm, uint64_t addr);
 int do_split(struct engine *e, int mm, uint64_t addr);
@@ -607,6 +629,7 @@ int madvise_hugepage_range(struct engine *e, int mm, uint64_t start, uint64_t en
 /* mm/fork.c */
 int copy_process(struct engine *e, uint64_t parent, uint64_t child);
 int bprm_execve(struct engine *e, int pid, int64_t elf);
+int exit_mm(struct engine *e, int pid);
 void mmput(struct engine *e, int mm);
 /* oracle/audit.c */
 void mm_audit(struct engine *e);
@@ -622,23 +645,6 @@ int do_shmem_fault(struct engine *e, int mm, const struct vma *v, uint64_t addr,
 		   uint64_t *size_out);
 int hpage_collapse_scan_file(struct engine *e, int mm, const struct vma *v, uint64_t addr);
 int collapse_pte_mapped_thp(struct engine *e, int mm, uint64_t addr);
-
-/* arch/s390/pgalloc.c (the rest behind s390_mm_ops) */
-int page_table_alloc(struct engine *e, int mm, struct tref *out);
-void __tlb_remove_table(struct engine *e, int32_t blk, int half);
-int crst_table_upgrade(struct engine *e, int mm, uint64_t end);
-int s390_frag_check(struct engine *e);
-/* arch/s390/gmap.c */
-int s390_enable_sie(struct engine *e, int mm);
-void gmap_unlink(struct engine *e, int mm, struct tref t, uint64_t vmaddr);
-int gmap_create(struct engine *e, struct vm *v);
-int __gmap_link(struct engine *e, struct vm *v, uint64_t gaddr, uint64_t vmaddr);
-int gmap_map_segment(struct engine *e, struct vm *v, uint64_t from, uint64_t to, uint64_t len);
-int gmap_unmap_segment(struct engine *e, struct vm *v, uint64_t to, uint64_t len);
-int __gmap_translate(const struct vm *v, uint64_t gaddr, uint64_t *vmaddr);
-void kvm_arch_commit_memory_region(struct engine *e, struct vm *v, struct memslot old, struct memslot new);
-void gmap_destroy(struct engine *e, struct vm *v);
-int gmap_check(struct engine *e);
 
 /* core/locking.c */
 extern const char *const lock_names[LC_NR];
@@ -656,21 +662,6 @@ void lock_downgrade(struct engine *e, enum lock_class cls, uint64_t id);
 int cpu_locks(const struct engine *e, int cpu, struct held_lock *out);
 void inval_window_keep_locks(struct engine *e, int cpu);
 void lockdep_check(struct engine *e);
-
-/* kvm/kvm_main.c */
-bool kvm_mm_not_current(const struct engine *e, uint64_t vmi);
-int vm_create(struct engine *e, uint64_t vmi, uint64_t pid, uint64_t ipa_bits);
-int __kvm_set_memory_region(struct engine *e, const uint64_t *a);
-int fault_begin(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bool write);
-int fault_commit(struct engine *e, int cpu);
-int vm_destroy(struct engine *e, uint64_t vmi);
-void kvm_notify_range(struct engine *e, int mm, uint64_t start, uint64_t end);
-bool kvm_mm_has_notifiers(const struct engine *e, int mm);
-void kvm_invalidate_end_held(struct engine *e, int cpu);
-void kvm_release(struct engine *e, int mm);
-void kvm_abort_faults(struct engine *e);
-void kvm_destroy_all(struct engine *e);
-void kvm_coherence_check(struct engine *e);
 
 static inline void mmu_notifier_invalidate_range(struct engine *e, int mm, uint64_t start, uint64_t end)
 {

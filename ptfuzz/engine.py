@@ -18,6 +18,9 @@ class Violation:
     op_index: int
     op: str
     message: str
+    # what it concerns, as the engine recorded it (struct viol_focus): table, entry, vm, mm, gpa, hva, pfn,
+    # s2_level, size, each present only when the violation names it
+    focus: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -74,7 +77,7 @@ def _run(trace: Trace, knobs: dict | None, steps: bool, teardown: bool, probes: 
         words = out.get("violation_op")  # the engine's copy: a streamed trace is not read again for it
         op = np.frombuffer(words, dtype=np.uint64) if words else trace.ops[idx] if idx < nops else None
         violation = Violation(VIOLATION_KINDS[out["violation"] - 1], idx,
-                              op_text(op) if op is not None else "(teardown)", out["message"])
+                              op_text(op) if op is not None else "(teardown)", out["message"], out.get("focus") or {})
     stats = out["stats"]
     stats["results"] = {errno_name(k): v for k, v in sorted(stats["results"].items(), reverse=True)}
     result = ReplayResult(

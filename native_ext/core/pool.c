@@ -30,7 +30,8 @@ bool tref_alive(struct engine *e, struct tref t)
 uint64_t *tref_deref(struct engine *e, struct tref t, const char *who)
 {
 	if (!tref_alive(e, t)) {
-		violate(e, V_UAF_TABLE, "%s dereferenced table at 0x%llx, freed since it took the pointer",
+		violate_at(e, V_UAF_TABLE, &(struct viol_focus){ .has = VF_TABLE, .table = tref_phys(t) },
+			"%s dereferenced table at 0x%llx, freed since it took the pointer",
 			who, (unsigned long long)tref_phys(t));
 		return NULL;
 	}
@@ -114,12 +115,14 @@ void block_release(struct engine *e, int32_t id)
 {
 	struct block *b = &e->blocks[id];
 	if (!b->used) {
-		violate(e, V_DOUBLE_FREE, "table page at 0x%llx freed twice",
+		violate_at(e, V_DOUBLE_FREE, &(struct viol_focus){ .has = VF_TABLE, .table = tref_phys((struct tref){ id, 0, 0 }) },
+			   "table page at 0x%llx freed twice",
 			(unsigned long long)tref_phys((struct tref){ id, 0, 0 }));
 		return;
 	}
 	if (b->dep_head)
-		violate(e, V_ENGINE_ASSERT, "PMD table at 0x%llx freed with PTE tables still deposited in it",
+		violate_at(e, V_ENGINE_ASSERT, &(struct viol_focus){ .has = VF_TABLE, .table = tref_phys((struct tref){ id, 0, 0 }) },
+			   "PMD table at 0x%llx freed with PTE tables still deposited in it",
 			(unsigned long long)tref_phys((struct tref){ id, 0, 0 }));
 	e->st.pages_in_use -= b->pages;
 	e->frag_dirty = e->gmap_dirty = true;
@@ -239,12 +242,14 @@ void data_put(struct engine *e, uint64_t pfn)
 	if (!c)
 		return;
 	if (c->freed) {
-		violate(e, V_DOUBLE_FREE, "data page pfn 0x%llx freed twice", (unsigned long long)pfn);
+		violate_at(e, V_DOUBLE_FREE, &(struct viol_focus){ .has = VF_PFN, .pfn = pfn },
+			"data page pfn 0x%llx freed twice", (unsigned long long)pfn);
 		return;
 	}
 	if (c->shm) { /* the page cache keeps a shmem page: its object frees it (collapse_file, end of trace) */
 		if (--c->mapcount < 0)
-			violate(e, V_ENGINE_ASSERT, "shmem page pfn 0x%llx unmapped more often than mapped",
+			violate_at(e, V_ENGINE_ASSERT, &(struct viol_focus){ .has = VF_PFN, .pfn = pfn },
+				   "shmem page pfn 0x%llx unmapped more often than mapped",
 				(unsigned long long)pfn);
 		return;
 	}
@@ -254,7 +259,8 @@ void data_put(struct engine *e, uint64_t pfn)
 	e->st.data_pages -= cpd_nr(c);
 	emit(e, EV_DATA_FREE, c->pfn, cpd_nr(c), 0, 0);
 	if (c->live > 0)
-		violate(e, V_FREED_PAGE_MAPPED, "data page pfn 0x%llx freed while %d live leaves still map it",
+		violate_at(e, V_FREED_PAGE_MAPPED, &(struct viol_focus){ .has = VF_PFN, .pfn = pfn },
+			   "data page pfn 0x%llx freed while %d live leaves still map it",
 			(unsigned long long)pfn, c->live);
 }
 
@@ -282,7 +288,8 @@ void entry_write(struct engine *e, struct tref t, int level, uint32_t idx, uint6
 	b->leaves[t.half] += (now == E_LEAF) - (was == E_LEAF);
 	if (b->mm[t.half] >= 0) {
 		if (b->linked[t.half] == L_UNLINKED || b->linked[t.half] == L_DEPOSITED)
-			violate(e, V_LOST_UPDATE, "write of 0x%llx into entry %u of level-%d table 0x%llx, "
+			violate_at(e, V_LOST_UPDATE, &(struct viol_focus){ .has = VF_TABLE | VF_ENTRY | VF_MM, .table = tref_phys(t),
+				   .entry = idx, .mm = b->mm[t.half] }, "write of 0x%llx into entry %u of level-%d table 0x%llx, "
 				"which is no longer linked into mm %d%s", (unsigned long long)val, idx, level,
 				(unsigned long long)tref_phys(t), b->mm[t.half],
 				b->linked[t.half] == L_DEPOSITED ? " (it is a deposited table)" : "");
@@ -378,7 +385,8 @@ struct tref pgtable_trans_huge_withdraw(struct engine *e, struct tref pmd_tbl)
 {
 	struct block *pb = &e->blocks[pmd_tbl.blk];
 	if (!pb->dep_head) {
-		violate(e, V_ENGINE_ASSERT, "no PTE table deposited in the PMD table at 0x%llx",
+		violate_at(e, V_ENGINE_ASSERT, &(struct viol_focus){ .has = VF_TABLE, .table = tref_phys(pmd_tbl) },
+			   "no PTE table deposited in the PMD table at 0x%llx",
 			(unsigned long long)tref_phys(pmd_tbl));
 		return TREF_NONE;
 	}

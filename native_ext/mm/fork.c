@@ -1,4 +1,4 @@
-/* mm/fork.c: the process lifecycle over mms: fork (copy_process, dup_mmap), exec (bprm_execve), mmput. */
+/* mm/fork.c: the process lifecycle over mms: fork (copy_process, dup_mmap), exec (bprm_execve), exit_mm, mmput. */
 #include <stdlib.h>
 #include <string.h>
 #include "ptf.h"
@@ -52,7 +52,8 @@ static int copy_visit(struct walk_ctx *ctx, unsigned visit)
 	if (!is_zero_pfn(pfn)) {
 		struct compound *c = data_lookup(e, pfn);
 		if (!c) {
-			violate(e, V_ENGINE_ASSERT, "fork: va 0x%llx maps pfn 0x%llx, no data page",
+			violate_at(e, V_ENGINE_ASSERT, &(struct viol_focus){ .has = VF_PFN, .pfn = pfn },
+				"fork: va 0x%llx maps pfn 0x%llx, no data page",
 				(unsigned long long)ctx->addr, (unsigned long long)pfn);
 			return 1;
 		}
@@ -221,5 +222,19 @@ again:;
 		mmput(e, old);
 	p->exists = true;
 	p->mm = nm;
+	return 0;
+}
+
+/* exit_mm (kernel/exit.c): mmap_read_lock (the core-dump barrier), then mmput; an exit_mmap that would wait
+ * leaves the task as it was. */
+int exit_mm(struct engine *e, int pid)
+{
+	int mm = e->procs[pid].mm;
+	int ret = lock_would_wait(e, LC_MMAP, (uint64_t)mm, LM_READ);
+	if (ret || (ret = exit_mmap_wait(e, mm)))
+		return ret;
+	e->procs[pid].exists = false;
+	e->procs[pid].tif_pgste = false; /* a thread flag: it goes with the task */
+	mmput(e, mm);
 	return 0;
 }

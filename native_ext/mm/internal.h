@@ -23,6 +23,12 @@ static inline bool mm_forbids_zeropage(const struct engine *e, const struct mm *
 	return e->mm_ops->mm_forbids_zeropage && e->mm_ops->mm_forbids_zeropage(e, m);
 }
 
+/* an actor may begin on a cpu only when it is idle (mm/gup.c, mm/rmap.c, mm/mmu_notifier.c) */
+static inline int idle_cpu(struct engine *e, uint64_t cpu)
+{
+	return e->cpus[cpu].actor == A_NONE ? 0 : -EBUSY;
+}
+
 static inline void set_out(const struct engine *e, uint64_t addr, uint64_t leaf_pfn, int level, uint64_t *pfn,
 			   uint64_t *size)
 {

@@ -16,7 +16,7 @@ static void free_child_table(struct engine *e, struct walk_ctx *ctx)
 	if (child_level(ctx->g, ctx->level) == ctx->g->nlevels - 1)
 		pte_free_tlb(e, mm, child, ctx->addr);
 	else
-		crst_free(e, mm, child);
+		crst_table_free(e, mm, child);
 }
 
 struct unmap_arg { uint64_t start, end; bool free_tables; struct mm *m; int mm; };

@@ -5,7 +5,9 @@
 #include "ptf.h"
 #include "mm/internal.h"
 
-void crst_free(struct engine *e, int mm, struct tref t)
+/* crst_table_free (s390's name; pmd_free_tlb, pud_free_tlb, p4d_free_tlb elsewhere): an upper-level table
+ * free_pgtables unlinked, after a grace period when the table_free knob says RCU */
+void crst_table_free(struct engine *e, int mm, struct tref t)
 {
 	bool rcu = e->knob[K_TABLE_FREE] == TF_RCU && mm >= 0;
 	table_free(e, t, rcu ? TABLE_FREE_RCU : TABLE_FREE_NOW, e->blocks[t.blk].level[0], mm);
@@ -131,7 +133,8 @@ int pt_slot(struct engine *e, int mm, uint64_t addr, int target, struct tref *tb
 	if (a.ret)
 		return a.ret;
 	if (a.level < 0) {
-		violate(e, V_ENGINE_ASSERT, "no page-table slot for va 0x%llx in mm %d", (unsigned long long)addr, mm);
+		violate_at(e, V_ENGINE_ASSERT, &(struct viol_focus){ .has = VF_MM, .mm = mm },
+			"no page-table slot for va 0x%llx in mm %d", (unsigned long long)addr, mm);
 		return -EFAULT;
 	}
 	*tbl = a.tbl;

@@ -46,7 +46,8 @@ void mm_audit(struct engine *e)
 		struct walker w = { audit_visit, &a, WALK_LEAF | WALK_TABLE_PRE | WALK_SKIP_EMPTY, 0 };
 		pt_walk(e, &m->pgt, &e->geom, 0, ~0ull, &w);
 		if (a.bytes != m->pt_bytes || a.leaves != m->pmd_leaves)
-			violate(e, V_ENGINE_ASSERT, "mm %d counts %llu page-table bytes and %llu PMD leaves, its tables "
+			violate_at(e, V_ENGINE_ASSERT, &(struct viol_focus){ .has = VF_MM, .mm = mm },
+				"mm %d counts %llu page-table bytes and %llu PMD leaves, its tables "
 				"hold %llu and %llu", mm, (unsigned long long)m->pt_bytes,
 				(unsigned long long)m->pmd_leaves, (unsigned long long)a.bytes,
 				(unsigned long long)a.leaves);

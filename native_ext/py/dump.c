@@ -371,8 +371,9 @@ PyObject *py_dump(PyObject *self, PyObject *args)
 {
 	PyObject *rest = NULL, *ops_obj, *result = NULL;
 	struct op_source src = { 0 };
+	struct elfset elfs = { 0 };
 	(void)self;
-	struct engine *e = engine_from_args(args, &rest);
+	struct engine *e = engine_from_args(args, &rest, &elfs);
 	if (!e)
 		return NULL;
 	if (!PyArg_ParseTuple(rest, "O", &ops_obj) || op_source_open(ops_obj, &src))
@@ -380,15 +381,9 @@ PyObject *py_dump(PyObject *self, PyObject *args)
 	PyObject *op_results = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)src.nops);
 	if (!op_results)
 		goto out;
-	int8_t *res = (int8_t *)PyBytes_AS_STRING(op_results);
-	size_t executed = 0;
-	Py_BEGIN_ALLOW_THREADS
-	const uint64_t *op;
-	size_t n;
-	while (!e->viol && (n = op_source_next(&src, &op, SIZE_MAX)))
-		for (size_t i = 0; i < n && !e->viol; i++, executed++, op += OP_ARGS + 1)
-			res[executed] = (int8_t)ptf_step(e, op);
-	Py_END_ALLOW_THREADS
+	struct step_loop l = { .res = (int8_t *)PyBytes_AS_STRING(op_results) };
+	step_loop_run(e, &src, &l);
+	size_t executed = l.executed;
 	if (src.err && !e->viol) {
 		op_source_error(&src);
 		Py_DECREF(op_results);
@@ -412,6 +407,7 @@ PyObject *py_dump(PyObject *self, PyObject *args)
 out:
 	op_source_close(&src);
 	engine_free(e);
+	elfset_clear(&elfs);
 	Py_XDECREF(rest);
 	return result;
 }

@@ -31,6 +31,32 @@ static PyObject *stats_dict(struct engine *e)
 		"results", results);
 }
 
+/* What the violation concerns (struct viol_focus) as a dict of the fields it has (a negative vm, mm or level is
+ * none: a stage-2 table's owner is mm -1); None without a violation. */
+static PyObject *focus_dict(const struct engine *e)
+{
+	if (!e->viol)
+		Py_RETURN_NONE;
+	const struct viol_focus *f = &e->viol_focus;
+	static const struct { unsigned bit; const char *name; } fields[] = {
+		{ VF_TABLE, "table" }, { VF_ENTRY, "entry" }, { VF_VM, "vm" }, { VF_MM, "mm" }, { VF_GPA, "gpa" },
+		{ VF_HVA, "hva" }, { VF_PFN, "pfn" }, { VF_S2_LEVEL, "s2_level" }, { VF_SIZE, "size" },
+	};
+	const long long sign[] = { 0, 0, f->vm, f->mm, 0, 0, 0, f->s2_level, 0 };
+	const uint64_t values[] = { f->table, f->entry, (uint64_t)f->vm, (uint64_t)f->mm, f->gpa, f->hva, f->pfn,
+				    (uint64_t)f->s2_level, f->size };
+	PyObject *d = PyDict_New();
+	for (size_t i = 0; d && i < sizeof(fields) / sizeof(fields[0]); i++) {
+		if (!(f->has & fields[i].bit) || sign[i] < 0)
+			continue;
+		PyObject *v = PyLong_FromUnsignedLongLong(values[i]);
+		if (!v || PyDict_SetItemString(d, fields[i].name, v))
+			Py_CLEAR(d);
+		Py_XDECREF(v);
+	}
+	return d;
+}
+
 static PyObject *events_list(struct engine *e)
 {
 	PyObject *list = PyList_New((Py_ssize_t)e->nevents);
@@ -97,48 +123,30 @@ static PyObject *py_run(PyObject *self, PyObject *args)
 	PyObject *rest = NULL, *ops_obj, *fig_obj = Py_None, *result = NULL;
 	Py_buffer probes = { 0 };
 	struct op_source src = { 0 };
+	struct elfset elfs = { 0 };
+	struct step_loop l = { 0 };
 	(void)self;
-	struct engine *e = engine_from_args(args, &rest);
+	struct engine *e = engine_from_args(args, &rest, &elfs);
 	if (!e)
 		return NULL;
 	unsigned long long fig_lo = 0, fig_hi = 0;
-	uint64_t *fig_buf = NULL;
-	size_t fig_len = 0, fig_cap = 0;
-	int fig_err = 0;
 	if (!PyArg_ParseTuple(rest, "Opp|z*O", &ops_obj, &steps, &teardown, &probes, &fig_obj))
 		goto out;
-	bool figures = fig_obj != Py_None;
-	if ((figures && !PyArg_ParseTuple(fig_obj, "KK", &fig_lo, &fig_hi)) || op_source_open(ops_obj, &src))
+	l.figures = fig_obj != Py_None;
+	if ((l.figures && !PyArg_ParseTuple(fig_obj, "KK", &fig_lo, &fig_hi)) || op_source_open(ops_obj, &src))
 		goto out;
+	l.fig_lo = fig_lo;
+	l.fig_hi = fig_hi;
 	e->steps = steps;
 	size_t nops = (size_t)src.nops;
 	PyObject *op_results = PyBytes_FromStringAndSize(NULL, steps ? (Py_ssize_t)nops : 0);
 	if (!op_results)
 		goto out;
-	int8_t *res = (int8_t *)PyBytes_AS_STRING(op_results);
-	size_t executed = 0;
-	uint64_t viol_words[OP_ARGS + 1];
-	bool viol_in_op = false;
-	Py_BEGIN_ALLOW_THREADS
-	const uint64_t *chunk;
-	size_t n;
-	while (!e->viol && (n = op_source_next(&src, &chunk, SIZE_MAX))) {
-		const uint64_t *op = chunk;
-		for (size_t i = 0; i < n && !e->viol; i++, executed++, op += OP_ARGS + 1) {
-			int r = ptf_step(e, op);
-			if (steps)
-				res[executed] = (int8_t)r;
-			if (figures && !fig_err)
-				fig_err = ptf_figures(e, fig_lo, fig_hi, &fig_buf, &fig_len, &fig_cap);
-			if (e->viol) {
-				memcpy(viol_words, op, sizeof(viol_words));
-				viol_in_op = true;
-			}
-		}
-	}
-	Py_END_ALLOW_THREADS
-	if (fig_err || (src.err && !e->viol)) {
-		if (fig_err)
+	l.res = steps ? (int8_t *)PyBytes_AS_STRING(op_results) : NULL;
+	step_loop_run(e, &src, &l);
+	size_t executed = l.executed;
+	if (l.fig_err || (src.err && !e->viol)) {
+		if (l.fig_err)
 			PyErr_NoMemory();
 		else
 			op_source_error(&src);
@@ -158,23 +166,25 @@ static PyObject *py_run(PyObject *self, PyObject *args)
 		tr[i] = ptf_translate(e, ((const uint64_t *)probes.buf)[2 * i], ((const uint64_t *)probes.buf)[2 * i + 1]);
 	e->op_index = (uint32_t)nops;
 	ptf_finish(e, teardown);
-	result = Py_BuildValue("{s:n,s:i,s:I,s:s,s:K,s:N,s:N,s:N,s:N,s:N,s:N}",
+	result = Py_BuildValue("{s:n,s:i,s:I,s:s,s:N,s:K,s:N,s:N,s:N,s:N,s:N,s:N}",
 		"executed", (Py_ssize_t)executed,
 		"violation", (int)e->viol,
 		"op_index", e->viol_op,
 		"message", e->viol_msg,
+		"focus", focus_dict(e),
 		"digest", (unsigned long long)digest,
 		"stats", stats_dict(e),
 		"op_results", op_results,
 		"events", steps ? events_list(e) : (Py_INCREF(Py_None), Py_None),
 		"translations", translations,
-		"figures", figures ? figures_list(fig_buf, fig_len, executed) : (Py_INCREF(Py_None), Py_None),
-		"violation_op", viol_in_op ? PyBytes_FromStringAndSize((const char *)viol_words, sizeof(viol_words))
-					   : (Py_INCREF(Py_None), Py_None));
+		"figures", l.figures ? figures_list(l.fig_buf, l.fig_len, executed) : (Py_INCREF(Py_None), Py_None),
+		"violation_op", l.viol_in_op ? PyBytes_FromStringAndSize((const char *)l.viol_words, sizeof(l.viol_words))
+					     : (Py_INCREF(Py_None), Py_None));
 out:
 	op_source_close(&src);
-	free(fig_buf);
+	free(l.fig_buf);
 	engine_free(e);
+	elfset_clear(&elfs);
 	Py_XDECREF(rest);
 	if (probes.buf)
 		PyBuffer_Release(&probes);

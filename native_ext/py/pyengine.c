@@ -1,77 +1,11 @@
 /* py/pyengine.c: the persistent engine (Engine: step, digest, violation, clone, restore, finish), the
  * bounded model checker (Checker) and the trace generator (Generator) as Python types; marshalling only,
  * the work is in snap.c, digest.c, check.c and gen.c. */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "py/pyengine.h" /* first: Python.h sets the feature macros */
 #include <stdlib.h>
 #include <string.h>
-#include "ptf.h"
 #include "search/check.h"
 #include "search/gen.h"
-
-/* The ELF images, shared by an engine and its clones (the engine only reads them). */
-struct elfset {
-	PyObject *tuple; /* of bytes: owns the memory the pointers point into */
-	const uint8_t **ptr;
-	size_t *len;
-	int n;
-};
-
-static int elfset_from(struct elfset *s, PyObject *tuple)
-{
-	Py_ssize_t n = PyTuple_GET_SIZE(tuple);
-	s->ptr = calloc((size_t)n + 1, sizeof(*s->ptr));
-	s->len = calloc((size_t)n + 1, sizeof(*s->len));
-	if (!s->ptr || !s->len) {
-		PyErr_NoMemory();
-		return -1;
-	}
-	for (Py_ssize_t i = 0; i < n; i++) {
-		PyObject *b = PyTuple_GET_ITEM(tuple, i);
-		if (!PyBytes_Check(b)) {
-			PyErr_SetString(PyExc_TypeError, "elfs must be bytes");
-			return -1;
-		}
-		s->ptr[i] = (const uint8_t *)PyBytes_AS_STRING(b);
-		s->len[i] = (size_t)PyBytes_GET_SIZE(b);
-	}
-	Py_INCREF(tuple);
-	s->tuple = tuple;
-	s->n = (int)n;
-	return 0;
-}
-
-static void elfset_clear(struct elfset *s)
-{
-	free(s->ptr);
-	free(s->len);
-	Py_CLEAR(s->tuple);
-	s->ptr = NULL;
-	s->len = NULL;
-}
-
-/* (arch, knobs tuple, config tuple) -> C values, with one error message for all of them */
-static int run_args(int arch, PyObject *knobs_obj, PyObject *config_obj, int *knobs, uint64_t *config)
-{
-	if (arch < 0 || arch >= ARCH_NR || PyTuple_GET_SIZE(knobs_obj) != K_NR ||
-	    PyTuple_GET_SIZE(config_obj) != CONFIG_NR) {
-		PyErr_SetString(PyExc_ValueError, "bad engine arguments");
-		return -1;
-	}
-	for (int i = 0; i < K_NR; i++)
-		knobs[i] = (int)PyLong_AsLong(PyTuple_GET_ITEM(knobs_obj, i));
-	for (int i = 0; i < CONFIG_NR; i++)
-		config[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(config_obj, i));
-	return PyErr_Occurred() ? -1 : 0;
-}
-
-static PyObject *errno_error(int err)
-{
-	if (err == -ENOMEM)
-		return PyErr_NoMemory();
-	PyErr_Format(PyExc_ValueError, "engine rejected the configuration (errno %d)", -err);
-	return NULL;
-}
 
 /* ---- Engine ---- */
 
@@ -83,13 +17,6 @@ typedef struct {
 
 static PyTypeObject EngineType;
 
-static void elfset_bind(struct engine *e, const struct elfset *s)
-{
-	e->elfs = s->ptr;
-	e->elf_lens = s->len;
-	e->nelfs = s->n;
-}
-
 static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
 {
 	int arch;
@@ -100,35 +27,22 @@ static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw)
 		return -1;
 	int knobs[K_NR];
 	uint64_t config[CONFIG_NR];
-	if (run_args(arch, knobs_obj, config_obj, knobs, config))
+	if (engine_args(arch, knobs_obj, config_obj, knobs, config))
 		return -1;
 	if (self->e) { /* __init__ called again */
-		ptf_fini(self->e);
-		free(self->e);
+		engine_free(self->e);
 		self->e = NULL;
 		elfset_clear(&self->elfs);
 	}
 	if (elfset_from(&self->elfs, elfs_obj))
 		return -1;
-	if (!(self->e = calloc(1, sizeof(*self->e)))) {
-		PyErr_NoMemory();
-		return -1;
-	}
-	int ret = ptf_init(self->e, (enum arch)arch, knobs, config);
-	elfset_bind(self->e, &self->elfs);
-	if (ret) {
-		errno_error(ret);
-		return -1;
-	}
-	return 0;
+	self->e = engine_create(arch, knobs, config, &self->elfs);
+	return self->e ? 0 : -1;
 }
 
 static void Engine_dealloc(EngineObject *self)
 {
-	if (self->e) {
-		ptf_fini(self->e);
-		free(self->e);
-	}
+	engine_free(self->e);
 	elfset_clear(&self->elfs);
 	Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -206,7 +120,7 @@ static PyObject *Engine_digest(EngineObject *self, PyObject *args)
 	int ret = ptf_digest_sym(self->e, &s, g != Py_None ? (const int (*)[2])groups : NULL, &d);
 	digest_scratch_free(&s);
 	if (ret)
-		return errno_error(ret);
+		return raise_errno(ret);
 	return PyLong_FromUnsignedLongLong(d);
 }
 
@@ -239,7 +153,7 @@ static PyObject *Engine_clone(EngineObject *self, PyObject *noargs)
 	elfset_bind(c->e, &c->elfs);
 	if (ret) {
 		Py_DECREF(c);
-		return errno_error(ret);
+		return raise_errno(ret);
 	}
 	return (PyObject *)c;
 }
@@ -274,7 +188,7 @@ static PyObject *Engine_restore(EngineObject *self, PyObject *other)
 	self->elfs = fresh;
 	elfset_bind(self->e, &self->elfs);
 	if (ret)
-		return errno_error(ret);
+		return raise_errno(ret);
 	Py_RETURN_NONE;
 }
 
@@ -378,7 +292,7 @@ static int Checker_init(CheckerObject *self, PyObject *args, PyObject *kw)
 	struct checker *k = &self->k;
 	int ret = -1;
 	size_t width = 8 * (OP_ARGS + 1);
-	if (run_args(arch, knobs_obj, config_obj, k->knobs, k->config))
+	if (engine_args(arch, knobs_obj, config_obj, k->knobs, k->config))
 		goto out;
 	if (alpha.len % width || alpha.len == 0 || (size_t)alpha.len / width > CHECK_MAX_ALPHABET) {
 		PyErr_SetString(PyExc_ValueError, "alphabet: 1 to 65535 packed operations");
@@ -412,7 +326,7 @@ static int Checker_init(CheckerObject *self, PyObject *args, PyObject *kw)
 	self->ready = true; /* from here on dealloc must fini */
 	int err = checker_init(k);
 	if (err) {
-		errno_error(err);
+		raise_errno(err);
 		goto out;
 	}
 	ret = 0;
@@ -445,7 +359,7 @@ static PyObject *Checker_run(CheckerObject *self, PyObject *args)
 	ret = checker_run(&self->k, seconds);
 	Py_END_ALLOW_THREADS
 	if (ret)
-		return errno_error(ret);
+		return raise_errno(ret);
 	return PyLong_FromLong(self->k.status);
 }
 
@@ -532,24 +446,15 @@ static int Generator_init(GeneratorObject *self, PyObject *args, PyObject *kw)
 		PyErr_SetString(PyExc_RuntimeError, "a Generator is initialised once");
 		return -1;
 	}
-	if (run_args(self->arch, knobs_obj, config_obj, self->knobs, self->config))
+	if (engine_args(self->arch, knobs_obj, config_obj, self->knobs, self->config))
 		return -1;
 	if (elfset_from(&self->elfs, elfs_obj))
 		return -1;
-	struct engine *e = calloc(1, sizeof(*e)); /* the configuration is checked once, here */
-	if (!e) {
-		PyErr_NoMemory();
+	struct engine *e = engine_create(self->arch, self->knobs, self->config, &self->elfs); /* checked once, here */
+	if (!e)
 		return -1;
-	}
-	int ret = ptf_init(e, (enum arch)self->arch, self->knobs, self->config);
-	if (!ret)
-		gen_layout(e, &self->layout);
-	ptf_fini(e);
-	free(e);
-	if (ret) {
-		errno_error(ret);
-		return -1;
-	}
+	gen_layout(e, &self->layout);
+	engine_free(e);
 	return 0;
 }
 
@@ -593,18 +498,14 @@ static PyObject *Generator_run(GeneratorObject *self, PyObject *args, PyObject *
 		have_data = true;
 		choices_bytes(&c, data.buf, (size_t)data.len);
 	}
-	struct engine *e = calloc(1, sizeof(*e));
+	struct engine *e = engine_create(self->arch, self->knobs, self->config, &self->elfs);
 	PyObject *result = NULL;
 	struct gen_result r = { 0 };
-	int ret = -ENOMEM;
-	if (e && !(ret = ptf_init(e, (enum arch)self->arch, self->knobs, self->config))) {
-		elfset_bind(e, &self->elfs);
-		/* the GIL stays held: the semantic feature counters are one table for the process */
-		ret = ptf_generate(e, (enum gen_profile_id)self->profile, &c, (size_t)max_ops, teardown, &r);
-	}
-	if (ret)
-		errno_error(ret);
-	else
+	/* the GIL stays held: the semantic feature counters are one table for the process */
+	int ret = e ? ptf_generate(e, (enum gen_profile_id)self->profile, &c, (size_t)max_ops, teardown, &r) : 0;
+	if (e && ret)
+		raise_errno(ret);
+	else if (e) /* else engine_create raised */
 		result = Py_BuildValue("(y#iIsO)", r.rows ? (const char *)r.rows : "", (Py_ssize_t)(r.nrows * (OP_ARGS + 1) * 8),
 				       (int)r.viol, r.viol_op, e->viol_msg, Py_None);
 	if (result && c.record) {
@@ -616,10 +517,7 @@ static PyObject *Generator_run(GeneratorObject *self, PyObject *args, PyObject *
 	}
 	free(r.rows);
 	choices_free(&c);
-	if (e) {
-		ptf_fini(e);
-		free(e);
-	}
+	engine_free(e);
 	if (have_data)
 		PyBuffer_Release(&data);
 	return result;

@@ -1,5 +1,4 @@
-/* py/setup.c: an engine from the binding's arguments (arch, knobs, config, elfs), its release, and engine errnos
- * as Python exceptions: below module.c and dump.c, which both start a run with them. */
+/* py/setup.c: the binding's one engine set-up (arguments, ELF images, ptf_init) and its one errno-to-exception map. */
 #include "py/pyengine.h" /* first: Python.h sets the feature macros */
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +15,79 @@ PyObject *raise_errno(int err)
 	return NULL;
 }
 
-struct engine *engine_from_args(PyObject *args, PyObject **rest)
+int elfset_from(struct elfset *s, PyObject *tuple)
+{
+	Py_ssize_t n = PyTuple_GET_SIZE(tuple);
+	s->ptr = calloc((size_t)n + 1, sizeof(*s->ptr));
+	s->len = calloc((size_t)n + 1, sizeof(*s->len));
+	if (!s->ptr || !s->len) {
+		PyErr_NoMemory();
+		return -1;
+	}
+	for (Py_ssize_t i = 0; i < n; i++) {
+		PyObject *b = PyTuple_GET_ITEM(tuple, i);
+		if (!PyBytes_Check(b)) {
+			PyErr_SetString(PyExc_TypeError, "elfs must be bytes");
+			return -1;
+		}
+		s->ptr[i] = (const uint8_t *)PyBytes_AS_STRING(b);
+		s->len[i] = (size_t)PyBytes_GET_SIZE(b);
+	}
+	Py_INCREF(tuple);
+	s->tuple = tuple;
+	s->n = (int)n;
+	return 0;
+}
+
+void elfset_clear(struct elfset *s)
+{
+	free(s->ptr);
+	free(s->len);
+	Py_CLEAR(s->tuple);
+	s->ptr = NULL;
+	s->len = NULL;
+}
+
+void elfset_bind(struct engine *e, const struct elfset *s)
+{
+	e->elfs = s->ptr;
+	e->elf_lens = s->len;
+	e->nelfs = s->n;
+}
+
+/* (arch, knobs tuple, config tuple) -> C values, with one error message for all of them */
+int engine_args(int arch, PyObject *knobs_obj, PyObject *config_obj, int *knobs, uint64_t *config)
+{
+	if (arch < 0 || arch >= ARCH_NR || PyTuple_GET_SIZE(knobs_obj) != K_NR ||
+	    PyTuple_GET_SIZE(config_obj) != CONFIG_NR) {
+		PyErr_SetString(PyExc_ValueError, "bad engine arguments");
+		return -1;
+	}
+	for (int i = 0; i < K_NR; i++)
+		knobs[i] = (int)PyLong_AsLong(PyTuple_GET_ITEM(knobs_obj, i));
+	for (int i = 0; i < CONFIG_NR; i++)
+		config[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(config_obj, i));
+	return PyErr_Occurred() ? -1 : 0;
+}
+
+struct engine *engine_create(int arch, const int *knobs, const uint64_t *config, const struct elfset *elfs)
+{
+	struct engine *e = calloc(1, sizeof(*e));
+	if (!e) {
+		PyErr_NoMemory();
+		return NULL;
+	}
+	int ret = ptf_init(e, (enum arch)arch, knobs, config);
+	if (ret) {
+		engine_free(e);
+		raise_errno(ret);
+		return NULL;
+	}
+	elfset_bind(e, elfs);
+	return e;
+}
+
+struct engine *engine_from_args(PyObject *args, PyObject **rest, struct elfset *elfs)
 {
 	if (!PyTuple_Check(args) || PyTuple_GET_SIZE(args) < 4) {
 		PyErr_SetString(PyExc_TypeError, "expected (arch, knobs, config, elfs, ...)");
@@ -28,66 +99,16 @@ struct engine *engine_from_args(PyObject *args, PyObject **rest)
 	int ok = head && PyArg_ParseTuple(head, "iO!O!O!", &arch, &PyTuple_Type, &knobs_obj, &PyTuple_Type,
 					  &config_obj, &PyTuple_Type, &elfs_obj);
 	Py_XDECREF(head); /* args still holds every object parsed out of it */
-	if (!ok)
-		return NULL;
-	if (arch < 0 || arch >= ARCH_NR || PyTuple_GET_SIZE(knobs_obj) != K_NR ||
-	    PyTuple_GET_SIZE(config_obj) != CONFIG_NR) {
-		PyErr_SetString(PyExc_ValueError, "bad engine arguments");
-		return NULL;
-	}
 	int knobs[K_NR];
 	uint64_t config[CONFIG_NR];
-	for (int i = 0; i < K_NR; i++)
-		knobs[i] = (int)PyLong_AsLong(PyTuple_GET_ITEM(knobs_obj, i));
-	for (int i = 0; i < CONFIG_NR; i++)
-		config[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(config_obj, i));
-	if (PyErr_Occurred())
+	if (!ok || engine_args(arch, knobs_obj, config_obj, knobs, config))
 		return NULL;
-	Py_ssize_t nelfs = PyTuple_GET_SIZE(elfs_obj);
-	const uint8_t **elfs = calloc((size_t)nelfs + 1, sizeof(*elfs));
-	size_t *lens = calloc((size_t)nelfs + 1, sizeof(*lens));
-	struct engine *e = calloc(1, sizeof(*e));
-	if (!elfs || !lens || !e) {
-		PyErr_NoMemory();
-		goto fail;
+	struct engine *e = NULL;
+	if (elfset_from(elfs, elfs_obj) || !(e = engine_create(arch, knobs, config, elfs)) ||
+	    !(*rest = PyTuple_GetSlice(args, 4, PyTuple_GET_SIZE(args)))) {
+		engine_free(e);
+		elfset_clear(elfs);
+		return NULL;
 	}
-	for (Py_ssize_t i = 0; i < nelfs; i++) {
-		PyObject *b = PyTuple_GET_ITEM(elfs_obj, i);
-		if (!PyBytes_Check(b)) {
-			PyErr_SetString(PyExc_TypeError, "elfs must be bytes");
-			goto fail;
-		}
-		elfs[i] = (const uint8_t *)PyBytes_AS_STRING(b);
-		lens[i] = (size_t)PyBytes_GET_SIZE(b);
-	}
-	int ret = ptf_init(e, (enum arch)arch, knobs, config);
-	if (ret) {
-		ptf_fini(e);
-		raise_errno(ret);
-		goto fail;
-	}
-	e->elfs = elfs;
-	e->elf_lens = lens;
-	e->nelfs = (int)nelfs;
-	*rest = PyTuple_GetSlice(args, 4, PyTuple_GET_SIZE(args));
-	if (*rest)
-		return e;
-	engine_free(e);
-	return NULL;
-fail:
-	free(e);
-	free(elfs);
-	free(lens);
-	return NULL;
-}
-
-void engine_free(struct engine *e)
-{
-	if (!e)
-		return;
-	void *elfs = (void *)e->elfs, *lens = (void *)e->elf_lens; /* ptf_fini clears the pointers */
-	ptf_fini(e);
-	free(e);
-	free(elfs);
-	free(lens);
+	return e;
 }

@@ -1,6 +1,6 @@
 /* py/stream.c: operations on their way into the engine without Python objects per operation: a packed section
- * read from its file in chunks (struct op_source), the range check of packed words, and list-form msgpack
- * arrays decoded straight into packed words. The trace layer (trace.py) explains whatever these reject. */
+ * read from its file in chunks (struct op_source), the one step loop that runs them, the range check of packed
+ * words, and list-form msgpack arrays decoded straight into packed words. The trace layer (trace.py) explains whatever these reject. */
 #include "py/pyengine.h" /* first: Python.h sets the feature macros */
 #include <stdlib.h>
 #include <string.h>
@@ -97,6 +97,28 @@ PyObject *op_source_error(struct op_source *s)
 	PyErr_Format(PyExc_EOFError, "the file ends at byte offset %llu, inside operations that run to byte offset %llu",
 		     (unsigned long long)s->pos, (unsigned long long)(s->off + s->nops * OP_BYTES));
 	return NULL;
+}
+
+void step_loop_run(struct engine *e, struct op_source *src, struct step_loop *l)
+{
+	Py_BEGIN_ALLOW_THREADS
+	const uint64_t *chunk;
+	size_t n;
+	while (!e->viol && (n = op_source_next(src, &chunk, SIZE_MAX))) {
+		const uint64_t *op = chunk;
+		for (size_t i = 0; i < n && !e->viol; i++, l->executed++, op += OP_ARGS + 1) {
+			int r = ptf_step(e, op);
+			if (l->res)
+				l->res[l->executed] = (int8_t)r;
+			if (l->figures && !l->fig_err)
+				l->fig_err = ptf_figures(e, l->fig_lo, l->fig_hi, &l->fig_buf, &l->fig_len, &l->fig_cap);
+			if (e->viol) {
+				memcpy(l->viol_words, op, sizeof(l->viol_words));
+				l->viol_in_op = true;
+			}
+		}
+	}
+	Py_END_ALLOW_THREADS
 }
 
 /* check_packed(ops, limits, special, nelfs) -> index of the first operation out of range, or -1.

@@ -264,14 +264,6 @@ int checker_run(struct checker *k, double seconds)
 	return 0;
 }
 
-static void engine_free(struct engine *e)
-{
-	if (!e)
-		return;
-	ptf_fini(e);
-	free(e);
-}
-
 void checker_fini(struct checker *k)
 {
 	engine_free(k->root);

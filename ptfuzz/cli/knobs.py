@@ -14,9 +14,7 @@ from .common import check_arch, print_json
 @app.command()
 def knobs(arch: str = typer.Option(None, "--arch", help="Only knobs that apply to this arch."),
           json_out: bool = typer.Option(False, "--json", help="A JSON list of knobs.")):
-    """Every knob with its values, default (v6.6), arches, the Linux releases that changed it
-    (docs/releases.md; --kernel-version on replay, fuzz, check and variants uses them), the fix a pre-fix value
-    undoes (the bug zoo, docs/history.md) and description.
+    """Every knob with its values, default (v6.6), arches, releases that changed it, the fix it undoes, description.
 
     Examples:
 

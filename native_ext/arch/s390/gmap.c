@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ptf.h"
+#include "arch/s390/gmap.h"
 
 enum { R1, R2, R3, SEG, PTE };
 #define SEG_SIZE (1ull << 20)
@@ -308,21 +309,6 @@ int __gmap_translate(const struct vm *v, uint64_t gaddr, uint64_t *vmaddr)
 	return -EFAULT;
 }
 
-/* kvm_arch_commit_memory_region (s390; old.used false: KVM_MR_CREATE, new.used false: KVM_MR_DELETE, both:
- * KVM_MR_MOVE): the error is dropped (pr_warn), so a slot whose gmap_map_segment failed (a gpa that is not
- * 1 MiB aligned: kvm_arch_prepare_memory_region does not check it) exists and its guest faults fail; a MOVE
- * whose unmap of the old range fails maps nothing. arm64 and x86 keep no such map. */
-void kvm_arch_commit_memory_region(struct engine *e, struct vm *v, struct memslot old, struct memslot new)
-{
-	if (e->arch != ARCH_S390)
-		return;
-	int rc = 0;
-	if (old.used)
-		rc = gmap_unmap_segment(e, v, old.gpa, old.len);
-	if (new.used && !rc)
-		gmap_map_segment(e, v, new.hva, new.gpa, new.len);
-}
-
 static int gmap_free_visit(struct walk_ctx *ctx, unsigned visit)
 {
 	(void)visit;
@@ -375,7 +361,9 @@ int gmap_check(struct engine *e)
 			(void)k;
 			bool same = lvl == PTE && ht.blk == gt.blk && ht.half == gt.half;
 			if (!live || !same) {
-				violate(e, V_GMAP_DANGLING, "vm %d guest segment 0x%llx points at page table 0x%llx, "
+				violate_at(e, V_GMAP_DANGLING, &(struct viol_focus){ .has = VF_VM | VF_GPA | VF_TABLE | VF_HVA, .vm = vi,
+				   .gpa = v->links[i].gaddr, .table = tref_phys(gt), .hva = v->links[i].vmaddr },
+				   "vm %d guest segment 0x%llx points at page table 0x%llx, "
 					"which %s the host's table for hva 0x%llx", vi,
 					(unsigned long long)v->links[i].gaddr, (unsigned long long)tref_phys(gt),
 					live ? "is no longer" : "has been freed and is not",

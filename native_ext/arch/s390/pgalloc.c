@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ptf.h"
+#include "arch/s390/pgalloc.h"
+#include "arch/s390/gmap.h"
 
 enum { R1, R2, R3, SEG, PTE };
 #define SEG_SIZE (1ull << 20)
@@ -127,7 +129,8 @@ static struct block *pte_table_freeable(struct engine *e, struct tref t)
 	struct block *b = &e->blocks[t.blk];
 	e->frag_dirty = e->gmap_dirty = true;
 	if (!b->used || b->half[t.half] != H_ALLOC) {
-		violate(e, V_DOUBLE_FREE, "page table 0x%llx freed while not allocated",
+		violate_at(e, V_DOUBLE_FREE, &(struct viol_focus){ .has = VF_TABLE, .table = tref_phys(t) },
+			   "page table 0x%llx freed while not allocated",
 			(unsigned long long)tref_phys(t));
 		return NULL;
 	}
@@ -208,7 +211,8 @@ void __tlb_remove_table(struct engine *e, int32_t blk, int half)
 	struct block *b = &e->blocks[blk];
 	e->frag_dirty = e->gmap_dirty = true;
 	if (!b->used || b->half[half] != H_PENDING) {
-		violate(e, V_DOUBLE_FREE, "page-table half 0x%llx released twice",
+		violate_at(e, V_DOUBLE_FREE, &(struct viol_focus){ .has = VF_TABLE,
+			   .table = tref_phys((struct tref){ blk, (uint8_t)half, 0 }) }, "page-table half 0x%llx released twice",
 			(unsigned long long)tref_phys((struct tref){ blk, (uint8_t)half, 0 }));
 		return;
 	}
@@ -225,7 +229,8 @@ int s390_frag_check(struct engine *e)
 		if (!m->used)
 			continue;
 		if (m->alloc_pgste && m->n_frag_tables > 0) {
-			violate(e, V_PGSTE_TABLE_MISSING, "mm %d has alloc_pgste but owns %d 2K page table(s) "
+			violate_at(e, V_PGSTE_TABLE_MISSING, &(struct viol_focus){ .has = VF_MM, .mm = mm },
+				"mm %d has alloc_pgste but owns %d 2K page table(s) "
 				"without PGSTE space", mm, m->n_frag_tables);
 			return -1;
 		}
@@ -234,7 +239,8 @@ int s390_frag_check(struct engine *e)
 			struct block *b = &e->blocks[blk];
 			int alloc = (b->half[0] == H_ALLOC) + (b->half[1] == H_ALLOC);
 			if (!b->used || !b->frag || b->pgste || b->active || alloc != 1 || ++guard > 1 << 20) {
-				violate(e, V_FRAGMENT_CORRUPT, "mm %d lists page 0x%llx for reuse, but it is %s",
+				violate_at(e, V_FRAGMENT_CORRUPT, &(struct viol_focus){ .has = VF_MM | VF_TABLE, .mm = mm,
+				   .table = tref_phys((struct tref){ blk, 0, 0 }) }, "mm %d lists page 0x%llx for reuse, but it is %s",
 					mm, (unsigned long long)tref_phys((struct tref){ blk, 0, 0 }),
 					!b->used ? "free" : !b->frag ? "not a fragment page" :
 					alloc == 2 ? "full" : alloc == 0 ? "empty" : "deferred");

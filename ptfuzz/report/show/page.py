@@ -11,7 +11,7 @@ from ...trace import Trace, op_text, op_to_list
 from ..render import NO_OWNER, describe_event
 from .forest import build_forest, involved
 from .paths import ORACLES, kernel_path
-from .state import Focus, dump_state, parse_focus
+from .state import Focus, dump_state, violation_focus
 from .svg import CSS_SVG, esc, measure_forest, merge_measures, render_svg, wrap_text
 from .tree import Ctx, hsize
 
@@ -81,7 +81,7 @@ def _event_levels(result: ReplayResult) -> dict[int, int]:
 
 def picture(trace: Trace, knobs: dict | None, result: ReplayResult, op: int | None) -> Picture:
     v = result.violation
-    focus = parse_focus(v.kind, v.message) if v and (op is None or op == v.op_index) else Focus()
+    focus = violation_focus(v) if v and (op is None or op == v.op_index) else Focus()
     if op is None and v is not None:
         op = v.op_index
     n = len(trace.ops)

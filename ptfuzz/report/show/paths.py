@@ -117,7 +117,7 @@ ORACLES: dict[str, str] = {
     "stage2-block-illegal": "s2_check_install: block size against the stage-2 levels",
     "stage2-oversize": "s2_check_install: the block against the host leaf and the memslot",
     "stage2-stale": "s2_check_install / kvm_coherence_check: the pfn the host maps at the hva",
-    "stage2-after-release": "s2_fault_commit: the stage-2 root the fault took is gone",
+    "stage2-after-release": "kvm_stage2_fault_stale: the stage-2 root the fault took is gone",
     "engine-assert": "the engine's own consistency checks",
 }
 
