@@ -215,7 +215,8 @@ static int collapse_and_free_pmd(struct engine *e, int mm, const struct vma *v, 
 	struct tref pte = tref_from_phys(e, f->addr(ml, pmdval));
 	mmu_notifier_invalidate_range(e, mm, addr, addr + pmd_size(e));
 	if (e->blocks[pte.blk].nonempty[pte.half]) {
-		violate(e, V_ENGINE_ASSERT, "collapse_and_free_pmd: the PTE table 0x%llx of mm %d at 0x%llx still maps "
+		violate_at(e, V_ENGINE_ASSERT, &(struct viol_focus){ .has = VF_TABLE | VF_MM | VF_HVA, .table = tref_phys(pte),
+			   .mm = mm, .hva = addr }, "collapse_and_free_pmd: the PTE table 0x%llx of mm %d at 0x%llx still maps "
 			"pages", (unsigned long long)tref_phys(pte), mm, (unsigned long long)addr);
 		return SCAN_FAIL;
 	}
@@ -290,7 +291,8 @@ static void retract_page_tables(struct engine *e, int obj, uint64_t pgoff)
 		mmu_notifier_invalidate_range(e, it.mm, addr, addr + pmd);
 		struct tref pte = tref_from_phys(e, f->addr(ml, pmdval));
 		if (e->blocks[pte.blk].nonempty[pte.half]) {
-			violate(e, V_ENGINE_ASSERT, "retract_page_tables: the PTE table 0x%llx of mm %d at 0x%llx still maps "
+			violate_at(e, V_ENGINE_ASSERT, &(struct viol_focus){ .has = VF_TABLE | VF_MM | VF_HVA,
+				   .table = tref_phys(pte), .mm = it.mm, .hva = addr }, "retract_page_tables: the PTE table 0x%llx of mm %d at 0x%llx still maps "
 				"pages", (unsigned long long)tref_phys(pte), it.mm, (unsigned long long)addr);
 			return;
 		}

@@ -85,21 +85,22 @@ static uint64_t shmem_get_folio(struct engine *e, int obj, uint64_t index)
 void shmem_free_folio(struct engine *e, uint64_t pfn)
 {
 	struct compound *c = data_lookup(e, pfn);
+	const struct viol_focus at = { .has = VF_PFN, .pfn = pfn };
 	if (!c)
 		return;
 	if (c->freed) {
-		violate(e, V_DOUBLE_FREE, "shmem page pfn 0x%llx freed twice", (unsigned long long)pfn);
+		violate_at(e, V_DOUBLE_FREE, &at, "shmem page pfn 0x%llx freed twice", (unsigned long long)pfn);
 		return;
 	}
 	c->freed = 1;
 	e->st.data_pages -= cpd_nr(c);
 	emit(e, EV_DATA_FREE, c->pfn, cpd_nr(c), 0, 0);
 	if (c->live > 0)
-		violate(e, V_FREED_PAGE_MAPPED, "shmem page pfn 0x%llx freed by its object while %d live leaves still "
-			"map it", (unsigned long long)pfn, c->live);
+		violate_at(e, V_FREED_PAGE_MAPPED, &at, "shmem page pfn 0x%llx freed by its object while %d live leaves "
+			   "still map it", (unsigned long long)pfn, c->live);
 	else if (c->mapcount)
-		violate(e, V_ENGINE_ASSERT, "shmem page pfn 0x%llx freed with mapcount %d but no live leaf",
-			(unsigned long long)pfn, c->mapcount);
+		violate_at(e, V_ENGINE_ASSERT, &at, "shmem page pfn 0x%llx freed with mapcount %d but no live leaf",
+			   (unsigned long long)pfn, c->mapcount);
 }
 
 /* shmem_evict_inode at the end of the trace, once every mm has gone: each object lets go of its pages. */
