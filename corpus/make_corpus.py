@@ -457,6 +457,16 @@ X86 = {
         "Z1 (2ba99c5e0881, v6.1): collapse_huge_page clears the pmd and deposits the PTE table the GUP-fast walker "
         "holds without tlb_remove_table_sync_one's IPI; munmap's zap_deposited_table frees it at once (pte_free) and "
         "the walker reads it. Fixed (ipi), the collapse waits for the IRQs-off walker (-16)"),
+    "regressions/x86_64/uaf-table-z2": ([
+        ["exec", 1, -1], ["shm_mmap", 1, T, 2 * M, 0, 0], ["shm_mmap", 1, T + 8 * M, 2 * M, 0, 0], ["fault", 1, T + 8 * M, 0],
+        ["madvise", 1, T, 2 * M, 3], ["unmap_mapping_begin", 0, 1, T + 8 * M], ["madvise", 1, T + 8 * M, 2 * M, 3],
+        ["rmap_commit", 0],
+    ], {"mm.file_retract": "caller", "mm.retract_locks": "pre-8d3c106e19e8"}, "uaf-table",
+        "Z2 (8d3c106e19e8, v6.1): 6.1's MADV_COLLAPSE retracts only the caller's mapping, so the second mapping of the "
+        "object keeps its (emptied) PTE table; a hole punch's zap "
+        "(unmap_mapping_range: i_mmap_rwsem for read, no folio lock) reads that pmd; collapse_pte_mapped_thp without "
+        "i_mmap_rwsem for write frees the table at once; the zap takes the freed table's lock. Fixed (full), the "
+        "collapse waits for the zap's i_mmap_rwsem (-16)"),
 }
 
 CONFIGS = {"seeds/arm64/lpa-64k-52": {"granule": 65536, "va_bits": 52, "pa_bits": 52},

@@ -225,6 +225,11 @@ static int op_rmap_begin(struct engine *e, const uint64_t *a)
 	return rmap_begin(e, (int)a[0], a[1], a[2]);
 }
 
+static int op_unmap_mapping_begin(struct engine *e, const uint64_t *a)
+{
+	return unmap_mapping_begin(e, (int)a[0], a[1], a[2]);
+}
+
 static int op_rmap_commit(struct engine *e, const uint64_t *a)
 {
 	return rmap_commit(e, (int)a[0]);
@@ -289,6 +294,7 @@ static const struct op_handler {
 	[OP_RCU_LOCK] = { op_rcu_lock, true }, [OP_RCU_UNLOCK] = { op_rcu_unlock, true }, [OP_RCU_GP] = { op_rcu_gp },
 	[OP_WALK_BEGIN] = { op_walk_begin, true }, [OP_WALK_STEP] = { op_walk_step, true },
 	[OP_WALK_END] = { op_walk_end, true }, [OP_RMAP_BEGIN] = { op_rmap_begin, true },
+	[OP_UNMAP_MAPPING_BEGIN] = { op_unmap_mapping_begin, true },
 	[OP_RMAP_COMMIT] = { op_rmap_commit, true }, [OP_INVAL_HOLD] = { op_inval_hold, true },
 	[OP_INVAL_END] = { op_inval_end, true },
 	[OP_VM_CREATE] = { op_vm_create }, [OP_MEMSLOT] = { op_memslot }, [OP_GUEST_FAULT] = { op_guest_fault },
@@ -302,7 +308,8 @@ int ptf_step(struct engine *e, const uint64_t *op)
 	e->cur_opcode = (uint32_t)op[0];
 	e->self_cpu = -1;
 	e->ncur = 0;
-	e->locks_grew = op[0] == OP_WALK_BEGIN || op[0] == OP_RMAP_BEGIN || op[0] == OP_GUEST_FAULT_BEGIN;
+	e->locks_grew = op[0] == OP_WALK_BEGIN || op[0] == OP_RMAP_BEGIN || op[0] == OP_GUEST_FAULT_BEGIN ||
+			 op[0] == OP_UNMAP_MAPPING_BEGIN;
 	if (op[0] >= OP_NR)
 		ret = -ENOSYS;
 	else if (op_handlers[op[0]].cpu && op[1] >= MAX_CPUS)

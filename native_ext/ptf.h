@@ -26,7 +26,8 @@ enum opcode {
 	OP_MADVISE, OP_FAULT, OP_SPLIT, OP_RCU_LOCK, OP_RCU_UNLOCK, OP_RCU_GP,
 	OP_WALK_BEGIN, OP_WALK_STEP, OP_WALK_END, OP_RMAP_BEGIN, OP_RMAP_COMMIT,
 	OP_VM_CREATE, OP_MEMSLOT, OP_GUEST_FAULT, OP_GUEST_FAULT_BEGIN,
-	OP_GUEST_FAULT_COMMIT, OP_VM_DESTROY, OP_SHM_MMAP, OP_INVAL_HOLD, OP_INVAL_END, OP_NR
+	OP_GUEST_FAULT_COMMIT, OP_VM_DESTROY, OP_SHM_MMAP, OP_INVAL_HOLD, OP_INVAL_END,
+	OP_UNMAP_MAPPING_BEGIN, OP_NR
 };
 
 enum violation {
@@ -41,7 +42,7 @@ enum knob {
 	K_DEFER_GMAP_UNLINK, K_INVALIDATE_RETRY, K_FAULT_HOLDS_MM, K_RELEASE_CHECK,
 	K_STAGE2_BLOCK_CHECK, K_THP_SIZE, K_PT_RECLAIM, K_HUGE_ZERO_WP, K_COLLAPSE_RO, K_MERGE_UNFAULTED,
 	K_FILE_PMD_NOHUGE, K_COLLAPSE_PMD_ALLOC, K_MEMSLOT_ACCESS_OK, K_COLLAPSE_SUBBLOCK, K_COLLAPSE_PMD_NONE,
-	K_FILE_RETRACT, K_COLLAPSE_GUP_SYNC, K_NR
+	K_FILE_RETRACT, K_COLLAPSE_GUP_SYNC, K_RETRACT_LOCKS, K_NR
 };
 /* Knob values are indices into the knob's value list (core/names.c knob_defs). */
 enum { TF_RCU, TF_IMMEDIATE };
@@ -600,6 +601,7 @@ int walk_step(struct engine *e, int cpu);
 void actor_end(struct engine *e, int cpu);
 /* mm/rmap.c: the rmap walker and the rmap locks */
 int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr);
+int unmap_mapping_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr);
 int rmap_commit(struct engine *e, int cpu);
 bool folio_locked(const struct engine *e, uint64_t head);
 int rmap_lock_wait(struct engine *e, int kind, uint32_t id);

@@ -43,8 +43,9 @@ int cpu_locks(const struct engine *e, int cpu, struct held_lock *out)
 	case A_WALK:
 		out[n++] = held(LC_IRQS_OFF, LM_READ, (uint64_t)cpu, 0, ~0ull);
 		break;
-	case A_RMAP:
-		out[n++] = held(LC_FOLIO, LM_WRITE, c->folio, 0, ~0ull);
+	case A_RMAP: /* unmap_mapping_begin's walker holds no folio (c->folio 0) */
+		if (c->folio)
+			out[n++] = held(LC_FOLIO, LM_WRITE, c->folio, 0, ~0ull);
 		if (c->lock_kind != RL_NONE)
 			out[n++] = held(c->lock_kind == RL_ANON ? LC_ANON_VMA : LC_I_MMAP, LM_READ, c->lock_id, 0, ~0ull);
 		break;
@@ -113,7 +114,7 @@ static uint32_t holder_opcode(const struct engine *e, int cpu)
 	case A_WALK:
 		return OP_WALK_BEGIN;
 	case A_RMAP:
-		return OP_RMAP_BEGIN;
+		return c->folio ? OP_RMAP_BEGIN : OP_UNMAP_MAPPING_BEGIN;
 	case A_GFAULT:
 		return OP_GUEST_FAULT_BEGIN;
 	case A_INVAL:

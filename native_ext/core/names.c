@@ -11,7 +11,7 @@ const struct op_def op_defs[OP_NR] = {
 	{ "rmap_begin", 3 }, { "rmap_commit", 1 }, { "vm_create", 3 },
 	{ "memslot", 5 }, { "guest_fault", 3 }, { "guest_fault_begin", 4 },
 	{ "guest_fault_commit", 1 }, { "vm_destroy", 1 }, { "shm_mmap", 5 },
-	{ "inval_hold", 1 }, { "inval_end", 1 },
+	{ "inval_hold", 1 }, { "inval_end", 1 }, { "unmap_mapping_begin", 3 },
 };
 
 const char *const violation_names[V_NR] = {
@@ -133,4 +133,10 @@ const struct knob_def knob_defs[K_NR] = {
 		"none: collapse_huge_page (and 6.1's collapse_and_free_pmd) clear the pmd and reuse or free the PTE "
 		"table without tlb_remove_table_sync_one, so nothing waits for an IRQs-off GUP-fast walker inside it: "
 		"the design before 2ba99c5e0881 \"mm/khugepaged: fix GUP-fast interaction by sending IPI\" (v6.1)" },
+	[K_RETRACT_LOCKS] = { "mm.retract_locks", { "full", "pre-8d3c106e19e8" }, ALL,
+		"pre-8d3c106e19e8: with mm.file_retract=caller (6.1's paths), collapse_pte_mapped_thp removes a PTE table "
+		"under mmap_lock and the folio lock only, without i_mmap_rwsem for write, so a walk that holds only "
+		"i_mmap_rwsem (unmap_mapping_range's zap) may be inside the table it frees: the design before 8d3c106e19e8 "
+		"\"mm/khugepaged: take the right locks for page table retraction\" (v6.1). full: v6.1's locks (v6.6's "
+		"paths, mm.file_retract=all, take i_mmap_rwsem for read and free through RCU)" },
 };

@@ -429,6 +429,13 @@ int collapse_pte_mapped_thp(struct engine *e, int mm, uint64_t addr)
 		for (uint32_t i = 0; i < ptrs; i++) /* step 1 */
 			if (f->kind(pl, p[i]) != E_EMPTY && (f->addr(pl, p[i]) >> 12) != head + i * frames)
 				return SCAN_FAIL;
+		bool v6_1 = e->knob[K_FILE_RETRACT] == 1;
+		/* 6.1: madvise_collapse's mmap_write_lock, i_mmap_lock_write (8d3c106e19e8; not before it), and
+		 * collapse_and_free_pmd's IPI; checked before anything changes */
+		if (v6_1 && (lock_would_wait(e, LC_MMAP, (uint64_t)mm, LM_WRITE) ||
+			     (e->knob[K_RETRACT_LOCKS] == 0 && lock_would_wait(e, LC_I_MMAP, (uint64_t)vmf.obj, LM_WRITE)) ||
+			     (e->knob[K_COLLAPSE_GUP_SYNC] == 0 && lock_would_wait(e, LC_IRQS_OFF, 0, LM_WRITE))))
+			return SCAN_WAIT;
 		mmu_notifier_invalidate_range(e, mm, haddr, haddr + pmd);
 		for (uint32_t i = 0; i < ptrs && !e->viol; i++) { /* step 2 */
 			if (f->kind(pl, p[i]) == E_EMPTY)
@@ -439,7 +446,10 @@ int collapse_pte_mapped_thp(struct engine *e, int mm, uint64_t addr)
 		entry_write(e, vmf.pmd_tbl, ml, vmf.pmd_idx, f->empty(ml)); /* step 4: pmdp_collapse_flush */
 		table_set_linked(e, pte, false);
 		emit(e, EV_RETRACT, (uint64_t)mm, haddr, tref_phys(pte), (uint64_t)vmf.obj);
-		pte_free_defer(e, mm, pte, haddr);
+		if (v6_1)
+			pte_free(e, mm, pte); /* collapse_and_free_pmd: at once, after the IPI */
+		else
+			pte_free_defer(e, mm, pte, haddr);
 		if (e->viol)
 			return SCAN_FAIL;
 	}

@@ -58,26 +58,37 @@ int vma_rmap_wait(struct engine *e, const struct vma *v)
  * nothing. Otherwise the walker takes the folio lock (a second walker on the same folio would wait: -EBUSY),
  * the rmap lock for read (folio_lock_anon_vma_read: the anon_vma root; rmap_walk_file: i_mmap_rwsem), an RCU
  * read-side section, the PTE table and the pmd value it saw (page_vma_mapped_walk's map_pte). */
+/* The PTE table an rmap-side walk reaches at addr: pid's pmd entry there (-ENOENT without a PTE table). */
+static int walk_to_pte_table(struct engine *e, uint64_t pid, uint64_t addr, struct cpu *c)
+{
+	const struct geom *g = &e->geom;
+	if (pid >= MAX_PIDS || !e->procs[pid].exists)
+		return -ESRCH;
+	if (addr >= e->task_size)
+		return -EFAULT;
+	int mm = e->procs[pid].mm, ml = pmd_level(g);
+	uint64_t pmd = host_entry_at(e, mm, addr, ml, &c->pmd_tbl, &c->pmd_idx);
+	if (g->fmt->kind(ml, pmd) != E_TABLE)
+		return -ENOENT;
+	c->mm = mm;
+	c->addr = addr;
+	c->tbl = tref_from_phys(e, g->fmt->addr(ml, pmd));
+	c->pmd_seen = pmd;
+	return 0;
+}
+
 int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
 {
 	int ret = idle_cpu(e, cpu);
 	if (ret)
 		return ret;
-	if (pid >= MAX_PIDS || !e->procs[pid].exists)
-		return -ESRCH;
 	const struct geom *g = &e->geom;
-	struct cpu *c = &e->cpus[cpu];
-	int mm = e->procs[pid].mm, pl = g->nlevels - 1, ml = pmd_level(g);
-	if (addr >= e->task_size)
-		return -EFAULT;
-	struct tref pmd_tbl;
-	uint32_t pmd_idx;
-	uint64_t pmd = host_entry_at(e, mm, addr, ml, &pmd_tbl, &pmd_idx);
-	if (g->fmt->kind(ml, pmd) != E_TABLE)
-		return -ENOENT;
-	struct tref pte_tbl = tref_from_phys(e, g->fmt->addr(ml, pmd));
+	struct cpu *c = &e->cpus[cpu], w = *c;
+	int pl = g->nlevels - 1;
+	if ((ret = walk_to_pte_table(e, pid, addr, &w)))
+		return ret;
 	uint32_t idx = (uint32_t)(addr >> g->lv[pl].shift) & (g->lv[pl].entries - 1);
-	uint64_t pte = entry_get(e, pte_tbl, idx);
+	uint64_t pte = entry_get(e, w.tbl, idx);
 	/* rmap starts from a mapped folio: the zero page is on no rmap */
 	if (g->fmt->kind(pl, pte) != E_LEAF || is_zero_pfn(g->fmt->addr(pl, pte) >> 12))
 		return -ENOENT;
@@ -87,23 +98,48 @@ int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
 	/* folio_lock (its caller's), then folio_lock_anon_vma_read / rmap_walk_file's i_mmap_lock_read */
 	if ((ret = lock_would_wait(e, LC_FOLIO, folio->pfn, LM_WRITE)))
 		return ret;
-	const struct vma *v = vma_find(&e->mms[mm], addr);
+	const struct vma *v = vma_find(&e->mms[w.mm], addr);
 	int kind = !v ? RL_NONE : v->shm ? RL_FILE : v->anon ? RL_ANON : RL_NONE;
 	uint32_t id = !v ? 0 : v->shm ? v->shm - 1u : v->anon_root;
 	if (kind != RL_NONE && (ret = lock_would_wait(e, rmap_class(kind), id, LM_READ)))
 		return ret;
+	*c = w;
 	c->lock_kind = (uint8_t)kind;
 	c->lock_id = id;
 	c->folio = folio->pfn;
 	rcu_enter(e, cpu);
-	mmgrab(e, mm);
+	mmgrab(e, c->mm);
 	c->actor = A_RMAP;
-	c->mm = mm;
-	c->addr = addr;
-	c->tbl = pte_tbl;
-	c->pmd_tbl = pmd_tbl;
-	c->pmd_idx = pmd_idx;
-	c->pmd_seen = pmd;
+	return 0;
+}
+
+/* unmap_mapping_begin: unmap_mapping_range of a shmem page (hole punch, truncate), stopped in zap_pte_range after
+ * it read the pmd and before pte_offset_map_lock takes the table's lock. It holds i_mmap_rwsem for read and no
+ * folio lock. v6.6's pte_offset_map_lock reads the pmd under rcu_read_lock and rechecks it under the lock (commit:
+ * -11 when it moved); 6.1-6.4's (mm.file_retract=caller) do neither, so the table it read may be freed under it.
+ * rmap_commit finishes it: the page at addr is zapped (notified, cleared, its mapping dropped); the page cache
+ * itself is not touched (the truncation of the object's pages is not modelled). */
+int unmap_mapping_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
+{
+	int ret = idle_cpu(e, cpu);
+	if (ret)
+		return ret;
+	struct cpu *c = &e->cpus[cpu], w = *c;
+	if ((ret = walk_to_pte_table(e, pid, addr, &w)))
+		return ret;
+	const struct vma *v = vma_find(&e->mms[w.mm], addr);
+	if (!v || !v->shm || addr < v->start)
+		return -EINVAL; /* a file mapping's range only */
+	if ((ret = lock_would_wait(e, LC_I_MMAP, v->shm - 1u, LM_READ)))
+		return ret;
+	*c = w;
+	c->lock_kind = RL_FILE;
+	c->lock_id = v->shm - 1u;
+	c->folio = 0;
+	if (e->knob[K_FILE_RETRACT] == 0)
+		rcu_enter(e, cpu);
+	mmgrab(e, c->mm);
+	c->actor = A_RMAP;
 	return 0;
 }
 
@@ -115,7 +151,8 @@ int rmap_commit(struct engine *e, int cpu)
 		return -EINVAL;
 	const struct geom *g = &e->geom;
 	int pl = g->nlevels - 1, ret = 0;
-	if (e->knob[K_PMD_RECHECK] == 0) {
+	/* the zap walker of 6.1 (no folio, mm.file_retract=caller) has the pre-6.5 pte_offset_map_lock: no recheck */
+	if (e->knob[K_PMD_RECHECK] == 0 && (c->folio || e->knob[K_FILE_RETRACT] == 0)) {
 		uint64_t *pmd = tref_deref(e, c->pmd_tbl, "rmap walker (pmd recheck)");
 		if (!pmd || pmd[c->pmd_idx] != c->pmd_seen) {
 			ret = -EAGAIN;

@@ -712,7 +712,8 @@ static void gen_actor(struct gen *g)
 	case 1:
 		if (chance(g->c, 60))
 			gen_fault_at(g, pid, addr);
-		OP(g, OP_RMAP_BEGIN, (uint64_t)cpu, (uint64_t)pid, addr);
+		/* an rmap walk from a folio, or a file mapping's zap (hole punch: i_mmap only, no folio lock) */
+		OP(g, rarely(g->c, 25) ? OP_UNMAP_MAPPING_BEGIN : OP_RMAP_BEGIN, (uint64_t)cpu, (uint64_t)pid, addr);
 		break;
 	default: {
 		struct target t = slot_target(g);

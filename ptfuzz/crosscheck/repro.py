@@ -39,6 +39,7 @@ WHY_SKIPPED = {
     "walk_step": "a GUP-fast walk step cannot be paused from user space",
     "walk_end": "a GUP-fast walk step cannot be paused from user space",
     "rmap_begin": "an rmap walk cannot be paused from user space",
+    "unmap_mapping_begin": "a zap of a file's mappings cannot be paused from user space",
     "rmap_commit": "an rmap walk cannot be paused from user space",
     "guest_fault_begin": "half a guest fault cannot be paused from user space (guest_fault is whole)",
     "guest_fault_commit": "half a guest fault cannot be paused from user space (guest_fault is whole)",

@@ -97,6 +97,7 @@ COMMON = (
     ("walk_step", "cpu"),
     ("walk_end", "cpu"),
     ("rmap_begin", "cpu", "pid", "addr"),
+    ("unmap_mapping_begin", "cpu", "pid", "addr"),
     ("rmap_commit", "cpu"),
     ("vm_create", "vm", "pid", "ipa"),
     ("memslot", "vm", 0, 0, "addr", "slotlen"),

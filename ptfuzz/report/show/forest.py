@@ -37,7 +37,7 @@ def involved(trace: Trace, state: dict, op_index: int | None, focus: Focus) -> t
             for p in args:
                 if p in state["procs"]:
                     add_mm(state["procs"][p]["mm"])
-        elif name in ("walk_begin", "rmap_begin") and args[1] in state["procs"]:
+        elif name in ("walk_begin", "rmap_begin", "unmap_mapping_begin") and args[1] in state["procs"]:
             add_mm(state["procs"][args[1]]["mm"])
         elif name in ("vm_create",) and args[1] in state["procs"]:
             add_mm(state["procs"][args[1]]["mm"])

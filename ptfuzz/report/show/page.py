@@ -60,7 +60,7 @@ def op_focus(row, state: dict) -> Focus:
     f = Focus()
     if name in ("mmap", "munmap", "madvise", "fault", "split", "shm_mmap") and args[0] in state["procs"]:
         f.mm, f.hva = state["procs"][args[0]]["mm"], args[1]
-    elif name in ("walk_begin", "rmap_begin") and args[1] in state["procs"]:
+    elif name in ("walk_begin", "rmap_begin", "unmap_mapping_begin") and args[1] in state["procs"]:
         f.mm, f.hva = state["procs"][args[1]]["mm"], args[2]
     elif name in ("guest_fault", "guest_fault_begin"):
         f.vm, f.gpa = (args[0], args[1]) if name == "guest_fault" else (args[1], args[2])
@@ -193,6 +193,7 @@ LEGEND = [("#fbd5d5;border-color:#d32f2f", "offending table / entry (named by th
 
 
 ACTOR_FAMILY = {"walk_begin": "walk", "walk_step": "walk", "walk_end": "walk", "rmap_begin": "rmap",
+                "unmap_mapping_begin": "rmap",
                 "rmap_commit": "rmap", "guest_fault_begin": "gfault", "guest_fault_commit": "gfault"}
 
 

@@ -39,6 +39,7 @@ KERNEL_PATHS: dict[str, dict[str, list[str]]] = {
     "walk_step": {"*": ["gup_pgd_range \u2026 gup_pte_range (one entry per step)"]},
     "walk_end": {"*": ["local_irq_restore"]},
     "rmap_begin": {"*": ["try_to_unmap", "rmap_walk_anon", "page_vma_mapped_walk"]},
+    "unmap_mapping_begin": {"*": ["unmap_mapping_range", "zap_page_range_single", "zap_pte_range (the pmd read)"]},
     "rmap_commit": {"*": ["page_vma_mapped_walk (pmd recheck under the PTL)", "try_to_unmap_one",
                           "ptep_clear_flush"]},
     "vm_create": {"s390": ["kvm_arch_init_vm", "s390_enable_sie", "thp_split_mm", "gmap_create"],
