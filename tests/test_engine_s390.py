@@ -103,6 +103,16 @@ def test_thp_fault_split_and_collapse():
     assert (2, 3) in sets and (3, 4) in sets and (4, 3) in sets  # huge, split to PTEs, collapsed back
 
 
+def test_thp_hw_none_maps_4k_and_refuses_collapse():
+    ops = [["exec", 1, -1], ["mmap", 1, A, 2 * M, 1], ["fault", 1, A, 1], ["madvise", 1, A, M, 3],
+           ["madvise", 1, A + 4 * M, M, 1]]
+    r = run(ops, teardown=False)
+    assert results(r) == [0, 0, 0, 0, -12] and any(e[1] == 5 and e[2] == 3 for e in r.events)  # a segment leaf
+    r = run(ops, knobs={"s390.thp_hw": "none"}, teardown=False)
+    # no EDAT-1: the fault maps a 4K page (no segment leaf), MADV_COLLAPSE -22; MADV_HUGEPAGE still checks the range
+    assert results(r) == [0, 0, 0, -22, -12] and not any(e[1] == 5 and e[2] == 3 for e in r.events)
+
+
 def test_vm_create_splits_thp_and_refuses_collapse():
     r = run([["exec", 1, 0], ["mmap", 1, A, 2 * M, 1], ["fault", 1, A, 1], ["vm_create", 0, 1, 0],
              ["madvise", 1, A, 2 * M, 1], ["madvise", 1, A, 2 * M, 3], ["fault", 1, A + M, 1]])

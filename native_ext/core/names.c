@@ -139,4 +139,8 @@ const struct knob_def knob_defs[K_NR] = {
 		"i_mmap_rwsem (unmap_mapping_range's zap) may be inside the table it frees: the design before 8d3c106e19e8 "
 		"\"mm/khugepaged: take the right locks for page table retraction\" (v6.1). full: v6.1's locks (v6.6's "
 		"paths, mm.file_retract=all, take i_mmap_rwsem for read and free through RCU)" },
+	[K_THP_HW] = { "s390.thp_hw", { "edat1", "none" }, S390_ONLY,
+		"none: has_transparent_hugepage() is false (a machine without EDAT-1, as QEMU's TCG s390x): hugepage_init "
+		"marks THP unsupported, so hugepage_vma_check refuses every VMA: faults map 4K pages and MADV_COLLAPSE is "
+		"-22 (madvise(MADV_HUGEPAGE) still sets VM_HUGEPAGE); edat1: THP as the model has it elsewhere" },
 };

@@ -161,5 +161,5 @@ bool thp_fault_allowed(struct engine *e, struct mm *m, const struct vma *v, uint
 	/* hugepage_vma_check (sysfs "madvise": VM_HUGEPAGE needed), transhuge_vma_suitable; s390 marks the
 	 * VMAs of an mm with PGSTEs VM_NOHUGEPAGE (thp_split_mm) */
 	return (v->flags & VMA_THP) && !(v->flags & VMA_NOHUGE) && base >= v->start && base + pmd <= v->end &&
-	       !(m->has_pgste && e->knob[K_THP_IN_PGSTE] == 0);
+	       !(m->has_pgste && e->knob[K_THP_IN_PGSTE] == 0) && !thp_unsupported(e);
 }

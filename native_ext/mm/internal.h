@@ -91,6 +91,12 @@ void shmem_free_folio(struct engine *e, uint64_t pfn);
 int do_set_pmd(struct engine *e, struct vm_fault *vmf, uint64_t head, bool write);
 struct tref pte_table(struct engine *e, struct vm_fault *vmf);
 
+/* hugepage_init: without has_transparent_hugepage() (s390 without EDAT-1) THP is TRANSPARENT_HUGEPAGE_UNSUPPORTED */
+static inline bool thp_unsupported(const struct engine *e)
+{
+	return e->arch == ARCH_S390 && e->knob[K_THP_HW] == 1;
+}
+
 /* mm/khugepaged.c */
 int madvise_collapse(struct engine *e, int mm, int vi, uint64_t start, uint64_t end, uint64_t *prev_end);
 

@@ -103,14 +103,15 @@ static int madvise_collapse_errno(int r)
 }
 
 /* hugepage_vma_check(vma, vm_flags, smaps=false, in_pf=false, enforce_sysfs=false), as MADV_COLLAPSE (and
- * collapse_pte_mapped_thp) ask it: no VM_NOHUGEPAGE (s390: thp_split_mm gives every VMA of an mm with PGSTEs
- * one), no hugetlb (VM_NO_KHUGEPAGED), transhuge_vma_suitable at the VMA's last block; shmem: shmem_is_huge
+ * collapse_pte_mapped_thp) ask it: THP supported at all (s390.thp_hw), no VM_NOHUGEPAGE (s390: thp_split_mm gives
+ * every VMA of an mm with PGSTEs one), no hugetlb (VM_NO_KHUGEPAGED), transhuge_vma_suitable at the VMA's last block; shmem: shmem_is_huge
  * with force (sysfs shmem_enabled and the mount's huge= ignored); anonymous: an anon_vma. */
 static bool hugepage_vma_check(struct engine *e, const struct mm *m, const struct vma *v)
 {
 	uint64_t pmd = pmd_size(e);
-	if ((v->flags & (VMA_NOHUGE | VMA_HUGETLB)) || (m->has_pgste && e->knob[K_THP_IN_PGSTE] == 0) ||
-	    v->end - v->start < pmd || !transhuge_vma_suitable(e, v, v->end - pmd))
+	if (thp_unsupported(e) || (v->flags & (VMA_NOHUGE | VMA_HUGETLB)) ||
+	    (m->has_pgste && e->knob[K_THP_IN_PGSTE] == 0) || v->end - v->start < pmd ||
+	    !transhuge_vma_suitable(e, v, v->end - pmd))
 		return false;
 	return v->shm || v->anon;
 }

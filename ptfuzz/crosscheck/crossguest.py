@@ -73,11 +73,14 @@ def guest_facts(guest: Guest) -> HostFacts:
             if value != default:
                 knobs[knob] = value
             notes.append(f"{knob}={value}: " + why.format(**probes))
-    if not has_thp(probes):
-        notes.append("no THP in this kernel (no /sys/kernel/mm/transparent_hugepage: has_transparent_hugepage() "
-                      "is false, as on s390 without EDAT-1, which QEMU's TCG lacks); the model has no knob for that, so "
-                      "generated traces carry no MADV_HUGEPAGE (mmap flag bit 0 cleared, advice 1 becomes 2) and no "
-                      "MADV_COLLAPSE (advice 3 becomes 0); given traces are checked as they are")
+    if not has_thp(probes) and "s390.thp_hw" in known:
+        knobs["s390.thp_hw"] = "none"
+        notes.append("s390.thp_hw=none: no /sys/kernel/mm/transparent_hugepage, so has_transparent_hugepage() is false "
+                     "(no EDAT-1, which QEMU's TCG lacks): faults map 4K pages and MADV_COLLAPSE is -22")
+    elif not has_thp(probes):
+        notes.append("no THP in this kernel (no /sys/kernel/mm/transparent_hugepage) and the model has no knob for that "
+                     "on this arch, so generated traces carry no MADV_HUGEPAGE (mmap flag bit 0 cleared, advice 1 "
+                     "becomes 2) and no MADV_COLLAPSE (advice 3 becomes 0); given traces are checked as they are")
     if arch == "s390":
         notes.append("vm.allocate_pgste " + ("absent (7.2 has none)" if probes.get("allocate_pgste", -1) < 0
                                              else f"= {probes['allocate_pgste']}"))
@@ -106,7 +109,7 @@ def without_thp(trace: Trace) -> Trace:
 def generate_for(facts: HostFacts, seed: int, nops: int) -> Trace:
     from .compare import generate
     t = generate(facts.arch, facts.config, seed, nops)
-    return t if has_thp(facts.probes) else without_thp(t)
+    return t if has_thp(facts.probes) or facts.knobs.get("s390.thp_hw") == "none" else without_thp(t)
 
 
 def describe(facts: HostFacts, guest: Guest) -> str:
