@@ -53,11 +53,6 @@ int vma_rmap_wait(struct engine *e, const struct vma *v)
 	return ret ? ret : v->shm ? rmap_lock_wait(e, RL_FILE, v->shm - 1u) : 0;
 }
 
-/* rmap_begin: the rmap walk starts from a mapped folio (folio_referenced / try_to_unmap get a page, not an
- * address): an address with no PTE table, no present PTE, or the zero page (on no rmap) is -ENOENT and holds
- * nothing. Otherwise the walker takes the folio lock (a second walker on the same folio would wait: -EBUSY),
- * the rmap lock for read (folio_lock_anon_vma_read: the anon_vma root; rmap_walk_file: i_mmap_rwsem), an RCU
- * read-side section, the PTE table and the pmd value it saw (page_vma_mapped_walk's map_pte). */
 /* The PTE table an rmap-side walk reaches at addr: pid's pmd entry there (-ENOENT without a PTE table). */
 static int walk_to_pte_table(struct engine *e, uint64_t pid, uint64_t addr, struct cpu *c)
 {
@@ -77,13 +72,35 @@ static int walk_to_pte_table(struct engine *e, uint64_t pid, uint64_t addr, stru
 	return 0;
 }
 
+/* The walker w found becomes the cpu's actor, holding its rmap lock (kind, id), its folio (0: none) and, when
+ * rcu, an RCU read-side section. */
+static int rmap_walker_start(struct engine *e, int cpu, const struct cpu *w, int kind, uint32_t id, uint64_t folio,
+			     bool rcu)
+{
+	struct cpu *c = &e->cpus[cpu];
+	*c = *w;
+	c->lock_kind = (uint8_t)kind;
+	c->lock_id = id;
+	c->folio = folio;
+	if (rcu)
+		rcu_enter(e, cpu);
+	mmgrab(e, c->mm);
+	c->actor = A_RMAP;
+	return 0;
+}
+
+/* rmap_begin: the rmap walk starts from a mapped folio (folio_referenced / try_to_unmap get a page, not an
+ * address): an address with no PTE table, no present PTE, or the zero page (on no rmap) is -ENOENT and holds
+ * nothing. Otherwise the walker takes the folio lock (a second walker on the same folio would wait: -EBUSY),
+ * the rmap lock for read (folio_lock_anon_vma_read: the anon_vma root; rmap_walk_file: i_mmap_rwsem), an RCU
+ * read-side section, the PTE table and the pmd value it saw (page_vma_mapped_walk's map_pte). */
 int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
 {
 	int ret = idle_cpu(e, cpu);
 	if (ret)
 		return ret;
 	const struct geom *g = &e->geom;
-	struct cpu *c = &e->cpus[cpu], w = *c;
+	struct cpu w = e->cpus[cpu];
 	int pl = g->nlevels - 1;
 	if ((ret = walk_to_pte_table(e, pid, addr, &w)))
 		return ret;
@@ -103,14 +120,7 @@ int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
 	uint32_t id = !v ? 0 : v->shm ? v->shm - 1u : v->anon_root;
 	if (kind != RL_NONE && (ret = lock_would_wait(e, rmap_class(kind), id, LM_READ)))
 		return ret;
-	*c = w;
-	c->lock_kind = (uint8_t)kind;
-	c->lock_id = id;
-	c->folio = folio->pfn;
-	rcu_enter(e, cpu);
-	mmgrab(e, c->mm);
-	c->actor = A_RMAP;
-	return 0;
+	return rmap_walker_start(e, cpu, &w, kind, id, folio->pfn, true);
 }
 
 /* unmap_mapping_begin: unmap_mapping_range of a shmem page (hole punch, truncate), stopped in zap_pte_range after
@@ -124,7 +134,7 @@ int unmap_mapping_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
 	int ret = idle_cpu(e, cpu);
 	if (ret)
 		return ret;
-	struct cpu *c = &e->cpus[cpu], w = *c;
+	struct cpu w = e->cpus[cpu];
 	if ((ret = walk_to_pte_table(e, pid, addr, &w)))
 		return ret;
 	const struct vma *v = vma_find(&e->mms[w.mm], addr);
@@ -132,15 +142,7 @@ int unmap_mapping_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr)
 		return -EINVAL; /* a file mapping's range only */
 	if ((ret = lock_would_wait(e, LC_I_MMAP, v->shm - 1u, LM_READ)))
 		return ret;
-	*c = w;
-	c->lock_kind = RL_FILE;
-	c->lock_id = v->shm - 1u;
-	c->folio = 0;
-	if (e->knob[K_FILE_RETRACT] == 0)
-		rcu_enter(e, cpu);
-	mmgrab(e, c->mm);
-	c->actor = A_RMAP;
-	return 0;
+	return rmap_walker_start(e, cpu, &w, RL_FILE, v->shm - 1u, 0, e->knob[K_FILE_RETRACT] == 0);
 }
 
 /* page_vma_mapped_walk + try_to_unmap_one under the PTL. */
