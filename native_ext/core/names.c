@@ -117,4 +117,13 @@ const struct knob_def knob_defs[K_NR] = {
 		"user-ptr-max: a memslot's hva range must end at or below TASK_SIZE_MAX (access_ok against USER_PTR_MAX, "
 		"Linux 6.12's \"x86: fix user address masking non-canonical speculation issue\"; seen on 6.18 by "
 		"crosscheck --kvm), where v6.6's valid_user_address only asks that the end be below 2^63" },
+	[K_TASK_SIZE_MAX] = { "arm64.task_size_max", { "va-bits", "52" }, ARM64_ONLY,
+		"52: TASK_SIZE_MAX (1 << VA_BITS, the build's CONFIG_ARM64_VA_BITS) is 2^52 while the kernel runs with "
+		"48-bit VA (vabits_actual: no LPA2 / LVA), as Debian's 4K and 16K kernels since 6.12 are built (52-bit VA "
+		"with 4K and 16K pages needs LPA2, Linux 6.9+); it bounds access_ok, so a memslot's hva range may end "
+		"past 2^48. va-bits: TASK_SIZE_MAX is 2^va_bits, the build's VA size equal to the running one" },
+	[K_COLLAPSE_SUBPMD] = { "mm.collapse_subpmd", { "einval", "zero" }, ALL,
+		"zero: MADV_COLLAPSE of a VMA's part that holds no whole PMD-size block (hstart > hend) returns 0 "
+		"(\"if (hstart >= hend) return 0;\" in a later madvise_collapse; seen on Linux 7.2 by crosscheck --kvm), "
+		"where v6.6 compares thps with the wrapped (hend - hstart) >> HPAGE_PMD_SHIFT and returns -EINVAL" },
 };

@@ -371,7 +371,9 @@ static int kvm_set_memslot(struct engine *e, struct vm *v, struct memslot *s, co
  * can give: x86 without LAM and s390 keep it, arm64 clears bits 56-63, which access_ok refuses anyway).
  * x86_64 (asm/uaccess_64.h __access_ok, memory_size not a constant): valid_user_address(hva + len), i.e. the
  * end as a long is >= 0 (below 2^63), and no wrap; no TASK_SIZE(_MAX) test. arm64 (asm/uaccess.h, then
- * asm-generic/access_ok.h): (u65)hva + len <= TASK_SIZE_MAX = 2^VA_BITS. s390 selects
+ * asm-generic/access_ok.h): (u65)hva + len <= TASK_SIZE_MAX = 2^VA_BITS, VA_BITS being CONFIG_ARM64_VA_BITS
+ * (2^va_bits when the build's VA size is the running one; arm64.task_size_max=52 for a 52-bit build running
+ * with 48 bits). s390 selects
  * ALTERNATE_USER_ADDRESS_SPACE, so asm-generic __access_ok is true: no test at all (gmap_map_segment checks the
  * range at commit and its error is dropped). */
 static bool kvm_access_ok(const struct engine *e, uint64_t hva, uint64_t len)
@@ -381,8 +383,10 @@ static bool kvm_access_ok(const struct engine *e, uint64_t hva, uint64_t len)
 		if (e->knob[K_MEMSLOT_ACCESS_OK] == 1)
 			return hva + len >= hva && hva + len <= e->task_size;
 		return hva + len >= hva && (int64_t)(hva + len) >= 0;
-	case ARCH_ARM64:
-		return len <= e->task_size && hva <= e->task_size - len;
+	case ARCH_ARM64: { /* TASK_SIZE_MAX is 1 << VA_BITS, the build's VA size (arm64.task_size_max) */
+		uint64_t max = e->knob[K_TASK_SIZE_MAX] == 1 ? 1ull << 52 : e->task_size;
+		return len <= max && hva <= max - len;
+	}
 	default:
 		return true;
 	}

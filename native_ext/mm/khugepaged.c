@@ -128,6 +128,8 @@ int madvise_collapse(struct engine *e, int mm, int vi, uint64_t start, uint64_t 
 	if (!hugepage_vma_check(e, m, v))
 		return -EINVAL;
 	uint64_t hstart = (start + pmd - 1) & ~(pmd - 1), hend = end & ~(pmd - 1);
+	if (e->knob[K_COLLAPSE_SUBPMD] == 1 && hstart >= hend)
+		return 0; /* mm.collapse_subpmd=zero: no whole block in the range, nothing to do */
 	uint64_t thps = 0;
 	int last_fail = SCAN_FAIL;
 	for (uint64_t addr = hstart; addr < hend && !e->viol; addr += pmd) {

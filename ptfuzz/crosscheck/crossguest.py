@@ -70,6 +70,8 @@ def guest_facts(guest: Guest) -> HostFacts:
             if value != default:
                 knobs[knob] = value
             notes.append(f"{knob}={value}: " + why.format(**probes))
+    if has_thp(probes) and "mm.collapse_subpmd" in known:
+        probe_collapse_subpmd(GuestKernelSide(guest, WINDOW, WINDOW + WINDOW_SPAN), info.page_size, knobs, notes)
     if not has_thp(probes):
         notes.append("no THP in this kernel (no /sys/kernel/mm/transparent_hugepage: has_transparent_hugepage() "
                       "is false, as on s390 without EDAT-1, which QEMU's TCG lacks); the model has no knob for that, so "
@@ -80,6 +82,22 @@ def guest_facts(guest: Guest) -> HostFacts:
                                              else f"= {probes['allocate_pgste']}"))
     facts = HostFacts(arch, kv.get("release", "?"), info, probes, config, knobs, notes)
     return facts
+
+
+def probe_collapse_subpmd(side, page: int, knobs: dict, notes: list) -> None:
+    """A probe run as a trace (side.run(ops): the guest's or host's helper): MADV_COLLAPSE of one page inside a
+    MADV_HUGEPAGE mapping of two PMD blocks, after a read fault in the other block (the VMA needs an anon_vma,
+    else hugepage_vma_check fails it first). No whole block is in the range: v6.6 returns -EINVAL (thps against
+    the wrapped (hend - hstart) >> HPAGE_PMD_SHIFT), a later madvise_collapse 0 ("if (hstart >= hend) return
+    0"), which mm.collapse_subpmd=zero models."""
+    pmd = page * (page // 8)
+    base = WINDOW
+    ops = ops_from_list([["exec", 1, -1], ["mmap", 1, base, 2 * pmd, 1], ["fault", 1, base + pmd, 0],
+                         ["madvise", 1, base + page, page, 3]])
+    if side.run(ops)[-1].result == 0:
+        knobs["mm.collapse_subpmd"] = "zero"
+        notes.append("mm.collapse_subpmd=zero: MADV_COLLAPSE of a range holding no whole PMD block returned 0 "
+                     "(v6.6: -EINVAL; seen on 7.2, not on 6.18)")
 
 
 def has_thp(probes: dict) -> bool:
