@@ -361,3 +361,22 @@ def test_arm64_guest_short_generated_run_from_the_cli(cli):
     assert summary["traces"] == 8 and summary["kvm"] and summary["kernel"] == ARM64.name, r.stderr
     assert summary["agree"] == 8 and r.returncode == 0, r.stdout
     assert summary["boot_seconds"] > 0 and summary["traces_per_second"] > 0
+
+
+def test_a_vma_split_inside_a_block_notifies_the_block():
+    """v6.6 __split_vma -> vma_adjust_trans_huge -> split_huge_pmd_address: where a PMD table exists (mm_find_pmd),
+    __split_huge_pmd opens its mmu_notifier range over the whole block before it finds no THP to split, so KVM
+    zaps the block's stage-2 range: a munmap of one page drops the guest's mapping of another page of the block
+    (measured on arm64 7.2 by SecPageTables: the emptied level-3 table is freed), and mmu_invalidate_seq moves
+    twice (the block, then the page)."""
+    from ptfuzz.report.show.state import dump_state
+    cfg = {"granule": 4096, "va_bits": 48}
+    rows = [["exec", 1, -1], ["mmap", 1, W, 2 * PMD, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, W, 2 * PMD],
+            ["guest_fault", 0, PMD + 0x1ff000, 0], ["munmap", 1, W + PMD + 0x112000, PAGE]]
+    t = Trace("arm64", ops_from_list(rows), config=cfg)
+    before, after = (dump_state(t, None, n)["state"]["vms"][0] for n in (5, 6))
+    assert len(before["tables"]) == 3 and len(after["tables"]) == 1  # the level-2 and level-3 tables went
+    assert after["invalidate_seq"] - before["invalidate_seq"] == 2
+    rows[-1] = ["munmap", 1, W + 0x112000, PAGE]  # a split inside the other block leaves this one mapped
+    t = Trace("arm64", ops_from_list(rows), config=cfg)
+    assert len(dump_state(t, None, 6)["state"]["vms"][0]["tables"]) == 3

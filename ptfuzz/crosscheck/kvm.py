@@ -355,9 +355,11 @@ class KvmModelSide:
 
     def s2_pages(self, expanded: np.ndarray, ops: np.ndarray, steps: list[KStep]) -> int:
         """The stage-2 table pages SecPageTables counts after the trace: every live VM's root (its concatenated
-        pages) and tables, as the engine's state has them, plus the tables of the helper's guest code page
-        (2^32 - 2 pages, which no trace slot shares) in each VM whose vCPU entered the guest: one table per level
-        below the root (user_mem_abort maps it by a page)."""
+        pages) and tables, as the engine's state has them, plus, in each VM whose vCPU entered the guest, the
+        tables on the path to the helper's code page (2^32 - 2 pages, mapped by a page: user_mem_abort on a 4K
+        shmem page) that the model's tree lacks. The code page is never unmapped, so the kernel keeps its path:
+        a table it shares with the trace's mappings stays where the model may free it, and the union counts it
+        once either way."""
         from ..report.show.state import dump_state
         state = dump_state(Trace(self.arch, expanded, config=dict(self.config), knobs=dict(self.knobs)), None,
                            len(expanded))["state"]
@@ -370,13 +372,17 @@ class KvmModelSide:
                 ran[a[0]] = True  # KVM_RUN passed the mm check: the vCPU fetched from the code page
             elif name == "vm_destroy":
                 ran.pop(a[0], None)
-        pages = 0
+        pages, code = 0, reserved_gpa(self.arch, int(self.config.get("granule", 4096)))
         for vmi, v in state["vms"].items():
             if v is None or v.get("root_freed") or v.get("root") is None:
                 continue
             pages += v["pgd_pages"] + len(v["tables"]) - 1
             if ran.get(int(vmi)):
-                pages += 3 - v["start_level"]
+                have = {(t["level"], t["va"]) for t in v["tables"]}
+                for level in range(v["start_level"] + 1, 4):
+                    _, shift, entries = v["geometry"][level][:3]
+                    if (level, code & ~((entries << shift) - 1)) not in have:
+                        pages += 1
         return pages
 
 
