@@ -87,28 +87,7 @@ def crosscheck(
     loaded = [(str(f), tracemod.load(f)) for f in trace_files(paths or [])]  # validate all before running any
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     guest_mode = kernel is not None or kernel_image is not None
-    if kvm and kernel_image is not None:
-        raise UsageError("--kvm runs on this host's /dev/kvm or in a named arm64 guest (--kernel NAME), "
-                         "not with --kernel-image")
-    if kvm and guest_mode:
-        from ..crosscheck.kernels import spec_of
-        from ..crosscheck.kvm import check_kvm_trace, open_kvm_guest
-        if spec_of(kernel).arch != "arm64":  # before any fetch
-            raise UsageError(f"--kvm --kernel runs arm64 kernels; {kernel} is {spec_of(kernel).arch}")
-        side = open_kvm_guest(_load_kernel(kernel, err), timeout=guest_timeout)
-        try:
-            for name, t in loaded:
-                check_kvm_trace(t, name, side.facts.arch, side.facts.page)
-        except BaseException:
-            side.host.close(kill=True)
-            raise
-    elif kvm:
-        from ..crosscheck.kvm import check_kvm_trace, open_kvm
-        for name, t in loaded:
-            check_kvm_trace(t, name)
-        side = open_kvm()
-    else:
-        side = _open_guest(kernel, kernel_image, kernel_arch, guest_timeout, err) if guest_mode else host_side()
+    side = _open_side(kvm, kernel, kernel_image, kernel_arch, guest_timeout, guest_mode, loaded, err)
     try:
         for name, t in loaded:
             if not kvm:
@@ -178,6 +157,33 @@ def _summarize(side, checker, r, json_out: bool, kvm: bool = False) -> None:
         line += (f" on {h.kernel.name} (boot {h.boot_seconds:.1f} s, {summary['traces_per_second']} traces/s"
                  + (f", {len(r.errors)} guest errors" if r.errors else "") + ")")
     print(line + (" (interrupted)" if r.interrupted else ""))
+
+
+def _open_side(kvm, kernel, kernel_image, kernel_arch, guest_timeout, guest_mode, loaded, err) -> Side:
+    """The kernel side: this host, a guest under QEMU, this host's /dev/kvm or an arm64 guest's KVM."""
+    if kvm and kernel_image is not None:
+        raise UsageError("--kvm runs on this host's /dev/kvm or in a named arm64 guest (--kernel NAME), "
+                         "not with --kernel-image")
+    if kvm and guest_mode:
+        from ..crosscheck.kernels import spec_of
+        from ..crosscheck.kvm import check_kvm_trace, open_kvm_guest
+        if spec_of(kernel).arch != "arm64":  # before any fetch
+            raise UsageError(f"--kvm --kernel runs arm64 kernels; {kernel} is {spec_of(kernel).arch}")
+        side = open_kvm_guest(_load_kernel(kernel, err), timeout=guest_timeout)
+        try:
+            for name, t in loaded:
+                check_kvm_trace(t, name, side.facts.arch, side.facts.page)
+        except BaseException:
+            side.host.close(kill=True)
+            raise
+    elif kvm:
+        from ..crosscheck.kvm import check_kvm_trace, open_kvm
+        for name, t in loaded:
+            check_kvm_trace(t, name)
+        side = open_kvm()
+    else:
+        side = _open_guest(kernel, kernel_image, kernel_arch, guest_timeout, err) if guest_mode else host_side()
+    return side
 
 
 def _load_kernel(name, err):
