@@ -285,7 +285,9 @@ def test_begin_and_end_only_for_vms_with_an_overlapping_memslot():
     for arch in ("arm64", "x86_64"):
         assert results(run(ops, arch=arch))[6:] == [0, 0, 0, 0]
         assert vm_state(ops, arch, 9)["vms"][0]["invalidate_seq"] == 0
-        assert vm_state(ops, arch)["vms"][0]["invalidate_seq"] == 1
+        # the last munmap splits the VMA inside the block [T, T + 2M): __split_huge_pmd notifies the block (no THP
+        # there, nothing split), then the unmap notifies its page; both overlap the slot
+        assert vm_state(ops, arch)["vms"][0]["invalidate_seq"] == 2
     # mn_active_invalidate_count is taken for every VM of the mm, overlapping or not: memslot updates wait
     held = SLOT64K + [["mmap", 1, T + 4 * M, 2 * M, 0], ["inval_hold", 1], ["munmap", 1, T + 4 * M, 2 * M]]
     st = vm_state(held, "arm64")["vms"][0]

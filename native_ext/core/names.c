@@ -143,4 +143,9 @@ const struct knob_def knob_defs[K_NR] = {
 		"none: has_transparent_hugepage() is false (a machine without EDAT-1, as QEMU's TCG s390x): hugepage_init "
 		"marks THP unsupported, so hugepage_vma_check refuses every VMA: faults map 4K pages and MADV_COLLAPSE is "
 		"-22 (madvise(MADV_HUGEPAGE) still sets VM_HUGEPAGE); edat1: THP as the model has it elsewhere" },
+	[K_TASK_SIZE_MAX] = { "arm64.task_size_max", { "va-bits", "52" }, ARM64_ONLY,
+		"52: TASK_SIZE_MAX (1 << VA_BITS, the build's CONFIG_ARM64_VA_BITS) is 2^52 while the kernel runs with "
+		"48-bit VA (vabits_actual: no LPA2 / LVA), as Debian's 4K and 16K kernels since 6.12 are built (52-bit VA "
+		"with 4K and 16K pages needs LPA2, Linux 6.9+); it bounds access_ok, so a memslot's hva range may end "
+		"past 2^48. va-bits: TASK_SIZE_MAX is 2^va_bits, the build's VA size equal to the running one" },
 };

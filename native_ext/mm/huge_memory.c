@@ -66,14 +66,25 @@ int split_huge_pmd(struct engine *e, int mm, uint64_t addr)
 	return __split_huge_pmd(e, mm, addr);
 }
 
-/* split_huge_pmd_if_needed: an unaligned boundary inside a block the VMA covers splits a THP there. */
+/* split_huge_pmd_if_needed: an unaligned boundary inside a block the VMA covers splits a THP there. With no THP
+ * there the block is still notified: split_huge_pmd_address calls __split_huge_pmd wherever mm_find_pmd finds
+ * the PMD entry (a PMD table exists; the entry itself is not looked at), and __split_huge_pmd opens its
+ * mmu_notifier range over the block before it takes the PMD lock and finds nothing to split. So KVM zaps the
+ * block's stage-2 range (and moves mmu_invalidate_seq) when a VMA is split inside it. */
 int split_huge_pmd_if_needed(struct engine *e, int mm, const struct vma *v, uint64_t addr)
 {
 	uint64_t pmd = pmd_size(e), down = addr & ~(pmd - 1);
 	if (!(addr & (pmd - 1)) || (v->flags & VMA_HUGETLB) || down < v->start || down + pmd > v->end)
 		return 0;
 	int ret = __split_huge_pmd(e, mm, addr);
-	return ret == -EINVAL ? 0 : ret;
+	if (ret == -EINVAL) {
+		int lvl = -1;
+		host_lookup(e, mm, addr, &lvl, NULL, NULL, NULL);
+		if (lvl >= e->pmd_lvl) /* mm_find_pmd: pgd, p4d and pud present */
+			mmu_notifier_invalidate_range(e, mm, down, down + pmd);
+		return 0;
+	}
+	return ret;
 }
 
 int do_split(struct engine *e, int mm, uint64_t addr)

@@ -32,8 +32,9 @@ def crosscheck(
                                     "(else told from the image)."),
     guest_timeout: float = typer.Option(60.0, "--guest-timeout", min=1.0,
                                         help="Seconds a guest may take to answer one trace's requests."),
-    kvm: bool = typer.Option(False, "--kvm", help="Traces with VMs, run for real through /dev/kvm (x86_64): "
-                             "memslot and guest-fault results and what the guest reads are compared."),
+    kvm: bool = typer.Option(False, "--kvm", help="Traces with VMs, run for real through /dev/kvm (x86_64), or "
+                             "with --kernel NAME through an arm64 guest's own KVM: memslot and guest-fault results "
+                             "and what the guest reads are compared."),
 ):
     """Hold the model against the kernel this machine runs.
 
@@ -53,7 +54,9 @@ def crosscheck(
     tiny guest that loads or stores at the gpa. Compared: every result
     (memslot errnos, guest faults, host operations, VM ioctls after the
     owner's exit) and whether the guest sees what the host maps after host
-    changes. Exit 2 when /dev/kvm is absent or unusable.
+    changes. Exit 2 when /dev/kvm is absent or unusable. With --kvm
+    --kernel NAME (arm64 kernels) the VMs run in the guest's own KVM
+    (nested under QEMU's TCG), the KVM helper being the guest's /init.
 
     With --kernel NAME (or --kernel-image PATH) the kernel side is a guest
     under QEMU whose /init is the helper, built static for its arch; traces
@@ -73,6 +76,8 @@ def crosscheck(
 
       ptfuzz crosscheck --kvm --gen 1000 --seed 1
 
+      ptfuzz crosscheck --kvm --kernel arm64-7.2 --gen 1000 --seed 1
+
       ptfuzz crosscheck crosscheck-out/x86_64/ --json
 
       ptfuzz crosscheck --gen 50 --knob mm.pt_reclaim=no -o /tmp/xc
@@ -82,15 +87,7 @@ def crosscheck(
     loaded = [(str(f), tracemod.load(f)) for f in trace_files(paths or [])]  # validate all before running any
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     guest_mode = kernel is not None or kernel_image is not None
-    if kvm and guest_mode:
-        raise UsageError("--kvm runs on this host's /dev/kvm: give it without --kernel or --kernel-image")
-    if kvm:
-        from ..crosscheck.kvm import check_kvm_trace, open_kvm
-        for name, t in loaded:
-            check_kvm_trace(t, name)
-        side = open_kvm()
-    else:
-        side = _open_guest(kernel, kernel_image, kernel_arch, guest_timeout, err) if guest_mode else host_side()
+    side = _open_side(kvm, kernel, kernel_image, kernel_arch, guest_timeout, guest_mode, loaded, err)
     try:
         for name, t in loaded:
             if not kvm:
@@ -162,19 +159,48 @@ def _summarize(side, checker, r, json_out: bool, kvm: bool = False) -> None:
     print(line + (" (interrupted)" if r.interrupted else ""))
 
 
+def _open_side(kvm, kernel, kernel_image, kernel_arch, guest_timeout, guest_mode, loaded, err) -> Side:
+    """The kernel side: this host, a guest under QEMU, this host's /dev/kvm or an arm64 guest's KVM."""
+    if kvm and kernel_image is not None:
+        raise UsageError("--kvm runs on this host's /dev/kvm or in a named arm64 guest (--kernel NAME), "
+                         "not with --kernel-image")
+    if kvm and guest_mode:
+        from ..crosscheck.kernels import spec_of
+        from ..crosscheck.kvm import check_kvm_trace, open_kvm_guest
+        if spec_of(kernel).arch != "arm64":  # before any fetch
+            raise UsageError(f"--kvm --kernel runs arm64 kernels; {kernel} is {spec_of(kernel).arch}")
+        side = open_kvm_guest(_load_kernel(kernel, err), timeout=guest_timeout)
+        try:
+            for name, t in loaded:
+                check_kvm_trace(t, name, side.facts.arch, side.facts.page)
+        except BaseException:
+            side.host.close(kill=True)
+            raise
+    elif kvm:
+        from ..crosscheck.kvm import check_kvm_trace, open_kvm
+        for name, t in loaded:
+            check_kvm_trace(t, name)
+        side = open_kvm()
+    else:
+        side = _open_guest(kernel, kernel_image, kernel_arch, guest_timeout, err) if guest_mode else host_side()
+    return side
+
+
+def _load_kernel(name, err):
+    from ..crosscheck.kernels import fetch, load, KernelError
+    try:
+        return load(name)
+    except KernelError:
+        err.print(f"ptfuzz: fetching kernel {name} (ptfuzz kernels fetch {name})", markup=False)
+        return fetch(name, log=lambda s: err.print(f"  {s}", markup=False))
+
+
 def _open_guest(name, image, arch, timeout, err):
     from ..crosscheck.crossguest import GuestChecker, describe, open_guest
-    from ..crosscheck.kernels import fetch, from_image, load, KernelError
+    from ..crosscheck.kernels import from_image
     if name is not None and image is not None:
         raise UsageError("give --kernel or --kernel-image, not both")
-    if image is not None:
-        k = from_image(image, arch)
-    else:
-        try:
-            k = load(name)
-        except KernelError:
-            err.print(f"ptfuzz: fetching kernel {name} (ptfuzz kernels fetch {name})", markup=False)
-            k = fetch(name, log=lambda s: err.print(f"  {s}", markup=False))
+    k = from_image(image, arch) if image is not None else _load_kernel(name, err)
     from ..crosscheck.crossguest import generate_for
     from ..crosscheck.guest import Guest
     guest, facts = open_guest(k, timeout=timeout)

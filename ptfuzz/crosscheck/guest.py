@@ -30,16 +30,17 @@ READY = "ptfuzz-host ready"
 REPLY_HEADS = ("r ", "f ", "F ", "ok", "e ")
 
 
-def build_helper(arch: str, source: Path = SOURCE, pgste: bool = False) -> Path:
-    """ptfuzz-host compiled static for arch (cross-compiled on another machine), cached by source and compiler;
-    pgste: linked with `ld --s390-pgste` (a PT_S390_PGSTE program header: its exec asks for PGSTEs)."""
+def build_helper(arch: str, source: Path = SOURCE, pgste: bool = False, name: str = "ptfuzz-host") -> Path:
+    """ptfuzz-host (or another helper: source, name) compiled static for arch (cross-compiled on another machine),
+    cached by source and compiler; pgste: linked with `ld --s390-pgste` (a PT_S390_PGSTE program header: its exec
+    asks for PGSTEs)."""
     source = Path(source)
     if not source.is_file():
         raise KernelError(f"the helper's source {source} is missing: crosscheck --kernel needs a source checkout")
     cc = cross_cc(arch)
     extra = ["-static"] + (["-Wl,--s390-pgste"] if pgste else [])
     key = hashlib.sha256(source_bytes(source) + repr((cc, CFLAGS, extra)).encode()).hexdigest()[:16]
-    out = kernels_dir() / "helpers" / f"ptfuzz-host-{arch}{'-pgste' if pgste else ''}-{key}"
+    out = kernels_dir() / "helpers" / f"{name}-{arch}{'-pgste' if pgste else ''}-{key}"
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -76,14 +77,19 @@ def cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
     return bytes(out)
 
 
-def build_initramfs(helper: Path, pgste: Path | None = None) -> Path:
-    """/init (the helper), and on s390 /init-pgste (the same linked with --s390-pgste, exec'd by the probe)."""
+def build_initramfs(helper: Path, pgste: Path | None = None, beside: dict | None = None) -> Path:
+    """/init (the helper), and on s390 /init-pgste (the same linked with --s390-pgste, exec'd by the probe);
+    beside: more programs, {name: path} (crosscheck --kvm: /ptfuzz-host beside the KVM helper as /init)."""
     entries = [("dev", 0o040755, b""), ("proc", 0o040555, b""), ("sys", 0o040555, b""),
                ("init", 0o100755, helper.read_bytes())]
     if pgste is not None:
         entries.append(("init-pgste", 0o100755, pgste.read_bytes()))
+    for name, path in sorted((beside or {}).items()):
+        entries.append((name, 0o100755, Path(path).read_bytes()))
     data = cpio_newc(entries)
-    out = helper.with_name(helper.name + ".cpio")
+    # named by everything in it: two checkouts with different programs beside the same /init do not share one
+    tag = "-" + hashlib.sha256(data).hexdigest()[:8] if beside else ""
+    out = helper.with_name(helper.name + tag + ".cpio")
     if not out.is_file() or out.read_bytes() != data:
         tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
         tmp.write_bytes(data)
@@ -123,6 +129,9 @@ def _die_with_parent() -> None:
 class Guest(Host):
     """One booted guest; its console speaks the helper's protocol. Many traces per boot."""
 
+    ready = READY  # what /init says once it takes requests
+    reply_heads = REPLY_HEADS
+
     def __init__(self, kernel: Kernel, timeout: float = 60.0, boot_timeout: float = BOOT_TIMEOUT,
                  memory_mb: int = 2048):
         self.kernel, self.timeout = kernel, timeout
@@ -130,9 +139,7 @@ class Guest(Host):
         self._info = None
         self._proc = None
         self.console: deque[str] = deque(maxlen=200)  # what the guest said besides replies (boot log, oopses)
-        self.helper = build_helper(kernel.arch)
-        self.initrd = build_initramfs(self.helper,
-                                      build_helper(kernel.arch, pgste=True) if kernel.arch == "s390" else None)
+        self.initrd = self.initramfs(kernel)
         self.command = qemu_command(kernel, self.initrd, memory_mb)
         self._stderr = tempfile.TemporaryFile()
         t0 = time.monotonic()
@@ -152,6 +159,10 @@ class Guest(Host):
             raise
         self.boot_seconds = time.monotonic() - t0
 
+    def initramfs(self, kernel: Kernel) -> Path:
+        self.helper = build_helper(kernel.arch)
+        return build_initramfs(self.helper, build_helper(kernel.arch, pgste=True) if kernel.arch == "s390" else None)
+
     # ---- transport ----
 
     def _qemu_said(self) -> str:
@@ -168,7 +179,7 @@ class Guest(Host):
             line = self._rawline(deadline, "boot")
             if line is None:
                 break
-            if READY in line:
+            if self.ready in line:
                 return
             self.console.append(line)
         raise self._died("boot")
@@ -197,7 +208,7 @@ class Guest(Host):
             line = self._rawline(deadline, request)
             if line is None:
                 raise self._died(request)
-            if line.startswith(REPLY_HEADS):
+            if line.startswith(self.reply_heads):
                 return line
             self.console.append(line)  # a kernel message on the console: kept, not a reply
 

@@ -34,10 +34,13 @@ static int kvm_arch_prepare_memory_region(struct engine *e, struct vm *v, const 
 	return lock_would_wait(e, LC_MMAP, (uint64_t)v->mm, LM_READ);
 }
 
-/* access_ok (asm/uaccess.h, then asm-generic/access_ok.h): (u65)hva + len <= TASK_SIZE_MAX = 2^VA_BITS */
+/* access_ok (asm/uaccess.h, then asm-generic/access_ok.h): (u65)hva + len <= TASK_SIZE_MAX = 1 << VA_BITS, VA_BITS
+ * being the build's CONFIG_ARM64_VA_BITS: 2^va_bits when the build's VA size is the running one, 2^52 for a 52-bit
+ * build running with 48 bits (arm64.task_size_max=52) */
 static bool access_ok(const struct engine *e, uint64_t hva, uint64_t len)
 {
-	return len <= e->task_size && hva <= e->task_size - len;
+	uint64_t max = e->knob[K_TASK_SIZE_MAX] == 1 ? 1ull << 52 : e->task_size;
+	return len <= max && hva <= max - len;
 }
 
 /* The 2019 designs of the PUD-block decision (arm64.stage2_block_check other than pgtable): may a PUD-size candidate
