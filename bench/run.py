@@ -37,6 +37,7 @@ from ptfuzz.engine import stage1_geometry  # noqa: E402
 from ptfuzz.procs import ptfuzz_command  # noqa: E402
 from ptfuzz.search.campaign import Campaign, run_campaign  # noqa: E402
 from ptfuzz.zoo import BUGS  # noqa: E402
+from ptfuzz.search.variants import trial_seed  # noqa: E402
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 
@@ -249,7 +250,9 @@ def time_to_bug(tmp, uid, arch, knobs, kinds, engine, tag="", features=None):
     """B3_TRIALS campaigns (capped at B3_CAP) on one unsafe variant: the B3 row, and a B4 row per finding."""
     times, execs, lengths, b4 = [], [], [], []
     for trial in range(B3_TRIALS):
-        c = Campaign(arch, knobs, Path(tmp) / f"b3{tag}-{uid}-{trial}", max_ops=32, seed=1000 * trial + 7,
+        # trial seeds as `ptfuzz variants --trials` spaces them: random trials a million runs apart, so that no
+        # trial replays another's traces shifted by a few executions
+        c = Campaign(arch, knobs, Path(tmp) / f"b3{tag}-{uid}-{trial}", max_ops=32, seed=trial_seed(engine, trial) + 7,
                      features=features)
         # on to the expected kind: another violation first (M1 on most s390 variants) does not end a trial
         run_campaign(c, engine, B3_CAP, None, 1, True, stop_when=lambda c: any(f.kind in kinds for f in c.findings))
