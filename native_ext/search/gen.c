@@ -709,12 +709,17 @@ static void gen_actor(struct gen *g)
 		for (uint32_t n = below(g->c, 4); n; n--) /* descend now (to the PTE table): the walker holds a lower table for what comes next */
 			OP(g, OP_WALK_STEP, (uint64_t)cpu);
 		break;
-	case 1:
+	case 1: {
+		/* an rmap walk from a folio, or in a shmem mapping as often a zap of the file's mappings (hole punch:
+		 * i_mmap only, no folio lock) */
+		struct mapping m = pick_mapping(g, pid, false);
+		bool zap = m.shm && chance(g->c, 50);
+		addr = addr_of(g, m);
 		if (chance(g->c, 60))
 			gen_fault_at(g, pid, addr);
-		/* an rmap walk from a folio, or a file mapping's zap (hole punch: i_mmap only, no folio lock) */
-		OP(g, rarely(g->c, 25) ? OP_UNMAP_MAPPING_BEGIN : OP_RMAP_BEGIN, (uint64_t)cpu, (uint64_t)pid, addr);
+		OP(g, zap ? OP_UNMAP_MAPPING_BEGIN : OP_RMAP_BEGIN, (uint64_t)cpu, (uint64_t)pid, addr);
 		break;
+	}
 	default: {
 		struct target t = slot_target(g);
 		if (!t.ok) {
