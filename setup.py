@@ -25,7 +25,7 @@ if sanitize:
     extra_link += flags
 
 HOST_SOURCE = "ptfuzz/crosscheck/ptfuzz_host.c"
-# what each host operation does: shared with `ptfuzz repro-c`'s reproducers, included by the helper
+# what each host and VM operation does: shared with `ptfuzz repro-c`'s reproducers, included by the helpers
 HOST_HEADERS = ["ptfuzz/crosscheck/ptfuzz_ops.h", "ptfuzz/crosscheck/ptfuzz_kvm_ops.h"]
 HOST_NAME = "ptfuzz-host"
 # crosscheck --kvm's helper (x86_64 Linux only; built the same way, dynamic: it needs no constant layout)
@@ -58,7 +58,8 @@ class build_ext_with_host(build_ext):
         from distutils.errors import CCompilerError, DistutilsExecError
 
         regular, inplace = self._host_paths(KVM_NAME)
-        if self.force or not os.path.exists(regular) or os.path.getmtime(KVM_SOURCE) > os.path.getmtime(regular):
+        if self.force or not os.path.exists(regular) or any(
+                os.path.getmtime(f) > os.path.getmtime(regular) for f in [KVM_SOURCE, *HOST_HEADERS] if os.path.exists(f)):
             try:
                 objects = self.compiler.compile([KVM_SOURCE], output_dir=self.build_temp,
                                                 extra_postargs=["-O2", "-Wall", "-Wextra"])

@@ -1,5 +1,6 @@
-"""repro-c: a trace as a standalone C program. That it runs here and prints what the model and crosscheck's helper
-give (x86_64 hosts), that foreign arches' and M1's reproducers compile, and bad input."""
+"""repro-c: a trace as a standalone C program. That it runs here and prints what the model and crosscheck's helpers
+give (x86_64 hosts; with VMs where /dev/kvm is usable), that foreign arches' and M1's reproducers compile, and bad
+input."""
 import json
 import platform
 import re
@@ -20,15 +21,17 @@ on_host = pytest.mark.skipif(not HOST, reason=f"reproducers run here on x86_64 L
 
 ROOT = Path(__file__).resolve().parent.parent
 M1 = ROOT / "corpus/regressions/s390/gmap-dangling-m1.msgpack"
-LINE = re.compile(r"^(\d+) (\w+)\((.*)\) = (-?\d+|skipped: .*|error: .*)$")
+LINE = re.compile(r"^(\d+) (\w+)\((.*)\) = (-?\d+|skipped: .*|error: .*)(?: exit=(\S+).*)?$")
 FIGURES = re.compile(r"^figures (\d+): pt_bytes (-?\d+) pmd_mapped (\d+)((?: 0x[0-9a-f]+)*)$")
 needs = {cc: pytest.mark.skipif(shutil.which(cc) is None, reason=f"{cc} is not installed")
          for cc in ("aarch64-linux-gnu-gcc", "s390x-linux-gnu-gcc")}
 
 
 def parse(stdout: str):
-    """(results by operation index, {pid: (pt_bytes, blocks)}) of a reproducer's output."""
+    """(results by operation index, {pid: (pt_bytes, blocks)}) of a reproducer's output (parse.exits: how each
+    guest_fault's run ended)."""
     results, figures = {}, {}
+    exits = parse.exits = {}
     for line in stdout.splitlines():
         if line.startswith("#"):
             continue
@@ -36,6 +39,7 @@ def parse(stdout: str):
         if m:
             r = m.group(4)
             results[int(m.group(1))] = int(r) if r.lstrip("-").isdigit() else r
+            exits[int(m.group(1))] = m.group(5)
             continue
         m = FIGURES.match(line)
         assert m, f"unexpected line {line!r}"
@@ -72,10 +76,6 @@ def test_bad_input_is_one_line_and_exit_2(cli, tmp_path):
                        ((str(M1), "--arch", "sparc"), "--arch 'sparc'")):
         r = cli("repro-c", *args)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and what in r.stderr, r.stderr
-    # VM operations of other arches are not shared yet: refused, not half-written
-    tracemod.save(Trace("x86_64", ops_from_list([["exec", 1, -1], ["vm_create", 0, 1, 0]])), tmp_path / "k.msgpack")
-    r = cli("repro-c", "k.msgpack", "-o", "k.c")
-    assert r.returncode == 2 and "not yet shared" in r.stderr and not (tmp_path / "k.c").exists(), r.stderr
 
 
 def test_a_missing_compiler_names_its_package(tmp_path, monkeypatch):
@@ -107,6 +107,61 @@ def test_host_reproducers_print_what_the_model_and_the_helper_give(cli, tmp_path
             results, figures = parse(run.stdout)
             assert [results[j] for j in range(len(t.ops))] == [x.result for x in m], run.stdout
             assert figures == m[-1].procs, run.stdout
+
+
+def kvm_unusable() -> str | None:
+    if not HOST:
+        return f"reproducers run here on x86_64 Linux only ({host_supported() or platform.machine()})"
+    from ptfuzz.crosscheck.kvm import kvm_supported
+    return kvm_supported()
+
+
+@pytest.mark.skipif(kvm_unusable() is not None, reason=f"no usable /dev/kvm here: {kvm_unusable()}")
+def test_kvm_reproducers_print_what_the_model_and_the_kvm_helper_give(cli, tmp_path):
+    """x86_64 traces with VMs (crosscheck --kvm's generator), on which the model and crosscheck --kvm's helper
+    agree, emitted with ptfuzz_kvm_ops.h inlined, compiled with cc and run here: every operation's result is the
+    model's. A guest_fault is one whole KVM_RUN, which takes the fault again where the model's one pass answers
+    -11 (RET_PF_RETRY): KvmModelSide bridges that as crosscheck --kvm does, and its results are what count."""
+    from ptfuzz.crosscheck.kvm import KvmHost, KvmKernelSide, KvmModelSide, generate_kvm, kcompare, kvm_facts
+    checked = vms = 0
+    with KvmHost() as host:
+        facts = kvm_facts(host)
+        model = KvmModelSide(facts.config, facts.knobs, facts.arch)
+        for seed in range(3, 12):
+            t = generate_kvm(facts, seed, 24)
+            m, k = model.run(t.ops), KvmKernelSide(host).run(t.ops)
+            if kcompare(m, k, t.ops) is not None or len(m) != len(t.ops):
+                continue  # only traces crosscheck --kvm agrees on (all of them, so far)
+            name = f"k{seed}.msgpack"
+            tracemod.save(Trace(t.arch, t.ops, config=t.config, knobs=dict(facts.knobs)), tmp_path / name)
+            r = cli("repro-c", name, "--compile", "--json")
+            assert r.returncode == 0, r.stderr
+            assert KVM_HEADER.read_text().strip() in (tmp_path / json.loads(r.stdout)["source"]).read_text()
+            run = subprocess.run([str(tmp_path / json.loads(r.stdout)["binary"])], capture_output=True, text=True,
+                                 timeout=120)
+            assert run.returncode == 0, run.stderr
+            results, _ = parse(run.stdout)
+            assert [results[j] for j in range(len(t.ops))] == [x.result for x in m], run.stdout
+            vms += sum(1 for x in parse.exits.values() if x)
+            checked += 1
+            if checked == 3:
+                break
+    assert checked == 3 and vms, f"{checked} traces checked, {vms} guest accesses"
+
+
+@needs["aarch64-linux-gnu-gcc"]
+def test_an_arm64_vm_reproducer_cross_compiles(cli, tmp_path):
+    """arm64's VM operations are ptfuzz_kvm_ops.h's too: a trace with VMs builds for arm64."""
+    ops = ops_from_list([["exec", 0, -1], ["mmap", 0, 1 << 44, 1 << 21, 1], ["vm_create", 0, 0, 0],
+                         ["memslot", 0, 0, 0, 1 << 44, 1 << 21], ["guest_fault", 0, 0x1000, 1],
+                         ["fault", 0, 1 << 44, 0], ["vm_destroy", 0]])
+    tracemod.save(Trace("arm64", ops), tmp_path / "v.msgpack")
+    r = cli("repro-c", "v.msgpack", "-o", "v.c", "--compile")
+    assert r.returncode == 0, r.stderr
+    src = (tmp_path / "v.c").read_text()
+    assert KVM_HEADER.read_text().strip() in src and "#define PTF_CHILD_START ptf_kvm_forget" in src
+    elf = (tmp_path / "v").read_bytes()
+    assert elf[:4] == b"\x7fELF" and elf[18:20] == (183).to_bytes(2, "little")  # EM_AARCH64
 
 
 @needs["aarch64-linux-gnu-gcc"]

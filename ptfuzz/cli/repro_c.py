@@ -36,10 +36,9 @@ def repro_c(
     The program performs the trace's operations in order on the running kernel, one real process per trace pid, and
     prints one line per operation: INDEX OPERATION(ARGS) = RESULT, the result 0 or -errno as the model writes it;
     then every live process's page-table bytes (VmPTE minus a fresh process's) and PMD-mapped blocks. What each
-    operation does is the crosscheck helper's own code (ptfuzz_ops.h, and ptfuzz_kvm_ops.h for s390x VM operations),
+    operation does is the crosscheck helpers' own code (ptfuzz_ops.h, and ptfuzz_kvm_ops.h for VM operations),
     inlined: the file needs nothing of ptfuzz. Operations with no real-kernel definition (walk, rmap, RCU and
-    invalidation steps, split, the sysctl) become a comment and a `skipped` line, and are listed on stderr. VM
-    operations are shared for s390x only so far; an x86_64 or arm64 trace with VM operations is refused (exit 2).
+    invalidation steps, split, the sysctl) become a comment and a `skipped` line, and are listed on stderr.
     """
     trace = tracemod.load(path)
     repro = generate(trace, str(path), arch)

@@ -35,9 +35,7 @@
 #define _GNU_SOURCE
 #include "ptfuzz_ops.h"
 
-#include <sys/mount.h>
 #include <sys/utsname.h>
-#include <termios.h>
 
 /* ---- the protocol's static buffers (no allocation after start-up) ---- */
 static char inbuf[1 << 16];
@@ -207,39 +205,6 @@ static int handle(char *l)
     return r == PTF_FAIL ? out("e %s", ptf_err) : out("r %lld", r);
 }
 
-/* pid 1 of a QEMU guest booted with only an initramfs: the file systems the helper reads, the console
- * as a raw channel, and the THP settings of a distribution's default (the model's assumptions). */
-static void guest_init(void)
-{
-    guest = 1;
-    mkdir("/proc", 0555);
-    mkdir("/sys", 0555);
-    mkdir("/dev", 0755);
-    mount("proc", "/proc", "proc", 0, NULL);
-    mount("sysfs", "/sys", "sysfs", 0, NULL);
-    mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
-    int fd = open("/dev/console", O_RDWR | O_NOCTTY);
-    if (fd >= 0) {
-        for (int i = 0; i < 3; i++)
-            if (fd != i)
-                dup2(fd, i);
-        if (fd > 2)
-            close(fd);
-    }
-    struct termios t;
-    if (!tcgetattr(0, &t)) {
-        cfmakeraw(&t);
-        tcsetattr(0, TCSANOW, &t);
-    }
-    write_file("/sys/kernel/mm/transparent_hugepage/enabled", "madvise");
-    write_file("/sys/kernel/mm/transparent_hugepage/defrag", "madvise");
-    write_file("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "never");
-    /* khugepaged would collapse MADV_HUGEPAGE ranges between two operations, which the model does not do */
-    write_file("/sys/kernel/mm/transparent_hugepage/khugepaged/scan_sleep_millisecs", "4000000000");
-    write_file("/sys/kernel/mm/transparent_hugepage/khugepaged/alloc_sleep_millisecs", "4000000000");
-    write_file("/proc/sys/kernel/printk", "1 4 1 7"); /* only emergencies on the console from now on */
-}
-
 int main(int argc, char **argv)
 {
     if (argc > 1 && !strcmp(argv[1], "measure-pte-tables")) { /* exec_measure's program */
@@ -254,7 +219,7 @@ int main(int argc, char **argv)
         return write_all(1, b, (size_t)n) ? 1 : 0;
     }
     if (getpid() == 1)
-        guest_init();
+        ptf_guest_init();
     ptf_init();
     if (guest)
         out("ptfuzz-host ready");

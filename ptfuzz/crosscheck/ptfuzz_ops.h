@@ -2,7 +2,8 @@
  * ptfuzz_ops.h: what each host operation of a trace does on a real kernel, shared by the crosscheck helper
  * (ptfuzz_host.c, which answers a line protocol) and the standalone reproducers `ptfuzz repro-c` writes (which
  * inline this file): one definition of exec, fork, exit, mmap, shm_mmap, munmap, madvise and fault, and of the
- * page-table figures measured after them.
+ * page-table figures measured after them. crosscheck --kvm's helper (ptfuzz_kvm.c) runs its processes with it
+ * too, with ptfuzz_kvm_ops.h's VM operations on top.
  *
  * Each trace process (pid 0..63) is a real child process of the root; the root talks to it over an AF_UNIX
  * stream socket (a socket rather than a pipe so that a process that forks can hand the new child's channel to
@@ -14,10 +15,12 @@
  *                                   an argument the program cannot honour, a process that died)
  *   ptf_figures(pid, lo, hi)        outbuf = "f VMPTE_MINUS_BASELINE N ADDR1 .. ADDRN" (PMD-mapped blocks)
  *   shutdown_all()                  every process killed and reaped, then exit
+ *   ptf_guest_init()                as a QEMU guest's /init (pid 1), before ptf_init: /proc, /sys, /dev, the console
  *
  * An includer may define PTF_NAME (its name in fatal messages), WIN_LO/WIN_HI/WIN_TEXT (another address
- * window) and PTF_CHILD_EXTRA (a function serving more request codes in the child, e.g. the KVM operations of
- * ptfuzz_kvm_ops.h) before including it.
+ * window), PTF_CHILD_EXTRA (a function serving more request codes in the child, e.g. the KVM operations of
+ * ptfuzz_kvm_ops.h) and PTF_CHILD_START (a function every process calls first, fresh or forked, before its
+ * fds are closed: the KVM header drops the VMs a forked process inherited) before including it.
  *
  * Page-table bytes are VmPTE minus a baseline.  VmPTE also counts the tables of the program's own
  * mappings, so every process keeps its non-window part identical: no allocation after start-up
@@ -46,6 +49,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
 #include <sys/prctl.h>
@@ -54,6 +58,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 /* The build host's headers may be older than the kernel the helper runs on. */
@@ -125,11 +130,15 @@ struct req {
 struct proc {
     int used, sock, pidfd;
     pid_t ospid;
+    unsigned gen; /* which process the slot holds: a pid may be reused, a generation is not */
 };
 
 #ifdef PTF_CHILD_EXTRA
 /* more requests a process serves (the KVM operations header): 0 when it has replied */
 static int PTF_CHILD_EXTRA(const struct req *r);
+#endif
+#ifdef PTF_CHILD_START
+static void PTF_CHILD_START(void);
 #endif
 
 /* ---- state shared by root and children (children inherit it at fork) ---- */
@@ -137,7 +146,8 @@ static long page_size;
 static uint64_t pmd_size;
 static unsigned pmd_shift, pud_shift; /* log2 of PMD_SIZE and PUD_SIZE: the trace's hugetlb sizes (detect) */
 static long long baseline;
-static int method, va_bits, la57;
+static int method, va_bits;
+__attribute__((unused)) static int la57; /* x86_64's 5-level paging */
 static int memfd[NOBJ];
 static uint64_t memfd_size;
 static pid_t root_pid;
@@ -458,16 +468,24 @@ static void fault_handler(int sig)
     siglongjmp(fault_env, 1);
 }
 
-/* One byte, read or written, with SIGSEGV/SIGBUS turned into -EFAULT. */
-static int touch(uint64_t addr, int write)
+/* A load or a store with SIGSEGV/SIGBUS turned into -EFAULT: one byte (a store writes 1), or 32 bits at addr & ~3
+ * for a store of a nonzero stamp or a load into val (the KVM operations: what a guest reads then names the host
+ * operation that wrote it). */
+static int touch(uint64_t addr, int write, uint32_t stamp, uint32_t *val)
 {
+    volatile uint32_t *w = (volatile uint32_t *)(uintptr_t)(addr & ~3ULL);
+    volatile char *b = (volatile char *)(uintptr_t)addr;
     if (sigsetjmp(fault_env, 1))
         return -EFAULT;
     in_fault = 1;
-    if (write)
-        *(volatile char *)(uintptr_t)addr = 1;
+    if (write && stamp)
+        *w = stamp;
+    else if (write)
+        *b = 1;
+    else if (val)
+        *val = *w;
     else
-        (void)*(volatile char *)(uintptr_t)addr;
+        (void)*b;
     in_fault = 0;
     return 0;
 }
@@ -566,6 +584,9 @@ static void close_others(int keep)
 /* Start of every process's life, fresh or forked: own channel only, then a constant set of tables. */
 static void child_init(int ch)
 {
+#ifdef PTF_CHILD_START
+    PTF_CHILD_START();
+#endif
     close_others(ch);
     int nul = open("/dev/null", O_RDWR);
     for (int fd = 0; fd < 3; fd++)
@@ -622,6 +643,37 @@ static int do_mmap(uint64_t addr, uint64_t len, uint64_t flags)
     return 0;
 }
 
+/* A reply of n bytes to the root with up to two fds passed along (SCM_RIGHTS); the process leaves when the root
+ * is gone. */
+static void send_fds(const void *buf, size_t n, const int *fds, int nfds)
+{
+    struct iovec iov = {(void *)buf, n};
+    struct msghdr mh;
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(2 * sizeof(int))];
+    } cb;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    if (nfds) {
+        memset(&cb, 0, sizeof cb);
+        mh.msg_control = cb.b;
+        mh.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+        memcpy(CMSG_DATA(c), fds, (size_t)nfds * sizeof(int));
+    }
+    ssize_t w;
+    do
+        w = sendmsg(chan, &mh, MSG_NOSIGNAL);
+    while (w < 0 && errno == EINTR);
+    if (w != (ssize_t)n)
+        _exit(0);
+}
+
 /* Returns the new process's channel in the new process, -1 in the parent (which has replied).
  * The new process goes back to the same request loop rather than starting a nested one: a chain
  * of forks must not deepen the stack (a grown stack mapping would change the baseline). */
@@ -631,15 +683,6 @@ static int do_fork(void)
     struct {
         int32_t res, pid;
     } msg = {0, 0};
-    struct msghdr mh;
-    struct iovec iov = {&msg, sizeof msg};
-    union {
-        struct cmsghdr h;
-        char b[CMSG_SPACE(sizeof(int))];
-    } cb;
-    memset(&mh, 0, sizeof mh);
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) {
         msg.res = -errno;
     } else {
@@ -656,24 +699,12 @@ static int do_fork(void)
             close(sv[0]);
         } else {
             msg.pid = pid;
-            memset(&cb, 0, sizeof cb);
-            mh.msg_control = cb.b;
-            mh.msg_controllen = sizeof cb.b;
-            struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-            c->cmsg_level = SOL_SOCKET;
-            c->cmsg_type = SCM_RIGHTS;
-            c->cmsg_len = CMSG_LEN(sizeof(int));
-            memcpy(CMSG_DATA(c), &sv[0], sizeof(int));
+            send_fds(&msg, sizeof msg, &sv[0], 1);
+            close(sv[0]);
+            return -1;
         }
     }
-    ssize_t w;
-    do
-        w = sendmsg(chan, &mh, MSG_NOSIGNAL);
-    while (w < 0 && errno == EINTR);
-    if (mh.msg_control)
-        close(sv[0]);
-    if (w != (ssize_t)sizeof msg)
-        _exit(0);
+    send_fds(&msg, sizeof msg, NULL, 0);
     return -1;
 }
 
@@ -1005,7 +1036,7 @@ static void child_loop(void)
             reply_r(err(madvise(addr, r.a[1], advices[r.a[2]])));
             break;
         case C_FAULT:
-            reply_r(touch(r.a[0], (int)r.a[1]));
+            reply_r(touch(r.a[0], (int)r.a[1], (uint32_t)r.a[2], NULL));
             break;
         case C_FIGURES:
             do_figures(r.a[0], r.a[1]);
@@ -1105,16 +1136,51 @@ static long long lost(int s, const char *what)
     return ptf_fail("process %d died during %s", s, what);
 }
 
-/* Reads a child's one reply line into outbuf (NUL-terminated, no newline): 0, -1 EOF, -2 timeout. */
-static int read_reply(int s)
+/* One recvmsg of up to n bytes from sock (EINTR retried), the fds passed along with them (SCM_RIGHTS) into
+ * fds[*nfds], up to 2 (fds NULL: none wanted; the others are closed): what recvmsg returned. */
+static ssize_t recv_fds(int sock, void *buf, size_t n, int *fds, int *nfds)
+{
+    struct iovec iov = {buf, n};
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(2 * sizeof(int))];
+    } cb;
+    struct msghdr mh;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cb.b;
+    mh.msg_controllen = sizeof cb.b;
+    ssize_t r;
+    do
+        r = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+    while (r < 0 && errno == EINTR);
+    if (r <= 0)
+        return r;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+            for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+                int fd;
+                memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+                if (fds && *nfds < 2)
+                    fds[(*nfds)++] = fd;
+                else
+                    close(fd);
+            }
+    return r;
+}
+
+/* Reads a child's one reply line into outbuf (NUL-terminated, no newline), and the fds passed with it into fds
+ * (up to 2; *nfds counts them): 0, -1 EOF, -2 timeout. */
+static int read_reply_fds(int s, int *fds, int *nfds)
 {
     size_t n = 0;
+    if (nfds)
+        *nfds = 0;
     while (n < sizeof outbuf - 1) {
         if (wait_readable(procs[s].sock))
             return -2;
-        ssize_t r = read(procs[s].sock, outbuf + n, sizeof outbuf - 1 - n);
-        if (r < 0 && errno == EINTR)
-            continue;
+        ssize_t r = recv_fds(procs[s].sock, outbuf + n, sizeof outbuf - 1 - n, fds, nfds);
         if (r <= 0)
             return -1;
         n += (size_t)r;
@@ -1126,10 +1192,16 @@ static int read_reply(int s)
     return -1;
 }
 
-/* The child's reply to a request (in outbuf, one line without its newline): 0, or PTF_FAIL when there is none. */
-static long long relay(int s, const char *what)
+static int read_reply(int s)
 {
-    int r = read_reply(s);
+    return read_reply_fds(s, NULL, NULL);
+}
+
+/* The child's reply to a request (in outbuf, one line without its newline; fds as read_reply_fds): 0, or
+ * PTF_FAIL when there is none. */
+static long long relay_fds(int s, const char *what, int *fds, int *nfds)
+{
+    int r = read_reply_fds(s, fds, nfds);
     if (r == -2) {
         kill_slot(s);
         return ptf_fail("process %d timed out during %s", s, what);
@@ -1139,10 +1211,15 @@ static long long relay(int s, const char *what)
     return 0;
 }
 
-/* The result a child replied (`r RES`): RES, or PTF_FAIL. */
-static long long relay_result(int s, const char *what)
+static long long relay(int s, const char *what)
 {
-    long long r = relay(s, what);
+    return relay_fds(s, what, NULL, NULL);
+}
+
+/* The result a child replied (`r RES`, fds as read_reply_fds): RES, or PTF_FAIL. */
+static long long relay_result_fds(int s, const char *what, int *fds, int *nfds)
+{
+    long long r = relay_fds(s, what, fds, nfds);
     if (r)
         return r;
     char *end;
@@ -1155,6 +1232,11 @@ static long long relay_result(int s, const char *what)
     return r;
 }
 
+static long long relay_result(int s, const char *what)
+{
+    return relay_result_fds(s, what, NULL, NULL);
+}
+
 static int send_req(int s, uint32_t op, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3)
 {
     struct req r = {op, 0, {a0, a1, a2, a3}};
@@ -1164,7 +1246,8 @@ static int send_req(int s, uint32_t op, uint64_t a0, uint64_t a1, uint64_t a2, u
 /* After a process announced itself ready: a pidfd, so that a later kill cannot hit a reused pid. */
 static int adopt(int s, int sock, pid_t pid)
 {
-    procs[s] = (struct proc){1, sock, -1, pid};
+    static unsigned next_gen;
+    procs[s] = (struct proc){1, sock, -1, pid, ++next_gen};
     if (read_reply(s) || strcmp(outbuf, "r 0")) {
         kill_slot(s);
         return -1;
@@ -1203,29 +1286,15 @@ static long long root_fork(int ps, int cs)
     struct {
         int32_t res, pid;
     } msg;
-    union {
-        struct cmsghdr h;
-        char b[CMSG_SPACE(sizeof(int))];
-    } cb;
-    struct iovec iov = {&msg, sizeof msg};
-    struct msghdr mh;
-    memset(&mh, 0, sizeof mh);
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = cb.b;
-    mh.msg_controllen = sizeof cb.b;
     if (send_req(ps, C_FORK, 0, 0, 0, 0) || wait_readable(procs[ps].sock))
         return lost(ps, "fork");
-    ssize_t r;
-    do
-        r = recvmsg(procs[ps].sock, &mh, MSG_CMSG_CLOEXEC);
-    while (r < 0 && errno == EINTR);
+    int fds[2] = {-1, -1}, nfd = 0;
+    ssize_t r = recv_fds(procs[ps].sock, &msg, sizeof msg, fds, &nfd);
     if (r <= 0)
         return lost(ps, "fork");
-    int fd = -1;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
-        memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    int fd = fds[0];
+    if (nfd > 1)
+        close(fds[1]);
     if (r < (ssize_t)sizeof msg && read_full(procs[ps].sock, (char *)&msg + r, sizeof msg - (size_t)r))
         return lost(ps, "fork");
     if (msg.res < 0 || fd < 0) {
@@ -1284,6 +1353,40 @@ static void shutdown_all(void)
     _exit(0);
 }
 
+
+/* pid 1 of a QEMU guest booted with only an initramfs (the helpers, as `ptfuzz crosscheck --kernel`'s /init):
+ * the file systems the helper reads, the console as a raw channel, and the THP settings of a distribution's
+ * default (the model's assumptions). */
+__attribute__((unused)) static void ptf_guest_init(void)
+{
+    guest = 1;
+    mkdir("/proc", 0555);
+    mkdir("/sys", 0555);
+    mkdir("/dev", 0755);
+    mount("proc", "/proc", "proc", 0, NULL);
+    mount("sysfs", "/sys", "sysfs", 0, NULL);
+    mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
+    int fd = open("/dev/console", O_RDWR | O_NOCTTY);
+    if (fd >= 0) {
+        for (int i = 0; i < 3; i++)
+            if (fd != i)
+                dup2(fd, i);
+        if (fd > 2)
+            close(fd);
+    }
+    struct termios t;
+    if (!tcgetattr(0, &t)) {
+        cfmakeraw(&t);
+        tcsetattr(0, TCSANOW, &t);
+    }
+    write_file("/sys/kernel/mm/transparent_hugepage/enabled", "madvise");
+    write_file("/sys/kernel/mm/transparent_hugepage/defrag", "madvise");
+    write_file("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "never");
+    /* khugepaged would collapse MADV_HUGEPAGE ranges between two operations, which the model does not do */
+    write_file("/sys/kernel/mm/transparent_hugepage/khugepaged/scan_sleep_millisecs", "4000000000");
+    write_file("/sys/kernel/mm/transparent_hugepage/khugepaged/alloc_sleep_millisecs", "4000000000");
+    write_file("/proc/sys/kernel/printk", "1 4 1 7"); /* only emergencies on the console from now on */
+}
 
 static void detect(void)
 {
@@ -1373,7 +1476,8 @@ static void detect(void)
 /* One host operation of a trace, run for real: exec PID, fork PARENT CHILD, exit PID, mmap PID ADDR LEN FLAGS
  * (bit0 MADV_HUGEPAGE, bit1 hugetlb PMD_SIZE, bit2 hugetlb PUD_SIZE), shm_mmap PID ADDR LEN OBJ PGOFF,
  * munmap PID ADDR LEN, madvise PID ADDR LEN ADVICE (0 DONTNEED, 1 HUGEPAGE, 2 NOHUGEPAGE, 3 COLLAPSE),
- * fault PID ADDR WRITE. Returns 0 or -errno, or PTF_FAIL (with ptf_err) when it cannot be performed here. */
+ * fault PID ADDR WRITE [STAMP] (a nonzero STAMP: a write stores it as 32 bits at ADDR & ~3). Returns 0 or
+ * -errno, or PTF_FAIL (with ptf_err) when it cannot be performed here. */
 static long long ptf_host_op(const char *name, const uint64_t *a)
 {
     if (a[0] >= NPROC)
@@ -1429,7 +1533,7 @@ static long long ptf_host_op(const char *name, const uint64_t *a)
             return ptf_fail("fault: write %llu is not 0..1", (unsigned long long)a[2]);
         if (!in_window(a[1], 1))
             return ptf_fail("fault: address %#llx is outside " WIN_TEXT, (unsigned long long)a[1]);
-        if (send_req(s, C_FAULT, a[1], a[2], 0, 0))
+        if (send_req(s, C_FAULT, a[1], a[2], a[3], 0))
             return lost(s, "fault");
         return relay_result(s, name);
     } else {
@@ -1447,7 +1551,7 @@ static long long ptf_host_op(const char *name, const uint64_t *a)
 
 /* Figures of process pid over [lo, hi): 0 with outbuf = "f BYTES N ADDR.." (or the process's "e ..."), -ESRCH
  * when there is no such process, or PTF_FAIL. */
-static long long ptf_figures(uint64_t pid, uint64_t lo, uint64_t hi)
+__attribute__((unused)) static long long ptf_figures(uint64_t pid, uint64_t lo, uint64_t hi)
 {
     if (pid >= NPROC)
         return ptf_fail("figures: pid %llu is not 0..%d", (unsigned long long)pid, NPROC - 1);

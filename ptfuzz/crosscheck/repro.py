@@ -117,9 +117,6 @@ def generate(trace: Trace, name: str, arch: str | None = None) -> Repro:
     arch = target_arch(trace, arch)
     rows = [op_to_list(row) for row in trace.ops]
     kvm = any(r[0] in KVM_OPS for r in rows)
-    if kvm and arch != "s390x":
-        raise ReproError(f"{name}: VM operations on {arch} are not yet shared with a reproducer (x86_64's live in "
-                         f"crosscheck --kvm's helper, ptfuzz_kvm.c); only s390x's are (ptfuzz_kvm_ops.h)")
     pgste = arch == "s390x" and kvm
     skipped: list[tuple[int, str, str]] = []
     body: list[str] = []
@@ -143,7 +140,7 @@ def generate(trace: Trace, name: str, arch: str | None = None) -> Repro:
             body.append(f"    skip({i}, {_c_string(text)}, {_c_string(why)});")
             continue
         # five values whatever the operation: the callee may read every argument slot of a request
-        vals = (args[:1] if op == "exec" else args) + [0] * 5
+        vals = (args[:1] if op == "exec" else args) + ([stamp(i)] if kvm and op == "fault" else []) + [0] * 5
         values = ", ".join(f"{a & (2**64 - 1):#x}ULL" for a in vals[:5])
         call = "kvm_step" if op in KVM_OPS else "step"
         body.append(f"    /* [{i}] {comment} */")
@@ -158,8 +155,9 @@ def generate(trace: Trace, name: str, arch: str | None = None) -> Repro:
         " * pid, and prints one line per operation: INDEX OPERATION(ARGS) = RESULT (0 or -errno, as ptfuzz's model",
         " * writes results; `skipped` for one that has no real-kernel definition, `error` when the program cannot",
         " * perform it), then the page-table figures of every live process (VmPTE minus a fresh process's, and its",
-        " * PMD-mapped blocks). What each operation does is ptfuzz_ops.h's, inlined below: `ptfuzz crosscheck`'s",
-        " * helper runs the same code.",
+        " * PMD-mapped blocks). What each operation does is ptfuzz_ops.h's" + (" and ptfuzz_kvm_ops.h's" if kvm else "")
+        + ", inlined below: `ptfuzz",
+        " * crosscheck`'s helpers run the same code.",
         " *",
         f" * build: {shlex.join([*cc, *flags, '-o', out, Path(name).stem + '.c'])}",
         " * (static: fewer mappings of its own; `-static` may be dropped where there is no static libc)",
@@ -176,7 +174,7 @@ def generate(trace: Trace, name: str, arch: str | None = None) -> Repro:
                  f"#define WIN_LO {lo:#x}ULL", f"#define WIN_HI {hi:#x}ULL",
                  f'#define WIN_TEXT "[{lo:#x}, {hi:#x})"']
     if kvm:
-        defs.append("#define PTF_CHILD_EXTRA ptf_kvm_child")
+        defs += ["#define PTF_CHILD_EXTRA ptf_kvm_child", "#define PTF_CHILD_START ptf_kvm_forget"]
     parts = ["\n".join(head), "\n".join(defs), _inline(OPS_HEADER)]
     if kvm:
         parts.append(_inline(KVM_HEADER))
@@ -254,10 +252,16 @@ static void footer(void)
 }
 '''
 
+def stamp(i: int) -> int:
+    """The 32-bit value a store at operation i writes (a guest's, or a host fault's in a trace with VMs): what a
+    guest or the owner then reads names the operation."""
+    return 0x50540000 | (i & 0xffff)
+
+
 KVM_STEP = r'''
 static void kvm_step(int i, const char *name, const char *text, const uint64_t *a)
 {
-    /* a guest's store writes a stamp that names the operation */
+    /* a guest's store writes a stamp that names the operation (as a host fault's does: repro.py's stamp) */
     long long r = ptf_kvm_op(name, a, 0x50540000u | ((unsigned)i & 0xffff));
     show(i, text, r, ptf_detail);
     reap();
