@@ -148,10 +148,11 @@ def _values(arg, d: Domains, pid):
     }[arg]
 
 
-def alphabet(arch: str, d: Domains) -> list[list[int]]:
-    """The operations (list form rows) the search tries in every state, in table order."""
+def alphabet(arch: str, d: Domains, templates: list | None = None) -> list[list[int]]:
+    """The operations (list form rows) the search tries in every state, in table order. templates, when
+    given, receives each operation's row number in ALPHABET[arch] (--por orders operations by it)."""
     out: list[list[int]] = []
-    for name, *args in ALPHABET[arch]:
+    for t, (name, *args) in enumerate(ALPHABET[arch]):
         if name not in OP_NUMBER:
             continue
         # pid2 depends on the pid chosen for the first argument: expand pid first
@@ -161,6 +162,8 @@ def alphabet(arch: str, d: Domains) -> list[list[int]]:
             for combo in itertools.product(*rest):
                 row = [OP_NUMBER[name], *(([first] if args else []) + list(combo))]
                 out.append([v & U64 for v in row] + [0] * (OP_WIDTH - len(row)))
+                if templates is not None:
+                    templates.append(t)
     return out
 
 
@@ -315,7 +318,9 @@ def _check_levels(arch, knobs, depth, d, rows, packed, groups, elfs, cfg, config
     from . import parallel, por as pormod
     key = indep = None
     if por:
-        key, indep = pormod.relation(arch, rows, d, symmetric=groups is not None)
+        templates: list = []
+        alphabet(arch, d, templates)
+        key, indep = pormod.relation(rows, templates, symmetric=groups is not None)
     spec = parallel.Spec(ARCH_NAMES.index(arch), tuple(knob_vector(arch, knobs)), tuple(cfg), tuple(elfs),
                          packed.tobytes(), len(rows), groups, teardown, key, indep)
     started = time.monotonic()
