@@ -159,3 +159,21 @@ def test_time_limit_and_workers_torn_down():
     r = check("s390", {}, 20, pids=2, jobs=2, seconds=0.5)
     assert r.verdict is CheckVerdict.TIMEOUT and r.reason == "time" and 0 <= r.depth < 20
     assert multiprocessing.active_children() == []
+
+
+def test_byte_compare_of_unchanged_steps_changes_no_count(monkeypatch):
+    """ptf_same (snap.c) spares the digest of a step that changed nothing: with it and without it
+    (PTFUZZ_CHECK_SAME=0), both searches see the same states, depth by depth, and the same counterexample."""
+    def both(*args, **kw):
+        out = []
+        for flag in ("0", "1"):
+            monkeypatch.setenv("PTFUZZ_CHECK_SAME", flag)
+            out.append([(r.verdict, r.depth, r.distinct, r.states, r.levels,
+                         None if r.trace is None else [list(o) for o in r.trace.ops])
+                        for r in (check(*args, **kw), check(*args, **kw, jobs=2))])
+        return out
+    for arch in ("s390", "arm64", "x86_64"):
+        off, on = both(arch, {}, 4, pids=2, cpus=2)
+        assert off == on, arch
+    off, on = both("s390", {"s390.pgste_decision": "convert-late", "mm.pmd_recheck": "no"}, 6, pids=1)
+    assert off == on and off[0][0] is CheckVerdict.VIOLATION

@@ -174,6 +174,7 @@ struct lvl {
 	int nalpha;
 	int groups[3][2];
 	bool use_groups, finish;
+	bool same_test; /* ptf_same before the digest (PTFUZZ_CHECK_SAME=0 turns it off: bench B8's "before") */
 	int nw, self;
 	const uint16_t *key;  /* --por: the order operations commute into, and */
 	const uint8_t *indep; /* nalpha x nalpha: 1 where two operations are independent */
@@ -193,7 +194,7 @@ struct lvl {
 	uint16_t *fpath;
 	struct buf *out; /* one per owner: records of (digest, path of k + 1) */
 
-	uint64_t generated, blocked, emitted, pruned, teardowns;
+	uint64_t generated, blocked, emitted, pruned, teardowns, unchanged;
 	volatile uint64_t *progress; /* generated, for the driver's progress line (shared memory) */
 
 	/* this pass's first teardown violation (depth k) and first step violation (depth k + 1) */
@@ -307,6 +308,8 @@ LVL_API struct lvl *lvl_new(int arch, const int *knobs, const uint64_t *config, 
 	L->indep = key ? indep : NULL;
 	L->progress = progress;
 	L->sent.vals = false;
+	const char *env = getenv("PTFUZZ_CHECK_SAME");
+	L->same_test = !env || strcmp(env, "0");
 	L->cand.vals = true;
 	uint64_t d;
 	if (!(L->out = calloc((size_t)nw, sizeof(*L->out))) || engine_new(L, &L->stack[0]) || engine_new(L, &L->work) ||
@@ -405,10 +408,16 @@ LVL_API int lvl_pass(struct lvl *L, int expand)
 				memcpy(L->sv_msg, L->work->viol_msg, sizeof(L->sv_msg));
 				break; /* the rest of ours is greater: only teardowns from here on */
 			}
+			if (L->same_test && ptf_same(L->work, s)) {
+				L->unchanged++; /* nothing changed: no digest needed, and work still stands for s */
+				continue;
+			}
 			if ((ret = digest(L, L->work, &d)))
 				return ret;
-			if (d == pd)
+			if (d == pd) {
+				L->unchanged++;
 				continue;
+			}
 			dirty = true;
 			if (dmap_has(&L->known, d))
 				continue;
@@ -616,9 +625,10 @@ LVL_API long lvl_shard_keep(struct lvl *L, int i, int n)
 	return (long)kept;
 }
 
-/* counters: generated, blocked, emitted, pruned, teardowns, frontier size, depth, known */
-LVL_API void lvl_stats(const struct lvl *L, uint64_t out[8])
+/* counters: generated, blocked, emitted, pruned, teardowns, frontier size, depth, known, unchanged */
+LVL_API void lvl_stats(const struct lvl *L, uint64_t out[9])
 {
+	out[8] = L->unchanged;
 	out[0] = L->generated;
 	out[1] = L->blocked;
 	out[2] = L->emitted;

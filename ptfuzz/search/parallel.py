@@ -95,10 +95,10 @@ class _Worker:
             raise MemoryError("check: a worker could not start (out of memory, or a bad configuration)")
 
     def stats(self):
-        out = (ctypes.c_uint64 * 8)()
+        out = (ctypes.c_uint64 * 9)()
         lib().lvl_stats(self.h, out)
-        return dict(zip(("generated", "blocked", "emitted", "pruned", "teardowns", "frontier", "depth", "known"),
-                        list(out)))
+        return dict(zip(("generated", "blocked", "emitted", "pruned", "teardowns", "frontier", "depth", "known",
+                         "unchanged"), list(out)))
 
     def violation(self, which):
         path = (ctypes.c_uint16 * PATH_MAX)()
@@ -197,6 +197,7 @@ class Outcome:
     blocked: int = 0
     distinct: int = 0
     pruned: int = 0
+    unchanged: int = 0              # successors whose digest is their parent's (an errno, nothing changed)
     fixpoint: bool = False
     violation: tuple | None = None  # (path, kind, op_index, message, at_teardown)
     split_depth: int | None = None  # --shard: the depth the search split at
@@ -320,6 +321,7 @@ def search(spec: Spec, max_depth: int, *, jobs: int = 1, seconds: float = 60.0, 
             out.generated = sum(s["generated"] for s in stats)
             out.blocked = sum(s["blocked"] for s in stats)
             out.pruned = sum(s["pruned"] for s in stats)
+            out.unchanged = sum(s["unchanged"] for s in stats)
             found = pending
             for r in res:
                 if r[2] is not None and _less(r[2], found):
