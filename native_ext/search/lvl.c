@@ -5,10 +5,11 @@
  * (owner = a hash of the digest mod N). Each level, every worker
  *   1. rebuilds each of its frontier states (a stack of engines, one per depth: the frontier is sorted by
  *      path, so consecutive states share all but their last operation and a rebuild is one copy and one
- *      step), gives it the end-of-trace verdict (teardown) and, unless the search stops at this depth,
+ *      step), and
  *   2. steps every alphabet operation from it, digests the successor and, unless the digest is its
  *      parent's, one this worker already knows (owned and seen, or sent at an earlier level) or one it
- *      already sent this level, appends (digest, path) to the buffer of the digest's owner;
+ *      already sent this level, appends (digest, path) to the buffer of the digest's owner and gives the
+ *      successor its end-of-trace verdict (teardown), as check.c gives it to a new state;
  *   3. writes each buffer to its owner (lvl_write: a file the driver names), and then
  *   4. merges what every worker sent it (lvl_merge): digests it has seen are dropped, and of the paths
  *      that reach a new digest the lexicographically least is kept. The new states, sorted by path, are
@@ -20,10 +21,9 @@
  * shortest path; here every worker sends the least of its own paths (it expands in path order) and the
  * owner keeps the least of those, so every state has the same path, the same depth and the same teardown
  * verdict, and the set of states of each level is the same (distinct counts agree). The first violation
- * is also the same one: a step violation at depth k+1 and a teardown violation at depth k+1 compete by
- * their paths, and the driver takes the least (a worker that meets a step violation stops expanding,
- * since every later path of its own is greater, but finishes the teardowns of its level, which are one
- * shorter).
+ * is also the same one: check.c meets violations in path order (a step's, or the teardown's of a new state
+ * at its least path); each worker stops at its first, which is its least, and the driver takes the least
+ * of those. A state two workers send gets two teardowns; the verdict is the state's, so they agree.
  *
  * --por prunes, at a state reached by operation x, every operation a with key[a] < key[x] that is
  * independent of x (indep[a][x]): the sequence ... a x reaches what ... x a reaches, and is explored.
@@ -197,12 +197,26 @@ struct lvl {
 	uint64_t generated, blocked, emitted, pruned, teardowns, unchanged;
 	volatile uint64_t *progress; /* generated, for the driver's progress line (shared memory) */
 
-	/* this pass's first teardown violation (depth k) and first step violation (depth k + 1) */
-	int tv_kind, sv_kind;
-	uint32_t tv_op, sv_op;
-	uint16_t tv_path[CHECK_MAX_DEPTH + 1], sv_path[CHECK_MAX_DEPTH + 1];
-	char tv_msg[256], sv_msg[256];
+	/* this pass's first violation: in a step of depth k + 1 or at the teardown of a state it reached (or, at
+	 * depth 0, the initial state's teardown) */
+	int v_kind, v_len;
+	bool v_teardown;
+	uint32_t v_op;
+	uint16_t v_path[CHECK_MAX_DEPTH + 1];
+	char v_msg[256];
 };
+
+static void found(struct lvl *L, const uint16_t *p, int a, bool teardown)
+{
+	memcpy(L->v_path, p, (size_t)L->k * 2);
+	L->v_len = L->k;
+	if (a >= 0)
+		L->v_path[L->v_len++] = (uint16_t)a;
+	L->v_kind = L->work->viol;
+	L->v_op = L->work->viol_op;
+	L->v_teardown = teardown;
+	memcpy(L->v_msg, L->work->viol_msg, sizeof(L->v_msg));
+}
 
 static uint64_t mix(uint64_t d, uint64_t salt)
 {
@@ -357,7 +371,7 @@ LVL_API int lvl_pass(struct lvl *L, int expand)
 	const int k = L->k;
 	const size_t rec = 8 + 2 * (size_t)(k + 1);
 	uint8_t r[8 + 2 * (CHECK_MAX_DEPTH + 1)];
-	L->tv_kind = L->sv_kind = 0;
+	L->v_kind = 0;
 	for (int i = 0; i < L->nw; i++)
 		L->out[i].n = 0;
 	dmap_clear(&L->sent);
@@ -368,20 +382,17 @@ LVL_API int lvl_pass(struct lvl *L, int expand)
 		if ((ret = rebuild(L, p, k)))
 			return ret;
 		s = L->stack[k];
-		if (L->finish) {
+		if (L->finish && k == 0) { /* the initial state's verdict; every later state's when it is sent */
 			if ((ret = ptf_copy(L->work, s)))
 				return ret;
 			ptf_finish(L->work, true);
 			L->teardowns++;
 			if (L->work->viol) {
-				memcpy(L->tv_path, p, (size_t)k * 2);
-				L->tv_kind = L->work->viol;
-				L->tv_op = L->work->viol_op;
-				memcpy(L->tv_msg, L->work->viol_msg, sizeof(L->tv_msg));
-				return 0; /* every later teardown of ours is greater, and this is shorter than any step's */
+				found(L, p, -1, true);
+				return 0;
 			}
 		}
-		if (!expand || L->sv_kind)
+		if (!expand)
 			continue;
 		uint64_t pd = L->fdig[i], d;
 		bool dirty = true;
@@ -401,12 +412,8 @@ LVL_API int lvl_pass(struct lvl *L, int expand)
 			L->generated++;
 			L->blocked += L->work->st.waits != waits;
 			if (L->work->viol) {
-				memcpy(L->sv_path, p, (size_t)k * 2);
-				L->sv_path[k] = (uint16_t)a;
-				L->sv_kind = L->work->viol;
-				L->sv_op = L->work->viol_op;
-				memcpy(L->sv_msg, L->work->viol_msg, sizeof(L->sv_msg));
-				break; /* the rest of ours is greater: only teardowns from here on */
+				found(L, p, a, false);
+				return 0; /* every later path of ours is greater */
 			}
 			if (L->same_test && ptf_same(L->work, s)) {
 				L->unchanged++; /* nothing changed: no digest needed, and work still stands for s */
@@ -432,6 +439,14 @@ LVL_API int lvl_pass(struct lvl *L, int expand)
 			if ((ret = buf_add(&L->out[owner_of(L, d)], r, rec)))
 				return ret;
 			L->emitted++;
+			if (L->finish) { /* its end-of-trace verdict, on the copy about to be thrown away */
+				ptf_finish(L->work, true);
+				L->teardowns++;
+				if (L->work->viol) {
+					found(L, p, a, true);
+					return 0;
+				}
+			}
 		}
 		if (L->progress)
 			*L->progress = L->generated;
@@ -639,24 +654,16 @@ LVL_API void lvl_stats(const struct lvl *L, uint64_t out[9])
 	out[7] = L->known.n;
 }
 
-/* which: 0 the teardown violation (path of k), 1 the step violation (path of k + 1). Returns the kind (0:
- * none); path, op_index and message into the buffers. */
-LVL_API int lvl_violation(const struct lvl *L, int which, uint16_t *path, int *len, uint32_t *op, char *msg)
+/* This pass's first violation: returns its kind (0: none), the path, op_index, message and whether it was
+ * at teardown into the buffers. */
+LVL_API int lvl_violation(const struct lvl *L, uint16_t *path, int *len, uint32_t *op, char *msg, int *teardown)
 {
-	if (which == 0) {
-		if (!L->tv_kind)
-			return 0;
-		memcpy(path, L->tv_path, (size_t)L->k * 2);
-		*len = L->k;
-		*op = L->tv_op;
-		memcpy(msg, L->tv_msg, 256);
-		return L->tv_kind;
-	}
-	if (!L->sv_kind)
+	if (!L->v_kind)
 		return 0;
-	memcpy(path, L->sv_path, (size_t)(L->k + 1) * 2);
-	*len = L->k + 1;
-	*op = L->sv_op;
-	memcpy(msg, L->sv_msg, 256);
-	return L->sv_kind;
+	memcpy(path, L->v_path, (size_t)L->v_len * 2);
+	*len = L->v_len;
+	*op = L->v_op;
+	*teardown = L->v_teardown;
+	memcpy(msg, L->v_msg, 256);
+	return L->v_kind;
 }

@@ -35,7 +35,7 @@ def check(arch: str = typer.Option(None, "--arch", help="s390, arm64 or x86_64 (
                                       help="A violation goes to CORPUS/regressions/ARCH/KIND-HASH8.msgpack."),
           jobs: int = typer.Option(None, "--jobs", "-j", help="Worker processes (default: every core this process "
                                    "may run on); the states and seen digests are partitioned among them."),
-          por: bool = typer.Option(False, "--por/--no-por", help="Partial-order reduction: skip the second order "
+          por: bool = typer.Option(True, "--por/--no-por", help="Partial-order reduction: skip the second order "
                                    "of independent operations (docs/check.md; same verdicts, lengths, states)."),
           shard: str = typer.Option(None, "--shard", help="I/N: search only shard I of N (0 <= I < N), split by the "
                                     "first operations; writes SHARD_DIR/shard-I-of-N.json for --merge."),
@@ -62,7 +62,7 @@ def check(arch: str = typer.Option(None, "--arch", help="s390, arm64 or x86_64 (
 
       ptfuzz check --arch x86_64 --kernel-version 6.14 --pids 1 --depth 7
 
-      ptfuzz check --arch x86_64 --pids 1 --depth 10 --jobs 2 --por
+      ptfuzz check --arch x86_64 --pids 1 --depth 7 --jobs 1 --no-por  (the one-process search)
 
       ptfuzz check --arch s390 --depth 9 --shard 0/4 --shard-dir out  (one of 4 CI jobs)
 

@@ -207,6 +207,7 @@ class CheckResult:
     shard: tuple | None = None     # (i, n)
     split_depth: int | None = None  # --shard: where the search split (the depths before it: searched alike)
     levels: list | None = None      # distinct new states per depth (level-synchronous search)
+    worker_cpu: list | None = None  # each worker's CPU seconds (at its last finished depth)
 
     def to_json(self) -> dict:
         v = self.violation
@@ -220,7 +221,7 @@ class CheckResult:
                 "fixpoint": self.fixpoint, "interrupted": self.interrupted, "stopped_by": self.reason or None,
                 "jobs": self.jobs, "por": self.por, "pruned": self.pruned,
                 "shard": None if self.shard is None else f"{self.shard[0]}/{self.shard[1]}",
-                "split_depth": self.split_depth, "levels": self.levels}
+                "split_depth": self.split_depth, "levels": self.levels, "worker_cpu_s": self.worker_cpu}
 
 
 def check(arch: str, knobs: dict, depth: int, *, pids: int = DEFAULTS["pids"], cpus: int = DEFAULTS["cpus"],
@@ -333,7 +334,8 @@ def _check_levels(arch, knobs, depth, d, rows, packed, groups, elfs, cfg, config
     result = CheckResult(arch, dict(knobs), CheckVerdict.TIMEOUT, o.done_depth, depth, o.generated, o.distinct,
                          time.monotonic() - started, len(rows), blocked=o.blocked,
                          interrupted=o.status == "interrupted", fixpoint=o.fixpoint, domains=d, jobs=jobs,
-                         por=por, pruned=o.pruned, shard=shard, split_depth=o.split_depth, levels=o.levels)
+                         por=por, pruned=o.pruned, shard=shard, split_depth=o.split_depth, levels=o.levels,
+                         worker_cpu=o.worker_cpu)
     if o.status == "violation":
         path, kind, _, _, at_teardown = o.violation
         _file(result, arch, knobs, config, elfs, rows, d, path, kind, at_teardown, corpus)

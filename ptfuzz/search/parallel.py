@@ -43,7 +43,7 @@ def lib():
         L.lvl_shard_keep.argtypes = [P, ctypes.c_int, ctypes.c_int]
         L.lvl_shard_of.argtypes = [ctypes.c_uint64, ctypes.c_int]
         L.lvl_stats.argtypes = [P, P]
-        L.lvl_violation.argtypes = [P, ctypes.c_int, P, P, P, P]
+        L.lvl_violation.argtypes = [P, P, P, P, P, P]
         _lib = L
     return _lib
 
@@ -100,14 +100,14 @@ class _Worker:
         return dict(zip(("generated", "blocked", "emitted", "pruned", "teardowns", "frontier", "depth", "known",
                          "unchanged"), list(out)))
 
-    def violation(self, which):
+    def violation(self):
         path = (ctypes.c_uint16 * PATH_MAX)()
-        n, op = ctypes.c_int(), ctypes.c_uint32()
+        n, op, teardown = ctypes.c_int(), ctypes.c_uint32(), ctypes.c_int()
         msg = ctypes.create_string_buffer(256)
-        kind = lib().lvl_violation(self.h, which, path, ctypes.byref(n), ctypes.byref(op), msg)
+        kind = lib().lvl_violation(self.h, path, ctypes.byref(n), ctypes.byref(op), msg, ctypes.byref(teardown))
         if not kind:
             return None
-        return (list(path[:n.value]), kind, op.value, msg.value.decode(errors="replace"), which == 0)
+        return (list(path[:n.value]), kind, op.value, msg.value.decode(errors="replace"), bool(teardown.value))
 
 
 def _die_with_parent():
@@ -159,7 +159,7 @@ def _worker_main(conn, spec: Spec, nw: int, me: int, tmp: str, shm_name: str | N
                     if ret:
                         conn.send(("error", os.strerror(-ret)))
                         return
-                conn.send(("passed", w.stats(), w.violation(0), w.violation(1)))
+                conn.send(("passed", {**w.stats(), "cpu": time.process_time()}, w.violation()))
             elif cmd == "merge":
                 k = w.stats()["depth"]
                 names = [os.path.join(tmp, f"{k}-{src}-{me}") for src in range(nw)]
@@ -198,6 +198,7 @@ class Outcome:
     distinct: int = 0
     pruned: int = 0
     unchanged: int = 0              # successors whose digest is their parent's (an errno, nothing changed)
+    worker_cpu: list = field(default_factory=list)  # each worker's CPU seconds at its last finished level
     fixpoint: bool = False
     violation: tuple | None = None  # (path, kind, op_index, message, at_teardown)
     split_depth: int | None = None  # --shard: the depth the search split at
@@ -309,43 +310,44 @@ def search(spec: Spec, max_depth: int, *, jobs: int = 1, seconds: float = 60.0, 
     try:
         pool = _Pool(spec, jobs)
         k = 0
-        pending = None   # the least step violation at depth k (found expanding depth k - 1)
         split = shard is None
         out.distinct, out.levels = 1, [1]
         while True:
+            # pass k: (at k = 0, the initial state's teardown) every successor of depth k + 1, and the
+            # teardown of every state it reaches first; then every sequence of at most k + 1 is checked
             out.depth = k
-            expand = k < max_depth and pending is None
-            pool.send(("pass", expand))
+            pool.send(("pass", k < max_depth))
             res = pool.gather(deadline, progress)
             stats = [r[1] for r in res]
             out.generated = sum(s["generated"] for s in stats)
             out.blocked = sum(s["blocked"] for s in stats)
             out.pruned = sum(s["pruned"] for s in stats)
             out.unchanged = sum(s["unchanged"] for s in stats)
-            found = pending
+            out.worker_cpu = [round(s["cpu"], 3) for s in stats]
+            found = None
             for r in res:
                 if r[2] is not None and _less(r[2], found):
                     found = r[2]
             if found is not None:
                 out.status, out.violation = "violation", found
                 break
-            out.done_depth = k
-            if k == max_depth:
+            if k == max_depth:  # max_depth 0: the initial state's teardown was all
                 out.status = "exhausted"
                 break
-            for r in res:
-                if r[3] is not None and _less(r[3], pending):
-                    pending = r[3]
+            out.done_depth = k + 1
             pool.send(("merge",))
             new = sum(r[1] for r in pool.gather(deadline, progress))
             k += 1
-            if not split and (new >= 8 * shard[1] or k == max_depth):
+            if not split and k < max_depth and (new >= 8 * shard[1] or k + 1 == max_depth):
                 pool.send(("shard", shard[0], shard[1]))
                 new = sum(r[1] for r in pool.gather(deadline, progress))
                 split, out.split_depth = True, k
             out.distinct += new
             out.levels.append(new)
-            if new == 0 and pending is None:
+            if k == max_depth:  # the last level is counted, not expanded
+                out.status = "exhausted"
+                break
+            if new == 0:
                 out.status, out.fixpoint, out.done_depth = "exhausted", True, max_depth
                 break
             if max_states and out.distinct >= max_states:
