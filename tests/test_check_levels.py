@@ -177,3 +177,41 @@ def test_byte_compare_of_unchanged_steps_changes_no_count(monkeypatch):
         assert off == on, arch
     off, on = both("s390", {"s390.pgste_decision": "convert-late", "mm.pmd_recheck": "no"}, 6, pids=1)
     assert off == on and off[0][0] is CheckVerdict.VIOLATION
+
+
+def test_ctrl_c_stops_the_workers_and_reports_the_bound(tmp_path):
+    """SIGINT to a --jobs 2 search: exit 3, interrupted, the bound of the last finished depth, and no process of
+    its group left (the workers are torn down)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    p = subprocess.Popen([sys.executable, "-m", "ptfuzz", "check", "--arch", "s390", "--depth", "30", "--jobs", "2",
+                          "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                         start_new_session=True)
+    try:
+        for _ in range(600):  # until both workers run (children of the driver)
+            kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+            if len(kids) >= 2:
+                break
+            time.sleep(0.05)
+        assert len(kids) >= 2
+        time.sleep(0.5)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 3, err
+    rec = json.loads(out)
+    assert rec["verdict"] == "timeout" and rec["interrupted"] and rec["stopped_by"] == "interrupted"
+    assert 0 <= rec["depth"] < 30
+    for _ in range(100):
+        try:
+            os.killpg(p.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("a worker outlived the search")
