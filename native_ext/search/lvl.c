@@ -334,7 +334,9 @@ LVL_API struct lvl *lvl_new(int arch, const int *knobs, const uint64_t *config, 
 	L->valid = 0;
 	L->k = 0;
 	if (owner_of(L, d) == self) {
-		if (!(L->fdig = malloc(sizeof(*L->fdig))) || dmap_put(&L->known, d, 0, NULL) < 0) {
+		/* the initial state's path is empty, but held in a buffer like any other (never a NULL to memcpy) */
+		if (!(L->fdig = malloc(sizeof(*L->fdig))) || !(L->fpath = malloc(sizeof(*L->fpath))) ||
+		    dmap_put(&L->known, d, 0, NULL) < 0) {
 			lvl_free(L);
 			return NULL;
 		}

@@ -395,9 +395,10 @@ bool ptf_same(const struct engine *a, const struct engine *b)
 	for (int i = 0; i < MAX_VMS; i++)
 		if ((a->vms[i].used || b->vms[i].used) && !vm_same(&a->vms[i], &b->vms[i]))
 			return false;
-	if (memcmp(a->cpd, b->cpd, (size_t)a->ncpd * sizeof(struct compound)) ||
-	    memcmp(a->cbs, b->cbs, a->ncbs * sizeof(struct rcu_cb)) ||
-	    memcmp(a->deps, b->deps, (size_t)a->ndeps * sizeof(struct deposit)))
+	/* (an empty array may be NULL, which memcmp must not see even for 0 bytes) */
+	if ((a->ncpd && memcmp(a->cpd, b->cpd, (size_t)a->ncpd * sizeof(struct compound))) ||
+	    (a->ncbs && memcmp(a->cbs, b->cbs, a->ncbs * sizeof(struct rcu_cb))) ||
+	    (a->ndeps && memcmp(a->deps, b->deps, (size_t)a->ndeps * sizeof(struct deposit))))
 		return false;
 	return blocks_same(a, b) && shm_same(a, b);
 }
