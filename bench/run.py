@@ -13,6 +13,7 @@ foreign kernel under QEMU, docs/kernels.md) runs only when BENCH_ONLY names it. 
 values used.
 """
 import json
+import re
 import os
 import platform
 import statistics
@@ -431,6 +432,90 @@ def b8(tmp, b3_rows):
     return rows
 
 
+
+B8_CORE = ("x86_64", ["--pids", "1", "--depth", "8"])  # exhausts in seconds: every run does the same work
+
+
+def _check_run(args, env, tmp):
+    """One `ptfuzz check ... --json` in a child: (record, wall s, CPU s of the child and its workers)."""
+    before = os.times()
+    t0 = time.perf_counter()
+    r = subprocess.run([*PTFUZZ, "check", *args, "--json", "--corpus", str(Path(tmp) / "b8-core")], capture_output=True,
+                       text=True, cwd=ROOT, env={**os.environ, **(env or {})})
+    wall = time.perf_counter() - t0
+    after = os.times()
+    cpu = (after.children_user + after.children_system) - (before.children_user + before.children_system)
+    recs = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    return (recs[-1] if recs else {"error": r.stderr.strip()[-200:]}), wall, cpu
+
+
+CG_DRIVER = """import sys
+from ptfuzz.search.check import check
+check(sys.argv[1], {}, int(sys.argv[2]), pids=int(sys.argv[3]), seconds=3600)
+"""
+
+
+def _step_share(tmp, arch="x86_64", depth=6, pids=1):
+    """Instructions (callgrind, repeatable on a loaded machine) of the one-process search per state tried, and
+    of the engine's step alone per state: their ratio is the search's states/s over the engine's own steps/s
+    on the same steps, at equal instructions per cycle. None without valgrind."""
+    import shutil
+    if not shutil.which("valgrind"):
+        return None
+    driver, out = Path(tmp) / "b8_cg.py", Path(tmp) / "b8.callgrind"
+    driver.write_text(CG_DRIVER)
+    r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--toggle-collect=checker_run",
+                        sys.executable, str(driver), arch, str(depth), str(pids)], capture_output=True, text=True,
+                       cwd=ROOT)
+    if r.returncode != 0 or not out.exists():
+        return None
+    ann = subprocess.run(["callgrind_annotate", "--inclusive=yes", str(out)], capture_output=True, text=True).stdout
+    figures = {}
+    for line in ann.splitlines():
+        m = re.match(r"^\s*([\d,]+) \(.*?\)\s+\S*?:(checker_run|ptf_step|ptf_digest_sym|ptf_finish|ptf_copy|ptf_same) ", line)
+        if m and m.group(2) not in figures:
+            figures[m.group(2)] = int(m.group(1).replace(",", ""))
+    if "checker_run" not in figures or "ptf_step" not in figures:
+        return None
+    return {"instructions": figures, "step_share": round(figures["ptf_step"] / figures["checker_run"], 3)}
+
+
+def b8_core(tmp):
+    """Per-core speed, scaling with jobs, the POR reduction factor and the depth reached in B8_TIME, each as a
+    ratio of two runs in this run. "before": check.c as it was (one process, no POR, every successor digested:
+    PTFUZZ_CHECK_SAME=0); "after": the defaults (every core, --por, ptf_same)."""
+    arch, args = B8_CORE
+    rows = []
+    runs = {}
+    for label, extra, env in (("before", ["--jobs", "1", "--no-por"], {"PTFUZZ_CHECK_SAME": "0"}),
+                              ("one process", ["--jobs", "1", "--no-por"], {}),
+                              ("levels 1 job", ["--jobs", "1", "--por"], {}),
+                              ("levels 2 jobs no por", ["--jobs", "2", "--no-por"], {}),
+                              ("levels 2 jobs", ["--jobs", "2", "--por"], {}),
+                              ("2 cpus no por", ["--jobs", "1", "--no-por", "--cpus", "2", "--depth", "7"], {}),
+                              ("2 cpus por", ["--jobs", "1", "--por", "--cpus", "2", "--depth", "7"], {})):
+            rec, wall, cpu = _check_run(["--arch", arch, *args, *extra], env, tmp)
+            runs[label] = (rec, wall, cpu)
+            rows.append({"id": "B8-core", "config": label, "arch": arch, "args": args + extra, "env": env,
+                         "verdict": rec.get("verdict"), "states": rec.get("states"), "pruned": rec.get("pruned"),
+                         "distinct": rec.get("distinct"), "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+                         "states_per_cpu_s": round(rec["states"] / cpu) if rec.get("states") and cpu else None,
+                         "worker_cpu_s": rec.get("worker_cpu_s")})
+    share = _step_share(tmp)
+    if share:
+        rows.append({"id": "B8-core", "config": "instructions, one process", "arch": "x86_64",
+                     "args": ["--pids", "1", "--depth", "6"], **share})
+    for label, tool_args in (("before", ["--jobs", "1", "--no-por"]), ("after", [])):
+        for a in ("arm64", "x86_64"):
+            env = {"PTFUZZ_CHECK_SAME": "0"} if label == "before" else {}
+            rec, wall, cpu = _check_run(["--arch", a, "--depth", "20", "--time", str(B8_TIME), *tool_args], env, tmp)
+            rows.append({"id": "B8-depth", "config": f"{a} defaults {label}", "arch": a, "args": tool_args,
+                         "verdict": rec.get("verdict"), "depth_reached": rec.get("depth"),
+                         "distinct": rec.get("distinct"), "states": rec.get("states"), "wall_s": round(wall, 1),
+                         "cpu_s": round(cpu, 1), "jobs": rec.get("jobs"), "por": rec.get("por")})
+    return rows
+
+
 def ratios(results) -> dict:
     """Figures of this run against each other and against docs/bench.md's targets (value / target: >= 1 meets a
     throughput target, <= 1 a time or memory one)."""
@@ -461,6 +546,30 @@ def ratios(results) -> dict:
             out[f"B5 {r['arch']} peak RSS / target"] = round(r["peak_rss_bytes"] / r["rss_target_bytes"], 3)
         elif r["id"] == "B8" and r.get("states_per_s"):
             out[f"B8 {r['config']} states/s / target 1M"] = round(r["states_per_s"] / TARGET["B8_states_per_s"], 3)
+    core = {r["config"]: r for r in results if r["id"] == "B8-core"}
+    per = {k: v.get("states_per_cpu_s") for k, v in core.items()}
+    if per.get("before") and per.get("one process"):
+        out["B8 states per CPU-s, one process, after / before (ptf_same)"] = round(per["one process"] / per["before"], 3)
+    share = core.get("instructions, one process", {}).get("step_share")
+    if share:
+        out["B8 states/s / the engine's own steps/s on the same steps (callgrind step share)"] = share
+    if per.get("one process"):
+        out["B8 one process states per CPU-s / target 1M"] = round(per["one process"] / TARGET["B8_states_per_s"], 3)
+    two, one = core.get("levels 2 jobs no por"), core.get("one process")
+    if two and one and two.get("wall_s") and one.get("wall_s"):
+        out["B8 states/s wall, 2 jobs / 1 process (load-dependent)"] = round(one["wall_s"] / two["wall_s"], 3)
+        if two.get("worker_cpu_s"):
+            out["B8 speedup on 2 idle cores: 1-process CPU-s / slowest of 2 workers' CPU-s"] = round(
+                one["cpu_s"] / max(two["worker_cpu_s"]), 3)
+    for a, b, name in (("levels 2 jobs no por", "levels 2 jobs", "defaults"), ("2 cpus no por", "2 cpus por", "--cpus 2")):
+        if core.get(a, {}).get("states") and core.get(b, {}).get("states"):
+            out[f"B8 POR reduction factor (states generated without / with), {name}"] = round(
+                core[a]["states"] / core[b]["states"], 3)
+    depth = {r["config"]: r for r in results if r["id"] == "B8-depth"}
+    for a in ("arm64", "x86_64"):
+        x, y = depth.get(f"{a} defaults before"), depth.get(f"{a} defaults after")
+        if x and y and x.get("depth_reached") is not None and y.get("depth_reached") is not None:
+            out[f"B8 {a} defaults depth reached in B8_TIME, after - before"] = y["depth_reached"] - x["depth_reached"]
     return out
 
 
@@ -481,7 +590,7 @@ SECTIONS = ("B1", "B2", "B3", "B3F", "B5", "B6", "B7", "B7K", "B8")
 
 def section(row_id: str) -> str:
     """The section a result row belongs to (B4 and the B3 controls come with B3)."""
-    return {"B4": "B3", "B3-control": "B3", "B3-features": "B3F"}.get(row_id, row_id)
+    return {"B4": "B3", "B3-control": "B3", "B3-features": "B3F", "B8-core": "B8", "B8-depth": "B8"}.get(row_id, row_id)
 
 
 def main():
@@ -535,6 +644,7 @@ def main():
             b3, b4 = b3_b4(tmp)
             add(b3 + b4)
         if want("B8"):
+            add(b8_core(tmp))
             add(b8(tmp, b3))
         if want("B3F"):
             add(b3_features(tmp))

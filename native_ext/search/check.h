@@ -24,6 +24,7 @@ struct checker {
 	bool use_groups;
 	bool finish;           /* the teardown verdict of every new state */
 	uint64_t max_states;   /* 0: no bound; else stop (CHECK_FULL) at this many distinct states */
+	bool same_test;        /* ptf_same before each digest (checker_init: on unless PTFUZZ_CHECK_SAME=0) */
 
 	/* the search */
 	struct engine *root, *snap, *work, *parent_state;
@@ -50,6 +51,10 @@ struct checker {
 	bool vteardown;
 	char vmsg[256];
 };
+
+/* snap.c: true when two states are the same (equal digests, the same future): a cheaper test than two
+ * digests for a step that changed nothing */
+bool ptf_same(const struct engine *a, const struct engine *b);
 
 int checker_init(struct checker *k);
 int checker_run(struct checker *k, double seconds);

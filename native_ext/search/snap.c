@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ptf.h"
+#include "search/check.h"
 
 /* Make buf (capacity *cap elements) hold src's n elements, growing it to at least want. */
 static int fill(void **buf, uint64_t *cap, const void *src, uint64_t n, uint64_t want, size_t elem)
@@ -261,4 +262,143 @@ int ptf_copy(struct engine *dst, const struct engine *src)
 		}
 	}
 	return ret;
+}
+
+/* ---- ptf_same: has a step changed nothing? ----
+ *
+ * The search steps every alphabet operation from every state, and most of them (63-65% on the defaults)
+ * fail with an errno and change nothing; proving that by the digest costs a canonical traversal of the whole
+ * state. ptf_same(a, b) compares the two states as bytes instead, in the shape ptf_copy copies them: the
+ * struct in spans, the used mm and VM slots, and the heap arrays, table memory by the chunks either side
+ * wrote. It leaves out only what the digest leaves out and every step rewrites: the operation's scratch
+ * (op_index, cur_opcode, self_cpu, the held-lock list cur/ncur, locks_grew), data_lookup's cache
+ * (last_cpd), the statistics (but pages_in_use, which the digest hashes), the --steps events, and the heap
+ * arrays' addresses and capacities, whose contents are compared. So "same" implies equal digests (the digest
+ * is a function of the compared bytes), and a field added to the engine later is compared (a pointer, which
+ * differs between any two engines, makes ptf_same say "changed", which only costs a digest). */
+
+struct span {
+	size_t off, len;
+};
+
+#define SPAN(f) { offsetof(struct engine, f), sizeof(((struct engine *)0)->f) }
+
+static int span_cmp(const void *a, const void *b)
+{
+	const struct span *x = a, *y = b;
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+static bool bytes_same(const struct engine *a, const struct engine *b)
+{
+	static struct span skip[] = {
+		SPAN(blocks), SPAN(capblocks), SPAN(cpd), SPAN(capcpd), SPAN(last_cpd), SPAN(cbs), SPAN(capcbs),
+		SPAN(deps), SPAN(capdeps), SPAN(op_index), SPAN(cur_opcode), SPAN(self_cpu), SPAN(cur), SPAN(ncur),
+		SPAN(locks_grew), SPAN(events), SPAN(nevents), SPAN(capevents), SPAN(st), SPAN(mms), SPAN(vms),
+		SPAN(shm),
+	};
+	static bool sorted;
+	const size_t n = sizeof(skip) / sizeof(skip[0]);
+	if (!sorted) { /* racy only in the sense that two threads would sort alike */
+		qsort(skip, n, sizeof(skip[0]), span_cmp);
+		sorted = true;
+	}
+	size_t at = 0;
+	for (size_t i = 0; i <= n; i++) {
+		size_t end = i < n ? skip[i].off : sizeof(struct engine);
+		if (end > at && memcmp((const char *)a + at, (const char *)b + at, end - at))
+			return false;
+		if (i < n && skip[i].off + skip[i].len > at)
+			at = skip[i].off + skip[i].len;
+	}
+	return a->st.pages_in_use == b->st.pages_in_use;
+}
+
+static bool mm_same(const struct mm *a, const struct mm *b)
+{
+	const size_t vo = offsetof(struct mm, vmas), ve = vo + sizeof(a->vmas);
+	if (memcmp(a, b, vo) || memcmp((const char *)a + ve, (const char *)b + ve, sizeof(*a) - ve))
+		return false;
+	if (!a->vmas != !b->vmas)
+		return false;
+	return !a->nvma || !memcmp(a->vmas, b->vmas, (size_t)a->nvma * sizeof(struct vma));
+}
+
+static bool vm_same(const struct vm *a, const struct vm *b)
+{
+	const size_t lo = offsetof(struct vm, links), le = offsetof(struct vm, caplinks) + sizeof(a->caplinks);
+	_Static_assert(offsetof(struct vm, links) < offsetof(struct vm, caplinks), "links before caplinks");
+	if (memcmp(a, b, lo) || memcmp((const char *)a + le, (const char *)b + le, sizeof(*a) - le))
+		return false;
+	if (a->nlinks != b->nlinks || !a->links != !b->links)
+		return false;
+	return !a->nlinks || !memcmp(a->links, b->links, (size_t)a->nlinks * sizeof(struct gmap_link));
+}
+
+static bool blocks_same(const struct engine *a, const struct engine *b)
+{
+	const size_t mo = offsetof(struct block, mem), me = mo + sizeof(((struct block *)0)->mem);
+	for (int32_t i = 0; i < a->nblocks; i++) {
+		const struct block *x = &a->blocks[i], *y = &b->blocks[i];
+		if (memcmp(x, y, mo) || memcmp((const char *)x + me, (const char *)y + me, sizeof(*x) - me))
+			return false;
+		if (!x->mem != !y->mem)
+			return false;
+		if (!x->mem)
+			continue;
+		/* the same bookkeeping (compared above), so the same initial words: only written chunks can differ */
+		unsigned sh = block_chunk_shift(x);
+		for (int half = 0; half < (x->frag ? 2 : 1); half++) {
+			uint64_t bits = ptf_copy_full ? ~0ull : x->occ[half] | y->occ[half];
+			size_t base = x->frag ? (size_t)half * 256 : 0, words = x->frag ? 256 : (size_t)x->pages * 512;
+			while (bits) {
+				size_t lo = (size_t)__builtin_ctzll(bits) << sh, len = (size_t)1 << sh;
+				bits &= bits - 1;
+				if (lo >= words)
+					break;
+				if (lo + len > words)
+					len = words - lo;
+				if (memcmp(x->mem + base + lo, y->mem + base + lo, len * sizeof(uint64_t)))
+					return false;
+			}
+		}
+	}
+	return true;
+}
+
+static bool shm_same(const struct engine *a, const struct engine *b)
+{
+	for (int obj = 0; obj < MAX_SHM; obj++) {
+		const struct shm_obj *x = &a->shm[obj], *y = &b->shm[obj];
+		if (x->used != y->used || x->nblk != y->nblk || !x->blk != !y->blk)
+			return false;
+		for (uint32_t k = 0; k < x->nblk; k++) {
+			const struct shm_blk *p = &x->blk[k], *q = &y->blk[k];
+			if (p->index != q->index || p->huge != q->huge || !p->pfn != !q->pfn)
+				return false;
+			if (p->pfn && memcmp(p->pfn, q->pfn, (size_t)a->shm_pages * sizeof(uint64_t)))
+				return false;
+		}
+	}
+	return true;
+}
+
+/* true: a and b are the same state (equal digests, the same future); false: they may differ */
+bool ptf_same(const struct engine *a, const struct engine *b)
+{
+	if (a->nblocks != b->nblocks || a->ncpd != b->ncpd || a->ncbs != b->ncbs || a->ndeps != b->ndeps ||
+	    a->mm_hwm != b->mm_hwm || !bytes_same(a, b))
+		return false;
+	for (int i = 0; i < a->mm_hwm && i < MAX_MMS; i++)
+		if ((a->mms[i].used || b->mms[i].used || a->mms[i].vmas || b->mms[i].vmas) && !mm_same(&a->mms[i], &b->mms[i]))
+			return false;
+	for (int i = 0; i < MAX_VMS; i++)
+		if ((a->vms[i].used || b->vms[i].used) && !vm_same(&a->vms[i], &b->vms[i]))
+			return false;
+	/* (an empty array may be NULL, which memcmp must not see even for 0 bytes) */
+	if ((a->ncpd && memcmp(a->cpd, b->cpd, (size_t)a->ncpd * sizeof(struct compound))) ||
+	    (a->ncbs && memcmp(a->cbs, b->cbs, a->ncbs * sizeof(struct rcu_cb))) ||
+	    (a->ndeps && memcmp(a->deps, b->deps, (size_t)a->ndeps * sizeof(struct deposit))))
+		return false;
+	return blocks_same(a, b) && shm_same(a, b);
 }

@@ -149,10 +149,11 @@ def _values(arg, d: Domains, pid):
     }[arg]
 
 
-def alphabet(arch: str, d: Domains) -> list[list[int]]:
-    """The operations (list form rows) the search tries in every state, in table order."""
+def alphabet(arch: str, d: Domains, templates: list | None = None) -> list[list[int]]:
+    """The operations (list form rows) the search tries in every state, in table order. templates, when
+    given, receives each operation's row number in ALPHABET[arch] (--por orders operations by it)."""
     out: list[list[int]] = []
-    for name, *args in ALPHABET[arch]:
+    for t, (name, *args) in enumerate(ALPHABET[arch]):
         if name not in OP_NUMBER:
             continue
         # pid2 depends on the pid chosen for the first argument: expand pid first
@@ -162,6 +163,8 @@ def alphabet(arch: str, d: Domains) -> list[list[int]]:
             for combo in itertools.product(*rest):
                 row = [OP_NUMBER[name], *(([first] if args else []) + list(combo))]
                 out.append([v & U64 for v in row] + [0] * (OP_WIDTH - len(row)))
+                if templates is not None:
+                    templates.append(t)
     return out
 
 
@@ -199,6 +202,13 @@ class CheckResult:
     fixpoint: bool = False  # a depth added no new state: no longer sequence reaches anything new
     reason: str = ""        # why a timeout verdict stopped: "time", "interrupted", "state bound"
     domains: Domains | None = field(default=None, repr=False)
+    jobs: int = 1
+    por: bool = False
+    pruned: int = 0         # --por: successors not generated (their sequence is explored in another order)
+    shard: tuple | None = None     # (i, n)
+    split_depth: int | None = None  # --shard: where the search split (the depths before it: searched alike)
+    levels: list | None = None      # distinct new states per depth (level-synchronous search)
+    worker_cpu: list | None = None  # each worker's CPU seconds (at its last finished depth)
 
     def to_json(self) -> dict:
         v = self.violation
@@ -209,17 +219,23 @@ class CheckResult:
                 "path": None if self.path is None else str(self.path),
                 "arch": self.arch, "knobs": self.knobs, "max_depth": self.max_depth, "alphabet": self.alphabet,
                 "states_per_second": round(self.states / max(self.seconds, 1e-9), 1),
-                "fixpoint": self.fixpoint, "interrupted": self.interrupted, "stopped_by": self.reason or None}
+                "fixpoint": self.fixpoint, "interrupted": self.interrupted, "stopped_by": self.reason or None,
+                "jobs": self.jobs, "por": self.por, "pruned": self.pruned,
+                "shard": None if self.shard is None else f"{self.shard[0]}/{self.shard[1]}",
+                "split_depth": self.split_depth, "levels": self.levels, "worker_cpu_s": self.worker_cpu}
 
 
 def check(arch: str, knobs: dict, depth: int, *, pids: int = DEFAULTS["pids"], cpus: int = DEFAULTS["cpus"],
           vms: int = DEFAULTS["vms"], addrs: int = DEFAULTS["addrs"], seconds: float = 60.0,
           corpus: Path | None = None, config: dict | None = None, symmetry: bool = True, teardown: bool = True,
-          max_states: int = 1 << 25, on_progress=None, slice_seconds: float = 0.1) -> CheckResult:
+          max_states: int = 1 << 25, on_progress=None, slice_seconds: float = 0.1, jobs: int = 1,
+          por: bool = False, shard: tuple | None = None) -> CheckResult:
     """Search, and file the counterexample under corpus/regressions/ARCH/ (when corpus is given).
 
-    A KeyboardInterrupt stops the search and returns the bound reached so far (verdict timeout,
-    interrupted); on_progress(Progress) is called after every slice."""
+    jobs > 1, por or shard=(i, n) run the level-synchronous search (parallel.py) over jobs processes; else
+    the one-process search (check.c). A KeyboardInterrupt stops the search and returns the bound reached so
+    far (verdict timeout, interrupted); on_progress(Progress) is called after every slice (every level, and
+    every 0.1 s while one runs, in the level-synchronous search)."""
     if not 0 <= depth <= 64:
         raise UsageError(f"--depth {depth}: 0 to 64")
     config = dict(config or {})
@@ -230,6 +246,13 @@ def check(arch: str, knobs: dict, depth: int, *, pids: int = DEFAULTS["pids"], c
     elfs = ELFS[arch]
     full = {**CONFIG_DEFAULTS, **config}
     cfg = tuple(int(full[k]) for k in CONFIG_ORDER)
+    if jobs < 1:
+        raise UsageError(f"--jobs {jobs}: at least 1")
+    if shard is not None and not 0 <= shard[0] < shard[1]:
+        raise UsageError(f"--shard {shard[0]}/{shard[1]}: I/N with 0 <= I < N")
+    if jobs > 1 or por or shard is not None:
+        return _check_levels(arch, knobs, depth, d, rows, packed, groups, elfs, cfg, config, teardown, seconds,
+                             corpus, max_states, on_progress, jobs, por, shard)
     started = time.monotonic()
     checker = _engine.Checker(ARCH_NAMES.index(arch), knob_vector(arch, knobs), cfg, tuple(elfs), packed.tobytes(),
                               depth, groups, teardown, max_states)
@@ -256,30 +279,70 @@ def check(arch: str, knobs: dict, depth: int, *, pids: int = DEFAULTS["pids"], c
                          fixpoint=st["fixpoint"], domains=d)
     if status == _Status.VIOLATION:
         path, kind, _, _, at_teardown = checker.violation()
-        ops = np.array([rows[i] for i in path], dtype=np.uint64).reshape(-1, OP_WIDTH)
-        t = Trace(arch, ops, config=config, knobs=dict(knobs), elfs=list(elfs),
-                  expect={"verdict": "violation", "kind": VIOLATION_KINDS[kind - 1]})
-        r = replay(t)
-        if r.violation is None or r.violation.kind != VIOLATION_KINDS[kind - 1]:
-            # the search and a plain replay disagree: the digest merged two states that differ (a bug here)
-            raise RuntimeError(f"check: the counterexample {[op_text(o) for o in ops]} replays as "
-                               f"{r.violation.kind if r.violation else 'clean'}, the search saw "
-                               f"{VIOLATION_KINDS[kind - 1]}: the state digest is unsound")
-        result.verdict, result.depth, result.violation = CheckVerdict.VIOLATION, len(path), r.violation
-        result.at_teardown = at_teardown
-        t.meta = {"found_by": "ptfuzz check", "depth": len(path), "alphabet": len(rows),
-                  "domains": {"pids": len(d.pids), "cpus": len(d.cpus), "vms": len(d.vms), "addrs": len(d.addrs)},
-                  "states": st["generated"], "distinct": st["distinct"],
-                  "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        result.trace = t
-        if corpus is not None:
-            digest = hashlib.sha256(tracemod.dumps(replace(t, meta=None))).hexdigest()[:8]
-            result.path = Path(corpus) / "regressions" / arch / f"{r.violation.kind}-{digest}.msgpack"
-            with deferred_interrupts():  # on disk, or not reported
-                tracemod.save(t, result.path)
+        _file(result, arch, knobs, config, elfs, rows, d, path, kind, at_teardown, corpus)
     elif status == _Status.EXHAUSTED:
         result.verdict = CheckVerdict.EXHAUSTED
         result.depth = depth
     else:
         result.reason = "interrupted" if interrupted else "state bound" if status == _Status.FULL else "time"
+    return result
+
+
+def _file(result, arch, knobs, config, elfs, rows, d, path, kind, at_teardown, corpus):
+    """Replay the counterexample (a search and a replay that disagree is a digest bug), make result a
+    violation, and file the trace under corpus (when given)."""
+    ops = np.array([rows[i] for i in path], dtype=np.uint64).reshape(-1, OP_WIDTH)
+    t = Trace(arch, ops, config=config, knobs=dict(knobs), elfs=list(elfs),
+              expect={"verdict": "violation", "kind": VIOLATION_KINDS[kind - 1]})
+    r = replay(t)
+    if r.violation is None or r.violation.kind != VIOLATION_KINDS[kind - 1]:
+        # the search and a plain replay disagree: the digest merged two states that differ (a bug here)
+        raise RuntimeError(f"check: the counterexample {[op_text(o) for o in ops]} replays as "
+                           f"{r.violation.kind if r.violation else 'clean'}, the search saw "
+                           f"{VIOLATION_KINDS[kind - 1]}: the state digest is unsound")
+    result.verdict, result.depth, result.violation = CheckVerdict.VIOLATION, len(path), r.violation
+    result.at_teardown = at_teardown
+    t.meta = {"found_by": "ptfuzz check", "depth": len(path), "alphabet": len(rows),
+              "domains": {"pids": len(d.pids), "cpus": len(d.cpus), "vms": len(d.vms), "addrs": len(d.addrs)},
+              "states": result.states, "distinct": result.distinct,
+              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    result.trace = t
+    if corpus is not None:
+        digest = hashlib.sha256(tracemod.dumps(replace(t, meta=None))).hexdigest()[:8]
+        result.path = Path(corpus) / "regressions" / arch / f"{r.violation.kind}-{digest}.msgpack"
+        with deferred_interrupts():  # on disk, or not reported
+            tracemod.save(t, result.path)
+
+
+def _check_levels(arch, knobs, depth, d, rows, packed, groups, elfs, cfg, config, teardown, seconds, corpus,
+                  max_states, on_progress, jobs, por, shard) -> CheckResult:
+    """check() over the level-synchronous search (parallel.py): --jobs, --por, --shard."""
+    from . import parallel, por as pormod
+    key = indep = None
+    if por:
+        templates: list = []
+        alphabet(arch, d, templates)
+        key, indep = pormod.relation(rows, templates, symmetric=groups is not None)
+    spec = parallel.Spec(ARCH_NAMES.index(arch), tuple(knob_vector(arch, knobs)), tuple(cfg), tuple(elfs),
+                         packed.tobytes(), len(rows), groups, teardown, key, indep)
+    started = time.monotonic()
+
+    def progress(depth_now, done, generated, distinct, secs):
+        if on_progress:
+            on_progress(Progress(depth_now, done, generated, distinct, 0, secs))
+    o = parallel.search(spec, depth, jobs=jobs, seconds=seconds, shard=shard, max_states=max_states,
+                        on_progress=progress)
+    result = CheckResult(arch, dict(knobs), CheckVerdict.TIMEOUT, o.done_depth, depth, o.generated, o.distinct,
+                         time.monotonic() - started, len(rows), blocked=o.blocked,
+                         interrupted=o.status == "interrupted", fixpoint=o.fixpoint, domains=d, jobs=jobs,
+                         por=por, pruned=o.pruned, shard=shard, split_depth=o.split_depth, levels=o.levels,
+                         worker_cpu=o.worker_cpu)
+    if o.status == "violation":
+        path, kind, _, _, at_teardown = o.violation
+        _file(result, arch, knobs, config, elfs, rows, d, path, kind, at_teardown, corpus)
+    elif o.status == "exhausted":
+        result.verdict = CheckVerdict.EXHAUSTED
+        result.depth = depth
+    else:
+        result.reason = o.status
     return result
