@@ -620,6 +620,15 @@ static void gen_vm(struct gen *g)
 	for (int s = 0; s < MAX_SLOTS; s++)
 		slots |= g->e->vms[vm].slots[s].used;
 	unsigned k = below(g->c, 10);
+	if ((k < 4 || !slots) && g->e->arch != ARCH_S390 && rarely(g->c, 10)) {
+		/* guest RAM of GiBs: two regions mapped and under one memslot, whose stage-2 unmap runs in chunks
+		 * (arm64 stage2_apply_range: gen_vm_race's discard can stop between them) */
+		uint64_t hva = pick_region(g), len = 2 * g->L.region;
+		int slot = (int)below(g->c, 4);
+		OP(g, OP_MMAP, (uint64_t)pid, hva, len, 0);
+		set_memslot(g, vm, slot, (uint64_t)slot * g->L.region, hva, len);
+		return;
+	}
 	if (k < 4 || !slots) {
 		/* a workload keeps VM memory anonymous: shared memory under a memslot is M1's setting on s390 */
 		struct mapping m = pick_mapping(g, pid, !g->p->vm_on_shm);
