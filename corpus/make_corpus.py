@@ -402,6 +402,43 @@ ARM64 = {
         "moved, so a commit that checks only mmu_invalidate_seq installs the freed page. v6.6 user_mem_abort's "
         "mmu_invalidate_retry also checks in_progress (-11); the same race without the window is caught by the "
         "sequence alone"),
+    # issue 19's KVM zoo rows (Z6-Z9)
+    "regressions/arm64/kernel-bug-z6": ([
+        ["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 2 * M],
+        ["guest_fault_begin", 0, 0, 0, 0], ["munmap", 1, T, 2 * M], ["guest_fault_commit", 0],
+    ], {"kvm.user_pt_walk": "unprotected", "kvm.invalidate_retry": "none"}, "kernel-bug",
+        "Z6 (e86fc1a3a3e9, v6.3), with the retry check removed (kvm.invalidate_retry=none): a 4K fault in a slot "
+        "that allows a PMD block commits after munmap; get_user_mapping_size finds no valid host leaf and the "
+        "pre-fix VM_BUG_ON(!(pte & PTE_VALID)) fires. Fixed (irqs-off), the fault is replayed (-11). With v6.6's "
+        "retry check the commit retries first and the knob alone changes nothing"),
+    "regressions/arm64/stage2-oversize-z7": ([
+        ["exec", 1, -1], ["mmap", 1, T, 2 * M, 2], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 2 * M],
+        ["guest_fault_begin", 0, 0, 0, 0], ["mmap", 1, T, 2 * M, 0], ["guest_fault_commit", 0],
+    ], {"kvm.fault_seq_snapshot": "after-unlock"}, "stage2-oversize",
+        "Z7 (13ec9308a857, v6.3): user_mem_abort sizes the fault from the hugetlb VMA (2M) and drops mmap_lock; a "
+        "MAP_FIXED mmap replaces the VMA with a 4K one (its invalidation bumps mmu_invalidate_seq); the pre-fix fault "
+        "reads the sequence only now, faults in a 4K page, passes mmu_invalidate_retry and maps a 2M block over "
+        "it. Fixed (before-unlock), the snapshot predates the change and the commit retries (-11)"),
+    "regressions/arm64/uaf-table-z9": ([
+        ["exec", 1, -1], ["mmap", 1, T, 2 * G, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 2 * G],
+        ["inval_hold", 0], ["madvise", 1, T, 2 * G, 0], ["vm_destroy", 0],
+    ], {"kvm.s2_unmap_yield_recheck": "no"}, "uaf-table",
+        "Z9 (0c428a6a9256, v4.12): MADV_DONTNEED of 2 GiB invalidates the memslot; the stage-2 unmap does the first "
+        "1 GiB chunk and yields mmu_lock (cond_resched), where the window stops it; closing the VM fd frees the stage 2 "
+        "(mmu_notifier_unregister -> release -> kvm_free_stage2_pgd); the window ends at teardown and the pre-fix "
+        "unmap goes on from the pgd pointer it took before the yield: a freed table. Fixed (yes), stage2_apply_range "
+        "rereads mmu->pgt, finds it NULL and stops"),
+}
+X86_ZOO = {
+    "regressions/x86_64/stage2-mmio-over-leaf-z8": ([
+        ["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 2 * M],
+        ["guest_fault", 0, 0, 0], ["inval_hold", 0], ["memslot", 0, 0, 0, 0, 0], ["guest_fault", 0, 0, 0],
+    ], {"kvm.invalid_slot_fault": "mmio"}, "stage2-mmio-over-leaf",
+        "Z8 (e0c378684b65, v5.12): a read fault maps gpa 0; KVM_SET_USER_MEMORY_REGION deletes the memslot and is "
+        "stopped in its INVALID phase (kvm_invalidate_memslot swapped the KVM_MEMSLOT_INVALID copy in, "
+        "kvm_arch_flush_shadow_memslot not yet run); a fault on gpa 0 reads the invalid slot as none "
+        "(KVM_PFN_NOSLOT) and writes an MMIO SPTE over the present SPTE. Fixed (retry), __kvm_faultin_pfn returns "
+        "RET_PF_RETRY (-11)"),
 }
 
 X86 = {
@@ -467,6 +504,7 @@ X86 = {
         "(unmap_mapping_range: i_mmap_rwsem for read, no folio lock) reads that pmd; collapse_pte_mapped_thp without "
         "i_mmap_rwsem for write frees the table at once; the zap takes the freed table's lock. Fixed (full), the "
         "collapse waits for the zap's i_mmap_rwsem (-16)"),
+    **X86_ZOO,  # issue 19's KVM zoo rows
 }
 
 CONFIGS = {"seeds/arm64/lpa-64k-52": {"granule": 65536, "va_bits": 52, "pa_bits": 52},

@@ -351,8 +351,13 @@ int ptf_finish(struct engine *e, bool teardown)
 {
 	if (e->viol)
 		return 0;
+	e->self_cpu = -1; /* no operation runs: every actor's locks count */
 	actors_abandon(e);
 	kvm_abort_faults(e);
+	for (int cpu = 0; cpu < MAX_CPUS; cpu++) /* a window a fault in flight or a later window kept waiting (a memslot
+						    DELETE's final swap) ends now */
+		if (e->cpus[cpu].actor == A_INVAL)
+			inval_end(e, cpu);
 	mm_audit(e);
 	kvm_coherence_check(e);
 	if (!teardown || e->viol)

@@ -34,7 +34,9 @@ enum violation {
 	V_NONE, V_UAF_TABLE, V_DOUBLE_FREE, V_TABLE_LEAK, V_FRAGMENT_CORRUPT,
 	V_PGSTE_TABLE_MISSING, V_GMAP_DANGLING, V_LOST_UPDATE, V_FREED_PAGE_MAPPED,
 	V_STAGE2_BLOCK_ILLEGAL, V_STAGE2_OVERSIZE, V_STAGE2_STALE,
-	V_STAGE2_AFTER_RELEASE, V_ENGINE_ASSERT, V_NR
+	V_STAGE2_AFTER_RELEASE, V_ENGINE_ASSERT,
+	V_STAGE2_MMIO_OVER_LEAF, V_KERNEL_BUG, /* issue 19 (Z8, Z6) */
+	V_NR
 };
 
 enum knob {
@@ -42,13 +44,20 @@ enum knob {
 	K_DEFER_GMAP_UNLINK, K_INVALIDATE_RETRY, K_FAULT_HOLDS_MM, K_RELEASE_CHECK,
 	K_STAGE2_BLOCK_CHECK, K_THP_SIZE, K_PT_RECLAIM, K_HUGE_ZERO_WP, K_COLLAPSE_RO, K_MERGE_UNFAULTED,
 	K_FILE_PMD_NOHUGE, K_COLLAPSE_PMD_ALLOC, K_MEMSLOT_ACCESS_OK, K_COLLAPSE_SUBBLOCK, K_COLLAPSE_PMD_NONE,
-	K_FILE_RETRACT, K_COLLAPSE_GUP_SYNC, K_RETRACT_LOCKS, K_THP_HW, K_TASK_SIZE_MAX, K_NR
+	K_FILE_RETRACT, K_COLLAPSE_GUP_SYNC, K_RETRACT_LOCKS, K_THP_HW, K_TASK_SIZE_MAX,
+	/* issue 19's KVM zoo rows (Z6-Z9) */
+	K_FAULT_SEQ_SNAPSHOT, K_S2_UNMAP_YIELD_RECHECK, K_INVALID_SLOT_FAULT, K_USER_PT_WALK,
+	K_NR
 };
 /* Knob values are indices into the knob's value list (core/names.c knob_defs). */
 enum { TF_RCU, TF_IMMEDIATE };
 enum { PD_ELF_RESTART, PD_SYSCTL_ONLY, PD_ELF_NO_RESTART, PD_CONVERT_LATE };
 enum { PA_FRAGMENTS, PA_FULL_PAGE, PA_FRAGMENTS_ALWAYS };
 enum { IR_SEQ, IR_NONE, IR_SEQ_ONLY }; /* kvm.invalidate_retry */
+enum { FS_BEFORE_UNLOCK, FS_AFTER_UNLOCK }; /* kvm.fault_seq_snapshot */
+enum { UY_YES, UY_NO };                   /* kvm.s2_unmap_yield_recheck */
+enum { IS_RETRY, IS_MMIO };               /* kvm.invalid_slot_fault */
+enum { UW_IRQS_OFF, UW_UNPROTECTED };     /* kvm.user_pt_walk */
 
 struct knob_def {
 	const char *name;
@@ -236,7 +245,7 @@ struct proc { bool exists; int mm; bool tif_pgste; bool pending; };
  * reference of a host thread a window stopped (exit_mmap waits for it; only reported). A lock is read
  * (shared) or write (exclusive); the sleeping ones make a conflicting acquirer wait. */
 enum lock_class { LC_MMAP, LC_VMA, LC_ANON_VMA, LC_I_MMAP, LC_FOLIO, LC_SRCU, LC_KVM, LC_MN_ACTIVE, LC_IRQS_OFF,
-		  LC_MM_USERS, LC_NR };
+		  LC_MM_USERS, LC_SLOTS /* issue 19 (Z8) */, LC_NR };
 enum lock_mode { LM_READ = 1, LM_WRITE = 2 };
 /* id: the mm (mmap_lock, VMAs), anon_vma root, shmem object, folio head pfn, VM or cpu; [lo, hi): the VMA range.
  * No implicit padding: struct cpu is hashed as bytes (digest.c). */
@@ -270,6 +279,8 @@ struct cpu {
 	uint64_t seq;
 	bool holds_mm, write, vma_thp;
 	struct tref s2_root;    /* the stage-2 root the fault will install into */
+	bool late_faultin;      /* kvm.fault_seq_snapshot=after-unlock: the seq snapshot and fault-in wait for the commit */
+	bool noslot;            /* x86 kvm.invalid_slot_fault=mmio: an invalid memslot read as none (KVM_PFN_NOSLOT) */
 	/* invalidation window (A_INVAL): armed until a host operation notifies, then held until inval_end */
 	bool inval_held;
 	uint32_t inval_op;                 /* the operation whose invalidate_range_end calls this cpu holds */
@@ -281,6 +292,18 @@ struct cpu {
 	uint32_t inval_opcode;                   /* the stopped operation (names the holder) */
 	uint32_t inval_child;                    /* 1 + a fork's child pid, published at inval_end; 0: none */
 	uint32_t inval_pad;
+	/* a window that stopped its thread at the first yield inside a stage-2 unmap (arm64 stage2_apply_range's
+	 * cond_resched_rwlock_write): the rest of that unmap runs at inval_end. Scalars only (the digest hashes the
+	 * record as bytes); vm1 0: no stop pending. */
+	struct inval_mid {
+		uint64_t gpa, end;     /* the rest of the slot's stage-2 range */
+		uint64_t root;         /* tref_phys of the stage-2 root the unmap began with ... */
+		uint32_t root_gen;     /* ... and its generation */
+		int32_t vm1;
+	} inval_mid;
+	/* a window that stopped a memslot DELETE in its INVALID phase (kvm_invalidate_memslot swapped the invalid
+	 * copy in; kvm_arch_flush_shadow_memslot and the final swap run at inval_end); vm1 0: none */
+	struct inval_slot { int32_t vm1, slot; } inval_slot;
 };
 
 /* The rmap lock an rmap walker holds for read: the anon_vma root (anon_vma->root->rwsem) or i_mmap_rwsem. */
@@ -313,6 +336,7 @@ struct vm {
 	int ng2h;
 	uint64_t mem_limit, asce_end; /* s390 kvm->arch.mem_limit, gmap->asce_end */
 	int faults_in_flight;
+	int32_t invalid_slot1;   /* 1 + the memslot a DELETE has marked KVM_MEMSLOT_INVALID (stopped by a window); 0: none */
 };
 
 /* ---- RCU ---- */
@@ -351,6 +375,7 @@ struct mmu_notifier_ops {
 	void (*invalidate_range)(struct engine *e, int mm, uint64_t start, uint64_t end); /* _start + _end */
 	void (*invalidate_range_end_held)(struct engine *e, int cpu); /* the _end calls a stopped thread held */
 	void (*release)(struct engine *e, int mm);                       /* exit_mmap's mmu_notifier_release */
+	int (*end_held_wait)(struct engine *e, int cpu); /* would inval_end wait (-16)? 0: it can run */
 };
 extern const struct mmu_notifier_ops kvm_mmu_notifier_ops;
 

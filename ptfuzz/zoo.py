@@ -39,6 +39,20 @@ BUGS: tuple[Bug, ...] = (
     Bug("Z2", "mm.retract_locks", "pre-8d3c106e19e8", "8d3c106e19e8",
         "mm/khugepaged: take the right locks for page table retraction", "27e1f8273113 (v5.4)",
         "v6.1 (6.0.13, 5.15.y, 5.10.y)", "x86_64", ("uaf-table",), also={"mm.file_retract": "caller"}, min_ops=8),
+    # issue 19's KVM rows (Z6-Z9)
+    Bug("Z6", "kvm.user_pt_walk", "unprotected", "e86fc1a3a3e9", "KVM: arm64: Disable interrupts while walking userspace PTs",
+        "6011cf68c885 (v5.15, the walk for the THP size)", "v6.3 (6.2.10, 6.1.23)", "arm64", ("kernel-bug",),
+        also={"kvm.invalidate_retry": "none"}, min_ops=7),
+    Bug("Z7", "kvm.fault_seq_snapshot", "after-unlock", "13ec9308a857",
+        "KVM: arm64: Retry fault if vma_lookup() results become invalid",
+        "94f8e6418d39 (v3.9, KVM/ARM's guest fault handling)", "v6.3 (6.2.10, 6.1.27, 5.15.y)", "arm64",
+        ("stage2-oversize",), min_ops=7),
+    Bug("Z8", "kvm.invalid_slot_fault", "mmio", "e0c378684b65", "KVM: x86/mmu: Retry page faults that hit an invalid memslot",
+        "2f2fad0897cb (v5.10, the TDP MMU's changed-SPTE handling)", "v5.12 (stable backport 5cce890e5dc6)", "x86_64",
+        ("stage2-mmio-over-leaf",), min_ops=8),
+    Bug("Z9", "kvm.s2_unmap_yield_recheck", "no", "0c428a6a9256", "kvm: arm/arm64: Fix use after free of stage2 page table",
+        "8b3405e345b5 (2017-04, the yield in unmap_stage2_range)", "v4.12 (4.9.y, 4.4.y)", "arm64",
+        ("uaf-table",), min_ops=7),
 )
 
 BY_KNOB: dict[str, list[Bug]] = {}

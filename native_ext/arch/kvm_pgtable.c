@@ -178,12 +178,53 @@ void kvm_stage2_unmap(struct engine *e, struct vm *v, uint64_t gpa, uint64_t end
 		pt_walk(e, &v->s2, &v->geom, gpa, end, &w);
 }
 
+/* The same walk from a stage-2 root the caller took before it yielded (arm64 stage2_apply_range's pgt): the
+ * root must still be the VM's (the caller checked, kvm.s2_unmap_yield_recheck=yes) or it is read freed. */
+void kvm_stage2_unmap_root(struct engine *e, struct vm *v, struct tref root, uint64_t gpa, uint64_t end,
+			   bool free_empty_tables)
+{
+	if (!tref_deref(e, root, "stage2_apply_range (the stage-2 root taken before cond_resched_rwlock_write)"))
+		return;
+	struct pgtable p = { v->start_level, root, -1 };
+	unsigned flags = WALK_LEAF | WALK_SKIP_EMPTY | (free_empty_tables ? WALK_TABLE_POST : 0);
+	struct walker w = { s2_zap_visit, v, flags, 0 };
+	pt_walk(e, &p, &v->geom, gpa, end, &w);
+}
+
 static int s2_free_visit(struct walk_ctx *ctx, unsigned visit)
 {
 	(void)visit;
 	struct tref t = tref_from_phys(ctx->e, ctx->g->fmt->addr(ctx->level, ctx->old));
 	entry_write(ctx->e, ctx->tbl, ctx->level, ctx->idx, ctx->g->fmt->empty(ctx->level));
 	table_free(ctx->e, t, TABLE_FREE_NOW, child_level(ctx->g, ctx->level), ~0ull);
+	return 0;
+}
+
+/* x86 tdp_mmu_map_handle_target_level with KVM_PFN_NOSLOT: new_spte = make_mmio_spte, written with
+ * tdp_mmu_set_spte_atomic over the 4K SPTE whatever it holds. Over a present leaf that is the change the TDP MMU
+ * never expects (no zap, the page's reference never dropped): stage2-mmio-over-leaf. Over an empty SPTE the model
+ * writes nothing: an MMIO SPTE maps no page, and the memslot update's zap would remove it. (A huge leaf on the
+ * way is zapped first by the map loop; the model leaves it to the memslot flush.) */
+static int s2_mmio_visit(struct walk_ctx *ctx, unsigned visit)
+{
+	(void)visit;
+	struct cpu *c = ctx->arg;
+	struct engine *e = ctx->e;
+	if (ctx->level != ctx->g->nlevels - 1 || ctx->g->fmt->kind(ctx->level, ctx->old) != E_LEAF)
+		return 0;
+	violate_at(e, V_STAGE2_MMIO_OVER_LEAF, &(struct viol_focus){ .has = VF_VM | VF_GPA | VF_PFN, .vm = c->vm,
+		   .gpa = c->gpa, .pfn = ctx->g->fmt->addr(ctx->level, ctx->old) >> 12 },
+		   "vm %d: a fault on gpa %#llx in a memslot being deleted writes an MMIO SPTE over the present leaf "
+		   "mapping pfn %#llx", c->vm, (unsigned long long)c->gpa,
+		   (unsigned long long)(ctx->g->fmt->addr(ctx->level, ctx->old) >> 12));
+	return 1;
+}
+
+int kvm_stage2_mmio_map(struct engine *e, struct vm *v, struct cpu *c)
+{
+	uint64_t gpa = c->gpa & ~(e->geom.page_size - 1);
+	struct walker w = { s2_mmio_visit, c, WALK_LEAF | WALK_SKIP_EMPTY, 0 };
+	pt_walk(e, &v->s2, &v->geom, gpa, gpa + e->geom.page_size, &w);
 	return 0;
 }
 

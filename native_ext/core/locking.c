@@ -7,6 +7,7 @@ const char *const lock_names[LC_NR] = {
 	[LC_MMAP] = "mmap_lock", [LC_VMA] = "vma_lock", [LC_ANON_VMA] = "anon_vma->root->rwsem",
 	[LC_I_MMAP] = "i_mmap_rwsem", [LC_FOLIO] = "folio_lock", [LC_SRCU] = "kvm->srcu", [LC_KVM] = "kvm reference",
 	[LC_MN_ACTIVE] = "mn_active_invalidate_count", [LC_IRQS_OFF] = "irqs_off", [LC_MM_USERS] = "mm_users",
+	[LC_SLOTS] = "kvm->slots_lock",
 };
 
 static struct held_lock held(enum lock_class cls, enum lock_mode mode, uint64_t id, uint64_t lo, uint64_t hi)

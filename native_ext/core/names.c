@@ -19,6 +19,7 @@ const char *const violation_names[V_NR] = {
 	"pgste-table-missing", "gmap-dangling", "lost-update", "freed-page-mapped",
 	"stage2-block-illegal", "stage2-oversize", "stage2-stale",
 	"stage2-after-release", "engine-assert",
+	"stage2-mmio-over-leaf", "kernel-bug",
 };
 
 /* Each violation kind's rule, one sentence (docs/violations.md; SARIF shows it as the rule's text). */
@@ -37,6 +38,8 @@ const char *const violation_rules[V_NR] = {
 	"A stage-2 leaf maps a pfn that the host does not map at the corresponding hva.",
 	"A guest fault installed into, or walked, a stage-2 whose root was freed.",
 	"The engine's own consistency check failed (a bug in ptfuzz).",
+	"A guest fault wrote an MMIO SPTE over a present stage-2 leaf (no zap: the TDP MMU never expects that change).",
+	"A kernel path reached a BUG_ON or VM_BUG_ON of the design it runs.",
 };
 
 /* The --steps events (enum event), by name. */
@@ -148,4 +151,27 @@ const struct knob_def knob_defs[K_NR] = {
 		"48-bit VA (vabits_actual: no LPA2 / LVA), as Debian's 4K and 16K kernels since 6.12 are built (52-bit VA "
 		"with 4K and 16K pages needs LPA2, Linux 6.9+); it bounds access_ok, so a memslot's hva range may end "
 		"past 2^48. va-bits: TASK_SIZE_MAX is 2^va_bits, the build's VA size equal to the running one" },
+	/* issue 19's KVM zoo rows (Z6-Z9) */
+	[K_FAULT_SEQ_SNAPSHOT] = { "kvm.fault_seq_snapshot", { "before-unlock", "after-unlock" }, ARM64_ONLY,
+		"after-unlock: user_mem_abort reads mmu_invalidate_seq (and faults the page in, __gfn_to_pfn_memslot) "
+		"after mmap_read_unlock, so a munmap and mmap between vma_lookup and that read go unseen and the "
+		"mapping size taken from the old VMA (a hugetlb block) is mapped over the new VMA's smaller page: the "
+		"design before 13ec9308a857 \"KVM: arm64: Retry fault if vma_lookup() results become invalid\" (v6.3)" },
+	[K_S2_UNMAP_YIELD_RECHECK] = { "kvm.s2_unmap_yield_recheck", { "yes", "no" }, ARM64_ONLY,
+		"no: the stage-2 unmap (stage2_apply_range, unmap_stage2_range before it) that yields mmu_lock between "
+		"chunks (cond_resched_rwlock_write) goes on from the table pointer it took before the yield, though "
+		"kvm_free_stage2_pgd (mmu_notifier release from kvm_destroy_vm) freed the stage 2 meanwhile; yes rereads "
+		"mmu->pgt each chunk and stops: the design before 0c428a6a9256 \"kvm: arm/arm64: Fix use after free of "
+		"stage2 page table\" (v4.12)" },
+	[K_INVALID_SLOT_FAULT] = { "kvm.invalid_slot_fault", { "retry", "mmio" }, X86_64_ONLY,
+		"mmio: a guest fault on a memslot that a DELETE or MOVE has marked KVM_MEMSLOT_INVALID (between "
+		"kvm_invalidate_memslot's swap and kvm_arch_flush_shadow_memslot) reads it as no memslot, KVM_PFN_NOSLOT, "
+		"and installs an MMIO SPTE over the gfn's SPTE, present or not; retry returns RET_PF_RETRY: the design "
+		"before e0c378684b65 \"KVM: x86/mmu: Retry page faults that hit an invalid memslot\" (v5.12)" },
+	[K_USER_PT_WALK] = { "kvm.user_pt_walk", { "irqs-off", "unprotected" }, ARM64_ONLY,
+		"unprotected: get_user_mapping_size walks the host tables without local_irq_save (the model's walk is "
+		"one step inside the commit, so that half cannot show) and asserts the leaf it finds "
+		"(VM_BUG_ON(!(pte & PTE_VALID))) where irqs-off replays the fault (-EAGAIN): the design before "
+		"e86fc1a3a3e9 \"KVM: arm64: Disable interrupts while walking userspace PTs\" (v6.3); v6.6's retry check "
+		"runs first, so it shows only with kvm.invalidate_retry=none" },
 };

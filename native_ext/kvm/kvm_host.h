@@ -29,7 +29,15 @@ struct kvm_arch_ops {
 	int (*fault_lock)(struct engine *e, struct vm *v, uint64_t hva, bool write); /* NULL: mmap_read_lock */
 	int (*page_fault)(struct engine *e, struct vm *v, struct cpu *c);  /* the map under mmu_lock */
 	void (*unmap_gfn_range)(struct engine *e, struct vm *v, uint64_t gpa, uint64_t end); /* notifier zap */
+	/* The notifier zap with its yield points (arm64 stage2_apply_range: cond_resched_rwlock_write between chunks):
+	 * the zap of [gpa, end) up to its first yield, returning where it yielded (end: it did not). NULL: the zap
+	 * has no yield the model stops at. _resume: the rest after the yield, from the root taken before it. */
+	uint64_t (*unmap_gfn_range_to_yield)(struct engine *e, struct vm *v, uint64_t gpa, uint64_t end);
+	void (*unmap_gfn_range_resume)(struct engine *e, struct vm *v, struct tref root, uint64_t gpa, uint64_t end);
 	void (*flush_shadow_all)(struct engine *e, struct vm *v);          /* mmu_notifier release */
+	/* a fault on a memslot marked KVM_MEMSLOT_INVALID: < 0 its result, else it goes on as no memslot
+	 * (KVM_PFN_NOSLOT: cpu->noslot); NULL: -EFAULT */
+	int (*invalid_slot_fault)(const struct engine *e);
 };
 
 static inline int vm_index(const struct engine *e, const struct vm *v) { return (int)(v - e->vms); }
@@ -71,6 +79,9 @@ struct stage2_map_cfg {
 int kvm_stage2_init(struct engine *e, struct vm *v, unsigned ipa_bits);
 void kvm_stage2_free(struct engine *e, struct vm *v);
 void kvm_stage2_unmap(struct engine *e, struct vm *v, uint64_t gpa, uint64_t end, bool free_empty_tables);
+void kvm_stage2_unmap_root(struct engine *e, struct vm *v, struct tref root, uint64_t gpa, uint64_t end,
+			   bool free_empty_tables);
+int kvm_stage2_mmio_map(struct engine *e, struct vm *v, struct cpu *c);
 int kvm_stage2_fault_stale(struct engine *e, struct vm *v, const struct cpu *c, bool retry_by_hva);
 int kvm_stage2_fault_map(struct engine *e, struct vm *v, struct cpu *c, uint64_t size,
 			 const struct stage2_map_cfg *cfg);

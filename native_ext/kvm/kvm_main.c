@@ -95,6 +95,16 @@ static int kvm_set_memslot(struct engine *e, struct vm *v, struct memslot *s, co
 	if (change != KVM_MR_CREATE) {
 		if ((ret = kvm_swap_active_memslots_wait(e, v)))
 			return ret;
+		/* kvm_invalidate_memslot: the KVM_MEMSLOT_INVALID copy is active now. A window (inval_hold) stops a
+		 * DELETE here, before kvm_arch_flush_shadow_memslot; inval_end finishes it (kvm_memslot_delete_resume).
+		 * The ioctl holds slots_lock and its kvm reference meanwhile. */
+		int cpu = change == KVM_MR_DELETE && e->kvm_ops->mmu_notifier ? inval_window_for(e, v->mm) : -1;
+		if (cpu >= 0) {
+			v->invalid_slot1 = (int32_t)(s - v->slots) + 1;
+			e->cpus[cpu].inval_slot.vm1 = vm_index(e, v) + 1;
+			e->cpus[cpu].inval_slot.slot = (int32_t)(s - v->slots);
+			return 0;
+		}
 		if (e->kvm_ops->flush_shadow_memslot) /* kvm_arch_flush_shadow_memslot */
 			e->kvm_ops->flush_shadow_memslot(e, v, s);
 	}
@@ -107,6 +117,32 @@ static int kvm_set_memslot(struct engine *e, struct vm *v, struct memslot *s, co
 		return ret;
 	*s = cur;
 	return 0;
+}
+
+/* inval_end of a DELETE stopped in its INVALID phase: would the rest wait? kvm_swap_active_memslots of the final
+ * (slot-less) set waits for the open invalidations and, through synchronize_srcu, for faults in flight. */
+static int kvm_memslot_delete_wait(struct engine *e, int cpu)
+{
+	const struct cpu *c = &e->cpus[cpu];
+	if (!c->inval_slot.vm1)
+		return 0;
+	return kvm_swap_active_memslots_wait(e, &e->vms[c->inval_slot.vm1 - 1]);
+}
+
+/* ... and the rest: kvm_arch_flush_shadow_memslot of the old slot, kvm_prepare_memory_region (nothing for a
+ * DELETE), the final swap without the slot. */
+static void kvm_memslot_delete_resume(struct engine *e, int cpu)
+{
+	struct cpu *c = &e->cpus[cpu];
+	struct vm *v = &e->vms[c->inval_slot.vm1 - 1];
+	struct memslot *s = &v->slots[c->inval_slot.slot];
+	memset(&c->inval_slot, 0, sizeof(c->inval_slot));
+	if (e->kvm_ops->flush_shadow_memslot)
+		e->kvm_ops->flush_shadow_memslot(e, v, s);
+	if (e->kvm_ops->commit_memory_region && e->kvm_ops->commit_memory_region(e, v, *s, (struct memslot){ 0 }))
+		violate(e, V_ENGINE_ASSERT, "vm %d: a stopped memslot DELETE's commit would wait", vm_index(e, v));
+	*s = (struct memslot){ 0 };
+	v->invalid_slot1 = 0;
 }
 
 /* __kvm_set_memory_region (KVM_SET_USER_MEMORY_REGION; the trace has no flags, so no KVM_MR_FLAGS_ONLY) */
@@ -123,6 +159,11 @@ int __kvm_set_memory_region(struct engine *e, const uint64_t *a)
 	bool access_ok = !e->kvm_ops->access_ok || e->kvm_ops->access_ok(e, hva, len);
 	if ((len | gpa | hva) & (page - 1) || !access_ok || gpa + len < gpa || len / page > (1ull << 31) - 1)
 		return -EINVAL;
+	/* kvm_vm_ioctl_set_memory_region: mutex_lock(&kvm->slots_lock), the ioctl's kvm file reference (a window
+	 * that stopped a DELETE keeps both) */
+	int ret;
+	if ((ret = lock_acquire(e, LC_SLOTS, a[0], LM_WRITE)) || (ret = lock_acquire(e, LC_KVM, a[0], LM_READ)))
+		return ret;
 	struct memslot *s = &v->slots[slot];
 	struct memslot new = { true, gpa, hva, len };
 	int change;
@@ -150,6 +191,29 @@ int __kvm_set_memory_region(struct engine *e, const uint64_t *a)
 
 /* ---- the guest-fault protocol ---- */
 
+/* The vCPU is in flight: what its commit needs, and the references it holds until then. */
+static void kvm_fault_in_flight(struct engine *e, struct cpu *c, struct vm *v, uint64_t vmi, uint64_t gpa,
+				uint64_t hva, uint64_t size, uint64_t pfn, bool write, bool vma_thp)
+{
+	c->actor = A_GFAULT;
+	c->vm = (int)vmi;
+	c->mm = v->mm;
+	c->gpa = gpa;
+	c->hva = hva;
+	c->size = size;
+	c->pfn = pfn;
+	c->write = write;
+	c->vma_thp = vma_thp;
+	c->s2_root = v->s2.root;
+	/* the vCPU thread is a CLONE_VM thread of the VMM: it holds mm_users on every arch (kvm.fault_holds_mm=no is
+	 * the what-if where it does not, on arm64 and x86_64) */
+	c->holds_mm = e->kvm_ops->vcpu_holds_mm || e->knob[K_FAULT_HOLDS_MM] == 0;
+	if (c->holds_mm)
+		e->mms[v->mm].users++; /* mmget */
+	v->faults_in_flight++;
+	mmgrab(e, v->mm);
+}
+
 /* The first half of a vCPU's guest fault, up to the host page faulted in (kvm_faultin_pfn, v6.6 x86's name;
  * arm64 user_mem_abort's __gfn_to_pfn_memslot, s390 gmap_fault's fixup_user_fault): the memslot, the mmap_lock,
  * the candidate size, the invalidation sequence snapshot, handle_mm_fault. The vCPU is then in flight. */
@@ -167,6 +231,24 @@ int kvm_faultin_pfn(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bool 
 	struct mm *m = &e->mms[v->mm];
 	if (m->dead || v->released)
 		return -EFAULT;
+	/* a memslot a DELETE has marked KVM_MEMSLOT_INVALID: x86 __kvm_faultin_pfn retries (RET_PF_RETRY, since
+	 * e0c378684b65) or, before it (kvm.invalid_slot_fault=mmio), reads it as no memslot: KVM_PFN_NOSLOT, an MMIO
+	 * SPTE at the commit; arm64's gfn_to_hva_memslot_prot gives KVM_HVA_ERR_BAD, an MMIO exit (-EFAULT) */
+	bool noslot = false;
+	if (v->invalid_slot1 && s == &v->slots[v->invalid_slot1 - 1]) {
+		int r = e->kvm_ops->invalid_slot_fault ? e->kvm_ops->invalid_slot_fault(e) : -EFAULT;
+		if (r < 0)
+			return r;
+		noslot = true;
+	}
+	if (noslot) {
+		c->seq = v->invalidate_seq;
+		c->late_faultin = false;
+		kvm_fault_in_flight(e, c, v, vmi, gpa, 0, e->geom.page_size, 0, write, false);
+		c->noslot = true;
+		return 0;
+	}
+	c->noslot = false;
 	uint64_t hva = s->hva + (gpa - s->gpa);
 	/* the mmap_lock a guest fault takes before its host fault-in: s390 gmap_fault holds mmap_read_lock(gmap->mm)
 	 * from before __gmap_translate to the end of __gmap_link (the commit; cpu_locks keeps it); arm64
@@ -190,30 +272,23 @@ int kvm_faultin_pfn(struct engine *e, int cpu, uint64_t vmi, uint64_t gpa, bool 
 		size = 1ull << g->pmd_shift;
 	if (size > g->page_size && !slot_allows(s, hva, size))
 		size = g->page_size;
-	c->seq = v->invalidate_seq;
-	uint64_t pfn, host_size;
-	ret = handle_mm_fault(e, v->mm, hva, write, &pfn, &host_size);
-	if (ret && e->kvm_ops->fault_in_efault && ret != -EBUSY)
-		ret = -EFAULT; /* gmap_fault: a failed fixup_user_fault is -EFAULT, whatever its errno (-16: it waits) */
-	if (ret)
-		return ret;
-	c->actor = A_GFAULT;
-	c->vm = (int)vmi;
-	c->mm = v->mm;
-	c->gpa = gpa;
-	c->hva = hva;
-	c->size = size;
-	c->pfn = pfn;
-	c->write = write;
-	c->vma_thp = (vma->flags & VMA_THP) && !(vma->flags & VMA_NOHUGE);
-	c->s2_root = v->s2.root;
-	/* the vCPU thread is a CLONE_VM thread of the VMM: it holds mm_users on every arch (kvm.fault_holds_mm=no is
-	 * the what-if where it does not, on arm64 and x86_64) */
-	c->holds_mm = e->kvm_ops->vcpu_holds_mm || e->knob[K_FAULT_HOLDS_MM] == 0;
-	if (c->holds_mm)
-		e->mms[v->mm].users++; /* mmget */
-	v->faults_in_flight++;
-	mmgrab(e, v->mm);
+	/* kvm.fault_seq_snapshot=after-unlock (arm64 before 13ec9308a857): user_mem_abort read mmu_invalidate_seq
+	 * after mmap_read_unlock, then faulted the page in: both move to the commit (kvm_faultin_pfn_late); the size
+	 * stays the one vma_lookup gave here. A one-shot guest_fault (cpu MAX_CPUS) has nothing between the two
+	 * halves: it faults in here, so a wait (-16) still changes nothing. */
+	c->late_faultin = e->knob[K_FAULT_SEQ_SNAPSHOT] == FS_AFTER_UNLOCK && cpu != MAX_CPUS;
+	bool late = c->late_faultin;
+	uint64_t pfn = 0, host_size;
+	if (!late) {
+		c->seq = v->invalidate_seq;
+		ret = handle_mm_fault(e, v->mm, hva, write, &pfn, &host_size);
+		if (ret && e->kvm_ops->fault_in_efault && ret != -EBUSY)
+			ret = -EFAULT; /* gmap_fault: a failed fixup_user_fault is -EFAULT, whatever its errno (-16: it waits) */
+		if (ret)
+			return ret;
+	}
+	kvm_fault_in_flight(e, c, v, vmi, gpa, hva, size, pfn, write,
+			    (vma->flags & VMA_THP) && !(vma->flags & VMA_NOHUGE));
 	return 0;
 }
 
@@ -226,6 +301,23 @@ static void fault_end(struct engine *e, int cpu)
 	if (c->holds_mm)
 		mmput(e, c->mm); /* mmput: may run exit_mmap now */
 	mmdrop(e, c->mm);
+}
+
+/* kvm.fault_seq_snapshot=after-unlock: what the pre-13ec9308a857 user_mem_abort did after mmap_read_unlock,
+ * before taking mmu_lock: mmu_seq = kvm->mmu_invalidate_seq, then __gfn_to_pfn_memslot (GUP takes mmap_read_lock
+ * itself: waiting changes nothing, the fault stays in flight). A failed fault-in (the VMA is gone) is -EFAULT. */
+static int kvm_faultin_pfn_late(struct engine *e, struct cpu *c)
+{
+	struct vm *v = &e->vms[c->vm];
+	int ret = lock_acquire(e, LC_MMAP, (uint64_t)c->mm, LM_READ);
+	if (ret)
+		return ret;
+	if (e->mms[c->mm].dead)
+		return -EFAULT;
+	c->seq = v->invalidate_seq;
+	uint64_t host_size;
+	ret = handle_mm_fault(e, c->mm, c->hva, c->write, &c->pfn, &host_size);
+	return ret == -EBUSY ? ret : ret ? -EFAULT : 0;
 }
 
 /* The second half, under mmu_lock: the arch's map (e->kvm_ops->page_fault: user_mem_abort, kvm_tdp_mmu_map,
@@ -242,6 +334,11 @@ int kvm_mmu_finish_page_fault(struct engine *e, int cpu)
 	int ret = c->holds_mm ? exit_mmap_wait(e, c->mm) : 0;
 	if (ret)
 		return ret;
+	if (c->late_faultin && (ret = kvm_faultin_pfn_late(e, c))) {
+		if (ret != -EBUSY)
+			fault_end(e, cpu);
+		return ret;
+	}
 	ret = e->kvm_ops->page_fault(e, &e->vms[c->vm], c);
 	fault_end(e, cpu);
 	return ret;
@@ -253,6 +350,10 @@ int kvm_destroy_vm(struct engine *e, uint64_t vmi)
 	struct vm *v = vm_get(e, vmi);
 	if (!v)
 		return -ENOENT;
+	/* the last kvm reference: a memslot ioctl stopped by a window holds its file's */
+	int wret;
+	if (v->invalid_slot1 && (wret = lock_would_wait(e, LC_KVM, vmi, LM_WRITE)))
+		return wret;
 	/* the last kvm reference: a vCPU in KVM_RUN holds its file's */
 	if (v->faults_in_flight) {
 		int ret = lock_would_wait(e, LC_KVM, vmi, LM_WRITE);
@@ -305,13 +406,50 @@ static void kvm_mmu_invalidate_begin(struct vm *v, uint64_t start, uint64_t end)
 	}
 }
 
+/* __kvm_handle_hva_range for one VM: mmu_lock and on_lock = kvm_mmu_invalidate_begin when a memslot overlaps
+ * [start, end), and the handler kvm_unmap_gfn_range zaps the overlapping stage-2 range. stop_cpu >= 0: a held
+ * window that stops this thread at the zap's first yield (arm64 stage2_apply_range): the rest of that zap is
+ * recorded for inval_end (kvm_invalidate_resume). The model makes the host change together with the starts, so
+ * every other start (later memslots, later VMs) runs now, as without a stop: only the stopped zap's later chunks
+ * wait, and its VM, in progress, retries every fault meanwhile. */
+static void kvm_handle_hva_range(struct engine *e, int vi, uint64_t start, uint64_t end, uint16_t *began,
+				 int *stop_cpu)
+{
+	struct vm *v = &e->vms[vi];
+	bool locked = false;
+	for (int i = 0; i < MAX_SLOTS; i++) {
+		struct memslot *s = &v->slots[i];
+		if (!s->used || s->hva >= end || s->hva + s->len <= start)
+			continue;
+		if (!locked) {
+			locked = true;
+			kvm_mmu_invalidate_begin(v, start, end);
+			began[vi]++;
+		}
+		uint64_t lo = start > s->hva ? start : s->hva;
+		uint64_t hi = end < s->hva + s->len ? end : s->hva + s->len;
+		uint64_t gpa = s->gpa + (lo - s->hva), gend = s->gpa + (hi - s->hva);
+		if (*stop_cpu < 0 || !e->kvm_ops->unmap_gfn_range_to_yield) {
+			e->kvm_ops->unmap_gfn_range(e, v, gpa, gend);
+			continue;
+		}
+		struct tref root = v->s2.root;
+		uint64_t at = e->kvm_ops->unmap_gfn_range_to_yield(e, v, gpa, gend);
+		if (at == gend)
+			continue;
+		struct inval_mid *m = &e->cpus[*stop_cpu].inval_mid;
+		m->gpa = at, m->end = gend;
+		m->root = tref_phys(root), m->root_gen = root.gen;
+		m->vm1 = vi + 1;
+		*stop_cpu = -1; /* one stop */
+	}
+}
+
 /* kvm_mmu_notifier_invalidate_range_start, for every VM of the mm: mn_active_invalidate_count++ always (memslot
- * updates wait for it); then __kvm_handle_hva_range takes mmu_lock and calls on_lock = kvm_mmu_invalidate_begin
- * only when a memslot overlaps [start, end), and the handler kvm_unmap_gfn_range zaps the overlapping stage-2
- * range. A range no memslot overlaps leaves in_progress, the range and mmu_invalidate_seq alone. What it did
- * per VM goes to began[] and active[], for the matching _end. */
+ * updates wait for it); then __kvm_handle_hva_range. A range no memslot overlaps leaves in_progress, the range
+ * and mmu_invalidate_seq alone. What it did per VM goes to began[] and active[], for the matching _end. */
 static void kvm_mmu_notifier_invalidate_range_start(struct engine *e, int mm, uint64_t start, uint64_t end,
-						    uint16_t *began, uint16_t *active)
+						    uint16_t *began, uint16_t *active, int stop_cpu)
 {
 	for (int vi = 0; vi < MAX_VMS; vi++) {
 		struct vm *v = &e->vms[vi];
@@ -319,21 +457,20 @@ static void kvm_mmu_notifier_invalidate_range_start(struct engine *e, int mm, ui
 			continue;
 		v->mn_active_invalidate_count++;
 		active[vi]++;
-		bool locked = false;
-		for (int i = 0; i < MAX_SLOTS; i++) {
-			struct memslot *s = &v->slots[i];
-			if (!s->used || s->hva >= end || s->hva + s->len <= start)
-				continue;
-			if (!locked) {
-				locked = true;
-				kvm_mmu_invalidate_begin(v, start, end);
-				began[vi]++;
-			}
-			uint64_t lo = start > s->hva ? start : s->hva;
-			uint64_t hi = end < s->hva + s->len ? end : s->hva + s->len;
-			e->kvm_ops->unmap_gfn_range(e, v, s->gpa + (lo - s->hva), s->gpa + (hi - s->hva));
-		}
+		kvm_handle_hva_range(e, vi, start, end, began, &stop_cpu);
 	}
+}
+
+/* inval_end of a thread stopped at a yield inside the stage-2 unmap: the rest of that zap, from the root it took
+ * before the yield (kvm.s2_unmap_yield_recheck decides whether it rereads it), before the held ends. */
+static void kvm_invalidate_resume(struct engine *e, int cpu)
+{
+	struct cpu *c = &e->cpus[cpu];
+	struct inval_mid m = c->inval_mid;
+	memset(&c->inval_mid, 0, sizeof(c->inval_mid));
+	struct tref root = tref_from_phys(e, m.root);
+	root.gen = m.root_gen;
+	e->kvm_ops->unmap_gfn_range_resume(e, &e->vms[m.vm1 - 1], root, m.gpa, m.end);
 }
 
 /* kvm_mmu_notifier_invalidate_range_end for one VM, n_began times kvm_mmu_invalidate_end (seq++, then
@@ -357,7 +494,10 @@ static void kvm_notify_range(struct engine *e, int mm, uint64_t start, uint64_t 
 	emit(e, EV_NOTIFY, (uint64_t)mm, start, end, 0);
 	uint16_t began[MAX_VMS] = { 0 }, active[MAX_VMS] = { 0 };
 	int cpu = kvm_mm_has_notifiers(e, mm) ? inval_window_for(e, mm) : -1;
-	kvm_mmu_notifier_invalidate_range_start(e, mm, start, end, began, active);
+	/* a window stops its thread at the first yield of its stage-2 unmaps, once (a later notification of the
+	 * same operation runs its start now, its ends held) */
+	int stop = cpu >= 0 && !e->cpus[cpu].inval_mid.vm1 ? cpu : -1;
+	kvm_mmu_notifier_invalidate_range_start(e, mm, start, end, began, active, stop);
 	for (int vi = 0; vi < MAX_VMS; vi++) {
 		if (!active[vi])
 			continue;
@@ -374,6 +514,12 @@ static void kvm_notify_range(struct engine *e, int mm, uint64_t start, uint64_t 
 static void kvm_invalidate_end_held(struct engine *e, int cpu)
 {
 	struct cpu *c = &e->cpus[cpu];
+	if (c->inval_slot.vm1)
+		kvm_memslot_delete_resume(e, cpu);
+	if (c->inval_mid.vm1)
+		kvm_invalidate_resume(e, cpu);
+	if (e->viol)
+		return;
 	for (int vi = 0; vi < MAX_VMS; vi++) {
 		if (c->inval_active[vi])
 			kvm_mmu_notifier_invalidate_range_end(&e->vms[vi], c->inval_began[vi], c->inval_active[vi]);
@@ -455,5 +601,6 @@ void kvm_coherence_check(struct engine *e)
 const struct mmu_notifier_ops kvm_mmu_notifier_ops = {
 	.invalidate_range = kvm_notify_range,
 	.invalidate_range_end_held = kvm_invalidate_end_held,
+	.end_held_wait = kvm_memslot_delete_wait,
 	.release = kvm_release,
 };

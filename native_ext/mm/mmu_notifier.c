@@ -21,6 +21,8 @@ int inval_hold(struct engine *e, int cpu)
 	memset(c->inval_active, 0, sizeof(c->inval_active));
 	memset(c->inval_mms, 0, sizeof(c->inval_mms));
 	memset(c->inval_locks, 0, sizeof(c->inval_locks));
+	memset(&c->inval_mid, 0, sizeof(c->inval_mid));
+	memset(&c->inval_slot, 0, sizeof(c->inval_slot));
 	c->inval_nlocks = c->inval_opcode = c->inval_child = 0;
 	return 0;
 }
@@ -87,6 +89,9 @@ int inval_end(struct engine *e, int cpu)
 	struct cpu *c = &e->cpus[cpu];
 	if (c->actor != A_INVAL)
 		return -EINVAL;
+	int ret = c->inval_held && e->mn_ops->end_held_wait ? e->mn_ops->end_held_wait(e, cpu) : 0;
+	if (ret)
+		return ret; /* the stopped thread would wait (a memslot DELETE's final swap): nothing changes */
 	if (c->inval_held)
 		mmu_notifier_invalidate_range_end_held(e, cpu);
 	c->actor = A_NONE;

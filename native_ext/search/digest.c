@@ -419,6 +419,8 @@ static uint64_t cpu_record(struct canon *c, int ci, const uint32_t *vm_label)
 			memset(k.inval_active, 0, sizeof(k.inval_active));
 			memset(k.inval_mms, 0, sizeof(k.inval_mms));
 			memset(k.inval_locks, 0, sizeof(k.inval_locks));
+			memset(&k.inval_mid, 0, sizeof(k.inval_mid));
+			memset(&k.inval_slot, 0, sizeof(k.inval_slot));
 			k.inval_nlocks = k.inval_opcode = k.inval_child = 0;
 		}
 		if (!walk && !rmap && !gf)
@@ -456,7 +458,8 @@ static uint64_t cpu_record(struct canon *c, int ci, const uint32_t *vm_label)
 		}
 		if (gf) {
 			bool vm_ok = k.vm >= 0 && k.vm < MAX_VMS;
-			k.seq = vm_ok && e->vms[k.vm].invalidate_seq != k.seq; /* "invalidated since": only grows */
+			/* "invalidated since": only grows; a late fault-in (kvm.fault_seq_snapshot) has no snapshot yet */
+			k.seq = !k.late_faultin && vm_ok && e->vms[k.vm].invalidate_seq != k.seq;
 			k.vm = vm_ok ? (int)vm_label[k.vm] : k.vm;
 			k.pfn = canon_pfn(c, k.pfn);
 			bool alive = tref_alive(e, k.s2_root);
@@ -465,7 +468,7 @@ static uint64_t cpu_record(struct canon *c, int ci, const uint32_t *vm_label)
 		} else {
 			k.vm = 0;
 			k.gpa = k.hva = k.size = k.pfn = k.seq = 0;
-			k.holds_mm = k.write = k.vma_thp = false;
+			k.holds_mm = k.write = k.vma_thp = k.late_faultin = k.noslot = false;
 			canon_tref_clear(&k.s2_root);
 		}
 	}

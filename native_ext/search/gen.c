@@ -573,6 +573,36 @@ static void gen_vm_on_shm(struct gen *g)
 	OP(g, OP_GUEST_FAULT, (uint64_t)vm, at, below(g->c, 2));             /* leaves an initializer's order open */
 }
 
+/* Issue 19's KVM races (docs/history.md Z8, Z9), on arm64 and x86_64 with an idle cpu: a thread of the VMM stopped
+ * inside an invalidation of the VM's memory while another tears the VM down or faults in it. kind 0: closing the
+ * VM fd while the guest's RAM (a memslot's whole range) is discarded (DONTNEED, the window stopped in its stage-2
+ * unmap); kind 1: a vCPU fault on a memslot while it is being deleted (the window stopped in its INVALID phase).
+ * The window ends later (gen_actor) or at the end of the trace. */
+static bool gen_vm_race(struct gen *g, int vm, int pid, unsigned kind)
+{
+	const struct vm *v = &g->e->vms[vm];
+	int slots[MAX_SLOTS], ns = 0, cpu = idle_cpu(g);
+	for (int s = 0; s < MAX_SLOTS; s++)
+		if (v->slots[s].used)
+			slots[ns++] = s;
+	if (cpu < 0 || !ns)
+		return false;
+	int slot = slots[below(g->c, (uint32_t)ns)];
+	const struct memslot s = v->slots[slot];
+	uint64_t off = PICK(g->c, 0, g->L.page, below(g->c, clamp32(s.len / g->L.page)) * g->L.page);
+	if (off > s.len - g->L.page)
+		off = s.len - g->L.page;
+	OP(g, OP_INVAL_HOLD, (uint64_t)cpu);
+	if (kind == 0) {
+		OP(g, OP_MADVISE, (uint64_t)pid, s.hva, s.len, 0);
+		OP(g, OP_VM_DESTROY, (uint64_t)vm);
+	} else {
+		OP(g, OP_MEMSLOT, (uint64_t)vm, (uint64_t)slot, 0, 0, 0);
+		OP(g, OP_GUEST_FAULT, (uint64_t)vm, s.gpa + off, below(g->c, 2));
+	}
+	return true;
+}
+
 static void gen_vm(struct gen *g)
 {
 	if (g->p->vm_on_shm && rarely(g->c, 15)) {
@@ -590,6 +620,15 @@ static void gen_vm(struct gen *g)
 	for (int s = 0; s < MAX_SLOTS; s++)
 		slots |= g->e->vms[vm].slots[s].used;
 	unsigned k = below(g->c, 10);
+	if ((k < 4 || !slots) && g->e->arch != ARCH_S390 && rarely(g->c, 10)) {
+		/* guest RAM of GiBs: two regions mapped and under one memslot, whose stage-2 unmap runs in chunks
+		 * (arm64 stage2_apply_range: gen_vm_race's discard can stop between them) */
+		uint64_t hva = pick_region(g), len = 2 * g->L.region;
+		int slot = (int)below(g->c, 4);
+		OP(g, OP_MMAP, (uint64_t)pid, hva, len, 0);
+		set_memslot(g, vm, slot, (uint64_t)slot * g->L.region, hva, len);
+		return;
+	}
 	if (k < 4 || !slots) {
 		/* a workload keeps VM memory anonymous: shared memory under a memslot is M1's setting on s390 */
 		struct mapping m = pick_mapping(g, pid, !g->p->vm_on_shm);
@@ -602,9 +641,13 @@ static void gen_vm(struct gen *g)
 		uint64_t gpa = (uint64_t)slot * g->L.region + PICK(g->c, 0, 0, g->L.align);
 		set_memslot(g, vm, slot, gpa, hva, len);
 	} else if (k < 9) {
+		if (g->e->arch != ARCH_S390 && rarely(g->c, 10) && gen_vm_race(g, vm, pid, 1))
+			return;
 		if ((t = slot_target(g)).ok)
 			OP(g, OP_GUEST_FAULT, (uint64_t)t.vm, t.gpa, below(g->c, 2));
 	} else {
+		if (g->e->arch != ARCH_S390 && rarely(g->c, 30) && gen_vm_race(g, vm, pid, 0))
+			return;
 		OP(g, OP_VM_DESTROY, (uint64_t)vm);
 	}
 }

@@ -109,10 +109,19 @@ COMMON = (
     ("inval_hold", "cpu"),   # the invalidation window, where the engine has it
     ("inval_end", "cpu"),
 )
+# arm64: two PUDs at the base, mapped, under one memslot and dropped by one DONTNEED, whose stage-2 unmap walks two
+# chunks (stage2_apply_range yields mmu_lock between them: a window stops there, docs/model.md section 7; Z9)
+ARM64_YIELD = (
+    ("mmap", "pid", "addr0", "pud2", 0),
+    ("memslot", "vm", 0, 0, "addr0", "pud2"),
+    ("madvise", "pid", "addr0", "pud2", 0),
+)
+# arm64 and x86_64: memslot 0 deleted (KVM_MR_DELETE, whose INVALID phase a window stops at; Z8)
+KVM_DELETE = (("memslot", "vm", 0, 0, 0, 0),)
 ALPHABET = {
     "s390": (("sysctl_allocate_pgste", (0, 1)),) + COMMON,
-    "arm64": COMMON,
-    "x86_64": COMMON,
+    "arm64": COMMON + ARM64_YIELD + KVM_DELETE,
+    "x86_64": COMMON + KVM_DELETE,
 }
 ELFS = {"s390": (s390_elf(True),), "arm64": (), "x86_64": ()}
 DEFAULTS = {"pids": 2, "cpus": 1, "vms": 1, "addrs": 1}
@@ -144,7 +153,7 @@ def _values(arg, d: Domains, pid):
         return arg
     return {
         "pid": d.pids, "cpu": d.cpus, "vm": d.vms, "addr": d.addrs, "addr0": d.addrs[:1],
-        "pmd": (d.pmd,), "pud": (d.pud,) if d.pud else (), "elf": d.elfs, "ipa": d.ipas, "slotlen": d.slot_lens,
+        "pmd": (d.pmd,), "pud": (d.pud,) if d.pud else (), "pud2": (2 * d.pud,) if d.pud else (), "elf": d.elfs, "ipa": d.ipas, "slotlen": d.slot_lens,
         "pid2": tuple(p for p in d.pids if p != pid),
     }[arg]
 

@@ -16,6 +16,51 @@ static void kvm_unmap_gfn_range(struct engine *e, struct vm *v, uint64_t gpa, ui
 	kvm_stage2_unmap(e, v, gpa, end, true);
 }
 
+/* stage2_range_addr_end: chunks of kvm_granule_size(KVM_PGTABLE_MIN_BLOCK_LEVEL) (1 GiB with 4K pages, 32 MiB with
+ * 16K, 512 MiB with 64K) */
+static uint64_t stage2_range_addr_end(const struct engine *e, const struct vm *v, uint64_t addr, uint64_t end)
+{
+	(void)v;
+	int shift = __builtin_ctzll(e->geom.page_size), level = shift == 12 ? 1 : 2;
+	uint64_t size = 1ull << (shift + (shift - 3) * (3 - level));
+	uint64_t boundary = (addr + size) & ~(size - 1);
+	return boundary - 1 < end - 1 ? boundary : end;
+}
+
+/* The notifier's kvm_unmap_gfn_range -> __unmap_stage2_range(may_block) -> stage2_apply_range(resched): each chunk
+ * reads pgt = mmu->pgt ("if (!pgt) return -EINVAL;", a WARN_ON in __unmap_stage2_range) and unmaps it; between
+ * chunks cond_resched_rwlock_write drops mmu_lock: the first such yield returns here (a held window stops there). */
+static uint64_t kvm_unmap_gfn_range_to_yield(struct engine *e, struct vm *v, uint64_t gpa, uint64_t end)
+{
+	for (uint64_t addr = gpa, next; addr != end; addr = next) {
+		if (v->root_freed)
+			return end;
+		next = stage2_range_addr_end(e, v, addr, end);
+		kvm_stage2_unmap(e, v, addr, next, true);
+		if (next != end)
+			return next;
+	}
+	return end;
+}
+
+/* The chunks after the yield. v6.6 (kvm.s2_unmap_yield_recheck=yes, since 0c428a6a9256): pgt is reread each
+ * chunk, and a stage 2 that kvm_free_stage2_pgd freed meanwhile (mmu->pgt = NULL; a VM created in the slot since
+ * is another struct kvm) ends the walk. Before it (no): unmap_stage2_range went on from the pgd pointer it took
+ * before cond_resched_lock, into the freed tables. */
+static void kvm_unmap_gfn_range_resume(struct engine *e, struct vm *v, struct tref root, uint64_t gpa, uint64_t end)
+{
+	for (uint64_t addr = gpa, next; addr != end; addr = next) {
+		if (e->knob[K_S2_UNMAP_YIELD_RECHECK] == UY_YES &&
+		    (!v->used || v->root_freed || v->s2.root.blk != root.blk || v->s2.root.half != root.half ||
+		     v->s2.root.gen != root.gen))
+			return;
+		next = stage2_range_addr_end(e, v, addr, end);
+		kvm_stage2_unmap_root(e, v, root, addr, next, true);
+		if (e->viol)
+			return;
+	}
+}
+
 /* kvm_arch_flush_shadow_memslot (DELETE and MOVE): unmap_stage2_range of the old slot's IPA range */
 static void kvm_arch_flush_shadow_memslot(struct engine *e, struct vm *v, const struct memslot *old)
 {
@@ -75,8 +120,18 @@ static int user_mem_abort_size(struct engine *e, struct vm *v, const struct cpu 
 		} else {
 			int hl;
 			uint64_t hpfn;
-			if (host_lookup(e, v->mm, c->hva, &hl, &hpfn, NULL, NULL) != E_LEAF)
-				return -EAGAIN;
+			if (host_lookup(e, v->mm, c->hva, &hl, &hpfn, NULL, NULL) != E_LEAF) {
+				/* kvm.user_pt_walk=unprotected, before e86fc1a3a3e9: VM_BUG_ON(!(pte & PTE_VALID)) */
+				if (e->knob[K_USER_PT_WALK] == UW_UNPROTECTED) {
+					violate_at(e, V_KERNEL_BUG, &(struct viol_focus){ .has = VF_VM | VF_HVA,
+						   .vm = vm_index(e, v), .hva = c->hva },
+						   "vm %d: get_user_mapping_size finds no valid host leaf at hva %#llx: "
+						   "VM_BUG_ON(!(pte & PTE_VALID))", vm_index(e, v),
+						   (unsigned long long)c->hva);
+					return -EFAULT;
+				}
+				return -EAGAIN; /* "the userspace PTs are gone... Replay the fault" */
+			}
 			if (level_size(g, hl) >= pmd)
 				*size = pmd;
 		}
@@ -111,5 +166,7 @@ const struct kvm_arch_ops arm64_kvm_ops = {
 	.prepare_memory_region = kvm_arch_prepare_memory_region,
 	.page_fault = user_mem_abort,
 	.unmap_gfn_range = kvm_unmap_gfn_range,
+	.unmap_gfn_range_to_yield = kvm_unmap_gfn_range_to_yield,
+	.unmap_gfn_range_resume = kvm_unmap_gfn_range_resume,
 	.flush_shadow_all = kvm_stage2_free, /* kvm_uninit_stage2_mmu -> kvm_free_stage2_pgd: pgt = NULL */
 };

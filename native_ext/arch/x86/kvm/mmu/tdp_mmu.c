@@ -78,12 +78,24 @@ static uint64_t kvm_mmu_max_mapping_size(struct engine *e, struct vm *v, const s
 	return host < max ? host : max;
 }
 
-/* kvm_tdp_page_fault under mmu_lock: is_page_fault_stale (mmu_invalidate_retry_hva), the level, kvm_tdp_mmu_map */
+/* __kvm_faultin_pfn on a KVM_MEMSLOT_INVALID memslot: "Retry the page fault if the gfn hit a memslot that is being
+ * deleted or moved. This ensures any existing SPTEs for the old memslot will be zapped before KVM inserts a new
+ * MMIO SPTE for the gfn." (RET_PF_RETRY, e0c378684b65). Before it (kvm.invalid_slot_fault=mmio),
+ * kvm_is_visible_memslot said no for the invalid slot: KVM_PFN_NOSLOT, the gfn handled as MMIO. */
+static int kvm_invalid_slot_fault(const struct engine *e)
+{
+	return e->knob[K_INVALID_SLOT_FAULT] == IS_MMIO ? 1 : -EAGAIN;
+}
+
+/* kvm_tdp_page_fault under mmu_lock: is_page_fault_stale (mmu_invalidate_retry_hva), the level, kvm_tdp_mmu_map;
+ * a KVM_PFN_NOSLOT fault maps an MMIO SPTE at 4K (tdp_mmu_map_handle_target_level: make_mmio_spte) */
 static int kvm_tdp_mmu_map(struct engine *e, struct vm *v, struct cpu *c)
 {
-	int ret = kvm_stage2_fault_stale(e, v, c, true);
+	int ret = kvm_stage2_fault_stale(e, v, c, !c->noslot);
 	if (ret)
 		return ret < 0 ? ret : 0;
+	if (c->noslot)
+		return kvm_stage2_mmio_map(e, v, c);
 	uint64_t size = kvm_mmu_max_mapping_size(e, v, slot_for(v, c->gpa), c->hva);
 	const struct stage2_map_cfg cfg = { false, true, 1 };
 	return kvm_stage2_fault_map(e, v, c, size, &cfg);
@@ -126,6 +138,7 @@ const struct kvm_arch_ops x86_64_kvm_ops = {
 	.prepare_memory_region = kvm_arch_prepare_memory_region,
 	.fault_lock = hva_to_pfn_lock,
 	.page_fault = kvm_tdp_mmu_map,
+	.invalid_slot_fault = kvm_invalid_slot_fault,
 	.unmap_gfn_range = kvm_tdp_mmu_zap_leafs,
 	.flush_shadow_all = kvm_tdp_mmu_zap_all, /* kvm_mmu_zap_all: the roots stay */
 };
