@@ -386,11 +386,12 @@ static struct PyModuleDef moduledef = {
 };
 
 int pyengine_add_types(PyObject *m); /* pyengine.c: Engine, Checker */
+int level_add_types(PyObject *m); /* level.c: LevelWorker, shard_of */
 
 PyMODINIT_FUNC PyInit__engine(void)
 {
 	PyObject *m = PyModule_Create(&moduledef);
-	if (m && pyengine_add_types(m) < 0)
+	if (m && (pyengine_add_types(m) < 0 || level_add_types(m) < 0))
 		Py_CLEAR(m);
 	return m;
 }

@@ -39,8 +39,8 @@
 #include <unistd.h>
 #include "ptf.h"
 #include "search/check.h"
+#include "search/lvl.h"
 
-#define LVL_API __attribute__((visibility("default")))
 
 /* digest sets and maps: open addressing, 0 is the empty slot (digests are never 0: see norm) */
 struct dmap {
@@ -234,7 +234,7 @@ static inline int owner_of(const struct lvl *L, uint64_t d)
 	return L->nw == 1 ? 0 : (int)(mix(d, 0x5851f42d4c957f2dull) % (uint64_t)L->nw);
 }
 
-LVL_API int lvl_shard_of(uint64_t d, int n)
+int lvl_shard_of(uint64_t d, int n)
 {
 	return (int)(mix(norm(d), 0x2545f4914f6cdd1dull) % (uint64_t)n);
 }
@@ -264,7 +264,7 @@ static inline const uint64_t *op_of(const struct lvl *L, int a)
 	return &L->alpha[(size_t)a * (OP_ARGS + 1)];
 }
 
-LVL_API void lvl_free(struct lvl *L)
+void lvl_free(struct lvl *L)
 {
 	if (!L)
 		return;
@@ -293,7 +293,7 @@ LVL_API void lvl_free(struct lvl *L)
 /* A worker. The arrays passed in (knobs, config, elfs, alpha, groups, key, indep) must outlive it.
  * groups: 6 ints or NULL; key and indep: NULL without --por. Worker `self` of nw starts with the initial
  * state in its frontier if it owns its digest. */
-LVL_API struct lvl *lvl_new(int arch, const int *knobs, const uint64_t *config, const uint8_t *const *elfs,
+struct lvl *lvl_new(int arch, const int *knobs, const uint64_t *config, const uint8_t *const *elfs,
 			    const size_t *elf_lens, int nelfs, const uint64_t *alpha, int nalpha, const int *groups,
 			    int finish, int nw, int self, const uint16_t *key, const uint8_t *indep,
 			    volatile uint64_t *progress)
@@ -368,7 +368,7 @@ static int rebuild(struct lvl *L, const uint16_t *p, int k)
 
 /* One pass over the frontier: teardown verdicts, and (expand) successors into the owners' buffers.
  * Returns 0 or a negative errno; what was found is read with lvl_stats and lvl_violation. */
-LVL_API int lvl_pass(struct lvl *L, int expand)
+int lvl_pass(struct lvl *L, int expand)
 {
 	const int k = L->k;
 	const size_t rec = 8 + 2 * (size_t)(k + 1);
@@ -478,7 +478,7 @@ static int write_all(int fd, const uint8_t *p, size_t n)
 }
 
 /* Write the records for owner o to fd. */
-LVL_API int lvl_write(struct lvl *L, int o, int fd)
+int lvl_write(struct lvl *L, int o, int fd)
 {
 	if (o < 0 || o >= L->nw)
 		return -EINVAL;
@@ -580,7 +580,7 @@ out:
 
 /* Merge the records sent to this worker (nfds files of records one longer than the frontier's paths) into
  * the next frontier. Returns the number of new states, or a negative errno. */
-LVL_API long lvl_merge(struct lvl *L, const int *fds, int nfds)
+long lvl_merge(struct lvl *L, const int *fds, int nfds)
 {
 	const int len = L->k + 1;
 	struct cands c = { 0 };
@@ -628,7 +628,7 @@ out:
 }
 
 /* --shard I/N: keep only the frontier states of shard I. Returns how many are kept. */
-LVL_API long lvl_shard_keep(struct lvl *L, int i, int n)
+long lvl_shard_keep(struct lvl *L, int i, int n)
 {
 	size_t kept = 0;
 	for (size_t j = 0; j < L->fn; j++) {
@@ -643,7 +643,7 @@ LVL_API long lvl_shard_keep(struct lvl *L, int i, int n)
 }
 
 /* counters: generated, blocked, emitted, pruned, teardowns, frontier size, depth, known, unchanged */
-LVL_API void lvl_stats(const struct lvl *L, uint64_t out[9])
+void lvl_stats(const struct lvl *L, uint64_t out[9])
 {
 	out[8] = L->unchanged;
 	out[0] = L->generated;
@@ -658,7 +658,7 @@ LVL_API void lvl_stats(const struct lvl *L, uint64_t out[9])
 
 /* This pass's first violation: returns its kind (0: none), the path, op_index, message and whether it was
  * at teardown into the buffers. */
-LVL_API int lvl_violation(const struct lvl *L, uint16_t *path, int *len, uint32_t *op, char *msg, int *teardown)
+int lvl_violation(const struct lvl *L, uint16_t *path, int *len, uint32_t *op, char *msg, int *teardown)
 {
 	if (!L->v_kind)
 		return 0;

@@ -1,6 +1,6 @@
 """The level-synchronous search of `ptfuzz check --jobs N`, `--shard I/N` and `--por`: N worker processes, each
-owning the states (and the seen digests) whose digest hashes to it; the C side is native_ext/search/lvl.c,
-called through ctypes (its functions are exported from the engine's shared object).
+owning the states (and the seen digests) whose digest hashes to it; the C side is native_ext/search/lvl.c, one
+_engine.LevelWorker per worker (native_ext/py/level.c).
 
 Each level the driver tells every worker to expand its part of the frontier (pass), waits for all of them,
 decides what was found at this depth, and tells them to merge what they sent each other (through files in
@@ -21,32 +21,6 @@ from dataclasses import dataclass, field
 
 from .. import _engine
 
-PATH_MAX = 65  # CHECK_MAX_DEPTH + 1
-
-_lib = None
-
-
-def lib():
-    global _lib
-    if _lib is None:
-        L = ctypes.CDLL(_engine.__file__)
-        P = ctypes.c_void_p
-        L.lvl_new.restype = P
-        L.lvl_new.argtypes = [ctypes.c_int, P, P, P, P, ctypes.c_int, P, ctypes.c_int, P, ctypes.c_int,
-                              ctypes.c_int, ctypes.c_int, P, P, P]
-        L.lvl_free.argtypes = [P]
-        L.lvl_pass.argtypes = [P, ctypes.c_int]
-        L.lvl_write.argtypes = [P, ctypes.c_int, ctypes.c_int]
-        L.lvl_merge.restype = ctypes.c_long
-        L.lvl_merge.argtypes = [P, P, ctypes.c_int]
-        L.lvl_shard_keep.restype = ctypes.c_long
-        L.lvl_shard_keep.argtypes = [P, ctypes.c_int, ctypes.c_int]
-        L.lvl_shard_of.argtypes = [ctypes.c_uint64, ctypes.c_int]
-        L.lvl_stats.argtypes = [P, P]
-        L.lvl_violation.argtypes = [P, P, P, P, P, P]
-        _lib = L
-    return _lib
-
 
 @dataclass
 class Spec:
@@ -64,50 +38,20 @@ class Spec:
 
 
 class _Worker:
-    """The C worker and the buffers it points into (kept alive as long as it is)."""
+    """The C worker of one process, and what its stats and violation mean."""
 
-    def __init__(self, spec: Spec, nw: int, me: int, progress_addr: int | None):
-        L = lib()
-        self.keep = []
-
-        def buf(ctype, values):
-            a = (ctype * max(len(values), 1))(*values)
-            self.keep.append(a)
-            return ctypes.cast(a, ctypes.c_void_p)
-        knobs = buf(ctypes.c_int, spec.knobs)
-        config = buf(ctypes.c_uint64, spec.config)
-        elf_bufs = [ctypes.create_string_buffer(bytes(e), len(e)) for e in spec.elfs]
-        self.keep += elf_bufs
-        elfs = buf(ctypes.c_void_p, [ctypes.addressof(b) for b in elf_bufs])
-        lens = buf(ctypes.c_size_t, [len(e) for e in spec.elfs])
-        alpha = ctypes.create_string_buffer(spec.alphabet, len(spec.alphabet))
-        self.keep.append(alpha)
-        groups = buf(ctypes.c_int, [v for g in spec.groups for v in g]) if spec.groups else None
-        key = indep = None
-        if spec.key is not None:
-            key = buf(ctypes.c_uint16, spec.key)
-            ib = ctypes.create_string_buffer(spec.indep, len(spec.indep))
-            self.keep.append(ib)
-            indep = ctypes.cast(ib, ctypes.c_void_p)
-        self.h = L.lvl_new(spec.arch, knobs, config, elfs, lens, len(spec.elfs), ctypes.cast(alpha, ctypes.c_void_p),
-                           spec.nalpha, groups, int(spec.finish), nw, me, key, indep, progress_addr)
-        if not self.h:
-            raise MemoryError("check: a worker could not start (out of memory, or a bad configuration)")
+    def __init__(self, spec: Spec, nw: int, me: int, progress=None):
+        self.h = _engine.LevelWorker(spec.arch, spec.knobs, spec.config, tuple(bytes(e) for e in spec.elfs),
+                                     spec.alphabet, spec.nalpha,
+                                     tuple(v for g in spec.groups for v in g) if spec.groups else None,
+                                     bool(spec.finish), nw, me, spec.key, spec.indep, progress, me)
 
     def stats(self):
-        out = (ctypes.c_uint64 * 9)()
-        lib().lvl_stats(self.h, out)
         return dict(zip(("generated", "blocked", "emitted", "pruned", "teardowns", "frontier", "depth", "known",
-                         "unchanged"), list(out)))
+                         "unchanged"), self.h.stats()))
 
     def violation(self):
-        path = (ctypes.c_uint16 * PATH_MAX)()
-        n, op, teardown = ctypes.c_int(), ctypes.c_uint32(), ctypes.c_int()
-        msg = ctypes.create_string_buffer(256)
-        kind = lib().lvl_violation(self.h, path, ctypes.byref(n), ctypes.byref(op), msg, ctypes.byref(teardown))
-        if not kind:
-            return None
-        return (list(path[:n.value]), kind, op.value, msg.value.decode(errors="replace"), bool(teardown.value))
+        return self.h.violation()
 
 
 def _die_with_parent():
@@ -126,16 +70,11 @@ def _worker_main(conn, spec: Spec, nw: int, me: int, tmp: str, shm_name: str | N
         fd = os.open(shm_name, os.O_RDWR)
         progress = mmap.mmap(fd, 8 * nw)
         os.close(fd)
-        cell = ctypes.c_uint64.from_buffer(progress, 8 * me)
-        addr = ctypes.addressof(cell)
-    else:
-        addr = None
     try:
-        w = _Worker(spec, nw, me, addr)
+        w = _Worker(spec, nw, me, progress)
     except MemoryError as exc:
         conn.send(("error", str(exc)))
         return
-    L = lib()
     conn.send(("ready",))
     try:
         while True:
@@ -144,47 +83,39 @@ def _worker_main(conn, spec: Spec, nw: int, me: int, tmp: str, shm_name: str | N
             except EOFError:
                 return
             cmd = msg[0]
-            if cmd == "pass":
-                ret = L.lvl_pass(w.h, int(msg[1]))
-                if ret:
-                    conn.send(("error", os.strerror(-ret)))
-                    return
-                k = w.stats()["depth"]
-                for o in range(nw):
-                    fd = os.open(os.path.join(tmp, f"{k}-{me}-{o}"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                if cmd == "pass":
+                    w.h.expand(int(msg[1]))
+                    k = w.stats()["depth"]
+                    for o in range(nw):
+                        fd = os.open(os.path.join(tmp, f"{k}-{me}-{o}"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                        try:
+                            w.h.write(o, fd)
+                        finally:
+                            os.close(fd)
+                    conn.send(("passed", {**w.stats(), "cpu": time.process_time()}, w.violation()))
+                elif cmd == "merge":
+                    k = w.stats()["depth"]
+                    names = [os.path.join(tmp, f"{k}-{src}-{me}") for src in range(nw)]
+                    fds = [os.open(n, os.O_RDONLY) for n in names]
                     try:
-                        ret = L.lvl_write(w.h, o, fd)
+                        n = w.h.merge(fds)
                     finally:
-                        os.close(fd)
-                    if ret:
-                        conn.send(("error", os.strerror(-ret)))
-                        return
-                conn.send(("passed", {**w.stats(), "cpu": time.process_time()}, w.violation()))
-            elif cmd == "merge":
-                k = w.stats()["depth"]
-                names = [os.path.join(tmp, f"{k}-{src}-{me}") for src in range(nw)]
-                fds = [os.open(n, os.O_RDONLY) for n in names]
-                try:
-                    arr = (ctypes.c_int * nw)(*fds)
-                    n = L.lvl_merge(w.h, arr, nw)
-                finally:
-                    for fd in fds:
-                        os.close(fd)
-                    for n_ in names:
-                        os.unlink(n_)
-                if n < 0:
-                    conn.send(("error", os.strerror(-n)))
+                        for fd in fds:
+                            os.close(fd)
+                        for n_ in names:
+                            os.unlink(n_)
+                    conn.send(("merged", n))
+                elif cmd == "shard":
+                    conn.send(("kept", w.h.shard_keep(msg[1], msg[2])))
+                elif cmd == "stop":
                     return
-                conn.send(("merged", n))
-            elif cmd == "shard":
-                conn.send(("kept", L.lvl_shard_keep(w.h, msg[1], msg[2])))
-            elif cmd == "stop":
+            except OSError as exc:
+                conn.send(("error", exc.strerror or str(exc)))
                 return
     finally:
-        L.lvl_free(w.h)
-        w.h = None
+        w.h.close()
         if progress is not None:
-            del cell
             progress.close()
 
 
