@@ -154,6 +154,32 @@ static int copy_vm(struct vm *d, const struct vm *s)
 	return ret;
 }
 
+/* The shmem objects' block arrays and page arrays, into a dst whose own were released (shmem_fini). */
+static int copy_shm(struct engine *dst, const struct engine *src)
+{
+	for (int obj = 0; obj < MAX_SHM; obj++) {
+		struct shm_obj *d = &dst->shm[obj];
+		const struct shm_obj *s = &src->shm[obj];
+		if (!s->blk)
+			continue;
+		uint32_t capblk = s->capblk > s->nblk ? s->capblk : s->nblk + 1;
+		if (!(d->blk = calloc(capblk, sizeof(struct shm_blk))))
+			return -ENOMEM;
+		d->capblk = capblk;
+		for (uint32_t k = 0; k < s->nblk; k++) {
+			d->blk[k] = s->blk[k];
+			d->blk[k].pfn = NULL;
+			d->nblk = k + 1;
+			if (!s->blk[k].pfn)
+				continue;
+			if (!(d->blk[k].pfn = malloc((size_t)src->shm_pages * sizeof(uint64_t))))
+				return -ENOMEM;
+			memcpy(d->blk[k].pfn, s->blk[k].pfn, (size_t)src->shm_pages * sizeof(uint64_t));
+		}
+	}
+	return 0;
+}
+
 /* memcpy of the bytes [from, to) of struct engine */
 #define COPY_SPAN(dst, src, from, to) \
 	memcpy((char *)(dst) + (from), (const char *)(src) + (from), (size_t)((to) - (from)))
@@ -237,31 +263,7 @@ int ptf_copy(struct engine *dst, const struct engine *src)
 		dst->nevents = src->nevents;
 	dst->capevents = (size_t)cap;
 
-	for (int obj = 0; obj < MAX_SHM && !ret; obj++) {
-		struct shm_obj *d = &dst->shm[obj];
-		const struct shm_obj *s = &src->shm[obj];
-		if (!s->blk)
-			continue;
-		uint32_t capblk = s->capblk > s->nblk ? s->capblk : s->nblk + 1;
-		if (!(d->blk = calloc(capblk, sizeof(struct shm_blk)))) {
-			ret = -ENOMEM;
-			break;
-		}
-		d->capblk = capblk;
-		for (uint32_t k = 0; k < s->nblk; k++) {
-			d->blk[k] = s->blk[k];
-			d->blk[k].pfn = NULL;
-			d->nblk = k + 1;
-			if (!s->blk[k].pfn)
-				continue;
-			if (!(d->blk[k].pfn = malloc((size_t)src->shm_pages * sizeof(uint64_t)))) {
-				ret = -ENOMEM;
-				break;
-			}
-			memcpy(d->blk[k].pfn, s->blk[k].pfn, (size_t)src->shm_pages * sizeof(uint64_t));
-		}
-	}
-	return ret;
+	return ret ? ret : copy_shm(dst, src);
 }
 
 /* ---- ptf_same: has a step changed nothing? ----
