@@ -226,6 +226,16 @@ S390 = {
     ], {"s390.defer_gmap_unlink": "yes", "s390.thp_in_pgste_mm": "allow"}, "gmap-dangling",
         "docs/bench.md's control defer_gmap_unlink=yes with thp_in_pgste_mm=allow is unsafe in v2: an anonymous collapse "
         "deposits the old PTE table (collapse_huge_page), no pte_free_defer, so nothing unlinks the gmap"),
+    "regressions/s390/fragment-corrupt-z4": ([
+        ["exec", 0, -1], ["mmap", 0, A + M, M, 1], ["fault", 0, A + M, 1], ["munmap", 0, (1 << 42) - M, M],
+        ["frag_hold", 1], ["munmap", 0, A + M, M], ["rcu_gp"],
+    ], {"s390.frag_release": "pre-c2c224932fd0"}, "fragment-corrupt",
+        "Z4 (c2c224932fd0, v5.17): the THP's deposit takes the free upper half of the page whose lower half is the "
+        "stack's PTE table; munmap of the stack's segment frees that with page_table_free_rcu (pending); the THP's "
+        "munmap frees the deposit with page_table_free, held after its atomic_xor_bits (frag_hold), which pre-fix "
+        "cleared only the allocated bit; the grace period's __tlb_remove_table finds the byte zero and frees the page "
+        "while it is still on mm->context.pgtable_list, before the held list_del. Fixed (0x11), the half stays "
+        "pending and frag_end frees the page after its list work"),
 }
 
 

@@ -26,7 +26,9 @@ enum opcode {
 	OP_MADVISE, OP_FAULT, OP_SPLIT, OP_RCU_LOCK, OP_RCU_UNLOCK, OP_RCU_GP,
 	OP_WALK_BEGIN, OP_WALK_STEP, OP_WALK_END, OP_RMAP_BEGIN, OP_RMAP_COMMIT,
 	OP_VM_CREATE, OP_MEMSLOT, OP_GUEST_FAULT, OP_GUEST_FAULT_BEGIN,
-	OP_GUEST_FAULT_COMMIT, OP_VM_DESTROY, OP_SHM_MMAP, OP_INVAL_HOLD, OP_INVAL_END, OP_NR
+	OP_GUEST_FAULT_COMMIT, OP_VM_DESTROY, OP_SHM_MMAP, OP_INVAL_HOLD, OP_INVAL_END,
+	OP_FRAG_HOLD, OP_FRAG_END, /* Z4: s390 page_table_free stopped inside mm->context.lock */
+	OP_NR
 };
 
 enum violation {
@@ -41,13 +43,16 @@ enum knob {
 	K_DEFER_GMAP_UNLINK, K_INVALIDATE_RETRY, K_FAULT_HOLDS_MM, K_RELEASE_CHECK,
 	K_STAGE2_BLOCK_CHECK, K_THP_SIZE, K_PT_RECLAIM, K_HUGE_ZERO_WP, K_COLLAPSE_RO, K_MERGE_UNFAULTED,
 	K_FILE_PMD_NOHUGE, K_COLLAPSE_PMD_ALLOC, K_MEMSLOT_ACCESS_OK, K_COLLAPSE_SUBBLOCK, K_COLLAPSE_PMD_NONE,
-	K_FILE_RETRACT, K_COLLAPSE_GUP_SYNC, K_NR
+	K_FILE_RETRACT, K_COLLAPSE_GUP_SYNC,
+	K_FRAG_RELEASE, /* Z4: s390.frag_release */
+	K_NR
 };
 /* Knob values are indices into the knob's value list (core/names.c knob_defs). */
 enum { TF_RCU, TF_IMMEDIATE };
 enum { PD_ELF_RESTART, PD_SYSCTL_ONLY, PD_ELF_NO_RESTART, PD_CONVERT_LATE };
 enum { PA_FRAGMENTS, PA_FULL_PAGE, PA_FRAGMENTS_ALWAYS };
 enum { IR_SEQ, IR_NONE, IR_SEQ_ONLY }; /* kvm.invalidate_retry */
+enum { FR_FIXED, FR_PRE_C2C224932FD0 }; /* s390.frag_release (Z4) */
 
 struct knob_def {
 	const char *name;
@@ -235,7 +240,7 @@ struct proc { bool exists; int mm; bool tif_pgste; bool pending; };
  * reference of a host thread a window stopped (exit_mmap waits for it; only reported). A lock is read
  * (shared) or write (exclusive); the sleeping ones make a conflicting acquirer wait. */
 enum lock_class { LC_MMAP, LC_VMA, LC_ANON_VMA, LC_I_MMAP, LC_FOLIO, LC_SRCU, LC_KVM, LC_MN_ACTIVE, LC_IRQS_OFF,
-		  LC_MM_USERS, LC_NR };
+		  LC_MM_USERS, LC_CONTEXT /* s390 mm->context.lock (Z4: a held page_table_free) */, LC_NR };
 enum lock_mode { LM_READ = 1, LM_WRITE = 2 };
 /* id: the mm (mmap_lock, VMAs), anon_vma root, shmem object, folio head pfn, VM or cpu; [lo, hi): the VMA range.
  * No implicit padding: struct cpu is hashed as bytes (digest.c). */
@@ -243,8 +248,13 @@ struct held_lock { uint8_t cls, mode, pad[6]; uint64_t id, lo, hi; };
 #define MAX_HELD 6
 #define MAX_CPU_LOCKS (MAX_HELD + MAX_VMS + 4) /* what one cpu holds at most: cpu_locks */
 
-/* A_INVAL: a host thread stopped between mmu_notifier_invalidate_range_start and _end (inval_hold, docs/trace-format.md) */
-enum actor_kind { A_NONE, A_WALK, A_RMAP, A_GFAULT, A_INVAL };
+/* A_INVAL: a host thread stopped between mmu_notifier_invalidate_range_start and _end (inval_hold, docs/trace-format.md)
+ * A_FRAG (s390, Z4): a thread stopped inside page_table_free between its atomic_xor_bits and its list work, holding
+ * mm->context.lock (frag_hold .. frag_end; arch/s390/pgalloc.c). It reuses the walker's fields: walk_done = held (an
+ * operation reached the armed cpu), mm and tbl = the 2K half being freed (tbl's gen the half's after the xor),
+ * level = 1 when the xor's mask was zero (the other half free: the pre-fix page_table_free frees the page after
+ * its list work), addr = the stopped operation's opcode (wait events name it). */
+enum actor_kind { A_NONE, A_WALK, A_RMAP, A_GFAULT, A_INVAL, A_FRAG };
 struct cpu {
 	int rcu_nest;
 	uint64_t section;   /* id of the current (or last) outermost section */

@@ -36,6 +36,9 @@ class Bug:
 BUGS: tuple[Bug, ...] = (
     Bug("Z1", "mm.collapse_gup_sync", "none", "2ba99c5e0881", "mm/khugepaged: fix GUP-fast interaction by sending IPI",
         "ba76149f47d8 (v2.6.38, khugepaged)", "v6.1 (6.0.13, 5.15.y, 5.10.y)", "x86_64", ("uaf-table",), min_ops=10),
+    Bug("Z4", "s390.frag_release", "pre-c2c224932fd0", "c2c224932fd0", "s390/mm: fix 2KB pgtable release race",
+        "no Fixes: tag (Cc: stable): every tree whose 2K halves go back by both page_table_free and "
+        "page_table_free_rcu's pending bits", "v5.17 (5.16.3, 5.15.17)", "s390", ("fragment-corrupt",), min_ops=7),
 )
 
 BY_KNOB: dict[str, list[Bug]] = {}

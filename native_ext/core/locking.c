@@ -7,6 +7,7 @@ const char *const lock_names[LC_NR] = {
 	[LC_MMAP] = "mmap_lock", [LC_VMA] = "vma_lock", [LC_ANON_VMA] = "anon_vma->root->rwsem",
 	[LC_I_MMAP] = "i_mmap_rwsem", [LC_FOLIO] = "folio_lock", [LC_SRCU] = "kvm->srcu", [LC_KVM] = "kvm reference",
 	[LC_MN_ACTIVE] = "mn_active_invalidate_count", [LC_IRQS_OFF] = "irqs_off", [LC_MM_USERS] = "mm_users",
+	[LC_CONTEXT] = "mm->context.lock",
 };
 
 static struct held_lock held(enum lock_class cls, enum lock_mode mode, uint64_t id, uint64_t lo, uint64_t hi)
@@ -23,6 +24,7 @@ static const unsigned actor_classes[] = {
 	[A_RMAP] = LCB(LC_FOLIO) | LCB(LC_ANON_VMA) | LCB(LC_I_MMAP),
 	[A_GFAULT] = LCB(LC_SRCU) | LCB(LC_KVM) | LCB(LC_MMAP),
 	[A_INVAL] = ~0u,
+	[A_FRAG] = LCB(LC_CONTEXT),
 };
 
 /* What a cpu's actor holds now, derived from its state (nothing but the window's set is stored):
@@ -62,6 +64,10 @@ int cpu_locks(const struct engine *e, int cpu, struct held_lock *out)
 		for (int vi = 0; vi < MAX_VMS; vi++)
 			if (c->inval_active[vi])
 				out[n++] = held(LC_MN_ACTIVE, LM_READ, (uint64_t)vi, 0, ~0ull);
+		break;
+	case A_FRAG: /* s390 page_table_free stopped inside spin_lock_bh(&mm->context.lock) */
+		if (c->walk_done)
+			out[n++] = held(LC_CONTEXT, LM_WRITE, (uint64_t)c->mm, 0, ~0ull);
 		break;
 	default:
 		break;
@@ -118,6 +124,8 @@ static uint32_t holder_opcode(const struct engine *e, int cpu)
 		return OP_GUEST_FAULT_BEGIN;
 	case A_INVAL:
 		return c->inval_opcode;
+	case A_FRAG:
+		return (uint32_t)c->addr;
 	default:
 		return OP_NR;
 	}

@@ -12,6 +12,7 @@ const struct op_def op_defs[OP_NR] = {
 	{ "memslot", 5 }, { "guest_fault", 3 }, { "guest_fault_begin", 4 },
 	{ "guest_fault_commit", 1 }, { "vm_destroy", 1 }, { "shm_mmap", 5 },
 	{ "inval_hold", 1 }, { "inval_end", 1 },
+	{ "frag_hold", 1 }, { "frag_end", 1 },
 };
 
 const char *const violation_names[V_NR] = {
@@ -133,4 +134,10 @@ const struct knob_def knob_defs[K_NR] = {
 		"none: collapse_huge_page (and 6.1's collapse_and_free_pmd) clear the pmd and reuse or free the PTE "
 		"table without tlb_remove_table_sync_one, so nothing waits for an IRQs-off GUP-fast walker inside it: "
 		"the design before 2ba99c5e0881 \"mm/khugepaged: fix GUP-fast interaction by sending IPI\" (v6.1)" },
+	[K_FRAG_RELEASE] = { "s390.frag_release", { "fixed", "pre-c2c224932fd0" }, S390_ONLY,
+		"pre-c2c224932fd0: page_table_free of a 2K half clears only the half's allocated bit (atomic_xor_bits "
+		"1U << bit) before its list work under mm->context.lock, so a concurrent __tlb_remove_table (the RCU "
+		"callback of the other half) can free the 4K page before the list_del: the design before c2c224932fd0 "
+		"\"s390/mm: fix 2KB pgtable release race\" (v5.17), whose page_table_free also marks the half pending "
+		"(0x11) until the list work is done" },
 };

@@ -401,9 +401,11 @@ static uint64_t cpu_record(struct canon *c, int ci, const uint32_t *vm_label)
 	c->h = &h;
 	k.section = 0; /* replaced by the callback relation below */
 	bool known = k.actor == A_NONE || k.actor == A_WALK || k.actor == A_RMAP || k.actor == A_GFAULT ||
-		     k.actor == A_INVAL;
+		     k.actor == A_INVAL || k.actor == A_FRAG;
 	if (known) {
 		bool walk = k.actor == A_WALK, rmap = k.actor == A_RMAP, gf = k.actor == A_GFAULT;
+		bool frag = k.actor == A_FRAG; /* Z4: a held page_table_free keeps mm, tbl, walk_done and level (ptf.h);
+						* addr only names the stopped operation in wait events */
 		/* an invalidation window: what it holds is kept (per-VM counts raw: windows turn VM symmetry
 		 * off); inval_op is only compared with the running operation's index, which between operations
 		 * it never equals, so it is cleared. Any other cpu: the window fields are dead (every reader
@@ -421,15 +423,15 @@ static uint64_t cpu_record(struct canon *c, int ci, const uint32_t *vm_label)
 			memset(k.inval_locks, 0, sizeof(k.inval_locks));
 			k.inval_nlocks = k.inval_opcode = k.inval_child = 0;
 		}
-		if (!walk && !rmap && !gf)
+		if (!walk && !rmap && !gf && !frag)
 			k.mm = 0;
 		if (!walk && !rmap)
 			k.addr = 0;
-		if (!walk) {
+		if (!walk && !frag) {
 			k.level = 0;
 			k.walk_done = false;
 		}
-		if (walk || rmap)
+		if (walk || rmap || frag)
 			canon_tref(c, &k.tbl);
 		else
 			canon_tref_clear(&k.tbl);

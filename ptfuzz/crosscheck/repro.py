@@ -44,6 +44,8 @@ WHY_SKIPPED = {
     "guest_fault_commit": "half a guest fault cannot be paused from user space (guest_fault is whole)",
     "inval_hold": "an open MMU-notifier invalidation cannot be held from user space",
     "inval_end": "an open MMU-notifier invalidation cannot be held from user space",
+    "frag_hold": "a page_table_free cannot be held inside mm->context.lock from user space",
+    "frag_end": "a page_table_free cannot be held inside mm->context.lock from user space",
 }
 
 

@@ -77,7 +77,8 @@ class Domains:
 
 
 # The template table. An argument is a literal int, a tuple of literal alternatives, or a domain name:
-# pid, pid2 (another pid), cpu, vm, addr (any slot), addr0 (slot 0), pmd, pud, elf, ipa, slotlen.
+# pid, pid2 (another pid), cpu, vm, addr (any slot), addr0 (slot 0), pmd, pud, elf, ipa, slotlen, stack (s390:
+# the PMD block holding exec's stack, below STACK_TOP = 4 TiB: the mm's first PTE table lives there).
 # A row whose operation the engine lacks, or whose domain is empty (no PUD size), yields nothing.
 COMMON = (
     ("exec", "pid", "elf"),
@@ -109,7 +110,11 @@ COMMON = (
     ("inval_end", "cpu"),
 )
 ALPHABET = {
-    "s390": (("sysctl_allocate_pgste", (0, 1)),) + COMMON,
+    "s390": (("sysctl_allocate_pgste", (0, 1)),) + COMMON + (
+        ("munmap", "pid", "stack", "pmd"),  # the exec stack's segment: its PTE table goes by RCU (Z4)
+        ("frag_hold", "cpu"),    # page_table_free held inside mm->context.lock (Z4)
+        ("frag_end", "cpu"),
+    ),
     "arm64": COMMON,
     "x86_64": COMMON,
 }
@@ -145,6 +150,7 @@ def _values(arg, d: Domains, pid):
         "pid": d.pids, "cpu": d.cpus, "vm": d.vms, "addr": d.addrs, "addr0": d.addrs[:1],
         "pmd": (d.pmd,), "pud": (d.pud,) if d.pud else (), "elf": d.elfs, "ipa": d.ipas, "slotlen": d.slot_lens,
         "pid2": tuple(p for p in d.pids if p != pid),
+        "stack": ((1 << 42) - d.pmd,),
     }[arg]
 
 

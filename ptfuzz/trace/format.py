@@ -41,6 +41,8 @@ ARG_KINDS: dict[str, tuple[str, ...]] = {
     "shm_mmap": ("pid", "u64", "u64", "obj", "u64"),
     "inval_hold": ("cpu",),
     "inval_end": ("cpu",),
+    "frag_hold": ("cpu",),
+    "frag_end": ("cpu",),
 }
 KIND_MAX = {"bool": 1, "pid": 63, "cpu": 15, "vm": 15, "slot": 31, "flags": 7, "advice": 3, "obj": 15,
             "u64": U64_MAX}
