@@ -460,6 +460,16 @@ X86 = {
         ["exec", 1, -1], ["mmap", 1, T, M, 0], ["fault", 1, T, 1], ["walk_begin", 0, 1, T], ["walk_step", 0],
         ["walk_step", 0], ["munmap", 1, T, M], ["walk_step", 0],
     ], {"mm.table_free": "immediate"}, "uaf-table", "U12: munmap frees the pmd table at once under a GUP-fast walker"),
+    "regressions/x86_64/gup-stale-pin-z5": ([
+        ["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["fault", 1, T, 0], ["walk_begin", 0, 1, T], ["walk_pin", 0],
+        ["fault", 1, T, 1], ["collapse_hold", 1], ["madvise", 1, T, 2 * M, 3], ["walk_pin", 0],
+    ], {"mm.collapse_gup_sync": "none", "gup.fast_pmd_recheck": "no"}, "gup-stale-pin",
+        "Z5 (70cbc3cc78a9, v6.0): the GUP-fast walker goes down to the PTE table (its first grab finds the zero page "
+        "and takes nothing); a write fault maps a page; MADV_COLLAPSE clears the pmd and isolates "
+        "the page without waiting for it (mm.collapse_gup_sync=none, before v6.1) and is held before its copy; the "
+        "walker grabs the page and rechecks only the pte, still there; at the end the held collapse copies the page "
+        "away from under the pin (gup-stale-pin, at teardown). Fixed (yes), the grab sees the cleared pmd and fails "
+        "(-11); with the IPI (ipi) the collapse waits for the walker (-16)"),
     "regressions/x86_64/uaf-table-z1": ([
         ["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["fault", 1, T, 1], ["walk_begin", 0, 1, T], ["walk_step", 0],
         ["walk_step", 0], ["walk_step", 0], ["madvise", 1, T, 2 * M, 3], ["munmap", 1, T, 2 * M], ["walk_step", 0],

@@ -28,6 +28,7 @@ enum opcode {
 	OP_VM_CREATE, OP_MEMSLOT, OP_GUEST_FAULT, OP_GUEST_FAULT_BEGIN,
 	OP_GUEST_FAULT_COMMIT, OP_VM_DESTROY, OP_SHM_MMAP, OP_INVAL_HOLD, OP_INVAL_END,
 	OP_FRAG_HOLD, OP_FRAG_END, /* Z4: s390 page_table_free stopped inside mm->context.lock */
+	OP_WALK_PIN, OP_COLLAPSE_HOLD, OP_COLLAPSE_END, /* Z5: GUP-fast's grab, collapse_huge_page stopped before its copy */
 	OP_NR
 };
 
@@ -35,7 +36,7 @@ enum violation {
 	V_NONE, V_UAF_TABLE, V_DOUBLE_FREE, V_TABLE_LEAK, V_FRAGMENT_CORRUPT,
 	V_PGSTE_TABLE_MISSING, V_GMAP_DANGLING, V_LOST_UPDATE, V_FREED_PAGE_MAPPED,
 	V_STAGE2_BLOCK_ILLEGAL, V_STAGE2_OVERSIZE, V_STAGE2_STALE,
-	V_STAGE2_AFTER_RELEASE, V_ENGINE_ASSERT, V_NR
+	V_STAGE2_AFTER_RELEASE, V_GUP_STALE_PIN, V_ENGINE_ASSERT, V_NR
 };
 
 enum knob {
@@ -45,6 +46,7 @@ enum knob {
 	K_FILE_PMD_NOHUGE, K_COLLAPSE_PMD_ALLOC, K_MEMSLOT_ACCESS_OK, K_COLLAPSE_SUBBLOCK, K_COLLAPSE_PMD_NONE,
 	K_FILE_RETRACT, K_COLLAPSE_GUP_SYNC,
 	K_FRAG_RELEASE, /* Z4: s390.frag_release */
+	K_GUP_FAST_PMD_RECHECK, /* Z5: gup.fast_pmd_recheck (0 yes, 1 no) */
 	K_NR
 };
 /* Knob values are indices into the knob's value list (core/names.c knob_defs). */
@@ -253,8 +255,14 @@ struct held_lock { uint8_t cls, mode, pad[6]; uint64_t id, lo, hi; };
  * mm->context.lock (frag_hold .. frag_end; arch/s390/pgalloc.c). It reuses the walker's fields: walk_done = held (an
  * operation reached the armed cpu), mm and tbl = the 2K half being freed (tbl's gen the half's after the xor),
  * level = 1 when the xor's mask was zero (the other half free: the pre-fix page_table_free frees the page after
- * its list work), addr = the stopped operation's opcode (wait events name it). */
-enum actor_kind { A_NONE, A_WALK, A_RMAP, A_GFAULT, A_INVAL, A_FRAG };
+ * its list work), addr = the stopped operation's opcode (wait events name it).
+ * A_WALK also keeps, from its step through the pmd into a PTE table, pmd_tbl, pmd_idx and pmd_seen (the pmd value
+ * gup_pte_range compares after the grab), and pfn: the page walk_pin grabbed (0: none), dropped at walk_end.
+ * A_COLLAPSE (Z5): collapse_huge_page stopped after pmdp_collapse_flush and __collapse_huge_page_isolate, before
+ * __collapse_huge_page_copy (collapse_hold .. collapse_end): walk_done = held, mm, addr = the block, pmd_tbl and
+ * pmd_idx = the cleared pmd, tbl = the PTE table, pfn = the new THP's head, seq = the index of the operation it
+ * stopped (compared with the running one's only, like inval_op). */
+enum actor_kind { A_NONE, A_WALK, A_RMAP, A_GFAULT, A_INVAL, A_FRAG, A_COLLAPSE };
 struct cpu {
 	int rcu_nest;
 	uint64_t section;   /* id of the current (or last) outermost section */
@@ -608,6 +616,11 @@ void crst_table_free(struct engine *e, int mm, struct tref t);
 int walk_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr);
 int walk_step(struct engine *e, int cpu);
 void actor_end(struct engine *e, int cpu);
+/* Z5: GUP-fast's grab (mm/gup.c) and collapse_huge_page stopped before its copy (mm/khugepaged.c) */
+int walk_pin(struct engine *e, int cpu);
+int collapse_hold(struct engine *e, int cpu);
+int collapse_end(struct engine *e, int cpu);
+int collapse_window_wait(struct engine *e, uint64_t opcode);
 /* mm/rmap.c: the rmap walker and the rmap locks */
 int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr);
 int rmap_commit(struct engine *e, int cpu);

@@ -25,6 +25,7 @@ static const unsigned actor_classes[] = {
 	[A_GFAULT] = LCB(LC_SRCU) | LCB(LC_KVM) | LCB(LC_MMAP),
 	[A_INVAL] = ~0u,
 	[A_FRAG] = LCB(LC_CONTEXT),
+	[A_COLLAPSE] = LCB(LC_MMAP),
 };
 
 /* What a cpu's actor holds now, derived from its state (nothing but the window's set is stored):
@@ -69,6 +70,10 @@ int cpu_locks(const struct engine *e, int cpu, struct held_lock *out)
 		if (c->walk_done)
 			out[n++] = held(LC_CONTEXT, LM_WRITE, (uint64_t)c->mm, 0, ~0ull);
 		break;
+	case A_COLLAPSE: /* collapse_huge_page stopped before its copy: mmap_lock for write */
+		if (c->walk_done)
+			out[n++] = held(LC_MMAP, LM_WRITE, (uint64_t)c->mm, 0, ~0ull);
+		break;
 	default:
 		break;
 	}
@@ -98,6 +103,8 @@ int lock_holder(const struct engine *e, enum lock_class cls, uint64_t id, enum l
 			continue;
 		if (c->actor == A_INVAL && c->inval_op == e->op_index)
 			continue; /* the window that stopped the running operation holds that operation's own locks */
+		if (c->actor == A_COLLAPSE && c->seq == e->op_index)
+			continue; /* likewise a collapse held by the running operation (Z5) */
 		int n = cpu_locks(e, cpu, hs);
 		for (int i = 0; i < n; i++) {
 			bool hit = cls == LC_IRQS_OFF ? hs[i].cls == LC_IRQS_OFF : conflicts(&want, &hs[i]);
@@ -126,6 +133,8 @@ static uint32_t holder_opcode(const struct engine *e, int cpu)
 		return c->inval_opcode;
 	case A_FRAG:
 		return (uint32_t)c->addr;
+	case A_COLLAPSE:
+		return OP_MADVISE;
 	default:
 		return OP_NR;
 	}

@@ -13,13 +13,14 @@ const struct op_def op_defs[OP_NR] = {
 	{ "guest_fault_commit", 1 }, { "vm_destroy", 1 }, { "shm_mmap", 5 },
 	{ "inval_hold", 1 }, { "inval_end", 1 },
 	{ "frag_hold", 1 }, { "frag_end", 1 },
+	{ "walk_pin", 1 }, { "collapse_hold", 1 }, { "collapse_end", 1 },
 };
 
 const char *const violation_names[V_NR] = {
 	"none", "uaf-table", "double-free", "table-leak", "fragment-corrupt",
 	"pgste-table-missing", "gmap-dangling", "lost-update", "freed-page-mapped",
 	"stage2-block-illegal", "stage2-oversize", "stage2-stale",
-	"stage2-after-release", "engine-assert",
+	"stage2-after-release", "gup-stale-pin", "engine-assert",
 };
 
 /* Each violation kind's rule, one sentence (docs/violations.md; SARIF shows it as the rule's text). */
@@ -37,6 +38,7 @@ const char *const violation_rules[V_NR] = {
 	"A stage-2 leaf is larger than the host leaf backing it, or breaks its memslot.",
 	"A stage-2 leaf maps a pfn that the host does not map at the corresponding hva.",
 	"A guest fault installed into, or walked, a stage-2 whose root was freed.",
+	"A collapse copied and dropped a page a GUP-fast walker grabbed after the collapse isolated it (writes through the pin are lost).",
 	"The engine's own consistency check failed (a bug in ptfuzz).",
 };
 
@@ -140,4 +142,10 @@ const struct knob_def knob_defs[K_NR] = {
 		"callback of the other half) can free the 4K page before the list_del: the design before c2c224932fd0 "
 		"\"s390/mm: fix 2KB pgtable release race\" (v5.17), whose page_table_free also marks the half pending "
 		"(0x11) until the list work is done" },
+	[K_GUP_FAST_PMD_RECHECK] = { "gup.fast_pmd_recheck", { "yes", "no" }, ALL,
+		"no: GUP-fast (gup_pte_range) rechecks only the pte after try_grab_folio, not that the pmd still "
+		"points at the PTE table it walked, so a pin taken after collapse_huge_page cleared the pmd and isolated "
+		"the page succeeds and the collapse copies the page away from it: the design before 70cbc3cc78a9 "
+		"\"mm: gup: fix the fast GUP race against THP collapse\" (v6.0). Reachable with mm.collapse_gup_sync=none "
+		"(before v6.1), whose collapse does not wait for the IRQs-off walker" },
 };

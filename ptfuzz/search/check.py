@@ -108,6 +108,9 @@ COMMON = (
     ("vm_destroy", "vm"),
     ("inval_hold", "cpu"),   # the invalidation window, where the engine has it
     ("inval_end", "cpu"),
+    ("walk_pin", "cpu"),      # GUP-fast's grab and rechecks (Z5)
+    ("collapse_hold", "cpu"),  # collapse_huge_page held between isolate and copy (Z5)
+    ("collapse_end", "cpu"),
 )
 ALPHABET = {
     "s390": (("sysctl_allocate_pgste", (0, 1)),) + COMMON + (

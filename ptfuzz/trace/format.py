@@ -43,6 +43,9 @@ ARG_KINDS: dict[str, tuple[str, ...]] = {
     "inval_end": ("cpu",),
     "frag_hold": ("cpu",),
     "frag_end": ("cpu",),
+    "walk_pin": ("cpu",),
+    "collapse_hold": ("cpu",),
+    "collapse_end": ("cpu",),
 }
 KIND_MAX = {"bool": 1, "pid": 63, "cpu": 15, "vm": 15, "slot": 31, "flags": 7, "advice": 3, "obj": 15,
             "u64": U64_MAX}

@@ -198,7 +198,8 @@ int frag_window_wait(struct engine *e, uint64_t opcode)
 {
 	switch (opcode) {
 	case OP_RCU_LOCK: case OP_RCU_UNLOCK: case OP_RCU_GP: case OP_WALK_BEGIN: case OP_WALK_STEP: case OP_WALK_END:
-	case OP_FRAG_HOLD: case OP_FRAG_END: case OP_SYSCTL_ALLOCATE_PGSTE:
+	case OP_FRAG_HOLD: case OP_FRAG_END: case OP_SYSCTL_ALLOCATE_PGSTE: case OP_WALK_PIN:
+	case OP_COLLAPSE_HOLD: case OP_COLLAPSE_END:
 		return 0;
 	default:
 		break;

@@ -70,6 +70,12 @@ KERNEL_PATHS: dict[str, dict[str, list[str]]] = {
                         "kvm_mmu_invalidate_end"]},
     "frag_hold": {"s390": ["page_table_free", "spin_lock_bh(&mm->context.lock)", "atomic_xor_bits",
                            "(the next page_table_free of a 2K half stops here, before its list work)"]},
+    "walk_pin": {"*": ["gup_pte_range", "try_grab_folio", "pte_val(pte) != pte_val(*ptep)",
+                       "pmd_val(pmd) != pmd_val(*pmdp) (gup.fast_pmd_recheck=yes)"]},
+    "collapse_hold": {"*": ["collapse_huge_page", "pmdp_collapse_flush", "__collapse_huge_page_isolate",
+                            "(the next anonymous collapse stops here, before __collapse_huge_page_copy)"]},
+    "collapse_end": {"*": ["__collapse_huge_page_copy", "pgtable_trans_huge_deposit", "set_pmd_at",
+                           "mmap_write_unlock"]},
     "frag_end": {"s390": ["page_table_free (list_add / list_del)", "spin_unlock_bh(&mm->context.lock)",
                           "atomic_xor_bits (fixed: the pending bit)", "__free_page"]},
     "vm_destroy": {"s390": ["kvm_arch_destroy_vm", "gmap_remove", "gmap_free"],
@@ -122,6 +128,7 @@ ORACLES: dict[str, str] = {
     "stage2-oversize": "s2_check_install: the block against the host leaf and the memslot",
     "stage2-stale": "s2_check_install / kvm_coherence_check: the pfn the host maps at the hva",
     "stage2-after-release": "kvm_stage2_fault_stale: the stage-2 root the fault took is gone",
+    "gup-stale-pin": "collapse_huge_page_copy: a page it copies and drops is held by a GUP-fast walker's grab",
     "engine-assert": "the engine's own consistency checks",
 }
 
