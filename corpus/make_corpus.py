@@ -226,6 +226,16 @@ S390 = {
     ], {"s390.defer_gmap_unlink": "yes", "s390.thp_in_pgste_mm": "allow"}, "gmap-dangling",
         "docs/bench.md's control defer_gmap_unlink=yes with thp_in_pgste_mm=allow is unsafe in v2: an anonymous collapse "
         "deposits the old PTE table (collapse_huge_page), no pte_free_defer, so nothing unlinks the gmap"),
+    "regressions/s390/fragment-corrupt-z4": ([
+        ["exec", 0, -1], ["mmap", 0, A + M, M, 1], ["fault", 0, A + M, 1], ["munmap", 0, (1 << 42) - M, M],
+        ["frag_hold", 1], ["munmap", 0, A + M, M], ["rcu_gp"],
+    ], {"s390.frag_release": "pre-c2c224932fd0"}, "fragment-corrupt",
+        "Z4 (c2c224932fd0, v5.17): the THP's deposit takes the free upper half of the page whose lower half is the "
+        "stack's PTE table; munmap of the stack's segment frees that with page_table_free_rcu (pending); the THP's "
+        "munmap frees the deposit with page_table_free, held after its atomic_xor_bits (frag_hold), which pre-fix "
+        "cleared only the allocated bit; the grace period's __tlb_remove_table finds the byte zero and frees the page "
+        "while it is still on mm->context.pgtable_list, before the held list_del. Fixed (0x11), the half stays "
+        "pending and frag_end frees the page after its list work"),
 }
 
 
@@ -487,6 +497,16 @@ X86 = {
         ["exec", 1, -1], ["mmap", 1, T, M, 0], ["fault", 1, T, 1], ["walk_begin", 0, 1, T], ["walk_step", 0],
         ["walk_step", 0], ["munmap", 1, T, M], ["walk_step", 0],
     ], {"mm.table_free": "immediate"}, "uaf-table", "U12: munmap frees the pmd table at once under a GUP-fast walker"),
+    "regressions/x86_64/gup-stale-pin-z5": ([
+        ["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["fault", 1, T, 0], ["walk_begin", 0, 1, T], ["walk_pin", 0],
+        ["fault", 1, T, 1], ["collapse_hold", 1], ["madvise", 1, T, 2 * M, 3], ["walk_pin", 0],
+    ], {"mm.collapse_gup_sync": "none", "gup.fast_pmd_recheck": "no"}, "gup-stale-pin",
+        "Z5 (70cbc3cc78a9, v6.0): the GUP-fast walker goes down to the PTE table (its first grab finds the zero page "
+        "and takes nothing); a write fault maps a page; MADV_COLLAPSE clears the pmd and isolates "
+        "the page without waiting for it (mm.collapse_gup_sync=none, before v6.1) and is held before its copy; the "
+        "walker grabs the page and rechecks only the pte, still there; at the end the held collapse copies the page "
+        "away from under the pin (gup-stale-pin, at teardown). Fixed (yes), the grab sees the cleared pmd and fails "
+        "(-11); with the IPI (ipi) the collapse waits for the walker (-16)"),
     "regressions/x86_64/uaf-table-z1": ([
         ["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["fault", 1, T, 1], ["walk_begin", 0, 1, T], ["walk_step", 0],
         ["walk_step", 0], ["walk_step", 0], ["madvise", 1, T, 2 * M, 3], ["munmap", 1, T, 2 * M], ["walk_step", 0],

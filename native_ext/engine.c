@@ -245,6 +245,31 @@ static int op_inval_end(struct engine *e, const uint64_t *a)
 	return inval_end(e, (int)a[0]);
 }
 
+static int op_frag_hold(struct engine *e, const uint64_t *a)
+{
+	return frag_hold(e, (int)a[0]);
+}
+
+static int op_frag_end(struct engine *e, const uint64_t *a)
+{
+	return frag_end(e, (int)a[0]);
+}
+
+static int op_walk_pin(struct engine *e, const uint64_t *a)
+{
+	return walk_pin(e, (int)a[0]);
+}
+
+static int op_collapse_hold(struct engine *e, const uint64_t *a)
+{
+	return collapse_hold(e, (int)a[0]);
+}
+
+static int op_collapse_end(struct engine *e, const uint64_t *a)
+{
+	return collapse_end(e, (int)a[0]);
+}
+
 static int op_vm_create(struct engine *e, const uint64_t *a)
 {
 	return kvm_create_vm(e, a[0], a[1], a[2]);
@@ -300,6 +325,9 @@ static const struct op_handler {
 	[OP_VM_CREATE] = { op_vm_create }, [OP_MEMSLOT] = { op_memslot }, [OP_GUEST_FAULT] = { op_guest_fault },
 	[OP_GUEST_FAULT_BEGIN] = { op_guest_fault_begin, true }, [OP_GUEST_FAULT_COMMIT] = { op_guest_fault_commit, true },
 	[OP_VM_DESTROY] = { op_vm_destroy },
+	[OP_FRAG_HOLD] = { op_frag_hold, true }, [OP_FRAG_END] = { op_frag_end, true },
+	[OP_WALK_PIN] = { op_walk_pin, true }, [OP_COLLAPSE_HOLD] = { op_collapse_hold, true },
+	[OP_COLLAPSE_END] = { op_collapse_end, true },
 };
 
 int ptf_step(struct engine *e, const uint64_t *op)
@@ -314,6 +342,10 @@ int ptf_step(struct engine *e, const uint64_t *op)
 		ret = -ENOSYS;
 	else if (op_handlers[op[0]].cpu && op[1] >= MAX_CPUS)
 		ret = -EINVAL;
+	else if ((ret = frag_window_wait(e, op[0])) != 0)
+		; /* a page_table_free held inside mm->context.lock (Z4): the operation waits, nothing done */
+	else if ((ret = collapse_window_wait(e, op[0])) != 0)
+		; /* a collapse_huge_page held before its copy, mmap_lock for write (Z5): the same */
 	else
 		ret = op_handlers[op[0]].fn(e, op + 1);
 	if (ret > 0)
@@ -327,12 +359,19 @@ int ptf_step(struct engine *e, const uint64_t *op)
 /* End of trace: walkers end, rmap actors abort, held invalidations end, explicit sections close. */
 static void actors_abandon(struct engine *e)
 {
+	for (int cpu = 0; cpu < MAX_CPUS; cpu++) /* a held collapse copies while the walkers still hold their pins */
+		if (e->cpus[cpu].actor == A_COLLAPSE)
+			collapse_end(e, cpu);
 	for (int cpu = 0; cpu < MAX_CPUS; cpu++) {
 		struct cpu *c = &e->cpus[cpu];
 		if (c->actor == A_WALK || c->actor == A_RMAP)
 			actor_end(e, cpu);
 		if (c->actor == A_INVAL)
 			inval_end(e, cpu);
+		if (c->actor == A_FRAG)
+			frag_end(e, cpu);
+		if (c->actor == A_COLLAPSE)
+			collapse_end(e, cpu);
 		c->rcu_nest = 0;
 	}
 }

@@ -27,15 +27,17 @@ enum opcode {
 	OP_WALK_BEGIN, OP_WALK_STEP, OP_WALK_END, OP_RMAP_BEGIN, OP_RMAP_COMMIT,
 	OP_VM_CREATE, OP_MEMSLOT, OP_GUEST_FAULT, OP_GUEST_FAULT_BEGIN,
 	OP_GUEST_FAULT_COMMIT, OP_VM_DESTROY, OP_SHM_MMAP, OP_INVAL_HOLD, OP_INVAL_END,
-	OP_UNMAP_MAPPING_BEGIN, OP_NR
+	OP_UNMAP_MAPPING_BEGIN, /* Z2: unmap_mapping_range's zap stopped after its pmd read */
+	OP_FRAG_HOLD, OP_FRAG_END, /* Z4: s390 page_table_free stopped inside mm->context.lock */
+	OP_WALK_PIN, OP_COLLAPSE_HOLD, OP_COLLAPSE_END, /* Z5: GUP-fast's grab, collapse_huge_page stopped before its copy */
+	OP_NR
 };
 
 enum violation {
 	V_NONE, V_UAF_TABLE, V_DOUBLE_FREE, V_TABLE_LEAK, V_FRAGMENT_CORRUPT,
 	V_PGSTE_TABLE_MISSING, V_GMAP_DANGLING, V_LOST_UPDATE, V_FREED_PAGE_MAPPED,
 	V_STAGE2_BLOCK_ILLEGAL, V_STAGE2_OVERSIZE, V_STAGE2_STALE,
-	V_STAGE2_AFTER_RELEASE, V_ENGINE_ASSERT,
-	V_STAGE2_MMIO_OVER_LEAF, V_KERNEL_BUG, /* issue 19 (Z8, Z6) */
+	V_STAGE2_AFTER_RELEASE, V_STAGE2_MMIO_OVER_LEAF, V_KERNEL_BUG, V_GUP_STALE_PIN, V_ENGINE_ASSERT,
 	V_NR
 };
 
@@ -47,6 +49,8 @@ enum knob {
 	K_FILE_RETRACT, K_COLLAPSE_GUP_SYNC, K_RETRACT_LOCKS, K_THP_HW, K_TASK_SIZE_MAX,
 	/* issue 19's KVM zoo rows (Z6-Z9) */
 	K_FAULT_SEQ_SNAPSHOT, K_S2_UNMAP_YIELD_RECHECK, K_INVALID_SLOT_FAULT, K_USER_PT_WALK,
+	K_FRAG_RELEASE, /* Z4: s390.frag_release */
+	K_GUP_FAST_PMD_RECHECK, /* Z5: gup.fast_pmd_recheck (0 yes, 1 no) */
 	K_NR
 };
 /* Knob values are indices into the knob's value list (core/names.c knob_defs). */
@@ -58,6 +62,7 @@ enum { FS_BEFORE_UNLOCK, FS_AFTER_UNLOCK }; /* kvm.fault_seq_snapshot */
 enum { UY_YES, UY_NO };                   /* kvm.s2_unmap_yield_recheck */
 enum { IS_RETRY, IS_MMIO };               /* kvm.invalid_slot_fault */
 enum { UW_IRQS_OFF, UW_UNPROTECTED };     /* kvm.user_pt_walk */
+enum { FR_FIXED, FR_PRE_C2C224932FD0 }; /* s390.frag_release (Z4) */
 
 struct knob_def {
 	const char *name;
@@ -245,7 +250,8 @@ struct proc { bool exists; int mm; bool tif_pgste; bool pending; };
  * reference of a host thread a window stopped (exit_mmap waits for it; only reported). A lock is read
  * (shared) or write (exclusive); the sleeping ones make a conflicting acquirer wait. */
 enum lock_class { LC_MMAP, LC_VMA, LC_ANON_VMA, LC_I_MMAP, LC_FOLIO, LC_SRCU, LC_KVM, LC_MN_ACTIVE, LC_IRQS_OFF,
-		  LC_MM_USERS, LC_SLOTS /* issue 19 (Z8) */, LC_NR };
+		  LC_MM_USERS, LC_SLOTS /* issue 19 (Z8) */, LC_CONTEXT /* s390 mm->context.lock (Z4: a held page_table_free) */,
+		  LC_NR };
 enum lock_mode { LM_READ = 1, LM_WRITE = 2 };
 /* id: the mm (mmap_lock, VMAs), anon_vma root, shmem object, folio head pfn, VM or cpu; [lo, hi): the VMA range.
  * No implicit padding: struct cpu is hashed as bytes (digest.c). */
@@ -253,8 +259,19 @@ struct held_lock { uint8_t cls, mode, pad[6]; uint64_t id, lo, hi; };
 #define MAX_HELD 6
 #define MAX_CPU_LOCKS (MAX_HELD + MAX_VMS + 4) /* what one cpu holds at most: cpu_locks */
 
-/* A_INVAL: a host thread stopped between mmu_notifier_invalidate_range_start and _end (inval_hold, docs/trace-format.md) */
-enum actor_kind { A_NONE, A_WALK, A_RMAP, A_GFAULT, A_INVAL };
+/* A_INVAL: a host thread stopped between mmu_notifier_invalidate_range_start and _end (inval_hold, docs/trace-format.md)
+ * A_FRAG (s390, Z4): a thread stopped inside page_table_free between its atomic_xor_bits and its list work, holding
+ * mm->context.lock (frag_hold .. frag_end; arch/s390/pgalloc.c). It reuses the walker's fields: walk_done = held (an
+ * operation reached the armed cpu), mm and tbl = the 2K half being freed (tbl's gen the half's after the xor),
+ * level = 1 when the xor's mask was zero (the other half free: the pre-fix page_table_free frees the page after
+ * its list work), addr = the stopped operation's opcode (wait events name it).
+ * A_WALK also keeps, from its step through the pmd into a PTE table, pmd_tbl, pmd_idx and pmd_seen (the pmd value
+ * gup_pte_range compares after the grab), and pfn: the page walk_pin grabbed (0: none), dropped at walk_end.
+ * A_COLLAPSE (Z5): collapse_huge_page stopped after pmdp_collapse_flush and __collapse_huge_page_isolate, before
+ * __collapse_huge_page_copy (collapse_hold .. collapse_end): walk_done = held, mm, addr = the block, pmd_tbl and
+ * pmd_idx = the cleared pmd, tbl = the PTE table, pfn = the new THP's head, seq = the index of the operation it
+ * stopped (compared with the running one's only, like inval_op). */
+enum actor_kind { A_NONE, A_WALK, A_RMAP, A_GFAULT, A_INVAL, A_FRAG, A_COLLAPSE };
 struct cpu {
 	int rcu_nest;
 	uint64_t section;   /* id of the current (or last) outermost section */
@@ -624,6 +641,11 @@ void crst_table_free(struct engine *e, int mm, struct tref t);
 int walk_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr);
 int walk_step(struct engine *e, int cpu);
 void actor_end(struct engine *e, int cpu);
+/* Z5: GUP-fast's grab (mm/gup.c) and collapse_huge_page stopped before its copy (mm/khugepaged.c) */
+int walk_pin(struct engine *e, int cpu);
+int collapse_hold(struct engine *e, int cpu);
+int collapse_end(struct engine *e, int cpu);
+int collapse_window_wait(struct engine *e, uint64_t opcode);
 /* mm/rmap.c: the rmap walker and the rmap locks */
 int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr);
 int unmap_mapping_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr);

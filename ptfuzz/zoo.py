@@ -39,6 +39,12 @@ BUGS: tuple[Bug, ...] = (
     Bug("Z2", "mm.retract_locks", "pre-8d3c106e19e8", "8d3c106e19e8",
         "mm/khugepaged: take the right locks for page table retraction", "27e1f8273113 (v5.4)",
         "v6.1 (6.0.13, 5.15.y, 5.10.y)", "x86_64", ("uaf-table",), also={"mm.file_retract": "caller"}, min_ops=8),
+    Bug("Z4", "s390.frag_release", "pre-c2c224932fd0", "c2c224932fd0", "s390/mm: fix 2KB pgtable release race",
+        "no Fixes: tag (Cc: stable): every tree whose 2K halves go back by both page_table_free and "
+        "page_table_free_rcu's pending bits", "v5.17 (5.16.3, 5.15.17)", "s390", ("fragment-corrupt",), min_ops=7),
+    Bug("Z5", "gup.fast_pmd_recheck", "no", "70cbc3cc78a9", "mm: gup: fix the fast GUP race against THP collapse",
+        "2667f50e8b81 (v3.19, the general RCU GUP-fast)", "v6.0 (5.19.y, 5.15.y, 5.10.y, 4.9.y)", "x86_64",
+        ("gup-stale-pin",), also={"mm.collapse_gup_sync": "none"}, min_ops=9),
     # issue 19's KVM rows (Z6-Z9)
     Bug("Z6", "kvm.user_pt_walk", "unprotected", "e86fc1a3a3e9", "KVM: arm64: Disable interrupts while walking userspace PTs",
         "6011cf68c885 (v5.15, the walk for the THP size)", "v6.3 (6.2.10, 6.1.23)", "arm64", ("kernel-bug",),

@@ -539,3 +539,33 @@ def test_s390_unaligned_map_fixed_above_asce_limit_still_upgrades():
     r = run([["exec", 1, -1], ["mmap", 1, (1 << 42) + M // 2, M, 2]], arch="s390", teardown=False)
     assert results(r) == [0, -22] and not [ev for ev in r.events if ev[1] == 8]
     assert kind(run(ops, arch="s390")) is None
+
+
+# ---- Z5 (gup.fast_pmd_recheck): GUP-fast's grab against a collapse held between isolate and copy ----
+
+Z5_WALK = [["exec", 1, -1], ["mmap", 1, W, 2 * M, 0], ["fault", 1, W, 1], ["walk_begin", 0, 1, W], ["walk_step", 0],
+           ["walk_step", 0], ["walk_step", 0]]
+NO_IPI = {"mm.collapse_gup_sync": "none"}
+
+
+@pytest.mark.parametrize("recheck,want", [("yes", -11), ("no", 0)])
+def test_walk_pin_rechecks_the_pmd_only_with_the_fix(recheck, want):
+    ops = Z5_WALK + [["collapse_hold", 1], ["madvise", 1, W, 2 * M, 3], ["walk_pin", 0], ["walk_end", 0],
+                     ["collapse_end", 1]]
+    r = run(ops, dict(NO_IPI, **{"gup.fast_pmd_recheck": recheck}), arch="x86_64")
+    assert results(r)[7:11] == [0, 0, want, 0] and kind(r) is None  # the grab is dropped before the copy
+
+
+def test_walk_pin_held_across_the_copy_is_a_stale_pin():
+    ops = Z5_WALK + [["collapse_hold", 1], ["madvise", 1, W, 2 * M, 3], ["walk_pin", 0], ["collapse_end", 1]]
+    r = run(ops, dict(NO_IPI, **{"gup.fast_pmd_recheck": "no"}), arch="x86_64")
+    assert kind(r) == "gup-stale-pin" and r.violation.op_index == 10
+
+
+def test_walk_pin_before_the_collapse_fails_its_isolation_and_the_hold_makes_others_wait():
+    ops = Z5_WALK + [["walk_pin", 0], ["madvise", 1, W, 2 * M, 3], ["walk_end", 0], ["collapse_hold", 1],
+                     ["madvise", 1, W, 2 * M, 3], ["fault", 1, W + 4 * K, 1], ["munmap", 1, W, 2 * M], ["rcu_gp"],
+                     ["walk_begin", 2, 1, W], ["walk_end", 2], ["collapse_end", 1], ["collapse_end", 1],
+                     ["fault", 1, W + 4 * K, 1]]
+    r = run(ops, NO_IPI, arch="x86_64")
+    assert results(r)[7:] == [0, -11, 0, 0, 0, -16, -16, 0, 0, 0, 0, -22, 0] and kind(r) is None

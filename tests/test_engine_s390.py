@@ -354,3 +354,44 @@ def test_memslot_at_host_address_0_leaves_its_first_segment_untranslatable():
     r = run(ops)
     assert results(r) == [0, 0, 0, 0, -14, 0, -14, 0] and kind(r) is None
     assert [(e[2], e[3]) for e in r.events if e[1] == 9] == [(5 * M, M)]  # gmap link: guest 5M -> host 1M
+
+
+# ---- Z4 (s390.frag_release): a page_table_free held between its atomic_xor_bits and its list work ----
+
+Z4_PREFIX = [["exec", 0, -1], ["mmap", 0, A + M, M, 1], ["fault", 0, A + M, 1], ["munmap", 0, (1 << 42) - M, M],
+             ["frag_hold", 1], ["munmap", 0, A + M, M]]
+PRE_Z4 = {"s390.frag_release": "pre-c2c224932fd0"}
+
+
+@pytest.mark.parametrize("knobs", [{}, PRE_Z4], ids=["fixed", "pre-fix"])
+def test_frag_hold_holds_mm_context_lock(knobs):
+    """While the held page_table_free has its list work pending, an operation that could take mm->context.lock
+    waits (-16, nothing done); RCU, GUP-fast walks and the frag operations go on; frag_end finishes it."""
+    ops = Z4_PREFIX + [["fault", 0, A, 1], ["mmap", 0, A, M, 0], ["exec", 1, -1], ["exit", 0], ["walk_begin", 0, 0, A],
+                       ["walk_end", 0], ["frag_hold", 2], ["frag_end", 2], ["frag_end", 1], ["frag_end", 1],
+                       ["fault", 0, A + 2 * M, 1]]
+    r = run(ops, knobs)
+    assert results(r)[6:] == [-16, -16, -16, -16, 0, 0, 0, 0, 0, -22, -14] and kind(r) is None
+
+
+def test_frag_hold_race_frees_the_listed_page_only_before_the_fix():
+    ops = Z4_PREFIX + [["rcu_gp"], ["frag_end", 1]]
+    assert kind(run(ops, PRE_Z4)) == "fragment-corrupt"
+    r = run(ops)
+    assert kind(r) is None and results(r) == [0] * 8
+    frees = [e for e in r.events if e[1] == 1 and e[2] == 4 and e[5] == 4096]  # the 4K page goes at frag_end
+    assert len(frees) == 1
+
+
+def test_frag_hold_held_operation_finishes_its_list_work_before_its_next_free():
+    """exit_mmap holds at the THP's deposit, then frees the stack's table (page_table_free_rcu, the same
+    mm->context.lock): the list work comes first, and the hold is over (frag_end: -22)."""
+    ops = [["exec", 0, -1], ["mmap", 0, A + M, M, 1], ["fault", 0, A + M, 1], ["frag_hold", 1], ["exit", 0],
+           ["frag_end", 1], ["rcu_gp"]]
+    for knobs in ({}, PRE_Z4):
+        r = run(ops, knobs)
+        assert results(r) == [0, 0, 0, 0, 0, -22, 0] and kind(r) is None
+
+
+def test_frag_hold_is_s390_only():
+    assert results(run([["frag_hold", 0]], arch="arm64")) == [-38]

@@ -218,7 +218,7 @@ def test_variants_over_releases_shows_the_pt_reclaim_boundary(cli, tmp_path):
 
 
 def test_variants_over_releases_fuzzes_each_preset(cli):
-    r = cli("variants", "--arch", "s390", "--kernel-versions", "6.12,6.6", "--runs-per-variant", 3000,
+    r = cli("variants", "--arch", "s390", "--kernel-versions", "6.12,6.6", "--runs-per-variant", 10000,
             "--time-per-variant", 600, "--json")
     assert r.returncode == 0, r.stderr
     lines = [json.loads(x) for x in r.stdout.splitlines()]

@@ -8,6 +8,7 @@ const char *const lock_names[LC_NR] = {
 	[LC_I_MMAP] = "i_mmap_rwsem", [LC_FOLIO] = "folio_lock", [LC_SRCU] = "kvm->srcu", [LC_KVM] = "kvm reference",
 	[LC_MN_ACTIVE] = "mn_active_invalidate_count", [LC_IRQS_OFF] = "irqs_off", [LC_MM_USERS] = "mm_users",
 	[LC_SLOTS] = "kvm->slots_lock",
+	[LC_CONTEXT] = "mm->context.lock",
 };
 
 static struct held_lock held(enum lock_class cls, enum lock_mode mode, uint64_t id, uint64_t lo, uint64_t hi)
@@ -24,6 +25,8 @@ static const unsigned actor_classes[] = {
 	[A_RMAP] = LCB(LC_FOLIO) | LCB(LC_ANON_VMA) | LCB(LC_I_MMAP),
 	[A_GFAULT] = LCB(LC_SRCU) | LCB(LC_KVM) | LCB(LC_MMAP),
 	[A_INVAL] = ~0u,
+	[A_FRAG] = LCB(LC_CONTEXT),
+	[A_COLLAPSE] = LCB(LC_MMAP),
 };
 
 /* What a cpu's actor holds now, derived from its state (nothing but the window's set is stored):
@@ -65,6 +68,14 @@ int cpu_locks(const struct engine *e, int cpu, struct held_lock *out)
 			if (c->inval_active[vi])
 				out[n++] = held(LC_MN_ACTIVE, LM_READ, (uint64_t)vi, 0, ~0ull);
 		break;
+	case A_FRAG: /* s390 page_table_free stopped inside spin_lock_bh(&mm->context.lock) */
+		if (c->walk_done)
+			out[n++] = held(LC_CONTEXT, LM_WRITE, (uint64_t)c->mm, 0, ~0ull);
+		break;
+	case A_COLLAPSE: /* collapse_huge_page stopped before its copy: mmap_lock for write */
+		if (c->walk_done)
+			out[n++] = held(LC_MMAP, LM_WRITE, (uint64_t)c->mm, 0, ~0ull);
+		break;
 	default:
 		break;
 	}
@@ -94,6 +105,8 @@ int lock_holder(const struct engine *e, enum lock_class cls, uint64_t id, enum l
 			continue;
 		if (c->actor == A_INVAL && c->inval_op == e->op_index)
 			continue; /* the window that stopped the running operation holds that operation's own locks */
+		if (c->actor == A_COLLAPSE && c->seq == e->op_index)
+			continue; /* likewise a collapse held by the running operation (Z5) */
 		int n = cpu_locks(e, cpu, hs);
 		for (int i = 0; i < n; i++) {
 			bool hit = cls == LC_IRQS_OFF ? hs[i].cls == LC_IRQS_OFF : conflicts(&want, &hs[i]);
@@ -120,6 +133,10 @@ static uint32_t holder_opcode(const struct engine *e, int cpu)
 		return OP_GUEST_FAULT_BEGIN;
 	case A_INVAL:
 		return c->inval_opcode;
+	case A_FRAG:
+		return (uint32_t)c->addr;
+	case A_COLLAPSE:
+		return OP_MADVISE;
 	default:
 		return OP_NR;
 	}

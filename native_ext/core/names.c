@@ -12,14 +12,15 @@ const struct op_def op_defs[OP_NR] = {
 	{ "memslot", 5 }, { "guest_fault", 3 }, { "guest_fault_begin", 4 },
 	{ "guest_fault_commit", 1 }, { "vm_destroy", 1 }, { "shm_mmap", 5 },
 	{ "inval_hold", 1 }, { "inval_end", 1 }, { "unmap_mapping_begin", 3 },
+	{ "frag_hold", 1 }, { "frag_end", 1 },
+	{ "walk_pin", 1 }, { "collapse_hold", 1 }, { "collapse_end", 1 },
 };
 
 const char *const violation_names[V_NR] = {
 	"none", "uaf-table", "double-free", "table-leak", "fragment-corrupt",
 	"pgste-table-missing", "gmap-dangling", "lost-update", "freed-page-mapped",
 	"stage2-block-illegal", "stage2-oversize", "stage2-stale",
-	"stage2-after-release", "engine-assert",
-	"stage2-mmio-over-leaf", "kernel-bug",
+	"stage2-after-release", "stage2-mmio-over-leaf", "kernel-bug", "gup-stale-pin", "engine-assert",
 };
 
 /* Each violation kind's rule, one sentence (docs/violations.md; SARIF shows it as the rule's text). */
@@ -37,9 +38,10 @@ const char *const violation_rules[V_NR] = {
 	"A stage-2 leaf is larger than the host leaf backing it, or breaks its memslot.",
 	"A stage-2 leaf maps a pfn that the host does not map at the corresponding hva.",
 	"A guest fault installed into, or walked, a stage-2 whose root was freed.",
-	"The engine's own consistency check failed (a bug in ptfuzz).",
 	"A guest fault wrote an MMIO SPTE over a present stage-2 leaf (no zap: the TDP MMU never expects that change).",
 	"A kernel path reached a BUG_ON or VM_BUG_ON of the design it runs.",
+	"A collapse copied and dropped a page a GUP-fast walker grabbed after the collapse isolated it (writes through the pin are lost).",
+	"The engine's own consistency check failed (a bug in ptfuzz).",
 };
 
 /* The --steps events (enum event), by name. */
@@ -174,4 +176,16 @@ const struct knob_def knob_defs[K_NR] = {
 		"(VM_BUG_ON(!(pte & PTE_VALID))) where irqs-off replays the fault (-EAGAIN): the design before "
 		"e86fc1a3a3e9 \"KVM: arm64: Disable interrupts while walking userspace PTs\" (v6.3); v6.6's retry check "
 		"runs first, so it shows only with kvm.invalidate_retry=none" },
+	[K_FRAG_RELEASE] = { "s390.frag_release", { "fixed", "pre-c2c224932fd0" }, S390_ONLY,
+		"pre-c2c224932fd0: page_table_free of a 2K half clears only the half's allocated bit (atomic_xor_bits "
+		"1U << bit) before its list work under mm->context.lock, so a concurrent __tlb_remove_table (the RCU "
+		"callback of the other half) can free the 4K page before the list_del: the design before c2c224932fd0 "
+		"\"s390/mm: fix 2KB pgtable release race\" (v5.17), whose page_table_free also marks the half pending "
+		"(0x11) until the list work is done" },
+	[K_GUP_FAST_PMD_RECHECK] = { "gup.fast_pmd_recheck", { "yes", "no" }, ALL,
+		"no: GUP-fast (gup_pte_range) rechecks only the pte after try_grab_folio, not that the pmd still "
+		"points at the PTE table it walked, so a pin taken after collapse_huge_page cleared the pmd and isolated "
+		"the page succeeds and the collapse copies the page away from it: the design before 70cbc3cc78a9 "
+		"\"mm: gup: fix the fast GUP race against THP collapse\" (v6.0). Reachable with mm.collapse_gup_sync=none "
+		"(before v6.1), whose collapse does not wait for the IRQs-off walker" },
 };

@@ -6,14 +6,123 @@
 #include "ptf.h"
 #include "mm/internal.h"
 
+/* ---- Z5 (gup.fast_pmd_recheck): collapse_huge_page stopped between isolate and copy ----
+ * collapse_hold arms a cpu; the next anonymous collapse_huge_page stops on it after pmdp_collapse_flush and
+ * __collapse_huge_page_isolate (the pmd cleared, the pages' references checked), before
+ * __collapse_huge_page_copy (A_COLLAPSE, ptf.h); collapse_end does the copy, the deposit and the PMD leaf. The
+ * stopped thread holds mmap_lock for write (and the VMA's write lock): while it is held every operation waits
+ * (-16, nothing done) but RCU sections and grace periods, the GUP-fast walker's steps and grab (no lock), and the
+ * frag and collapse holds. The held operation (MADV_COLLAPSE) goes on at once: a later block of it first finishes
+ * the held one (collapse_window_flush), the order the kernel's has. */
+
+static int collapse_window_held(const struct engine *e)
+{
+	for (int i = 0; i < MAX_CPUS; i++)
+		if (e->cpus[i].actor == A_COLLAPSE && e->cpus[i].walk_done)
+			return i;
+	return -1;
+}
+
+int collapse_hold(struct engine *e, int cpu)
+{
+	struct cpu *c = &e->cpus[cpu];
+	if (c->actor != A_NONE)
+		return -EBUSY;
+	c->actor = A_COLLAPSE;
+	c->walk_done = false;
+	c->mm = 0;
+	c->addr = 0;
+	c->tbl = c->pmd_tbl = TREF_NONE;
+	c->pmd_idx = 0;
+	c->pfn = 0;
+	return 0;
+}
+
+int collapse_window_wait(struct engine *e, uint64_t opcode)
+{
+	switch (opcode) {
+	case OP_RCU_LOCK: case OP_RCU_UNLOCK: case OP_RCU_GP: case OP_WALK_BEGIN: case OP_WALK_STEP: case OP_WALK_END:
+	case OP_WALK_PIN: case OP_COLLAPSE_HOLD: case OP_COLLAPSE_END: case OP_FRAG_HOLD: case OP_FRAG_END:
+	case OP_SYSCTL_ALLOCATE_PGSTE:
+		return 0;
+	default:
+		break;
+	}
+	int cpu = collapse_window_held(e);
+	if (cpu < 0)
+		return 0;
+	struct held_lock h = { .cls = LC_MMAP, .mode = LM_WRITE, .id = (uint64_t)e->cpus[cpu].mm, .hi = ~0ull };
+	return lock_wait(e, cpu, LC_MMAP, (uint64_t)e->cpus[cpu].mm, LM_WRITE, &h);
+}
+
+/* __collapse_huge_page_copy and what follows it: each old page copied into the THP, its PTE cleared and the page
+ * dropped; a page a GUP-fast walker grabbed after the isolation is copied away from under its pin
+ * (gup-stale-pin). Then the old PTE table is deposited and the PMD leaf set. */
+static void collapse_huge_page_copy(struct engine *e, int mm, uint64_t base, struct tref pmd_tbl, uint32_t pmd_idx,
+				    struct tref pte_tbl, uint64_t head)
+{
+	const struct geom *g = &e->geom;
+	int pl = pte_level(e), ml = e->pmd_lvl;
+	uint32_t n = g->lv[pl].entries;
+	uint64_t *pte = tref_mem(e, pte_tbl);
+	for (uint32_t i = 0; i < n && !e->viol; i++) { /* __collapse_huge_page_copy_succeeded */
+		if (g->fmt->kind(pl, pte[i]) != E_LEAF)
+			continue;
+		uint64_t pfn = g->fmt->addr(pl, pte[i]) >> 12;
+		for (int w = 0; w < MAX_CPUS; w++)
+			if (e->cpus[w].actor == A_WALK && e->cpus[w].pfn == pfn && pfn) {
+				violate_at(e, V_GUP_STALE_PIN, &(struct viol_focus){ .has = VF_MM | VF_PFN | VF_HVA, .mm = mm,
+					   .pfn = pfn, .hva = base + ((uint64_t)i << g->lv[pl].shift) },
+					   "collapse_huge_page copies and drops pfn 0x%llx (va 0x%llx, mm %d), which GUP-fast "
+					   "walker cpu %d grabbed after the collapse isolated it: writes through the pin are lost",
+					   (unsigned long long)pfn, (unsigned long long)(base + ((uint64_t)i << g->lv[pl].shift)),
+					   mm, w);
+				return;
+			}
+		entry_write(e, pte_tbl, pl, i, g->fmt->empty(pl));
+		data_put(e, pfn);
+	}
+	pgtable_trans_huge_deposit(e, pmd_tbl, pte_tbl);
+	entry_write(e, pmd_tbl, ml, pmd_idx, g->fmt->leaf(ml, head << 12, true));
+	data_lookup(e, head)->mapcount = 1;
+	emit(e, EV_LEAF_SET, ml, base, head, mm);
+}
+
+int collapse_end(struct engine *e, int cpu)
+{
+	struct cpu *c = &e->cpus[cpu];
+	if (c->actor != A_COLLAPSE)
+		return -EINVAL;
+	if (c->walk_done) {
+		collapse_huge_page_copy(e, c->mm, c->addr, c->pmd_tbl, c->pmd_idx, c->tbl, c->pfn);
+		mmdrop(e, c->mm);
+	}
+	c->actor = A_NONE;
+	c->walk_done = false;
+	c->mm = 0;
+	c->addr = 0;
+	c->tbl = c->pmd_tbl = TREF_NONE;
+	c->pmd_idx = 0;
+	c->pfn = 0;
+	e->locks_grew = true;
+	return 0;
+}
+
 /* collapse_huge_page (anonymous): a new THP, the PMD cleared and notified, the old pages dropped, the old PTE
  * table deposited (not freed) and the PMD leaf set. anon_vma_lock_write waits for an rmap walker holding the
  * VMA's anon_vma root, and tlb_remove_table_sync_one for IRQs-off GUP-fast walkers, which the sequential model
- * cannot do: with either in flight the collapse does not start (SCAN_WAIT). */
+ * cannot do: with either in flight the collapse does not start (SCAN_WAIT). __collapse_huge_page_isolate fails
+ * the block (SCAN_PAGE_COUNT) when a GUP-fast walker holds one of its pages; collapse_hold stops it after that. */
 static int collapse_huge_page(struct engine *e, int mm, uint64_t base, struct tref pmd_tbl, uint32_t pmd_idx)
 {
 	const struct geom *g = &e->geom;
 	int pl = pte_level(e), ml = e->pmd_lvl;
+	int held = collapse_window_held(e);
+	if (held >= 0 && e->cpus[held].mm == mm) { /* this operation's previous block: its copy comes first */
+		e->mms[mm].count++;
+		collapse_end(e, held);
+		e->mms[mm].count--;
+	}
 	const struct vma *v = vma_find(&e->mms[mm], base);
 	/* mmap_read_unlock, then mmap_write_lock, vma_start_write, anon_vma_lock_write; after the pmd is cleared
 	 * tlb_remove_table_sync_one's IPI waits for every IRQs-off GUP-fast walker */
@@ -23,28 +132,41 @@ static int collapse_huge_page(struct engine *e, int mm, uint64_t base, struct tr
 	    (v && v->anon && lock_acquire(e, LC_ANON_VMA, v->anon_root, LM_WRITE)) ||
 	    (e->knob[K_COLLAPSE_GUP_SYNC] == 0 && lock_would_wait(e, LC_IRQS_OFF, 0, LM_WRITE)))
 		return SCAN_WAIT;
+	uint64_t pmdval = entry_get(e, pmd_tbl, pmd_idx);
+	struct tref pte_tbl = tref_from_phys(e, g->fmt->addr(ml, pmdval));
+	const uint64_t *ptes = tref_mem(e, pte_tbl);
+	for (uint32_t i = 0; i < g->lv[pl].entries; i++) /* __collapse_huge_page_isolate: page_count, GUP's grab */
+		if (g->fmt->kind(pl, ptes[i]) == E_LEAF)
+			for (int w = 0; w < MAX_CPUS; w++)
+				if (e->cpus[w].actor == A_WALK && e->cpus[w].pfn &&
+				    e->cpus[w].pfn == g->fmt->addr(pl, ptes[i]) >> 12)
+					return SCAN_PAGE_COUNT;
 	uint64_t sz = pmd_size(e);
 	uint64_t head = data_alloc(e, sz >> 12);
 	if (!head)
 		return SCAN_ALLOC_HUGE_PAGE_FAIL;
 	mmu_notifier_invalidate_range(e, mm, base, base + sz);
-	uint64_t pmdval = entry_get(e, pmd_tbl, pmd_idx);
-	struct tref pte_tbl = tref_from_phys(e, g->fmt->addr(ml, pmdval));
 	entry_write(e, pmd_tbl, ml, pmd_idx, g->fmt->empty(ml)); /* pmdp_collapse_flush */
 	table_set_state(e, pte_tbl, L_PRIVATE);
-	uint32_t n = g->lv[pl].entries;
-	uint64_t *pte = tref_mem(e, pte_tbl);
-	for (uint32_t i = 0; i < n && !e->viol; i++) { /* __collapse_huge_page_copy_succeeded */
-		if (g->fmt->kind(pl, pte[i]) != E_LEAF)
-			continue;
-		uint64_t pfn = g->fmt->addr(pl, pte[i]) >> 12;
-		entry_write(e, pte_tbl, pl, i, g->fmt->empty(pl));
-		data_put(e, pfn);
+	int cpu = -1;
+	for (int i = 0; i < MAX_CPUS && cpu < 0 && inval_window_of_current(e) < 0; i++) /* a thread stops once: an */
+		if (e->cpus[i].actor == A_COLLAPSE && !e->cpus[i].walk_done)  /* invalidation window that took this */
+			cpu = i;                                                   /* operation stopped it before here */
+	if (cpu >= 0) { /* collapse_hold: stop here, isolated, before the copy */
+		struct cpu *c = &e->cpus[cpu];
+		c->walk_done = true;
+		c->mm = mm;
+		c->addr = base;
+		c->pmd_tbl = pmd_tbl;
+		c->pmd_idx = pmd_idx;
+		c->tbl = pte_tbl;
+		c->pfn = head;
+		c->seq = e->op_index; /* the running operation's own later locks do not wait for it */
+		mmgrab(e, mm);
+		e->locks_grew = true;
+	} else {
+		collapse_huge_page_copy(e, mm, base, pmd_tbl, pmd_idx, pte_tbl, head);
 	}
-	pgtable_trans_huge_deposit(e, pmd_tbl, pte_tbl);
-	entry_write(e, pmd_tbl, ml, pmd_idx, g->fmt->leaf(ml, head << 12, true));
-	data_lookup(e, head)->mapcount = 1;
-	emit(e, EV_LEAF_SET, ml, base, head, mm);
 	/* anon_vma_unlock_write, mmap_write_unlock; madvise_collapse takes mmap_lock for read again */
 	if (v && v->anon)
 		lock_release(e, LC_ANON_VMA, v->anon_root);

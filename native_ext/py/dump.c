@@ -225,7 +225,7 @@ static PyObject *blocks_list(struct engine *e)
 /* In-flight actors with the table pointers they hold, and whether those are still valid. */
 static PyObject *cpus_list(struct engine *e)
 {
-	static const char *const kinds[] = { "none", "walk", "rmap", "guest_fault", "inval" };
+	static const char *const kinds[] = { "none", "walk", "rmap", "guest_fault", "inval", "frag", "collapse" };
 	PyObject *list = PyList_New(0);
 	for (int i = 0; list && i <= MAX_CPUS; i++) {
 		struct cpu *c = &e->cpus[i];
@@ -234,11 +234,11 @@ static PyObject *cpus_list(struct engine *e)
 		PyObject *d = NULL;
 		switch (c->actor) {
 		case A_WALK:
-			d = Py_BuildValue("{s:i,s:s,s:i,s:i,s:K,s:i,s:K,s:O,s:O}", "cpu", i, "actor", kinds[c->actor],
+			d = Py_BuildValue("{s:i,s:s,s:i,s:i,s:K,s:i,s:K,s:O,s:O,s:K}", "cpu", i, "actor", kinds[c->actor],
 					  "rcu_nest", c->rcu_nest, "mm", c->mm, "addr", (unsigned long long)c->addr,
 					  "level", c->level, "table", (unsigned long long)tref_phys(c->tbl),
 					  "table_alive", tref_alive(e, c->tbl) ? Py_True : Py_False,
-					  "done", c->walk_done ? Py_True : Py_False);
+					  "done", c->walk_done ? Py_True : Py_False, "pinned", (unsigned long long)c->pfn);
 			break;
 		case A_RMAP:
 			d = Py_BuildValue("{s:i,s:s,s:i,s:i,s:K,s:K,s:O,s:K,s:I,s:O}", "cpu", i, "actor", kinds[c->actor],
@@ -268,6 +268,16 @@ static PyObject *cpus_list(struct engine *e)
 				: NULL;
 			break;
 		}
+		case A_FRAG: /* s390 page_table_free held after its atomic_xor_bits (Z4) */
+			d = Py_BuildValue("{s:i,s:s,s:i,s:O,s:i,s:K}", "cpu", i, "actor", kinds[c->actor], "rcu_nest",
+					  c->rcu_nest, "held", c->walk_done ? Py_True : Py_False, "mm", c->mm,
+					  "table", (unsigned long long)(c->walk_done ? tref_phys(c->tbl) : 0));
+			break;
+		case A_COLLAPSE: /* collapse_huge_page held before its copy (Z5) */
+			d = Py_BuildValue("{s:i,s:s,s:i,s:O,s:i,s:K}", "cpu", i, "actor", kinds[c->actor], "rcu_nest",
+					  c->rcu_nest, "held", c->walk_done ? Py_True : Py_False, "mm", c->mm,
+					  "addr", (unsigned long long)c->addr);
+			break;
 		default:
 			d = Py_BuildValue("{s:i,s:s,s:i}", "cpu", i, "actor", kinds[0], "rcu_nest", c->rcu_nest);
 		}

@@ -386,6 +386,33 @@ static uint64_t vm_record(struct canon *c, int vi)
 	return h;
 }
 
+/* The pmd an rmap walker or a GUP-fast walker took (compared raw with the live entry: the recheck) and its locks
+ * (an rmap walker's only), or a held collapse's cleared pmd. */
+static void canon_cpu_pmd(struct canon *c, struct cpu *k, bool rmap, bool coll)
+{
+	const struct engine *e = c->e;
+	if (!rmap) { /* the rmap walker's locks: stale on a walker's or a collapse's cpu */
+		k->lock_kind = 0;
+		k->lock_id = 0;
+		k->folio = 0;
+	}
+	if (coll)
+		k->pmd_seen = 0;
+	canon_tref(c, &k->pmd_tbl);
+	/* the pmd value is compared raw with the live entry (the recheck): rename the table it
+	 * points at as entries are renamed, ABA on a reused table included */
+	const struct entry_fmt *f = e->geom.fmt;
+	uint64_t phys = f->addr(e->pmd_lvl, k->pmd_seen);
+	struct tref t = tref_from_phys(c->e, phys);
+	if (f->kind(e->pmd_lvl, k->pmd_seen) == E_TABLE && t.blk >= 0)
+		k->pmd_seen = ((uint64_t)visit_block(c, t.blk) << 32 | (k->pmd_seen ^ phys)) ^
+			      (phys >> 11 & 1) << 12;
+	if (k->lock_kind == RL_ANON)
+		k->lock_id = canon_anon(c, k->lock_id);
+	if (rmap)
+		k->folio = canon_pfn(c, k->folio);
+}
+
 /* A cpu as a record: a copy of struct cpu with the fields its actor uses renamed and the ones it does not
  * use (stale from an earlier actor) cleared; any other field stays raw. Then the RCU callbacks that wait
  * for it. */
@@ -401,9 +428,13 @@ static uint64_t cpu_record(struct canon *c, int ci, const uint32_t *vm_label)
 	c->h = &h;
 	k.section = 0; /* replaced by the callback relation below */
 	bool known = k.actor == A_NONE || k.actor == A_WALK || k.actor == A_RMAP || k.actor == A_GFAULT ||
-		     k.actor == A_INVAL;
+		     k.actor == A_INVAL || k.actor == A_FRAG || k.actor == A_COLLAPSE;
 	if (known) {
 		bool walk = k.actor == A_WALK, rmap = k.actor == A_RMAP, gf = k.actor == A_GFAULT;
+		bool frag = k.actor == A_FRAG; /* Z4: a held page_table_free keeps mm, tbl, walk_done and level (ptf.h);
+						* addr only names the stopped operation in wait events */
+		bool coll = k.actor == A_COLLAPSE; /* Z5: mm, addr, walk_done, tbl, pmd_tbl/pmd_idx, pfn (ptf.h); a walker
+						     * also its pmd_* (the recheck) and pfn (its grab) */
 		/* an invalidation window: what it holds is kept (per-VM counts raw: windows turn VM symmetry
 		 * off); inval_op is only compared with the running operation's index, which between operations
 		 * it never equals, so it is cleared. Any other cpu: the window fields are dead (every reader
@@ -423,31 +454,22 @@ static uint64_t cpu_record(struct canon *c, int ci, const uint32_t *vm_label)
 			memset(&k.inval_slot, 0, sizeof(k.inval_slot));
 			k.inval_nlocks = k.inval_opcode = k.inval_child = 0;
 		}
-		if (!walk && !rmap && !gf)
+		if (!walk && !rmap && !gf && !frag && !coll)
 			k.mm = 0;
-		if (!walk && !rmap)
+		if (!walk && !rmap && !coll)
 			k.addr = 0;
-		if (!walk) {
+		if (!walk && !frag && !coll) {
 			k.level = 0;
 			k.walk_done = false;
 		}
-		if (walk || rmap)
+		if (coll)
+			k.level = 0;
+		if (walk || rmap || frag || coll)
 			canon_tref(c, &k.tbl);
 		else
 			canon_tref_clear(&k.tbl);
-		if (rmap) {
-			canon_tref(c, &k.pmd_tbl);
-			/* the pmd value is compared raw with the live entry (the recheck): rename the table it
-			 * points at as entries are renamed, ABA on a reused table included */
-			const struct entry_fmt *f = e->geom.fmt;
-			uint64_t phys = f->addr(e->pmd_lvl, k.pmd_seen);
-			struct tref t = tref_from_phys(e, phys);
-			if (f->kind(e->pmd_lvl, k.pmd_seen) == E_TABLE && t.blk >= 0)
-				k.pmd_seen = ((uint64_t)visit_block(c, t.blk) << 32 | (k.pmd_seen ^ phys)) ^
-					     (phys >> 11 & 1) << 12;
-			if (k.lock_kind == RL_ANON)
-				k.lock_id = canon_anon(c, k.lock_id);
-			k.folio = canon_pfn(c, k.folio);
+		if (rmap || walk || coll) {
+			canon_cpu_pmd(c, &k, rmap, coll);
 		} else {
 			canon_tref_clear(&k.pmd_tbl);
 			k.pmd_idx = 0;
@@ -467,7 +489,8 @@ static uint64_t cpu_record(struct canon *c, int ci, const uint32_t *vm_label)
 			k.s2_root.blk = alive ? 1 : -2;
 		} else {
 			k.vm = 0;
-			k.gpa = k.hva = k.size = k.pfn = k.seq = 0;
+			k.gpa = k.hva = k.size = k.seq = 0;
+			k.pfn = (walk || coll) && k.pfn ? canon_pfn(c, k.pfn) : 0;
 			k.holds_mm = k.write = k.vma_thp = k.late_faultin = k.noslot = false;
 			canon_tref_clear(&k.s2_root);
 		}

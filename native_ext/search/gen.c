@@ -210,8 +210,9 @@ static uint32_t abstract_state(const struct engine *e)
 		const struct cpu *c = &e->cpus[i];
 		if (c->actor == A_WALK || c->actor == A_RMAP || c->actor == A_GFAULT)
 			s |= 2u << (c->actor - A_WALK);
-		else if (c->actor == A_INVAL && c->inval_held)
-			s |= 16;
+		else if ((c->actor == A_INVAL && c->inval_held) || ((c->actor == A_FRAG || c->actor == A_COLLAPSE) &&
+										     c->walk_done))
+			s |= 16; /* a held window: an invalidation's ends, or (s390) a page_table_free's list work */
 	}
 	for (int i = 0; i < e->mm_hwm; i++)
 		if (e->mms[i].used && !e->mms[i].dead) {
@@ -655,7 +656,7 @@ static void gen_vm(struct gen *g)
 /* The operations that race with an in-flight actor at (pid, addr); on arm64 and x86_64 now and then stopped
  * between its invalidate_range_start and _end (inval_hold on an idle cpu; gen_actor ends it), most often when
  * the actor is a guest fault, whose commit is what the window is about. */
-static bool gen_disturb(struct gen *g, int pid, uint64_t addr, enum actor_kind kind)
+static bool gen_disturb(struct gen *g, int pid, uint64_t addr, enum actor_kind kind, bool walker)
 {
 	uint64_t pmd_base = addr & ~(g->L.pmd - 1);
 	bool held = false;
@@ -667,7 +668,8 @@ static bool gen_disturb(struct gen *g, int pid, uint64_t addr, enum actor_kind k
 		}
 	}
 	/* a held window takes one of the changes that notify and unmap or replace the page */
-	unsigned k = held ? (unsigned)PICK(g->c, 0, 1, 2, 3, 7) : below(g->c, 9);
+	/* a GUP-fast walker is what a collapse races with (Z1, Z5): a collapse of its block more often */
+	unsigned k = held ? (unsigned)PICK(g->c, 0, 1, 2, 3, 7) : walker && chance(g->c, 25) ? 3 : below(g->c, 9);
 	switch (k) {
 	case 0:
 		OP(g, OP_MUNMAP, (uint64_t)pid, addr & ~(g->L.page - 1), g->L.page);
@@ -680,6 +682,13 @@ static bool gen_disturb(struct gen *g, int pid, uint64_t addr, enum actor_kind k
 		break;
 	case 3:
 		OP(g, OP_MADVISE, (uint64_t)pid, pmd_base, g->L.pmd, 1);
+		if (!held && kind == A_WALK && walker && chance(g->c, 50)) { /* Z5: the collapse stops between isolate */
+			int cpu = idle_cpu(g);                                    /* and copy, under the walker */
+			if (cpu >= 0) {
+				OP(g, OP_COLLAPSE_HOLD, (uint64_t)cpu);
+				held = true;
+			}
+		}
 		OP(g, OP_MADVISE, (uint64_t)pid, pmd_base, g->L.pmd, 3);
 		if (!held && chance(g->c, 40)) /* then the block goes: the collapse's deposit (the old PTE table) is freed */
 			OP(g, OP_MUNMAP, (uint64_t)pid, pmd_base, g->L.pmd);
@@ -705,6 +714,45 @@ static bool gen_disturb(struct gen *g, int pid, uint64_t addr, enum actor_kind k
 	return held;
 }
 
+/* s390 (Z4): a page_table_free held inside mm->context.lock, between its atomic_xor_bits and its list work
+ * (frag_hold on an idle cpu; gen_actor ends it). The race wants one 4K page whose two 2K halves go back by the two
+ * paths: a THP block's deposit (allocated while the other half is in use) freed at once by zap_deposited_table
+ * (munmap or MADV_DONTNEED of the block: page_table_free, the one held), and another table of the mm freed before
+ * by free_pgtables (page_table_free_rcu: its half pending until a grace period, which comes next). The other table
+ * is a 4K mapping's, made here now and then just before the block's (two tables in a row share a page every other
+ * time). The exec stack's table would do too, but unmapping the stack reaches a default-knob table-leak (an old
+ * 3-level top after crst_table_upgrade, reported with Z4) that is not this race's, so it is left alone here. */
+static void gen_frag(struct gen *g, int cpu, int pid)
+{
+	uint64_t pmd = g->L.pmd;
+	struct mapping m = pick_mapping(g, pid, true);
+	uint64_t base = m.ok ? m.start & ~(pmd - 1) : pick_region(g);
+	uint64_t other = pick_region(g);
+	bool fresh = other != base && chance(g->c, 60);
+	if (fresh) { /* a 4K mapping's PTE table, then the block's deposit: often the two halves of one page */
+		OP(g, OP_MMAP, (uint64_t)pid, other, pmd, 0);
+		OP(g, OP_FAULT, (uint64_t)pid, other, 1);
+	}
+	if (fresh || !m.ok || !(m.flags & VMA_THP) || chance(g->c, 30)) {
+		OP(g, OP_MMAP, (uint64_t)pid, base, pmd, 1);
+		OP(g, OP_FAULT, (uint64_t)pid, base, 1);
+	}
+	if (fresh || chance(g->c, 50)) {
+		struct mapping o = pick_mapping(g, pid, false);
+		if (!fresh && o.ok)
+			other = o.start & ~(pmd - 1);
+		if (other != base)
+			OP(g, OP_MUNMAP, (uint64_t)pid, other, pmd);
+	}
+	OP(g, OP_FRAG_HOLD, (uint64_t)cpu);
+	if (chance(g->c, 75))
+		OP(g, OP_MUNMAP, (uint64_t)pid, base, pmd);
+	else
+		OP(g, OP_MADVISE, (uint64_t)pid, base, pmd, 0);
+	if (chance(g->c, 70))
+		OP0(g, OP_RCU_GP);
+}
+
 static void gen_actor(struct gen *g)
 {
 	struct engine *e = g->e;
@@ -714,10 +762,26 @@ static void gen_actor(struct gen *g)
 			busy[nbusy++] = i;
 	if (nbusy && (cpu < 0 || chance(g->c, 60))) {
 		cpu = busy[below(g->c, (uint32_t)nbusy)];
+		if (e->cpus[cpu].actor == A_COLLAPSE) { /* the held collapse copies, a walker at its PTE table grabbing first or not */
+			for (int i = 0; i < nbusy && chance(g->c, 50); i++)
+				if (e->cpus[busy[i]].actor == A_WALK) {
+					OP(g, OP_WALK_PIN, (uint64_t)busy[i]);
+					break;
+				}
+			OP(g, OP_COLLAPSE_END, (uint64_t)cpu);
+			return;
+		}
+		if (e->cpus[cpu].actor == A_FRAG) { /* the held page_table_free does its list work, after a grace period or not */
+			if (chance(g->c, 40))
+				OP0(g, OP_RCU_GP);
+			OP(g, OP_FRAG_END, (uint64_t)cpu);
+			return;
+		}
 		if (e->cpus[cpu].actor == A_INVAL) { /* the stopped host thread runs its _end calls, or another actor goes first */
 			int others[MAX_CPUS], n = 0;
 			for (int i = 0; i < nbusy; i++)
-				if (e->cpus[busy[i]].actor != A_INVAL)
+				if (e->cpus[busy[i]].actor == A_WALK || e->cpus[busy[i]].actor == A_RMAP ||
+				    e->cpus[busy[i]].actor == A_GFAULT)
 					others[n++] = busy[i];
 			if (!n || chance(g->c, 40)) {
 				OP(g, OP_INVAL_END, (uint64_t)cpu);
@@ -732,11 +796,18 @@ static void gen_actor(struct gen *g)
 			uint64_t addr = kind == A_GFAULT ? c->hva : c->addr;
 			if (pid < 0)
 				pid = pick_pid(g);
-			if (gen_disturb(g, pid, addr, kind) && kind == A_GFAULT && chance(g->c, 50))
+			/* choices must not depend on the geometry (its level): traces replay alike on 4 and 5 levels */
+			bool walker = kind == A_WALK;
+			bool held = gen_disturb(g, pid, addr, kind, walker);
+			if (held && kind == A_GFAULT && chance(g->c, 50))
 				OP(g, OP_GUEST_FAULT_COMMIT, (uint64_t)cpu); /* inside the window the disturbance opened */
+			else if (held && walker && chance(g->c, 60))
+				OP(g, OP_WALK_PIN, (uint64_t)cpu); /* the walker grabs inside the held collapse (Z5) */
 			return;
 		}
-		if (kind == A_WALK)
+		if (kind == A_WALK && chance(g->c, 30))
+			OP(g, OP_WALK_PIN, (uint64_t)cpu); /* gup_pte_range's grab and rechecks (Z5) */
+		else if (kind == A_WALK)
 			OP(g, chance(g->c, 75) ? OP_WALK_STEP : OP_WALK_END, (uint64_t)cpu);
 		else if (kind == A_RMAP)
 			OP(g, OP_RMAP_COMMIT, (uint64_t)cpu);
@@ -745,6 +816,10 @@ static void gen_actor(struct gen *g)
 		return;
 	}
 	int pid = pick_pid(g);
+	if (e->arch == ARCH_S390 && e->procs[pid].exists && chance(g->c, 15)) {
+		gen_frag(g, cpu, pid);
+		return;
+	}
 	uint64_t addr = addr_in(g, pid);
 	switch (below(g->c, 3)) {
 	case 0:

@@ -45,6 +45,11 @@ WHY_SKIPPED = {
     "guest_fault_commit": "half a guest fault cannot be paused from user space (guest_fault is whole)",
     "inval_hold": "an open MMU-notifier invalidation cannot be held from user space",
     "inval_end": "an open MMU-notifier invalidation cannot be held from user space",
+    "frag_hold": "a page_table_free cannot be held inside mm->context.lock from user space",
+    "frag_end": "a page_table_free cannot be held inside mm->context.lock from user space",
+    "walk_pin": "GUP-fast's grab between its walk and its end cannot be placed from user space",
+    "collapse_hold": "a collapse cannot be held between its isolation and its copy from user space",
+    "collapse_end": "a collapse cannot be held between its isolation and its copy from user space",
 }
 
 

@@ -14,7 +14,8 @@ MODES = {1: "read", 2: "write"}
 # what each lock's id names (locking.c struct held_lock)
 LOCK_OBJECTS = {"mmap_lock": "mm", "vma_lock": "the VMAs of mm", "anon_vma->root->rwsem": "anon_vma",
                 "i_mmap_rwsem": "shmem object", "folio_lock": "folio pfn", "kvm->srcu": "vm", "kvm reference": "vm",
-                "mn_active_invalidate_count": "vm", "irqs_off": "cpu", "mm_users": "mm"}
+                "mn_active_invalidate_count": "vm", "irqs_off": "cpu", "mm_users": "mm",
+                "mm->context.lock": "mm"}
 
 
 def describe_wait(a: int, b: int, c: int, d: int) -> str:

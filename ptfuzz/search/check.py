@@ -77,7 +77,8 @@ class Domains:
 
 
 # The template table. An argument is a literal int, a tuple of literal alternatives, or a domain name:
-# pid, pid2 (another pid), cpu, vm, addr (any slot), addr0 (slot 0), pmd, pud, elf, ipa, slotlen.
+# pid, pid2 (another pid), cpu, vm, addr (any slot), addr0 (slot 0), pmd, pud, elf, ipa, slotlen, stack (s390:
+# the PMD block holding exec's stack, below STACK_TOP = 4 TiB: the mm's first PTE table lives there).
 # A row whose operation the engine lacks, or whose domain is empty (no PUD size), yields nothing.
 COMMON = (
     ("exec", "pid", "elf"),
@@ -108,6 +109,9 @@ COMMON = (
     ("vm_destroy", "vm"),
     ("inval_hold", "cpu"),   # the invalidation window, where the engine has it
     ("inval_end", "cpu"),
+    ("walk_pin", "cpu"),      # GUP-fast's grab and rechecks (Z5)
+    ("collapse_hold", "cpu"),  # collapse_huge_page held between isolate and copy (Z5)
+    ("collapse_end", "cpu"),
 )
 # arm64: two PUDs at the base, mapped, under one memslot and dropped by one DONTNEED, whose stage-2 unmap walks two
 # chunks (stage2_apply_range yields mmu_lock between them: a window stops there, docs/model.md section 7; Z9)
@@ -119,7 +123,11 @@ ARM64_YIELD = (
 # arm64 and x86_64: memslot 0 deleted (KVM_MR_DELETE, whose INVALID phase a window stops at; Z8)
 KVM_DELETE = (("memslot", "vm", 0, 0, 0, 0),)
 ALPHABET = {
-    "s390": (("sysctl_allocate_pgste", (0, 1)),) + COMMON,
+    "s390": (("sysctl_allocate_pgste", (0, 1)),) + COMMON + (
+        ("munmap", "pid", "stack", "pmd"),  # the exec stack's segment: its PTE table goes by RCU (Z4)
+        ("frag_hold", "cpu"),    # page_table_free held inside mm->context.lock (Z4)
+        ("frag_end", "cpu"),
+    ),
     "arm64": COMMON + ARM64_YIELD + KVM_DELETE,
     "x86_64": COMMON + KVM_DELETE,
 }
@@ -155,6 +163,7 @@ def _values(arg, d: Domains, pid):
         "pid": d.pids, "cpu": d.cpus, "vm": d.vms, "addr": d.addrs, "addr0": d.addrs[:1],
         "pmd": (d.pmd,), "pud": (d.pud,) if d.pud else (), "pud2": (2 * d.pud,) if d.pud else (), "elf": d.elfs, "ipa": d.ipas, "slotlen": d.slot_lens,
         "pid2": tuple(p for p in d.pids if p != pid),
+        "stack": ((1 << 42) - d.pmd,),
     }[arg]
 
 

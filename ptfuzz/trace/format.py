@@ -42,6 +42,11 @@ ARG_KINDS: dict[str, tuple[str, ...]] = {
     "inval_hold": ("cpu",),
     "inval_end": ("cpu",),
     "unmap_mapping_begin": ("cpu", "pid", "u64"),
+    "frag_hold": ("cpu",),
+    "frag_end": ("cpu",),
+    "walk_pin": ("cpu",),
+    "collapse_hold": ("cpu",),
+    "collapse_end": ("cpu",),
 }
 KIND_MAX = {"bool": 1, "pid": 63, "cpu": 15, "vm": 15, "slot": 31, "flags": 7, "advice": 3, "obj": 15,
             "u64": U64_MAX}

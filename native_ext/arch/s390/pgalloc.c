@@ -7,6 +7,7 @@
 #include "arch/s390/gmap.h"
 
 enum { R1, R2, R3, SEG, PTE };
+static void frag_window_flush(struct engine *e, int mm);
 #define SEG_SIZE (1ull << 20)
 
 /* ---- the per-mm fragment reuse list (mm->context.pgtable_list) ---- */
@@ -61,6 +62,7 @@ int page_table_alloc(struct engine *e, int mm, struct tref *out)
 {
 	struct mm *m = &e->mms[mm];
 	e->frag_dirty = true;
+	frag_window_flush(e, mm);
 	int mode = e->knob[K_PT_ALLOC];
 	bool full = mode == PA_FULL_PAGE || (m->alloc_pgste && mode != PA_FRAGMENTS_ALWAYS);
 	if (!full && m->frag_list >= 0) {
@@ -149,11 +151,168 @@ static void fragment_release(struct engine *e, int mm, struct tref t, struct blo
 		list_del(e, mm, t.blk);
 }
 
+/* ---- Z4 (s390.frag_release): page_table_free stopped inside mm->context.lock ----
+ *
+ * page_table_free of a 2K half (arch/s390/mm/pgalloc.c) takes spin_lock_bh(&mm->context.lock), flips the half's
+ * bits in the page's tracking byte (atomic_xor_bits), does its list work (list_add or list_del) and unlocks; only
+ * then does it free the page if the byte is zero. __tlb_remove_table (the RCU callback of a half freed by
+ * page_table_free_rcu) takes no lock: it clears its pending bit and frees the page when the byte is zero. frag_hold
+ * arms a cpu; the next page_table_free of a 2K half stops on it after the xor (A_FRAG, ptf.h) until frag_end.
+ * - fixed (c2c224932fd0, v5.17; v6.6): the xor is 0x11 << bit, the half stays pending (H_PENDING) until the list
+ *   work is done, so the callback cannot see a zero byte meanwhile; frag_end clears it and frees the page if both
+ *   halves are free.
+ * - pre-c2c224932fd0 (v5.16): the xor is 1 << bit, the half is free (H_FREE) at once; a callback for the other
+ *   half frees the page while it is still on mm->context.pgtable_list, before the held list_del: s390_frag_check
+ *   reports the listed free page (fragment-corrupt). The page is freed at frag_end only if the xor's mask was zero.
+ * The held thread holds mm->context.lock and whatever its operation holds (mmap_lock, the page-table lock):
+ * frag_window_wait makes every operation wait (-EBUSY, nothing done) but those that take neither: RCU sections and
+ * grace periods (the callbacks take no lock), GUP-fast walks, frag_hold/frag_end and the sysctl. That over-blocks
+ * (an mm not the held one has its own context.lock) but reaches no interleaving the lock forbids. The held
+ * operation itself ran to its end at once: its later steps happen before the list work in the model, after it in
+ * the kernel; the only ones that depend on the list work take the same lock (page_table_alloc, the three frees of
+ * this mm), and those first finish the held list work (frag_window_flush), as the kernel's order has it. */
+
+static int frag_window_held(const struct engine *e)
+{
+	for (int i = 0; i < MAX_CPUS; i++)
+		if (e->cpus[i].actor == A_FRAG && e->cpus[i].walk_done)
+			return i;
+	return -1;
+}
+
+static void frag_list_work(struct engine *e, int cpu);
+
+/* The held operation comes back to mm->context.lock: its list work comes first (kernel order). */
+static void frag_window_flush(struct engine *e, int mm)
+{
+	int cpu = frag_window_held(e);
+	if (cpu >= 0 && e->cpus[cpu].mm == mm) {
+		e->mms[mm].count++; /* the running operation holds the mm: the reference goes, the mm stays (even in
+				     * exit_mmap, whose mmput drops it after) */
+		frag_end(e, cpu);
+		e->mms[mm].count--;
+	}
+}
+
+int frag_window_wait(struct engine *e, uint64_t opcode)
+{
+	switch (opcode) {
+	case OP_RCU_LOCK: case OP_RCU_UNLOCK: case OP_RCU_GP: case OP_WALK_BEGIN: case OP_WALK_STEP: case OP_WALK_END:
+	case OP_FRAG_HOLD: case OP_FRAG_END: case OP_SYSCTL_ALLOCATE_PGSTE: case OP_WALK_PIN:
+	case OP_COLLAPSE_HOLD: case OP_COLLAPSE_END:
+		return 0;
+	default:
+		break;
+	}
+	int cpu = frag_window_held(e);
+	if (cpu < 0)
+		return 0;
+	struct held_lock h = { .cls = LC_CONTEXT, .mode = LM_WRITE, .id = (uint64_t)e->cpus[cpu].mm, .hi = ~0ull };
+	return lock_wait(e, cpu, LC_CONTEXT, (uint64_t)e->cpus[cpu].mm, LM_WRITE, &h);
+}
+
+int frag_hold(struct engine *e, int cpu)
+{
+	if (e->arch != ARCH_S390)
+		return -ENOSYS;
+	struct cpu *c = &e->cpus[cpu];
+	if (c->actor != A_NONE)
+		return -EBUSY;
+	c->actor = A_FRAG;
+	c->walk_done = false;
+	c->mm = 0;
+	c->tbl = TREF_NONE;
+	c->level = 0;
+	c->addr = 0;
+	return 0;
+}
+
+/* page_table_free of a 2K half reaching an armed cpu: the xor only, then stop. */
+static bool frag_window_take(struct engine *e, int mm, struct tref t, struct block *b)
+{
+	int cpu = -1;
+	for (int i = 0; i < MAX_CPUS && cpu < 0; i++)
+		if (e->cpus[i].actor == A_FRAG && !e->cpus[i].walk_done)
+			cpu = i;
+	if (cpu < 0)
+		return false;
+	struct cpu *c = &e->cpus[cpu];
+	e->mms[mm].n_frag_tables--;
+	c->level = b->half[!t.half] == H_FREE; /* the xor's mask: zero when the other half has no bit set */
+	b->half[t.half] = e->knob[K_FRAG_RELEASE] == FR_PRE_C2C224932FD0 ? H_FREE : H_PENDING;
+	emit(e, EV_TABLE_FREE, PTE, tref_phys(t), mm, 2048);
+	half_reusable(b, t.half);
+	c->walk_done = true;
+	c->mm = mm;
+	c->tbl = (struct tref){ t.blk, t.half, b->gen[t.half] };
+	c->addr = e->cur_opcode;
+	mmgrab(e, mm); /* the stopped thread's reference: the mm and its pgtable_list outlive the list work */
+	e->locks_grew = true;
+	return true;
+}
+
+/* The rest of the held page_table_free: list_add or list_del under the lock, unlock, then (fixed) clear the pending
+ * bit and free the page if the byte is zero, (pre-fix) free it if the xor's mask was zero. */
+static void frag_list_work(struct engine *e, int cpu)
+{
+	struct cpu *c = &e->cpus[cpu];
+	struct tref t = c->tbl;
+	struct block *b = &e->blocks[t.blk];
+	e->frag_dirty = e->gmap_dirty = true;
+	if (!b->used || !b->frag) {
+		violate_at(e, V_FRAGMENT_CORRUPT, &(struct viol_focus){ .has = VF_MM | VF_TABLE, .mm = c->mm,
+			   .table = tref_phys((struct tref){ t.blk, 0, 0 }) },
+			   "page_table_free's list work on page 0x%llx (mm %d), which was freed after its atomic_xor_bits",
+			   (unsigned long long)tref_phys((struct tref){ t.blk, 0, 0 }), c->mm);
+		return;
+	}
+	if (b->half[!t.half] == H_ALLOC && !b->active)
+		list_add(e, c->mm, t.blk, false);
+	else
+		list_del(e, c->mm, t.blk);
+	if (e->knob[K_FRAG_RELEASE] == FR_PRE_C2C224932FD0) {
+		if (c->level)
+			frag_page_maybe_free(e, t.blk);
+		return;
+	}
+	b->half[t.half] = H_FREE;
+	frag_page_maybe_free(e, t.blk);
+}
+
+int frag_end(struct engine *e, int cpu)
+{
+	struct cpu *c = &e->cpus[cpu];
+	if (c->actor != A_FRAG)
+		return -EINVAL;
+	if (c->walk_done) {
+		frag_list_work(e, cpu);
+		mmdrop(e, c->mm);
+	}
+	c->actor = A_NONE;
+	c->walk_done = false;
+	c->mm = 0;
+	c->tbl = TREF_NONE;
+	c->level = 0;
+	c->addr = 0;
+	e->locks_grew = true;
+	return 0;
+}
+
+/* The held block (listed while its list work waits), or -1. */
+static int32_t frag_window_block(const struct engine *e, int mm)
+{
+	int cpu = frag_window_held(e);
+	return cpu >= 0 && e->cpus[cpu].mm == mm ? e->cpus[cpu].tbl.blk : -1;
+}
+
 /* page_table_free (v6.6): the table goes back now; a full page to the pool, a 2K half to its page. */
 static void page_table_free(struct engine *e, int mm, struct tref t)
 {
+	frag_window_flush(e, mm);
 	struct block *b = pte_table_freeable(e, t);
 	if (!b)
+		return;
+	if (b->frag && frag_window_take(e, mm, t, b))
 		return;
 	if (!b->frag) {
 		b->half[0] = H_PENDING;
@@ -171,6 +330,7 @@ static void page_table_free(struct engine *e, int mm, struct tref t)
  * pending (not reusable) until __tlb_remove_table. */
 static void page_table_free_rcu(struct engine *e, int mm, struct tref t)
 {
+	frag_window_flush(e, mm);
 	struct block *b = pte_table_freeable(e, t);
 	if (!b)
 		return;
@@ -187,6 +347,7 @@ static void page_table_free_rcu(struct engine *e, int mm, struct tref t)
  * a grace period once both halves are free (frag_page_maybe_free). */
 static void pte_free_defer_s390(struct engine *e, int mm, struct tref t)
 {
+	frag_window_flush(e, mm);
 	struct block *b = pte_table_freeable(e, t);
 	if (!b)
 		return;
@@ -235,8 +396,11 @@ int s390_frag_check(struct engine *e)
 			return -1;
 		}
 		int guard = 0;
+		int32_t held = frag_window_block(e, mm); /* its list work waits under the lock: only its freeing counts */
 		for (int32_t blk = m->frag_list; blk >= 0; blk = e->blocks[blk].list_next) {
 			struct block *b = &e->blocks[blk];
+			if (blk == held && b->used && ++guard <= 1 << 20)
+				continue;
 			int alloc = (b->half[0] == H_ALLOC) + (b->half[1] == H_ALLOC);
 			if (!b->used || !b->frag || b->pgste || b->active || alloc != 1 || ++guard > 1 << 20) {
 				violate_at(e, V_FRAGMENT_CORRUPT, &(struct viol_focus){ .has = VF_MM | VF_TABLE, .mm = mm,

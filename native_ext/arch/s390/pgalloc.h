@@ -8,5 +8,9 @@ int page_table_alloc(struct engine *e, int mm, struct tref *out);
 void __tlb_remove_table(struct engine *e, int32_t blk, int half);
 int crst_table_upgrade(struct engine *e, int mm, uint64_t end);
 int s390_frag_check(struct engine *e);
+/* Z4 (s390.frag_release): page_table_free stopped between its atomic_xor_bits and its list work */
+int frag_hold(struct engine *e, int cpu);
+int frag_end(struct engine *e, int cpu);
+int frag_window_wait(struct engine *e, uint64_t opcode);
 
 #endif

@@ -173,6 +173,18 @@ def _add_actors(trees: list[Tree], state: dict, ctx: Ctx) -> None:
                     tree.top.tags.append((f"\u25c0 cpu {c['cpu']} holds invalidate_range_end"
                                           + (f" (mmu_invalidate_in_progress +{began})" if began else ""), "actor"))
             continue
+        if c["actor"] == "frag":  # s390 page_table_free stopped between its atomic_xor_bits and its list work (Z4)
+            tree = next((t for t in trees if t.key == f"mm{c['mm']}"), None)
+            if c["held"] and tree is not None and tree.top is not None:
+                tree.top.tags.append((f"\u25c0 cpu {c['cpu']} holds mm->context.lock: page_table_free of "
+                                      f"{c['table']:#x} before its list work", "actor"))
+            continue
+        if c["actor"] == "collapse":  # collapse_huge_page stopped between isolate and copy (Z5)
+            tree = next((t for t in trees if t.key == f"mm{c['mm']}"), None)
+            if c["held"] and tree is not None and tree.top is not None:
+                tree.top.tags.append((f"\u25c0 cpu {c['cpu']} collapse of {c['addr']:#x} isolated, before its copy",
+                                      "actor"))
+            continue
         label = {"walk": f"cpu {c['cpu']} GUP-fast walker", "rmap": f"cpu {c['cpu']} rmap walker",
                  "guest_fault": f"cpu {c['cpu']} guest fault"}[c["actor"]]
         if c["actor"] in ("walk", "rmap"):
