@@ -508,12 +508,13 @@ X86 = {
         "away from under the pin (gup-stale-pin, at teardown). Fixed (yes), the grab sees the cleared pmd and fails "
         "(-11); with the IPI (ipi) the collapse waits for the walker (-16)"),
     "regressions/x86_64/uaf-table-z1": ([
-        ["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["fault", 1, T, 1], ["walk_begin", 0, 1, T], ["walk_step", 0],
-        ["walk_step", 0], ["walk_step", 0], ["madvise", 1, T, 2 * M, 3], ["munmap", 1, T, 2 * M], ["walk_step", 0],
+        ["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["fault", 1, T, 0], ["walk_begin", 0, 1, T], ["walk_pin", 0],
+        ["fault", 1, T, 1], ["madvise", 1, T, 2 * M, 3], ["exec", 1, -1], ["walk_step", 0],
     ], {"mm.collapse_gup_sync": "none"}, "uaf-table",
-        "Z1 (2ba99c5e0881, v6.1): collapse_huge_page clears the pmd and deposits the PTE table the GUP-fast walker "
-        "holds without tlb_remove_table_sync_one's IPI; munmap's zap_deposited_table frees it at once (pte_free) and "
-        "the walker reads it. Fixed (ipi), the collapse waits for the IRQs-off walker (-16)"),
+        "Z1 (2ba99c5e0881, v6.1): the GUP-fast walker reaches the PTE table (walk_pin's steps; its grab of the zero "
+        "page fails, -14, and it stays there); collapse_huge_page clears the pmd and deposits that table without "
+        "tlb_remove_table_sync_one's IPI; exec's exit_mmap frees the deposit at once (zap_deposited_table: pte_free) "
+        "and the walker reads it. Fixed (ipi), the collapse waits for the IRQs-off walker (-16)"),
     "regressions/x86_64/uaf-table-z2": ([
         ["exec", 1, -1], ["shm_mmap", 1, T, 2 * M, 0, 0], ["shm_mmap", 1, T + 8 * M, 2 * M, 0, 0], ["fault", 1, T + 8 * M, 0],
         ["madvise", 1, T, 2 * M, 3], ["unmap_mapping_begin", 0, 1, T + 8 * M], ["madvise", 1, T + 8 * M, 2 * M, 3],

@@ -35,7 +35,7 @@ class Bug:
 
 BUGS: tuple[Bug, ...] = (
     Bug("Z1", "mm.collapse_gup_sync", "none", "2ba99c5e0881", "mm/khugepaged: fix GUP-fast interaction by sending IPI",
-        "ba76149f47d8 (v2.6.38, khugepaged)", "v6.1 (6.0.13, 5.15.y, 5.10.y)", "x86_64", ("uaf-table",), min_ops=10),
+        "ba76149f47d8 (v2.6.38, khugepaged)", "v6.1 (6.0.13, 5.15.y, 5.10.y)", "x86_64", ("uaf-table",), min_ops=9),
     Bug("Z2", "mm.retract_locks", "pre-8d3c106e19e8", "8d3c106e19e8",
         "mm/khugepaged: take the right locks for page table retraction", "27e1f8273113 (v5.4)",
         "v6.1 (6.0.13, 5.15.y, 5.10.y)", "x86_64", ("uaf-table",), also={"mm.file_retract": "caller"}, min_ops=8),
