@@ -10,11 +10,10 @@ search). So N shards that each exhausted depth D together prove depth D, and the
 exhausted is a bound; a violation found by any shard is real (it is replayed before it is written), and it
 is a shortest one when no shard stopped before the depth just below it."""
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from ..errors import UsageError
+from ..trace.io import atomic_write
 
 FORMAT = 1
 
@@ -45,19 +44,7 @@ def write_result(directory: Path, r, domains: dict) -> Path:
     rec = {"format": FORMAT, **r.to_json(), "shard_index": i, "shards": n, "domains": domains,
            "ops": None if r.trace is None else [_text(o) for o in r.trace.ops]}
     path = directory / f"shard-{i}-of-{n}.json"
-    fd, tmp = tempfile.mkstemp(prefix=f".shard-{i}-of-{n}.", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(rec, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, json.dumps(rec, indent=1, sort_keys=True).encode())
     return path
 
 
