@@ -12,7 +12,7 @@ import pytest
 
 from ptfuzz import trace as tracemod
 from ptfuzz.crosscheck.compare import KernelSide, ModelSide, generate, host_facts, seeds
-from ptfuzz.crosscheck.host import OPS_HEADER, Host, host_supported
+from ptfuzz.crosscheck.host import OPS_HEADER, Host, helper_env, host_supported
 from ptfuzz.crosscheck.repro import KVM_HEADER, ReproError, compile_repro, generate as generate_c
 from ptfuzz.trace import Trace, ops_from_list
 
@@ -102,7 +102,8 @@ def test_host_reproducers_print_what_the_model_and_the_helper_give(cli, tmp_path
             r = cli("repro-c", name, "--compile", "--json")
             assert r.returncode == 0, r.stderr
             binary = json.loads(r.stdout)["binary"]
-            run = subprocess.run([str(tmp_path / binary)], capture_output=True, text=True, timeout=120)
+            run = subprocess.run([str(tmp_path / binary)], capture_output=True, text=True, timeout=120,
+                                 env=helper_env())
             assert run.returncode == 0, run.stderr
             results, figures = parse(run.stdout)
             assert [results[j] for j in range(len(t.ops))] == [x.result for x in m], run.stdout
@@ -138,6 +139,7 @@ def test_kvm_reproducers_print_what_the_model_and_the_kvm_helper_give(cli, tmp_p
             assert r.returncode == 0, r.stderr
             assert KVM_HEADER.read_text().strip() in (tmp_path / json.loads(r.stdout)["source"]).read_text()
             run = subprocess.run([str(tmp_path / json.loads(r.stdout)["binary"])], capture_output=True, text=True,
+                                 env=helper_env(),
                                  timeout=120)
             assert run.returncode == 0, run.stderr
             results, _ = parse(run.stdout)

@@ -102,6 +102,12 @@ def compile_host(source: Path = SOURCE, cache: Path | None = None, name: str = B
     raise HostError(f"cannot compile {source} with {cc[0]}: {last}")
 
 
+def helper_env() -> dict:
+    """The helper's environment: ours without LD_PRELOAD. A sanitizer runtime preloaded for the engine (make asan) would
+    map its shadow memory into the helper, over the address window the traces use, and the helper would refuse."""
+    return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+
+
 def find_binary() -> Path:
     """The helper installed with the package, else one compiled from its shipped source."""
     built = Path(__file__).with_name(BINARY_NAME)
@@ -125,7 +131,7 @@ class Host:
             # bytes and unbuffered: a buffered text reader can hold a complete line that select()
             # cannot see, so the timeout would wait for data that has already arrived
             self._proc = subprocess.Popen([str(self.binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, bufsize=0)
+                                          stderr=subprocess.PIPE, bufsize=0, env=helper_env())
         except OSError as e:
             raise HostError(f"cannot start {self.binary}: {e.strerror}") from None
         self._sel = selectors.DefaultSelector()
