@@ -84,7 +84,18 @@ class GuestAccess:
     exit: str       # how the run ended: hlt (completed), mmio (no memslot), errno, ...
 
 
-class KvmHost(Host):
+class KvmRequests:
+    """The KVM helper's own requests, over whatever line transport the class it is mixed into has (request)."""
+
+    def reset(self) -> None:
+        self.request("reset")
+
+    def guest_fault(self, vm: int, gpa: int, write: int, stamp: int) -> GuestAccess:
+        line = f"guest_fault {int(vm)} {int(gpa)} {int(write)} {int(stamp)}"
+        return parse_access(self.request(line), line)
+
+
+class KvmHost(KvmRequests, Host):
     """One running ptfuzz-kvm: the same line transport as the host helper."""
 
     def __init__(self, binary=None, timeout: float = 30.0):
@@ -96,13 +107,6 @@ class KvmHost(Host):
     def probe(self) -> dict:
         """How this host serves the guest's accesses: a few reads, then the vCPU's insn_emulation and pf_fixed."""
         return parse_kv(self.request("probe"), "probe")
-
-    def reset(self) -> None:
-        self.request("reset")
-
-    def guest_fault(self, vm: int, gpa: int, write: int, stamp: int) -> GuestAccess:
-        line = f"guest_fault {int(vm)} {int(gpa)} {int(write)} {int(stamp)}"
-        return parse_access(self.request(line), line)
 
 
 def parse_kv(reply: str, what: str) -> dict:
@@ -655,7 +659,7 @@ def open_kvm():
 
 # ---- in a guest under QEMU: crosscheck --kvm --kernel NAME (arm64) ----
 
-class KvmGuest(Guest):
+class KvmGuest(KvmRequests, Guest):
     """A guest whose /init is ptfuzz-kvm built static for its arch, with ptfuzz-host beside it (/ptfuzz-host, which
     `host` hands the console to, for crosscheck's host probes). The guest's own KVM (nested under TCG) runs the VMs."""
     ready = "ptfuzz-kvm ready"
@@ -679,13 +683,6 @@ class KvmGuest(Guest):
 
     def kvm_probe(self) -> dict:
         return parse_kv(self.request("probe"), "probe")
-
-    def reset(self) -> None:
-        self.request("reset")
-
-    def guest_fault(self, vm: int, gpa: int, write: int, stamp: int) -> GuestAccess:
-        line = f"guest_fault {int(vm)} {int(gpa)} {int(write)} {int(stamp)}"
-        return parse_access(self.request(line), line)
 
     def sec_page_tables(self) -> int:
         """SecPageTables in kB (after vm.stat_refresh): the stage-2 table pages of every VM in the guest."""
