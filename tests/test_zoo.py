@@ -53,3 +53,9 @@ def test_knobs_names_each_fix(cli):
     fixes = {k["name"]: k["fixes"] for k in json.loads(r.stdout)}
     for b in BUGS:
         assert any(f["commit"] == b.commit and f["value"] == b.value for f in fixes[b.knob])
+
+
+def test_variants_try_every_zoo_row_whose_knobs_the_arch_has():
+    from ptfuzz.search.variants import variants
+    for b in BUGS:
+        assert b.knobs in variants(b.arch), b.id  # with the older paths it needs (also), not only its knob alone

@@ -3,7 +3,8 @@ from pathlib import Path
 
 from .. import releases
 from ..engine import replay
-from ..names import KNOBS
+from ..names import KNOB_BY_NAME, KNOBS
+from ..zoo import BUGS
 from .campaign import Campaign, run_campaign
 
 # Variants unsafe only in combination, and combinations that make an unsafe knob safe again.
@@ -20,8 +21,8 @@ COMBINATIONS = {
 
 def variants(arch: str, base: dict | None = None) -> list[dict]:
     """The knob sets to try, each to be applied over `base` (the v6.6 defaults when None, or a release's
-    preset): {} first, every other value of every knob, then the combinations; one that changes nothing
-    over `base` or repeats an earlier one is left out."""
+    preset): {} first, every other value of every knob, then the combinations and the bug zoo's rows; one that
+    changes nothing over `base` or repeats an earlier one is left out."""
     base = base or {}
 
     def effective(v: dict) -> tuple:
@@ -31,7 +32,9 @@ def variants(arch: str, base: dict | None = None) -> list[dict]:
     out, seen = [], set()
     candidates = [{}] + [{k.name: v} for k in KNOBS if arch in k.arches for v in k.values
                          if v != base.get(k.name, k.default(arch))]
-    for v in candidates + COMBINATIONS.get(arch, []):
+    # the bug zoo's pre-fix designs whose knobs this arch has, with the older paths some need (docs/history.md)
+    zoo = [b.knobs for b in BUGS if all(arch in KNOB_BY_NAME[k].arches for k in b.knobs)]
+    for v in candidates + COMBINATIONS.get(arch, []) + zoo:
         if effective(v) not in seen:
             seen.add(effective(v))
             out.append(v)
