@@ -47,10 +47,8 @@ static void out(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vprintf(fmt, ap);
+    ptf_vline(0, fmt, ap);
     va_end(ap);
-    putchar('\n');
-    fflush(stdout);
 }
 
 /* An operation's reply: `r RES`, or `e WHY` when the helper could not perform it. */

@@ -182,6 +182,19 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+/* One output line (a reply, a reproducer's result) through write(2), no stdio: nothing allocates after start-up. When
+ * the reader is gone the process exits with status gone_status (PR_SET_PDEATHSIG and EOF take any children along). */
+static void ptf_vline(int gone_status, const char *fmt, va_list ap)
+{
+    static char b[8192];
+    int n = vsnprintf(b, sizeof b - 1, fmt, ap);
+    if (n > (int)sizeof b - 2)
+        n = (int)sizeof b - 2;
+    b[n++] = '\n';
+    if (write_all(1, b, (size_t)n))
+        _exit(gone_status);
+}
+
 static int read_full(int fd, void *buf, size_t n)
 {
     char *p = buf;

@@ -193,16 +193,10 @@ MAIN_HELPERS = r'''/* ==== the trace ==== */
 /* Output as the helper writes it: through write(2), no stdio (no allocation after start-up). */
 __attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...)
 {
-    static char b[8192];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(b, sizeof b - 1, fmt, ap);
+    ptf_vline(1, fmt, ap);
     va_end(ap);
-    if (n > (int)sizeof b - 2)
-        n = (int)sizeof b - 2;
-    b[n++] = '\n';
-    if (write_all(1, b, (size_t)n))
-        _exit(1);
 }
 
 static void header(const char *name)
