@@ -30,6 +30,7 @@ enum opcode {
 	OP_UNMAP_MAPPING_BEGIN, /* Z2: unmap_mapping_range's zap stopped after its pmd read */
 	OP_FRAG_HOLD, OP_FRAG_END, /* Z4: s390 page_table_free stopped inside mm->context.lock */
 	OP_WALK_PIN, OP_COLLAPSE_HOLD, OP_COLLAPSE_END, /* Z5: GUP-fast's grab, collapse_huge_page stopped before its copy */
+	OP_MREMAP, OP_MREMAP_HOLD, OP_MREMAP_END, /* issue 20: mremap, and a move stopped before its old range's unmap */
 	OP_NR
 };
 
@@ -51,6 +52,7 @@ enum knob {
 	K_FAULT_SEQ_SNAPSHOT, K_S2_UNMAP_YIELD_RECHECK, K_INVALID_SLOT_FAULT, K_USER_PT_WALK,
 	K_FRAG_RELEASE, /* Z4: s390.frag_release */
 	K_GUP_FAST_PMD_RECHECK, /* Z5: gup.fast_pmd_recheck (0 yes, 1 no) */
+	K_MREMAP_MOVE_PGT_RMAP, /* issue 20: mremap.move_pgt_rmap */
 	K_NR
 };
 /* Knob values are indices into the knob's value list (core/names.c knob_defs). */
@@ -63,6 +65,7 @@ enum { UY_YES, UY_NO };                   /* kvm.s2_unmap_yield_recheck */
 enum { IS_RETRY, IS_MMIO };               /* kvm.invalid_slot_fault */
 enum { UW_IRQS_OFF, UW_UNPROTECTED };     /* kvm.user_pt_walk */
 enum { FR_FIXED, FR_PRE_C2C224932FD0 }; /* s390.frag_release (Z4) */
+enum { MR_WRITE, MR_READ };             /* mremap.move_pgt_rmap: 97113eb39fa7 (v5.14) and before it */
 
 struct knob_def {
 	const char *name;
@@ -271,7 +274,10 @@ struct held_lock { uint8_t cls, mode, pad[6]; uint64_t id, lo, hi; };
  * __collapse_huge_page_copy (collapse_hold .. collapse_end): walk_done = held, mm, addr = the block, pmd_tbl and
  * pmd_idx = the cleared pmd, tbl = the PTE table, pfn = the new THP's head, seq = the index of the operation it
  * stopped (compared with the running one's only, like inval_op). */
-enum actor_kind { A_NONE, A_WALK, A_RMAP, A_GFAULT, A_INVAL, A_FRAG, A_COLLAPSE };
+/* A_MREMAP (issue 20): move_vma stopped after move_page_tables, before the old range's unmap (mremap_hold ..
+ * mremap_end): walk_done = held, mm, addr and size = the old range, [gpa, hva) = the source VMA, pfn and folio =
+ * the new range's address and length (both VMAs write-locked), seq = the index of the operation it stopped. */
+enum actor_kind { A_NONE, A_WALK, A_RMAP, A_GFAULT, A_INVAL, A_FRAG, A_COLLAPSE, A_MREMAP };
 struct cpu {
 	int rcu_nest;
 	uint64_t section;   /* id of the current (or last) outermost section */
@@ -381,6 +387,7 @@ struct mm_ops {
 	uint64_t (*init_new_context)(const struct engine *e, const struct mm *m); /* asce_limit; NULL: TASK_SIZE */
 	bool (*gup_fast_permitted)(const struct engine *e, int mm, uint64_t addr); /* NULL: always */
 	bool pgste;                /* page tables may carry PGSTEs (s390): alloc_pgste and its decisions apply */
+	bool have_move_pmd, have_move_pud; /* CONFIG_HAVE_MOVE_PMD / _PUD: mremap moves whole tables (x86, arm64) */
 	int pgd_top;               /* the top level of a new mm's pgd (s390: a 3-level region-third table) */
 	int elf_machine;           /* e_machine binfmt_elf's elf_check_arch accepts */
 	bool elf_big_endian;
@@ -646,6 +653,11 @@ int walk_pin(struct engine *e, int cpu);
 int collapse_hold(struct engine *e, int cpu);
 int collapse_end(struct engine *e, int cpu);
 int collapse_window_wait(struct engine *e, uint64_t opcode);
+/* mm/mremap.c (issue 20) */
+int sys_mremap(struct engine *e, int mm, uint64_t addr, uint64_t old_len, uint64_t new_len, uint64_t new_addr,
+	       bool fixed);
+int mremap_hold(struct engine *e, int cpu);
+int mremap_end(struct engine *e, int cpu);
 /* mm/rmap.c: the rmap walker and the rmap locks */
 int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr);
 int unmap_mapping_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr);

@@ -27,6 +27,7 @@ static const unsigned actor_classes[] = {
 	[A_INVAL] = ~0u,
 	[A_FRAG] = LCB(LC_CONTEXT),
 	[A_COLLAPSE] = LCB(LC_MMAP),
+	[A_MREMAP] = LCB(LC_MMAP) | LCB(LC_VMA),
 };
 
 /* What a cpu's actor holds now, derived from its state (nothing but the window's set is stored):
@@ -76,6 +77,13 @@ int cpu_locks(const struct engine *e, int cpu, struct held_lock *out)
 		if (c->walk_done)
 			out[n++] = held(LC_MMAP, LM_WRITE, (uint64_t)c->mm, 0, ~0ull);
 		break;
+	case A_MREMAP: /* move_vma stopped before its old range's unmap: mmap_lock for write, both VMAs write-locked */
+		if (c->walk_done) {
+			out[n++] = held(LC_MMAP, LM_WRITE, (uint64_t)c->mm, 0, ~0ull);
+			out[n++] = held(LC_VMA, LM_WRITE, (uint64_t)c->mm, c->gpa, c->hva);
+			out[n++] = held(LC_VMA, LM_WRITE, (uint64_t)c->mm, c->pfn, c->pfn + c->folio);
+		}
+		break;
 	default:
 		break;
 	}
@@ -105,8 +113,8 @@ int lock_holder(const struct engine *e, enum lock_class cls, uint64_t id, enum l
 			continue;
 		if (c->actor == A_INVAL && c->inval_op == e->op_index)
 			continue; /* the window that stopped the running operation holds that operation's own locks */
-		if (c->actor == A_COLLAPSE && c->seq == e->op_index)
-			continue; /* likewise a collapse held by the running operation (Z5) */
+		if ((c->actor == A_COLLAPSE || c->actor == A_MREMAP) && c->seq == e->op_index)
+			continue; /* likewise a collapse (Z5) or a move held by the running operation */
 		int n = cpu_locks(e, cpu, hs);
 		for (int i = 0; i < n; i++) {
 			bool hit = cls == LC_IRQS_OFF ? hs[i].cls == LC_IRQS_OFF : conflicts(&want, &hs[i]);
@@ -137,6 +145,8 @@ static uint32_t holder_opcode(const struct engine *e, int cpu)
 		return (uint32_t)c->addr;
 	case A_COLLAPSE:
 		return OP_MADVISE;
+	case A_MREMAP:
+		return OP_MREMAP;
 	default:
 		return OP_NR;
 	}

@@ -14,6 +14,7 @@ const struct op_def op_defs[OP_NR] = {
 	{ "inval_hold", 1 }, { "inval_end", 1 }, { "unmap_mapping_begin", 3 },
 	{ "frag_hold", 1 }, { "frag_end", 1 },
 	{ "walk_pin", 1 }, { "collapse_hold", 1 }, { "collapse_end", 1 },
+	{ "mremap", 5 }, { "mremap_hold", 1 }, { "mremap_end", 1 },
 };
 
 const char *const violation_names[V_NR] = {
@@ -188,4 +189,10 @@ const struct knob_def knob_defs[K_NR] = {
 		"the page succeeds and the collapse copies the page away from it: the design before 70cbc3cc78a9 "
 		"\"mm: gup: fix the fast GUP race against THP collapse\" (v6.0). Reachable with mm.collapse_gup_sync=none "
 		"(before v6.1), whose collapse does not wait for the IRQs-off walker" },
+	[K_MREMAP_MOVE_PGT_RMAP] = { "mremap.move_pgt_rmap", { "write", "read" }, KVM_ARCHES,
+		"read: mremap's whole-table moves (move_normal_pmd / move_normal_pud) take the rmap locks (anon_vma, "
+		"i_mmap_rwsem, for write) only when copy_vma asked for them (need_rmap_locks: never for a new VMA), so "
+		"an rmap walker holding them for read is not excluded: the design before 97113eb39fa7 \"mm/mremap: hold "
+		"the rmap lock in write mode when moving page table entries\" (v5.14); found with mm.pmd_recheck=no. "
+		"x86_64 and arm64 only: s390 has no HAVE_MOVE_PMD" },
 };

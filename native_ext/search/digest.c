@@ -428,7 +428,7 @@ static uint64_t cpu_record(struct canon *c, int ci, const uint32_t *vm_label)
 	c->h = &h;
 	k.section = 0; /* replaced by the callback relation below */
 	bool known = k.actor == A_NONE || k.actor == A_WALK || k.actor == A_RMAP || k.actor == A_GFAULT ||
-		     k.actor == A_INVAL || k.actor == A_FRAG || k.actor == A_COLLAPSE;
+		     k.actor == A_INVAL || k.actor == A_FRAG || k.actor == A_COLLAPSE || k.actor == A_MREMAP;
 	if (known) {
 		bool walk = k.actor == A_WALK, rmap = k.actor == A_RMAP, gf = k.actor == A_GFAULT;
 		bool frag = k.actor == A_FRAG; /* Z4: a held page_table_free keeps mm, tbl, walk_done and level (ptf.h);
@@ -454,15 +454,16 @@ static uint64_t cpu_record(struct canon *c, int ci, const uint32_t *vm_label)
 			memset(&k.inval_slot, 0, sizeof(k.inval_slot));
 			k.inval_nlocks = k.inval_opcode = k.inval_child = 0;
 		}
-		if (!walk && !rmap && !gf && !frag && !coll)
+		bool mrem = k.actor == A_MREMAP; /* issue 20: mm, addr, size, walk_done, gpa/hva, pfn/folio (ptf.h) */
+		if (!walk && !rmap && !gf && !frag && !coll && !mrem)
 			k.mm = 0;
-		if (!walk && !rmap && !coll)
+		if (!walk && !rmap && !coll && !mrem)
 			k.addr = 0;
-		if (!walk && !frag && !coll) {
+		if (!walk && !frag && !coll && !mrem) {
 			k.level = 0;
 			k.walk_done = false;
 		}
-		if (coll)
+		if (coll || mrem)
 			k.level = 0;
 		if (walk || rmap || frag || coll)
 			canon_tref(c, &k.tbl);
@@ -493,6 +494,13 @@ static uint64_t cpu_record(struct canon *c, int ci, const uint32_t *vm_label)
 			k.pfn = (walk || coll) && k.pfn ? canon_pfn(c, k.pfn) : 0;
 			k.holds_mm = k.write = k.vma_thp = k.late_faultin = k.noslot = false;
 			canon_tref_clear(&k.s2_root);
+		}
+		if (mrem) { /* the held move's ranges: plain numbers (seq is only compared with the running index) */
+			k.gpa = real->gpa;
+			k.hva = real->hva;
+			k.size = real->size;
+			k.pfn = real->pfn;
+			k.folio = real->folio;
 		}
 	}
 	/* an actor this file does not know keeps every field raw: fewer merges, never a wrong one */

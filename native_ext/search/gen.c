@@ -210,7 +210,7 @@ static uint32_t abstract_state(const struct engine *e)
 		const struct cpu *c = &e->cpus[i];
 		if (c->actor == A_WALK || c->actor == A_RMAP || c->actor == A_GFAULT)
 			s |= 2u << (c->actor - A_WALK);
-		else if ((c->actor == A_INVAL && c->inval_held) || ((c->actor == A_FRAG || c->actor == A_COLLAPSE) &&
+		else if ((c->actor == A_INVAL && c->inval_held) || ((c->actor == A_FRAG || c->actor == A_COLLAPSE || c->actor == A_MREMAP) &&
 										     c->walk_done))
 			s |= 16; /* a held window: an invalidation's ends, or (s390) a page_table_free's list work */
 	}
@@ -669,7 +669,8 @@ static bool gen_disturb(struct gen *g, int pid, uint64_t addr, enum actor_kind k
 	}
 	/* a held window takes one of the changes that notify and unmap or replace the page */
 	/* a GUP-fast walker is what a collapse races with (Z1, Z5): a collapse of its block more often */
-	unsigned k = held ? (unsigned)PICK(g->c, 0, 1, 2, 3, 7) : walker && chance(g->c, 25) ? 3 : below(g->c, 9);
+	unsigned k = held ? (unsigned)PICK(g->c, 0, 1, 2, 3, 7) : walker && chance(g->c, 25) ? 3 :
+		     kind == A_RMAP && chance(g->c, 25) ? 8 : below(g->c, 10);
 	switch (k) {
 	case 0:
 		OP(g, OP_MUNMAP, (uint64_t)pid, addr & ~(g->L.page - 1), g->L.page);
@@ -707,6 +708,16 @@ static bool gen_disturb(struct gen *g, int pid, uint64_t addr, enum actor_kind k
 	case 7:
 		OP(g, OP_MMAP, (uint64_t)pid, pmd_base, g->L.pmd, below(g->c, 2));
 		OP(g, OP_FAULT, (uint64_t)pid, addr, 1);
+		break;
+	case 8: /* issue 20: the block moves away (mremap), held before its old range's unmap now and then */
+		if (!held && kind == A_RMAP && chance(g->c, 60)) {
+			int cpu = idle_cpu(g);
+			if (cpu >= 0) {
+				OP(g, OP_MREMAP_HOLD, (uint64_t)cpu);
+				held = true;
+			}
+		}
+		OP(g, OP_MREMAP, (uint64_t)pid, pmd_base, g->L.pmd, pick_region(g) + below(g->c, 2) * g->L.pmd, g->L.pmd);
 		break;
 	default:
 		OP0(g, OP_RCU_GP);
@@ -753,6 +764,14 @@ static void gen_frag(struct gen *g, int cpu, int pid)
 		OP0(g, OP_RCU_GP);
 }
 
+/* A thread of pid touches addr: fills a cpu's TLB (tlb_access, once the TLB model has it), or faults it. */
+static void gen_touch(struct gen *g, int pid, uint64_t addr)
+{
+	if (pid < 0)
+		return;
+	OP(g, OP_FAULT, (uint64_t)pid, addr, 0);
+}
+
 static void gen_actor(struct gen *g)
 {
 	struct engine *e = g->e;
@@ -769,6 +788,21 @@ static void gen_actor(struct gen *g)
 					break;
 				}
 			OP(g, OP_COLLAPSE_END, (uint64_t)cpu);
+			return;
+		}
+		if (e->cpus[cpu].actor == A_MREMAP) { /* the held move: a thread touches the new range, an rmap walker
+							 * of the old one commits, or the move unmaps its old range */
+			const struct cpu *mc = &e->cpus[cpu];
+			for (int i = 0; mc->walk_done && i < nbusy; i++) {
+				const struct cpu *w = &e->cpus[busy[i]];
+				if (w->actor != A_RMAP || w->mm != mc->mm || w->addr < mc->addr || w->addr - mc->addr >= mc->size)
+					continue;
+				gen_touch(g, pid_of_mm(e, mc->mm), mc->pfn + (w->addr - mc->addr));
+				if (chance(g->c, 70))
+					OP(g, OP_RMAP_COMMIT, (uint64_t)busy[i]);
+				break;
+			}
+			OP(g, OP_MREMAP_END, (uint64_t)cpu);
 			return;
 		}
 		if (e->cpus[cpu].actor == A_FRAG) { /* the held page_table_free does its list work, after a grace period or not */
@@ -849,9 +883,40 @@ static void gen_actor(struct gen *g)
 	}
 }
 
+/* mremap of one of pid's mappings (issue 20): moved whole, or a PMD block of it, to another region (a whole PTE
+ * table moves where the arch has HAVE_MOVE_PMD), shrunk or grown in place (new_addr == old_addr), a piece moved
+ * next to its own VMA (copy_vma's merge), now and then with lengths that do not fit (hugetlb alignment, growth). */
+static void gen_mremap(struct gen *g, int pid)
+{
+	struct mapping m = pick_mapping(g, pid, false);
+	if (!m.ok)
+		return;
+	uint64_t pmd = g->L.pmd, page = g->L.page, to = pick_region(g) + below(g->c, 2) * pmd;
+	switch (below(g->c, 6)) {
+	case 0:
+		OP(g, OP_MREMAP, (uint64_t)pid, m.start, m.len, to, m.len);
+		break;
+	case 1:
+		OP(g, OP_MREMAP, (uint64_t)pid, m.start & ~(pmd - 1), pmd, to, pmd);
+		break;
+	case 2: /* in place: shrink to a page, or by a PMD */
+		OP(g, OP_MREMAP, (uint64_t)pid, m.start, m.len, m.start, PICK(g->c, page, m.len > pmd ? m.len - pmd : page));
+		break;
+	case 3: /* in place: grow by a few pages or a PMD */
+		OP(g, OP_MREMAP, (uint64_t)pid, m.start, m.len, m.start, m.len + PICK(g->c, page, 4 * page, pmd));
+		break;
+	case 4: /* a piece moved to right after the mapping (or a page off) */
+		OP(g, OP_MREMAP, (uint64_t)pid, m.start, PICK(g->c, page, m.len), m.start + m.len + PICK(g->c, 0, page),
+		   PICK(g->c, page, m.len));
+		break;
+	default: /* moved and resized at once, shrinking or growing */
+		OP(g, OP_MREMAP, (uint64_t)pid, m.start, m.len, to, PICK(g->c, page, m.len / 2 ? m.len / 2 : page, m.len + pmd));
+	}
+}
+
 static void gen_misc(struct gen *g)
 {
-	unsigned k = below(g->c, 7);
+	unsigned k = below(g->c, 8);
 	int pid = pick_pid(g);
 	struct mapping m;
 	switch (k) {
@@ -873,6 +938,9 @@ static void gen_misc(struct gen *g)
 		OP(g, OP_RCU_UNLOCK, cpu);
 		break;
 	}
+	case 4:
+		gen_mremap(g, pid);
+		break;
 	default:
 		m = pick_mapping(g, pid, false);
 		if (m.ok) {
