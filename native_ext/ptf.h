@@ -53,6 +53,7 @@ enum knob {
 	K_FRAG_RELEASE, /* Z4: s390.frag_release */
 	K_GUP_FAST_PMD_RECHECK, /* Z5: gup.fast_pmd_recheck (0 yes, 1 no) */
 	K_MREMAP_MOVE_PGT_RMAP, /* issue 20: mremap.move_pgt_rmap */
+	K_MREMAP_MULTI_VMA,     /* mremap.move_multi_vma (0 no: v6.6, 1 yes: 6.17+) */
 	K_NR
 };
 /* Knob values are indices into the knob's value list (core/names.c knob_defs). */

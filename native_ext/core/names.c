@@ -195,4 +195,10 @@ const struct knob_def knob_defs[K_NR] = {
 		"an rmap walker holding them for read is not excluded: the design before 97113eb39fa7 \"mm/mremap: hold "
 		"the rmap lock in write mode when moving page table entries\" (v5.14); found with mm.pmd_recheck=no. "
 		"x86_64 and arm64 only: s390 has no HAVE_MOVE_PMD" },
+	[K_MREMAP_MULTI_VMA] = { "mremap.move_multi_vma", { "no", "yes" }, ALL,
+		"yes: a move that does not resize (MREMAP_FIXED, old_len == new_len) moves every VMA in the old range, "
+		"one by one, the gaps between them kept (remap_move, \"mm/mremap: permit mremap() move of multiple "
+		"VMAs\", Linux 6.17); v6.6 moves one VMA and fails (-14) a range that runs past it. With it come 6.17's "
+		"earlier checks: the new range's (check_mremap_params) before the VMA lookup, and a move's or growth's "
+		"checks against the VMA (check_prep_vma) before mremap_to unmaps anything" },
 };

@@ -415,6 +415,41 @@ static int mremap_to(struct engine *e, int mm, uint64_t addr, uint64_t old_len, 
 	return move_vma(e, mm, v, addr, old_len, new_len, new_addr);
 }
 
+/* remap_move (6.17+, mremap.move_multi_vma=yes): a move without resize, VMA by VMA over [addr, addr + len): no
+ * gap at the start (-EFAULT), each VMA's part moved by mremap_to to the destination at the same distance from the
+ * previous one's end as in the source. Every VMA kind the model has (anonymous, shmem, hugetlb) may go with
+ * others (vma_multi_allowed). */
+static int remap_move(struct engine *e, int mm, uint64_t addr, uint64_t len, uint64_t new_addr)
+{
+	struct mm *m = &e->mms[mm];
+	uint64_t end = addr + len, cur = addr, target = new_addr, last_end = 0;
+	bool seen = false;
+	int ret = -EFAULT;
+	for (;;) {
+		int i = vma_index_after(m, cur);
+		if (i >= m->nvma || m->vmas[i].start >= end)
+			break;
+		const struct vma *v = &m->vmas[i];
+		if (!seen && addr < v->start)
+			return -EFAULT; /* no gap permitted at the start of the range */
+		uint64_t a = v->start > addr ? v->start : addr, l = (end < v->end ? end : v->end) - a;
+		uint64_t offset = seen ? v->start - last_end : 0;
+		last_end = v->end;
+		if (v->flags & VMA_HUGETLB) { /* check_prep_vma: align_hugetlb */
+			uint64_t hs = hugetlb_size(e, v);
+			l = (l + hs - 1) & ~(hs - 1);
+			if ((a & (hs - 1)) || ((target + offset) & (hs - 1)))
+				return -EINVAL;
+		}
+		if ((ret = mremap_to(e, mm, a, l, target + offset, l)) || e->viol)
+			return ret;
+		seen = true;
+		target += offset + l;
+		cur = last_end;
+	}
+	return seen ? 0 : ret;
+}
+
 /* The in-place growth of a VMA that old_len reaches the end of: vma_expandable (no VMA in the extension,
  * get_unmapped_area with MAP_FIXED over the grown VMA) and vma_merge of the extension, which extends the VMA
  * and absorbs next when it touches the new end and could merge. -ENOMEM when it cannot (no MREMAP_MAYMOVE). */
@@ -458,6 +493,15 @@ int sys_mremap(struct engine *e, int mm, uint64_t addr, uint64_t old_len, uint64
 	int ret = lock_acquire(e, LC_MMAP, (uint64_t)mm, LM_WRITE);
 	if (ret)
 		return ret;
+	bool v617 = e->knob[K_MREMAP_MULTI_VMA] == 1;
+	if (v617 && fixed) { /* 6.17+ check_mremap_params: the new range's checks come first */
+		uint64_t task = e->task_size;
+		if ((new_addr & (page - 1)) || new_len > task || new_addr > task - new_len ||
+		    (addr + old_len > new_addr && new_addr + new_len > addr))
+			return -EINVAL;
+		if (old_len == new_len)
+			return remap_move(e, mm, addr, old_len, new_addr); /* vrm_move_only: no VMA lookup */
+	}
 	struct vma *v = vma_find(&e->mms[mm], addr);
 	if (!v)
 		return -EFAULT;
@@ -468,6 +512,11 @@ int sys_mremap(struct engine *e, int mm, uint64_t addr, uint64_t old_len, uint64
 		if ((addr & (hs - 1)) || (new_addr & (hs - 1)) || new_len > old_len)
 			return -EINVAL;
 	}
+	/* 6.17+ check_prep_vma: a move or a growth is checked against the VMA before anything is unmapped (a
+	 * shrinking move by the length it will move) */
+	if (v617 && (fixed || new_len > old_len) &&
+	    (ret = vma_to_resize(e, mm, addr, old_len < new_len ? old_len : new_len, new_len, &v)))
+		return ret;
 	if (fixed)
 		return mremap_to(e, mm, addr, old_len, new_addr, new_len);
 	if (old_len >= new_len) {
