@@ -8,11 +8,6 @@
 
 enum pgt_entry { NORMAL_PMD, HPAGE_PMD, NORMAL_PUD, HPAGE_PUD };
 
-/* TEMP until the TLB model (flush_tlb_range in ptf.h) lands on main: the flushes are where the kernel makes them */
-static void flush_tlb_range(struct engine *e, int mm, uint64_t start, uint64_t end)
-{
-	(void)e, (void)mm, (void)start, (void)end;
-}
 
 /* What move_page_tables carries from move_vma (the kernel's arguments): the mm, the source VMA's rmap locks
  * and whether copy_vma asked for them (need_rmap_locks). */

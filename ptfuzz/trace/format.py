@@ -47,6 +47,7 @@ ARG_KINDS: dict[str, tuple[str, ...]] = {
     "walk_pin": ("cpu",),
     "collapse_hold": ("cpu",),
     "collapse_end": ("cpu",),
+    "tlb_access": ("cpu", "pid", "u64", "bool"),
     "mremap": ("pid", "u64", "u64", "u64", "u64"),
     "mremap_hold": ("cpu",),
     "mremap_end": ("cpu",),
