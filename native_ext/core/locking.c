@@ -182,7 +182,10 @@ int lock_acquire_range(struct engine *e, enum lock_class cls, uint64_t id, enum 
 		return lock_wait(e, cpu, cls, id, mode, &h);
 	for (int i = 0; i < e->ncur; i++) {
 		struct held_lock *c = &e->cur[i];
-		if (c->cls == cls && c->id == id) {
+		/* a VMA range apart from the one held (mremap write-locks its source VMA and unmaps the target range)
+		 * is one more entry, while there is room: their hull would cover VMAs neither touches */
+		bool apart = cls == LC_VMA && (hi < c->lo || lo > c->hi) && e->ncur < MAX_HELD;
+		if (c->cls == cls && c->id == id && !apart) {
 			if (mode > c->mode)
 				c->mode = (uint8_t)mode;
 			if (lo < c->lo)
@@ -240,8 +243,9 @@ void inval_window_keep_locks(struct engine *e, int cpu)
 	for (int i = 0; i < e->ncur; i++) {
 		const struct held_lock *h = &e->cur[i];
 		uint32_t j = 0;
-		while (j < c->inval_nlocks && !(c->inval_locks[j].cls == h->cls && c->inval_locks[j].id == h->id))
-			j++;
+		while (j < c->inval_nlocks && !(c->inval_locks[j].cls == h->cls && c->inval_locks[j].id == h->id &&
+						  !(h->cls == LC_VMA && (h->hi < c->inval_locks[j].lo || h->lo > c->inval_locks[j].hi))))
+			j++; /* VMA ranges apart stay apart, as in lock_acquire_range */
 		if (j == c->inval_nlocks) {
 			if (j == MAX_HELD)
 				continue;

@@ -67,6 +67,23 @@ static bool old_entry(struct engine *e, int mm, uint64_t addr, int lvl, uint64_t
 	return tbl->blk >= 0 && e->geom.fmt->kind(lvl, *val) != E_EMPTY;
 }
 
+/* move_normal_pmd takes the two pmd locks, not the PTE table's lock: an rmap walker that took that lock (and
+ * rechecked the pmd under it: page_vma_mapped_walk, v6.5+) before the move goes on with its pte in the moved
+ * table, undisturbed. The model's walker rechecks at rmap_commit (mm.pmd_recheck=yes), which stands for that
+ * recheck because every other path that changes the pmd of a table (collapse, retract) takes the PTE lock too; so
+ * the pmd the walker rechecked follows the table here. */
+static void pmd_moved_under_ptl(struct engine *e, struct tref ot, uint32_t oi, struct tref nt, uint32_t ni)
+{
+	for (int i = 0; i < MAX_CPUS; i++) {
+		struct cpu *c = &e->cpus[i];
+		if (c->actor == A_RMAP && c->pmd_tbl.blk == ot.blk && c->pmd_tbl.half == ot.half &&
+		    c->pmd_tbl.gen == ot.gen && c->pmd_idx == oi) {
+			c->pmd_tbl = nt;
+			c->pmd_idx = ni;
+		}
+	}
+}
+
 /* move_normal_pmd / move_normal_pud: the whole lower table moves, under the two pmd (pud) locks: the old entry
  * cleared, the new one populated with the same table, then flush_tlb_range over the old entry's span. Not when
  * the new entry is populated (WARN_ON_ONCE). v6.6 has no "racing with collapse" recheck (6.12's). */
@@ -80,6 +97,8 @@ static bool move_normal_table(struct engine *e, int mm, int lvl, uint64_t old_ad
 	entry_write(e, ot, lvl, oi, f->empty(lvl));
 	entry_write(e, nt, lvl, ni, val);
 	flush_tlb_range(e, mm, old_addr, old_addr + level_size(&e->geom, lvl));
+	if (lvl == e->pmd_lvl)
+		pmd_moved_under_ptl(e, ot, oi, nt, ni);
 	return true;
 }
 
@@ -298,7 +317,6 @@ static int move_vma(struct engine *e, int mm, const struct vma *vma, uint64_t ol
 	int ret = lock_acquire_range(e, LC_VMA, (uint64_t)mm, LM_WRITE, src.start, src.end);
 	if (ret || (ret = copy_vma(e, mm, &src, new_addr, new_len, vma_pgoff_at(e, &src, old_addr), &mc.need_rmap_locks)))
 		return ret;
-	lock_acquire_range(e, LC_VMA, (uint64_t)mm, LM_WRITE, new_addr, new_addr + new_len);
 	int hlvl = mc.hugetlb ? ((src.flags & VMA_HUGETLB_PMD) ? e->pmd_lvl : pud_level(&e->geom)) : -1;
 	uint64_t moved = move_page_tables(e, &mc, hlvl, old_addr, new_addr, old_len);
 	if (e->viol)
@@ -310,7 +328,9 @@ static int move_vma(struct engine *e, int mm, const struct vma *vma, uint64_t ol
 		do_vmi_munmap(e, mm, new_addr, new_len, false);
 		return -ENOMEM;
 	}
-	if (hold >= 0) { /* stopped before the old range's unmap, mmap_lock and the two VMAs write-locked */
+	if (hold >= 0 && inval_window_of_current(e) < 0) {
+		/* stopped before the old range's unmap, mmap_lock and the two VMAs write-locked (a thread that an
+		 * invalidation window stopped at move_page_tables' notifier is stopped there only) */
 		struct cpu *c = &e->cpus[hold];
 		c->walk_done = true;
 		c->mm = mm;

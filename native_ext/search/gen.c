@@ -772,12 +772,12 @@ static void gen_frag(struct gen *g, int cpu, int pid)
 		OP0(g, OP_RCU_GP);
 }
 
-/* A thread of pid touches addr: fills a cpu's TLB (tlb_access, once the TLB model has it), or faults it. */
+/* A thread of pid reads addr on an idle cpu, through (and filling) its TLB (issue 20). */
 static void gen_touch(struct gen *g, int pid, uint64_t addr)
 {
-	if (pid < 0)
-		return;
-	OP(g, OP_FAULT, (uint64_t)pid, addr, 0);
+	int cpu = idle_cpu(g);
+	if (pid >= 0 && cpu >= 0 && g->p->tlb)
+		OP(g, OP_TLB_ACCESS, (uint64_t)cpu, (uint64_t)pid, addr, 0);
 }
 
 static void gen_actor(struct gen *g)
