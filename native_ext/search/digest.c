@@ -437,6 +437,16 @@ static uint64_t tlb_record(struct canon *c, int ci)
 	return h;
 }
 
+/* A held mremap (A_MREMAP) keeps its ranges as they are: the old range and source VMA, the new range (ptf.h). */
+static void canon_mremap(struct cpu *k, const struct cpu *real)
+{
+	k->gpa = real->gpa;
+	k->hva = real->hva;
+	k->size = real->size;
+	k->pfn = real->pfn;
+	k->folio = real->folio;
+}
+
 /* A cpu as a record: a copy of struct cpu with the fields its actor uses renamed and the ones it does not
  * use (stale from an earlier actor) cleared; any other field stays raw. Then the RCU callbacks that wait
  * for it. */
@@ -520,13 +530,8 @@ static uint64_t cpu_record(struct canon *c, int ci, const uint32_t *vm_label)
 			k.holds_mm = k.write = k.vma_thp = k.late_faultin = k.noslot = false;
 			canon_tref_clear(&k.s2_root);
 		}
-		if (mrem) { /* the held move's ranges: plain numbers (seq is only compared with the running index) */
-			k.gpa = real->gpa;
-			k.hva = real->hva;
-			k.size = real->size;
-			k.pfn = real->pfn;
-			k.folio = real->folio;
-		}
+		if (mrem) /* the held move's ranges: plain numbers (seq is only compared with the running index) */
+			canon_mremap(&k, real);
 	}
 	/* an actor this file does not know keeps every field raw: fewer merges, never a wrong one */
 	if (!memcmp(&k, &zero, sizeof(k)) && !tlb)

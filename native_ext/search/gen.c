@@ -780,6 +780,24 @@ static void gen_touch(struct gen *g, int pid, uint64_t addr)
 		OP(g, OP_TLB_ACCESS, (uint64_t)cpu, (uint64_t)pid, addr, 0);
 }
 
+/* The held move (issue 20): a thread reads the page of an rmap walker of its old range at its new address, the
+ * walker commits (mostly), and the move unmaps its old range. */
+static void gen_mremap_end(struct gen *g, int cpu, const int *busy, int nbusy)
+{
+	const struct engine *e = g->e;
+	const struct cpu *mc = &e->cpus[cpu];
+	for (int i = 0; mc->walk_done && i < nbusy; i++) {
+		const struct cpu *w = &e->cpus[busy[i]];
+		if (w->actor != A_RMAP || w->mm != mc->mm || w->addr < mc->addr || w->addr - mc->addr >= mc->size)
+			continue;
+		gen_touch(g, pid_of_mm(e, mc->mm), mc->pfn + (w->addr - mc->addr));
+		if (chance(g->c, 70))
+			OP(g, OP_RMAP_COMMIT, (uint64_t)busy[i]);
+		break;
+	}
+	OP(g, OP_MREMAP_END, (uint64_t)cpu);
+}
+
 static void gen_actor(struct gen *g)
 {
 	struct engine *e = g->e;
@@ -798,19 +816,8 @@ static void gen_actor(struct gen *g)
 			OP(g, OP_COLLAPSE_END, (uint64_t)cpu);
 			return;
 		}
-		if (e->cpus[cpu].actor == A_MREMAP) { /* the held move: a thread touches the new range, an rmap walker
-							 * of the old one commits, or the move unmaps its old range */
-			const struct cpu *mc = &e->cpus[cpu];
-			for (int i = 0; mc->walk_done && i < nbusy; i++) {
-				const struct cpu *w = &e->cpus[busy[i]];
-				if (w->actor != A_RMAP || w->mm != mc->mm || w->addr < mc->addr || w->addr - mc->addr >= mc->size)
-					continue;
-				gen_touch(g, pid_of_mm(e, mc->mm), mc->pfn + (w->addr - mc->addr));
-				if (chance(g->c, 70))
-					OP(g, OP_RMAP_COMMIT, (uint64_t)busy[i]);
-				break;
-			}
-			OP(g, OP_MREMAP_END, (uint64_t)cpu);
+		if (e->cpus[cpu].actor == A_MREMAP) {
+			gen_mremap_end(g, cpu, busy, nbusy);
 			return;
 		}
 		if (e->cpus[cpu].actor == A_FRAG) { /* the held page_table_free does its list work, after a grace period or not */
