@@ -191,11 +191,17 @@ const struct knob_def knob_defs[K_NR] = {
 		"the page succeeds and the collapse copies the page away from it: the design before 70cbc3cc78a9 "
 		"\"mm: gup: fix the fast GUP race against THP collapse\" (v6.0). Reachable with mm.collapse_gup_sync=none "
 		"(before v6.1), whose collapse does not wait for the IRQs-off walker" },
+	[K_TLB_GATHER] = { "mm.tlb_gather", { "gather", "none" }, ALL,
+		"none: a zap (munmap, MADV_DONTNEED, exit) frees each page and table as it clears it and flushes the "
+		"range once at the end, with no mmu_gather to hold the frees until after the flush: another cpu's "
+		"TLB or walk cache may then still translate to a page or into a table already given back. The design "
+		"mmu_gather (tlb_gather_mmu / tlb_finish_mmu, tlb_remove_page, tlb_remove_table) exists to exclude; "
+		"not a Linux release" },
 	[K_MREMAP_MOVE_PGT_RMAP] = { "mremap.move_pgt_rmap", { "write", "read" }, KVM_ARCHES,
 		"read: mremap's whole-table moves (move_normal_pmd / move_normal_pud) take the rmap locks (anon_vma, "
 		"i_mmap_rwsem, for write) only when copy_vma asked for them (need_rmap_locks: never for a new VMA), so "
 		"an rmap walker holding them for read is not excluded: the design before 97113eb39fa7 \"mm/mremap: hold "
-		"the rmap lock in write mode when moving page table entries\" (v5.14); found with mm.pmd_recheck=no. "
+		"the rmap lock in write mode when moving page table entries\" (v5.14, CVE-2022-41222). "
 		"x86_64 and arm64 only: s390 has no HAVE_MOVE_PMD" },
 	[K_MREMAP_MULTI_VMA] = { "mremap.move_multi_vma", { "no", "yes" }, ALL,
 		"yes: a move that does not resize (MREMAP_FIXED, old_len == new_len) moves every VMA in the old range, "
