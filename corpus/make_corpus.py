@@ -525,6 +525,18 @@ X86 = {
         "(unmap_mapping_range: i_mmap_rwsem for read, no folio lock) reads that pmd; collapse_pte_mapped_thp without "
         "i_mmap_rwsem for write frees the table at once; the zap takes the freed table's lock. Fixed (full), the "
         "collapse waits for the zap's i_mmap_rwsem (-16)"),
+    "regressions/x86_64/stage2-stale-z3": ([
+        ["exec", 1, -1], ["shm_mmap", 1, T, 2 * M, 0, 0], ["shm_mmap", 1, T + 8 * M, 2 * M, 0, 0], ["fault", 1, T, 0],
+        ["madvise", 1, T + 8 * M, 2 * M, 3], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 2 * M],
+        ["guest_fault", 0, 0, 0], ["khugepaged", 1, T],
+    ], {"mm.file_retract": "caller", "mm.collapse_file_notify": "none"}, "stage2-stale",
+        "Z3 (f268f6cf875f, v6.1): the first mapping's fault builds its PTE table; MADV_COLLAPSE of the second mapping "
+        "collapses the object's cache (try_to_unmap notifies and unmaps the small page) and retracts only the "
+        "caller's mapping, so the first keeps its emptied table; the guest fault maps the PMD-size folio's first "
+        "page by a PTE there and in stage 2; khugepaged's collapse_pte_mapped_thp clears that PTE and the pmd and "
+        "frees the table without invalidate_range_start/end, leaving the pmd empty: stage 2 still maps the page the "
+        "host no longer maps (stage2-stale at the end-of-trace coherence check). Fixed (start-end), the collapse "
+        "zaps the stage-2 leaf"),
     **X86_ZOO,  # issue 19's KVM zoo rows
 }
 

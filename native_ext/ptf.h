@@ -30,6 +30,7 @@ enum opcode {
 	OP_UNMAP_MAPPING_BEGIN, /* Z2: unmap_mapping_range's zap stopped after its pmd read */
 	OP_FRAG_HOLD, OP_FRAG_END, /* Z4: s390 page_table_free stopped inside mm->context.lock */
 	OP_WALK_PIN, OP_COLLAPSE_HOLD, OP_COLLAPSE_END, /* Z5: GUP-fast's grab, collapse_huge_page stopped before its copy */
+	OP_KHUGEPAGED, /* Z3: khugepaged's pass over one PMD block of an mm (collapse_pte_mapped_thp without install_pmd) */
 	OP_NR
 };
 
@@ -51,6 +52,7 @@ enum knob {
 	K_FAULT_SEQ_SNAPSHOT, K_S2_UNMAP_YIELD_RECHECK, K_INVALID_SLOT_FAULT, K_USER_PT_WALK,
 	K_FRAG_RELEASE, /* Z4: s390.frag_release */
 	K_GUP_FAST_PMD_RECHECK, /* Z5: gup.fast_pmd_recheck (0 yes, 1 no) */
+	K_COLLAPSE_FILE_NOTIFY, /* Z3: mm.collapse_file_notify (0 start-end, 1 none) */
 	K_NR
 };
 /* Knob values are indices into the knob's value list (core/names.c knob_defs). */
@@ -63,6 +65,7 @@ enum { UY_YES, UY_NO };                   /* kvm.s2_unmap_yield_recheck */
 enum { IS_RETRY, IS_MMIO };               /* kvm.invalid_slot_fault */
 enum { UW_IRQS_OFF, UW_UNPROTECTED };     /* kvm.user_pt_walk */
 enum { FR_FIXED, FR_PRE_C2C224932FD0 }; /* s390.frag_release (Z4) */
+enum { CN_START_END, CN_NONE };         /* mm.collapse_file_notify (Z3) */
 
 struct knob_def {
 	const char *name;
@@ -692,8 +695,9 @@ void shmem_fini(struct engine *e);
 bool transhuge_vma_suitable(const struct engine *e, const struct vma *v, uint64_t addr);
 int do_shmem_fault(struct engine *e, int mm, const struct vma *v, uint64_t addr, bool write, uint64_t *pfn_out,
 		   uint64_t *size_out);
-int hpage_collapse_scan_file(struct engine *e, int mm, const struct vma *v, uint64_t addr);
-int collapse_pte_mapped_thp(struct engine *e, int mm, uint64_t addr);
+int hpage_collapse_scan_file(struct engine *e, int mm, const struct vma *v, uint64_t addr, bool khugepaged);
+int collapse_pte_mapped_thp(struct engine *e, int mm, uint64_t addr, bool install_pmd);
+int khugepaged_scan_mm_slot(struct engine *e, int mm, uint64_t addr);
 
 /* core/locking.c */
 extern const char *const lock_names[LC_NR];

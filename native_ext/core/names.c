@@ -14,6 +14,7 @@ const struct op_def op_defs[OP_NR] = {
 	{ "inval_hold", 1 }, { "inval_end", 1 }, { "unmap_mapping_begin", 3 },
 	{ "frag_hold", 1 }, { "frag_end", 1 },
 	{ "walk_pin", 1 }, { "collapse_hold", 1 }, { "collapse_end", 1 },
+	{ "khugepaged", 2 },
 };
 
 const char *const violation_names[V_NR] = {
@@ -188,4 +189,11 @@ const struct knob_def knob_defs[K_NR] = {
 		"the page succeeds and the collapse copies the page away from it: the design before 70cbc3cc78a9 "
 		"\"mm: gup: fix the fast GUP race against THP collapse\" (v6.0). Reachable with mm.collapse_gup_sync=none "
 		"(before v6.1), whose collapse does not wait for the IRQs-off walker" },
+	[K_COLLAPSE_FILE_NOTIFY] = { "mm.collapse_file_notify", { "start-end", "none" }, ALL,
+		"none: khugepaged's file paths (collapse_pte_mapped_thp, retract_page_tables; 6.1's collapse_and_free_pmd) "
+		"clear the PTEs and the pmd and free the PTE table without mmu_notifier_invalidate_range_start/end, so a "
+		"secondary MMU (KVM's stage 2) keeps mapping pages the mm no longer maps: the design before f268f6cf875f "
+		"\"mm/khugepaged: invoke MMU notifiers in shmem/file collapse paths\" (v6.1). It shows where the pmd is "
+		"left empty: khugepaged's collapse (the khugepaged operation), not MADV_COLLAPSE, which maps the folio by "
+		"a PMD again at once" },
 };

@@ -644,8 +644,12 @@ static void gen_vm(struct gen *g)
 	} else if (k < 9) {
 		if (g->e->arch != ARCH_S390 && rarely(g->c, 10) && gen_vm_race(g, vm, pid, 1))
 			return;
-		if ((t = slot_target(g)).ok)
+		if ((t = slot_target(g)).ok) {
 			OP(g, OP_GUEST_FAULT, (uint64_t)t.vm, t.gpa, below(g->c, 2));
+			int owner = pid_of_mm(g->e, g->e->vms[t.vm].mm);
+			if (owner >= 0 && rarely(g->c, 10)) /* khugepaged collapses guest memory under the running guest (Z3) */
+				OP(g, OP_KHUGEPAGED, (uint64_t)owner, t.hva);
+		}
 	} else {
 		if (g->e->arch != ARCH_S390 && rarely(g->c, 30) && gen_vm_race(g, vm, pid, 0))
 			return;
@@ -668,8 +672,10 @@ static bool gen_disturb(struct gen *g, int pid, uint64_t addr, enum actor_kind k
 		}
 	}
 	/* a held window takes one of the changes that notify and unmap or replace the page */
-	/* a GUP-fast walker is what a collapse races with (Z1, Z5): a collapse of its block more often */
-	unsigned k = held ? (unsigned)PICK(g->c, 0, 1, 2, 3, 7) : walker && chance(g->c, 25) ? 3 : below(g->c, 9);
+	/* a walker inside a PTE table, GUP-fast or rmap (a zap of a file's mappings), is what a collapse races with
+	 * (Z1, Z2, Z5): a collapse of its block more often */
+	bool in_table = walker || kind == A_RMAP;
+	unsigned k = held ? (unsigned)PICK(g->c, 0, 1, 2, 3, 7) : in_table && chance(g->c, 25) ? 3 : below(g->c, 9);
 	switch (k) {
 	case 0:
 		OP(g, OP_MUNMAP, (uint64_t)pid, addr & ~(g->L.page - 1), g->L.page);
@@ -875,6 +881,10 @@ static void gen_misc(struct gen *g)
 	}
 	default:
 		m = pick_mapping(g, pid, false);
+		if (m.ok && rarely(g->c, 15)) { /* khugepaged reaches one of the pid's blocks */
+			OP(g, OP_KHUGEPAGED, (uint64_t)pid, addr_of(g, m));
+			break;
+		}
 		if (m.ok) {
 			/* the mapping, or a range running past it into a hole or the next mapping (madvise_walk_vmas) */
 			uint64_t starts[4] = { m.start, m.start, m.start, m.start & ~(g->L.pmd - 1) };
@@ -888,7 +898,9 @@ static void gen_misc(struct gen *g)
 static void step(struct gen *g)
 {
 	const uint8_t *u = g->p->until;
-	unsigned k = below(g->c, 100);
+	/* rotated so that a zero decision (libFuzzer's inserted and erased bytes are mostly zeros) is a fault, not an
+	 * exec that throws the state away (atheris' corpus on Z2's knobs ran 4.8 execs a trace, random traces 1.8) */
+	unsigned k = (below(g->c, 100) + u[W_SHM]) % 100;
 	if (!any_pid(g->e) || k < u[W_EXEC])
 		gen_exec(g);
 	else if (k < u[W_MMAP])
