@@ -468,7 +468,8 @@ static void gen_shm_for(struct gen *g, int pid, uint64_t *addr_out, uint64_t *le
 {
 	uint64_t ptrs = g->L.pmd / g->L.page, pgoff, pages;
 	int obj = (int)below(g->c, g->p->nobjs);
-	if (!pick_shm_range(g, obj, &pgoff, &pages)) {
+	bool shared = pick_shm_range(g, obj, &pgoff, &pages);
+	if (!shared) {
 		pgoff = PICK(g->c, 0, 0, ptrs, below(g->c, 4));
 		pages = PICK(g->c, ptrs, ptrs, 2 * ptrs, 1 + below(g->c, 16));
 	}
@@ -477,7 +478,8 @@ static void gen_shm_for(struct gen *g, int pid, uint64_t *addr_out, uint64_t *le
 	OP(g, OP_SHM_MMAP, (uint64_t)pid, addr, pages * g->L.page, (uint64_t)obj, pgoff);
 	if (chance(g->c, 40))
 		gen_fault_at(g, pid, addr + below(g->c, clamp32(pages)) * g->L.page);
-	if (chance(g->c, 30))
+	/* a range another mapping has: the object's pages are collapsed under that mapping (Z2, Z3) more often */
+	if (chance(g->c, shared ? 50 : 30))
 		OP(g, OP_MADVISE, (uint64_t)pid, addr, pages * g->L.page, 3);
 	if (addr_out)
 		*addr_out = addr, *len_out = pages * g->L.page;
@@ -675,7 +677,7 @@ static bool gen_disturb(struct gen *g, int pid, uint64_t addr, enum actor_kind k
 	/* a walker inside a PTE table, GUP-fast or rmap (a zap of a file's mappings), is what a collapse races with
 	 * (Z1, Z2, Z5): a collapse of its block more often */
 	bool in_table = walker || kind == A_RMAP;
-	unsigned k = held ? (unsigned)PICK(g->c, 0, 1, 2, 3, 7) : in_table && chance(g->c, 25) ? 3 : below(g->c, 9);
+	unsigned k = held ? (unsigned)PICK(g->c, 0, 1, 2, 3, 7) : in_table && chance(g->c, 50) ? 3 : below(g->c, 9);
 	switch (k) {
 	case 0:
 		OP(g, OP_MUNMAP, (uint64_t)pid, addr & ~(g->L.page - 1), g->L.page);

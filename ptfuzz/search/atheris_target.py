@@ -10,7 +10,7 @@ Structure-aware mutation comes from the decoding, not from a custom mutator: eve
 to a valid, state-aware trace, so libFuzzer's byte mutations are mutations of generator decisions. That
 keeps working when a sanitizer runtime is preloaded, where atheris ignores Python custom mutators.
 
-Guided and unguided sampling mixed (PTFUZZ_UNGUIDED, default 2, with PTFUZZ_INBOX and the coverage build): after
+Guided and unguided sampling mixed (PTFUZZ_UNGUIDED, default 8, with PTFUZZ_INBOX and the coverage build): after
 each input libFuzzer runs, the worker also generates that many fresh random traces (seeds from PTFUZZ_UNGUIDED_SEED
 on), on the uninstrumented engine so that libFuzzer credits no input with their coverage. Why (docs/fuzzing.md):
 libFuzzer keeps the inputs that reach new engine edges, and those are mostly traces that tear more state down (its
@@ -81,7 +81,7 @@ def _plain_generator():
     return TraceGen(ARCH, KNOBS, CONFIG, engine_module=module)
 
 
-UNGUIDED = int(os.environ.get("PTFUZZ_UNGUIDED", "2"))
+UNGUIDED = int(os.environ.get("PTFUZZ_UNGUIDED", "8"))
 UNGUIDED_SEED = int(os.environ.get("PTFUZZ_UNGUIDED_SEED", "0"))
 PLAIN = _plain_generator()
 
