@@ -344,7 +344,7 @@ static const struct op_handler {
 	[OP_FRAG_HOLD] = { op_frag_hold, true }, [OP_FRAG_END] = { op_frag_end, true },
 	[OP_WALK_PIN] = { op_walk_pin, true }, [OP_COLLAPSE_HOLD] = { op_collapse_hold, true },
 	[OP_COLLAPSE_END] = { op_collapse_end, true }, [OP_TLB_ACCESS] = { op_tlb_access, true },
-	[OP_COLLAPSE_END] = { op_collapse_end, true }, [OP_KHUGEPAGED] = { op_khugepaged },
+	[OP_KHUGEPAGED] = { op_khugepaged },
 };
 
 int ptf_step(struct engine *e, const uint64_t *op)
