@@ -220,6 +220,17 @@ S390 = {
         "whose comment and WARN_ON_ONCE(mm_has_pgste(mm)) say it does not gmap_unlink as page_table_free_rcu, "
         "gmap_unlink's only caller, does: P's gmap segment entry points at the freed PTE table",
         {"defaults_violate": True, "fixed_by": {"s390.defer_gmap_unlink": "yes"}}),
+    "regressions/s390/gmap-dangling-m2": ([
+        ["exec", 1, 0], ["vm_create", 0, 1, 0], ["shm_mmap", 1, A, M, 0, 0], ["memslot", 0, 0, 0, A, M],
+        ["guest_fault", 0, 0, 1], ["exec", 2, -1], ["shm_mmap", 2, 2 * A, M, 0, 0], ["khugepaged", 2, 2 * A],
+    ], {}, "gmap-dangling",
+        "M1's missing gmap_unlink reached by khugepaged instead of MADV_COLLAPSE (found by `ptfuzz fuzz --arch s390` "
+        "on the defaults once the khugepaged operation existed, Z3): khugepaged's collapse of Q's block runs "
+        "collapse_file -> retract_page_tables, which frees VM process P's PTE table with pte_free_defer while P's "
+        "gmap segment entry points at it. No process has to call MADV_COLLAPSE; khugepaged scans shmem where "
+        "shmem_enabled (or the mount's huge=) lets it. The same bug as M1, another trigger; mN names a mainline "
+        "regression in this corpus",
+        {"defaults_violate": True, "fixed_by": {"s390.defer_gmap_unlink": "yes"}}),
     "regressions/s390/gmap-dangling-{hash}": ([
         ["exec", 1, 0], ["mmap", 1, A, M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, A, M],
         ["guest_fault", 0, 0, 1], ["madvise", 1, A, M, 1], ["madvise", 1, A, M, 3],
