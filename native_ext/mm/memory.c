@@ -99,10 +99,11 @@ static void reclaim_pt(struct engine *e, int mm, uint64_t start, uint64_t end)
 void zap_page_range_single(struct engine *e, int mm, const struct vma *v, uint64_t start, uint64_t end)
 {
 	mmu_notifier_invalidate_range(e, mm, start, end);
+	tlb_gather_mmu(e, mm, start, end);
 	unmap_range(e, mm, start, end, false);
 	if (e->knob[K_PT_RECLAIM] == 1 && !(v->flags & VMA_HUGETLB) && !e->viol)
 		reclaim_pt(e, mm, start, end);
-	flush_tlb_range(e, mm, start, end); /* tlb_finish_mmu */
+	tlb_finish_mmu(e);
 }
 
 /* do_anonymous_page: the zero page for a read (unless mm_forbids_zeropage), else a new page; a new page

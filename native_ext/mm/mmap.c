@@ -11,9 +11,10 @@ void exit_mmap(struct engine *e, int mm)
 	/* unmap_vmas + free_pgtables, VMA by VMA: only tables under some VMA exist */
 	int n = m->nvma;
 	m->nvma = 0;
+	tlb_gather_mmu(e, mm, 0, ~0ull); /* fullmm */
 	for (int i = 0; i < n && !e->viol; i++)
 		unmap_range(e, mm, m->vmas[i].start, m->vmas[i].end, true);
-	tlb_finish_mmu_fullmm(e, mm);
+	tlb_finish_mmu(e);
 	m->dead = true;
 	e->frag_dirty = e->gmap_dirty = true;
 }
@@ -168,8 +169,9 @@ static int do_vmi_align_munmap(struct engine *e, int mm, uint64_t start, uint64_
 		if (!(m->vmas[i].start >= start && m->vmas[i].end <= end))
 			m->vmas[w++] = m->vmas[i];
 	m->nvma = w;
+	tlb_gather_mmu(e, mm, start, end); /* unmap_region */
 	unmap_range(e, mm, start, end, true);
-	flush_tlb_range(e, mm, start, end); /* unmap_region's tlb_finish_mmu, before the pages and tables go */
+	tlb_finish_mmu(e);
 	return 0;
 }
 
