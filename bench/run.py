@@ -7,7 +7,7 @@ Environment: BENCH_ONLY=B1,B5 (a subset; B4 comes with B3; B3F: atheris' time to
 with the generator's semantic features and without), BENCH_QUICK=1 (the smaller defaults in brackets,
 for a shared machine: minutes, not hours), BENCH_REPS (3), BENCH_B1_OPS (2000000 [500000]),
 BENCH_B2_TIME (30 s [10]), BENCH_B3_TRIALS (10 [3]), BENCH_B3_CAP (60 s [20]), BENCH_B3_ENGINE (atheris |
-hypothesis | random), BENCH_B5_GIB (4), BENCH_B7_TRACES (1000 [100]), BENCH_B8_DEPTH (10 [8]),
+hypothesis | random), BENCH_B3_ROWS (all; e.g. "Z*" or "Z1,Z2": those rows, no controls), BENCH_B5_GIB (4), BENCH_B7_TRACES (1000 [100]), BENCH_B8_DEPTH (10 [8]),
 BENCH_B8_TIME (60 s [15]), BENCH_B7K_TRACES (1000 [50]), BENCH_B7K_KERNELS, BENCH_B7K_FROM. B7K (B7 per
 foreign kernel under QEMU, docs/kernels.md) runs only when BENCH_ONLY names it. results.json records the
 values used.
@@ -188,6 +188,13 @@ B2_TIME = param("B2_TIME", 30.0, 10.0)
 B3_TRIALS = param("B3_TRIALS", 10, 3)
 B3_CAP = param("B3_CAP", 60.0, 20.0)
 B3_ENGINE = os.environ.get("BENCH_B3_ENGINE", "atheris")
+# BENCH_B3_ROWS: only these B3 variants (ids, or a prefix with *: "Z*" is the bug zoo), no controls; the other
+# variants' rows and the controls are kept from results.json
+B3_ROWS = set(filter(None, os.environ.get("BENCH_B3_ROWS", "").split(",")))
+
+
+def b3_selected(uid: str | None) -> bool:
+    return not B3_ROWS or uid in B3_ROWS or any(r.endswith("*") and (uid or "").startswith(r[:-1]) for r in B3_ROWS)
 UNSAFE = [("U1", "s390", {"mm.table_free": "immediate"}, {"uaf-table"}),
           ("U2", "s390", {"s390.pgste_decision": "elf-no-restart"}, {"pgste-table-missing"}),
           ("U3", "s390", {"s390.pt_alloc": "fragments-always"}, {"pgste-table-missing", "fragment-corrupt"}),
@@ -278,10 +285,12 @@ def time_to_bug(tmp, uid, arch, knobs, kinds, engine, tag="", features=None):
 def b3_b4(tmp):
     b3, b4 = [], []
     for uid, arch, knobs, kinds in UNSAFE:
+        if not b3_selected(uid):
+            continue
         row, rows4 = time_to_bug(tmp, uid, arch, knobs, kinds, B3_ENGINE)
         b3.append(row)
         b4 += rows4
-    for arch, knobs in CONTROLS:
+    for arch, knobs in CONTROLS if not B3_ROWS else ():
         c = Campaign(arch, knobs, Path(tmp) / f"b3-control-{arch}-{len(b3)}", max_ops=32)
         run_campaign(c, B3_ENGINE, B3_CAP, None, 1, True)
         m1 = arch == "s390" and knobs.get("s390.defer_gmap_unlink", "no") == "no"
@@ -600,14 +609,16 @@ def main():
     run = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_revision": rev,
            "load_average_at_start": os.getloadavg(),
            "parameters": {"quick": QUICK, "reps": REPS, "b1_ops": B1_OPS, "b2_time_s": B2_TIME,
-                          "b3_trials": B3_TRIALS, "b3_cap_s": B3_CAP, "b3_engine": B3_ENGINE, "b5_gib": B5_GIB,
+                          "b3_trials": B3_TRIALS, "b3_cap_s": B3_CAP, "b3_engine": B3_ENGINE,
+                          "b3_rows": sorted(B3_ROWS) or "all", "b5_gib": B5_GIB,
                           "b7_traces": B7_TRACES, "b7k_traces": B7K_TRACES, "b8_depth": B8_DEPTH, "b8_time_s": B8_TIME}}
     # BENCH_ONLY re-measures some sections and keeps the others' rows from results.json, each section
     # saying which run measured it ("sections"): ratios between sections of different runs say so too
     path = ROOT / "bench" / "results.json"
     old = json.loads(path.read_text()) if only and path.exists() else {}
     redo = {s for s in SECTIONS if want(s) or (s == "B3" and want("B4"))}
-    results = [r for r in old.get("results", []) if section(r["id"]) not in redo]
+    results = [r for r in old.get("results", []) if section(r["id"]) not in redo
+               or (B3_ROWS and section(r["id"]) == "B3" and not (r["id"] in ("B3", "B4") and b3_selected(r["variant"])))]
     before = {k: old[k] for k in ("date", "git_revision", "parameters") if k in old}
     before["load_average_at_start"] = old.get("load_average_at_start", old.get("machine", {}).get("load_average_at_start"))
     sections = {s: old.get("sections", {}).get(s, before) for s in SECTIONS
@@ -641,8 +652,9 @@ def main():
             add(b7k(tmp))
         b3 = [r for r in results if r["id"] == "B3"]  # kept from an earlier run, or measured now
         if "B3" in redo:
-            b3, b4 = b3_b4(tmp)
-            add(b3 + b4)
+            new3, b4 = b3_b4(tmp)
+            add(new3 + b4)
+            b3 = [r for r in results if r["id"] == "B3"]
         if want("B8"):
             add(b8_core(tmp))
             add(b8(tmp, b3))

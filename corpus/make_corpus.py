@@ -220,6 +220,17 @@ S390 = {
         "whose comment and WARN_ON_ONCE(mm_has_pgste(mm)) say it does not gmap_unlink as page_table_free_rcu, "
         "gmap_unlink's only caller, does: P's gmap segment entry points at the freed PTE table",
         {"defaults_violate": True, "fixed_by": {"s390.defer_gmap_unlink": "yes"}}),
+    "regressions/s390/gmap-dangling-m2": ([
+        ["exec", 1, 0], ["vm_create", 0, 1, 0], ["shm_mmap", 1, A, M, 0, 0], ["memslot", 0, 0, 0, A, M],
+        ["guest_fault", 0, 0, 1], ["exec", 2, -1], ["shm_mmap", 2, 2 * A, M, 0, 0], ["khugepaged", 2, 2 * A],
+    ], {}, "gmap-dangling",
+        "M1's missing gmap_unlink reached by khugepaged instead of MADV_COLLAPSE (found by `ptfuzz fuzz --arch s390` "
+        "on the defaults once the khugepaged operation existed, Z3): khugepaged's collapse of Q's block runs "
+        "collapse_file -> retract_page_tables, which frees VM process P's PTE table with pte_free_defer while P's "
+        "gmap segment entry points at it. No process has to call MADV_COLLAPSE; khugepaged scans shmem where "
+        "shmem_enabled (or the mount's huge=) lets it. The same bug as M1, another trigger; mN names a mainline "
+        "regression in this corpus",
+        {"defaults_violate": True, "fixed_by": {"s390.defer_gmap_unlink": "yes"}}),
     "regressions/s390/gmap-dangling-{hash}": ([
         ["exec", 1, 0], ["mmap", 1, A, M, 0], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, A, M],
         ["guest_fault", 0, 0, 1], ["madvise", 1, A, M, 1], ["madvise", 1, A, M, 3],
@@ -536,6 +547,18 @@ X86 = {
         "the walker clears the pte and flushes T only (ptep_clear_flush), and the page is freed: cpu 2 still "
         "translates to it (stale-tlb). Fixed (write), the table move takes the anon_vma for write and waits for the "
         "walker (-16). The move is held before its old range's unmap (mremap_hold), which would wait for the walker too"),
+    "regressions/x86_64/stage2-stale-z3": ([
+        ["exec", 1, -1], ["shm_mmap", 1, T, 2 * M, 0, 0], ["shm_mmap", 1, T + 8 * M, 2 * M, 0, 0], ["fault", 1, T, 0],
+        ["madvise", 1, T + 8 * M, 2 * M, 3], ["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, T, 2 * M],
+        ["guest_fault", 0, 0, 0], ["khugepaged", 1, T],
+    ], {"mm.file_retract": "caller", "mm.collapse_file_notify": "none"}, "stage2-stale",
+        "Z3 (f268f6cf875f, v6.1): the first mapping's fault builds its PTE table; MADV_COLLAPSE of the second mapping "
+        "collapses the object's cache (try_to_unmap notifies and unmaps the small page) and retracts only the "
+        "caller's mapping, so the first keeps its emptied table; the guest fault maps the PMD-size folio's first "
+        "page by a PTE there and in stage 2; khugepaged's collapse_pte_mapped_thp clears that PTE and the pmd and "
+        "frees the table without invalidate_range_start/end, leaving the pmd empty: stage 2 still maps the page the "
+        "host no longer maps (stage2-stale at the end-of-trace coherence check). Fixed (start-end), the collapse "
+        "zaps the stage-2 leaf"),
     **X86_ZOO,  # issue 19's KVM zoo rows
 }
 

@@ -297,6 +297,13 @@ static int op_mremap_end(struct engine *e, const uint64_t *a)
 	return mremap_end(e, (int)a[0]);
 }
 
+/* khugepaged's pass over the PMD block of addr in pid's mm (Z3) */
+static int op_khugepaged(struct engine *e, const uint64_t *a)
+{
+	int mm = proc_mm(e, a[0]);
+	return mm < 0 ? mm : khugepaged_scan_mm_slot(e, mm, a[1]);
+}
+
 static int op_vm_create(struct engine *e, const uint64_t *a)
 {
 	return kvm_create_vm(e, a[0], a[1], a[2]);
@@ -356,6 +363,7 @@ static const struct op_handler {
 	[OP_WALK_PIN] = { op_walk_pin, true }, [OP_COLLAPSE_HOLD] = { op_collapse_hold, true },
 	[OP_COLLAPSE_END] = { op_collapse_end, true }, [OP_TLB_ACCESS] = { op_tlb_access, true },
 	[OP_MREMAP] = { op_mremap }, [OP_MREMAP_HOLD] = { op_mremap_hold, true }, [OP_MREMAP_END] = { op_mremap_end, true },
+	[OP_KHUGEPAGED] = { op_khugepaged },
 };
 
 int ptf_step(struct engine *e, const uint64_t *op)

@@ -32,6 +32,7 @@ enum opcode {
 	OP_WALK_PIN, OP_COLLAPSE_HOLD, OP_COLLAPSE_END, /* Z5: GUP-fast's grab, collapse_huge_page stopped before its copy */
 	OP_TLB_ACCESS, /* issue 20: a user access on a cpu, through (and filling) its TLB */
 	OP_MREMAP, OP_MREMAP_HOLD, OP_MREMAP_END, /* issue 20: mremap, and a move stopped before its old range's unmap */
+	OP_KHUGEPAGED, /* Z3: khugepaged's pass over one PMD block of an mm (collapse_pte_mapped_thp without install_pmd) */
 	OP_NR
 };
 
@@ -56,6 +57,7 @@ enum knob {
 	K_TLB_GATHER, /* issue 20: mm.tlb_gather (0 gather, 1 none) */
 	K_MREMAP_MOVE_PGT_RMAP, /* issue 20: mremap.move_pgt_rmap */
 	K_MREMAP_MULTI_VMA,     /* mremap.move_multi_vma (0 no: v6.6, 1 yes: 6.17+) */
+	K_COLLAPSE_FILE_NOTIFY, /* Z3: mm.collapse_file_notify (0 start-end, 1 none) */
 	K_NR
 };
 /* Knob values are indices into the knob's value list (core/names.c knob_defs). */
@@ -69,6 +71,7 @@ enum { IS_RETRY, IS_MMIO };               /* kvm.invalid_slot_fault */
 enum { UW_IRQS_OFF, UW_UNPROTECTED };     /* kvm.user_pt_walk */
 enum { FR_FIXED, FR_PRE_C2C224932FD0 }; /* s390.frag_release (Z4) */
 enum { MR_WRITE, MR_READ };             /* mremap.move_pgt_rmap: 97113eb39fa7 (v5.14) and before it */
+enum { CN_START_END, CN_NONE };         /* mm.collapse_file_notify (Z3) */
 
 struct knob_def {
 	const char *name;
@@ -757,8 +760,9 @@ void shmem_fini(struct engine *e);
 bool transhuge_vma_suitable(const struct engine *e, const struct vma *v, uint64_t addr);
 int do_shmem_fault(struct engine *e, int mm, const struct vma *v, uint64_t addr, bool write, uint64_t *pfn_out,
 		   uint64_t *size_out);
-int hpage_collapse_scan_file(struct engine *e, int mm, const struct vma *v, uint64_t addr);
-int collapse_pte_mapped_thp(struct engine *e, int mm, uint64_t addr);
+int hpage_collapse_scan_file(struct engine *e, int mm, const struct vma *v, uint64_t addr, bool khugepaged);
+int collapse_pte_mapped_thp(struct engine *e, int mm, uint64_t addr, bool install_pmd);
+int khugepaged_scan_mm_slot(struct engine *e, int mm, uint64_t addr);
 
 /* core/locking.c */
 extern const char *const lock_names[LC_NR];

@@ -39,6 +39,10 @@ BUGS: tuple[Bug, ...] = (
     Bug("Z2", "mm.retract_locks", "pre-8d3c106e19e8", "8d3c106e19e8",
         "mm/khugepaged: take the right locks for page table retraction", "27e1f8273113 (v5.4)",
         "v6.1 (6.0.13, 5.15.y, 5.10.y)", "x86_64", ("uaf-table",), also={"mm.file_retract": "caller"}, min_ops=8),
+    Bug("Z3", "mm.collapse_file_notify", "none", "f268f6cf875f",
+        "mm/khugepaged: invoke MMU notifiers in shmem/file collapse paths",
+        "f3f0e1d2150b (v4.8, shmem collapse); the present-PTE case from 27e1f8273113 (v5.4)",
+        "v6.1 (6.0.13, 5.15.y, 5.10.y)", "x86_64", ("stage2-stale",), also={"mm.file_retract": "caller"}, min_ops=9),
     Bug("Z4", "s390.frag_release", "pre-c2c224932fd0", "c2c224932fd0", "s390/mm: fix 2KB pgtable release race",
         "no Fixes: tag (Cc: stable): every tree whose 2K halves go back by both page_table_free and "
         "page_table_free_rcu's pending bits", "v5.17 (5.16.3, 5.15.17)", "s390", ("fragment-corrupt",), min_ops=7),

@@ -59,3 +59,34 @@ def test_variants_try_every_zoo_row_whose_knobs_the_arch_has():
     from ptfuzz.search.variants import variants
     for b in BUGS:
         assert b.knobs in variants(b.arch), b.id  # with the older paths it needs (also), not only its knob alone
+
+
+# Z3 (mm.collapse_file_notify): the khugepaged operation and why the row needs it
+T, M = 1 << 40, 1 << 21
+Z3_OPS = [["exec", 1, -1], ["shm_mmap", 1, T, 2 * M, 0, 0], ["shm_mmap", 1, T + 8 * M, 2 * M, 0, 0],
+          ["fault", 1, T, 0], ["madvise", 1, T + 8 * M, 2 * M, 3], ["vm_create", 0, 1, 0],
+          ["memslot", 0, 0, 0, T, 2 * M], ["guest_fault", 0, 0, 0]]
+Z3_KNOBS = {"mm.file_retract": "caller", "mm.collapse_file_notify": "none"}
+
+
+def test_z3_madvise_collapse_maps_the_pmd_again_so_the_pre_fix_design_stays_coherent():
+    from conftest import trace
+    # MADV_COLLAPSE's collapse_pte_mapped_thp(install_pmd) maps the folio by a PMD at once: stage 2's page is
+    # still what the host maps at the hva, so only khugepaged's empty pmd shows the missing notifier
+    r = replay(trace(Z3_OPS + [["madvise", 1, T, 2 * M, 3]], "x86_64", Z3_KNOBS), teardown=False,
+               probes=np.array([[1, T]], dtype=np.uint64))
+    assert r.violation is None and int(r.translations[0]) != 2 ** 64 - 1
+    r = replay(trace(Z3_OPS + [["khugepaged", 1, T]], "x86_64", Z3_KNOBS), steps=True, teardown=False,
+               probes=np.array([[1, T]], dtype=np.uint64))
+    assert int(r.op_results[len(Z3_OPS)]) == 0 and int(r.translations[0]) == 2 ** 64 - 1  # the pmd is left empty
+
+
+def test_khugepaged_operation_results():
+    from conftest import results, trace
+    ops = [["exec", 1, -1], ["khugepaged", 1, T], ["mmap", 1, T, 4096, 0], ["khugepaged", 1, T],
+           ["khugepaged", 9, T], ["shm_mmap", 1, T + 8 * M, 2 * M, 0, 0], ["fault", 1, T + 8 * M, 1],
+           ["khugepaged", 1, T + 8 * M + 4096]]
+    r = replay(trace(ops, "x86_64"), steps=True)
+    # no VMA, a VMA smaller than the block: -22; no such pid: -3; a shmem block with a page: collapsed (0), and
+    # with the default paths every mapping's table is retracted, so the next fault maps the block by a PMD
+    assert r.violation is None and results(r)[1:] == [-22, 0, -22, -3, 0, 0, 0]

@@ -16,6 +16,7 @@ const struct op_def op_defs[OP_NR] = {
 	{ "walk_pin", 1 }, { "collapse_hold", 1 }, { "collapse_end", 1 },
 	{ "tlb_access", 4 },
 	{ "mremap", 5 }, { "mremap_hold", 1 }, { "mremap_end", 1 },
+	{ "khugepaged", 2 },
 };
 
 const char *const violation_names[V_NR] = {
@@ -209,4 +210,11 @@ const struct knob_def knob_defs[K_NR] = {
 		"VMAs\", Linux 6.17); v6.6 moves one VMA and fails (-14) a range that runs past it. With it come 6.17's "
 		"earlier checks: the new range's (check_mremap_params) before the VMA lookup, and a move's or growth's "
 		"checks against the VMA (check_prep_vma) before mremap_to unmaps anything" },
+	[K_COLLAPSE_FILE_NOTIFY] = { "mm.collapse_file_notify", { "start-end", "none" }, ALL,
+		"none: khugepaged's file paths (collapse_pte_mapped_thp, retract_page_tables; 6.1's collapse_and_free_pmd) "
+		"clear the PTEs and the pmd and free the PTE table without mmu_notifier_invalidate_range_start/end, so a "
+		"secondary MMU (KVM's stage 2) keeps mapping pages the mm no longer maps: the design before f268f6cf875f "
+		"\"mm/khugepaged: invoke MMU notifiers in shmem/file collapse paths\" (v6.1). It shows where the pmd is "
+		"left empty: khugepaged's collapse (the khugepaged operation), not MADV_COLLAPSE, which maps the folio by "
+		"a PMD again at once" },
 };

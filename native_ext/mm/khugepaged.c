@@ -258,13 +258,13 @@ int madvise_collapse(struct engine *e, int mm, int vi, uint64_t start, uint64_t 
 		int r;
 		if (v->shm) { /* mmap_read_unlock around the page-cache collapse, then collapse_pte_mapped_thp under it */
 			lock_release(e, LC_MMAP, (uint64_t)mm);
-			r = hpage_collapse_scan_file(e, mm, v, addr);
+			r = hpage_collapse_scan_file(e, mm, v, addr, false);
 			lock_acquire(e, LC_MMAP, (uint64_t)mm, LM_READ);
 		} else {
 			r = hpage_collapse_scan_pmd(e, mm, addr);
 		}
 		if (r == SCAN_PTE_MAPPED_HUGEPAGE && !e->viol) {
-			r = collapse_pte_mapped_thp(e, mm, addr);
+			r = collapse_pte_mapped_thp(e, mm, addr, true);
 			lock_release_all(e, LC_FOLIO); /* unlock_page of the PMD-size folio */
 		}
 		if (r == SCAN_SUCCEED || r == SCAN_PMD_MAPPED) {
@@ -328,17 +328,20 @@ static void try_to_unmap(struct engine *e, int obj, uint64_t index, uint64_t pfn
 	}
 }
 
-/* collapse_and_free_pmd (6.1-6.4, mm.file_retract=caller): under mmap_lock for write, notify the block,
- * pmdp_collapse_flush, tlb_remove_table_sync_one (collapse_file checked that no IRQs-off walker is inside),
- * mm_dec_nr_ptes and pte_free at once; then set_huge_pmd maps the new folio read-only. */
-static int collapse_and_free_pmd(struct engine *e, int mm, const struct vma *v, uint64_t addr, uint64_t head)
+/* collapse_and_free_pmd (6.1-6.4, mm.file_retract=caller): under mmap_lock for write, notify the block (not before
+ * f268f6cf875f: mm.collapse_file_notify=none), pmdp_collapse_flush, tlb_remove_table_sync_one (collapse_file checked
+ * that no IRQs-off walker is inside), mm_dec_nr_ptes and pte_free at once; then, for MADV_COLLAPSE's own mapping,
+ * set_huge_pmd maps the new folio read-only (install). */
+static int collapse_and_free_pmd(struct engine *e, int mm, const struct vma *v, uint64_t addr, uint64_t head,
+				 bool install)
 {
 	const struct entry_fmt *f = e->geom.fmt;
 	int ml = e->pmd_lvl;
 	struct vm_fault vmf = { mm, v->shm - 1, v, addr, vma_pgoff_at(e, v, addr), false, TREF_NONE, 0, TREF_NONE, 0, 0 };
 	uint64_t pmdval = host_entry_at(e, mm, addr, ml, &vmf.pmd_tbl, &vmf.pmd_idx);
 	struct tref pte = tref_from_phys(e, f->addr(ml, pmdval));
-	mmu_notifier_invalidate_range(e, mm, addr, addr + pmd_size(e));
+	if (e->knob[K_COLLAPSE_FILE_NOTIFY] == CN_START_END)
+		mmu_notifier_invalidate_range(e, mm, addr, addr + pmd_size(e));
 	if (e->blocks[pte.blk].nonempty[pte.half]) {
 		violate_at(e, V_ENGINE_ASSERT, &(struct viol_focus){ .has = VF_TABLE | VF_MM | VF_HVA, .table = tref_phys(pte),
 			   .mm = mm, .hva = addr }, "collapse_and_free_pmd: the PTE table 0x%llx of mm %d at 0x%llx still maps "
@@ -352,15 +355,19 @@ static int collapse_and_free_pmd(struct engine *e, int mm, const struct vma *v, 
 	pte_free(e, mm, pte);
 	if (e->viol)
 		return SCAN_FAIL;
+	if (!install)
+		return SCAN_SUCCEED;
 	return do_set_pmd(e, &vmf, head, false) ? SCAN_FAIL : SCAN_SUCCEED; /* set_huge_pmd */
 }
 
-/* retract_page_tables(mapping, pgoff, target_mm, target_addr, hpage) of 6.1-6.4 for MADV_COLLAPSE: "it's not
+/* retract_page_tables(mapping, pgoff, target_mm, target_addr, hpage, cc) of 6.1-6.4: for MADV_COLLAPSE "it's not
  * MADV_COLLAPSE's job to collapse other mappings", so only the caller's own VMA: its find_pmd_or_thp_or_none result
  * is the answer (no PMD table: SCAN_PMD_NULL, an empty pmd: SCAN_PMD_NONE, a leaf: SCAN_PMD_MAPPED); a PTE table is
  * retracted when mmap_write_trylock succeeds (else SCAN_PTE_MAPPED_HUGEPAGE: madvise_collapse's
- * collapse_pte_mapped_thp does it). Other mms keep their (emptied) tables, queued for khugepaged. */
-static int retract_page_tables_target(struct engine *e, int obj, uint64_t pgoff, int mm, uint64_t target, uint64_t head)
+ * collapse_pte_mapped_thp does it). Other mms keep their (emptied) tables, queued for khugepaged. For khugepaged
+ * (cc->is_khugepaged: all) every mapping's table is retracted the same way and no PMD is installed. */
+static int retract_page_tables_target(struct engine *e, int obj, uint64_t pgoff, int mm, uint64_t target, uint64_t head,
+				      bool all)
 {
 	uint64_t pmd = pmd_size(e);
 	int ml = e->pmd_lvl, result = SCAN_FAIL;
@@ -369,30 +376,33 @@ static int retract_page_tables_target(struct engine *e, int obj, uint64_t pgoff,
 		struct mm *m = &e->mms[it.mm];
 		const struct vma *v = &m->vmas[it.vi];
 		uint64_t addr = v->start + (pgoff - v->pgoff) * e->geom.page_size;
-		if (it.mm != mm || addr != target || v->anon || (addr & (pmd - 1)) || v->end < addr + pmd)
+		bool is_target = it.mm == mm && addr == target;
+		if ((!all && !is_target) || v->anon || (addr & (pmd - 1)) || v->end < addr + pmd)
 			continue;
 		int lvl = -1;
 		struct tref t;
 		uint32_t i;
-		int k = host_lookup(e, mm, addr, &lvl, NULL, &t, &i);
+		int r, k = host_lookup(e, it.mm, addr, &lvl, NULL, &t, &i);
 		if (lvl < ml)
-			result = SCAN_PMD_NULL;
+			r = SCAN_PMD_NULL;
 		else if (lvl == ml)
-			result = k == E_EMPTY ? SCAN_PMD_NONE : SCAN_PMD_MAPPED;
-		else if (lock_holder(e, LC_MMAP, (uint64_t)mm, LM_WRITE, 0, ~0ull, NULL) >= 0)
-			result = SCAN_PTE_MAPPED_HUGEPAGE; /* mmap_write_trylock failed */
+			r = k == E_EMPTY ? SCAN_PMD_NONE : SCAN_PMD_MAPPED;
+		else if (lock_holder(e, LC_MMAP, (uint64_t)it.mm, LM_WRITE, 0, ~0ull, NULL) >= 0)
+			r = SCAN_PTE_MAPPED_HUGEPAGE; /* mmap_write_trylock failed: khugepaged_add_pte_mapped_thp */
 		else if (m->users == 0)
-			result = SCAN_ANY_PROCESS;
+			r = SCAN_ANY_PROCESS;
 		else
-			result = collapse_and_free_pmd(e, mm, v, addr, head);
+			r = collapse_and_free_pmd(e, it.mm, v, addr, head, !all);
+		if (is_target)
+			result = r;
 	}
 	return result;
 }
 
 /* retract_page_tables(mapping, pgoff): i_mmap for read; for EVERY VMA of every mm mapping the block, with no
  * anon_vma, the block PMD-aligned and inside the VMA, a PTE table at the pmd and the mm's users not gone (no
- * VM_NOHUGEPAGE, hugepage_vma_check or mm_has_pgste test): notify the block, pmdp_collapse_flush (s390: the gmap
- * only with allow_gmap_hpage_1m, not modelled), mm_dec_nr_ptes, pte_free_defer. */
+ * VM_NOHUGEPAGE, hugepage_vma_check or mm_has_pgste test): notify the block (mm.collapse_file_notify),
+ * pmdp_collapse_flush (s390: the gmap only with allow_gmap_hpage_1m, not modelled), mm_dec_nr_ptes, pte_free_defer. */
 static void retract_page_tables(struct engine *e, int obj, uint64_t pgoff)
 {
 	const struct entry_fmt *f = e->geom.fmt;
@@ -414,7 +424,8 @@ static void retract_page_tables(struct engine *e, int obj, uint64_t pgoff)
 			continue;
 		if (m->users == 0) /* hpage_collapse_test_exit */
 			continue;
-		mmu_notifier_invalidate_range(e, it.mm, addr, addr + pmd);
+		if (e->knob[K_COLLAPSE_FILE_NOTIFY] == CN_START_END)
+			mmu_notifier_invalidate_range(e, it.mm, addr, addr + pmd);
 		struct tref pte = tref_from_phys(e, f->addr(ml, pmdval));
 		if (e->blocks[pte.blk].nonempty[pte.half]) {
 			violate_at(e, V_ENGINE_ASSERT, &(struct viol_focus){ .has = VF_TABLE | VF_MM | VF_HVA,
@@ -433,9 +444,10 @@ static void retract_page_tables(struct engine *e, int obj, uint64_t pgoff)
 /* collapse_file(mm, addr, file, start): for each page offset of the block, a hole (all holes: SCAN_TRUNCATED) or a
  * page that is trylocked (SCAN_PAGE_LOCK), isolated and unmapped from every mm (try_to_unmap; pages already unmapped
  * stay so when a later one fails), whose only references must then be ours (SCAN_PAGE_COUNT); then the new
- * PMD-size folio replaces them in the cache, retract_page_tables runs and the old pages are freed. MADV_COLLAPSE
- * turns success into SCAN_PTE_MAPPED_HUGEPAGE. */
-static int collapse_file(struct engine *e, int mm, int obj, uint64_t start, uint64_t addr)
+ * PMD-size folio replaces them in the cache, retract_page_tables runs and the old pages are freed (no mapping has
+ * them: try_to_unmap notified each, before f268f6cf875f too). MADV_COLLAPSE turns success into
+ * SCAN_PTE_MAPPED_HUGEPAGE; khugepaged keeps SCAN_SUCCEED. */
+static int collapse_file(struct engine *e, int mm, int obj, uint64_t start, uint64_t addr, bool khugepaged)
 {
 	uint64_t n = e->shm_pages;
 	struct shm_obj *o = &e->shm[obj];
@@ -484,11 +496,13 @@ static int collapse_file(struct engine *e, int mm, int obj, uint64_t start, uint
 		violate(e, V_ENGINE_ASSERT, "collapse_file: a lock on the new folio of object %d is held", obj);
 		return SCAN_FAIL;
 	}
-	int result = SCAN_PTE_MAPPED_HUGEPAGE;
-	if (caller_only)
-		result = retract_page_tables_target(e, obj, start, mm, addr, head);
-	else
+	int result = khugepaged ? SCAN_SUCCEED : SCAN_PTE_MAPPED_HUGEPAGE; /* !cc->is_khugepaged */
+	if (caller_only) {
+		int r = retract_page_tables_target(e, obj, start, mm, addr, head, khugepaged);
+		result = khugepaged ? SCAN_SUCCEED : r;
+	} else {
 		retract_page_tables(e, obj, start);
+	}
 	lock_release(e, LC_I_MMAP, (uint64_t)obj);
 	lock_release(e, LC_FOLIO, head);
 	for (uint64_t i = 0; i < n && !e->viol; i++) /* the old folios go */
@@ -501,7 +515,7 @@ static int collapse_file(struct engine *e, int mm, int obj, uint64_t start, uint
 /* hpage_collapse_scan_file: the page cache only, never the caller's tables: a PMD-size folio already is
  * SCAN_PTE_MAPPED_HUGEPAGE; a page an rmap walker holds is off the LRU (SCAN_PAGE_LRU, -11); holes are fine for
  * MADV_COLLAPSE (no max_ptes_none); then collapse_file. */
-int hpage_collapse_scan_file(struct engine *e, int mm, const struct vma *v, uint64_t addr)
+int hpage_collapse_scan_file(struct engine *e, int mm, const struct vma *v, uint64_t addr, bool khugepaged)
 {
 	int obj = v->shm - 1;
 	uint64_t start = vma_pgoff_at(e, v, addr), n = e->shm_pages;
@@ -511,15 +525,16 @@ int hpage_collapse_scan_file(struct engine *e, int mm, const struct vma *v, uint
 	for (uint64_t i = 0; b && b->pfn && i < n; i++)
 		if (b->pfn[i] && folio_locked(e, b->pfn[i]))
 			return SCAN_PAGE_LRU;
-	return collapse_file(e, mm, obj, start, addr);
+	return collapse_file(e, mm, obj, start, addr, khugepaged);
 }
 
-/* collapse_pte_mapped_thp(mm, addr, install_pmd=true): already PMD-mapped is done; the PMD-size folio is locked
+/* collapse_pte_mapped_thp(mm, addr, install_pmd): already PMD-mapped is done; the PMD-size folio is locked
  * (find_lock_page: an rmap walker holding it makes this wait, -EBUSY); an empty pmd gets the PMD leaf (set_huge_pmd ->
  * do_set_pmd, read-only: vmf.flags = 0); a PTE table is checked (every present PTE maps the folio's page for that
- * offset, else SCAN_FAIL), notified, cleared and freed with pte_free_defer, then the leaf goes in; no PMD table is
- * SCAN_PMD_NULL. */
-int collapse_pte_mapped_thp(struct engine *e, int mm, uint64_t addr)
+ * offset, else SCAN_FAIL), notified (not before f268f6cf875f: mm.collapse_file_notify=none), cleared and freed with
+ * pte_free_defer, then the leaf goes in; no PMD table is SCAN_PMD_NULL. khugepaged (install_pmd false, and every
+ * kernel before 6.1) leaves the pmd empty for the next fault to map. */
+int collapse_pte_mapped_thp(struct engine *e, int mm, uint64_t addr, bool install_pmd)
 {
 	const struct entry_fmt *f = e->geom.fmt;
 	uint64_t pmd = pmd_size(e), haddr = addr & ~(pmd - 1);
@@ -563,7 +578,8 @@ int collapse_pte_mapped_thp(struct engine *e, int mm, uint64_t addr)
 			     (e->knob[K_RETRACT_LOCKS] == 0 && lock_would_wait(e, LC_I_MMAP, (uint64_t)vmf.obj, LM_WRITE)) ||
 			     (e->knob[K_COLLAPSE_GUP_SYNC] == 0 && lock_would_wait(e, LC_IRQS_OFF, 0, LM_WRITE))))
 			return SCAN_WAIT;
-		mmu_notifier_invalidate_range(e, mm, haddr, haddr + pmd);
+		if (e->knob[K_COLLAPSE_FILE_NOTIFY] == CN_START_END)
+			mmu_notifier_invalidate_range(e, mm, haddr, haddr + pmd);
 		for (uint32_t i = 0; i < ptrs && !e->viol; i++) { /* step 2 */
 			if (f->kind(pl, p[i]) == E_EMPTY)
 				continue;
@@ -581,5 +597,40 @@ int collapse_pte_mapped_thp(struct engine *e, int mm, uint64_t addr)
 		if (e->viol)
 			return SCAN_FAIL;
 	}
+	if (!install_pmd)
+		return SCAN_SUCCEED;
 	return do_set_pmd(e, &vmf, head, false) ? SCAN_FAIL : SCAN_SUCCEED; /* step 5: set_huge_pmd */
+}
+
+/* khugepaged_scan_mm_slot for the one PMD block of addr (khugepaged visits every block of every mm it has in turn;
+ * the trace says which it reaches now), on a system whose sysfs lets it collapse the VMA (hugepage_vma_check with
+ * enforce_sysfs; the model has no sysfs): mmap_read_trylock (-EBUSY), then a file VMA scans its page cache
+ * (hpage_collapse_scan_file, collapse_file; retract_page_tables over every mapping) and a PMD-size folio already in
+ * the cache (SCAN_PTE_MAPPED_HUGEPAGE) goes on with collapse_pte_mapped_thp(mm, addr, install_pmd=false), which
+ * leaves the pmd empty; an anonymous VMA scans its PTEs as MADV_COLLAPSE does (khugepaged's max_ptes_* and young
+ * limits only make it collapse less). */
+int khugepaged_scan_mm_slot(struct engine *e, int mm, uint64_t addr)
+{
+	struct mm *m = &e->mms[mm];
+	uint64_t pmd = pmd_size(e), haddr = addr & ~(pmd - 1);
+	int r = lock_would_wait(e, LC_MMAP, (uint64_t)mm, LM_READ);
+	if (r || (r = lock_acquire(e, LC_MMAP, (uint64_t)mm, LM_READ)))
+		return r;
+	const struct vma *v = vma_find(m, haddr);
+	if (!v || haddr < v->start || haddr + pmd > v->end || !hugepage_vma_check(e, m, v))
+		return -EINVAL;
+	if (v->shm) { /* mmap_read_unlock around the page-cache collapse, as in madvise_collapse */
+		lock_release(e, LC_MMAP, (uint64_t)mm);
+		r = hpage_collapse_scan_file(e, mm, v, haddr, true);
+		lock_acquire(e, LC_MMAP, (uint64_t)mm, LM_READ);
+		if (r == SCAN_PTE_MAPPED_HUGEPAGE && !e->viol) {
+			r = collapse_pte_mapped_thp(e, mm, haddr, false);
+			lock_release_all(e, LC_FOLIO);
+		}
+	} else {
+		r = hpage_collapse_scan_pmd(e, mm, haddr);
+	}
+	if (e->viol)
+		return -EFAULT;
+	return r == SCAN_SUCCEED || r == SCAN_PMD_MAPPED ? 0 : madvise_collapse_errno(r);
 }

@@ -476,7 +476,8 @@ static void gen_shm_for(struct gen *g, int pid, uint64_t *addr_out, uint64_t *le
 {
 	uint64_t ptrs = g->L.pmd / g->L.page, pgoff, pages;
 	int obj = (int)below(g->c, g->p->nobjs);
-	if (!pick_shm_range(g, obj, &pgoff, &pages)) {
+	bool shared = pick_shm_range(g, obj, &pgoff, &pages);
+	if (!shared) {
 		pgoff = PICK(g->c, 0, 0, ptrs, below(g->c, 4));
 		pages = PICK(g->c, ptrs, ptrs, 2 * ptrs, 1 + below(g->c, 16));
 	}
@@ -485,7 +486,8 @@ static void gen_shm_for(struct gen *g, int pid, uint64_t *addr_out, uint64_t *le
 	OP(g, OP_SHM_MMAP, (uint64_t)pid, addr, pages * g->L.page, (uint64_t)obj, pgoff);
 	if (chance(g->c, 40))
 		gen_fault_at(g, pid, addr + below(g->c, clamp32(pages)) * g->L.page);
-	if (chance(g->c, 30))
+	/* a range another mapping has: the object's pages are collapsed under that mapping (Z2, Z3) more often */
+	if (chance(g->c, shared ? 50 : 30))
 		OP(g, OP_MADVISE, (uint64_t)pid, addr, pages * g->L.page, 3);
 	if (addr_out)
 		*addr_out = addr, *len_out = pages * g->L.page;
@@ -652,8 +654,12 @@ static void gen_vm(struct gen *g)
 	} else if (k < 9) {
 		if (g->e->arch != ARCH_S390 && rarely(g->c, 10) && gen_vm_race(g, vm, pid, 1))
 			return;
-		if ((t = slot_target(g)).ok)
+		if ((t = slot_target(g)).ok) {
 			OP(g, OP_GUEST_FAULT, (uint64_t)t.vm, t.gpa, below(g->c, 2));
+			int owner = pid_of_mm(g->e, g->e->vms[t.vm].mm);
+			if (owner >= 0 && rarely(g->c, 10)) /* khugepaged collapses guest memory under the running guest (Z3) */
+				OP(g, OP_KHUGEPAGED, (uint64_t)owner, t.hva);
+		}
 	} else {
 		if (g->e->arch != ARCH_S390 && rarely(g->c, 30) && gen_vm_race(g, vm, pid, 0))
 			return;
@@ -676,8 +682,10 @@ static bool gen_disturb(struct gen *g, int pid, uint64_t addr, enum actor_kind k
 		}
 	}
 	/* a held window takes one of the changes that notify and unmap or replace the page */
-	/* a GUP-fast walker is what a collapse races with (Z1, Z5): a collapse of its block more often */
-	unsigned k = held ? (unsigned)PICK(g->c, 0, 1, 2, 3, 7) : walker && chance(g->c, 25) ? 3 :
+	/* a walker inside a PTE table, GUP-fast or rmap (a zap of a file's mappings), is what a collapse races with
+	 * (Z1, Z2, Z5): a collapse of its block more often; an rmap walker's table is also what mremap moves (Z11) */
+	bool in_table = walker || kind == A_RMAP;
+	unsigned k = held ? (unsigned)PICK(g->c, 0, 1, 2, 3, 7) : in_table && chance(g->c, 50) ? 3 :
 		     kind == A_RMAP && chance(g->c, 25) ? 8 : below(g->c, 10);
 	switch (k) {
 	case 0:
@@ -958,6 +966,10 @@ static void gen_misc(struct gen *g)
 		break;
 	default:
 		m = pick_mapping(g, pid, false);
+		if (m.ok && rarely(g->c, 15)) { /* khugepaged reaches one of the pid's blocks */
+			OP(g, OP_KHUGEPAGED, (uint64_t)pid, addr_of(g, m));
+			break;
+		}
 		if (m.ok) {
 			/* the mapping, or a range running past it into a hole or the next mapping (madvise_walk_vmas) */
 			uint64_t starts[4] = { m.start, m.start, m.start, m.start & ~(g->L.pmd - 1) };
@@ -971,7 +983,9 @@ static void gen_misc(struct gen *g)
 static void step(struct gen *g)
 {
 	const uint8_t *u = g->p->until;
-	unsigned k = below(g->c, 100);
+	/* rotated so that a zero decision (libFuzzer's inserted and erased bytes are mostly zeros) is a fault, not an
+	 * exec that throws the state away (atheris' corpus on Z2's knobs ran 4.8 execs a trace, random traces 1.8) */
+	unsigned k = (below(g->c, 100) + u[W_SHM]) % 100;
 	if (!any_pid(g->e) || k < u[W_EXEC])
 		gen_exec(g);
 	else if (k < u[W_MMAP])

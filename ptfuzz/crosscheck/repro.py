@@ -53,6 +53,7 @@ WHY_SKIPPED = {
     "tlb_access": "a TLB fill on a chosen cpu without a fault cannot be asked for from user space (a touch faults in)",
     "mremap_hold": "an mremap cannot be held between its table moves and its unmap from user space",
     "mremap_end": "an mremap cannot be held between its table moves and its unmap from user space",
+    "khugepaged": "when khugepaged reaches a block cannot be chosen from user space",
 }
 
 

@@ -284,7 +284,11 @@ class AtherisEngine:
         for j in range(self.jobs):
             log = open(self.work / f"worker{j}.log", "w+b")
             cmd = module_command("ptfuzz.search.atheris_target", str(self.shared), *args, f"-seed={self.c.seed * 1000 + j + 1}")
-            self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env(),
+            # the worker's unguided share (atheris_target.py): random traces from its own seeds, its executions
+            # (guided and unguided) counted in a file of its own
+            env = dict(self.env(), PTFUZZ_UNGUIDED_SEED=str((self.c.seed * 1000 + j + 1) << 32),
+                       PTFUZZ_STATS=str(self.work / f"executions{j}"))
+            self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                                stdin=subprocess.DEVNULL, start_new_session=True))
             self.logs.append(log)
 
@@ -296,6 +300,10 @@ class AtherisEngine:
             for m in STATUS.finditer(tail):
                 self.execs[j] = int(m.group(1))
                 cov = max(cov, int(m.group(2) or 0))
+            try:  # libFuzzer's count is the guided inputs only; the worker's own adds the unguided share
+                self.execs[j] = max(self.execs[j], int((self.work / f"executions{j}").read_text() or 0))
+            except (OSError, ValueError):
+                pass
         self.c.executions = sum(self.execs)
         self.c.coverage = max(self.c.coverage, cov)
 

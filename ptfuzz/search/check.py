@@ -116,6 +116,7 @@ COMMON = (
     ("mremap", "pid", "addr", "pmd", "addr", "pmd"),  # a PMD block moved to another slot (issue 20; same slot: a no-op)
     ("mremap_hold", "cpu"),  # the next move held before its old range's unmap
     ("mremap_end", "cpu"),
+    ("khugepaged", "pid", "addr"),  # khugepaged's collapse of one block, the pmd left empty (Z3)
 )
 # arm64: two PUDs at the base, mapped, under one memslot and dropped by one DONTNEED, whose stage-2 unmap walks two
 # chunks (stage2_apply_range yields mmu_lock between them: a window stops there, docs/model.md section 7; Z9)

@@ -108,12 +108,15 @@ class TraceGen:
     """The C generator for one arch, knob set and config; run() is one trace."""
 
     def __init__(self, arch: str, knobs: dict | None = None, config: dict | None = None,
-                 profile: Profile = Profile.FUZZ):
+                 profile: Profile = Profile.FUZZ, engine_module=None):
+        """engine_module: another build of the C engine to generate with (atheris' unguided share runs on the
+        uninstrumented one while the worker's own is the coverage build); the traces are the same."""
         self.arch, self.knobs, self.config, self.profile = arch, dict(knobs or {}), dict(config or {}), profile
         cfg = {**CONFIG_DEFAULTS, **self.config}
         self.elfs = generator_elfs(arch)
-        self._gen = _engine.Generator(ARCH_NAMES.index(arch), knob_vector(arch, self.knobs),
-                                      tuple(int(cfg[k]) for k in CONFIG_ORDER), tuple(self.elfs), int(profile))
+        self._gen = (engine_module or _engine).Generator(ARCH_NAMES.index(arch), knob_vector(arch, self.knobs),
+                                                         tuple(int(cfg[k]) for k in CONFIG_ORDER), tuple(self.elfs),
+                                                         int(profile))
 
     def raw(self, choices: Choices, max_ops: int, teardown: bool = True):
         """(packed ops, violation number, op index, message, recorded bytes): no Trace built (atheris' path)."""

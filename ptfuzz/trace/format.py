@@ -51,6 +51,7 @@ ARG_KINDS: dict[str, tuple[str, ...]] = {
     "mremap": ("pid", "u64", "u64", "u64", "u64"),
     "mremap_hold": ("cpu",),
     "mremap_end": ("cpu",),
+    "khugepaged": ("pid", "u64"),
 }
 KIND_MAX = {"bool": 1, "pid": 63, "cpu": 15, "vm": 15, "slot": 31, "flags": 7, "advice": 3, "obj": 15,
             "u64": U64_MAX}
