@@ -25,45 +25,66 @@ The order: with symmetry (pids, cpus and VMs interchangeable in the digest) an o
 template row in ALPHABET, which a renaming of pids, cpus or VMs keeps (the argument needs that); so two
 operations of one row (walk_step on cpu 0 and on cpu 1) are never pruned against each other. Without
 symmetry the rank is the alphabet index."""
+import os
+
 from ..names import OP_NUMBER
 
 NAMES = {v: k for k, v in OP_NUMBER.items()}
 RCU = {"rcu_lock", "rcu_unlock"}
 READS_SYSCTL = {"exec", "fork", "sysctl_allocate_pgste"}
+# Operations of one process that touch only its own mm (engine.c: op_mmap, op_munmap, op_madvise, op_fault, op_split
+# start from proc_mm(pid); exec (bprm_execve) replaces the process's mm, exit (exit_mm) drops it): two of them on
+# different pids commute where nothing links the two processes (lvl.c lvl_pids_apart, evaluated at the state both
+# were tried from). Not here: fork (the child's pid is another process's), shm_mmap (the shmem object), and every
+# operation of a cpu or a VM. An operation added later is in none of these sets, so it is dependent on everything.
+PID_LOCAL = {"mmap", "munmap", "madvise", "fault", "split", "exec", "exit"}
+# exec takes the lowest free mm slot (mm_new) and exit frees one: exec against exec or exit could give another slot
+# in the other order, and the digest keeps slots raw (several paths walk the mms in slot order)
+SLOT_ORDER = {frozenset(("exec",)), frozenset(("exec", "exit"))}
+KNOWN = RCU | READS_SYSCTL | PID_LOCAL | {"walk_step", "walk_begin"}
+DEPENDENT, ALWAYS, APART = 0, 1, 2  # lvl.h's POR_DEPENDENT, POR_ALWAYS, POR_APART
 
 
-def independent(a, x) -> bool:
-    """a and x: alphabet rows (opcode, args...)."""
+def independent(a, x) -> int:
+    """a and x: alphabet rows (opcode, args...). ALWAYS: from every state; APART: from a state where their pids
+    are apart (lvl.c decides at the parent); DEPENDENT: never pruned against each other."""
     na, nx = NAMES.get(int(a[0])), NAMES.get(int(x[0]))
-    if na is None or nx is None:
-        return False
+    if na not in KNOWN or nx not in KNOWN:
+        return DEPENDENT
+    if na in PID_LOCAL and nx in PID_LOCAL:
+        return APART if int(a[1]) != int(x[1]) and frozenset((na, nx)) not in SLOT_ORDER else DEPENDENT
     if "sysctl_allocate_pgste" in (na, nx):
         other = nx if na == "sysctl_allocate_pgste" else na
-        return other not in READS_SYSCTL
+        return int(other not in READS_SYSCTL)
+    if na in PID_LOCAL or nx in PID_LOCAL:
+        return DEPENDENT
     ca, cx = int(a[1]), int(x[1])  # the rest name a cpu first
     if na in RCU and nx in RCU:
-        return ca != cx
+        return int(ca != cx)
     pair = {na, nx}
     if "walk_step" in pair:
         other, co = (nx, cx) if na == "walk_step" else (na, ca)
         cw = ca if na == "walk_step" else cx
         if other in RCU:
-            return True
+            return ALWAYS
         if other in ("walk_step", "walk_begin"):
-            return co != cw
-        return False
+            return int(co != cw)
+        return DEPENDENT
     if "walk_begin" in pair and pair & RCU:
-        return ca != cx
-    return False
+        return int(ca != cx)
+    return DEPENDENT
 
 
 def relation(rows, templates, symmetric: bool):
-    """(key, indep): each operation's rank, and the n x n independence matrix as bytes."""
+    """(key, indep): each operation's rank, and the n x n independence matrix as bytes (DEPENDENT, ALWAYS or
+    APART per pair)."""
     n = len(rows)
     key = tuple(templates) if symmetric else tuple(range(n))
+    static_only = os.environ.get("PTFUZZ_POR_APART") == "0"  # bench B8's "before": the static rules alone
     indep = bytearray(n * n)
     for i in range(n):
         for j in range(n):
-            if i != j and independent(rows[i], rows[j]):
-                indep[i * n + j] = 1
+            if i != j:
+                r = independent(rows[i], rows[j])
+                indep[i * n + j] = DEPENDENT if static_only and r == APART else r
     return key, bytes(indep)
