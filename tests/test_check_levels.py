@@ -101,8 +101,9 @@ def test_processes_apart_commute_on_random_states(arch, knobs):
 
 
 def test_processes_apart_condition():
-    """lvl_pids_apart's links, one at a time, from two exec'd processes: apart; then a fork, shared memory, a VM,
-    a walker each make them not apart; a munmap that queues an RCU callback fails the whole condition."""
+    """lvl_pids_apart's links, one at a time, from two exec'd processes: apart; a fork, shared memory, an armed
+    invalidation window each make them not apart, a VM or a walker does not; a munmap that queues an RCU callback
+    fails the whole condition."""
     def fresh(pids=(1, 2)):
         e = _engine.Engine(ARCH_NAMES.index("x86_64"), knob_vector("x86_64", {}), CONFIG, ())
         for pid in pids:
@@ -112,12 +113,16 @@ def test_processes_apart_condition():
     e = fresh()
     assert e.por_apart(e.clone(), 1, 2) and not e.por_apart(e.clone(), 1, 1) and not e.por_apart(e.clone(), 1, 3)
     for pids, link in (((1,), (["mmap", 1, addr, pmd, 0], ["fault", 1, addr, 1], ["fork", 1, 2])),
-                       ((1, 2), (["shm_mmap", 2, addr, pmd, 0, 0],)), ((1, 2), (["vm_create", 0, 1, 0],)),
-                       ((1, 2), (["walk_begin", 0, 2, addr],))):
+                       ((1, 2), (["shm_mmap", 2, addr, pmd, 0, 0],)), ((1, 2), (["inval_hold", 0],))):
         e = fresh(pids)
         for o in link:
             assert e.step(op(*o)) == 0, o
         assert not e.por_apart(e.clone(), 1, 2), link
+    for link in ((["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, addr, pmd]), (["walk_begin", 0, 2, addr],)):
+        e = fresh()
+        for o in (["mmap", 1, addr, pmd, 0],) + link:
+            assert e.step(op(*o)) == 0, o
+        assert e.por_apart(e.clone(), 1, 2), link
     e = fresh()  # no link: apart, until pid 2's operation queues an RCU callback (the digest keeps their order)
     for o in (["mmap", 2, addr, pmd, 0], ["fault", 2, addr, 1], ["mmap", 1, addr, pmd, 0]):
         assert e.step(op(*o)) == 0, o

@@ -374,9 +374,14 @@ static int rebuild(struct lvl *L, const uint16_t *p, int k)
  * callbacks (the caller checks that the later one appended none). Links that would let one see the other:
  * - one mm (no: a process has its own after exec or fork; CLONE_VM does not exist here), or a fork child still
  *   pending (a window: excluded below);
- * - an actor on any cpu: a walker or rmap walker holds pointers into an mm, a guest fault a VM, and an armed window
- *   (inval_hold, frag_hold, collapse_hold) stops whichever operation reaches it first, whatever its pid;
- * - a VM on either mm: the mmu notifiers and the gmap reach its stage 2 and its links;
+ * - a window on any cpu, armed or held (A_INVAL, A_FRAG, A_COLLAPSE): an armed one stops whichever operation
+ *   reaches it first, whatever its pid (mmu_notifier.c, khugepaged.c), and a held one holds locks and mm
+ *   references of the operation it stopped. The other actors are fine: a walker, an rmap walker or a guest fault
+ *   in flight is changed only by its own cpu's operations and by those of its own mm or VM (a table or page of
+ *   that mm freed, the VM's invalidate_seq bumped), and an operation that waits for one (a lock it holds, IRQs
+ *   off) waits alike in either order, since the other process's operation does not change the actor;
+ * - a VM is not a link: the mmu notifiers reach only the VMs on the mm that changes (kvm_main.c, v->mm == mm),
+ *   and a VM's tables are its own (pool allocation order aside, which the digest renames);
  * - shared memory (a shmem VMA in either mm): the page cache is one object, and MADV_COLLAPSE's retract and
  *   try_to_unmap walk every mm that maps it (khugepaged.c rmap_next);
  * - a forked anon_vma (the same anon_vma root) or hugetlbfs file in both: COW pages and their mapcounts, which a
@@ -396,10 +401,8 @@ bool lvl_pids_apart(const struct engine *e, uint64_t p1, uint64_t p2)
 	if (e->st.pages_in_use + POR_POOL_MARGIN > e->max_table_pages)
 		return false;
 	for (int c = 0; c <= MAX_CPUS; c++)
-		if (e->cpus[c].actor != A_NONE)
-			return false;
-	for (int v = 0; v < MAX_VMS; v++)
-		if (e->vms[v].used && (e->vms[v].mm == a->mm || e->vms[v].mm == b->mm))
+		if (e->cpus[c].actor != A_NONE && e->cpus[c].actor != A_WALK && e->cpus[c].actor != A_RMAP &&
+		    e->cpus[c].actor != A_GFAULT)
 			return false;
 	const struct mm *ma = &e->mms[a->mm], *mb = &e->mms[b->mm];
 	for (int i = 0; i < ma->nvma; i++)

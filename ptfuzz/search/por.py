@@ -21,6 +21,13 @@ The rules (engine functions cited are the operations' whole footprint):
 - rcu_lock and rcu_unlock on cpu c are independent of walk_begin on another cpu (walk_begin reads its
   own cpu, the process and its mm's root; rcu_unlock reads only its own cpu).
 
+- From some states only (APART, docs/check.md "State-dependent independence"): two operations of different pids
+  among mmap, munmap, madvise, fault, split, exec and exit (exec against exec or exit excepted: mm slots), where
+  native_ext/search/lvl.c's lvl_por_apart holds at the state both were tried from: nothing links the two
+  processes (shared memory, a forked anon_vma or hugetlbfs file, a window on any cpu) and the second queued no
+  RCU callback.
+Any operation these rules do not name (one added to the engine later) is dependent on every other.
+
 The order: with symmetry (pids, cpus and VMs interchangeable in the digest) an operation's rank is its
 template row in ALPHABET, which a renaming of pids, cpus or VMs keeps (the argument needs that); so two
 operations of one row (walk_step on cpu 0 and on cpu 1) are never pruned against each other. Without
