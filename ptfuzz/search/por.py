@@ -28,10 +28,12 @@ The rules (engine functions cited are the operations' whole footprint):
   RCU callback.
 Any operation these rules do not name (one added to the engine later) is dependent on every other.
 
-The order: with symmetry (pids, cpus and VMs interchangeable in the digest) an operation's rank is its
-template row in ALPHABET, which a renaming of pids, cpus or VMs keeps (the argument needs that); so two
-operations of one row (walk_step on cpu 0 and on cpu 1) are never pruned against each other. Without
-symmetry the rank is the alphabet index."""
+The order: with symmetry (pids, cpus and VMs interchangeable in the digest) an operation's rank is its class
+under relabelling: its template row in ALPHABET and its arguments but the pid, cpu and VM ones (check.py's
+alphabet), which a renaming of pids, cpus or VMs keeps (the argument needs that); so two operations that differ
+only in those (walk_step on cpu 0 and on cpu 1, fault of pid 1 and of pid 2 at one address) are never pruned
+against each other, while mmap of pid 1 without THP and of pid 2 with it are. Without symmetry the rank is the
+alphabet index."""
 import os
 
 from ..names import OP_NUMBER
@@ -86,7 +88,11 @@ def relation(rows, templates, symmetric: bool):
     """(key, indep): each operation's rank, and the n x n independence matrix as bytes (DEPENDENT, ALWAYS or
     APART per pair)."""
     n = len(rows)
-    key = tuple(templates) if symmetric else tuple(range(n))
+    if symmetric:  # the rank of each operation's class (row, arguments but pids, cpus and VMs): dense, in row order
+        order = {c: r for r, c in enumerate(sorted(set(templates)))}
+        key = tuple(order[c] for c in templates)
+    else:
+        key = tuple(range(n))
     static_only = os.environ.get("PTFUZZ_POR_APART") == "0"  # bench B8's "before": the static rules alone
     indep = bytearray(n * n)
     for i in range(n):
