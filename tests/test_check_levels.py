@@ -249,3 +249,19 @@ def test_ctrl_c_stops_the_workers_and_reports_the_bound(tmp_path):
         time.sleep(0.05)
     else:
         raise AssertionError("a worker outlived the search")
+
+
+def test_an_operation_the_rules_do_not_know_is_dependent_and_stops_the_state_dependent_rule(monkeypatch):
+    """An opcode por.py has no rule for (one a later merge adds) is dependent on every operation, and an alphabet
+    that holds one prunes no APART pair: its states may link processes in ways lvl_pids_apart does not know."""
+    rows = alphabet("x86_64", domains("x86_64", {}, 2, 1, 1, 1))
+    templates: list = []
+    alphabet("x86_64", domains("x86_64", {}, 2, 1, 1, 1), templates)
+    _, indep = pormod.relation(rows, templates, True)
+    assert pormod.APART in indep and pormod.apart_allowed(rows)
+    new = max(OP_NUMBER.values()) + 1
+    monkeypatch.setitem(pormod.NAMES, new, "some_new_operation")
+    stranger = [new, 0, 1, 0, 0, 0][:OP_WIDTH] + [0] * max(0, OP_WIDTH - 6)
+    assert all(pormod.independent(stranger, r) == pormod.DEPENDENT == pormod.independent(r, stranger) for r in rows)
+    _, indep = pormod.relation(rows + [stranger], templates + [(999, ())], True)
+    assert pormod.APART not in indep and pormod.ALWAYS in indep
