@@ -13,6 +13,7 @@ void exit_mmap(struct engine *e, int mm)
 	m->nvma = 0;
 	for (int i = 0; i < n && !e->viol; i++)
 		unmap_range(e, mm, m->vmas[i].start, m->vmas[i].end, true);
+	tlb_finish_mmu_fullmm(e, mm);
 	m->dead = true;
 	e->frag_dirty = e->gmap_dirty = true;
 }
@@ -168,6 +169,7 @@ static int do_vmi_align_munmap(struct engine *e, int mm, uint64_t start, uint64_
 			m->vmas[w++] = m->vmas[i];
 	m->nvma = w;
 	unmap_range(e, mm, start, end, true);
+	flush_tlb_range(e, mm, start, end); /* unmap_region's tlb_finish_mmu, before the pages and tables go */
 	return 0;
 }
 

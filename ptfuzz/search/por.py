@@ -62,7 +62,11 @@ LINKS_REVIEWED = {"sysctl_allocate_pgste", "exec", "fork", "exit", "mmap", "munm
                   "rcu_lock", "rcu_unlock", "rcu_gp", "walk_begin", "walk_step", "walk_end", "rmap_begin",
                   "rmap_commit", "vm_create", "memslot", "guest_fault", "guest_fault_begin", "guest_fault_commit",
                   "vm_destroy", "shm_mmap", "inval_hold", "inval_end", "unmap_mapping_begin", "frag_hold", "frag_end",
-                  "walk_pin", "collapse_hold", "collapse_end"}
+                  "walk_pin", "collapse_hold", "collapse_end",
+                  # issue 20: a TLB entry is one cpu's, for one mm; fills (this operation only) may evict another
+                  # mm's entry, but the processes' own operations only drop their own mm's entries, in place
+                  # (core/tlb.c tlb_filter keeps the others' order), and mm_new's tlb_forget_mm only a dead slot's
+                  "tlb_access"}
 
 
 def independent(a, x) -> int:

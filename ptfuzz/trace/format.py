@@ -47,6 +47,7 @@ ARG_KINDS: dict[str, tuple[str, ...]] = {
     "walk_pin": ("cpu",),
     "collapse_hold": ("cpu",),
     "collapse_end": ("cpu",),
+    "tlb_access": ("cpu", "pid", "u64", "bool"),
 }
 KIND_MAX = {"bool": 1, "pid": 63, "cpu": 15, "vm": 15, "slot": 31, "flags": 7, "advice": 3, "obj": 15,
             "u64": U64_MAX}
