@@ -583,9 +583,6 @@ def ratios(results) -> dict:
         if z and y and z.get("depth_reached") is not None and y.get("depth_reached") is not None:
             out[f"B8 {a} defaults depth reached in B8_TIME, after - after with static por only"] = (
                 y["depth_reached"] - z["depth_reached"])
-            if z.get("distinct") and y.get("distinct") and z.get("states") and y.get("states"):
-                out[f"B8 {a} defaults states generated per distinct state, static por / state-dependent por"] = round(
-                    (z["states"] / z["distinct"]) / (y["states"] / y["distinct"]), 3)
     return out
 
 
