@@ -65,7 +65,7 @@ asan: $(STAMP) ## build the engine with ASan+UBSan and run the whole suite again
 		"import ptfuzz._engine as e; assert 'build/asan' in e.__file__, e.__file__"
 	cd build/asan && $(ASAN_ENV) ../../$(BIN)/python -m pytest -q -p no:cacheprovider $(CURDIR)/tests
 
-check-matrix: $(STAMP) ## every U1-U15, M1 and safe control in every check mode (--por or not, jobs, shards; ~20 min)
+check-matrix: $(STAMP) ## every U1-U15, M1 and safe control in every check mode (--por or not, jobs, shards; ~40 min)
 	PTFUZZ_CHECK_MATRIX=full $(BIN)/python -m pytest -q -rs tests/test_check_matrix.py
 
 bench: $(STAMP) ## the docs/bench.md figures B1-B8 into bench/results.json (BENCH_QUICK=1: minutes; BENCH_ONLY=B1,B5)

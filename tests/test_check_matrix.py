@@ -4,7 +4,7 @@ counterexample); every safe control the same verdict and, but for shards, the sa
 
 The cases run with two pids where that is affordable, so that --por's state-dependent rule (operations of two
 processes that share nothing, search/lvl.c lvl_pids_apart) prunes; pruned > 0 is asserted where it must fire.
-The whole matrix takes ~20 minutes on 2 cores: `make check-matrix` (PTFUZZ_CHECK_MATRIX=full) runs it, and CI's
+The whole matrix took ~40 minutes on 2 shared cores (M1 alone 25, U1-U15 12, the controls 1): `make check-matrix` (PTFUZZ_CHECK_MATRIX=full) runs it, and CI's
 check-matrix job; the suite runs the cases marked quick: U1 (one pid), U2, U3, U5 (two pids), U7 (two pids), U9
 (one pid), U12 (one pid), and every safe control at depth 4."""
 import io
