@@ -12,7 +12,7 @@ ASAN_ENV = PYTHONPATH=$(CURDIR)/build/asan PTFUZZ_ASAN=1 \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run fuzz fuzz-ci test asan bench profile corpus figures fixtures clean identity kernel-tools kernels crosscheck-kernels
+.PHONY: help setup run fuzz fuzz-ci test asan check-matrix bench profile corpus figures fixtures clean identity kernel-tools kernels crosscheck-kernels
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ asan: $(STAMP) ## build the engine with ASan+UBSan and run the whole suite again
 	cd build/asan && $(ASAN_ENV) ../../$(BIN)/python -c \
 		"import ptfuzz._engine as e; assert 'build/asan' in e.__file__, e.__file__"
 	cd build/asan && $(ASAN_ENV) ../../$(BIN)/python -m pytest -q -p no:cacheprovider $(CURDIR)/tests
+
+check-matrix: $(STAMP) ## every U1-U15, M1 and safe control in every check mode (--por or not, jobs, shards; ~40 min)
+	PTFUZZ_CHECK_MATRIX=full $(BIN)/python -m pytest -q -rs tests/test_check_matrix.py
 
 bench: $(STAMP) ## the docs/bench.md figures B1-B8 into bench/results.json (BENCH_QUICK=1: minutes; BENCH_ONLY=B1,B5)
 	$(BIN)/python bench/run.py

@@ -502,7 +502,12 @@ def b8_core(tmp):
                               ("levels 2 jobs no por", ["--jobs", "2", "--no-por"], {}),
                               ("levels 2 jobs", ["--jobs", "2", "--por"], {}),
                               ("2 cpus no por", ["--jobs", "1", "--no-por", "--cpus", "2", "--depth", "7"], {}),
-                              ("2 cpus por", ["--jobs", "1", "--por", "--cpus", "2", "--depth", "7"], {})):
+                              ("2 cpus por", ["--jobs", "1", "--por", "--cpus", "2", "--depth", "7"], {}),
+                              # two processes: where the state-dependent rule (POR_APART, lvl.c) can prune
+                              ("2 pids no por", ["--jobs", "1", "--no-por", "--pids", "2", "--depth", "7"], {}),
+                              ("2 pids static por", ["--jobs", "1", "--por", "--pids", "2", "--depth", "7"],
+                               {"PTFUZZ_POR_APART": "0"}),
+                              ("2 pids por", ["--jobs", "1", "--por", "--pids", "2", "--depth", "7"], {})):
             rec, wall, cpu = _check_run(["--arch", arch, *args, *extra], env, tmp)
             runs[label] = (rec, wall, cpu)
             rows.append({"id": "B8-core", "config": label, "arch": arch, "args": args + extra, "env": env,
@@ -514,9 +519,11 @@ def b8_core(tmp):
     if share:
         rows.append({"id": "B8-core", "config": "instructions, one process", "arch": "x86_64",
                      "args": ["--pids", "1", "--depth", "6"], **share})
-    for label, tool_args in (("before", ["--jobs", "1", "--no-por"]), ("after", [])):
+    for label, tool_args in (("before", ["--jobs", "1", "--no-por"]), ("after, static por", []), ("after", [])):
         for a in ("arm64", "x86_64"):
             env = {"PTFUZZ_CHECK_SAME": "0"} if label == "before" else {}
+            if label == "after, static por":  # --por's static rules alone (before the state-dependent rule)
+                env = {"PTFUZZ_POR_APART": "0"}
             rec, wall, cpu = _check_run(["--arch", a, "--depth", "20", "--time", str(B8_TIME), *tool_args], env, tmp)
             rows.append({"id": "B8-depth", "config": f"{a} defaults {label}", "arch": a, "args": tool_args,
                          "verdict": rec.get("verdict"), "depth_reached": rec.get("depth"),
@@ -570,7 +577,9 @@ def ratios(results) -> dict:
         if two.get("worker_cpu_s"):
             out["B8 speedup on 2 idle cores: 1-process CPU-s / slowest of 2 workers' CPU-s"] = round(
                 one["cpu_s"] / max(two["worker_cpu_s"]), 3)
-    for a, b, name in (("levels 2 jobs no por", "levels 2 jobs", "defaults"), ("2 cpus no por", "2 cpus por", "--cpus 2")):
+    for a, b, name in (("levels 2 jobs no por", "levels 2 jobs", "defaults"), ("2 cpus no por", "2 cpus por", "--cpus 2"),
+                       ("2 pids no por", "2 pids por", "--pids 2"),
+                       ("2 pids no por", "2 pids static por", "--pids 2, static rules only")):
         if core.get(a, {}).get("states") and core.get(b, {}).get("states"):
             out[f"B8 POR reduction factor (states generated without / with), {name}"] = round(
                 core[a]["states"] / core[b]["states"], 3)
@@ -579,6 +588,10 @@ def ratios(results) -> dict:
         x, y = depth.get(f"{a} defaults before"), depth.get(f"{a} defaults after")
         if x and y and x.get("depth_reached") is not None and y.get("depth_reached") is not None:
             out[f"B8 {a} defaults depth reached in B8_TIME, after - before"] = y["depth_reached"] - x["depth_reached"]
+        z = depth.get(f"{a} defaults after, static por")
+        if z and y and z.get("depth_reached") is not None and y.get("depth_reached") is not None:
+            out[f"B8 {a} defaults depth reached in B8_TIME, after - after with static por only"] = (
+                y["depth_reached"] - z["depth_reached"])
     return out
 
 

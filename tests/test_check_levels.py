@@ -1,6 +1,6 @@
-"""ptfuzz check --jobs, --por and --shard (native_ext/search/lvl.c, ptfuzz/search/parallel.py): the same
-verdicts, shortest lengths and distinct states as the one-process search (check.c), on every unsafe variant
-and every safe control of docs/bench.md. Small depths only; no timing asserts."""
+"""ptfuzz check --jobs, --por and --shard (native_ext/search/lvl.c, ptfuzz/search/parallel.py): --por's rules hold
+on random states, the levels with and without it, the CLI, Ctrl-C and time limits. Every unsafe variant and safe
+control in every mode: test_check_matrix.py. Small depths only; no timing asserts."""
 import json
 import random
 
@@ -9,80 +9,10 @@ import pytest
 from ptfuzz import _engine
 from ptfuzz.search import por as pormod
 from ptfuzz.search.check import CheckVerdict, alphabet, check, domains
-from ptfuzz.names import ARCH_NAMES, knob_vector
+from ptfuzz.names import ARCH_NAMES, OP_NUMBER, OP_WIDTH, knob_vector
 
 from test_check import CONFIG, ELFS
-
-# docs/check.md's shortest counterexamples: (id, arch, knobs, length, extra domains)
-UNSAFE = [("U1", "s390", {"mm.table_free": "immediate"}, 7, {}),
-          ("U2", "s390", {"s390.pgste_decision": "elf-no-restart"}, 1, {}),
-          ("U3", "s390", {"s390.pt_alloc": "fragments-always"}, 1, {}),
-          ("U4", "s390", {"s390.thp_in_pgste_mm": "allow"}, 6, {}),
-          ("U5", "s390", {"s390.pgste_decision": "convert-late", "mm.pmd_recheck": "no"}, 6, {}),
-          ("U6", "arm64", {"mm.pmd_recheck": "no", "mm.pt_reclaim": "yes"}, 6, {}),
-          ("U7", "arm64", {"arm64.stage2_block_check": "none"}, 5, {}),
-          ("U8", "arm64", {"arm64.thp_size": "vma-naive"}, 6, {}),
-          ("U9", "arm64", {"kvm.invalidate_retry": "none"}, 7, {}),
-          ("U10", "arm64", {"kvm.fault_holds_mm": "no"}, 7, {}),
-          ("U11", "x86_64", {"kvm.invalidate_retry": "none"}, 7, {}),
-          ("U12", "x86_64", {"mm.table_free": "immediate"}, 7, {}),
-          ("U13", "x86_64", {"kvm.fault_holds_mm": "no"}, 7, {})]
-# the three long searches: the smallest alphabet that still holds them (each at its docs/check.md length)
-LONG = [("U14", "arm64", {"kvm.invalidate_retry": "seq-only"}, 8, {"cpus": 2}),
-        ("U15", "x86_64", {"kvm.invalidate_retry": "seq-only"}, 8, {"cpus": 2}),
-        ("M1", "s390", {}, 7, {"pids": 2, "cpus": 0})]
-CONTROLS = [("arm64", {}), ("x86_64", {}), ("s390", {"s390.defer_gmap_unlink": "yes"}),
-            ("s390", {"s390.pt_alloc": "full-page", "s390.defer_gmap_unlink": "yes"}),
-            ("s390", {"s390.pgste_decision": "sysctl-only"}), ("s390", {"s390.pgste_decision": "convert-late"}),
-            ("s390", {"s390.defer_gmap_unlink": "yes", "s390.thp_in_pgste_mm": "allow"}),
-            ("arm64", {"arm64.stage2_block_check": "can-map-block-size"}),
-            ("arm64", {"arm64.stage2_block_check": "has-pmd"}), ("arm64", {"arm64.stage2_block_check": "has-pud"}),
-            ("x86_64", {"kvm.fault_holds_mm": "no", "kvm.release_check": "root"}),
-            ("arm64", {"kvm.fault_holds_mm": "no", "kvm.release_check": "root"}),
-            ("x86_64", {"mm.pt_reclaim": "yes"})]
-
-
-def summary(r):
-    return r.verdict, r.depth, r.violation.kind if r.violation else None
-
-
-@pytest.mark.parametrize("uid,arch,knobs,length,extra", UNSAFE, ids=[u[0] for u in UNSAFE])
-def test_unsafe_variants_at_their_length_with_and_without_por_jobs_and_shards(uid, arch, knobs, length, extra):
-    kw = {"pids": 1, **extra}
-    base = check(arch, knobs, length, **kw)  # check.c: the reference
-    assert base.verdict is CheckVerdict.VIOLATION and base.depth == length, uid
-    for opts in ({"jobs": 2}, {"jobs": 1, "por": True}):  # and 2 jobs with --por: the shards below
-        r = check(arch, knobs, length, **kw, **opts)
-        assert summary(r) == summary(base), (uid, opts)
-        assert [list(o) for o in r.trace.ops] == [list(o) for o in base.trace.ops]  # the same least path
-    shards = [check(arch, knobs, length, **kw, jobs=2, por=True, shard=(i, 2)) for i in range(2)]
-    found = [s for s in shards if s.verdict is CheckVerdict.VIOLATION]
-    assert found and min(s.depth for s in found) == length, uid
-    assert all(s.verdict is CheckVerdict.EXHAUSTED or s.depth == length for s in shards)
-
-
-@pytest.mark.parametrize("uid,arch,knobs,length,extra", LONG, ids=[u[0] for u in LONG])
-def test_long_variants_at_their_length_with_por_two_jobs(uid, arch, knobs, length, extra):
-    kw = {"pids": 1, **extra}
-    r = check(arch, knobs, length, **kw, jobs=2, por=True, seconds=900)
-    assert r.verdict is CheckVerdict.VIOLATION and r.depth == length, (uid, r.verdict, r.depth)
-    assert r.violation.kind == ("gmap-dangling" if uid == "M1" else "stage2-stale")
-
-
-@pytest.mark.parametrize("arch,knobs", CONTROLS, ids=[f"{a}-{'-'.join(f'{k}={v}' for k, v in kn.items()) or 'defaults'}"
-                                                     for a, kn in CONTROLS])
-def test_safe_controls_same_states_with_and_without_por_and_jobs(arch, knobs):
-    depth = 4
-    base = check(arch, knobs, depth, pids=2)
-    for opts in ({"jobs": 2}, {"jobs": 1, "por": True}, {"jobs": 2, "por": True}):
-        r = check(arch, knobs, depth, pids=2, **opts)
-        assert (r.verdict, r.depth, r.distinct) == (base.verdict, base.depth, base.distinct), opts
-        if not opts.get("por"):
-            assert r.states == base.states
-        else:
-            assert r.states + r.pruned == base.states
-    assert base.verdict is CheckVerdict.EXHAUSTED
-
+from test_check_matrix import CONTROLS as MATRIX_CONTROLS, UNSAFE as MATRIX_UNSAFE
 
 def test_por_keeps_states_with_two_cpus_and_without_symmetry():
     """Where --por prunes most (two cpus: RCU sections and walkers on either), every depth's states stay."""
@@ -93,30 +23,118 @@ def test_por_keeps_states_with_two_cpus_and_without_symmetry():
         assert r.states + r.pruned == base.states
 
 
+def _commutes(e, a, x):
+    """From e: a then x and x then a give the same results, digest and violation kind; a violation of a from e
+    is a's violation after x too."""
+    p, q = e.clone(), e.clone()
+    ra = [p.step(a)]
+    if p.violation():
+        rb = (q.step(x), q.step(a))
+        return q.violation() is not None and q.violation()[0] == p.violation()[0] and rb[1] == ra[0]
+    ra.append(p.step(x))
+    rb = (q.step(x), q.step(a))
+    vp, vq = p.violation(), q.violation()
+    return ra == list(rb[::-1]) and p.digest() == q.digest() and (vp and vp[0]) == (vq and vq[0])
+
+
+def _random_states(rng, arch, knobs, rows, n, execs):
+    """n random reachable states without a violation (each pid exec'd first with probability execs)."""
+    exec_rows = {int(r[1]): r for r in rows if pormod.NAMES[int(r[0])] == "exec" and int(r[2]) == (1 << 64) - 1}
+    out = []
+    while len(out) < n:
+        e = _engine.Engine(ARCH_NAMES.index(arch), knob_vector(arch, knobs), CONFIG, tuple(ELFS[arch]))
+        ops = [r for pid, r in sorted(exec_rows.items()) if rng.random() < execs]
+        ops += [rows[rng.randrange(len(rows))] for _ in range(rng.randrange(16))]
+        for o in ops:
+            if e.violation():
+                break
+            e.step(o)
+        if not e.violation():
+            out.append(e)
+    return out
+
+
 def test_independent_operations_commute_on_random_states():
-    """Every pair the relation calls independent, from random reachable states: both orders give the same
-    digest, the same results and the same violation (por.py's rules, tested as well as argued)."""
+    """Every pair the relation calls independent from every state (ALWAYS), from random reachable states: both
+    orders give the same digest, the same results and the same violation (por.py's rules, tested as well as
+    argued)."""
     rng = random.Random(3)
     pairs = 0
     for arch in ARCH_NAMES:
         rows = alphabet(arch, domains(arch, {}, 2, 2, 1, 2))
         ind = [(i, j) for i in range(len(rows)) for j in range(len(rows))
-               if i < j and pormod.independent(rows[i], rows[j])]
+               if i < j and pormod.independent(rows[i], rows[j]) == pormod.ALWAYS]
         assert ind, arch
-        for _ in range(25):
-            e = _engine.Engine(ARCH_NAMES.index(arch), knob_vector(arch, {}), CONFIG, tuple(ELFS[arch]))
-            for _ in range(rng.randrange(14)):
-                e.step(rows[rng.randrange(len(rows))])
-            if e.violation():
-                continue
+        for e in _random_states(rng, arch, {}, rows, 25, 0.3):
             for i, j in rng.sample(ind, min(12, len(ind))):
-                a, b = e.clone(), e.clone()
-                ra = (a.step(rows[i]), a.step(rows[j]))
-                rb = (b.step(rows[j]), b.step(rows[i]))
-                assert ra == rb[::-1] and a.digest() == b.digest() and a.violation() == b.violation(), \
-                    (arch, rows[i], rows[j])
+                assert _commutes(e, rows[i], rows[j]), (arch, rows[i], rows[j])
                 pairs += 1
     assert pairs > 500
+
+
+KNOB_SETS = [(a, {}) for a in ARCH_NAMES] + [(u[1], u[2]) for u in MATRIX_UNSAFE if not u[0].endswith("1pid")] + \
+    [(c[1], c[2]) for c in MATRIX_CONTROLS]
+
+
+@pytest.mark.parametrize("arch,knobs", KNOB_SETS, ids=[f"{a}-{'-'.join(f'{k}={v}' for k, v in kn.items()) or 'defaults'}"
+                                                       for a, kn in KNOB_SETS])
+def test_processes_apart_commute_on_random_states(arch, knobs):
+    """The state-dependent rule (APART: two processes' own operations, lvl.c lvl_por_apart), from random reachable
+    states of three processes on every knob set of the matrix: wherever the condition holds (the pids apart in the
+    state, the second operation queued no RCU callback), both orders agree. And the condition is not vacuous: it
+    holds for many pairs, and fails for others (a VM, an actor, a fork, shared memory, a queued callback)."""
+    rng = random.Random(hash((arch, tuple(sorted(knobs.items())))) & 0xffff)
+    rows = alphabet(arch, domains(arch, {}, 3, 2, 1, 3))
+    ind = [(i, j) for i in range(len(rows)) for j in range(len(rows))
+           if i != j and pormod.independent(rows[i], rows[j]) == pormod.APART]
+    held = failed = 0
+    for e in _random_states(rng, arch, knobs, rows, 30, 0.8):
+        for i, j in rng.sample(ind, min(60, len(ind))):
+            u = e.clone()
+            u.step(rows[j])
+            if u.violation() or not e.por_apart(u, int(rows[i][1]), int(rows[j][1])):
+                failed += 1
+                continue
+            assert _commutes(e, rows[i], rows[j]), (arch, knobs, rows[i], rows[j])
+            held += 1
+    assert held > 150 and failed > 150, (held, failed)
+
+
+def test_processes_apart_condition():
+    """lvl_pids_apart's links, one at a time, from two exec'd processes: apart; a fork, shared memory, an armed
+    invalidation window each make them not apart, a VM or a walker does not; a munmap that queues an RCU callback
+    fails the whole condition."""
+    def fresh(pids=(1, 2)):
+        e = _engine.Engine(ARCH_NAMES.index("x86_64"), knob_vector("x86_64", {}), CONFIG, ())
+        for pid in pids:
+            assert e.step(op("exec", pid, -1)) == 0
+        return e
+    addr, pmd = 1 << 32, 1 << 21
+    e = fresh()
+    assert e.por_apart(e.clone(), 1, 2) and not e.por_apart(e.clone(), 1, 1) and not e.por_apart(e.clone(), 1, 3)
+    for pids, link in (((1,), (["mmap", 1, addr, pmd, 0], ["fault", 1, addr, 1], ["fork", 1, 2])),
+                       ((1, 2), (["shm_mmap", 2, addr, pmd, 0, 0],)), ((1, 2), (["inval_hold", 0],))):
+        e = fresh(pids)
+        for o in link:
+            assert e.step(op(*o)) == 0, o
+        assert not e.por_apart(e.clone(), 1, 2), link
+    for link in ((["vm_create", 0, 1, 0], ["memslot", 0, 0, 0, addr, pmd]), (["walk_begin", 0, 2, addr],)):
+        e = fresh()
+        for o in (["mmap", 1, addr, pmd, 0],) + link:
+            assert e.step(op(*o)) == 0, o
+        assert e.por_apart(e.clone(), 1, 2), link
+    e = fresh()  # no link: apart, until pid 2's operation queues an RCU callback (the digest keeps their order)
+    for o in (["mmap", 2, addr, pmd, 0], ["fault", 2, addr, 1], ["mmap", 1, addr, pmd, 0]):
+        assert e.step(op(*o)) == 0, o
+    assert e.por_apart(e.clone(), 1, 2)
+    u = e.clone()
+    assert u.step(op("munmap", 2, addr, pmd)) == 0
+    assert not e.por_apart(u, 1, 2)
+
+
+def op(name, *args):
+    row = [OP_NUMBER[name], *[a & ((1 << 64) - 1) for a in args]]
+    return row + [0] * (OP_WIDTH - len(row))
 
 
 def test_cli_jobs_shards_and_merge(cli, tmp_path):
@@ -231,3 +249,19 @@ def test_ctrl_c_stops_the_workers_and_reports_the_bound(tmp_path):
         time.sleep(0.05)
     else:
         raise AssertionError("a worker outlived the search")
+
+
+def test_an_operation_the_rules_do_not_know_is_dependent_and_stops_the_state_dependent_rule(monkeypatch):
+    """An opcode por.py has no rule for (one a later merge adds) is dependent on every operation, and an alphabet
+    that holds one prunes no APART pair: its states may link processes in ways lvl_pids_apart does not know."""
+    rows = alphabet("x86_64", domains("x86_64", {}, 2, 1, 1, 1))
+    templates: list = []
+    alphabet("x86_64", domains("x86_64", {}, 2, 1, 1, 1), templates)
+    _, indep = pormod.relation(rows, templates, True)
+    assert pormod.APART in indep and pormod.apart_allowed(rows)
+    new = max(OP_NUMBER.values()) + 1
+    monkeypatch.setitem(pormod.NAMES, new, "some_new_operation")
+    stranger = [new, 0, 1, 0, 0, 0][:OP_WIDTH] + [0] * max(0, OP_WIDTH - 6)
+    assert all(pormod.independent(stranger, r) == pormod.DEPENDENT == pormod.independent(r, stranger) for r in rows)
+    _, indep = pormod.relation(rows + [stranger], templates + [(999, ())], True)
+    assert pormod.APART not in indep and pormod.ALWAYS in indep

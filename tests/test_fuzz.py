@@ -395,3 +395,22 @@ def test_atheris_worker_mixes_unguided_random_traces_and_counts_them(tmp_path):
         assert r.returncode == 0, (r.stdout + r.stderr)[-2000:]
         counts[share] = int(stats.read_text())
     assert counts == {"2": 3 * 2048, "0": 2048}, counts  # written every 1024 guided inputs
+
+
+def test_hypothesis_keeps_a_finding_when_the_deadline_falls_between_its_failure_and_the_replay(monkeypatch, tmp_path):
+    """The hypothesis engine's property returns at once past the deadline (or with a signal pending), so when that
+    moment falls between the failing call and hypothesis's replay of it, hypothesis raises Flaky: the finding
+    stands and the batch ends normally (it used to end the campaign with a traceback)."""
+    from ptfuzz.search import campaign as cm
+    c = cm.Campaign(arch="s390", knobs={"mm.table_free": "immediate"}, corpus=tmp_path)
+    eng = cm.HypothesisEngine(c)
+    real, state = time.monotonic, {"late": False}
+    monkeypatch.setattr(cm.time, "monotonic", lambda: real() + (10 ** 6 if state["late"] else 0))
+    known = eng.known
+
+    def known_then_late(t, r):  # the first violation: from now on every call is past the deadline
+        state["late"] = True
+        return known(t, r)
+    monkeypatch.setattr(eng, "known", known_then_late)
+    got = next((b for b in eng.batches(real() + 300, None) if b), [])  # the batches end once it is late
+    assert state["late"] and len(got) == 1 and replay(got[0]).violation is not None

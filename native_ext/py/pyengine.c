@@ -6,6 +6,7 @@
 #include <string.h>
 #include "search/check.h"
 #include "search/gen.h"
+#include "search/lvl.h"
 
 /* ---- Engine ---- */
 
@@ -135,6 +136,17 @@ static PyObject *Engine_violation(EngineObject *self, PyObject *noargs)
 	return Py_BuildValue("(iIs)", (int)self->e->viol, self->e->viol_op, self->e->viol_msg);
 }
 
+/* por_apart(after, p1, p2) -> bool: --por's condition (search/lvl.c lvl_por_apart) for an operation of p1 tried
+ * from this state and one of p2 that took it to after (tests) */
+static PyObject *Engine_por_apart(EngineObject *self, PyObject *args)
+{
+	PyObject *u;
+	unsigned long long p1, p2;
+	if (ready(self) || !PyArg_ParseTuple(args, "O!KK", &EngineType, &u, &p1, &p2) || ready((EngineObject *)u))
+		return NULL;
+	return PyBool_FromLong(lvl_por_apart(self->e, ((EngineObject *)u)->e, p1, p2));
+}
+
 static PyObject *Engine_clone(EngineObject *self, PyObject *noargs)
 {
 	(void)noargs;
@@ -240,6 +252,8 @@ static PyMethodDef Engine_methods[] = {
 	{ "restore", (PyCFunction)Engine_restore, METH_O, "restore(other): become a copy of other" },
 	{ "finish", (PyCFunction)Engine_finish, METH_VARARGS, "finish(teardown=True): end-of-trace checks" },
 	{ "same_tables", (PyCFunction)Engine_same_tables, METH_O, "same_tables(other) -> bool (tests)" },
+	{ "por_apart", (PyCFunction)Engine_por_apart, METH_VARARGS,
+	  "por_apart(after, p1, p2) -> --por's condition for p1's operation and p2's, which led to after (tests)" },
 	{ NULL, NULL, 0, NULL },
 };
 

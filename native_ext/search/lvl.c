@@ -366,6 +366,88 @@ static int rebuild(struct lvl *L, const uint16_t *p, int k)
 	return 0;
 }
 
+/* --por's conditional rule (POR_APART in indep, docs/check.md "State-dependent independence"): two operations of
+ * pids p1 != p2 that touch only their own process (mmap, munmap, madvise, fault, split: por.py's PID_LOCAL) commute
+ * from a state where nothing links the two processes. Each then reads and writes only its own mm, its VMAs, tables
+ * and data pages, the pool's free list head and page count, the data pfn counter and the anon_vma and file
+ * identity counters (all renamed by the digest, and allocation order is all they differ in), and appends RCU
+ * callbacks (the caller checks that the later one appended none). Links that would let one see the other:
+ * - one mm (no: a process has its own after exec or fork; CLONE_VM does not exist here), or a fork child still
+ *   pending (a window: excluded below);
+ * - a window on any cpu, armed or held (A_INVAL, A_FRAG, A_COLLAPSE): an armed one stops whichever operation
+ *   reaches it first, whatever its pid (mmu_notifier.c, khugepaged.c), and a held one holds locks and mm
+ *   references of the operation it stopped. The other actors are fine: a walker, an rmap walker or a guest fault
+ *   in flight is changed only by its own cpu's operations and by those of its own mm or VM (a table or page of
+ *   that mm freed, the VM's invalidate_seq bumped), and an operation that waits for one (a lock it holds, IRQs
+ *   off) waits alike in either order, since the other process's operation does not change the actor;
+ * - a VM is not a link: the mmu notifiers reach only the VMs on the mm that changes (kvm_main.c, v->mm == mm),
+ *   and a VM's tables are its own (pool allocation order aside, which the digest renames);
+ * - shared memory (a shmem VMA in either mm): the page cache is one object, and MADV_COLLAPSE's retract and
+ *   try_to_unmap walk every mm that maps it (khugepaged.c rmap_next);
+ * - a forked anon_vma (the same anon_vma root) or hugetlbfs file in both: COW pages and their mapcounts, which a
+ *   write fault and an unmap read (do_wp_page's reuse test);
+ * - the pool's capacity: table_alloc fails past max_table_pages, so the second of two allocations could fail in one
+ *   order only; a margin far above what one operation allocates keeps both orders clear of it. */
+#define POR_POOL_MARGIN 8192
+
+bool lvl_pids_apart(const struct engine *e, uint64_t p1, uint64_t p2)
+{
+	if (p1 == p2 || p1 >= MAX_PIDS || p2 >= MAX_PIDS)
+		return false;
+	const struct proc *a = &e->procs[p1], *b = &e->procs[p2];
+	if (!a->exists || !b->exists || a->pending || b->pending || a->mm == b->mm || a->mm < 0 || b->mm < 0 ||
+	    a->mm >= MAX_MMS || b->mm >= MAX_MMS)
+		return false;
+	if (e->st.pages_in_use + POR_POOL_MARGIN > e->max_table_pages)
+		return false;
+	for (int c = 0; c <= MAX_CPUS; c++)
+		if (e->cpus[c].actor != A_NONE && e->cpus[c].actor != A_WALK && e->cpus[c].actor != A_RMAP &&
+		    e->cpus[c].actor != A_GFAULT)
+			return false;
+	const struct mm *ma = &e->mms[a->mm], *mb = &e->mms[b->mm];
+	for (int i = 0; i < ma->nvma; i++)
+		if (ma->vmas[i].shm)
+			return false;
+	for (int j = 0; j < mb->nvma; j++)
+		if (mb->vmas[j].shm)
+			return false;
+	for (int i = 0; i < ma->nvma; i++) {
+		const struct vma *v = &ma->vmas[i];
+		for (int j = 0; j < mb->nvma; j++) {
+			const struct vma *w = &mb->vmas[j];
+			if ((v->anon_root && v->anon_root == w->anon_root) || (v->anon && v->anon == w->anon) ||
+			    (v->file && v->file == w->file))
+				return false;
+		}
+	}
+	return true;
+}
+
+/* The whole POR_APART condition for operations of p1 and p2 tried from q, where u is q after p2's (the one on the
+ * stored path): the pids are apart at q, and p2's operation queued no RCU callback (else p1's, if it queues one,
+ * would go after it in one order and before it in the other: the queue's order is in the digest). */
+bool lvl_por_apart(const struct engine *q, const struct engine *u, uint64_t p1, uint64_t p2)
+{
+	return u->ncbs == q->ncbs && lvl_pids_apart(q, p1, p2);
+}
+
+/* May --por skip operation a at the state reached by last (stack[k], from its parent stack[k - 1])? apart caches,
+ * per pid, lvl_pids_apart(parent, pid, last's pid): -1 unknown. */
+static bool por_skips(struct lvl *L, int a, int last, int8_t *apart)
+{
+	if (L->key[a] >= L->key[last])
+		return false;
+	uint8_t r = L->indep[(size_t)a * (size_t)L->nalpha + (size_t)last];
+	if (r != POR_APART)
+		return r == POR_ALWAYS;
+	uint64_t pa = op_of(L, a)[1], px = op_of(L, last)[1];
+	if (pa >= MAX_PIDS)
+		return false;
+	if (apart[pa] < 0)
+		apart[pa] = lvl_por_apart(L->stack[L->k - 1], L->stack[L->k], pa, px);
+	return apart[pa];
+}
+
 /* One pass over the frontier: teardown verdicts, and (expand) successors into the owners' buffers.
  * Returns 0 or a negative errno; what was found is read with lvl_stats and lvl_violation. */
 int lvl_pass(struct lvl *L, int expand)
@@ -399,9 +481,10 @@ int lvl_pass(struct lvl *L, int expand)
 		uint64_t pd = L->fdig[i], d;
 		bool dirty = true;
 		int last = k ? p[k - 1] : -1;
+		int8_t apart[MAX_PIDS];
+		memset(apart, -1, sizeof(apart));
 		for (int a = 0; a < L->nalpha; a++) {
-			if (last >= 0 && L->indep && L->key[a] < L->key[last] &&
-			    L->indep[(size_t)a * (size_t)L->nalpha + (size_t)last]) {
+			if (last >= 0 && L->indep && por_skips(L, a, last, apart)) {
 				L->pruned++;
 				continue;
 			}

@@ -172,9 +172,13 @@ def _values(arg, d: Domains, pid):
     }[arg]
 
 
+SYMMETRIC = {"pid", "pid2", "cpu", "vm"}  # the domains the digest may relabel (ptf_digest_sym's groups)
+
+
 def alphabet(arch: str, d: Domains, templates: list | None = None) -> list[list[int]]:
     """The operations (list form rows) the search tries in every state, in table order. templates, when
-    given, receives each operation's row number in ALPHABET[arch] (--por orders operations by it)."""
+    given, receives each operation's class under relabelling: its row number in ALPHABET[arch] and its arguments
+    with the pid, cpu and VM ones left out (--por orders operations by it: a relabelling keeps it)."""
     out: list[list[int]] = []
     for t, (name, *args) in enumerate(ALPHABET[arch]):
         if name not in OP_NUMBER:
@@ -187,7 +191,8 @@ def alphabet(arch: str, d: Domains, templates: list | None = None) -> list[list[
                 row = [OP_NUMBER[name], *(([first] if args else []) + list(combo))]
                 out.append([v & U64 for v in row] + [0] * (OP_WIDTH - len(row)))
                 if templates is not None:
-                    templates.append(t)
+                    vals = ([first] if args else []) + list(combo)
+                    templates.append((t, tuple(v for a, v in zip(args, vals) if a not in SYMMETRIC)))
     return out
 
 
