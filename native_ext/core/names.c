@@ -14,6 +14,7 @@ const struct op_def op_defs[OP_NR] = {
 	{ "inval_hold", 1 }, { "inval_end", 1 }, { "unmap_mapping_begin", 3 },
 	{ "frag_hold", 1 }, { "frag_end", 1 },
 	{ "walk_pin", 1 }, { "collapse_hold", 1 }, { "collapse_end", 1 },
+	{ "hugetlb_mmap", 5 }, { "unshare_hold", 1 }, { "unshare_end", 1 },
 };
 
 const char *const violation_names[V_NR] = {
@@ -188,4 +189,11 @@ const struct knob_def knob_defs[K_NR] = {
 		"the page succeeds and the collapse copies the page away from it: the design before 70cbc3cc78a9 "
 		"\"mm: gup: fix the fast GUP race against THP collapse\" (v6.0). Reachable with mm.collapse_gup_sync=none "
 		"(before v6.1), whose collapse does not wait for the IRQs-off walker" },
+	[K_HUGETLB_UNSHARE_FLUSH] = { "hugetlb.unshare_flush", { "fixed", "before-a4a118f2eead" }, KVM_ARCHES,
+		"before-a4a118f2eead: __unmap_hugepage_range does not flush the TLB after a huge_pmd_unshare (no "
+		"tlb_flush_pmd_range, no force_flush): the unmapping mm's entries for the shared PMD table stay cached "
+		"until the caller's tlb_finish_mmu, after i_mmap_rwsem is dropped, so the last other sharer can free the "
+		"PMD table (and the page be reused) while this mm's TLB still walks through it: the design from "
+		"24669e58477e (v3.6) until a4a118f2eead \"hugetlbfs: flush TLBs correctly after huge_pmd_unshare\" (v5.16). "
+		"s390 shares no PMD tables" },
 };

@@ -298,8 +298,11 @@ void entry_write(struct engine *e, struct tref t, int level, uint32_t idx, uint6
 				live_adjust(e, level, *slot, -1);
 			if (now == E_LEAF)
 				live_adjust(e, level, val, +1);
-			if (level == e->pmd_lvl && was != now && (was == E_LEAF || now == E_LEAF))
+			if (level == e->pmd_lvl && was != now && (was == E_LEAF || now == E_LEAF)) {
 				e->mms[b->mm[t.half]].pmd_leaves += now == E_LEAF ? 1 : -1;
+				if (b->pmd_share) /* a shared hugetlb PMD table: its other links see it too */
+					hugetlb_pmd_share_leaves(e, t.blk, now == E_LEAF ? 1 : -1);
+			}
 		}
 	}
 	*slot = val;
@@ -327,6 +330,10 @@ void table_set_state(struct engine *e, struct tref t, int state)
 {
 	struct block *b = &e->blocks[t.blk];
 	int was = b->linked[t.half];
+	if (b->pmd_share && state != L_LINKED)
+		violate_at(e, V_ENGINE_ASSERT, &(struct viol_focus){ .has = VF_TABLE, .table = tref_phys(t) },
+			   "PMD table 0x%llx unlinked while %u other puds still share it", (unsigned long long)tref_phys(t),
+			   b->pmd_share);
 	b->linked[t.half] = (uint8_t)state;
 	e->gmap_dirty = true;
 	int mm = b->mm[t.half];

@@ -56,7 +56,18 @@ bool pmd_is_file(struct engine *e, uint64_t pmdval);
 int anon_vma_prepare(struct engine *e, struct mm *m, struct vma *v);
 
 /* mm/hugetlb.c */
+/* VM_MAYSHARE hugetlb: a MAP_SHARED mapping of a hugetlbfs file (hugetlb_mmap), which may share PMD tables */
+static inline bool hugetlb_shared(const struct vma *v)
+{
+	return (v->flags & VMA_HUGETLB) && v->shm;
+}
 uint64_t hugetlb_size(const struct engine *e, const struct vma *v);
+bool unmap_hugepage_vma(struct engine *e, int mm, const struct vma *v, uint64_t start, uint64_t end);
+bool unmap_hugepage_range_vmas(struct engine *e, int mm, uint64_t start, uint64_t end, bool downgrade);
+void hugetlb_vm_op_split(struct engine *e, int mm, const struct vma *v, uint64_t addr);
+void adjust_range_if_pmd_sharing_possible(const struct engine *e, const struct vma *v, uint64_t *start,
+					  uint64_t *end);
+void flush_tlb_range(struct engine *e, int mm, uint64_t start, uint64_t end); /* core/tlb.c, on main soon */
 int hugetlb_fault(struct engine *e, int mm, struct vma *v, uint64_t addr, bool write, uint64_t *pfn,
 			 uint64_t *size);
 

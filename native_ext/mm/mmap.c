@@ -11,8 +11,10 @@ void exit_mmap(struct engine *e, int mm)
 	/* unmap_vmas + free_pgtables, VMA by VMA: only tables under some VMA exist */
 	int n = m->nvma;
 	m->nvma = 0;
-	for (int i = 0; i < n && !e->viol; i++)
+	for (int i = 0; i < n && !e->viol; i++) {
+		unmap_hugepage_vma(e, mm, &m->vmas[i], m->vmas[i].start, m->vmas[i].end); /* unshare, zap */
 		unmap_range(e, mm, m->vmas[i].start, m->vmas[i].end, true);
+	}
 	m->dead = true;
 	e->frag_dirty = e->gmap_dirty = true;
 }
@@ -49,6 +51,7 @@ int vma_split_at(struct engine *e, int mm, uint64_t addr)
 		return -EINVAL;
 	if (m->nvma >= MAX_VMAS)
 		return -ENOMEM;
+	hugetlb_vm_op_split(e, mm, v, addr); /* the PUD range around addr unshared (PMD sharing) */
 	int ret = split_huge_pmd_if_needed(e, mm, v, addr);
 	if (ret)
 		return ret;
@@ -162,11 +165,14 @@ static int do_vmi_align_munmap(struct engine *e, int mm, uint64_t start, uint64_
 	else
 		lock_acquire_range(e, LC_VMA, (uint64_t)mm, LM_WRITE, start, end); /* vma_start_write: the detached VMAs */
 	mmu_notifier_invalidate_range(e, mm, start, end);
+	bool held = unmap_hugepage_range_vmas(e, mm, start, end, downgrade); /* shared hugetlb: unshare, zap */
 	int w = 0;
 	for (int i = 0; i < m->nvma; i++)
 		if (!(m->vmas[i].start >= start && m->vmas[i].end <= end))
 			m->vmas[w++] = m->vmas[i];
 	m->nvma = w;
+	if (held)
+		return 0; /* stopped before free_pgtables (unshare_hold): unshare_end does the rest */
 	unmap_range(e, mm, start, end, true);
 	return 0;
 }
@@ -241,7 +247,9 @@ int do_mmap(struct engine *e, int mm, uint64_t addr, uint64_t len, uint64_t flag
 	ret = do_vmi_align_munmap(e, mm, addr, addr + len, false);
 	if (ret || e->viol)
 		return ret == -EBUSY ? ret : ret ? -ENOMEM : 0; /* mmap_region: a failed do_vmi_munmap is -ENOMEM */
-	if (flags & 6)
+	if (obj >= MAX_SHM && pgoff % (hs / page))
+		return -EINVAL; /* hugetlbfs_file_mmap (call_mmap, after the unmap): vm_pgoff not huge-page aligned */
+	if ((flags & 6) && obj < 0)
 		v.file = ++e->next_file; /* MAP_HUGETLB: a new hugetlbfs file (hugetlb_file_setup) */
 	if (obj >= 0)
 		shmem_obj(e, obj); /* the object exists from its first mapping on */
