@@ -91,6 +91,7 @@ static void oracle(struct engine *e)
 	e->frag_dirty = e->gmap_dirty = false;
 	if (e->locks_grew)
 		lockdep_check(e);
+	tlb_check(e);
 }
 
 /* ---- the operations: one handler per opcode, each decoding its arguments into the kernel path it names ---- */
@@ -288,6 +289,14 @@ static int op_collapse_end(struct engine *e, const uint64_t *a)
 	return collapse_end(e, (int)a[0]);
 }
 
+/* a user access on a cpu no kernel path is stopped on (a walker with IRQs off, a thread holding a lock there) */
+static int op_tlb_access(struct engine *e, const uint64_t *a)
+{
+	if (e->cpus[a[0]].actor != A_NONE)
+		return -EBUSY;
+	return tlb_access(e, (int)a[0], a[1], a[2], a[3] != 0);
+}
+
 static int op_vm_create(struct engine *e, const uint64_t *a)
 {
 	return kvm_create_vm(e, a[0], a[1], a[2]);
@@ -345,7 +354,7 @@ static const struct op_handler {
 	[OP_VM_DESTROY] = { op_vm_destroy },
 	[OP_FRAG_HOLD] = { op_frag_hold, true }, [OP_FRAG_END] = { op_frag_end, true },
 	[OP_WALK_PIN] = { op_walk_pin, true }, [OP_COLLAPSE_HOLD] = { op_collapse_hold, true },
-	[OP_COLLAPSE_END] = { op_collapse_end, true },
+	[OP_COLLAPSE_END] = { op_collapse_end, true }, [OP_TLB_ACCESS] = { op_tlb_access, true },
 	[OP_HUGETLB_MMAP] = { op_hugetlb_mmap }, [OP_UNSHARE_HOLD] = { op_unshare_hold, true },
 	[OP_UNSHARE_END] = { op_unshare_end, true },
 };

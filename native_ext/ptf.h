@@ -32,6 +32,7 @@ enum opcode {
 	OP_UNMAP_MAPPING_BEGIN, /* Z2: unmap_mapping_range's zap stopped after its pmd read */
 	OP_FRAG_HOLD, OP_FRAG_END, /* Z4: s390 page_table_free stopped inside mm->context.lock */
 	OP_WALK_PIN, OP_COLLAPSE_HOLD, OP_COLLAPSE_END, /* Z5: GUP-fast's grab, collapse_huge_page stopped before its copy */
+	OP_TLB_ACCESS, /* issue 20: a user access on a cpu, through (and filling) its TLB */
 	OP_HUGETLB_MMAP, /* issue 20: MAP_SHARED of a hugetlbfs file (PMD sharing) */
 	OP_UNSHARE_HOLD, OP_UNSHARE_END, /* issue 20: a munmap that unshared a hugetlb PMD stopped before free_pgtables */
 	OP_NR
@@ -41,7 +42,7 @@ enum violation {
 	V_NONE, V_UAF_TABLE, V_DOUBLE_FREE, V_TABLE_LEAK, V_FRAGMENT_CORRUPT,
 	V_PGSTE_TABLE_MISSING, V_GMAP_DANGLING, V_LOST_UPDATE, V_FREED_PAGE_MAPPED,
 	V_STAGE2_BLOCK_ILLEGAL, V_STAGE2_OVERSIZE, V_STAGE2_STALE,
-	V_STAGE2_AFTER_RELEASE, V_STAGE2_MMIO_OVER_LEAF, V_KERNEL_BUG, V_GUP_STALE_PIN, V_ENGINE_ASSERT,
+	V_STAGE2_AFTER_RELEASE, V_STAGE2_MMIO_OVER_LEAF, V_KERNEL_BUG, V_GUP_STALE_PIN, V_STALE_TLB, V_ENGINE_ASSERT,
 	V_NR
 };
 
@@ -418,6 +419,24 @@ extern const struct mmu_notifier_ops kvm_mmu_notifier_ops;
 struct kvm_arch_ops;
 extern const struct kvm_arch_ops s390_kvm_ops, arm64_kvm_ops, x86_64_kvm_ops;
 
+/* ---- the CPUs' TLBs (core/tlb.c) ---- */
+/* What one cpu caches (issue 20): leaf translations and, as x86's paging-structure caches and arm64's walk
+ * cache do, the table entries a walk went through. Each cpu's entries are kept in fill order, oldest first (a
+ * full TLB drops its oldest: a real one may drop any entry at any time, and dropping is always safe), so that
+ * the array is its own canonical form for the digest. Scalars only, no padding: hashed as bytes. */
+#define TLB_NR 8
+enum { TLBE_NONE, TLBE_LEAF, TLBE_TABLE };
+struct tlb_entry {
+	uint8_t kind, level, write, pad;
+	int32_t mm;
+	uint64_t va;     /* the first VA the cached entry maps: aligned to its level's size */
+	uint64_t target; /* TLBE_LEAF: the leaf's first 4K frame; TLBE_TABLE: the physical address of the table it
+			  * points at */
+	uint32_t gen;    /* TLBE_TABLE: that table's generation when it was cached (reuse changes it) */
+	uint32_t pad2;
+};
+_Static_assert(sizeof(struct tlb_entry) == 32, "struct tlb_entry: no padding (hashed as bytes)");
+
 /* ---- --steps events ---- */
 enum event {
 	EV_TABLE_ALLOC, EV_TABLE_FREE, EV_TABLE_RCU, EV_TABLE_DEFER, EV_RCU_RUN,
@@ -458,6 +477,8 @@ struct engine {
 	struct mm mms[MAX_MMS];
 	int mm_hwm;                    /* no mm slot at or above this was ever used (mm_new; scans stop here) */
 	struct cpu cpus[MAX_CPUS + 1]; /* the last one runs synchronous guest_fault */
+	struct tlb_entry tlb[MAX_CPUS][TLB_NR]; /* each cpu's TLB, oldest first, TLBE_NONE after the last */
+	uint32_t tlb_used;             /* entries in all TLBs: the post-step check looks only when there are some */
 	struct vm vms[MAX_VMS];
 	bool sysctl_pgste;
 	uint64_t next_section;
@@ -567,6 +588,16 @@ bool is_zero_pfn(uint64_t pfn);
 bool page_alive(struct engine *e, uint64_t pfn);
 void pgtable_trans_huge_deposit(struct engine *e, struct tref pmd_tbl, struct tref pte);
 struct tref pgtable_trans_huge_withdraw(struct engine *e, struct tref pmd_tbl);
+
+/* core/tlb.c: the CPUs' TLBs (filled by tlb_access), the flushes kernel paths issue, and the check that no TLB
+ * still translates to a freed page or through a freed table */
+int tlb_access(struct engine *e, int cpu, uint64_t pid, uint64_t addr, bool write);
+void flush_tlb_range(struct engine *e, int mm, uint64_t start, uint64_t end);
+void flush_tlb_page(struct engine *e, int mm, uint64_t addr);
+void flush_tlb_mm(struct engine *e, int mm);
+void tlb_finish_mmu_fullmm(struct engine *e, int mm);
+void tlb_forget_mm(struct engine *e, int mm);
+void tlb_check(struct engine *e);
 
 /* core/rcu.c */
 void rcu_enter(struct engine *e, int cpu);

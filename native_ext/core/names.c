@@ -14,6 +14,7 @@ const struct op_def op_defs[OP_NR] = {
 	{ "inval_hold", 1 }, { "inval_end", 1 }, { "unmap_mapping_begin", 3 },
 	{ "frag_hold", 1 }, { "frag_end", 1 },
 	{ "walk_pin", 1 }, { "collapse_hold", 1 }, { "collapse_end", 1 },
+	{ "tlb_access", 4 },
 	{ "hugetlb_mmap", 5 }, { "unshare_hold", 1 }, { "unshare_end", 1 },
 };
 
@@ -21,7 +22,7 @@ const char *const violation_names[V_NR] = {
 	"none", "uaf-table", "double-free", "table-leak", "fragment-corrupt",
 	"pgste-table-missing", "gmap-dangling", "lost-update", "freed-page-mapped",
 	"stage2-block-illegal", "stage2-oversize", "stage2-stale",
-	"stage2-after-release", "stage2-mmio-over-leaf", "kernel-bug", "gup-stale-pin", "engine-assert",
+	"stage2-after-release", "stage2-mmio-over-leaf", "kernel-bug", "gup-stale-pin", "stale-tlb", "engine-assert",
 };
 
 /* Each violation kind's rule, one sentence (docs/violations.md; SARIF shows it as the rule's text). */
@@ -42,6 +43,7 @@ const char *const violation_rules[V_NR] = {
 	"A guest fault wrote an MMIO SPTE over a present stage-2 leaf (no zap: the TDP MMU never expects that change).",
 	"A kernel path reached a BUG_ON or VM_BUG_ON of the design it runs.",
 	"A collapse copied and dropped a page a GUP-fast walker grabbed after the collapse isolated it (writes through the pin are lost).",
+	"A cpu's TLB still translates to a freed page, or its walk cache still points into a freed page table: no flush reached it before the free.",
 	"The engine's own consistency check failed (a bug in ptfuzz).",
 };
 

@@ -22,6 +22,7 @@ static int wp_page_copy(struct engine *e, int mm, struct vma *v, uint64_t addr, 
 		data_lookup(e, head)->hugetlb = 1;
 	mmu_notifier_invalidate_range(e, mm, base, base + sz);
 	entry_write(e, tbl, level, idx, g->fmt->leaf(level, head << 12, true));
+	flush_tlb_range(e, mm, base, base + sz); /* ptep_clear_flush (huge_ptep_clear_flush) before the old page goes */
 	data_lookup(e, head)->mapcount = 1;
 	emit(e, EV_LEAF_SET, level, base, head, mm);
 	data_put(e, old); /* page_remove_rmap: the old page loses this mapping (not the zero page) */

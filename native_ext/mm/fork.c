@@ -103,6 +103,7 @@ static int dup_mmap(struct engine *e, int pm, int nm)
 		if (ret)
 			return ret;
 	}
+	flush_tlb_mm(e, pm); /* the parent's PTEs were write-protected */
 	return 0;
 }
 

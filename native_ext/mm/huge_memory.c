@@ -33,6 +33,7 @@ int __split_huge_pmd(struct engine *e, int mm, uint64_t addr)
 		uint64_t head = g->fmt->addr(ml, old) >> 12;
 		mmu_notifier_invalidate_range(e, mm, base, base + size);
 		entry_write(e, tbl, ml, idx, g->fmt->empty(ml));
+		flush_tlb_range(e, mm, base, base + size); /* pmdp_huge_clear_flush */
 		emit(e, EV_LEAF_ZAP, ml, base, head, mm);
 		data_put(e, head);
 		return 0;
@@ -55,6 +56,7 @@ int __split_huge_pmd(struct engine *e, int mm, uint64_t addr)
 	if (!zero)
 		data_lookup(e, head)->mapcount += n - 1;
 	entry_write(e, tbl, ml, idx, g->fmt->table(ml, tref_phys(t)));
+	flush_tlb_range(e, mm, base, base + size); /* pmdp_invalidate before the PTEs go in */
 	table_set_linked(e, t, true);
 	emit(e, EV_LEAF_ZAP, ml, base, head, mm);
 	emit(e, EV_LEAF_SET, pl, base, zero ? my_zero_pfn(e, base) : head, mm);
@@ -145,6 +147,7 @@ int do_huge_pmd_wp_page(struct engine *e, int mm, uint64_t addr, struct tref tbl
 		if (head) {
 			mmu_notifier_invalidate_range(e, mm, base, base + sz);
 			entry_write(e, tbl, ml, idx, g->fmt->leaf(ml, head << 12, true));
+			flush_tlb_range(e, mm, base, base + sz); /* pmdp_huge_clear_flush */
 			data_lookup(e, head)->mapcount = 1;
 			emit(e, EV_LEAF_SET, ml, base, head, mm);
 			set_out(e, addr, head, ml, pfn, size);

@@ -12,12 +12,6 @@ uint64_t hugetlb_size(const struct engine *e, const struct vma *v)
 	return level_size(&e->geom, lvl);
 }
 
-/* core/tlb.c's flush until the TLB model is merged: nothing is cached yet, nothing to drop */
-__attribute__((weak)) void flush_tlb_range(struct engine *e, int mm, uint64_t start, uint64_t end)
-{
-	(void)e, (void)mm, (void)start, (void)end;
-}
-
 /* ---- PMD sharing (CONFIG_ARCH_WANT_HUGE_PMD_SHARE) ---- */
 
 /* The level whose entries point at PMD tables (the pud, or the pgd where the pud is folded); -1: the PMD table is

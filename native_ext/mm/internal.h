@@ -67,7 +67,6 @@ bool unmap_hugepage_range_vmas(struct engine *e, int mm, uint64_t start, uint64_
 void hugetlb_vm_op_split(struct engine *e, int mm, const struct vma *v, uint64_t addr);
 void adjust_range_if_pmd_sharing_possible(const struct engine *e, const struct vma *v, uint64_t *start,
 					  uint64_t *end);
-void flush_tlb_range(struct engine *e, int mm, uint64_t start, uint64_t end); /* core/tlb.c, on main soon */
 int hugetlb_fault(struct engine *e, int mm, struct vma *v, uint64_t addr, bool write, uint64_t *pfn,
 			 uint64_t *size);
 

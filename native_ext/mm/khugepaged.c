@@ -147,6 +147,7 @@ static int collapse_huge_page(struct engine *e, int mm, uint64_t base, struct tr
 		return SCAN_ALLOC_HUGE_PAGE_FAIL;
 	mmu_notifier_invalidate_range(e, mm, base, base + sz);
 	entry_write(e, pmd_tbl, ml, pmd_idx, g->fmt->empty(ml)); /* pmdp_collapse_flush */
+	flush_tlb_range(e, mm, base, base + sz);
 	table_set_state(e, pte_tbl, L_PRIVATE);
 	int cpu = -1;
 	for (int i = 0; i < MAX_CPUS && cpu < 0 && inval_window_of_current(e) < 0; i++) /* a thread stops once: an */
@@ -321,6 +322,7 @@ static void try_to_unmap(struct engine *e, int obj, uint64_t index, uint64_t pfn
 			continue;
 		mmu_notifier_invalidate_range(e, it.mm, addr, addr + e->geom.page_size);
 		entry_write(e, t, lvl, i, e->geom.fmt->empty(lvl));
+		flush_tlb_page(e, it.mm, addr); /* try_to_unmap_one's ptep_clear_flush */
 		emit(e, EV_LEAF_ZAP, lvl, addr, pfn, it.mm);
 		data_put(e, pfn);
 	}
@@ -344,6 +346,7 @@ static int collapse_and_free_pmd(struct engine *e, int mm, const struct vma *v, 
 		return SCAN_FAIL;
 	}
 	entry_write(e, vmf.pmd_tbl, ml, vmf.pmd_idx, f->empty(ml));
+	flush_tlb_range(e, mm, addr, addr + pmd_size(e)); /* pmdp_collapse_flush */
 	table_set_linked(e, pte, false);
 	emit(e, EV_RETRACT, (uint64_t)mm, addr, tref_phys(pte), (uint64_t)vmf.obj);
 	pte_free(e, mm, pte);
@@ -420,6 +423,7 @@ static void retract_page_tables(struct engine *e, int obj, uint64_t pgoff)
 			return;
 		}
 		entry_write(e, pmd_tbl, ml, pmd_idx, f->empty(ml)); /* pmdp_collapse_flush */
+		flush_tlb_range(e, it.mm, addr, addr + pmd);
 		table_set_linked(e, pte, false);
 		emit(e, EV_RETRACT, (uint64_t)it.mm, addr, tref_phys(pte), (uint64_t)obj);
 		pte_free_defer(e, it.mm, pte, addr);
@@ -567,6 +571,7 @@ int collapse_pte_mapped_thp(struct engine *e, int mm, uint64_t addr)
 			data_put(e, head);
 		}
 		entry_write(e, vmf.pmd_tbl, ml, vmf.pmd_idx, f->empty(ml)); /* step 4: pmdp_collapse_flush */
+		flush_tlb_range(e, mm, haddr, haddr + pmd);
 		table_set_linked(e, pte, false);
 		emit(e, EV_RETRACT, (uint64_t)mm, haddr, tref_phys(pte), (uint64_t)vmf.obj);
 		if (v6_1)

@@ -105,6 +105,7 @@ void zap_page_range_single(struct engine *e, int mm, const struct vma *v, uint64
 	unmap_range(e, mm, start, end, false);
 	if (e->knob[K_PT_RECLAIM] == 1 && !(v->flags & VMA_HUGETLB) && !e->viol)
 		reclaim_pt(e, mm, start, end);
+	flush_tlb_range(e, mm, start, end); /* tlb_finish_mmu */
 }
 
 /* do_anonymous_page: the zero page for a read (unless mm_forbids_zeropage), else a new page; a new page

@@ -15,6 +15,7 @@ int mm_alloc(struct engine *e, bool alloc_pgste, int top, int *out)
 		return -ENOMEM;
 	struct mm *m = &e->mms[id];
 	memset(m, 0, sizeof(*m));
+	tlb_forget_mm(e, id); /* a new ASID / PCID: what the slot's last mm left cached cannot translate for this one */
 	if (id >= e->mm_hwm)
 		e->mm_hwm = id + 1;
 	e->frag_dirty = true;

@@ -15,6 +15,7 @@ void exit_mmap(struct engine *e, int mm)
 		unmap_hugepage_vma(e, mm, &m->vmas[i], m->vmas[i].start, m->vmas[i].end); /* unshare, zap */
 		unmap_range(e, mm, m->vmas[i].start, m->vmas[i].end, true);
 	}
+	tlb_finish_mmu_fullmm(e, mm);
 	m->dead = true;
 	e->frag_dirty = e->gmap_dirty = true;
 }
@@ -174,6 +175,7 @@ static int do_vmi_align_munmap(struct engine *e, int mm, uint64_t start, uint64_
 	if (held)
 		return 0; /* stopped before free_pgtables (unshare_hold): unshare_end does the rest */
 	unmap_range(e, mm, start, end, true);
+	flush_tlb_range(e, mm, start, end); /* unmap_region's tlb_finish_mmu, before the pages and tables go */
 	return 0;
 }
 

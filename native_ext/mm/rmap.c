@@ -176,6 +176,7 @@ int rmap_commit(struct engine *e, int cpu)
 		lock_acquire(e, (enum lock_class)hs[i].cls, hs[i].id, (enum lock_mode)hs[i].mode);
 	mmu_notifier_invalidate_range(e, c->mm, page, page + g->page_size); /* try_to_unmap_one notifies */
 	entry_write(e, c->tbl, pl, idx, g->fmt->empty(pl));
+	flush_tlb_page(e, c->mm, c->addr); /* ptep_clear_flush: the address this walker knows the page by */
 	if (g->fmt->kind(pl, old) == E_LEAF) {
 		emit(e, EV_LEAF_ZAP, pl, c->addr & ~(g->page_size - 1), g->fmt->addr(pl, old) >> 12, c->mm);
 		data_put(e, g->fmt->addr(pl, old) >> 12);

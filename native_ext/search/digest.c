@@ -418,6 +418,30 @@ static void canon_cpu_pmd(struct canon *c, struct cpu *k, bool rmap, bool coll)
 		k->folio = canon_pfn(c, k->folio);
 }
 
+/* A cpu's TLB (issue 20), in its fill order: leaf frames and the tables walk entries point at by their canonical
+ * names (a freed or reused table as dead); 0 for an empty TLB. */
+static uint64_t tlb_record(struct canon *c, int ci)
+{
+	struct engine *e = c->e;
+	if (ci >= MAX_CPUS || e->tlb[ci][0].kind == TLBE_NONE)
+		return 0;
+	uint64_t h = 0x71b0000ull;
+	for (int i = 0; i < TLB_NR && e->tlb[ci][i].kind != TLBE_NONE; i++) {
+		const struct tlb_entry *t = &e->tlb[ci][i];
+		uint64_t target;
+		if (t->kind == TLBE_LEAF) {
+			target = canon_pfn(c, t->target);
+		} else {
+			struct tref r = tref_from_phys(e, t->target);
+			r.gen = t->gen;
+			target = !tref_alive(e, r) ? ~0ull : (uint64_t)visit_block(c, r.blk) << 1 | r.half;
+		}
+		h = mix(mix(mix(h, (uint64_t)t->kind << 40 | (uint64_t)t->level << 32 | (uint64_t)t->write << 24 |
+				     (uint32_t)t->mm), t->va), target);
+	}
+	return h;
+}
+
 /* A cpu as a record: a copy of struct cpu with the fields its actor uses renamed and the ones it does not
  * use (stale from an earlier actor) cleared; any other field stays raw. Then the RCU callbacks that wait
  * for it. */
@@ -426,7 +450,8 @@ static uint64_t cpu_record(struct canon *c, int ci, const uint32_t *vm_label)
 	struct engine *e = c->e;
 	const struct cpu *real = &e->cpus[ci];
 	static const struct cpu zero;
-	if (real->actor == A_NONE && !real->rcu_nest && !memcmp(real, &zero, sizeof(zero)))
+	uint64_t tlb = tlb_record(c, ci);
+	if (real->actor == A_NONE && !real->rcu_nest && !memcmp(real, &zero, sizeof(zero)) && !tlb)
 		return REC_DEFAULT; /* a cpu nothing ever ran on (section 0 too: no callback can wait for it) */
 	struct cpu k = *real;
 	uint64_t h = 0xc9000000ull, *saved = c->h;
@@ -504,10 +529,10 @@ static uint64_t cpu_record(struct canon *c, int ci, const uint32_t *vm_label)
 		}
 	}
 	/* an actor this file does not know keeps every field raw: fewer merges, never a wrong one */
-	if (!memcmp(&k, &zero, sizeof(k)))
+	if (!memcmp(&k, &zero, sizeof(k)) && !tlb)
 		h = REC_DEFAULT; /* an idle cpu outside any section: most of them, most of the time */
 	else
-		h = mix_bytes(h, &k, sizeof(k));
+		h = mix(mix_bytes(h, &k, sizeof(k)), tlb);
 	if (ci < MAX_CPUS) /* which queued callbacks wait for this cpu (cb_ready) */
 		for (size_t i = 0; i < e->ncbs; i++) {
 			uint64_t w = e->cbs[i].wait_section[ci];

@@ -145,12 +145,13 @@ struct gen_profile {
 	bool vm_on_shm;         /* VMs whose memory is shared memory (M1 on s390 defaults: never in a workload) */
 	bool shm_apart;         /* shared memory in regions of its own, above the anonymous ones */
 	bool exact;             /* exactly max_ops operations, whatever the decisions; never stop at a violation */
+	bool tlb;               /* user accesses through the TLB (tlb_access) after faults */
 };
 
 static const struct gen_profile profiles[GEN_NPROFILES] = {
-	[GEN_FUZZ] = { 1, 3, 2, 4, 3, 2, { 6, 18, 24, 40, 68, 90, 100 }, true, false, false },
+	[GEN_FUZZ] = { 1, 3, 2, 4, 3, 2, { 6, 18, 24, 40, 68, 90, 100 }, true, false, false, true },
 	/* a replay workload (ptfuzz gen, B1, B5): mostly faults on many mappings of 8 processes, few exits */
-	[GEN_WORKLOAD] = { 0, 8, 2, 12, 32, 3, { 3, 15, 19, 55, 77, 90, 100 }, false, true, true },
+	[GEN_WORKLOAD] = { 0, 8, 2, 12, 32, 3, { 3, 15, 19, 55, 77, 90, 100 }, false, true, true, false },
 };
 
 /* ---- semantic features ----
@@ -438,7 +439,14 @@ static void gen_fault_at(struct gen *g, int pid, uint64_t addr)
 static void gen_fault(struct gen *g)
 {
 	int pid = pick_pid(g);
-	gen_fault_at(g, pid, addr_in(g, pid));
+	uint64_t addr = addr_in(g, pid);
+	gen_fault_at(g, pid, addr);
+	/* the thread then uses the page on some cpu: its TLB caches the translation and the walk (issue 20) */
+	if (g->p->tlb && chance(g->c, 30)) {
+		int cpu = idle_cpu(g);
+		if (cpu >= 0)
+			OP(g, OP_TLB_ACCESS, (uint64_t)cpu, (uint64_t)pid, addr, below(g->c, 2));
+	}
 }
 
 /* The (page offset, pages) of a mapping of shmem object obj that some live process has, if any. */

@@ -50,6 +50,7 @@ WHY_SKIPPED = {
     "walk_pin": "GUP-fast's grab between its walk and its end cannot be placed from user space",
     "collapse_hold": "a collapse cannot be held between its isolation and its copy from user space",
     "collapse_end": "a collapse cannot be held between its isolation and its copy from user space",
+    "tlb_access": "a TLB fill on a chosen cpu without a fault cannot be asked for from user space (a touch faults in)",
     "unshare_hold": "a munmap cannot be held between its unmap_vmas and its free_pgtables from user space",
     "unshare_end": "a munmap cannot be held between its unmap_vmas and its free_pgtables from user space",
 }

@@ -112,6 +112,7 @@ COMMON = (
     ("walk_pin", "cpu"),      # GUP-fast's grab and rechecks (Z5)
     ("collapse_hold", "cpu"),  # collapse_huge_page held between isolate and copy (Z5)
     ("collapse_end", "cpu"),
+    ("tlb_access", "cpu", "pid", "addr", 0),  # a read through the cpu's TLB (issue 20)
 )
 # arm64: two PUDs at the base, mapped, under one memslot and dropped by one DONTNEED, whose stage-2 unmap walks two
 # chunks (stage2_apply_range yields mmu_lock between them: a window stops there, docs/model.md section 7; Z9)

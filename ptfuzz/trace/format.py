@@ -47,6 +47,7 @@ ARG_KINDS: dict[str, tuple[str, ...]] = {
     "walk_pin": ("cpu",),
     "collapse_hold": ("cpu",),
     "collapse_end": ("cpu",),
+    "tlb_access": ("cpu", "pid", "u64", "bool"),
     "hugetlb_mmap": ("pid", "u64", "u64", "hfile", "u64"),
     "unshare_hold": ("cpu",),
     "unshare_end": ("cpu",),

@@ -35,6 +35,7 @@ static int convert_visit(struct walk_ctx *ctx, unsigned visit)
 	entry_write(e, ctx->tbl, SEG, ctx->idx, e->geom.fmt->table(SEG, tref_phys(nt)));
 	table_set_linked(e, old, false);
 	table_set_linked(e, nt, true);
+	flush_tlb_range(e, a->mm, ctx->addr, ctx->addr + level_size(&e->geom, SEG)); /* pmdp_xchg's IDTE */
 	pte_free_tlb(e, a->mm, old, ctx->addr);
 	return e->viol ? -EFAULT : 0;
 }

@@ -81,6 +81,8 @@ KERNEL_PATHS: dict[str, dict[str, list[str]]] = {
                        "pmd_val(pmd) != pmd_val(*pmdp) (gup.fast_pmd_recheck=yes)"]},
     "collapse_hold": {"*": ["collapse_huge_page", "pmdp_collapse_flush", "__collapse_huge_page_isolate",
                             "(the next anonymous collapse stops here, before __collapse_huge_page_copy)"]},
+    "tlb_access": {"*": ["(hardware) TLB lookup", "page-table walk from the walk cache or the pgd",
+                         "TLB and walk-cache fill"]},
     "collapse_end": {"*": ["__collapse_huge_page_copy", "pgtable_trans_huge_deposit", "set_pmd_at",
                            "mmap_write_unlock"]},
     "frag_end": {"s390": ["page_table_free (list_add / list_del)", "spin_unlock_bh(&mm->context.lock)",
@@ -136,6 +138,7 @@ ORACLES: dict[str, str] = {
     "stage2-stale": "s2_check_install / kvm_coherence_check: the pfn the host maps at the hva",
     "stage2-after-release": "kvm_stage2_fault_stale: the stage-2 root the fault took is gone",
     "gup-stale-pin": "collapse_huge_page_copy: a page it copies and drops is held by a GUP-fast walker's grab",
+    "stale-tlb": "tlb_check / tlb_access: a cached translation to a freed page or walk entry into a freed table",
     "engine-assert": "the engine's own consistency checks",
 }
 
