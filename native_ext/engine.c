@@ -147,7 +147,10 @@ static int op_shm_mmap(struct engine *e, const uint64_t *a)
 static int op_hugetlb_mmap(struct engine *e, const uint64_t *a)
 {
 	int mm = proc_mm(e, a[0]);
-	return mm < 0 ? mm : hugetlb_mmap(e, mm, a[1], a[2], a[3] < MAX_HFILE ? (int)a[3] : -1, a[4]);
+	if (mm < 0)
+		return mm;
+	/* ksys_mmap_pgoff rounds len up to the file's huge page size (PMD_SIZE: flags bit1 says so to do_mmap) */
+	return a[3] < MAX_HFILE ? do_mmap(e, mm, a[1], a[2], 2, MAX_SHM + (int)a[3], a[4]) : -EINVAL;
 }
 
 static int op_unshare_hold(struct engine *e, const uint64_t *a)

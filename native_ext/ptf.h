@@ -697,11 +697,9 @@ int walk_pin(struct engine *e, int cpu);
 int collapse_hold(struct engine *e, int cpu);
 int collapse_end(struct engine *e, int cpu);
 int collapse_window_wait(struct engine *e, uint64_t opcode);
-/* mm/hugetlb.c: MAP_SHARED hugetlbfs files, and the munmap that unshared a PMD table held before free_pgtables */
-int hugetlb_mmap(struct engine *e, int mm, uint64_t addr, uint64_t len, int file, uint64_t pgoff);
+/* mm/mmap.c: the munmap that unshared a hugetlb PMD table, held before free_pgtables (issue 20) */
 int unshare_hold(struct engine *e, int cpu);
 int unshare_end(struct engine *e, int cpu);
-void hugetlb_pmd_share_leaves(struct engine *e, int32_t blk, int delta);
 /* mm/rmap.c: the rmap walker and the rmap locks */
 int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr);
 int unmap_mapping_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr);

@@ -277,6 +277,15 @@ static void live_adjust(struct engine *e, int level, uint64_t val, int delta)
 		c->live += delta;
 }
 
+/* A PMD leaf came or went in a shared hugetlb PMD table (mm/hugetlb.c, huge_pmd_share): every mm whose pud links it
+ * besides its owner sees it too. */
+static void pmd_share_leaves(struct engine *e, int32_t blk, int delta)
+{
+	for (int32_t k = 0; k < e->npmd_links; k++)
+		if (e->pmd_links[k].blk == blk)
+			e->mms[e->pmd_links[k].mm].pmd_leaves += (uint64_t)(int64_t)delta;
+}
+
 /* The one place a host page-table entry changes: the oracle's eyes. */
 void entry_write(struct engine *e, struct tref t, int level, uint32_t idx, uint64_t val)
 {
@@ -301,7 +310,7 @@ void entry_write(struct engine *e, struct tref t, int level, uint32_t idx, uint6
 			if (level == e->pmd_lvl && was != now && (was == E_LEAF || now == E_LEAF)) {
 				e->mms[b->mm[t.half]].pmd_leaves += now == E_LEAF ? 1 : -1;
 				if (b->pmd_share) /* a shared hugetlb PMD table: its other links see it too */
-					hugetlb_pmd_share_leaves(e, t.blk, now == E_LEAF ? 1 : -1);
+					pmd_share_leaves(e, t.blk, now == E_LEAF ? 1 : -1);
 			}
 		}
 	}

@@ -1,6 +1,6 @@
-/* mm/hugetlb.c: hugetlb VMAs: their page size, hugetlb_fault; MAP_SHARED hugetlbfs files (the page cache, PMD
- * sharing: huge_pmd_share, huge_pmd_unshare, __unmap_hugepage_range, the split's hugetlb_unshare_pmds) and the
- * munmap that unshared a PMD table held before its free_pgtables and tlb_finish_mmu (unshare_hold, issue 20). */
+/* mm/hugetlb.c: hugetlb VMAs: their page size, hugetlb_fault; for MAP_SHARED hugetlbfs files (hugetlb_mmap) the page
+ * cache and PMD sharing: huge_pmd_share, huge_pmd_unshare, __unmap_hugepage_range, the split's hugetlb_unshare_pmds
+ * (issue 20; the munmap held after its unshare is mm/mmap.c's). */
 #include <stdlib.h>
 #include <string.h>
 #include "ptf.h"
@@ -107,14 +107,6 @@ static void pmd_link_drop(struct engine *e, int mm, struct tref t)
 	if (newowner != mm) { /* the owner left: the first sharer's link becomes the owning one */
 		b->mm[0] = b->mm[1] = (int16_t)newowner;
 	}
-}
-
-/* entry_write of a PMD leaf into a shared table: every linking mm sees it */
-void hugetlb_pmd_share_leaves(struct engine *e, int32_t blk, int delta)
-{
-	for (int32_t k = 0; k < e->npmd_links; k++)
-		if (e->pmd_links[k].blk == blk)
-			e->mms[e->pmd_links[k].mm].pmd_leaves += (uint64_t)(int64_t)delta;
 }
 
 /* page_table_shareable: svma's address for the file offset idx, if its PMD table could serve addr: the same
@@ -385,86 +377,4 @@ void hugetlb_vm_op_split(struct engine *e, int mm, const struct vma *v, uint64_t
 		unshared |= huge_pmd_unshare(e, mm, a) != 0;
 	flush_tlb_range(e, mm, floor, ceil); /* flush_hugetlb_tlb_range */
 	(void)unshared;
-}
-
-/* ---- MAP_SHARED of a hugetlbfs file ---- */
-
-/* do_mmap of hugetlbfs file `file` (a memfd with MFD_HUGETLB: its default hstate, PMD_SIZE), MAP_SHARED | MAP_FIXED,
- * read and write: ksys_mmap_pgoff rounds len up to the huge page size; hugetlbfs_file_mmap, which mmap_region calls
- * after unmapping the old range, wants vm_pgoff huge-page aligned (-EINVAL). */
-int hugetlb_mmap(struct engine *e, int mm, uint64_t addr, uint64_t len, int file, uint64_t pgoff)
-{
-	if (file < 0 || file >= MAX_HFILE)
-		return -EINVAL;
-	return do_mmap(e, mm, addr, len, 2, MAX_SHM + file, pgoff);
-}
-
-/* ---- the hold (issue 20): a munmap stopped between its unshare and its free_pgtables / tlb_finish_mmu ----
- * unshare_hold arms a cpu; the next munmap whose unmap_vmas unshared a hugetlb PMD table (every VMA in its range a
- * shared hugetlb one, whose pages the page cache keeps: the model frees other pages at the zap, the kernel only
- * after tlb_finish_mmu's flush) stops there, holding mmap_lock for read (munmap downgraded it) and nothing of the
- * hugetlb vma_lock and i_mmap_rwsem, which __unmap_hugepage_range_final dropped (A_UNSHARE, ptf.h). Whatever needs
- * that mm's mmap_lock for write waits (-16); everything else runs, the other sharers' munmap and exit too.
- * unshare_end runs the rest: free_pgtables over the range, then tlb_finish_mmu's flush of it. */
-int unshare_hold(struct engine *e, int cpu)
-{
-	struct cpu *c = &e->cpus[cpu];
-	if (c->actor != A_NONE)
-		return -EBUSY;
-	c->actor = A_UNSHARE;
-	c->walk_done = false;
-	c->mm = 0;
-	c->addr = c->hva = c->gpa = c->size = 0;
-	c->seq = 0;
-	return 0;
-}
-
-/* unmap_vmas' part for the shared hugetlb VMAs of [start, end) (do_vmi_align_munmap, before the VMAs leave the
- * list); then, for a munmap (downgrade: munmap(2), not mmap_region's) that unshared and unmaps nothing else, the
- * stop on an armed cpu. true: stopped, the caller does no more (unshare_end frees and flushes). */
-bool unmap_hugepage_range_vmas(struct engine *e, int mm, uint64_t start, uint64_t end, bool downgrade)
-{
-	struct mm *m = &e->mms[mm];
-	bool unshared = false, only_shared = true;
-	for (int i = vma_index_after(m, start); i < m->nvma && m->vmas[i].start < end && !e->viol; i++) {
-		unshared |= unmap_hugepage_vma(e, mm, &m->vmas[i], start, end);
-		only_shared &= hugetlb_shared(&m->vmas[i]);
-	}
-	if (!unshared || !only_shared || !downgrade || e->viol)
-		return false;
-	int cpu = -1;
-	for (int i = 0; i < MAX_CPUS && cpu < 0; i++)
-		if (e->cpus[i].actor == A_UNSHARE && !e->cpus[i].walk_done)
-			cpu = i;
-	if (cpu < 0)
-		return false;
-	struct cpu *c = &e->cpus[cpu];
-	c->walk_done = true;
-	c->mm = mm;
-	c->addr = start;
-	c->hva = end;
-	c->seq = e->op_index;
-	mmgrab(e, mm); /* the stopped thread's own mm, kept until unshare_end */
-	e->locks_grew = true;
-	return true;
-}
-
-int unshare_end(struct engine *e, int cpu)
-{
-	struct cpu *c = &e->cpus[cpu];
-	if (c->actor != A_UNSHARE)
-		return -EINVAL;
-	if (c->walk_done) {
-		int mm = c->mm;
-		unmap_range(e, mm, c->addr, c->hva, true); /* free_pgtables: the leaves went in unmap_vmas */
-		flush_tlb_range(e, mm, c->addr, c->hva);   /* tlb_finish_mmu */
-		mmdrop(e, mm);
-	}
-	c->actor = A_NONE;
-	c->walk_done = false;
-	c->mm = 0;
-	c->addr = c->hva = c->gpa = c->size = 0;
-	c->seq = 0;
-	e->locks_grew = true;
-	return 0;
 }

@@ -63,7 +63,6 @@ static inline bool hugetlb_shared(const struct vma *v)
 }
 uint64_t hugetlb_size(const struct engine *e, const struct vma *v);
 bool unmap_hugepage_vma(struct engine *e, int mm, const struct vma *v, uint64_t start, uint64_t end);
-bool unmap_hugepage_range_vmas(struct engine *e, int mm, uint64_t start, uint64_t end, bool downgrade);
 void hugetlb_vm_op_split(struct engine *e, int mm, const struct vma *v, uint64_t addr);
 void adjust_range_if_pmd_sharing_possible(const struct engine *e, const struct vma *v, uint64_t *start,
 					  uint64_t *end);
@@ -112,6 +111,7 @@ int madvise_collapse(struct engine *e, int mm, int vi, uint64_t start, uint64_t 
 
 /* mm/mmap.c */
 void exit_mmap(struct engine *e, int mm);
+bool unmap_hugepage_range_vmas(struct engine *e, int mm, uint64_t start, uint64_t end, bool downgrade);
 int vma_split_at(struct engine *e, int mm, uint64_t addr);
 
 

@@ -870,6 +870,15 @@ static void gen_frag(struct gen *g, int cpu, int pid)
 		OP0(g, OP_RCU_GP);
 }
 
+/* A held munmap (issue 20) frees its tables and flushes, after a grace period or not. */
+static bool gen_unshare_end(struct gen *g, int cpu)
+{
+	if (chance(g->c, 40))
+		OP0(g, OP_RCU_GP);
+	OP(g, OP_UNSHARE_END, (uint64_t)cpu);
+	return true;
+}
+
 static void gen_actor(struct gen *g)
 {
 	struct engine *e = g->e;
@@ -888,12 +897,8 @@ static void gen_actor(struct gen *g)
 			OP(g, OP_COLLAPSE_END, (uint64_t)cpu);
 			return;
 		}
-		if (e->cpus[cpu].actor == A_UNSHARE) { /* the held munmap frees its tables and flushes, after a grace period or not */
-			if (chance(g->c, 40))
-				OP0(g, OP_RCU_GP);
-			OP(g, OP_UNSHARE_END, (uint64_t)cpu);
+		if (e->cpus[cpu].actor == A_UNSHARE && gen_unshare_end(g, cpu))
 			return;
-		}
 		if (e->cpus[cpu].actor == A_FRAG) { /* the held page_table_free does its list work, after a grace period or not */
 			if (chance(g->c, 40))
 				OP0(g, OP_RCU_GP);

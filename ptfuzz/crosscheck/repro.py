@@ -98,7 +98,7 @@ def _window(rows: list[list]) -> tuple[int, int]:
     lies there, and every range outside it is refused, so MAP_FIXED never hits the program itself."""
     ranges = []
     for name, *args in rows:
-        if name in ("mmap", "shm_mmap", "munmap", "madvise"):
+        if name in ("mmap", "shm_mmap", "hugetlb_mmap", "munmap", "madvise"):
             ranges.append((args[1], args[2]))
         elif name == "fault":
             ranges.append((args[1], 1))
