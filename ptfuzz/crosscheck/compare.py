@@ -27,7 +27,7 @@ HOST_OPS = ("exec", "fork", "exit", "mmap", "shm_mmap", "hugetlb_mmap", "munmap"
 WINDOW = 0x200000000000
 WINDOW_SPAN = 3 << 30  # the generator's mappings in the first 1 GiB, its shared hugetlb ones (PUD-aligned) above
 # Shared hugetlb mappings (hugetlb_mmap): PUD-size, PUD-aligned, so that PMD tables are shared (want_pmd_share)
-HUGETLB_BASE, HUGETLB_SPAN = WINDOW + (1 << 30), 1 << 30
+HUGETLB_BASE, HUGETLB_SPAN = WINDOW + (1 << 30), 2 << 30
 # Huge pages crosscheck adds to the pool (vm.nr_hugepages) for hugetlb_mmap's faults, and gives back at the end:
 # a trace faults at most one huge page per operation, and the files are emptied between traces
 HUGETLB_POOL = 64
@@ -337,10 +337,26 @@ class HostGen:
         addr = HUGETLB_BASE + self.c.below(HUGETLB_SPAN // pud) * pud
         length = self.c.pick([pud, pud, pud, L.pmd * (1 + self.c.below(4))])
         pgoff = self.c.pick([0, 0, 0, pud // 2 // L.page, 1])
-        self.op("hugetlb_mmap", pid, addr, length, self.c.below(2), pgoff)
+        file = self.c.below(2)
+        self.op("hugetlb_mmap", pid, addr, length, file, pgoff)
         self.pids.setdefault(pid, []).append((addr, length, 2))
+        blocks = min(length, 8 * L.pmd) // L.pmd
         for _ in range(self.c.below(3)):  # the huge pages of a few of its blocks
-            self.op("fault", pid, addr + self.c.below(min(length, 8 * L.pmd) // L.pmd) * L.pmd, self.c.below(2))
+            self.op("fault", pid, addr + self.c.below(blocks) * L.pmd, self.c.below(2))
+        if self.c.chance(50):  # a second process with the same offsets: a forked child, or its own mapping
+            other = 1 + self.c.below(self.NPIDS + 1)
+            if other == pid:
+                return
+            if self.c.chance(50) or other not in self.pids:
+                self.op("fork", pid, other)
+                if other not in self.pids:
+                    self.pids[other] = list(self.pids.get(pid, []))
+                oaddr = addr
+            else:
+                oaddr = HUGETLB_BASE + self.c.below(HUGETLB_SPAN // pud) * pud
+                self.op("hugetlb_mmap", other, oaddr, length, file, pgoff)
+                self.pids[other].append((oaddr, length, 2))
+            self.op("fault", other, oaddr + self.c.below(blocks) * L.pmd, self.c.below(2))
 
     def do_mmap(self):
         pid, L = self.pid(), self.L
