@@ -56,6 +56,7 @@ enum knob {
 	K_FAULT_SEQ_SNAPSHOT, K_S2_UNMAP_YIELD_RECHECK, K_INVALID_SLOT_FAULT, K_USER_PT_WALK,
 	K_FRAG_RELEASE, /* Z4: s390.frag_release */
 	K_GUP_FAST_PMD_RECHECK, /* Z5: gup.fast_pmd_recheck (0 yes, 1 no) */
+	K_TLB_GATHER, /* issue 20: mm.tlb_gather (0 gather, 1 none) */
 	K_HUGETLB_UNSHARE_FLUSH, /* issue 20: hugetlb.unshare_flush */
 	K_NR
 };
@@ -479,6 +480,10 @@ struct engine {
 	struct cpu cpus[MAX_CPUS + 1]; /* the last one runs synchronous guest_fault */
 	struct tlb_entry tlb[MAX_CPUS][TLB_NR]; /* each cpu's TLB, oldest first, TLBE_NONE after the last */
 	uint32_t tlb_used;             /* entries in all TLBs: the post-step check looks only when there are some */
+	/* the mmu_gather a zap runs under (tlb_gather_mmu .. tlb_finish_mmu): what it frees on the way is freed after
+	 * its flush in the kernel, so the free-time check lets entries of that mm and range be; never open between
+	 * operations */
+	struct mmu_gather { int32_t mm; uint32_t active /* 1: open; 2: mm.tlb_gather=none */; uint64_t start, end; } gather;
 	struct vm vms[MAX_VMS];
 	bool sysctl_pgste;
 	uint64_t next_section;
@@ -595,9 +600,20 @@ int tlb_access(struct engine *e, int cpu, uint64_t pid, uint64_t addr, bool writ
 void flush_tlb_range(struct engine *e, int mm, uint64_t start, uint64_t end);
 void flush_tlb_page(struct engine *e, int mm, uint64_t addr);
 void flush_tlb_mm(struct engine *e, int mm);
-void tlb_finish_mmu_fullmm(struct engine *e, int mm);
+void tlb_gather_mmu(struct engine *e, int mm, uint64_t start, uint64_t end);
+void tlb_finish_mmu(struct engine *e);
 void tlb_forget_mm(struct engine *e, int mm);
 void tlb_check(struct engine *e);
+/* core/pool.c: the TLB side of a free (each data page and table page checked as it goes back) */
+bool tlb_entry_counts(const struct engine *e, const struct tlb_entry *t);
+void tlb_caching_cpus(const struct engine *e, uint8_t kind, uint64_t lo, uint64_t hi, char *buf, size_t cap);
+static inline int tlb_len(const struct engine *e, int cpu)
+{
+	int n = 0;
+	while (n < TLB_NR && e->tlb[cpu][n].kind != TLBE_NONE)
+		n++;
+	return n;
+}
 
 /* core/rcu.c */
 void rcu_enter(struct engine *e, int cpu);
@@ -631,6 +647,11 @@ struct walk_ctx {
 int pt_walk(struct engine *e, struct pgtable *pgt, const struct geom *g,
 	    uint64_t addr, uint64_t end, struct walker *w);
 uint64_t level_size(const struct geom *g, int level);
+/* the VA span a TLB entry maps (core/tlb.c, core/pool.c) */
+static inline uint64_t tlb_entry_span(const struct engine *e, const struct tlb_entry *t)
+{
+	return 1ull << e->geom.lv[t->level].shift; /* level_size, without a call into core/walk.c */
+}
 int child_level(const struct geom *g, int level);
 int level_for_size(const struct geom *g, uint64_t size);
 int pmd_level(const struct geom *g);

@@ -80,3 +80,68 @@ def test_the_digest_tells_tlb_contents_apart():
     assert len({d["none"], d["cpu0"], d["cpu1"]}) == 3
     # a missed access still caches the walk (the table entries it went through), as paging-structure caches do
     assert d["miss"] != d["none"]
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
+def test_fork_flushes_the_parents_writable_entries(arch):
+    """dup_mmap's flush_tlb_mm(oldmm): a store through the parent's cached writable entry after fork would bypass
+    COW; the flushed TLB walks to the write-protected PTE and faults (-14), and after the COW fault it is writable."""
+    ops = [["exec", 1, -1], ["mmap", 1, W, 2 * M, 0], ["fault", 1, W, 1], ["tlb_access", 0, 1, W, 1],
+           ["fork", 1, 2], ["tlb_access", 0, 1, W, 1], ["fault", 1, W, 1], ["tlb_access", 0, 1, W, 1]]
+    assert results(run(ops, arch=arch))[3:] == [0, 0, -14, 0, 0]
+
+
+def test_a_file_pmd_split_flushes_the_block():
+    """__split_huge_pmd_locked of a file PMD clears it with pmdp_huge_clear_flush: the cached 2 MiB translation goes
+    with it (the page stays in the page cache, so only the flush tells)."""
+    ops = [["exec", 1, -1], ["shm_mmap", 1, W, 2 * M, 0, 0], ["fault", 1, W, 1], ["madvise", 1, W, 2 * M, 1],
+           ["madvise", 1, W, 2 * M, 3], ["tlb_access", 0, 1, W + 0x3000, 0], ["split", 1, W],
+           ["tlb_access", 0, 1, W + 0x3000, 0]]
+    assert results(run(ops, arch="x86_64"))[5:] == [0, 0, -14]
+
+
+@pytest.mark.parametrize("knobs", [{}, {"mm.file_retract": "caller"}])
+def test_shmem_collapse_and_retract_flush_each_mm(knobs):
+    """collapse_file unmaps the old small pages from every mm (try_to_unmap_one's flush) and frees them; the caller's
+    and the other mapping's PTE tables go by pmdp_collapse_flush (v6.6: retract_page_tables for the others and
+    collapse_pte_mapped_thp for the caller; 6.1: the caller's collapse_and_free_pmd). Both cpus cached the walk."""
+    ops = [["exec", 1, -1], ["exec", 2, -1], ["shm_mmap", 1, W, 2 * M, 0, 0], ["shm_mmap", 2, W, 2 * M, 0, 0],
+           ["fault", 1, W, 1], ["fault", 2, W, 0], ["tlb_access", 0, 1, W, 0], ["tlb_access", 1, 2, W, 0],
+           ["madvise", 1, W, 2 * M, 1], ["madvise", 1, W, 2 * M, 3], ["rcu_gp"], ["tlb_access", 1, 2, W, 0]]
+    r = run(ops, arch="x86_64", knobs=knobs)
+    assert kind(r) is None, r.violation
+    assert results(r)[-1] == -14  # the other mapping's table was retracted, and its cpu no longer walks into it
+
+
+def test_s390_convert_late_flushes_the_segment_it_replaces():
+    """s390.pgste_decision=convert-late (v3.15-v4.5): vm_create copies each 2K PTE table into a full page and frees
+    the old one; the segment entry's exchange (pmdp_xchg: IDTE) flushes the walk that cached the old table."""
+    a = S390_BASE
+    ops = [["exec", 1, -1], ["mmap", 1, a, M, 0], ["fault", 1, a, 1], ["tlb_access", 0, 1, a, 0],
+           ["vm_create", 0, 1, 0], ["rcu_gp"], ["tlb_access", 0, 1, a, 0]]
+    r = run(ops, arch="s390", knobs={"s390.pgste_decision": "convert-late"})
+    assert results(r) == [0] * 7 and kind(r) is None
+
+
+@pytest.mark.parametrize("knobs,want", [({}, None), ({"mm.tlb_gather": "none"}, "pfn"),
+                                        ({"mm.tlb_gather": "none", "mm.table_free": "immediate"}, "pfn")])
+def test_without_mmu_gather_a_zap_frees_pages_a_tlb_still_translates_to(knobs, want):
+    ops = start("x86_64") + [["munmap", 1, W, 2 * M]]
+    r = run(ops, arch="x86_64", knobs=knobs)
+    assert (kind(r), want) in ((None, None), ("stale-tlb", "pfn"))
+    if want:
+        assert r.violation.op_index == 4 and "cpu 0 still caches a translation" in r.violation.message
+
+
+@pytest.mark.parametrize("table_free,want", [("rcu", None), ("immediate", "table page")])
+def test_without_mmu_gather_only_rcu_table_free_keeps_a_table_from_a_walk_cache(table_free, want):
+    """A missed access caches the walk (no page); munmap frees the PTE table: at once with mm.table_free=immediate,
+    under cpu 0's walk cache; after a grace period (after the flush) with RCU table freeing."""
+    ops = [["exec", 1, -1], ["mmap", 1, W, 2 * M, 0], ["fault", 1, W, 0], ["tlb_access", 0, 1, W + 0x1000, 0],
+           ["munmap", 1, W, 2 * M], ["rcu_gp"]]
+    r = run(ops, arch="x86_64", knobs={"mm.tlb_gather": "none", "mm.table_free": table_free})
+    assert results(r)[3] == -14
+    if want:
+        assert kind(r) == "stale-tlb" and r.violation.message.startswith(want) and r.violation.op_index == 4
+    else:
+        assert kind(r) is None

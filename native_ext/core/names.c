@@ -191,6 +191,12 @@ const struct knob_def knob_defs[K_NR] = {
 		"the page succeeds and the collapse copies the page away from it: the design before 70cbc3cc78a9 "
 		"\"mm: gup: fix the fast GUP race against THP collapse\" (v6.0). Reachable with mm.collapse_gup_sync=none "
 		"(before v6.1), whose collapse does not wait for the IRQs-off walker" },
+	[K_TLB_GATHER] = { "mm.tlb_gather", { "gather", "none" }, ALL,
+		"none: a zap (munmap, MADV_DONTNEED, exit) frees each page and table as it clears it and flushes the "
+		"range once at the end, with no mmu_gather to hold the frees until after the flush: another cpu's "
+		"TLB or walk cache may then still translate to a page or into a table already given back. The design "
+		"mmu_gather (tlb_gather_mmu / tlb_finish_mmu, tlb_remove_page, tlb_remove_table) exists to exclude; "
+		"not a Linux release" },
 	[K_HUGETLB_UNSHARE_FLUSH] = { "hugetlb.unshare_flush", { "fixed", "before-a4a118f2eead" }, KVM_ARCHES,
 		"before-a4a118f2eead: __unmap_hugepage_range does not flush the TLB after a huge_pmd_unshare (no "
 		"tlb_flush_pmd_range, no force_flush): the unmapping mm's entries for the shared PMD table stay cached "

@@ -1,4 +1,5 @@
 /* core/pool.c: table pages with generations, data pages, and the one entry-write path the oracle watches. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "ptf.h"
@@ -15,6 +16,63 @@ struct tref tref_from_phys(struct engine *e, uint64_t phys)
 	t.half = (phys >> 11) & 1;
 	t.gen = e->blocks[blk].gen[t.half];
 	return t;
+}
+
+/* ---- the TLB side of a free (core/tlb.c holds the TLBs): mmu_gather's rule, flush before free ---- */
+
+/* An entry that counts: of an mm not torn down, and not one an open mmu_gather will flush before its frees. */
+bool tlb_entry_counts(const struct engine *e, const struct tlb_entry *t)
+{
+	if (e->mms[t->mm].dead || !e->mms[t->mm].used)
+		return false;
+	const struct mmu_gather *g = &e->gather;
+	if (g->active != 1 || g->mm != t->mm)
+		return true;
+	uint64_t end = t->va + tlb_entry_span(e, t);
+	return !(t->va < g->end && (end > g->start || end < t->va));
+}
+
+/* The cpus caching an entry like t (same kind and target) that counts, as "0,3" (empty: none). */
+void tlb_caching_cpus(const struct engine *e, uint8_t kind, uint64_t lo, uint64_t hi, char *buf, size_t cap)
+{
+	size_t n = 0;
+	buf[0] = 0;
+	for (int o = 0; o < MAX_CPUS; o++)
+		for (int j = 0, l = tlb_len(e, o); j < l; j++) {
+			const struct tlb_entry *u = &e->tlb[o][j];
+			uint64_t ulo = u->target, uhi = kind == TLBE_LEAF ? ulo + (tlb_entry_span(e, u) >> 12) : ulo + 1;
+			if (u->kind == kind && ulo < hi && uhi > lo && tlb_entry_counts(e, u) && n + 4 < cap) {
+				n += (size_t)snprintf(buf + n, cap - n, "%s%d", n ? "," : "", o);
+				break;
+			}
+		}
+}
+
+/* At the free of a data page (the compound going back): the cpus whose TLB still translates to it. */
+static void tlb_check_free_page(struct engine *e, const struct compound *c)
+{
+	if (!e->tlb_used || e->viol)
+		return;
+	char cpus[96];
+	tlb_caching_cpus(e, TLBE_LEAF, c->pfn, c->pfn + cpd_nr(c), cpus, sizeof(cpus));
+	if (cpus[0])
+		violate_at(e, V_STALE_TLB, &(struct viol_focus){ .has = VF_PFN, .pfn = c->pfn },
+			   "pfn 0x%llx is freed while cpu %s still caches a translation to it: no flush reached it first",
+			   (unsigned long long)c->pfn, cpus);
+}
+
+/* At the release of a table page: the cpus whose walk cache still points into it. */
+static void tlb_check_free_table(struct engine *e, int32_t blk)
+{
+	if (!e->tlb_used || e->viol)
+		return;
+	char cpus[96];
+	uint64_t phys = tref_phys((struct tref){ blk, 0, 0 });
+	tlb_caching_cpus(e, TLBE_TABLE, phys, phys + (1u << 14), cpus, sizeof(cpus));
+	if (cpus[0])
+		violate_at(e, V_STALE_TLB, &(struct viol_focus){ .has = VF_TABLE, .table = phys },
+			   "table page 0x%llx is freed while cpu %s still caches a walk entry pointing into it: no flush "
+			   "reached its walk cache first", (unsigned long long)phys, cpus);
 }
 
 bool tref_alive(struct engine *e, struct tref t)
@@ -124,6 +182,7 @@ void block_release(struct engine *e, int32_t id)
 		violate_at(e, V_ENGINE_ASSERT, &(struct viol_focus){ .has = VF_TABLE, .table = tref_phys((struct tref){ id, 0, 0 }) },
 			   "PMD table at 0x%llx freed with PTE tables still deposited in it",
 			(unsigned long long)tref_phys((struct tref){ id, 0, 0 }));
+	tlb_check_free_table(e, id);
 	e->st.pages_in_use -= b->pages;
 	e->frag_dirty = e->gmap_dirty = true;
 	free(b->mem);
@@ -256,6 +315,7 @@ void data_put(struct engine *e, uint64_t pfn)
 	if (--c->mapcount > 0)
 		return;
 	c->freed = 1;
+	tlb_check_free_page(e, c);
 	e->st.data_pages -= cpd_nr(c);
 	emit(e, EV_DATA_FREE, c->pfn, cpd_nr(c), 0, 0);
 	if (c->live > 0)

@@ -11,19 +11,6 @@
 #include <string.h>
 #include "ptf.h"
 
-static uint64_t entry_span(const struct engine *e, const struct tlb_entry *t)
-{
-	return level_size(&e->geom, t->level);
-}
-
-static int tlb_len(const struct engine *e, int cpu)
-{
-	int n = 0;
-	while (n < TLB_NR && e->tlb[cpu][n].kind != TLBE_NONE)
-		n++;
-	return n;
-}
-
 /* Drop the entries drop() picks, the others keeping their order. */
 static void tlb_filter(struct engine *e, bool (*drop)(const struct engine *, const struct tlb_entry *, const void *),
 		       const void *arg)
@@ -52,7 +39,7 @@ static bool flush_drop(const struct engine *e, const struct tlb_entry *t, const 
 	const struct flush_arg *a = arg;
 	if (t->mm != a->mm)
 		return false;
-	uint64_t end = t->va + entry_span(e, t);
+	uint64_t end = t->va + tlb_entry_span(e, t);
 	return t->va < a->end && (end > a->start || end < t->va);
 }
 
@@ -75,14 +62,23 @@ void flush_tlb_mm(struct engine *e, int mm)
 	flush_tlb_range(e, mm, 0, ~0ull);
 }
 
-/* tlb_finish_mmu of exit_mmap (fullmm): the whole mm. arm64's v6.6 tlb_flush skips a fullmm flush that freed no
- * table ("the ASID allocator won't reallocate our ASID without invalidating the entire TLB"), so an mmu_gather
- * batch flushed inside unmap_vmas frees pages that a retired ASID's leaf entries still name; exit_mmap's
- * free_pgtables then frees tables and the final flush is flush_tlb_mm. Between operations that is the whole mm on
- * every arch; tlb_check leaves a torn-down mm's entries alone (a dead ASID or PCID translates nothing). */
-void tlb_finish_mmu_fullmm(struct engine *e, int mm)
+/* tlb_gather_mmu .. tlb_finish_mmu around a zap (unmap_region, zap_page_range_single, exit_mmap: fullmm is the
+ * whole mm): the pages and tables the zap frees go back after the flush of its range (tlb_batch_pages_flush and
+ * tlb_table_flush follow tlb_flush_mmu_tlbonly), so the free-time check does not count entries the flush will
+ * drop. arm64's v6.6 fullmm tlb_flush flushes only when tables were freed ("the ASID allocator won't reallocate
+ * our ASID without invalidating the entire TLB"): a batch flushed inside exit's unmap_vmas frees pages a retired
+ * ASID still names, which the checks allow for a torn-down mm; the final flush is flush_tlb_mm. */
+void tlb_gather_mmu(struct engine *e, int mm, uint64_t start, uint64_t end)
 {
-	flush_tlb_mm(e, mm);
+	/* mm.tlb_gather=none: the range is remembered for the final flush, but nothing waits for it */
+	e->gather = (struct mmu_gather){ mm, e->knob[K_TLB_GATHER] == 0 ? 1u : 2u, start, end };
+}
+
+void tlb_finish_mmu(struct engine *e)
+{
+	if (e->gather.active)
+		flush_tlb_range(e, e->gather.mm, e->gather.start, e->gather.end);
+	memset(&e->gather, 0, sizeof(e->gather));
 }
 
 void tlb_forget_mm(struct engine *e, int mm)
@@ -139,7 +135,7 @@ static int hw_walk(struct engine *e, int cpu, int mm, uint64_t addr, bool write)
 	const struct tlb_entry *wc = NULL;
 	for (int i = 0; i < len; i++) {
 		const struct tlb_entry *t = &e->tlb[cpu][i];
-		if (t->kind == TLBE_TABLE && t->mm == mm && t->va == (addr & ~(entry_span(e, t) - 1)) &&
+		if (t->kind == TLBE_TABLE && t->mm == mm && t->va == (addr & ~(tlb_entry_span(e, t) - 1)) &&
 		    (!wc || t->level > wc->level))
 			wc = t;
 	}
@@ -194,7 +190,7 @@ int tlb_access(struct engine *e, int cpu, uint64_t pid, uint64_t addr, bool writ
 	int len = tlb_len(e, cpu);
 	for (int i = 0; i < len; i++) {
 		const struct tlb_entry *t = &e->tlb[cpu][i];
-		if (t->kind != TLBE_LEAF || t->mm != mm || addr < t->va || addr - t->va >= entry_span(e, t) ||
+		if (t->kind != TLBE_LEAF || t->mm != mm || addr < t->va || addr - t->va >= tlb_entry_span(e, t) ||
 		    (write && !t->write))
 			continue;
 		uint64_t pfn = t->target + ((addr - t->va) >> 12);
@@ -218,21 +214,14 @@ void tlb_check(struct engine *e)
 		int len = tlb_len(e, c);
 		for (int i = 0; i < len; i++) {
 			const struct tlb_entry *t = &e->tlb[c][i];
-			if (e->mms[t->mm].dead || !e->mms[t->mm].used)
+			if (!tlb_entry_counts(e, t))
 				continue;
 			bool leaf = t->kind == TLBE_LEAF;
 			if (leaf ? !leaf_page_freed(e, t->target) : !table_freed(e, t))
 				continue;
-			char cpus[96] = "";
-			size_t n = 0;
-			for (int o = 0; o < MAX_CPUS; o++)
-				for (int j = 0, l = tlb_len(e, o); j < l; j++) {
-					const struct tlb_entry *u = &e->tlb[o][j];
-					if (u->kind == t->kind && u->target == t->target && n < sizeof(cpus) - 4) {
-						n += (size_t)snprintf(cpus + n, sizeof(cpus) - n, "%s%d", n ? "," : "", o);
-						break;
-					}
-				}
+			char cpus[96];
+			uint64_t lo = t->target, hi = lo + 1;
+			tlb_caching_cpus(e, t->kind, lo, hi, cpus, sizeof(cpus));
 			if (leaf)
 				violate_at(e, V_STALE_TLB, &(struct viol_focus){ .has = VF_PFN | VF_MM | VF_HVA,
 					   .pfn = t->target, .mm = t->mm, .hva = t->va },

@@ -101,11 +101,12 @@ void zap_page_range_single(struct engine *e, int mm, const struct vma *v, uint64
 	uint64_t ns = start, ne = end;
 	adjust_range_if_pmd_sharing_possible(e, v, &ns, &ne); /* the notifier's range only */
 	mmu_notifier_invalidate_range(e, mm, ns, ne);
+	tlb_gather_mmu(e, mm, start, end);
 	unmap_hugepage_vma(e, mm, v, start, end); /* a shared hugetlb VMA: unshare, zap */
 	unmap_range(e, mm, start, end, false);
 	if (e->knob[K_PT_RECLAIM] == 1 && !(v->flags & VMA_HUGETLB) && !e->viol)
 		reclaim_pt(e, mm, start, end);
-	flush_tlb_range(e, mm, start, end); /* tlb_finish_mmu */
+	tlb_finish_mmu(e);
 }
 
 /* do_anonymous_page: the zero page for a read (unless mm_forbids_zeropage), else a new page; a new page

@@ -12,11 +12,12 @@ void exit_mmap(struct engine *e, int mm)
 	/* unmap_vmas + free_pgtables, VMA by VMA: only tables under some VMA exist */
 	int n = m->nvma;
 	m->nvma = 0;
+	tlb_gather_mmu(e, mm, 0, ~0ull); /* fullmm */
 	for (int i = 0; i < n && !e->viol; i++) {
 		unmap_hugepage_vma(e, mm, &m->vmas[i], m->vmas[i].start, m->vmas[i].end); /* unshare, zap */
 		unmap_range(e, mm, m->vmas[i].start, m->vmas[i].end, true);
 	}
-	tlb_finish_mmu_fullmm(e, mm);
+	tlb_finish_mmu(e);
 	m->dead = true;
 	e->frag_dirty = e->gmap_dirty = true;
 }
@@ -179,8 +180,9 @@ static int do_vmi_align_munmap(struct engine *e, int mm, uint64_t start, uint64_
 	m->nvma = w;
 	if (held)
 		return 0; /* stopped before free_pgtables (unshare_hold): unshare_end does the rest */
+	tlb_gather_mmu(e, mm, start, end); /* unmap_region */
 	unmap_range(e, mm, start, end, true);
-	flush_tlb_range(e, mm, start, end); /* unmap_region's tlb_finish_mmu, before the pages and tables go */
+	tlb_finish_mmu(e);
 	return 0;
 }
 
@@ -342,8 +344,9 @@ int unshare_end(struct engine *e, int cpu)
 		return -EINVAL;
 	if (c->walk_done) {
 		int mm = c->mm;
+		tlb_gather_mmu(e, mm, c->addr, c->hva);    /* unmap_region's, open since before unmap_vmas */
 		unmap_range(e, mm, c->addr, c->hva, true); /* free_pgtables: the leaves went in unmap_vmas */
-		flush_tlb_range(e, mm, c->addr, c->hva);   /* tlb_finish_mmu */
+		tlb_finish_mmu(e);
 		mmdrop(e, mm);
 	}
 	c->actor = A_NONE;
