@@ -599,7 +599,8 @@ static void gen_hugetlb(struct gen *g)
 
 static void gen_shm(struct gen *g)
 {
-	if (g->p->hugetlb_shared && chance(g->c, 40))
+	/* s390 shares no PMD tables: its shared memory stays shmem (what M1 needs) */
+	if (g->p->hugetlb_shared && g->e->arch != ARCH_S390 && chance(g->c, 40))
 		gen_hugetlb(g);
 	else
 		gen_shm_for(g, pick_pid(g), NULL, NULL);
