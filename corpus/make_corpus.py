@@ -525,6 +525,17 @@ X86 = {
         "(unmap_mapping_range: i_mmap_rwsem for read, no folio lock) reads that pmd; collapse_pte_mapped_thp without "
         "i_mmap_rwsem for write frees the table at once; the zap takes the freed table's lock. Fixed (full), the "
         "collapse waits for the zap's i_mmap_rwsem (-16)"),
+    "regressions/x86_64/stale-tlb-z11": ([
+        ["exec", 1, -1], ["mmap", 1, T, 2 * M, 0], ["fault", 1, T, 1], ["rmap_begin", 0, 1, T], ["mremap_hold", 1],
+        ["mremap", 1, T, 2 * M, T + 2 * M, 2 * M], ["tlb_access", 2, 1, T + 2 * M, 0], ["rmap_commit", 0],
+    ], {"mremap.move_pgt_rmap": "read"}, "stale-tlb",
+        "Z11 (97113eb39fa7, v5.14): an rmap walker (try_to_unmap) holds the anon_vma for read and the PTE table at T "
+        "(its lock, after its pmd recheck); mremap moves the block's whole PTE table to T + 2M (move_normal_pmd, "
+        "under the pmd locks only) without the rmap locks, as copy_vma made a new VMA (need_rmap_locks false), and "
+        "flushes the old range; a thread on cpu 2 reads T + 2M through the moved table and caches the translation; "
+        "the walker clears the pte and flushes T only (ptep_clear_flush), and the page is freed: cpu 2 still "
+        "translates to it (stale-tlb). Fixed (write), the table move takes the anon_vma for write and waits for the "
+        "walker (-16). The move is held before its old range's unmap (mremap_hold), which would wait for the walker too"),
     **X86_ZOO,  # issue 19's KVM zoo rows
 }
 

@@ -25,7 +25,7 @@
 /*
  * ptfuzz_ops.h: what each host operation of a trace does on a real kernel, shared by the crosscheck helper
  * (ptfuzz_host.c, which answers a line protocol) and the standalone reproducers `ptfuzz repro-c` writes (which
- * inline this file): one definition of exec, fork, exit, mmap, shm_mmap, munmap, madvise and fault, and of the
+ * inline this file): one definition of exec, fork, exit, mmap, shm_mmap, munmap, madvise, fault and mremap, and of the
  * page-table figures measured after them. crosscheck --kvm's helper (ptfuzz_kvm.c) runs its processes with it
  * too, with ptfuzz_kvm_ops.h's VM operations on top.
  *
@@ -145,7 +145,7 @@ struct ptf_pm_scan_arg {
 enum { M_NONE, M_SCAN, M_KPF };
 static const char *const method_names[] = {"none", "scan", "kpageflags"};
 
-enum { C_MMAP = 1, C_SHM, C_MUNMAP, C_MADVISE, C_FAULT, C_FIGURES, C_FORK, C_VMPTE, C_PROBE, C_HMMAP };
+enum { C_MMAP = 1, C_SHM, C_MUNMAP, C_MADVISE, C_FAULT, C_FIGURES, C_FORK, C_VMPTE, C_PROBE, C_MREMAP, C_HMMAP };
 
 struct req {
     uint32_t op, pad;
@@ -686,6 +686,16 @@ static int do_mmap(uint64_t addr, uint64_t len, uint64_t flags)
 
 /* A reply of n bytes to the root with up to two fds passed along (SCM_RIGHTS); the process leaves when the root
  * is gone. */
+/* mremap(old_addr, old_len, new_len, flags, new_addr) as the trace means it (docs/trace-format.md): new_addr ==
+ * old_addr resizes in place (flags 0), any other new_addr moves there (MREMAP_MAYMOVE | MREMAP_FIXED). 0 or -errno. */
+static int do_mremap(uint64_t old_addr, uint64_t old_len, uint64_t new_addr, uint64_t new_len)
+{
+    int flags = new_addr == old_addr ? 0 : MREMAP_MAYMOVE | MREMAP_FIXED;
+    void *p = (void *)syscall(SYS_mremap, (unsigned long)old_addr, (unsigned long)old_len, (unsigned long)new_len,
+                              (unsigned long)flags, (unsigned long)new_addr);
+    return p == MAP_FAILED ? -errno : 0;
+}
+
 static void send_fds(const void *buf, size_t n, const int *fds, int nfds)
 {
     struct iovec iov = {(void *)buf, n};
@@ -1082,6 +1092,9 @@ static void child_loop(void)
             break;
         case C_MADVISE:
             reply_r(err(madvise(addr, r.a[1], advices[r.a[2]])));
+            break;
+        case C_MREMAP: /* the trace's mremap: in place (flags 0) when new_addr == old_addr, else MAYMOVE|FIXED */
+            reply_r(do_mremap(r.a[0], r.a[1], r.a[2], r.a[3]));
             break;
         case C_FAULT:
             reply_r(touch(r.a[0], (int)r.a[1], (uint32_t)r.a[2], NULL));
@@ -1524,7 +1537,8 @@ static void detect(void)
 /* One host operation of a trace, run for real: exec PID, fork PARENT CHILD, exit PID, mmap PID ADDR LEN FLAGS
  * (bit0 MADV_HUGEPAGE, bit1 hugetlb PMD_SIZE, bit2 hugetlb PUD_SIZE), shm_mmap PID ADDR LEN OBJ PGOFF,
  * munmap PID ADDR LEN, madvise PID ADDR LEN ADVICE (0 DONTNEED, 1 HUGEPAGE, 2 NOHUGEPAGE, 3 COLLAPSE),
- * fault PID ADDR WRITE [STAMP] (a nonzero STAMP: a write stores it as 32 bits at ADDR & ~3). Returns 0 or
+ * fault PID ADDR WRITE [STAMP] (a nonzero STAMP: a write stores it as 32 bits at ADDR & ~3), mremap PID OLD_ADDR
+ * OLD_LEN NEW_ADDR NEW_LEN (in place when NEW_ADDR == OLD_ADDR, else MAYMOVE|FIXED). Returns 0 or
  * -errno, or PTF_FAIL (with ptf_err) when it cannot be performed here. */
 static long long ptf_host_op(const char *name, const uint64_t *a)
 {
@@ -1588,6 +1602,17 @@ static long long ptf_host_op(const char *name, const uint64_t *a)
         if (a[3] > 3)
             return ptf_fail("madvise: advice %llu is not 0..3", (unsigned long long)a[3]);
         op = C_MADVISE;
+    } else if (!strcmp(name, "mremap")) {
+        /* both ranges in the window: the old one is unmapped or moved, the new one replaced */
+        if (!in_window(a[1], a[2] ? a[2] : 1) || !in_window(a[3], a[4] ? a[4] : 1))
+            return ptf_fail("mremap: [%#llx, +%#llx) -> [%#llx, +%#llx) is outside " WIN_TEXT,
+                            (unsigned long long)a[1], (unsigned long long)a[2], (unsigned long long)a[3],
+                            (unsigned long long)a[4]);
+        if (a[4] > MAX_MAP)
+            return ptf_fail("mremap: length %llu exceeds the helper's limit of 64 GiB", (unsigned long long)a[4]);
+        if (send_req(s, C_MREMAP, a[1], a[2], a[3], a[4]))
+            return lost(s, name);
+        return relay_result(s, name);
     } else if (!strcmp(name, "fault")) {
         if (a[2] > 1)
             return ptf_fail("fault: write %llu is not 0..1", (unsigned long long)a[2]);

@@ -300,6 +300,24 @@ static int op_tlb_access(struct engine *e, const uint64_t *a)
 	return tlb_access(e, (int)a[0], a[1], a[2], a[3] != 0);
 }
 
+/* mremap(pid, old_addr, old_len, new_addr, new_len): MREMAP_MAYMOVE | MREMAP_FIXED to new_addr, or in place
+ * (flags 0: shrink or grow where it is) when new_addr == old_addr */
+static int op_mremap(struct engine *e, const uint64_t *a)
+{
+	int mm = proc_mm(e, a[0]);
+	return mm < 0 ? mm : sys_mremap(e, mm, a[1], a[2], a[4], a[3], a[3] != a[1]);
+}
+
+static int op_mremap_hold(struct engine *e, const uint64_t *a)
+{
+	return mremap_hold(e, (int)a[0]);
+}
+
+static int op_mremap_end(struct engine *e, const uint64_t *a)
+{
+	return mremap_end(e, (int)a[0]);
+}
+
 static int op_vm_create(struct engine *e, const uint64_t *a)
 {
 	return kvm_create_vm(e, a[0], a[1], a[2]);
@@ -358,6 +376,7 @@ static const struct op_handler {
 	[OP_FRAG_HOLD] = { op_frag_hold, true }, [OP_FRAG_END] = { op_frag_end, true },
 	[OP_WALK_PIN] = { op_walk_pin, true }, [OP_COLLAPSE_HOLD] = { op_collapse_hold, true },
 	[OP_COLLAPSE_END] = { op_collapse_end, true }, [OP_TLB_ACCESS] = { op_tlb_access, true },
+	[OP_MREMAP] = { op_mremap }, [OP_MREMAP_HOLD] = { op_mremap_hold, true }, [OP_MREMAP_END] = { op_mremap_end, true },
 	[OP_HUGETLB_MMAP] = { op_hugetlb_mmap }, [OP_UNSHARE_HOLD] = { op_unshare_hold, true },
 	[OP_UNSHARE_END] = { op_unshare_end, true },
 };
@@ -408,6 +427,9 @@ static void actors_abandon(struct engine *e)
 			unshare_end(e, cpu);
 		c->rcu_nest = 0;
 	}
+	for (int cpu = 0; cpu < MAX_CPUS; cpu++) /* a held mremap unmaps its old range once the walkers are gone */
+		if (e->cpus[cpu].actor == A_MREMAP)
+			mremap_end(e, cpu);
 }
 
 /* The release of an engine on the heap: ptf_fini, then its memory (its ELF table is its owner's). */

@@ -33,6 +33,7 @@ enum opcode {
 	OP_FRAG_HOLD, OP_FRAG_END, /* Z4: s390 page_table_free stopped inside mm->context.lock */
 	OP_WALK_PIN, OP_COLLAPSE_HOLD, OP_COLLAPSE_END, /* Z5: GUP-fast's grab, collapse_huge_page stopped before its copy */
 	OP_TLB_ACCESS, /* issue 20: a user access on a cpu, through (and filling) its TLB */
+	OP_MREMAP, OP_MREMAP_HOLD, OP_MREMAP_END, /* issue 20: mremap, and a move stopped before its old range's unmap */
 	OP_HUGETLB_MMAP, /* issue 20: MAP_SHARED of a hugetlbfs file (PMD sharing) */
 	OP_UNSHARE_HOLD, OP_UNSHARE_END, /* issue 20: a munmap that unshared a hugetlb PMD stopped before free_pgtables */
 	OP_NR
@@ -57,6 +58,8 @@ enum knob {
 	K_FRAG_RELEASE, /* Z4: s390.frag_release */
 	K_GUP_FAST_PMD_RECHECK, /* Z5: gup.fast_pmd_recheck (0 yes, 1 no) */
 	K_TLB_GATHER, /* issue 20: mm.tlb_gather (0 gather, 1 none) */
+	K_MREMAP_MOVE_PGT_RMAP, /* issue 20: mremap.move_pgt_rmap */
+	K_MREMAP_MULTI_VMA,     /* mremap.move_multi_vma (0 no: v6.6, 1 yes: 6.17+) */
 	K_HUGETLB_UNSHARE_FLUSH, /* issue 20: hugetlb.unshare_flush */
 	K_NR
 };
@@ -70,6 +73,7 @@ enum { UY_YES, UY_NO };                   /* kvm.s2_unmap_yield_recheck */
 enum { IS_RETRY, IS_MMIO };               /* kvm.invalid_slot_fault */
 enum { UW_IRQS_OFF, UW_UNPROTECTED };     /* kvm.user_pt_walk */
 enum { FR_FIXED, FR_PRE_C2C224932FD0 }; /* s390.frag_release (Z4) */
+enum { MR_WRITE, MR_READ };             /* mremap.move_pgt_rmap: 97113eb39fa7 (v5.14) and before it */
 enum { UF_FIXED, UF_PRE_A4A118F2EEAD }; /* hugetlb.unshare_flush (issue 20) */
 
 struct knob_def {
@@ -287,11 +291,14 @@ struct held_lock { uint8_t cls, mode, pad[6]; uint64_t id, lo, hi; };
  * __collapse_huge_page_copy (collapse_hold .. collapse_end): walk_done = held, mm, addr = the block, pmd_tbl and
  * pmd_idx = the cleared pmd, tbl = the PTE table, pfn = the new THP's head, seq = the index of the operation it
  * stopped (compared with the running one's only, like inval_op). */
+/* A_MREMAP (issue 20): move_vma stopped after move_page_tables, before the old range's unmap (mremap_hold ..
+ * mremap_end): walk_done = held, mm, addr and size = the old range, [gpa, hva) = the source VMA, pfn and folio =
+ * the new range's address and length (both VMAs write-locked), seq = the index of the operation it stopped. */
 /* A_UNSHARE (issue 20): a munmap of shared hugetlb VMAs stopped after unmap_vmas (where __unmap_hugepage_range
  * unshared a PMD table and dropped i_mmap_rwsem), before free_pgtables and tlb_finish_mmu (unshare_hold ..
  * unshare_end, mm/hugetlb.c): walk_done = held, mm, addr .. hva = the munmap range, gpa .. size = the range its
  * tlb_finish_mmu flushes, seq = the index of the operation it stopped. */
-enum actor_kind { A_NONE, A_WALK, A_RMAP, A_GFAULT, A_INVAL, A_FRAG, A_COLLAPSE, A_UNSHARE };
+enum actor_kind { A_NONE, A_WALK, A_RMAP, A_GFAULT, A_INVAL, A_FRAG, A_COLLAPSE, A_MREMAP, A_UNSHARE };
 struct cpu {
 	int rcu_nest;
 	uint64_t section;   /* id of the current (or last) outermost section */
@@ -401,6 +408,7 @@ struct mm_ops {
 	uint64_t (*init_new_context)(const struct engine *e, const struct mm *m); /* asce_limit; NULL: TASK_SIZE */
 	bool (*gup_fast_permitted)(const struct engine *e, int mm, uint64_t addr); /* NULL: always */
 	bool pgste;                /* page tables may carry PGSTEs (s390): alloc_pgste and its decisions apply */
+	bool have_move_pmd, have_move_pud; /* CONFIG_HAVE_MOVE_PMD / _PUD: mremap moves whole tables (x86, arm64) */
 	int pgd_top;               /* the top level of a new mm's pgd (s390: a 3-level region-third table) */
 	int elf_machine;           /* e_machine binfmt_elf's elf_check_arch accepts */
 	bool elf_big_endian;
@@ -718,6 +726,11 @@ int walk_pin(struct engine *e, int cpu);
 int collapse_hold(struct engine *e, int cpu);
 int collapse_end(struct engine *e, int cpu);
 int collapse_window_wait(struct engine *e, uint64_t opcode);
+/* mm/mremap.c (issue 20) */
+int sys_mremap(struct engine *e, int mm, uint64_t addr, uint64_t old_len, uint64_t new_len, uint64_t new_addr,
+	       bool fixed);
+int mremap_hold(struct engine *e, int cpu);
+int mremap_end(struct engine *e, int cpu);
 /* mm/mmap.c: the munmap that unshared a hugetlb PMD table, held before free_pgtables (issue 20) */
 int unshare_hold(struct engine *e, int cpu);
 int unshare_end(struct engine *e, int cpu);

@@ -92,6 +92,12 @@ CHANGES: tuple[Change, ...] = (
     Change("kvm.memslot_access_ok", "user-ptr-max", "6.12", "",
            "x86: fix user address masking non-canonical speculation issue", arches=("x86_64",), verified=False,
            after="6.6", note="first release from the patch's date; commit and backports not identified"),
+    # mremap's multi-VMA move and its earlier checks: Lorenzo Stoakes' series "mm/mremap: permit mremap() move of
+    # multiple VMAs" (v3 of 2025-07-11; with "mm/mremap: check remap conditions earlier" and "mm/mremap: move
+    # remap_is_valid() into check_prep_vma()"), in mm trees during the 6.17 merge window; seen on a 6.18.y host by
+    # `ptfuzz crosscheck`. The mainline commit id is not identified here (the mm-unstable ids differ), so flagged.
+    Change("mremap.move_multi_vma", "yes", "6.17", "", "mm/mremap: permit mremap() move of multiple VMAs",
+           verified=False, after="6.6", note="series merged for 6.17 by its dates; mainline id not identified"),
     # No Change for two knobs `crosscheck --kvm --kernel` found (docs/knobs.md):
     # - arm64.task_size_max=52 is a build option (CONFIG_ARM64_VA_BITS=52 on a CPU running 48-bit VA: access_ok's
     #   TASK_SIZE_MAX is 2^52), Debian's 4K/16K arm64 kernels from 6.12 on; no release has it by default.

@@ -78,7 +78,8 @@ def test_each_release_gains_its_changes_in_order():
             "6.16": {"s390.pt_alloc": "full-page", "mm.file_pmd_nohuge": "ptes", "mm.huge_zero_wp": "thp",
                      "mm.merge_unfaulted": "yes"},
             "6.18": {"s390.pt_alloc": "full-page", "mm.file_pmd_nohuge": "ptes", "mm.huge_zero_wp": "thp",
-                     "mm.merge_unfaulted": "yes", "mm.collapse_readonly": "yes", "mm.collapse_pmd_alloc": "yes"}}
+                     "mm.merge_unfaulted": "yes", "mm.collapse_readonly": "yes", "mm.collapse_pmd_alloc": "yes",
+                     "mremap.move_multi_vma": "yes"}}
     for version, knobs in want.items():
         assert releases.preset("s390", version).knobs == knobs, version
 

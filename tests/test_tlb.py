@@ -2,7 +2,7 @@
 translation away flushes it before the page or table is freed, and the digest tells TLB contents apart."""
 import pytest
 
-from conftest import M, W, kind, results, run
+from conftest import M, W, events_at, kind, results, run
 
 ARCHES = ["x86_64", "arm64", "s390"]
 S390_BASE = 0x10000000
@@ -145,3 +145,30 @@ def test_without_mmu_gather_only_rcu_table_free_keeps_a_table_from_a_walk_cache(
         assert kind(r) == "stale-tlb" and r.violation.message.startswith(want) and r.violation.op_index == 4
     else:
         assert kind(r) is None
+
+
+@pytest.mark.parametrize("knobs,retracted", [({}, 2), ({"mm.file_retract": "caller"}, 1)])
+def test_retracted_tables_are_flushed_from_the_walk_caches(knobs, retracted):
+    """Both mappings' PTE tables are empty (DONTNEED) but cached by a missed access's walk; the collapse retracts
+    them (v6.6: retract_page_tables for the other mm, collapse_pte_mapped_thp for the caller; 6.1: only the
+    caller's, collapse_and_free_pmd) with pmdp_collapse_flush, the only flush that reaches those walk entries
+    (no page is unmapped); the tables go after a grace period."""
+    ops = [["exec", 1, -1], ["exec", 2, -1], ["shm_mmap", 1, W, 2 * M, 0, 0], ["shm_mmap", 2, W, 2 * M, 0, 0],
+           ["fault", 2, W, 0], ["madvise", 2, W, 0x1000, 0], ["tlb_access", 1, 2, W, 0],
+           ["fault", 1, W + 0x1000, 1], ["madvise", 1, W + 0x1000, 0x1000, 0], ["tlb_access", 0, 1, W + 0x1000, 0],
+           ["madvise", 1, W, 2 * M, 1], ["madvise", 1, W, 2 * M, 3], ["rcu_gp"]]
+    r = run(ops, arch="x86_64", knobs=knobs)
+    assert kind(r) is None, r.violation
+    assert len(events_at(r, 11, 17)) == retracted  # EV_RETRACT
+
+
+def test_collapse_pte_mapped_thp_flushes_the_table_it_takes_away():
+    """A page-cache THP mapped by PTEs (mm.file_pmd_nohuge=ptes in a NOHUGEPAGE VMA, after a split) and cached by
+    cpu 0; MADV_COLLAPSE's collapse_pte_mapped_thp clears the PTEs and the pmd (pmdp_collapse_flush) and frees the
+    table after a grace period: no walk cache still points into it."""
+    ops = [["exec", 1, -1], ["shm_mmap", 1, W, 2 * M, 0, 0], ["fault", 1, W, 1], ["madvise", 1, W, 2 * M, 1],
+           ["madvise", 1, W, 2 * M, 3], ["madvise", 1, W, 2 * M, 2], ["split", 1, W], ["fault", 1, W + 0x2000, 1],
+           ["tlb_access", 0, 1, W + 0x2000, 0], ["madvise", 1, W, 2 * M, 1], ["madvise", 1, W, 2 * M, 3], ["rcu_gp"]]
+    r = run(ops, arch="x86_64", knobs={"mm.file_pmd_nohuge": "ptes"})
+    assert kind(r) is None, r.violation
+    assert len(events_at(r, 10, 17)) == 1  # EV_RETRACT: the caller's table

@@ -27,7 +27,8 @@ static void generic_pte_free_defer(struct engine *e, int mm, struct tref t, uint
 	.pte_free = generic_pte_free, \
 	.pte_free_tlb = generic_pte_free_tlb, \
 	.pte_free_defer = generic_pte_free_defer, \
-	.rcu_callback = { [CB_FREE_BLOCK] = tlb_remove_table_rcu }
+	.rcu_callback = { [CB_FREE_BLOCK] = tlb_remove_table_rcu }, \
+	.have_move_pmd = true, .have_move_pud = true /* x86 and arm64 select both (s390 neither) */
 
 const struct mm_ops arm64_mm_ops = { GENERIC_MM_OPS, .elf_machine = 183 /* EM_AARCH64 */ };
 const struct mm_ops x86_64_mm_ops = { GENERIC_MM_OPS, .elf_machine = 62 /* EM_X86_64 */ };

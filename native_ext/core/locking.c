@@ -27,6 +27,7 @@ static const unsigned actor_classes[] = {
 	[A_INVAL] = ~0u,
 	[A_FRAG] = LCB(LC_CONTEXT),
 	[A_COLLAPSE] = LCB(LC_MMAP),
+	[A_MREMAP] = LCB(LC_MMAP) | LCB(LC_VMA),
 	[A_UNSHARE] = LCB(LC_MMAP),
 };
 
@@ -77,6 +78,13 @@ int cpu_locks(const struct engine *e, int cpu, struct held_lock *out)
 		if (c->walk_done)
 			out[n++] = held(LC_MMAP, LM_WRITE, (uint64_t)c->mm, 0, ~0ull);
 		break;
+	case A_MREMAP: /* move_vma stopped before its old range's unmap: mmap_lock for write, both VMAs write-locked */
+		if (c->walk_done) {
+			out[n++] = held(LC_MMAP, LM_WRITE, (uint64_t)c->mm, 0, ~0ull);
+			out[n++] = held(LC_VMA, LM_WRITE, (uint64_t)c->mm, c->gpa, c->hva);
+			out[n++] = held(LC_VMA, LM_WRITE, (uint64_t)c->mm, c->pfn, c->pfn + c->folio);
+		}
+		break;
 	case A_UNSHARE: /* a munmap stopped after its hugetlb unshare: mmap_lock for read (downgraded) */
 		if (c->walk_done)
 			out[n++] = held(LC_MMAP, LM_READ, (uint64_t)c->mm, 0, ~0ull);
@@ -110,8 +118,8 @@ int lock_holder(const struct engine *e, enum lock_class cls, uint64_t id, enum l
 			continue;
 		if (c->actor == A_INVAL && c->inval_op == e->op_index)
 			continue; /* the window that stopped the running operation holds that operation's own locks */
-		if ((c->actor == A_COLLAPSE || c->actor == A_UNSHARE) && c->seq == e->op_index)
-			continue; /* likewise a collapse (Z5) or a munmap (issue 20) held by the running operation */
+		if ((c->actor == A_COLLAPSE || c->actor == A_MREMAP || c->actor == A_UNSHARE) && c->seq == e->op_index)
+			continue; /* likewise a collapse (Z5), a move or a munmap (issue 20) held by the running operation */
 		int n = cpu_locks(e, cpu, hs);
 		for (int i = 0; i < n; i++) {
 			bool hit = cls == LC_IRQS_OFF ? hs[i].cls == LC_IRQS_OFF : conflicts(&want, &hs[i]);
@@ -142,6 +150,8 @@ static uint32_t holder_opcode(const struct engine *e, int cpu)
 		return (uint32_t)c->addr;
 	case A_COLLAPSE:
 		return OP_MADVISE;
+	case A_MREMAP:
+		return OP_MREMAP;
 	case A_UNSHARE:
 		return OP_MUNMAP;
 	default:
@@ -179,7 +189,10 @@ int lock_acquire_range(struct engine *e, enum lock_class cls, uint64_t id, enum 
 		return lock_wait(e, cpu, cls, id, mode, &h);
 	for (int i = 0; i < e->ncur; i++) {
 		struct held_lock *c = &e->cur[i];
-		if (c->cls == cls && c->id == id) {
+		/* a VMA range apart from the one held (mremap write-locks its source VMA and unmaps the target range)
+		 * is one more entry, while there is room: their hull would cover VMAs neither touches */
+		bool apart = cls == LC_VMA && (hi < c->lo || lo > c->hi) && e->ncur < MAX_HELD;
+		if (c->cls == cls && c->id == id && !apart) {
 			if (mode > c->mode)
 				c->mode = (uint8_t)mode;
 			if (lo < c->lo)
@@ -237,8 +250,9 @@ void inval_window_keep_locks(struct engine *e, int cpu)
 	for (int i = 0; i < e->ncur; i++) {
 		const struct held_lock *h = &e->cur[i];
 		uint32_t j = 0;
-		while (j < c->inval_nlocks && !(c->inval_locks[j].cls == h->cls && c->inval_locks[j].id == h->id))
-			j++;
+		while (j < c->inval_nlocks && !(c->inval_locks[j].cls == h->cls && c->inval_locks[j].id == h->id &&
+						  !(h->cls == LC_VMA && (h->hi < c->inval_locks[j].lo || h->lo > c->inval_locks[j].hi))))
+			j++; /* VMA ranges apart stay apart, as in lock_acquire_range */
 		if (j == c->inval_nlocks) {
 			if (j == MAX_HELD)
 				continue;

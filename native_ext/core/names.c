@@ -15,6 +15,7 @@ const struct op_def op_defs[OP_NR] = {
 	{ "frag_hold", 1 }, { "frag_end", 1 },
 	{ "walk_pin", 1 }, { "collapse_hold", 1 }, { "collapse_end", 1 },
 	{ "tlb_access", 4 },
+	{ "mremap", 5 }, { "mremap_hold", 1 }, { "mremap_end", 1 },
 	{ "hugetlb_mmap", 5 }, { "unshare_hold", 1 }, { "unshare_end", 1 },
 };
 
@@ -197,6 +198,18 @@ const struct knob_def knob_defs[K_NR] = {
 		"TLB or walk cache may then still translate to a page or into a table already given back. The design "
 		"mmu_gather (tlb_gather_mmu / tlb_finish_mmu, tlb_remove_page, tlb_remove_table) exists to exclude; "
 		"not a Linux release" },
+	[K_MREMAP_MOVE_PGT_RMAP] = { "mremap.move_pgt_rmap", { "write", "read" }, KVM_ARCHES,
+		"read: mremap's whole-table moves (move_normal_pmd / move_normal_pud) take the rmap locks (anon_vma, "
+		"i_mmap_rwsem, for write) only when copy_vma asked for them (need_rmap_locks: never for a new VMA), so "
+		"an rmap walker holding them for read is not excluded: the design before 97113eb39fa7 \"mm/mremap: hold "
+		"the rmap lock in write mode when moving page table entries\" (v5.14, CVE-2022-41222). "
+		"x86_64 and arm64 only: s390 has no HAVE_MOVE_PMD" },
+	[K_MREMAP_MULTI_VMA] = { "mremap.move_multi_vma", { "no", "yes" }, ALL,
+		"yes: a move that does not resize (MREMAP_FIXED, old_len == new_len) moves every VMA in the old range, "
+		"one by one, the gaps between them kept (remap_move, \"mm/mremap: permit mremap() move of multiple "
+		"VMAs\", Linux 6.17); v6.6 moves one VMA and fails (-14) a range that runs past it. With it come 6.17's "
+		"earlier checks: the new range's (check_mremap_params) before the VMA lookup, and a move's or growth's "
+		"checks against the VMA (check_prep_vma) before mremap_to unmaps anything" },
 	[K_HUGETLB_UNSHARE_FLUSH] = { "hugetlb.unshare_flush", { "fixed", "before-a4a118f2eead" }, KVM_ARCHES,
 		"before-a4a118f2eead: __unmap_hugepage_range does not flush the TLB after a huge_pmd_unshare (no "
 		"tlb_flush_pmd_range, no force_flush): the unmapping mm's entries for the shared PMD table stay cached "

@@ -208,6 +208,12 @@ int tlb_access(struct engine *e, int cpu, uint64_t pid, uint64_t addr, bool writ
  * table. Entries of an mm whose teardown is done (arm64's retired ASID) cannot be used: not counted. */
 void tlb_check(struct engine *e)
 {
+	if (e->gather.active) { /* every zap finishes its gather inside its operation */
+		if (!e->viol)
+			violate(e, V_ENGINE_ASSERT, "an mmu_gather of mm %d was left open after the operation",
+				e->gather.mm);
+		memset(&e->gather, 0, sizeof(e->gather));
+	}
 	if (!e->tlb_used || e->viol)
 		return;
 	for (int c = 0; c < MAX_CPUS; c++) {

@@ -113,6 +113,11 @@ int madvise_collapse(struct engine *e, int mm, int vi, uint64_t start, uint64_t 
 void exit_mmap(struct engine *e, int mm);
 bool unmap_hugepage_range_vmas(struct engine *e, int mm, uint64_t start, uint64_t end, bool downgrade);
 int vma_split_at(struct engine *e, int mm, uint64_t addr);
+int do_vmi_munmap(struct engine *e, int mm, uint64_t start, uint64_t len, bool downgrade);
+int copy_vma(struct engine *e, int mm, const struct vma *src, uint64_t addr, uint64_t len, uint64_t pgoff,
+	     bool *need_rmap_locks);
+bool copy_vma_need_rmap_locks(struct engine *e, int mm, const struct vma *src, uint64_t addr, uint64_t len,
+			      uint64_t pgoff);
 
 
 

@@ -233,7 +233,9 @@ int do_mmap(struct engine *e, int mm, uint64_t addr, uint64_t len, uint64_t flag
 	const uint64_t max_lfs = (1ull << 63) - 1;
 	int late = addr > task - len ? -ENOMEM : (addr & (page - 1)) ? -EINVAL :
 		   obj >= 0 && (len > max_lfs || pgoff > ((max_lfs - len) / page)) ? -EOVERFLOW : 0;
-	struct vma v = { .start = addr, .end = addr + len };
+	/* vm_pgoff: an anonymous mapping's is addr >> PAGE_SHIFT (mmap_region: pgoff = addr >> PAGE_SHIFT), which
+	 * mremap carries along to the moved VMA; a hugetlbfs file's starts at 0 */
+	struct vma v = { .start = addr, .end = addr + len, .pgoff = flags & 6 ? 0 : addr / page };
 	if (hlvl >= 0)
 		v.flags |= hlvl == e->pmd_lvl ? VMA_HUGETLB_PMD : VMA_HUGETLB_PUD;
 	if (obj >= 0) {
@@ -267,9 +269,9 @@ int do_mmap(struct engine *e, int mm, uint64_t addr, uint64_t len, uint64_t flag
 	return DO_MMAP_THEN_HUGEPAGE; /* bit0: the caller's MADV_HUGEPAGE follows, as the crosscheck helper does it */
 }
 
-/* do_vmi_munmap: start aligned, len rounded up, inside TASK_SIZE; nothing mapped there is 0. */
-/* do_vmi_munmap: the range checks, then do_vmi_align_munmap */
-static int do_vmi_munmap(struct engine *e, int mm, uint64_t start, uint64_t len)
+/* do_vmi_munmap: start aligned, len rounded up, inside TASK_SIZE; nothing mapped there is 0. Then
+ * do_vmi_align_munmap; downgrade: munmap(2) and mremap's shrink (do_munmap, mremap_to and move_vma: false). */
+int do_vmi_munmap(struct engine *e, int mm, uint64_t start, uint64_t len, bool downgrade)
 {
 	uint64_t page = e->geom.page_size, task = e->task_size;
 	if ((start & (page - 1)) || start > task || len > task - start)
@@ -277,14 +279,100 @@ static int do_vmi_munmap(struct engine *e, int mm, uint64_t start, uint64_t len)
 	uint64_t end = start + ((len + page - 1) & ~(page - 1));
 	if (end == start)
 		return -EINVAL;
-	return do_vmi_align_munmap(e, mm, start, end, true);
+	return do_vmi_align_munmap(e, mm, start, end, downgrade);
 }
 
 /* __vm_munmap: mmap_write_lock_killable, then do_vmi_munmap */
 int __vm_munmap(struct engine *e, int mm, uint64_t start, uint64_t len)
 {
 	int ret = lock_acquire(e, LC_MMAP, (uint64_t)mm, LM_WRITE);
-	return ret ? ret : do_vmi_munmap(e, mm, start, len);
+	return ret ? ret : do_vmi_munmap(e, mm, start, len, true);
+}
+
+/* copy_vma: mremap's new VMA. vma_merge with the neighbours of [addr, addr + len) (can_vma_merge_after /
+ * _before: same flags and file, a compatible anon_vma, continuing vm_pgoff; both only when prev's and next's
+ * anon_vmas are compatible too), need_rmap_locks when the merged VMA's vm_pgoff is not above the source's (rmap
+ * may meet it before the source); else a copy of src (anon_vma_clone: the same anon_vma) linked at addr, and
+ * need_rmap_locks false: the new VMA comes after the old one in rmap order. An anonymous VMA not yet faulted
+ * takes addr's pgoff, to merge more. src is a copy: the merge may absorb the source VMA itself. */
+static struct vma copy_vma_new(const struct engine *e, const struct vma *src, uint64_t addr, uint64_t len,
+				uint64_t pgoff)
+{
+	struct vma nv = *src;
+	if (!src->shm && !(src->flags & VMA_HUGETLB) && !src->anon)
+		pgoff = addr / e->geom.page_size;
+	nv.start = addr;
+	nv.end = addr + len;
+	nv.pgoff = pgoff;
+	return nv;
+}
+
+/* vma_merge's choice for copy_vma's range nv (from src) between prev and next (NULL: none adjacent); returns what
+ * need_rmap_locks becomes */
+static bool copy_vma_plan(const struct engine *e, const struct vma *src, const struct vma *nv, const struct vma *prev,
+		   const struct vma *next, bool *mp_out, bool *mn_out)
+{
+	bool mp = prev && is_mergeable_vma(prev, nv->flags, nv->file, false) &&
+		  is_mergeable_anon_vma(e, nv->anon, src, prev, prev->anon) && pgoff_continues(e, prev, nv->start, nv->pgoff);
+	bool mn = next && is_mergeable_vma(next, nv->flags, nv->file, true) &&
+		  is_mergeable_anon_vma(e, nv->anon, src, next, next->anon) && pgoff_continues(e, nv, nv->end, next->pgoff);
+	if (mp && mn && !is_mergeable_anon_vma(e, prev->anon, prev, NULL, next->anon))
+		mn = false; /* vma_merge: prev and next must agree too, else prev alone */
+	*mp_out = mp;
+	*mn_out = mn;
+	return mp ? prev->pgoff <= src->pgoff : mn ? nv->pgoff <= src->pgoff : false;
+}
+
+/* need_rmap_locks as copy_vma will say it once [addr, addr + len) is unmapped (mremap_to's do_munmap first): the
+ * VMAs around it then are the pieces left of those that reach into it or touch it. */
+bool copy_vma_need_rmap_locks(struct engine *e, int mm, const struct vma *src, uint64_t addr, uint64_t len,
+			      uint64_t pgoff)
+{
+	struct mm *m = &e->mms[mm];
+	struct vma nv = copy_vma_new(e, src, addr, len, pgoff), p, n;
+	const struct vma *pv = addr ? vma_find(m, addr - 1) : NULL, *nx = vma_find(m, nv.end);
+	if (pv) {
+		p = *pv;
+		p.end = addr;
+	}
+	if (nx) {
+		n = *nx;
+		n.pgoff = vma_pgoff_at(e, nx, nv.end);
+		n.start = nv.end;
+	}
+	bool mp, mn;
+	return copy_vma_plan(e, src, &nv, pv ? &p : NULL, nx ? &n : NULL, &mp, &mn);
+}
+
+int copy_vma(struct engine *e, int mm, const struct vma *src, uint64_t addr, uint64_t len, uint64_t pgoff,
+	     bool *need_rmap_locks)
+{
+	struct mm *m = &e->mms[mm];
+	struct vma nv = copy_vma_new(e, src, addr, len, pgoff);
+	pgoff = nv.pgoff;
+	int pos = vma_index_after(m, addr);
+	if (pos < m->nvma && m->vmas[pos].start < nv.end)
+		return -ENOMEM; /* "should never get here": the range was unmapped */
+	struct vma *prev = pos > 0 && m->vmas[pos - 1].end == addr ? &m->vmas[pos - 1] : NULL;
+	struct vma *next = pos < m->nvma && m->vmas[pos].start == nv.end ? &m->vmas[pos] : NULL;
+	bool mp, mn;
+	*need_rmap_locks = copy_vma_plan(e, src, &nv, prev, next, &mp, &mn);
+	if (mp) {
+		prev->end = mn ? next->end : nv.end;
+		dup_anon_vma(prev, &nv);
+		if (mn) {
+			dup_anon_vma(prev, next);
+			vma_remove_at(m, pos);
+		}
+		return 0;
+	}
+	if (mn) {
+		next->start = addr;
+		next->pgoff = pgoff;
+		dup_anon_vma(next, &nv);
+		return 0;
+	}
+	return vma_insert_at(m, pos, nv);
 }
 
 /* ---- the unshare hold (issue 20): a munmap stopped between its hugetlb unshare and its free_pgtables ----

@@ -64,13 +64,13 @@ uint64_t vma_pgoff_at(const struct engine *e, const struct vma *v, uint64_t addr
 	return v->pgoff + (addr - v->start) / e->geom.page_size;
 }
 
-/* can_vma_merge_after / can_vma_merge_before: a file VMA merges only where the file offsets continue
+/* can_vma_merge_after / can_vma_merge_before: a VMA merges only where the offsets continue
  * (prev->vm_pgoff + vma_pages(prev) == pgoff; next->vm_pgoff == pgoff + pglen): lo's offsets, run on to
- * boundary, must reach hi_pgoff there. Anonymous VMAs always continue (vm_pgoff = addr >> PAGE_SHIFT and
- * no mremap here), so only shmem VMAs are checked (is_mergeable_vma has already matched the files). */
+ * boundary, must reach hi_pgoff there. An anonymous VMA's vm_pgoff is its address's at mmap, which mremap
+ * carries to the new address (copy_vma), so moved anonymous VMAs need the check too. */
 bool pgoff_continues(const struct engine *e, const struct vma *lo, uint64_t boundary, uint64_t hi_pgoff)
 {
-	return !lo->shm || vma_pgoff_at(e, lo, boundary) == hi_pgoff;
+	return vma_pgoff_at(e, lo, boundary) == hi_pgoff;
 }
 
 /* dup_anon_vma: the expanding VMA takes the anon_vma of the one it absorbs. */

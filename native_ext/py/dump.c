@@ -226,7 +226,7 @@ static PyObject *blocks_list(struct engine *e)
 static PyObject *cpus_list(struct engine *e)
 {
 	static const char *const kinds[] = { "none", "walk", "rmap", "guest_fault", "inval", "frag", "collapse",
-					     "unshare" };
+					     "mremap", "unshare" };
 	PyObject *list = PyList_New(0);
 	for (int i = 0; list && i <= MAX_CPUS; i++) {
 		struct cpu *c = &e->cpus[i];
@@ -273,6 +273,11 @@ static PyObject *cpus_list(struct engine *e)
 			d = Py_BuildValue("{s:i,s:s,s:i,s:O,s:i,s:K}", "cpu", i, "actor", kinds[c->actor], "rcu_nest",
 					  c->rcu_nest, "held", c->walk_done ? Py_True : Py_False, "mm", c->mm,
 					  "table", (unsigned long long)(c->walk_done ? tref_phys(c->tbl) : 0));
+			break;
+		case A_MREMAP: /* move_vma held before its old range's unmap (issue 20) */
+			d = Py_BuildValue("{s:i,s:s,s:i,s:O,s:i,s:K,s:K}", "cpu", i, "actor", kinds[c->actor], "rcu_nest",
+					  c->rcu_nest, "held", c->walk_done ? Py_True : Py_False, "mm", c->mm,
+					  "addr", (unsigned long long)c->addr, "len", (unsigned long long)c->size);
 			break;
 		case A_COLLAPSE: /* collapse_huge_page held before its copy (Z5) */
 			d = Py_BuildValue("{s:i,s:s,s:i,s:O,s:i,s:K}", "cpu", i, "actor", kinds[c->actor], "rcu_nest",

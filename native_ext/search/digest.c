@@ -442,6 +442,16 @@ static uint64_t tlb_record(struct canon *c, int ci)
 	return h;
 }
 
+/* A held mremap (A_MREMAP) keeps its ranges as they are: the old range and source VMA, the new range (ptf.h). */
+static void canon_mremap(struct cpu *k, const struct cpu *real)
+{
+	k->gpa = real->gpa;
+	k->hva = real->hva;
+	k->size = real->size;
+	k->pfn = real->pfn;
+	k->folio = real->folio;
+}
+
 /* A cpu as a record: a copy of struct cpu with the fields its actor uses renamed and the ones it does not
  * use (stale from an earlier actor) cleared; any other field stays raw. Then the RCU callbacks that wait
  * for it. */
@@ -458,7 +468,8 @@ static uint64_t cpu_record(struct canon *c, int ci, const uint32_t *vm_label)
 	c->h = &h;
 	k.section = 0; /* replaced by the callback relation below */
 	bool known = k.actor == A_NONE || k.actor == A_WALK || k.actor == A_RMAP || k.actor == A_GFAULT ||
-		     k.actor == A_INVAL || k.actor == A_FRAG || k.actor == A_COLLAPSE || k.actor == A_UNSHARE;
+		     k.actor == A_INVAL || k.actor == A_FRAG || k.actor == A_COLLAPSE || k.actor == A_MREMAP ||
+		     k.actor == A_UNSHARE;
 	if (known) {
 		bool walk = k.actor == A_WALK, rmap = k.actor == A_RMAP, gf = k.actor == A_GFAULT;
 		bool frag = k.actor == A_FRAG; /* Z4: a held page_table_free keeps mm, tbl, walk_done and level (ptf.h);
@@ -485,15 +496,16 @@ static uint64_t cpu_record(struct canon *c, int ci, const uint32_t *vm_label)
 			memset(&k.inval_slot, 0, sizeof(k.inval_slot));
 			k.inval_nlocks = k.inval_opcode = k.inval_child = 0;
 		}
-		if (!walk && !rmap && !gf && !frag && !coll && !uns)
+		bool mrem = k.actor == A_MREMAP; /* issue 20: mm, addr, size, walk_done, gpa/hva, pfn/folio (ptf.h) */
+		if (!walk && !rmap && !gf && !frag && !coll && !mrem && !uns)
 			k.mm = 0;
-		if (!walk && !rmap && !coll && !uns)
+		if (!walk && !rmap && !coll && !mrem && !uns)
 			k.addr = 0;
-		if (!walk && !frag && !coll && !uns) {
+		if (!walk && !frag && !coll && !mrem && !uns) {
 			k.level = 0;
 			k.walk_done = false;
 		}
-		if (coll)
+		if (coll || mrem)
 			k.level = 0;
 		if (walk || rmap || frag || coll)
 			canon_tref(c, &k.tbl);
@@ -520,13 +532,13 @@ static uint64_t cpu_record(struct canon *c, int ci, const uint32_t *vm_label)
 			k.s2_root.blk = alive ? 1 : -2;
 		} else {
 			k.vm = 0;
-			k.gpa = k.hva = k.size = k.seq = 0;
+			k.gpa = k.size = k.seq = 0, k.hva = uns ? real->hva : 0; /* a held munmap's end: a plain number */
 			k.pfn = (walk || coll) && k.pfn ? canon_pfn(c, k.pfn) : 0;
 			k.holds_mm = k.write = k.vma_thp = k.late_faultin = k.noslot = false;
 			canon_tref_clear(&k.s2_root);
-			if (uns)
-				k.hva = real->hva;
 		}
+		if (mrem) /* the held move's ranges: plain numbers (seq is only compared with the running index) */
+			canon_mremap(&k, real);
 	}
 	/* an actor this file does not know keeps every field raw: fewer merges, never a wrong one */
 	if (!memcmp(&k, &zero, sizeof(k)) && !tlb)

@@ -213,7 +213,8 @@ static uint32_t abstract_state(const struct engine *e)
 		if (c->actor == A_WALK || c->actor == A_RMAP || c->actor == A_GFAULT)
 			s |= 2u << (c->actor - A_WALK);
 		else if ((c->actor == A_INVAL && c->inval_held) ||
-			 ((c->actor == A_FRAG || c->actor == A_COLLAPSE || c->actor == A_UNSHARE) && c->walk_done))
+			 ((c->actor == A_FRAG || c->actor == A_COLLAPSE || c->actor == A_MREMAP || c->actor == A_UNSHARE) &&
+			  c->walk_done))
 			s |= 16; /* a held window: an invalidation's ends, or (s390) a page_table_free's list work */
 	}
 	for (int i = 0; i < e->mm_hwm; i++)
@@ -495,7 +496,7 @@ static void gen_shm_for(struct gen *g, int pid, uint64_t *addr_out, uint64_t *le
 }
 
 /* A fault at addr, and now and then the thread's use of the page on some cpu (its TLB caches the walk) */
-static void gen_touch(struct gen *g, int pid, uint64_t addr)
+static void gen_hugetlb_touch(struct gen *g, int pid, uint64_t addr)
 {
 	gen_fault_at(g, pid, addr);
 	if (g->p->tlb && chance(g->c, 50)) {
@@ -552,7 +553,7 @@ static void gen_hugetlb(struct gen *g)
 	if (!m.ok || chance(g->c, 25)) {
 		uint64_t base = pick_region(g), file = below(g->c, 2), at = base + below(g->c, clamp32(blocks)) * pmd;
 		OP(g, OP_HUGETLB_MMAP, (uint64_t)pid, base, g->L.region, file, 0);
-		gen_touch(g, pid, at);
+		gen_hugetlb_touch(g, pid, at);
 		if (!chance(g->c, 60))
 			return;
 		bool fork = chance(g->c, 60);
@@ -566,7 +567,7 @@ static void gen_hugetlb(struct gen *g)
 			OP(g, OP_HUGETLB_MMAP, (uint64_t)other, obase, g->L.region, file, 0);
 			at = obase + (at - base);
 		}
-		gen_touch(g, other, at);
+		gen_hugetlb_touch(g, other, at);
 		if (chance(g->c, 40)) { /* one of the two goes, its munmap maybe held; then maybe the other too */
 			int who = chance(g->c, 50) ? pid : other, rest = who == pid ? other : pid;
 			struct mapping w = pick_hugetlb(g, who);
@@ -587,7 +588,7 @@ static void gen_hugetlb(struct gen *g)
 	uint64_t at = m.start + below(g->c, clamp32(m.len / pmd)) * pmd;
 	switch (below(g->c, 3)) {
 	case 0:
-		gen_touch(g, pid, at);
+		gen_hugetlb_touch(g, pid, at);
 		break;
 	case 1:
 		gen_hugetlb_unmap(g, pid, m);
@@ -787,7 +788,8 @@ static bool gen_disturb(struct gen *g, int pid, uint64_t addr, enum actor_kind k
 	}
 	/* a held window takes one of the changes that notify and unmap or replace the page */
 	/* a GUP-fast walker is what a collapse races with (Z1, Z5): a collapse of its block more often */
-	unsigned k = held ? (unsigned)PICK(g->c, 0, 1, 2, 3, 7) : walker && chance(g->c, 25) ? 3 : below(g->c, 9);
+	unsigned k = held ? (unsigned)PICK(g->c, 0, 1, 2, 3, 7) : walker && chance(g->c, 25) ? 3 :
+		     kind == A_RMAP && chance(g->c, 25) ? 8 : below(g->c, 10);
 	switch (k) {
 	case 0:
 		OP(g, OP_MUNMAP, (uint64_t)pid, addr & ~(g->L.page - 1), g->L.page);
@@ -825,6 +827,16 @@ static bool gen_disturb(struct gen *g, int pid, uint64_t addr, enum actor_kind k
 	case 7:
 		OP(g, OP_MMAP, (uint64_t)pid, pmd_base, g->L.pmd, below(g->c, 2));
 		OP(g, OP_FAULT, (uint64_t)pid, addr, 1);
+		break;
+	case 8: /* issue 20: the block moves away (mremap), held before its old range's unmap now and then */
+		if (!held && kind == A_RMAP && chance(g->c, 60)) {
+			int cpu = idle_cpu(g);
+			if (cpu >= 0) {
+				OP(g, OP_MREMAP_HOLD, (uint64_t)cpu);
+				held = true;
+			}
+		}
+		OP(g, OP_MREMAP, (uint64_t)pid, pmd_base, g->L.pmd, pick_region(g) + below(g->c, 2) * g->L.pmd, g->L.pmd);
 		break;
 	default:
 		OP0(g, OP_RCU_GP);
@@ -871,13 +883,43 @@ static void gen_frag(struct gen *g, int cpu, int pid)
 		OP0(g, OP_RCU_GP);
 }
 
-/* A held munmap (issue 20) frees its tables and flushes, after a grace period or not. */
-static bool gen_unshare_end(struct gen *g, int cpu)
+/* A thread of pid reads addr on an idle cpu, through (and filling) its TLB (issue 20). */
+static void gen_touch(struct gen *g, int pid, uint64_t addr)
 {
+	int cpu = idle_cpu(g);
+	if (pid >= 0 && cpu >= 0 && g->p->tlb)
+		OP(g, OP_TLB_ACCESS, (uint64_t)cpu, (uint64_t)pid, addr, 0);
+}
+
+/* The held move (issue 20): a thread reads the page of an rmap walker of its old range at its new address, the
+ * walker commits (mostly), and the move unmaps its old range. */
+static void gen_mremap_end(struct gen *g, int cpu, const int *busy, int nbusy)
+{
+	const struct engine *e = g->e;
+	const struct cpu *mc = &e->cpus[cpu];
+	for (int i = 0; mc->walk_done && i < nbusy; i++) {
+		const struct cpu *w = &e->cpus[busy[i]];
+		if (w->actor != A_RMAP || w->mm != mc->mm || w->addr < mc->addr || w->addr - mc->addr >= mc->size)
+			continue;
+		gen_touch(g, pid_of_mm(e, mc->mm), mc->pfn + (w->addr - mc->addr));
+		if (chance(g->c, 70))
+			OP(g, OP_RMAP_COMMIT, (uint64_t)busy[i]);
+		break;
+	}
+	OP(g, OP_MREMAP_END, (uint64_t)cpu);
+}
+
+/* A held move ends (gen_mremap_end); a held munmap (issue 20) frees its tables and flushes, after a grace period or
+ * not. */
+static void gen_held_end(struct gen *g, int cpu, const int *busy, int nbusy)
+{
+	if (g->e->cpus[cpu].actor == A_MREMAP) {
+		gen_mremap_end(g, cpu, busy, nbusy);
+		return;
+	}
 	if (chance(g->c, 40))
 		OP0(g, OP_RCU_GP);
 	OP(g, OP_UNSHARE_END, (uint64_t)cpu);
-	return true;
 }
 
 static void gen_actor(struct gen *g)
@@ -898,8 +940,10 @@ static void gen_actor(struct gen *g)
 			OP(g, OP_COLLAPSE_END, (uint64_t)cpu);
 			return;
 		}
-		if (e->cpus[cpu].actor == A_UNSHARE && gen_unshare_end(g, cpu))
+		if (e->cpus[cpu].actor == A_MREMAP || e->cpus[cpu].actor == A_UNSHARE) { /* a held move or munmap ends */
+			gen_held_end(g, cpu, busy, nbusy);
 			return;
+		}
 		if (e->cpus[cpu].actor == A_FRAG) { /* the held page_table_free does its list work, after a grace period or not */
 			if (chance(g->c, 40))
 				OP0(g, OP_RCU_GP);
@@ -978,9 +1022,40 @@ static void gen_actor(struct gen *g)
 	}
 }
 
+/* mremap of one of pid's mappings (issue 20): moved whole, or a PMD block of it, to another region (a whole PTE
+ * table moves where the arch has HAVE_MOVE_PMD), shrunk or grown in place (new_addr == old_addr), a piece moved
+ * next to its own VMA (copy_vma's merge), now and then with lengths that do not fit (hugetlb alignment, growth). */
+static void gen_mremap(struct gen *g, int pid)
+{
+	struct mapping m = pick_mapping(g, pid, false);
+	if (!m.ok)
+		return;
+	uint64_t pmd = g->L.pmd, page = g->L.page, to = pick_region(g) + below(g->c, 2) * pmd;
+	switch (below(g->c, 6)) {
+	case 0:
+		OP(g, OP_MREMAP, (uint64_t)pid, m.start, m.len, to, m.len);
+		break;
+	case 1:
+		OP(g, OP_MREMAP, (uint64_t)pid, m.start & ~(pmd - 1), pmd, to, pmd);
+		break;
+	case 2: /* in place: shrink to a page, or by a PMD */
+		OP(g, OP_MREMAP, (uint64_t)pid, m.start, m.len, m.start, PICK(g->c, page, m.len > pmd ? m.len - pmd : page));
+		break;
+	case 3: /* in place: grow by a few pages or a PMD */
+		OP(g, OP_MREMAP, (uint64_t)pid, m.start, m.len, m.start, m.len + PICK(g->c, page, 4 * page, pmd));
+		break;
+	case 4: /* a piece moved to right after the mapping (or a page off) */
+		OP(g, OP_MREMAP, (uint64_t)pid, m.start, PICK(g->c, page, m.len), m.start + m.len + PICK(g->c, 0, page),
+		   PICK(g->c, page, m.len));
+		break;
+	default: /* moved and resized at once, shrinking or growing */
+		OP(g, OP_MREMAP, (uint64_t)pid, m.start, m.len, to, PICK(g->c, page, m.len / 2 ? m.len / 2 : page, m.len + pmd));
+	}
+}
+
 static void gen_misc(struct gen *g)
 {
-	unsigned k = below(g->c, 7);
+	unsigned k = below(g->c, 8);
 	int pid = pick_pid(g);
 	struct mapping m;
 	switch (k) {
@@ -1002,6 +1077,9 @@ static void gen_misc(struct gen *g)
 		OP(g, OP_RCU_UNLOCK, cpu);
 		break;
 	}
+	case 4:
+		gen_mremap(g, pid);
+		break;
 	default:
 		m = pick_mapping(g, pid, false);
 		if (m.ok) {

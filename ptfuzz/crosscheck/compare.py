@@ -20,7 +20,7 @@ from ..names import KNOBS, OP_NUMBER
 from ..trace import Trace, op_text, op_to_list
 
 # The host operations: what a process can do to its own address space, and what the helper does for real.
-HOST_OPS = ("exec", "fork", "exit", "mmap", "shm_mmap", "hugetlb_mmap", "munmap", "madvise", "fault")
+HOST_OPS = ("exec", "fork", "exit", "mmap", "shm_mmap", "hugetlb_mmap", "munmap", "madvise", "fault", "mremap")
 # The private window every generated address lies in: PGD slot 64 on x86_64 (4-level and la57) and
 # arm64 48-bit, far from the helper's own mappings and from the model's exec stack at the top of the
 # address space, so that page-table bytes of the window compare without either side's other tables.
@@ -180,6 +180,8 @@ PROBE_KNOBS = [
      "MADV_COLLAPSE of a range inside one block succeeded (seen on 7.2; v6.6 answers -22)"),
     ("collapse_pmd_none", "mm.collapse_pmd_none", "continue",
      "MADV_COLLAPSE went on past an empty pmd and collapsed the next block (seen on 7.2)"),
+    ("mremap_multi_vma", "mremap.move_multi_vma", "yes",
+     "mremap moved a range running past its VMA (remap_move, Linux 6.17+; v6.6 answers -14)"),
     ("file_retract_caller", "mm.file_retract", "caller",
      "MADV_COLLAPSE of shmem over the caller's empty pmd failed and left another process's table "
      "(6.1-6.4 retract_page_tables: the caller's mapping only)"),
@@ -207,8 +209,13 @@ def _probe_file_retract(lo, page, pmd):
                                 and lo not in steps[-1].procs.get(1, (0, ()))[1])
 
 
+def _probe_mremap_multi(lo, page, pmd):
+    rows = [["exec", 1, -1], ["mmap", 1, lo, page, 0], ["mremap", 1, lo, pmd, lo + 4 * pmd, pmd]]
+    return rows, lambda steps: steps[-1].result == 0
+
+
 TRACE_PROBES = (("collapse_subblock", _probe_subblock), ("collapse_pmd_none", _probe_pmd_none),
-                ("file_retract_caller", _probe_file_retract))
+                ("file_retract_caller", _probe_file_retract), ("mremap_multi_vma", _probe_mremap_multi))
 
 
 def trace_probes(side: "KernelSide", info: HostInfo, lo: int = WINDOW) -> dict[str, int]:
@@ -285,6 +292,7 @@ class HostGen:
     picks of the engine's generator (gen.c) over its own record of what it mapped."""
     shm = "shm_mmap" in OP_NUMBER  # shm_mmap among the mappings (crosscheck --kvm's generator maps anonymous memory only)
     NPIDS, NREGIONS = 3, 4
+    mremap = True  # mremap among the changes (crosscheck --kvm's helper has no mremap: its generator leaves it out)
 
     def __init__(self, arch: str, choices, layout: Layout, hugetlb: bool = False):
         self.arch, self.c = arch, choices
@@ -409,11 +417,45 @@ class HostGen:
         self.op("madvise", pid, base + L.page, 2 * L.pmd - L.page, advice)
         self.op("fault", pid, base, self.c.below(2))
 
+    def do_mremap(self):
+        """mremap, as gen.c's gen_mremap picks it: a mapping or a PMD block of it moved to another region (a whole
+        PTE table moves on x86_64 and arm64: move_normal_pmd), shrunk or grown in place, a piece moved next to its
+        own mapping (copy_vma merges it or not), moved and resized at once."""
+        pid, L = self.pid(), self.L
+        m = self.mapping(pid)
+        if not m:
+            return self.do_mmap()
+        addr, length, flags = m
+        to = self.region() + self.c.below(2) * L.pmd
+        k = self.c.below(6)
+        if k == 0:
+            old, olen, new, nlen = addr, length, to, length
+        elif k == 1:
+            old, olen, new, nlen = addr & ~(L.pmd - 1), L.pmd, to, L.pmd
+        elif k == 2:
+            old, olen, new, nlen = addr, length, addr, self.c.pick([L.page, length - L.pmd if length > L.pmd else L.page])
+        elif k == 3:
+            old, olen, new, nlen = addr, length, addr, length + self.c.pick([L.page, 4 * L.page, L.pmd])
+        elif k == 4:
+            olen = self.c.pick([L.page, length])
+            old, new, nlen = addr, addr + length + self.c.pick([0, L.page]), self.c.pick([L.page, length])
+        else:
+            old, olen, new = addr, length, to
+            nlen = self.c.pick([L.page, max(L.page, length // 2 // L.page * L.page), length + L.pmd])
+        old = max(old, WINDOW)
+        self.op("mremap", pid, old, olen, new, nlen)
+        if new != old:  # what moved is a mapping at its new place now (the record is a superset, as for munmap)
+            self.pids.setdefault(pid, []).append((new, min(olen, nlen) or nlen, flags))
+        if self.c.chance(40):  # a fault there: a THP or a PTE at the new place, or the moved page
+            self.op("fault", pid, new + self.c.pick([0, L.page]), self.c.below(2))
+
     def step(self):
         k = self.c.below(100)
         pid = self.pid()
         if self.pids and self.c.chance(3):
             self.do_split_and_merge()
+        elif self.mremap and self.pids and self.c.chance(8):
+            self.do_mremap()
         elif not self.pids or k < 7:
             self.do_exec()
         elif k < 27:

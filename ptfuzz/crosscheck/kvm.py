@@ -466,6 +466,7 @@ class KvmGen(HostGen):
     mappings and beside them, guest accesses at low gpas, VMs used after their owner exited or exec'd."""
     NVMS, NSLOTS = 3, 4
     shm = False
+    mremap = False  # the KVM helper serves no mremap (the host helper does: crosscheck without --kvm)
     GPA_STEP = 0x1000000  # slot i's usual gpa: 16 MiB apart, 2 MiB aligned
 
     def __init__(self, arch, choices, layout, tdp: bool = True, va_bits: int = 48):

@@ -128,7 +128,7 @@ struct cmd {
 };
 static const struct cmd cmds[] = {
     {"hello", 0}, {"probe", 0}, {"exec", 1}, {"fork", 2}, {"exit", 1}, {"mmap", 4}, {"shm_mmap", 5}, {"hugetlb_mmap", 5},
-    {"munmap", 3}, {"madvise", 4}, {"fault", 3}, {"figures", 3}, {"pid", 1}, {"shm_reset", 0},
+    {"munmap", 3}, {"madvise", 4}, {"fault", 3}, {"mremap", 5}, {"figures", 3}, {"pid", 1}, {"shm_reset", 0},
     {"figall", 2}, {"quit", 0}, {"killall", 0},
 };
 

@@ -51,6 +51,8 @@ WHY_SKIPPED = {
     "collapse_hold": "a collapse cannot be held between its isolation and its copy from user space",
     "collapse_end": "a collapse cannot be held between its isolation and its copy from user space",
     "tlb_access": "a TLB fill on a chosen cpu without a fault cannot be asked for from user space (a touch faults in)",
+    "mremap_hold": "an mremap cannot be held between its table moves and its unmap from user space",
+    "mremap_end": "an mremap cannot be held between its table moves and its unmap from user space",
     "unshare_hold": "a munmap cannot be held between its unmap_vmas and its free_pgtables from user space",
     "unshare_end": "a munmap cannot be held between its unmap_vmas and its free_pgtables from user space",
 }

@@ -113,6 +113,9 @@ COMMON = (
     ("collapse_hold", "cpu"),  # collapse_huge_page held between isolate and copy (Z5)
     ("collapse_end", "cpu"),
     ("tlb_access", "cpu", "pid", "addr", 0),  # a read through the cpu's TLB (issue 20)
+    ("mremap", "pid", "addr", "pmd", "addr", "pmd"),  # a PMD block moved to another slot (issue 20; same slot: a no-op)
+    ("mremap_hold", "cpu"),  # the next move held before its old range's unmap
+    ("mremap_end", "cpu"),
 )
 # arm64: two PUDs at the base, mapped, under one memslot and dropped by one DONTNEED, whose stage-2 unmap walks two
 # chunks (stage2_apply_range yields mmu_lock between them: a window stops there, docs/model.md section 7; Z9)
