@@ -422,7 +422,7 @@ class HostGen:
         PTE table moves on x86_64 and arm64: move_normal_pmd), shrunk or grown in place, a piece moved next to its
         own mapping (copy_vma merges it or not), moved and resized at once."""
         pid, L = self.pid(), self.L
-        m = self.mapping(pid)
+        m = self.mapping(pid, plain=True)  # not a shared hugetlb one: the model has no move_hugetlb_page_tables
         if not m:
             return self.do_mmap()
         addr, length, flags = m
