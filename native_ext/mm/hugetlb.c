@@ -294,6 +294,14 @@ static int huge_pmd_unshare(struct engine *e, int mm, uint64_t addr)
 	return 1;
 }
 
+/* move_hugetlb_page_tables' huge_pmd_unshare (mm/mremap.c): at a PMD-size hugetlb address whose PMD table another
+ * mm shares, this mm's pud is cleared and the caller skips the PUD range (nothing of it moves: a fault at the new
+ * address maps the file's page again). The PUD range's size, 0 when nothing was unshared. */
+uint64_t hugetlb_unshare_for_move(struct engine *e, int mm, uint64_t addr)
+{
+	return arch_want_huge_pmd_share(e) && huge_pmd_unshare(e, mm, addr) ? pud_share_size(e) : 0;
+}
+
 /* __unmap_hugepage_range over [start, end) of a shared hugetlb VMA (the huge-page aligned part the caller passes):
  * each huge page's entry (hugetlb_walk) is unshared with its whole PUD range (huge_pmd_unshare; address |=
  * last_addr_mask) or zapped (huge_ptep_get_and_clear, the file's page keeps its cache reference). With an unshare,

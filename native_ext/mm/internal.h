@@ -64,6 +64,7 @@ static inline bool hugetlb_shared(const struct vma *v)
 uint64_t hugetlb_size(const struct engine *e, const struct vma *v);
 bool unmap_hugepage_vma(struct engine *e, int mm, const struct vma *v, uint64_t start, uint64_t end);
 void hugetlb_vm_op_split(struct engine *e, int mm, const struct vma *v, uint64_t addr);
+uint64_t hugetlb_unshare_for_move(struct engine *e, int mm, uint64_t addr);
 void adjust_range_if_pmd_sharing_possible(const struct engine *e, const struct vma *v, uint64_t *start,
 					  uint64_t *end);
 int hugetlb_fault(struct engine *e, int mm, struct vma *v, uint64_t addr, bool write, uint64_t *pfn,
