@@ -138,13 +138,14 @@ struct ptf_pm_scan_arg {
 #define NPROC 64
 #define TMP NPROC /* slot of the throwaway child used by hello's baseline and probe */
 #define NOBJ 16
+#define NHFILE 8 /* hugetlbfs files (memfd_create MFD_HUGETLB): hugetlb_mmap's 0..7 */
 #define MAXB 65536 /* most PMD-mapped blocks one figures reply lists */
 #define CHILD_TIMEOUT_MS 120000
 
 enum { M_NONE, M_SCAN, M_KPF };
 static const char *const method_names[] = {"none", "scan", "kpageflags"};
 
-enum { C_MMAP = 1, C_SHM, C_MUNMAP, C_MADVISE, C_FAULT, C_FIGURES, C_FORK, C_VMPTE, C_PROBE, C_MREMAP };
+enum { C_MMAP = 1, C_SHM, C_MUNMAP, C_MADVISE, C_FAULT, C_FIGURES, C_FORK, C_VMPTE, C_PROBE, C_MREMAP, C_HMMAP };
 
 struct req {
     uint32_t op, pad;
@@ -174,6 +175,9 @@ static int method, va_bits;
 __attribute__((unused)) static int la57; /* x86_64's 5-level paging */
 static int memfd[NOBJ];
 static uint64_t memfd_size;
+static int hugefd[NHFILE]; /* right after memfd[] (one run of fds every child keeps) */
+static int hugetlb_files;  /* NHFILE when they exist, 0 when the kernel has no hugetlbfs memfd */
+static int hugetlb_errno;  /* why not */
 static pid_t root_pid;
 static int guest; /* pid 1 of a QEMU guest */
 
@@ -606,7 +610,7 @@ static void window_clash(uint64_t a, uint64_t b, const char *perms, const char *
 static void close_others(int keep)
 {
     /* keep: the channel and the shared memfds (created first, so the fds below them are 0..2) */
-    int lo_keep = memfd[0], hi_keep = memfd[NOBJ - 1];
+    int lo_keep = memfd[0], hi_keep = hugetlb_files ? hugefd[NHFILE - 1] : memfd[NOBJ - 1];
     for (int fd = 0; fd < lo_keep; fd++)
         if (fd != keep)
             close(fd);
@@ -1073,6 +1077,13 @@ static void child_loop(void)
         case C_SHM: {
             void *p = mmap(addr, r.a[1], PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, memfd[r.a[2]],
                            (off_t)(r.a[3] * (uint64_t)page_size));
+            reply_r(p == MAP_FAILED ? -errno : 0);
+            break;
+        }
+        case C_HMMAP: { /* MAP_NORESERVE: nothing reserved at mmap (the model has no reservations), the faults
+                         * take pages from the pool crosscheck set up (nr_hugepages) */
+            void *p = mmap(addr, r.a[1], PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_NORESERVE,
+                           hugefd[r.a[2]], (off_t)(r.a[3] * (uint64_t)page_size));
             reply_r(p == MAP_FAILED ? -errno : 0);
             break;
         }
@@ -1573,6 +1584,18 @@ static long long ptf_host_op(const char *name, const uint64_t *a)
             return ptf_fail("shm_mmap: pgoff %llu is beyond the %llu-byte object", (unsigned long long)a[4],
                             (unsigned long long)memfd_size);
         op = C_SHM;
+    } else if (!strcmp(name, "hugetlb_mmap")) {
+        if (!hugetlb_files)
+            return ptf_fail("hugetlb_mmap: no hugetlbfs files here (memfd_create MFD_HUGETLB: %s)",
+                            strerror(hugetlb_errno));
+        if (a[3] >= NHFILE)
+            return ptf_fail("hugetlb_mmap: file %llu is not 0..%d", (unsigned long long)a[3], NHFILE - 1);
+        if (a[2] > MAX_MAP)
+            return ptf_fail("hugetlb_mmap: length %llu exceeds the helper's limit of 64 GiB", (unsigned long long)a[2]);
+        if (a[4] > memfd_size / (uint64_t)page_size)
+            return ptf_fail("hugetlb_mmap: pgoff %llu is beyond %llu bytes", (unsigned long long)a[4],
+                            (unsigned long long)memfd_size);
+        op = C_HMMAP;
     } else if (!strcmp(name, "munmap")) {
         op = C_MUNMAP;
     } else if (!strcmp(name, "madvise")) {
@@ -1601,7 +1624,7 @@ static long long ptf_host_op(const char *name, const uint64_t *a)
     } else {
         return ptf_fail("unknown operation %.64s", name);
     }
-    /* mmap, shm_mmap, munmap, madvise: the range must be in the window so that the program's own
+    /* mmap, shm_mmap, hugetlb_mmap, munmap, madvise: the range must be in the window so that the program's own
      * mappings can never be touched */
     if (!in_window(a[1], a[2]))
         return ptf_fail("%s: [%#llx, +%#llx) is outside " WIN_TEXT, name, (unsigned long long)a[1],
@@ -1660,6 +1683,22 @@ static void ptf_init(void)
     for (int i = 1; i < NOBJ; i++)
         if (ftruncate(memfd[i], (off_t)memfd_size))
             die("ftruncate memfd");
+    /* the hugetlbfs files: empty (an mmap with PROT_WRITE extends i_size, hugetlbfs_file_mmap), of the default
+     * hstate, PMD_SIZE; without hugetlbfs hugetlb_mmap is refused with the reason */
+    hugetlb_files = NHFILE;
+    for (int i = 0; i < NHFILE; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "ptfuzz-hugetlb-%d", i);
+        hugefd[i] = (int)syscall(SYS_memfd_create, name, 4 /* MFD_HUGETLB */);
+        if (hugefd[i] < 0 || hugefd[i] != (i ? hugefd[i - 1] : memfd[NOBJ - 1]) + 1) {
+            hugetlb_errno = hugefd[i] < 0 ? errno : EBADF;
+            for (int j = 0; j <= i; j++)
+                if (hugefd[j] >= 0)
+                    close(hugefd[j]);
+            hugetlb_files = 0;
+            break;
+        }
+    }
     detect();
     for_each_mapping(window_clash);
     for_each_mapping(nohuge_one); /* no THP (nor khugepaged) in the helper's own memory */

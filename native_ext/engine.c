@@ -72,6 +72,7 @@ void ptf_fini(struct engine *e)
 	shmem_fini(e);
 	free(e->cpd);
 	free(e->deps);
+	free(e->pmd_links);
 	free(e->cbs);
 	free(e->events);
 	memset(e, 0, sizeof(*e));
@@ -140,6 +141,26 @@ static int op_shm_mmap(struct engine *e, const uint64_t *a)
 	if (mm < 0)
 		return mm;
 	return a[3] < MAX_SHM ? mmap_op(e, mm, a, (int)a[3], a[4]) : -EINVAL;
+}
+
+/* MAP_SHARED | MAP_FIXED of hugetlbfs file a[3] (PMD_SIZE pages), read and write, at page offset a[4] */
+static int op_hugetlb_mmap(struct engine *e, const uint64_t *a)
+{
+	int mm = proc_mm(e, a[0]);
+	if (mm < 0)
+		return mm;
+	/* ksys_mmap_pgoff rounds len up to the file's huge page size (PMD_SIZE: flags bit1 says so to do_mmap) */
+	return a[3] < MAX_HFILE ? do_mmap(e, mm, a[1], a[2], 2, MAX_SHM + (int)a[3], a[4]) : -EINVAL;
+}
+
+static int op_unshare_hold(struct engine *e, const uint64_t *a)
+{
+	return unshare_hold(e, (int)a[0]);
+}
+
+static int op_unshare_end(struct engine *e, const uint64_t *a)
+{
+	return unshare_end(e, (int)a[0]);
 }
 
 static int op_munmap(struct engine *e, const uint64_t *a)
@@ -364,6 +385,8 @@ static const struct op_handler {
 	[OP_COLLAPSE_END] = { op_collapse_end, true }, [OP_TLB_ACCESS] = { op_tlb_access, true },
 	[OP_MREMAP] = { op_mremap }, [OP_MREMAP_HOLD] = { op_mremap_hold, true }, [OP_MREMAP_END] = { op_mremap_end, true },
 	[OP_KHUGEPAGED] = { op_khugepaged },
+	[OP_HUGETLB_MMAP] = { op_hugetlb_mmap }, [OP_UNSHARE_HOLD] = { op_unshare_hold, true },
+	[OP_UNSHARE_END] = { op_unshare_end, true },
 };
 
 int ptf_step(struct engine *e, const uint64_t *op)
@@ -408,6 +431,8 @@ static void actors_abandon(struct engine *e)
 			frag_end(e, cpu);
 		if (c->actor == A_COLLAPSE)
 			collapse_end(e, cpu);
+		if (c->actor == A_UNSHARE)
+			unshare_end(e, cpu);
 		c->rcu_nest = 0;
 	}
 	for (int cpu = 0; cpu < MAX_CPUS; cpu++) /* a held mremap unmaps its old range once the walkers are gone */

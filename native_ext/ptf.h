@@ -14,6 +14,8 @@
 #define MAX_SLOTS 32
 #define MAX_MMS 160
 #define MAX_SHM 16      /* shmem objects 0..15 (docs/trace-format.md, shm_mmap) */
+#define MAX_HFILE 8     /* hugetlbfs files 0..7 (hugetlb_mmap): page caches MAX_SHM.. of engine.shm */
+#define NR_FILES (MAX_SHM + MAX_HFILE)
 #define MAX_VMAS 1024
 #define MAX_LEVELS 5
 #define OP_ARGS 5
@@ -33,6 +35,8 @@ enum opcode {
 	OP_TLB_ACCESS, /* issue 20: a user access on a cpu, through (and filling) its TLB */
 	OP_MREMAP, OP_MREMAP_HOLD, OP_MREMAP_END, /* issue 20: mremap, and a move stopped before its old range's unmap */
 	OP_KHUGEPAGED, /* Z3: khugepaged's pass over one PMD block of an mm (collapse_pte_mapped_thp without install_pmd) */
+	OP_HUGETLB_MMAP, /* issue 20: MAP_SHARED of a hugetlbfs file (PMD sharing) */
+	OP_UNSHARE_HOLD, OP_UNSHARE_END, /* issue 20: a munmap that unshared a hugetlb PMD stopped before free_pgtables */
 	OP_NR
 };
 
@@ -58,6 +62,7 @@ enum knob {
 	K_MREMAP_MOVE_PGT_RMAP, /* issue 20: mremap.move_pgt_rmap */
 	K_MREMAP_MULTI_VMA,     /* mremap.move_multi_vma (0 no: v6.6, 1 yes: 6.17+) */
 	K_COLLAPSE_FILE_NOTIFY, /* Z3: mm.collapse_file_notify (0 start-end, 1 none) */
+	K_HUGETLB_UNSHARE_FLUSH, /* issue 20: hugetlb.unshare_flush */
 	K_NR
 };
 /* Knob values are indices into the knob's value list (core/names.c knob_defs). */
@@ -72,6 +77,7 @@ enum { UW_IRQS_OFF, UW_UNPROTECTED };     /* kvm.user_pt_walk */
 enum { FR_FIXED, FR_PRE_C2C224932FD0 }; /* s390.frag_release (Z4) */
 enum { MR_WRITE, MR_READ };             /* mremap.move_pgt_rmap: 97113eb39fa7 (v5.14) and before it */
 enum { CN_START_END, CN_NONE };         /* mm.collapse_file_notify (Z3) */
+enum { UF_FIXED, UF_PRE_A4A118F2EEAD }; /* hugetlb.unshare_flush (issue 20) */
 
 struct knob_def {
 	const char *name;
@@ -150,6 +156,9 @@ struct block {
 	int32_t next_free;
 	int32_t list_next, list_prev;
 	int32_t dep_head;   /* a PMD table: 1 + index of its newest deposit (pmd_huge_pte), 0: none */
+	/* a hugetlb PMD table: the mms besides its owner (mm[0]) whose pud links it, huge_pmd_share's get_page (v6.6
+	 * keeps the count in the page's refcount: page_count - 1) */
+	uint32_t pmd_share;
 	/* per half, 64 bits over its words (block_chunk_shift): a clear bit means every word there still
 	 * holds what the table was initialised with; entry_write sets them. The digest and the snapshot
 	 * copy look only at set chunks, so a write into table memory must go through entry_write. */
@@ -163,6 +172,10 @@ static inline unsigned block_chunk_shift(const struct block *b)
 /* Table states (block.linked): a private table is being built or taken apart by one kernel path;
  * writes into an unlinked or deposited table are lost updates. */
 enum { L_PRIVATE, L_LINKED, L_UNLINKED, L_DEPOSITED };
+
+/* huge_pmd_share: a pud of mm links the shared hugetlb PMD table blk, which another link or its owner (the block's mm)
+ * also has; one record per link beyond the owner's (block.pmd_share counts them), in the order they were made */
+struct pmd_link { int32_t blk; int32_t mm; };
 
 /* pgtable_trans_huge_deposit: the PTE tables preallocated for huge PMD leaves, a LIFO per PMD table */
 struct deposit { struct tref t; int32_t next; };
@@ -195,7 +208,7 @@ struct compound {
 _Static_assert(sizeof(struct compound) == 16, "struct compound: 16 bytes (B5)");
 _Static_assert(ZERO_PFN_BASE <= 1ull << CPD_PFN_BITS, "data pfns (below ZERO_PFN_BASE) fit compound.pfn");
 _Static_assert(CPD_MAX_ORDER < 1 << CPD_ORDER_BITS, "compound.order holds every order data_alloc accepts");
-_Static_assert(MAX_SHM < 1 << CPD_SHM_BITS, "compound.shm holds 1 + every shmem object");
+_Static_assert(NR_FILES < 1 << CPD_SHM_BITS, "compound.shm holds 1 + every shmem object and hugetlbfs file");
 static inline uint32_t cpd_nr(const struct compound *c)
 {
 	return 1u << c->order;
@@ -211,7 +224,8 @@ struct vma {
 	uint32_t anon;   /* anon_vma identity, 0: none yet (anon_vma_prepare sets it) */
 	uint32_t file;   /* vm_file: 0 anonymous, else the hugetlbfs file of one MAP_HUGETLB mmap, or SHM_FILE(obj) */
 	uint8_t cloned;  /* anon_vma_chain is not singular: forked from a parent VMA with an anon_vma */
-	uint8_t shm;     /* MAP_SHARED of shmem object shm - 1 (0: not shared memory); never an anon_vma */
+	uint8_t shm;     /* MAP_SHARED of file shm - 1 (0: not shared): a shmem object (< MAX_SHM), or with VMA_HUGETLB_PMD
+			  * hugetlbfs file shm - 1 - MAX_SHM (VM_MAYSHARE: PMD sharing); never an anon_vma */
 	uint32_t anon_root; /* anon_vma->root: the lock an rmap walker of the VMA's pages holds (anon_vma_fork keeps it) */
 	uint64_t pgoff;  /* vm_pgoff, in pages (shmem VMAs only; anonymous VMAs never need it here) */
 };
@@ -245,7 +259,7 @@ struct mm {
 	int32_t frag_list;  /* head block of the fragment reuse list */
 	int n_frag_tables;  /* 2K PTE tables owned (oracle) */
 	uint64_t pt_bytes;  /* mm_pgtables_bytes: linked and deposited PTE/PMD/PUD tables that are not folded */
-	uint64_t pmd_leaves; /* PMD-level leaves in linked tables (THP, huge zero page, hugetlb) */
+	uint64_t pmd_leaves; /* PMD-level leaves in linked tables it owns (THP, huge zero page, hugetlb) */
 };
 
 /* pending: fork's child while the fork is stopped in an invalidation window (dup_mmap has not returned): the pid
@@ -283,7 +297,11 @@ struct held_lock { uint8_t cls, mode, pad[6]; uint64_t id, lo, hi; };
 /* A_MREMAP (issue 20): move_vma stopped after move_page_tables, before the old range's unmap (mremap_hold ..
  * mremap_end): walk_done = held, mm, addr and size = the old range, [gpa, hva) = the source VMA, pfn and folio =
  * the new range's address and length (both VMAs write-locked), seq = the index of the operation it stopped. */
-enum actor_kind { A_NONE, A_WALK, A_RMAP, A_GFAULT, A_INVAL, A_FRAG, A_COLLAPSE, A_MREMAP };
+/* A_UNSHARE (issue 20): a munmap of shared hugetlb VMAs stopped after unmap_vmas (where __unmap_hugepage_range
+ * unshared a PMD table and dropped i_mmap_rwsem), before free_pgtables and tlb_finish_mmu (unshare_hold ..
+ * unshare_end, mm/hugetlb.c): walk_done = held, mm, addr .. hva = the munmap range, gpa .. size = the range its
+ * tlb_finish_mmu flushes, seq = the index of the operation it stopped. */
+enum actor_kind { A_NONE, A_WALK, A_RMAP, A_GFAULT, A_INVAL, A_FRAG, A_COLLAPSE, A_MREMAP, A_UNSHARE };
 struct cpu {
 	int rcu_nest;
 	uint64_t section;   /* id of the current (or last) outermost section */
@@ -486,8 +504,10 @@ struct engine {
 
 	struct deposit *deps;
 	int32_t ndeps, capdeps, free_deps;
+	struct pmd_link *pmd_links;    /* shared hugetlb PMD tables' links (mm/hugetlb.c) */
+	int32_t npmd_links, cappmd_links;
 	uint32_t next_anon, next_file; /* anon_vma and hugetlbfs file identities */
-	struct shm_obj shm[MAX_SHM];
+	struct shm_obj shm[NR_FILES];  /* shmem objects, then hugetlbfs files (MAX_SHM + file) */
 	uint32_t shm_pages;            /* pages per shmem block (PTRS_PER_PTE: a PMD-size folio) */
 	int pmd_lvl;                   /* the level of PMD-size leaves (pmd_level of the stage-1 geometry) */
 
@@ -714,6 +734,9 @@ int sys_mremap(struct engine *e, int mm, uint64_t addr, uint64_t old_len, uint64
 	       bool fixed);
 int mremap_hold(struct engine *e, int cpu);
 int mremap_end(struct engine *e, int cpu);
+/* mm/mmap.c: the munmap that unshared a hugetlb PMD table, held before free_pgtables (issue 20) */
+int unshare_hold(struct engine *e, int cpu);
+int unshare_end(struct engine *e, int cpu);
 /* mm/rmap.c: the rmap walker and the rmap locks */
 int rmap_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr);
 int unmap_mapping_begin(struct engine *e, int cpu, uint64_t pid, uint64_t addr);

@@ -64,6 +64,10 @@ BUGS: tuple[Bug, ...] = (
         "8b3405e345b5 (2017-04, the yield in unmap_stage2_range)", "v4.12 (4.9.y, 4.4.y)", "arm64",
         ("uaf-table",), min_ops=7),
     # issue 20's rows that need the TLB model
+    Bug("Z10", "hugetlb.unshare_flush", "before-a4a118f2eead", "a4a118f2eead",
+        "hugetlbfs: flush TLBs correctly after huge_pmd_unshare",
+        "24669e58477e (v3.6, mmu_gather for hugetlb unmapping)", "v5.16 (5.4.162 and the stable queues of 2021-11-24; CVE-2021-4002)", "x86_64",
+        ("stale-tlb",), min_ops=10),
     Bug("Z11", "mremap.move_pgt_rmap", "read", "97113eb39fa7",
         "mm/mremap: hold the rmap lock in write mode when moving page table entries",
         "2c91bd4a4e2e (v5.0, the PMD move; c49dd3401802, v5.11, the PUD move)",

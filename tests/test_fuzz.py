@@ -206,7 +206,8 @@ def test_any_bytes_decode_to_a_valid_trace_whose_replay_is_what_generation_saw()
     rng = np.random.default_rng(0)
     kinds = set()
     for arch, knobs in (("s390", {}), ("arm64", {}), ("x86_64", {}), ("s390", {"mm.table_free": "immediate"}),
-                        ("arm64", {"kvm.invalidate_retry": "none"})):
+                        ("arm64", {"kvm.invalidate_retry": "none"}),
+                        ("x86_64", {"hugetlb.unshare_flush": "before-a4a118f2eead"})):
         gen = trace_gen(arch, knobs)
         # an unsafe knob violates on ~1% of random inputs (s390 mm.table_free=immediate, arm64
         # kvm.invalidate_retry=none; arm64.stage2_block_check=none, used before, fell to ~1 in 1500 once the

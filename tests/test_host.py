@@ -207,3 +207,26 @@ def vmstat(key):
         if k == key:
             return int(v)
     return 0
+
+
+def test_shared_hugetlb_mappings_share_pmd_tables_as_the_model_does(binary):
+    """PMD sharing on this kernel (issue 20), through crosscheck's set-up (huge pages added to vm.nr_hugepages and
+    given back): a forked child's fault shares the parent's table, a DONTNEED unshares the whole PUD range, a split
+    inside it unshares the owner; every figure as the model has it."""
+    from ptfuzz.crosscheck.compare import KernelSide, ModelSide, compare, host_facts
+    from ptfuzz.trace import ops_from_list
+    rows = [["exec", 1, -1], ["hugetlb_mmap", 1, W, G, 0, 0], ["fault", 1, W, 1], ["fork", 1, 2],
+            ["fault", 2, W + M2, 0], ["madvise", 2, W + 4 * M2, M2, 0], ["fault", 2, W + M2, 1],
+            ["munmap", 1, W + G // 2, M2], ["fault", 1, W, 0], ["exit", 2], ["hugetlb_mmap", 1, W, M2, 0, 1]]
+    before = int(Path("/proc/sys/vm/nr_hugepages").read_text())
+    with Host(binary) as h:
+        facts = host_facts(h)
+        if facts.hugetlb:
+            pytest.skip(f"no shared hugetlb here: {facts.hugetlb}")
+        ops = ops_from_list(rows)
+        kernel = KernelSide(h).run(ops)
+        model = ModelSide(facts.arch, facts.config, facts.knobs).run(ops)
+        assert compare(model, kernel, ops) is None
+        assert kernel[4].procs[2][1] == (W, W + M2)  # the child sees the parent's page: the table is shared
+        assert kernel[5].procs[2][1] == () and kernel[-1].result == -22
+    assert int(Path("/proc/sys/vm/nr_hugepages").read_text()) == before  # the pool given back

@@ -13,6 +13,7 @@ ARG = {
     "pid": st.integers(0, 3), "cpu": st.integers(0, 3), "vm": st.integers(0, 1), "slot": st.integers(0, 2),
     "bool": st.integers(0, 1), "flags": st.integers(0, 7), "advice": st.integers(0, 3),
     "elf": st.integers(-1, len(ELFS) - 1), "ipa": st.just(0), "obj": st.integers(0, 2),
+    "hfile": st.integers(0, 2),
 }
 PGOFFS = [0, 1, 256, 512, 1 << 52]
 
@@ -25,8 +26,8 @@ def ops(draw):
         args = []
         for i, k in enumerate(ARG_KINDS[name]):
             if k == "u64":
-                pool = LENS if (name in ("mmap", "munmap", "madvise", "shm_mmap") and i == 2) or \
-                    (name == "memslot" and i == 4) else PGOFFS if name == "shm_mmap" and i == 4 else ADDRS
+                pool = LENS if (name in ("mmap", "munmap", "madvise", "shm_mmap", "hugetlb_mmap") and i == 2) or \
+                    (name == "memslot" and i == 4) else PGOFFS if name in ("shm_mmap", "hugetlb_mmap") and i == 4 else ADDRS
                 args.append(draw(st.sampled_from(pool)))
             else:
                 args.append(draw(ARG[k]))

@@ -28,6 +28,7 @@ static const unsigned actor_classes[] = {
 	[A_FRAG] = LCB(LC_CONTEXT),
 	[A_COLLAPSE] = LCB(LC_MMAP),
 	[A_MREMAP] = LCB(LC_MMAP) | LCB(LC_VMA),
+	[A_UNSHARE] = LCB(LC_MMAP),
 };
 
 /* What a cpu's actor holds now, derived from its state (nothing but the window's set is stored):
@@ -84,6 +85,10 @@ int cpu_locks(const struct engine *e, int cpu, struct held_lock *out)
 			out[n++] = held(LC_VMA, LM_WRITE, (uint64_t)c->mm, c->pfn, c->pfn + c->folio);
 		}
 		break;
+	case A_UNSHARE: /* a munmap stopped after its hugetlb unshare: mmap_lock for read (downgraded) */
+		if (c->walk_done)
+			out[n++] = held(LC_MMAP, LM_READ, (uint64_t)c->mm, 0, ~0ull);
+		break;
 	default:
 		break;
 	}
@@ -113,8 +118,8 @@ int lock_holder(const struct engine *e, enum lock_class cls, uint64_t id, enum l
 			continue;
 		if (c->actor == A_INVAL && c->inval_op == e->op_index)
 			continue; /* the window that stopped the running operation holds that operation's own locks */
-		if ((c->actor == A_COLLAPSE || c->actor == A_MREMAP) && c->seq == e->op_index)
-			continue; /* likewise a collapse (Z5) or a move held by the running operation */
+		if ((c->actor == A_COLLAPSE || c->actor == A_MREMAP || c->actor == A_UNSHARE) && c->seq == e->op_index)
+			continue; /* likewise a collapse (Z5), a move or a munmap (issue 20) held by the running operation */
 		int n = cpu_locks(e, cpu, hs);
 		for (int i = 0; i < n; i++) {
 			bool hit = cls == LC_IRQS_OFF ? hs[i].cls == LC_IRQS_OFF : conflicts(&want, &hs[i]);
@@ -147,6 +152,8 @@ static uint32_t holder_opcode(const struct engine *e, int cpu)
 		return OP_MADVISE;
 	case A_MREMAP:
 		return OP_MREMAP;
+	case A_UNSHARE:
+		return OP_MUNMAP;
 	default:
 		return OP_NR;
 	}

@@ -17,6 +17,7 @@ const struct op_def op_defs[OP_NR] = {
 	{ "tlb_access", 4 },
 	{ "mremap", 5 }, { "mremap_hold", 1 }, { "mremap_end", 1 },
 	{ "khugepaged", 2 },
+	{ "hugetlb_mmap", 5 }, { "unshare_hold", 1 }, { "unshare_end", 1 },
 };
 
 const char *const violation_names[V_NR] = {
@@ -217,4 +218,11 @@ const struct knob_def knob_defs[K_NR] = {
 		"\"mm/khugepaged: invoke MMU notifiers in shmem/file collapse paths\" (v6.1). It shows where the pmd is "
 		"left empty: khugepaged's collapse (the khugepaged operation), not MADV_COLLAPSE, which maps the folio by "
 		"a PMD again at once" },
+	[K_HUGETLB_UNSHARE_FLUSH] = { "hugetlb.unshare_flush", { "fixed", "before-a4a118f2eead" }, KVM_ARCHES,
+		"before-a4a118f2eead: __unmap_hugepage_range does not flush the TLB after a huge_pmd_unshare (no "
+		"tlb_flush_pmd_range, no force_flush): the unmapping mm's entries for the shared PMD table stay cached "
+		"until the caller's tlb_finish_mmu, after i_mmap_rwsem is dropped, so the last other sharer can free the "
+		"PMD table (and the page be reused) while this mm's TLB still walks through it: the design from "
+		"24669e58477e (v3.6) until a4a118f2eead \"hugetlbfs: flush TLBs correctly after huge_pmd_unshare\" (v5.16). "
+		"s390 shares no PMD tables" },
 };

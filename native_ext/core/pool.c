@@ -337,6 +337,15 @@ static void live_adjust(struct engine *e, int level, uint64_t val, int delta)
 		c->live += delta;
 }
 
+/* A PMD leaf came or went in a shared hugetlb PMD table (mm/hugetlb.c, huge_pmd_share): every mm whose pud links it
+ * besides its owner sees it too. */
+static void pmd_share_leaves(struct engine *e, int32_t blk, int delta)
+{
+	for (int32_t k = 0; k < e->npmd_links; k++)
+		if (e->pmd_links[k].blk == blk)
+			e->mms[e->pmd_links[k].mm].pmd_leaves += (uint64_t)(int64_t)delta;
+}
+
 /* The one place a host page-table entry changes: the oracle's eyes. */
 void entry_write(struct engine *e, struct tref t, int level, uint32_t idx, uint64_t val)
 {
@@ -358,8 +367,11 @@ void entry_write(struct engine *e, struct tref t, int level, uint32_t idx, uint6
 				live_adjust(e, level, *slot, -1);
 			if (now == E_LEAF)
 				live_adjust(e, level, val, +1);
-			if (level == e->pmd_lvl && was != now && (was == E_LEAF || now == E_LEAF))
+			if (level == e->pmd_lvl && was != now && (was == E_LEAF || now == E_LEAF)) {
 				e->mms[b->mm[t.half]].pmd_leaves += now == E_LEAF ? 1 : -1;
+				if (b->pmd_share) /* a shared hugetlb PMD table: its other links see it too */
+					pmd_share_leaves(e, t.blk, now == E_LEAF ? 1 : -1);
+			}
 		}
 	}
 	*slot = val;
@@ -387,6 +399,10 @@ void table_set_state(struct engine *e, struct tref t, int state)
 {
 	struct block *b = &e->blocks[t.blk];
 	int was = b->linked[t.half];
+	if (b->pmd_share && state != L_LINKED)
+		violate_at(e, V_ENGINE_ASSERT, &(struct viol_focus){ .has = VF_TABLE, .table = tref_phys(t) },
+			   "PMD table 0x%llx unlinked while %u other puds still share it", (unsigned long long)tref_phys(t),
+			   b->pmd_share);
 	b->linked[t.half] = (uint8_t)state;
 	e->gmap_dirty = true;
 	int mm = b->mm[t.half];

@@ -56,7 +56,17 @@ bool pmd_is_file(struct engine *e, uint64_t pmdval);
 int anon_vma_prepare(struct engine *e, struct mm *m, struct vma *v);
 
 /* mm/hugetlb.c */
+/* VM_MAYSHARE hugetlb: a MAP_SHARED mapping of a hugetlbfs file (hugetlb_mmap), which may share PMD tables */
+static inline bool hugetlb_shared(const struct vma *v)
+{
+	return (v->flags & VMA_HUGETLB) && v->shm;
+}
 uint64_t hugetlb_size(const struct engine *e, const struct vma *v);
+bool unmap_hugepage_vma(struct engine *e, int mm, const struct vma *v, uint64_t start, uint64_t end);
+void hugetlb_vm_op_split(struct engine *e, int mm, const struct vma *v, uint64_t addr);
+uint64_t hugetlb_unshare_for_move(struct engine *e, int mm, uint64_t addr);
+void adjust_range_if_pmd_sharing_possible(const struct engine *e, const struct vma *v, uint64_t *start,
+					  uint64_t *end);
 int hugetlb_fault(struct engine *e, int mm, struct vma *v, uint64_t addr, bool write, uint64_t *pfn,
 			 uint64_t *size);
 
@@ -102,6 +112,7 @@ int madvise_collapse(struct engine *e, int mm, int vi, uint64_t start, uint64_t 
 
 /* mm/mmap.c */
 void exit_mmap(struct engine *e, int mm);
+bool unmap_hugepage_range_vmas(struct engine *e, int mm, uint64_t start, uint64_t end, bool downgrade);
 int vma_split_at(struct engine *e, int mm, uint64_t addr);
 int do_vmi_munmap(struct engine *e, int mm, uint64_t start, uint64_t len, bool downgrade);
 int copy_vma(struct engine *e, int mm, const struct vma *src, uint64_t addr, uint64_t len, uint64_t pgoff,

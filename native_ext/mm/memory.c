@@ -98,8 +98,11 @@ static void reclaim_pt(struct engine *e, int mm, uint64_t start, uint64_t end)
 /* zap_page_range_single: the range's notifiers, its leaves zapped, the tables kept (or reclaimed). */
 void zap_page_range_single(struct engine *e, int mm, const struct vma *v, uint64_t start, uint64_t end)
 {
-	mmu_notifier_invalidate_range(e, mm, start, end);
+	uint64_t ns = start, ne = end;
+	adjust_range_if_pmd_sharing_possible(e, v, &ns, &ne); /* the notifier's range only */
+	mmu_notifier_invalidate_range(e, mm, ns, ne);
 	tlb_gather_mmu(e, mm, start, end);
+	unmap_hugepage_vma(e, mm, v, start, end); /* a shared hugetlb VMA: unshare, zap */
 	unmap_range(e, mm, start, end, false);
 	if (e->knob[K_PT_RECLAIM] == 1 && !(v->flags & VMA_HUGETLB) && !e->viol)
 		reclaim_pt(e, mm, start, end);

@@ -1,4 +1,5 @@
-/* mm/mmap.c: mmap and munmap (mm/mmap.c, mm/vma.c's split and link), exit_mmap. */
+/* mm/mmap.c: mmap and munmap (mm/mmap.c, mm/vma.c's split and link), exit_mmap; a munmap held after its hugetlb
+ * unshare (unshare_hold, issue 20). */
 #include <stdlib.h>
 #include <string.h>
 #include "ptf.h"
@@ -12,8 +13,10 @@ void exit_mmap(struct engine *e, int mm)
 	int n = m->nvma;
 	m->nvma = 0;
 	tlb_gather_mmu(e, mm, 0, ~0ull); /* fullmm */
-	for (int i = 0; i < n && !e->viol; i++)
+	for (int i = 0; i < n && !e->viol; i++) {
+		unmap_hugepage_vma(e, mm, &m->vmas[i], m->vmas[i].start, m->vmas[i].end); /* unshare, zap */
 		unmap_range(e, mm, m->vmas[i].start, m->vmas[i].end, true);
+	}
 	tlb_finish_mmu(e);
 	m->dead = true;
 	e->frag_dirty = e->gmap_dirty = true;
@@ -51,6 +54,7 @@ int vma_split_at(struct engine *e, int mm, uint64_t addr)
 		return -EINVAL;
 	if (m->nvma >= MAX_VMAS)
 		return -ENOMEM;
+	hugetlb_vm_op_split(e, mm, v, addr); /* the PUD range around addr unshared (PMD sharing) */
 	int ret = split_huge_pmd_if_needed(e, mm, v, addr);
 	if (ret)
 		return ret;
@@ -67,6 +71,10 @@ int vma_split_at(struct engine *e, int mm, uint64_t addr)
 static void vma_link_plan(const struct engine *e, const struct vma *prev, const struct vma *next,
 			  const struct vma *nv, bool *mp_out, bool *mn_out)
 {
+	if (nv->flags & VMA_HUGETLB) { /* mmap_region tries with do_mmap's vm_flags, before hugetlbfs_file_mmap adds */
+		*mp_out = *mn_out = false; /* VM_HUGETLB | VM_DONTEXPAND: never a hugetlb neighbour's */
+		return;
+	}
 	bool mn = next && is_mergeable_vma(next, nv->flags, nv->file, true) &&
 		  is_mergeable_anon_vma(e, 0, NULL, next, next->anon) && pgoff_continues(e, nv, nv->end, next->pgoff);
 	bool mp;
@@ -164,11 +172,14 @@ static int do_vmi_align_munmap(struct engine *e, int mm, uint64_t start, uint64_
 	else
 		lock_acquire_range(e, LC_VMA, (uint64_t)mm, LM_WRITE, start, end); /* vma_start_write: the detached VMAs */
 	mmu_notifier_invalidate_range(e, mm, start, end);
+	bool held = unmap_hugepage_range_vmas(e, mm, start, end, downgrade); /* shared hugetlb: unshare, zap */
 	int w = 0;
 	for (int i = 0; i < m->nvma; i++)
 		if (!(m->vmas[i].start >= start && m->vmas[i].end <= end))
 			m->vmas[w++] = m->vmas[i];
 	m->nvma = w;
+	if (held)
+		return 0; /* stopped before free_pgtables (unshare_hold): unshare_end does the rest */
 	tlb_gather_mmu(e, mm, start, end); /* unmap_region */
 	unmap_range(e, mm, start, end, true);
 	tlb_finish_mmu(e);
@@ -247,7 +258,9 @@ int do_mmap(struct engine *e, int mm, uint64_t addr, uint64_t len, uint64_t flag
 	ret = do_vmi_align_munmap(e, mm, addr, addr + len, false);
 	if (ret || e->viol)
 		return ret == -EBUSY ? ret : ret ? -ENOMEM : 0; /* mmap_region: a failed do_vmi_munmap is -ENOMEM */
-	if (flags & 6)
+	if (obj >= MAX_SHM && pgoff % (hs / page))
+		return -EINVAL; /* hugetlbfs_file_mmap (call_mmap, after the unmap): vm_pgoff not huge-page aligned */
+	if ((flags & 6) && obj < 0)
 		v.file = ++e->next_file; /* MAP_HUGETLB: a new hugetlbfs file (hugetlb_file_setup) */
 	if (obj >= 0)
 		shmem_obj(e, obj); /* the object exists from its first mapping on */
@@ -360,4 +373,75 @@ int copy_vma(struct engine *e, int mm, const struct vma *src, uint64_t addr, uin
 		return 0;
 	}
 	return vma_insert_at(m, pos, nv);
+}
+
+/* ---- the unshare hold (issue 20): a munmap stopped between its hugetlb unshare and its free_pgtables ----
+ * unshare_hold arms a cpu; the next munmap whose unmap_vmas unshared a hugetlb PMD table (every VMA in its range a
+ * shared hugetlb one, whose pages the page cache keeps: the model frees other pages at the zap, the kernel only
+ * after tlb_finish_mmu's flush) stops there, holding mmap_lock for read (munmap downgraded it) and nothing of the
+ * hugetlb vma_lock and i_mmap_rwsem, which __unmap_hugepage_range_final dropped (A_UNSHARE, ptf.h). Whatever needs
+ * that mm's mmap_lock for write waits (-16); everything else runs, the other sharers' munmap and exit too.
+ * unshare_end runs the rest: free_pgtables over the range, then tlb_finish_mmu's flush of it. */
+int unshare_hold(struct engine *e, int cpu)
+{
+	struct cpu *c = &e->cpus[cpu];
+	if (c->actor != A_NONE)
+		return -EBUSY;
+	c->actor = A_UNSHARE;
+	c->walk_done = false;
+	c->mm = 0;
+	c->addr = c->hva = c->gpa = c->size = 0;
+	c->seq = 0;
+	return 0;
+}
+
+/* unmap_vmas' part for the shared hugetlb VMAs of [start, end) (do_vmi_align_munmap, before the VMAs leave the
+ * list); then, for a munmap (downgrade: munmap(2), not mmap_region's) that unshared and unmaps nothing else, the
+ * stop on an armed cpu. true: stopped, the caller does no more (unshare_end frees and flushes). */
+bool unmap_hugepage_range_vmas(struct engine *e, int mm, uint64_t start, uint64_t end, bool downgrade)
+{
+	struct mm *m = &e->mms[mm];
+	bool unshared = false, only_shared = true;
+	for (int i = vma_index_after(m, start); i < m->nvma && m->vmas[i].start < end && !e->viol; i++) {
+		unshared |= unmap_hugepage_vma(e, mm, &m->vmas[i], start, end);
+		only_shared &= hugetlb_shared(&m->vmas[i]);
+	}
+	if (!unshared || !only_shared || !downgrade || e->viol)
+		return false;
+	int cpu = -1;
+	for (int i = 0; i < MAX_CPUS && cpu < 0; i++)
+		if (e->cpus[i].actor == A_UNSHARE && !e->cpus[i].walk_done)
+			cpu = i;
+	if (cpu < 0)
+		return false;
+	struct cpu *c = &e->cpus[cpu];
+	c->walk_done = true;
+	c->mm = mm;
+	c->addr = start;
+	c->hva = end;
+	c->seq = e->op_index;
+	mmgrab(e, mm); /* the stopped thread's own mm, kept until unshare_end */
+	e->locks_grew = true;
+	return true;
+}
+
+int unshare_end(struct engine *e, int cpu)
+{
+	struct cpu *c = &e->cpus[cpu];
+	if (c->actor != A_UNSHARE)
+		return -EINVAL;
+	if (c->walk_done) {
+		int mm = c->mm;
+		tlb_gather_mmu(e, mm, c->addr, c->hva);    /* unmap_region's, open since before unmap_vmas */
+		unmap_range(e, mm, c->addr, c->hva, true); /* free_pgtables: the leaves went in unmap_vmas */
+		tlb_finish_mmu(e);
+		mmdrop(e, mm);
+	}
+	c->actor = A_NONE;
+	c->walk_done = false;
+	c->mm = 0;
+	c->addr = c->hva = c->gpa = c->size = 0;
+	c->seq = 0;
+	e->locks_grew = true;
+	return 0;
 }

@@ -151,18 +151,28 @@ static void move_ptes(struct engine *e, int mm, struct tref old_tbl, uint64_t ol
 
 /* move_hugetlb_page_tables (mm/hugetlb.c): the notifier over the old range, hugetlb_vma_lock_write and
  * i_mmap_lock_write, each huge pte moved (huge_pte_alloc at the new address), then flush_hugetlb_tlb_range over
- * the old range. No PMD sharing here (huge_pmd_unshare never finds a shared table): the model has none. */
+ * the old range. A shared PMD table is not moved: huge_pmd_unshare drops this mm's link and the PUD range is
+ * skipped, and the flush then covers the PUD ranges (adjust_range_if_pmd_sharing_possible's range, issue 20); the
+ * new address's huge_pte_alloc does not share here (a model simplification: the moved entries get a table of
+ * their own). */
 static uint64_t move_hugetlb_page_tables(struct engine *e, int mm, int lvl, uint64_t old_addr, uint64_t new_addr,
 					 uint64_t len)
 {
 	const struct entry_fmt *f = e->geom.fmt;
-	uint64_t sz = level_size(&e->geom, lvl), old_end = old_addr + len, done = 0;
+	uint64_t sz = level_size(&e->geom, lvl), old_end = old_addr + len, done = 0, lo = old_addr, hi = old_end;
 	mmu_notifier_invalidate_range(e, mm, old_addr, old_end);
 	for (; done < len; done += sz) {
-		uint64_t val;
+		uint64_t val, ps = lvl == e->pmd_lvl ? hugetlb_unshare_for_move(e, mm, old_addr + done) : 0;
 		struct tref ot, nt;
 		uint32_t oi, ni;
 		int got;
+		if (ps) { /* old_addr |= last_addr_mask: the rest of the PUD range */
+			uint64_t base = (old_addr + done) & ~(ps - 1);
+			lo = base < lo ? base : lo;
+			hi = base + ps > hi ? base + ps : hi;
+			done = base + ps - old_addr - sz;
+			continue;
+		}
 		if (!old_entry(e, mm, old_addr + done, lvl, &val, &ot, &oi))
 			continue;
 		if (pt_slot(e, mm, new_addr + done, lvl, &nt, &ni, &got) || got != lvl)
@@ -170,8 +180,8 @@ static uint64_t move_hugetlb_page_tables(struct engine *e, int mm, int lvl, uint
 		entry_write(e, ot, lvl, oi, f->empty(lvl));
 		entry_write(e, nt, lvl, ni, val);
 	}
-	flush_tlb_range(e, mm, old_addr, old_end);
-	return done;
+	flush_tlb_range(e, mm, lo, hi);
+	return done < len ? done : len;
 }
 
 /* One PMD-size (or smaller) extent of move_page_tables below the PUD step: HPAGE_PMD, NORMAL_PMD, or a split and

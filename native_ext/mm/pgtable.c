@@ -158,5 +158,5 @@ bool pmd_has_deposit(struct engine *e, uint64_t pmdval)
 bool pmd_is_file(struct engine *e, uint64_t pmdval)
 {
 	struct compound *c = data_lookup(e, e->geom.fmt->addr(e->pmd_lvl, pmdval) >> 12);
-	return c && c->shm;
+	return c && c->shm && !c->hugetlb; /* a hugetlbfs file's page is hugetlb, never split */
 }

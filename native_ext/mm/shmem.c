@@ -106,7 +106,7 @@ void shmem_free_folio(struct engine *e, uint64_t pfn)
 /* shmem_evict_inode at the end of the trace, once every mm has gone: each object lets go of its pages. */
 void shmem_release_all(struct engine *e)
 {
-	for (int obj = 0; obj < MAX_SHM; obj++) {
+	for (int obj = 0; obj < NR_FILES; obj++) {
 		struct shm_obj *o = &e->shm[obj];
 		for (uint32_t k = 0; k < o->nblk; k++) {
 			struct shm_blk *b = &o->blk[k];
@@ -125,7 +125,7 @@ void shmem_release_all(struct engine *e)
 /* ptf_fini: the memory only. */
 void shmem_fini(struct engine *e)
 {
-	for (int obj = 0; obj < MAX_SHM; obj++) {
+	for (int obj = 0; obj < NR_FILES; obj++) {
 		for (uint32_t k = 0; k < e->shm[obj].nblk; k++)
 			free(e->shm[obj].blk[k].pfn);
 		free(e->shm[obj].blk);

@@ -226,7 +226,7 @@ static PyObject *blocks_list(struct engine *e)
 static PyObject *cpus_list(struct engine *e)
 {
 	static const char *const kinds[] = { "none", "walk", "rmap", "guest_fault", "inval", "frag", "collapse",
-					     "mremap" };
+					     "mremap", "unshare" };
 	PyObject *list = PyList_New(0);
 	for (int i = 0; list && i <= MAX_CPUS; i++) {
 		struct cpu *c = &e->cpus[i];
@@ -284,6 +284,11 @@ static PyObject *cpus_list(struct engine *e)
 					  c->rcu_nest, "held", c->walk_done ? Py_True : Py_False, "mm", c->mm,
 					  "addr", (unsigned long long)c->addr);
 			break;
+		case A_UNSHARE: /* a munmap held after its hugetlb unshare, before free_pgtables (issue 20) */
+			d = Py_BuildValue("{s:i,s:s,s:i,s:O,s:i,s:K,s:K}", "cpu", i, "actor", kinds[c->actor], "rcu_nest",
+					  c->rcu_nest, "held", c->walk_done ? Py_True : Py_False, "mm", c->mm,
+					  "addr", (unsigned long long)c->addr, "end", (unsigned long long)c->hva);
+			break;
 		default:
 			d = Py_BuildValue("{s:i,s:s,s:i}", "cpu", i, "actor", kinds[0], "rcu_nest", c->rcu_nest);
 		}
@@ -309,7 +314,7 @@ static PyObject *rcu_list(struct engine *e)
 static PyObject *shm_list(struct engine *e)
 {
 	PyObject *list = PyList_New(0);
-	for (int obj = 0; list && obj < MAX_SHM; obj++) {
+	for (int obj = 0; list && obj < NR_FILES; obj++) { /* hugetlbfs files: MAX_SHM + file */
 		const struct shm_obj *o = &e->shm[obj];
 		if (!o->used)
 			continue;

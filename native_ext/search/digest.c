@@ -299,6 +299,11 @@ static uint32_t visit_block(struct canon *c, int32_t blk)
 		canon_tref(c, &t);
 		*c->h = mix(mix(*c->h, 0xde9000ull), (uint64_t)(uint32_t)t.blk << 32 | (uint64_t)t.half << 8 | t.gen);
 	}
+	/* huge_pmd_share's links (mm/hugetlb.c), in the order they were made: an unshare of the owner hands the
+	 * table to the first */
+	for (int32_t k = 0; b->pmd_share && k < e->npmd_links; k++)
+		if (e->pmd_links[k].blk == blk)
+			*c->h = mix(*c->h, 0x5a4e0000ull | (uint64_t)(uint32_t)e->pmd_links[k].mm);
 	*c->h = mix(*c->h, 0xe0d0000ull | name);
 	return name;
 }
@@ -332,7 +337,7 @@ static void hash_mm(struct canon *c, int i)
 static void hash_shm(struct canon *c)
 {
 	struct engine *e = c->e;
-	for (int obj = 0; obj < MAX_SHM; obj++) {
+	for (int obj = 0; obj < NR_FILES; obj++) {
 		const struct shm_obj *o = &e->shm[obj];
 		if (!o->used && !o->nblk)
 			continue;
@@ -463,13 +468,15 @@ static uint64_t cpu_record(struct canon *c, int ci, const uint32_t *vm_label)
 	c->h = &h;
 	k.section = 0; /* replaced by the callback relation below */
 	bool known = k.actor == A_NONE || k.actor == A_WALK || k.actor == A_RMAP || k.actor == A_GFAULT ||
-		     k.actor == A_INVAL || k.actor == A_FRAG || k.actor == A_COLLAPSE || k.actor == A_MREMAP;
+		     k.actor == A_INVAL || k.actor == A_FRAG || k.actor == A_COLLAPSE || k.actor == A_MREMAP ||
+		     k.actor == A_UNSHARE;
 	if (known) {
 		bool walk = k.actor == A_WALK, rmap = k.actor == A_RMAP, gf = k.actor == A_GFAULT;
 		bool frag = k.actor == A_FRAG; /* Z4: a held page_table_free keeps mm, tbl, walk_done and level (ptf.h);
 						* addr only names the stopped operation in wait events */
 		bool coll = k.actor == A_COLLAPSE; /* Z5: mm, addr, walk_done, tbl, pmd_tbl/pmd_idx, pfn (ptf.h); a walker
 						     * also its pmd_* (the recheck) and pfn (its grab) */
+		bool uns = k.actor == A_UNSHARE; /* issue 20: mm, walk_done, the range addr .. hva (ptf.h) */
 		/* an invalidation window: what it holds is kept (per-VM counts raw: windows turn VM symmetry
 		 * off); inval_op is only compared with the running operation's index, which between operations
 		 * it never equals, so it is cleared. Any other cpu: the window fields are dead (every reader
@@ -490,11 +497,11 @@ static uint64_t cpu_record(struct canon *c, int ci, const uint32_t *vm_label)
 			k.inval_nlocks = k.inval_opcode = k.inval_child = 0;
 		}
 		bool mrem = k.actor == A_MREMAP; /* issue 20: mm, addr, size, walk_done, gpa/hva, pfn/folio (ptf.h) */
-		if (!walk && !rmap && !gf && !frag && !coll && !mrem)
+		if (!walk && !rmap && !gf && !frag && !coll && !mrem && !uns)
 			k.mm = 0;
-		if (!walk && !rmap && !coll && !mrem)
+		if (!walk && !rmap && !coll && !mrem && !uns)
 			k.addr = 0;
-		if (!walk && !frag && !coll && !mrem) {
+		if (!walk && !frag && !coll && !mrem && !uns) {
 			k.level = 0;
 			k.walk_done = false;
 		}
@@ -525,7 +532,7 @@ static uint64_t cpu_record(struct canon *c, int ci, const uint32_t *vm_label)
 			k.s2_root.blk = alive ? 1 : -2;
 		} else {
 			k.vm = 0;
-			k.gpa = k.hva = k.size = k.seq = 0;
+			k.gpa = k.size = k.seq = 0, k.hva = uns ? real->hva : 0; /* a held munmap's end: a plain number */
 			k.pfn = (walk || coll) && k.pfn ? canon_pfn(c, k.pfn) : 0;
 			k.holds_mm = k.write = k.vma_thp = k.late_faultin = k.noslot = false;
 			canon_tref_clear(&k.s2_root);

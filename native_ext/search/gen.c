@@ -146,10 +146,11 @@ struct gen_profile {
 	bool shm_apart;         /* shared memory in regions of its own, above the anonymous ones */
 	bool exact;             /* exactly max_ops operations, whatever the decisions; never stop at a violation */
 	bool tlb;               /* user accesses through the TLB (tlb_access) after faults */
+	bool hugetlb_shared;    /* MAP_SHARED hugetlbfs mappings (hugetlb_mmap: PMD sharing) among the shared memory */
 };
 
 static const struct gen_profile profiles[GEN_NPROFILES] = {
-	[GEN_FUZZ] = { 1, 3, 2, 4, 3, 2, { 6, 18, 24, 40, 68, 90, 100 }, true, false, false, true },
+	[GEN_FUZZ] = { 1, 3, 2, 4, 3, 2, { 6, 18, 24, 40, 68, 90, 100 }, true, false, false, true, true },
 	/* a replay workload (ptfuzz gen, B1, B5): mostly faults on many mappings of 8 processes, few exits */
 	[GEN_WORKLOAD] = { 0, 8, 2, 12, 32, 3, { 3, 15, 19, 55, 77, 90, 100 }, false, true, true, false },
 };
@@ -211,8 +212,9 @@ static uint32_t abstract_state(const struct engine *e)
 		const struct cpu *c = &e->cpus[i];
 		if (c->actor == A_WALK || c->actor == A_RMAP || c->actor == A_GFAULT)
 			s |= 2u << (c->actor - A_WALK);
-		else if ((c->actor == A_INVAL && c->inval_held) || ((c->actor == A_FRAG || c->actor == A_COLLAPSE || c->actor == A_MREMAP) &&
-										     c->walk_done))
+		else if ((c->actor == A_INVAL && c->inval_held) ||
+			 ((c->actor == A_FRAG || c->actor == A_COLLAPSE || c->actor == A_MREMAP || c->actor == A_UNSHARE) &&
+			  c->walk_done))
 			s |= 16; /* a held window: an invalidation's ends, or (s390) a page_table_free's list work */
 	}
 	for (int i = 0; i < e->mm_hwm; i++)
@@ -230,6 +232,8 @@ static uint32_t abstract_state(const struct engine *e)
 		free_deps++;
 	if (e->ndeps > free_deps)
 		s |= 256;
+	if (e->npmd_links)
+		s |= 512; /* a hugetlb PMD table shared (issue 20) */
 	return s;
 }
 
@@ -493,9 +497,116 @@ static void gen_shm_for(struct gen *g, int pid, uint64_t *addr_out, uint64_t *le
 		*addr_out = addr, *len_out = pages * g->L.page;
 }
 
+/* A fault at addr, and now and then the thread's use of the page on some cpu (its TLB caches the walk) */
+static void gen_hugetlb_touch(struct gen *g, int pid, uint64_t addr)
+{
+	gen_fault_at(g, pid, addr);
+	if (g->p->tlb && chance(g->c, 50)) {
+		int cpu = idle_cpu(g);
+		if (cpu >= 0)
+			OP(g, OP_TLB_ACCESS, (uint64_t)cpu, (uint64_t)pid, addr, below(g->c, 2));
+	}
+}
+
+/* One of the pid's shared hugetlb mappings (hugetlb_mmap), if any. */
+static struct mapping pick_hugetlb(struct gen *g, int pid)
+{
+	struct mapping m = { 0 };
+	if (pid < 0 || pid >= MAX_PIDS || !g->e->procs[pid].exists)
+		return m;
+	const struct mm *mm = &g->e->mms[g->e->procs[pid].mm];
+	for (int i = 0, n = 0; i < mm->nvma; i++) {
+		const struct vma *v = &mm->vmas[i];
+		if ((v->flags & VMA_HUGETLB) && v->shm && below(g->c, (uint32_t)++n) == 0)
+			m = (struct mapping){ v->start, v->end - v->start, v->flags & VMA_HUGETLB, v->shm, true };
+	}
+	return m;
+}
+
+/* issue 20: MAP_SHARED of one of two hugetlbfs files over a whole region (a PUD on x86_64 and arm64 with 4K
+ * pages: PMD sharing wants the PUD-aligned range inside the VMA). A new mapping is faulted, and often a second
+ * process (a fork, or another process mapping the file there) faults it too, sharing the first one's PMD table.
+ * An existing one is faulted, dropped by MADV_DONTNEED (which unshares the whole PUD range), or unmapped, the
+ * munmap now and then held after its unshare, before its free_pgtables and tlb_finish_mmu (unshare_hold: gen_actor
+ * ends it). */
+static void gen_hugetlb_unmap(struct gen *g, int pid, struct mapping m)
+{
+	int cpu = idle_cpu(g);
+	if (cpu >= 0 && chance(g->c, 60))
+		OP(g, OP_UNSHARE_HOLD, (uint64_t)cpu);
+	OP(g, OP_MUNMAP, (uint64_t)pid, m.start, m.len);
+}
+
+/* Another pid of the profile than pid: free (for a fork) when want_free and one is, else live when one is. */
+static int other_pid(struct gen *g, int pid, bool want_free)
+{
+	int cand[MAX_PIDS], n = 0;
+	for (int p = g->p->pid0; p < g->p->pid0 + g->p->npids; p++)
+		if (p != pid && g->e->procs[p].exists != want_free)
+			cand[n++] = p;
+	return n ? cand[below(g->c, (uint32_t)n)] : -1;
+}
+
+static void gen_hugetlb(struct gen *g)
+{
+	int pid = pick_pid(g);
+	uint64_t pmd = g->L.pmd, blocks = g->L.region / pmd;
+	struct mapping m = pick_hugetlb(g, pid);
+	if (!m.ok || chance(g->c, 25)) {
+		uint64_t base = pick_region(g), file = below(g->c, 2), at = base + below(g->c, clamp32(blocks)) * pmd;
+		OP(g, OP_HUGETLB_MMAP, (uint64_t)pid, base, g->L.region, file, 0);
+		gen_hugetlb_touch(g, pid, at);
+		if (!chance(g->c, 60))
+			return;
+		bool fork = chance(g->c, 60);
+		int other = other_pid(g, pid, fork);
+		if (other < 0)
+			return;
+		if (fork) {
+			OP(g, OP_FORK, (uint64_t)pid, (uint64_t)other);
+		} else { /* the same file offsets in another process, at another region or the same */
+			uint64_t obase = pick_region(g);
+			OP(g, OP_HUGETLB_MMAP, (uint64_t)other, obase, g->L.region, file, 0);
+			at = obase + (at - base);
+		}
+		gen_hugetlb_touch(g, other, at);
+		if (chance(g->c, 40)) { /* one of the two goes, its munmap maybe held; then maybe the other too */
+			int who = chance(g->c, 50) ? pid : other, rest = who == pid ? other : pid;
+			struct mapping w = pick_hugetlb(g, who);
+			if (w.ok)
+				gen_hugetlb_unmap(g, who, w);
+			w = pick_hugetlb(g, rest);
+			if (w.ok && chance(g->c, 50)) {
+				if (chance(g->c, 50))
+					OP(g, OP_MUNMAP, (uint64_t)rest, w.start, w.len);
+				else
+					OP(g, OP_EXIT, (uint64_t)rest);
+				if (chance(g->c, 50))
+					OP0(g, OP_RCU_GP);
+			}
+		}
+		return;
+	}
+	uint64_t at = m.start + below(g->c, clamp32(m.len / pmd)) * pmd;
+	switch (below(g->c, 3)) {
+	case 0:
+		gen_hugetlb_touch(g, pid, at);
+		break;
+	case 1:
+		gen_hugetlb_unmap(g, pid, m);
+		break;
+	default:
+		OP(g, OP_MADVISE, (uint64_t)pid, at, pmd, 0);
+	}
+}
+
 static void gen_shm(struct gen *g)
 {
-	gen_shm_for(g, pick_pid(g), NULL, NULL);
+	/* s390 shares no PMD tables: its shared memory stays shmem (what M1 needs) */
+	if (g->p->hugetlb_shared && g->e->arch != ARCH_S390 && chance(g->c, 40))
+		gen_hugetlb(g);
+	else
+		gen_shm_for(g, pick_pid(g), NULL, NULL);
 }
 
 static void gen_vm_create(struct gen *g)
@@ -806,6 +917,19 @@ static void gen_mremap_end(struct gen *g, int cpu, const int *busy, int nbusy)
 	OP(g, OP_MREMAP_END, (uint64_t)cpu);
 }
 
+/* A held move ends (gen_mremap_end); a held munmap (issue 20) frees its tables and flushes, after a grace period or
+ * not. */
+static void gen_held_end(struct gen *g, int cpu, const int *busy, int nbusy)
+{
+	if (g->e->cpus[cpu].actor == A_MREMAP) {
+		gen_mremap_end(g, cpu, busy, nbusy);
+		return;
+	}
+	if (chance(g->c, 40))
+		OP0(g, OP_RCU_GP);
+	OP(g, OP_UNSHARE_END, (uint64_t)cpu);
+}
+
 static void gen_actor(struct gen *g)
 {
 	struct engine *e = g->e;
@@ -824,8 +948,8 @@ static void gen_actor(struct gen *g)
 			OP(g, OP_COLLAPSE_END, (uint64_t)cpu);
 			return;
 		}
-		if (e->cpus[cpu].actor == A_MREMAP) {
-			gen_mremap_end(g, cpu, busy, nbusy);
+		if (e->cpus[cpu].actor == A_MREMAP || e->cpus[cpu].actor == A_UNSHARE) { /* a held move or munmap ends */
+			gen_held_end(g, cpu, busy, nbusy);
 			return;
 		}
 		if (e->cpus[cpu].actor == A_FRAG) { /* the held page_table_free does its list work, after a grace period or not */

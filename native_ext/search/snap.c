@@ -157,7 +157,7 @@ static int copy_vm(struct vm *d, const struct vm *s)
 /* The shmem objects' block arrays and page arrays, into a dst whose own were released (shmem_fini). */
 static int copy_shm(struct engine *dst, const struct engine *src)
 {
-	for (int obj = 0; obj < MAX_SHM; obj++) {
+	for (int obj = 0; obj < NR_FILES; obj++) {
 		struct shm_obj *d = &dst->shm[obj];
 		const struct shm_obj *s = &src->shm[obj];
 		if (!s->blk)
@@ -197,6 +197,8 @@ int ptf_copy(struct engine *dst, const struct engine *src)
 	size_t capcbs = dst->capcbs;
 	struct deposit *deps = dst->deps;
 	int32_t capdeps = dst->capdeps;
+	struct pmd_link *pmd_links = dst->pmd_links;
+	int32_t cappmd_links = dst->cappmd_links;
 	struct event_rec *events = dst->events;
 	size_t capevents = dst->capevents;
 	int dst_hwm = dst->mm_hwm;
@@ -225,10 +227,13 @@ int ptf_copy(struct engine *dst, const struct engine *src)
 	dst->deps = deps;
 	dst->capdeps = capdeps;
 	dst->ndeps = 0;
+	dst->pmd_links = pmd_links;
+	dst->cappmd_links = cappmd_links;
+	dst->npmd_links = 0;
 	dst->events = events;
 	dst->capevents = capevents;
 	dst->nevents = 0;
-	for (int obj = 0; obj < MAX_SHM; obj++) {
+	for (int obj = 0; obj < NR_FILES; obj++) {
 		dst->shm[obj].blk = NULL;
 		dst->shm[obj].nblk = dst->shm[obj].capblk = 0;
 	}
@@ -257,6 +262,12 @@ int ptf_copy(struct engine *dst, const struct engine *src)
 				 sizeof(struct deposit))))
 		dst->ndeps = src->ndeps;
 	dst->capdeps = (int32_t)cap;
+	cap = (uint64_t)dst->cappmd_links;
+	if (!ret && src->npmd_links &&
+	    !(ret = fill((void **)&dst->pmd_links, &cap, src->pmd_links, (uint64_t)src->npmd_links,
+			 (uint64_t)src->cappmd_links, sizeof(struct pmd_link))))
+		dst->npmd_links = src->npmd_links;
+	dst->cappmd_links = (int32_t)cap;
 	cap = dst->capevents;
 	if (!ret && src->nevents &&
 	    !(ret = fill((void **)&dst->events, &cap, src->events, src->nevents, src->capevents, sizeof(struct event_rec))))
@@ -297,7 +308,7 @@ static bool bytes_same(const struct engine *a, const struct engine *b)
 		SPAN(blocks), SPAN(capblocks), SPAN(cpd), SPAN(capcpd), SPAN(last_cpd), SPAN(cbs), SPAN(capcbs),
 		SPAN(deps), SPAN(capdeps), SPAN(op_index), SPAN(cur_opcode), SPAN(self_cpu), SPAN(cur), SPAN(ncur),
 		SPAN(locks_grew), SPAN(events), SPAN(nevents), SPAN(capevents), SPAN(st), SPAN(mms), SPAN(vms),
-		SPAN(shm),
+		SPAN(shm), SPAN(pmd_links), SPAN(cappmd_links),
 	};
 	static bool sorted;
 	const size_t n = sizeof(skip) / sizeof(skip[0]);
@@ -370,7 +381,7 @@ static bool blocks_same(const struct engine *a, const struct engine *b)
 
 static bool shm_same(const struct engine *a, const struct engine *b)
 {
-	for (int obj = 0; obj < MAX_SHM; obj++) {
+	for (int obj = 0; obj < NR_FILES; obj++) {
 		const struct shm_obj *x = &a->shm[obj], *y = &b->shm[obj];
 		if (x->used != y->used || x->nblk != y->nblk || !x->blk != !y->blk)
 			return false;
@@ -389,6 +400,7 @@ static bool shm_same(const struct engine *a, const struct engine *b)
 bool ptf_same(const struct engine *a, const struct engine *b)
 {
 	if (a->nblocks != b->nblocks || a->ncpd != b->ncpd || a->ncbs != b->ncbs || a->ndeps != b->ndeps ||
+	    a->npmd_links != b->npmd_links ||
 	    a->mm_hwm != b->mm_hwm || !bytes_same(a, b))
 		return false;
 	for (int i = 0; i < a->mm_hwm && i < MAX_MMS; i++)
@@ -400,7 +412,8 @@ bool ptf_same(const struct engine *a, const struct engine *b)
 	/* (an empty array may be NULL, which memcmp must not see even for 0 bytes) */
 	if ((a->ncpd && memcmp(a->cpd, b->cpd, (size_t)a->ncpd * sizeof(struct compound))) ||
 	    (a->ncbs && memcmp(a->cbs, b->cbs, a->ncbs * sizeof(struct rcu_cb))) ||
-	    (a->ndeps && memcmp(a->deps, b->deps, (size_t)a->ndeps * sizeof(struct deposit))))
+	    (a->ndeps && memcmp(a->deps, b->deps, (size_t)a->ndeps * sizeof(struct deposit))) ||
+	    (a->npmd_links && memcmp(a->pmd_links, b->pmd_links, (size_t)a->npmd_links * sizeof(struct pmd_link))))
 		return false;
 	return blocks_same(a, b) && shm_same(a, b);
 }

@@ -91,7 +91,8 @@ def crosscheck(
     try:
         for name, t in loaded:
             if not kvm:
-                check_host_trace(t, name, side.facts.arch, side.facts.info.pmd_size)
+                check_host_trace(t, name, side.facts.arch, side.facts.info.pmd_size,
+                                 getattr(side.facts, "hugetlb", "not on this side"))
         knobs = parse_knobs(side.facts.arch, knob)
         err.print(side.describe(), markup=False)
         for note in side.facts.notes:

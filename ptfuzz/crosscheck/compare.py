@@ -20,12 +20,17 @@ from ..names import KNOBS, OP_NUMBER
 from ..trace import Trace, op_text, op_to_list
 
 # The host operations: what a process can do to its own address space, and what the helper does for real.
-HOST_OPS = ("exec", "fork", "exit", "mmap", "shm_mmap", "munmap", "madvise", "fault", "mremap")
+HOST_OPS = ("exec", "fork", "exit", "mmap", "shm_mmap", "hugetlb_mmap", "munmap", "madvise", "fault", "mremap")
 # The private window every generated address lies in: PGD slot 64 on x86_64 (4-level and la57) and
 # arm64 48-bit, far from the helper's own mappings and from the model's exec stack at the top of the
 # address space, so that page-table bytes of the window compare without either side's other tables.
 WINDOW = 0x200000000000
-WINDOW_SPAN = 1 << 30
+WINDOW_SPAN = 3 << 30  # the generator's mappings in the first 1 GiB, its shared hugetlb ones (PUD-aligned) above
+# Shared hugetlb mappings (hugetlb_mmap): PUD-size, PUD-aligned, so that PMD tables are shared (want_pmd_share)
+HUGETLB_BASE, HUGETLB_SPAN = WINDOW + (1 << 30), 2 << 30
+# Huge pages crosscheck adds to the pool (vm.nr_hugepages) for hugetlb_mmap's faults, and gives back at the end:
+# a trace faults at most one huge page per operation, and the files are emptied between traces
+HUGETLB_POOL = 64
 HOST_ARCH = {"x86_64": "x86_64", "aarch64": "arm64"}
 
 
@@ -148,6 +153,7 @@ class HostFacts:
     config: dict
     knobs: dict                      # knobs the probes set (newer-kernel behaviour), before --knob
     notes: list[str] = field(default_factory=list)
+    hugetlb: str | None = "not set up"  # why traces cannot use hugetlb_mmap here; None: they can
 
     def describe(self) -> str:
         knobs = ", ".join(f"{k}={v}" for k, v in self.knobs.items()) or "none"
@@ -221,6 +227,34 @@ def trace_probes(side: "KernelSide", info: HostInfo, lo: int = WINDOW) -> dict[s
     return out
 
 
+class HugetlbPool:
+    """HUGETLB_POOL huge pages added to vm.nr_hugepages for the run (root only) and given back afterwards.
+    reason: None when the pages are there, else why hugetlb_mmap traces are skipped."""
+    PATH = Path("/proc/sys/vm/nr_hugepages")
+
+    def __init__(self, pages: int = HUGETLB_POOL):
+        self.pages, self.old, self.reason = pages, None, None
+        try:
+            old = int(self.PATH.read_text())
+            self.PATH.write_text(str(old + pages))
+            self.old = old
+            got = int(self.PATH.read_text())
+            if got < old + pages:
+                self.reason = f"the kernel gave only {got - old} of {pages} huge pages (vm.nr_hugepages)"
+        except (OSError, ValueError) as e:
+            self.reason = f"cannot add {pages} huge pages to vm.nr_hugepages: {getattr(e, 'strerror', None) or e}"
+        if self.reason:
+            self.restore()
+
+    def restore(self) -> None:
+        if self.old is not None:
+            try:
+                self.PATH.write_text(str(self.old))
+            except OSError:
+                pass
+            self.old = None
+
+
 def host_facts(host: Host) -> HostFacts:
     import platform
     info = host.hello()
@@ -235,7 +269,19 @@ def host_facts(host: Host) -> HostFacts:
             notes.append(f"{knob}={value}: {why}")
         elif probes.get(probe):
             notes.append(f"the host shows {probe} but the model has no {knob} knob: disagreements expected")
-    return HostFacts(arch, platform.release(), info, probes, config, knobs, notes)
+    facts = HostFacts(arch, platform.release(), info, probes, config, knobs, notes)
+    if not info.hugetlb_files:
+        facts.hugetlb = "the helper has no hugetlbfs files (memfd_create MFD_HUGETLB failed)"
+    else:
+        pool = HugetlbPool()
+        host.on_close.append(pool.restore)
+        facts.hugetlb = pool.reason
+    if facts.hugetlb:
+        notes.append(f"no shared hugetlb mappings in generated traces: {facts.hugetlb}")
+    else:
+        notes.append(f"shared hugetlb mappings (PMD sharing) on {HUGETLB_POOL} huge pages added to vm.nr_hugepages "
+                     f"for the run")
+    return facts
 
 
 # ---- generation ----
@@ -248,8 +294,9 @@ class HostGen:
     NPIDS, NREGIONS = 3, 4
     mremap = True  # mremap among the changes (crosscheck --kvm's helper has no mremap: its generator leaves it out)
 
-    def __init__(self, arch: str, choices, layout: Layout):
+    def __init__(self, arch: str, choices, layout: Layout, hugetlb: bool = False):
         self.arch, self.c = arch, choices
+        self.hugetlb = hugetlb and "hugetlb_mmap" in OP_NUMBER  # shared hugetlb mappings (PMD sharing)
         self.L = replace(layout, base=WINDOW, region=8 * layout.pmd)
         self.pids: dict = {}  # pid -> list of (addr, len, flags) it mapped
         self.rows: list[list] = []  # [name, args...], as a trace's list form has them
@@ -260,8 +307,8 @@ class HostGen:
     def region(self) -> int:
         return self.L.base + self.c.below(self.NREGIONS) * self.L.region
 
-    def mapping(self, pid):
-        maps = self.pids.get(pid)
+    def mapping(self, pid, plain: bool = False):
+        maps = [m for m in self.pids.get(pid, ()) if not (plain and m[2] == 2)]
         return self.c.pick(maps) if maps else None
 
     def addr_in(self, pid) -> int:
@@ -290,8 +337,39 @@ class HostGen:
         self.op("exec", pid, -1)
         self.pids[pid] = []
 
+    def do_hugetlb(self):
+        """A shared mapping of one of two hugetlbfs files: mostly the whole PUD-aligned GiB (its PMD table shared
+        with the other mappers of the same offsets), sometimes a few huge pages or an offset hugetlbfs refuses."""
+        pid, L = self.pid(), self.L
+        pud = 1 << 30
+        addr = HUGETLB_BASE + self.c.below(HUGETLB_SPAN // pud) * pud
+        length = self.c.pick([pud, pud, pud, L.pmd * (1 + self.c.below(4))])
+        pgoff = self.c.pick([0, 0, 0, pud // 2 // L.page, 1])
+        file = self.c.below(2)
+        self.op("hugetlb_mmap", pid, addr, length, file, pgoff)
+        self.pids.setdefault(pid, []).append((addr, length, 2))
+        blocks = min(length, 8 * L.pmd) // L.pmd
+        for _ in range(self.c.below(3)):  # the huge pages of a few of its blocks
+            self.op("fault", pid, addr + self.c.below(blocks) * L.pmd, self.c.below(2))
+        if self.c.chance(50):  # a second process with the same offsets: a forked child, or its own mapping
+            other = 1 + self.c.below(self.NPIDS + 1)
+            if other == pid:
+                return
+            if self.c.chance(50) or other not in self.pids:
+                self.op("fork", pid, other)
+                if other not in self.pids:
+                    self.pids[other] = list(self.pids.get(pid, []))
+                oaddr = addr
+            else:
+                oaddr = HUGETLB_BASE + self.c.below(HUGETLB_SPAN // pud) * pud
+                self.op("hugetlb_mmap", other, oaddr, length, file, pgoff)
+                self.pids[other].append((oaddr, length, 2))
+            self.op("fault", other, oaddr + self.c.below(blocks) * L.pmd, self.c.below(2))
+
     def do_mmap(self):
         pid, L = self.pid(), self.L
+        if self.hugetlb and self.c.chance(15):
+            return self.do_hugetlb()
         base = self.region() + self.c.below(4) * L.pmd
         if self.shm and self.c.chance(25):  # shared memory: one of a few objects, at a page offset that may or may not align
             obj = self.c.below(3)
@@ -305,8 +383,9 @@ class HostGen:
             addr, length = base, L.pmd * (1 + self.c.below(2))
         elif kind == 1:
             addr, length = base + self.c.below(4) * L.page, L.page * (1 + self.c.below(16))
-        else:  # beside or over an earlier mapping: merges, splits, MAP_FIXED replacement
-            m = self.mapping(pid)
+        else:  # beside or over an earlier mapping: merges, splits, MAP_FIXED replacement. Not over a hugetlb one:
+            # v6.6's mmap_region turns the failed split (misaligned) into -12, 6.12+ returns its -22
+            m = self.mapping(pid, plain=True)
             addr = max(WINDOW, m[0] + self.c.pick([m[1], -L.page, m[1] // 2 // L.page * L.page])) if m else base
             length = L.page * (1 + self.c.below(8))
         flags = 1 if self.c.chance(50) else 0
@@ -343,7 +422,7 @@ class HostGen:
         PTE table moves on x86_64 and arm64: move_normal_pmd), shrunk or grown in place, a piece moved next to its
         own mapping (copy_vma merges it or not), moved and resized at once."""
         pid, L = self.pid(), self.L
-        m = self.mapping(pid)
+        m = self.mapping(pid, plain=True)  # not a shared hugetlb one: the model has no move_hugetlb_page_tables
         if not m:
             return self.do_mmap()
         addr, length, flags = m
@@ -404,9 +483,10 @@ class HostGen:
             self.pids.pop(pid, None)
 
 
-def generate(arch: str, config: dict, seed: int, nops: int) -> Trace:
-    """A random host-only trace of exactly nops operations, all addresses in the window."""
-    gen = HostGen(arch, RandomChoices(seed), Layout.of(arch, config))
+def generate(arch: str, config: dict, seed: int, nops: int, hugetlb: bool = False) -> Trace:
+    """A random host-only trace of exactly nops operations, all addresses in the window; hugetlb: with shared
+    hugetlb mappings too (the host has the files and the huge pages)."""
+    gen = HostGen(arch, RandomChoices(seed), Layout.of(arch, config), hugetlb)
     while len(gen.rows) < nops:
         gen.step()
     ops = tracemod.ops_from_list(gen.rows[:nops])
@@ -420,8 +500,9 @@ def generate(arch: str, config: dict, seed: int, nops: int) -> Trace:
 MAX_RESIDENT = 4 << 30
 
 
-def check_host_trace(trace: Trace, where: str, arch: str, pmd_size: int = 2 << 20) -> None:
-    """Only host operations of the host's own arch can run on both sides, within a memory bound."""
+def check_host_trace(trace: Trace, where: str, arch: str, pmd_size: int = 2 << 20, hugetlb: str | None = None) -> None:
+    """Only host operations of the host's own arch can run on both sides, within a memory bound; hugetlb_mmap only
+    where the host has hugetlbfs files and huge pages (hugetlb: why not, None when it has)."""
     if trace.arch != arch:
         raise UsageError(f"{where}: a {trace.arch} trace; this host runs {arch} traces only")
     faults = int((trace.ops[:, 0] == OP_NUMBER["fault"]).sum()) if len(trace.ops) else 0
@@ -434,6 +515,8 @@ def check_host_trace(trace: Trace, where: str, arch: str, pmd_size: int = 2 << 2
             raise UsageError(f"{where}: ops[{i}]: {name} is not a host operation ({', '.join(HOST_OPS)})")
         if name == "exec" and args[1] != -1:
             raise UsageError(f"{where}: ops[{i}]: exec of an ELF image: crosscheck runs elf -1 only")
+        if name == "hugetlb_mmap" and hugetlb:
+            raise UsageError(f"{where}: ops[{i}]: hugetlb_mmap cannot run here: {hugetlb}")
 
 
 @dataclass

@@ -36,6 +36,7 @@ class HostInfo:
     method: str  # how PMD-mapped blocks are found: "scan" (PAGEMAP_SCAN), "kpageflags", "none"
     baseline: int = 0  # VmPTE bytes of a process with nothing in the window (subtracted by the helper)
     va_bits: int = 0  # user address bits the kernel grants (47 on x86_64 without la57)
+    hugetlb_files: int = 0  # hugetlbfs files hugetlb_mmap can map (memfd_create MFD_HUGETLB), 0: none
 
 
 def host_supported() -> str | None:
@@ -127,6 +128,7 @@ class Host:
         self.timeout = timeout
         self._buf = b""
         self._info: HostInfo | None = None
+        self.on_close: list = []  # what the run set up for this helper and gives back with it (crosscheck's pool)
         try:
             # bytes and unbuffered: a buffered text reader can hold a complete line that select()
             # cannot see, so the timeout would wait for data that has already arrived
@@ -190,7 +192,7 @@ class Host:
         try:
             kv = dict(x.split("=", 1) for x in f[5:])
             self._info = HostInfo(int(f[1]), int(f[2]), f[3] == "1", kv.get("method", "none"), int(f[4]),
-                                  int(kv.get("va_bits", 0)))
+                                  int(kv.get("va_bits", 0)), int(kv.get("hugetlb_files", 0)))
         except (IndexError, ValueError):
             raise HostError(f"{BINARY_NAME}: malformed hello reply {reply!r}") from None
         if f[0] != "ok":
@@ -209,7 +211,7 @@ class Host:
             raise HostError(f"{BINARY_NAME}: malformed probe reply {reply!r}") from None
 
     def op(self, name: str, *args: int) -> int:
-        """A host operation (exec, fork, exit, mmap, shm_mmap, munmap, madvise, fault): 0 or -errno."""
+        """A host operation (exec, fork, exit, mmap, shm_mmap, hugetlb_mmap, munmap, madvise, fault): 0 or -errno."""
         line = " ".join([name, *(str(int(a)) for a in args)])
         reply = self.request(line)
         if not reply.startswith("r "):
@@ -248,6 +250,9 @@ class Host:
     def close(self, kill: bool = False) -> None:
         """EOF on its stdin makes the helper kill and reap its processes and exit; kill it if it does not."""
         proc = getattr(self, "_proc", None)
+        for undo in getattr(self, "on_close", ()):
+            undo()
+        self.on_close = []
         if proc is None:
             return
         self._proc = None

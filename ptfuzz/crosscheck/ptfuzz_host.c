@@ -13,6 +13,7 @@
  *   exit PID                      -> r 0 | r -3
  *   mmap PID ADDR LEN FLAGS       -> r RES   (bit0 MADV_HUGEPAGE, bit1 hugetlb PMD_SIZE, bit2 hugetlb PUD_SIZE)
  *   shm_mmap PID ADDR LEN OBJ PGOFF -> r RES
+ *   hugetlb_mmap PID ADDR LEN FILE PGOFF -> r RES   (MAP_SHARED of hugetlbfs file 0..7, PMD-size pages)
  *   munmap PID ADDR LEN           -> r RES
  *   madvise PID ADDR LEN ADVICE   -> r RES   (0 DONTNEED, 1 HUGEPAGE, 2 NOHUGEPAGE, 3 COLLAPSE)
  *   fault PID ADDR WRITE          -> r 0 | r -14
@@ -21,7 +22,7 @@
  *   figall LO HI                  -> F N PID BYTES NB ADDR1 .. ADDRNB  PID ...  (figures of every live process)
  *   killall                       -> r 0                (every process exits: the end of a pipelined trace)
  *   quit                          -> (no reply) as EOF; as a guest's init, powers the guest off
- * hello also says release=UNAME_R machine=UNAME_M guest=0|1.
+ * hello also says release=UNAME_R machine=UNAME_M guest=0|1 hugetlb_files=0|8.
  *
  * As a QEMU guest's /init (pid 1, `ptfuzz crosscheck --kernel`): mounts /proc, /sys and /dev, takes the
  * console as its stdin and stdout in raw mode, sets THP to the defaults crosscheck assumes (enabled and
@@ -126,7 +127,7 @@ struct cmd {
     int nargs;
 };
 static const struct cmd cmds[] = {
-    {"hello", 0}, {"probe", 0}, {"exec", 1}, {"fork", 2}, {"exit", 1}, {"mmap", 4}, {"shm_mmap", 5},
+    {"hello", 0}, {"probe", 0}, {"exec", 1}, {"fork", 2}, {"exit", 1}, {"mmap", 4}, {"shm_mmap", 5}, {"hugetlb_mmap", 5},
     {"munmap", 3}, {"madvise", 4}, {"fault", 3}, {"mremap", 5}, {"figures", 3}, {"pid", 1}, {"shm_reset", 0},
     {"figall", 2}, {"quit", 0}, {"killall", 0},
 };
@@ -159,9 +160,9 @@ static int handle(char *l)
         struct utsname u;
         if (uname(&u))
             memset(&u, 0, sizeof u);
-        return out("ok %ld %llu %d %lld method=%s va_bits=%d release=%s machine=%s guest=%d", page_size,
+        return out("ok %ld %llu %d %lld method=%s va_bits=%d release=%s machine=%s guest=%d hugetlb_files=%d", page_size,
                    (unsigned long long)pmd_size, la57, baseline, method_names[method], va_bits,
-                   u.release[0] ? u.release : "?", u.machine[0] ? u.machine : "?", guest);
+                   u.release[0] ? u.release : "?", u.machine[0] ? u.machine : "?", guest, hugetlb_files);
     }
     if (!strcmp(c->name, "quit"))
         shutdown_all();
@@ -177,6 +178,9 @@ static int handle(char *l)
         for (int i = 0; i < NOBJ; i++)
             if (ftruncate(memfd[i], 0) || ftruncate(memfd[i], (off_t)memfd_size))
                 return out("e shm_reset: %s", strerror(errno));
+        for (int i = 0; i < hugetlb_files; i++) /* their huge pages go back to the pool */
+            if (ftruncate(hugefd[i], 0))
+                return out("e shm_reset: hugetlbfs file: %s", strerror(errno));
         return out("r 0");
     }
     if (!strcmp(c->name, "probe")) {

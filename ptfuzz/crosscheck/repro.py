@@ -54,6 +54,8 @@ WHY_SKIPPED = {
     "mremap_hold": "an mremap cannot be held between its table moves and its unmap from user space",
     "mremap_end": "an mremap cannot be held between its table moves and its unmap from user space",
     "khugepaged": "when khugepaged reaches a block cannot be chosen from user space",
+    "unshare_hold": "a munmap cannot be held between its unmap_vmas and its free_pgtables from user space",
+    "unshare_end": "a munmap cannot be held between its unmap_vmas and its free_pgtables from user space",
 }
 
 
@@ -99,7 +101,7 @@ def _window(rows: list[list]) -> tuple[int, int]:
     lies there, and every range outside it is refused, so MAP_FIXED never hits the program itself."""
     ranges = []
     for name, *args in rows:
-        if name in ("mmap", "shm_mmap", "munmap", "madvise"):
+        if name in ("mmap", "shm_mmap", "hugetlb_mmap", "munmap", "madvise"):
             ranges.append((args[1], args[2]))
         elif name == "fault":
             ranges.append((args[1], 1))

@@ -55,7 +55,7 @@ def run(side: Side, checker, loaded: list, gen: int, seed: int, nops: int, on_ou
             if t is None:
                 i = n - len(loaded)
                 t = (side.generate_for(side.facts, per_trace[i], nops) if side.generate_for else
-                     generate(side.facts.arch, side.facts.config, per_trace[i], nops))
+                     generate(side.facts.arch, side.facts.config, per_trace[i], nops, not side.facts.hugetlb))
             try:
                 o = checker.check(t, name)
             except HostError as exc:

@@ -127,14 +127,22 @@ ARM64_YIELD = (
 )
 # arm64 and x86_64: memslot 0 deleted (KVM_MR_DELETE, whose INVALID phase a window stops at; Z8)
 KVM_DELETE = (("memslot", "vm", 0, 0, 0, 0),)
+# arm64 and x86_64 (issue 20): a shared hugetlbfs mapping of the PUD at slot 0 (PMD sharing wants the PUD-aligned
+# range inside the VMA), its munmap whole, and that munmap held between its unshare and its free_pgtables (Z10)
+HUGETLB_SHARE = (
+    ("hugetlb_mmap", "pid", "addr0", "pud", 0, 0),
+    ("munmap", "pid", "addr0", "pud"),
+    ("unshare_hold", "cpu"),
+    ("unshare_end", "cpu"),
+)
 ALPHABET = {
     "s390": (("sysctl_allocate_pgste", (0, 1)),) + COMMON + (
         ("munmap", "pid", "stack", "pmd"),  # the exec stack's segment: its PTE table goes by RCU (Z4)
         ("frag_hold", "cpu"),    # page_table_free held inside mm->context.lock (Z4)
         ("frag_end", "cpu"),
     ),
-    "arm64": COMMON + ARM64_YIELD + KVM_DELETE,
-    "x86_64": COMMON + KVM_DELETE,
+    "arm64": COMMON + ARM64_YIELD + KVM_DELETE + HUGETLB_SHARE,
+    "x86_64": COMMON + KVM_DELETE + HUGETLB_SHARE,
 }
 ELFS = {"s390": (s390_elf(True),), "arm64": (), "x86_64": ()}
 DEFAULTS = {"pids": 2, "cpus": 1, "vms": 1, "addrs": 1}

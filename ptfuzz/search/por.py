@@ -71,7 +71,10 @@ LINKS_REVIEWED = {"sysctl_allocate_pgste", "exec", "fork", "exit", "mmap", "munm
                   # pages reach another mm, already makes the pids not apart); a held move is an actor
                   # lvl_pids_apart does not accept; Z3's khugepaged collapses one process's block (a shmem block
                   # reaches other mms only through the shared memory the test refuses)
-                  "mremap", "mremap_hold", "mremap_end", "khugepaged"}
+                  "mremap", "mremap_hold", "mremap_end", "khugepaged",
+                  # hugetlb_mmap's VMA is a file mapping (vma.shm names its hugetlbfs page cache), which
+                  # lvl_pids_apart refuses like shared memory; a held unshare is an actor it does not accept
+                  "hugetlb_mmap", "unshare_hold", "unshare_end"}
 
 
 def independent(a, x) -> int:

@@ -52,11 +52,14 @@ ARG_KINDS: dict[str, tuple[str, ...]] = {
     "mremap_hold": ("cpu",),
     "mremap_end": ("cpu",),
     "khugepaged": ("pid", "u64"),
+    "hugetlb_mmap": ("pid", "u64", "u64", "hfile", "u64"),
+    "unshare_hold": ("cpu",),
+    "unshare_end": ("cpu",),
 }
 KIND_MAX = {"bool": 1, "pid": 63, "cpu": 15, "vm": 15, "slot": 31, "flags": 7, "advice": 3, "obj": 15,
-            "u64": U64_MAX}
+            "hfile": 7, "u64": U64_MAX}
 KIND_TEXT = {"bool": "0 or 1", "pid": "a pid 0..63", "cpu": "a cpu 0..15", "vm": "a vm 0..15",
-             "slot": "a slot 0..31", "flags": "flags 0..7", "advice": "advice 0..3", "obj": "an object 0..15",
+             "slot": "a slot 0..31", "flags": "flags 0..7", "advice": "advice 0..3", "obj": "an object 0..15", "hfile": "a hugetlbfs file 0..7",
              "u64": "an integer 0..2^64-1", "ipa": "ipa_bits 0 or 32..52", "elf": "-1 or an index into elfs"}
 
 CONFIG_RULES: dict[str, dict[str, Any]] = {

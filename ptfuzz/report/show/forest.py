@@ -30,7 +30,7 @@ def involved(trace: Trace, state: dict, op_index: int | None, focus: Focus) -> t
     add_mm(focus.mm)
     if op_index is not None and op_index < len(trace.ops):
         name, *args = op_to_list(trace.ops[op_index])
-        pid_ops = {"exec", "exit", "mmap", "munmap", "madvise", "fault", "split", "shm_mmap"}
+        pid_ops = {"exec", "exit", "mmap", "munmap", "madvise", "fault", "split", "shm_mmap", "hugetlb_mmap"}
         if name in pid_ops and args[0] in state["procs"]:
             add_mm(state["procs"][args[0]]["mm"])
         elif name == "fork":
@@ -184,6 +184,12 @@ def _add_actors(trees: list[Tree], state: dict, ctx: Ctx) -> None:
             if c["held"] and tree is not None and tree.top is not None:
                 tree.top.tags.append((f"\u25c0 cpu {c['cpu']} collapse of {c['addr']:#x} isolated, before its copy",
                                       "actor"))
+            continue
+        if c["actor"] == "unshare":  # a munmap held after its hugetlb unshare, before free_pgtables (issue 20)
+            tree = next((t for t in trees if t.key == f"mm{c['mm']}"), None)
+            if c["held"] and tree is not None and tree.top is not None:
+                tree.top.tags.append((f"\u25c0 cpu {c['cpu']} munmap of [{c['addr']:#x}, {c['end']:#x}) unshared, "
+                                      "before free_pgtables and its flush", "actor"))
             continue
         label = {"walk": f"cpu {c['cpu']} GUP-fast walker", "rmap": f"cpu {c['cpu']} rmap walker",
                  "guest_fault": f"cpu {c['cpu']} guest fault"}[c["actor"]]

@@ -58,7 +58,7 @@ def op_focus(row, state: dict) -> Focus:
     """For an operation that is not the violating one: the address it works on (drawn as a path)."""
     name, *args = op_to_list(row)
     f = Focus()
-    if name in ("mmap", "munmap", "madvise", "fault", "split", "shm_mmap") and args[0] in state["procs"]:
+    if name in ("mmap", "munmap", "madvise", "fault", "split", "shm_mmap", "hugetlb_mmap") and args[0] in state["procs"]:
         f.mm, f.hva = state["procs"][args[0]]["mm"], args[1]
     elif name in ("walk_begin", "rmap_begin", "unmap_mapping_begin") and args[1] in state["procs"]:
         f.mm, f.hva = state["procs"][args[1]]["mm"], args[2]
