@@ -37,7 +37,7 @@ from ptfuzz.names import OP_NUMBER  # noqa: E402
 from ptfuzz.engine import stage1_geometry  # noqa: E402
 from ptfuzz.procs import ptfuzz_command  # noqa: E402
 from ptfuzz.search.campaign import Campaign, run_campaign  # noqa: E402
-from ptfuzz.zoo import BUGS  # noqa: E402
+from ptfuzz.zoo import BUGS, SAFE_CONTROLS  # noqa: E402
 from ptfuzz.search.variants import trial_seed  # noqa: E402
 
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
@@ -218,15 +218,7 @@ UNSAFE = [("U1", "s390", {"mm.table_free": "immediate"}, {"uaf-table"}),
 UNSAFE += [(b.id, b.arch, b.knobs, set(b.kinds)) for b in BUGS if b.modelled]
 # docs/bench.md's safe controls. Those that leave s390.defer_gmap_unlink=no reach M1 (docs/model-notes.md): for them
 # a gmap-dangling finding is M1, not a false alarm, and is counted apart.
-CONTROLS = [("arm64", {}), ("x86_64", {}), ("s390", {"s390.defer_gmap_unlink": "yes"}),
-            ("s390", {"s390.pt_alloc": "full-page", "s390.defer_gmap_unlink": "yes"}),
-            ("s390", {"s390.pgste_decision": "sysctl-only"}), ("s390", {"s390.pgste_decision": "convert-late"}),
-            ("s390", {"s390.defer_gmap_unlink": "yes", "s390.thp_in_pgste_mm": "allow"}),
-            ("arm64", {"arm64.stage2_block_check": "can-map-block-size"}),
-            ("arm64", {"arm64.stage2_block_check": "has-pmd"}), ("arm64", {"arm64.stage2_block_check": "has-pud"}),
-            ("x86_64", {"kvm.fault_holds_mm": "no", "kvm.release_check": "root"}),
-            ("arm64", {"kvm.fault_holds_mm": "no", "kvm.release_check": "root"}),
-            ("x86_64", {"mm.pt_reclaim": "yes"})]
+CONTROLS = SAFE_CONTROLS
 
 
 def b2(arch, tmp):

@@ -74,6 +74,19 @@ BUGS: tuple[Bug, ...] = (
         "v5.14 (5.13.3; 5.10.y and 5.4.211 in 2022: CVE-2022-41222)", "x86_64", ("stale-tlb",), min_ops=8),
 )
 
+# docs/bench.md's safe controls: designs (arch, knobs) every search must leave silent (bench B3, the check matrix)
+SAFE_CONTROLS: tuple[tuple[str, dict], ...] = (
+    ("arm64", {}), ("x86_64", {}), ("s390", {"s390.defer_gmap_unlink": "yes"}),
+    ("s390", {"s390.pt_alloc": "full-page", "s390.defer_gmap_unlink": "yes"}),
+    ("s390", {"s390.pgste_decision": "sysctl-only"}), ("s390", {"s390.pgste_decision": "convert-late"}),
+    ("s390", {"s390.defer_gmap_unlink": "yes", "s390.thp_in_pgste_mm": "allow"}),
+    ("arm64", {"arm64.stage2_block_check": "can-map-block-size"}),
+    ("arm64", {"arm64.stage2_block_check": "has-pmd"}), ("arm64", {"arm64.stage2_block_check": "has-pud"}),
+    ("x86_64", {"kvm.fault_holds_mm": "no", "kvm.release_check": "root"}),
+    ("arm64", {"kvm.fault_holds_mm": "no", "kvm.release_check": "root"}),
+    ("x86_64", {"mm.pt_reclaim": "yes"}),
+)
+
 BY_KNOB: dict[str, list[Bug]] = {}
 for _b in BUGS:
     BY_KNOB.setdefault(_b.knob, []).append(_b)

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from ptfuzz.search.check import CheckVerdict, check
 from ptfuzz.search.shards import merge_dir, write_result
+from ptfuzz.zoo import SAFE_CONTROLS
 
 FULL = os.environ.get("PTFUZZ_CHECK_MATRIX") == "full"
 MODES = [(por, mode) for por in (False, True) for mode in ("1 job", "2 jobs", "2 shards")]
@@ -44,15 +45,7 @@ UNSAFE = [("U1", "s390", {"mm.table_free": "immediate"}, 7, {"pids": 2}, False),
 # where the state-dependent rule must prune: two processes, and states where nothing links them
 PRUNES = {"U1", "U4", "U5", "U6", "U7", "U8", "U9", "U10", "U11", "U12", "U13", "M1"}
 # docs/bench.md's safe controls: every one at depth 4 in the suite, three deeper in the full matrix
-_CONTROL_KNOBS = [("arm64", {}), ("x86_64", {}), ("s390", {"s390.defer_gmap_unlink": "yes"}),
-                  ("s390", {"s390.pt_alloc": "full-page", "s390.defer_gmap_unlink": "yes"}),
-                  ("s390", {"s390.pgste_decision": "sysctl-only"}), ("s390", {"s390.pgste_decision": "convert-late"}),
-                  ("s390", {"s390.defer_gmap_unlink": "yes", "s390.thp_in_pgste_mm": "allow"}),
-                  ("arm64", {"arm64.stage2_block_check": "can-map-block-size"}),
-                  ("arm64", {"arm64.stage2_block_check": "has-pmd"}), ("arm64", {"arm64.stage2_block_check": "has-pud"}),
-                  ("x86_64", {"kvm.fault_holds_mm": "no", "kvm.release_check": "root"}),
-                  ("arm64", {"kvm.fault_holds_mm": "no", "kvm.release_check": "root"}),
-                  ("x86_64", {"mm.pt_reclaim": "yes"})]
+_CONTROL_KNOBS = SAFE_CONTROLS
 CONTROLS = [(f"{a}-{'-'.join(f'{k}={v}' for k, v in kn.items()) or 'defaults'}-d4", a, kn, 4, True)
             for a, kn in _CONTROL_KNOBS] + \
     [("s390-defer_gmap_unlink-d5", "s390", {"s390.defer_gmap_unlink": "yes"}, 5, False),

@@ -195,25 +195,11 @@ static int huge_pte_alloc(struct engine *e, int mm, const struct vma *v, uint64_
 static uint64_t hugetlb_file_folio(struct engine *e, int fobj, uint64_t pgoff, uint64_t sz)
 {
 	struct shm_obj *o = shmem_obj(e, fobj);
-	uint64_t bi = pgoff / e->shm_pages;
-	uint32_t pos;
-	struct shm_blk *b = blk_find(o, bi, &pos);
-	if (b && b->huge)
+	struct shm_blk *b = blk_get(o, pgoff / e->shm_pages);
+	if (!b)
+		return 0;
+	if (b->huge)
 		return b->huge;
-	if (!b) {
-		if (o->nblk == o->capblk) {
-			uint32_t n = o->capblk ? o->capblk * 2 : 8;
-			struct shm_blk *p = realloc(o->blk, (size_t)n * sizeof(*p));
-			if (!p)
-				return 0;
-			o->blk = p;
-			o->capblk = n;
-		}
-		memmove(&o->blk[pos + 1], &o->blk[pos], (size_t)(o->nblk - pos) * sizeof(*o->blk));
-		o->blk[pos] = (struct shm_blk){ bi, 0, NULL };
-		o->nblk++;
-		b = &o->blk[pos];
-	}
 	uint64_t head = data_alloc(e, sz >> 12);
 	if (!head)
 		return 0;

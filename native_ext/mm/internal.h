@@ -97,6 +97,7 @@ struct vm_fault {
 	uint64_t pfn, size;     /* what ends up mapped at addr */
 };
 struct shm_blk *blk_find(struct shm_obj *o, uint64_t bi, uint32_t *pos);
+struct shm_blk *blk_get(struct shm_obj *o, uint64_t bi);
 void shmem_free_folio(struct engine *e, uint64_t pfn);
 int do_set_pmd(struct engine *e, struct vm_fault *vmf, uint64_t head, bool write);
 struct tref pte_table(struct engine *e, struct vm_fault *vmf);

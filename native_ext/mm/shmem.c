@@ -33,6 +33,28 @@ struct shm_blk *blk_find(struct shm_obj *o, uint64_t bi, uint32_t *pos)
 	return lo < o->nblk && o->blk[lo].index == bi ? &o->blk[lo] : NULL;
 }
 
+/* The block with index bi, inserted (empty) where it belongs when the object has none; NULL when memory runs out.
+ * The page cache's xarray slot for shmem and hugetlbfs alike. */
+struct shm_blk *blk_get(struct shm_obj *o, uint64_t bi)
+{
+	uint32_t pos;
+	struct shm_blk *b = blk_find(o, bi, &pos);
+	if (b)
+		return b;
+	if (o->nblk == o->capblk) {
+		uint32_t n = o->capblk ? o->capblk * 2 : 8;
+		struct shm_blk *p = realloc(o->blk, (size_t)n * sizeof(*p));
+		if (!p)
+			return NULL;
+		o->blk = p;
+		o->capblk = n;
+	}
+	memmove(&o->blk[pos + 1], &o->blk[pos], (size_t)(o->nblk - pos) * sizeof(*o->blk));
+	o->blk[pos] = (struct shm_blk){ bi, 0, NULL };
+	o->nblk++;
+	return &o->blk[pos];
+}
+
 /* filemap_get_entry: the first 4K frame of the page at index (0: a hole), and its folio. */
 uint64_t shmem_lookup(struct engine *e, int obj, uint64_t index, struct compound **folio)
 {
@@ -53,23 +75,9 @@ static uint64_t shmem_get_folio(struct engine *e, int obj, uint64_t index)
 	if (pfn)
 		return pfn;
 	struct shm_obj *o = shmem_obj(e, obj);
-	uint64_t bi = index / e->shm_pages;
-	uint32_t pos;
-	struct shm_blk *b = blk_find(o, bi, &pos);
-	if (!b) {
-		if (o->nblk == o->capblk) {
-			uint32_t n = o->capblk ? o->capblk * 2 : 8;
-			struct shm_blk *p = realloc(o->blk, (size_t)n * sizeof(*p));
-			if (!p)
-				return 0;
-			o->blk = p;
-			o->capblk = n;
-		}
-		memmove(&o->blk[pos + 1], &o->blk[pos], (size_t)(o->nblk - pos) * sizeof(*o->blk));
-		o->blk[pos] = (struct shm_blk){ bi, 0, NULL };
-		o->nblk++;
-		b = &o->blk[pos];
-	}
+	struct shm_blk *b = blk_get(o, index / e->shm_pages);
+	if (!b)
+		return 0;
 	if (!b->pfn && !(b->pfn = calloc(e->shm_pages, sizeof(uint64_t))))
 		return 0;
 	pfn = data_alloc(e, page_frames(e));
