@@ -23,18 +23,24 @@ static int collapse_window_held(const struct engine *e)
 	return -1;
 }
 
-int collapse_hold(struct engine *e, int cpu)
+/* The fields a held collapse uses (ptf.h, A_COLLAPSE), as an armed or ended hold leaves them. */
+static void collapse_hold_clear(struct cpu *c)
 {
-	struct cpu *c = &e->cpus[cpu];
-	if (c->actor != A_NONE)
-		return -EBUSY;
-	c->actor = A_COLLAPSE;
 	c->walk_done = false;
 	c->mm = 0;
 	c->addr = 0;
 	c->tbl = c->pmd_tbl = TREF_NONE;
 	c->pmd_idx = 0;
 	c->pfn = 0;
+}
+
+int collapse_hold(struct engine *e, int cpu)
+{
+	struct cpu *c = &e->cpus[cpu];
+	if (c->actor != A_NONE)
+		return -EBUSY;
+	c->actor = A_COLLAPSE;
+	collapse_hold_clear(c);
 	return 0;
 }
 
@@ -98,12 +104,7 @@ int collapse_end(struct engine *e, int cpu)
 		mmdrop(e, c->mm);
 	}
 	c->actor = A_NONE;
-	c->walk_done = false;
-	c->mm = 0;
-	c->addr = 0;
-	c->tbl = c->pmd_tbl = TREF_NONE;
-	c->pmd_idx = 0;
-	c->pfn = 0;
+	collapse_hold_clear(c);
 	e->locks_grew = true;
 	return 0;
 }

@@ -211,6 +211,16 @@ int frag_window_wait(struct engine *e, uint64_t opcode)
 	return lock_wait(e, cpu, LC_CONTEXT, (uint64_t)e->cpus[cpu].mm, LM_WRITE, &h);
 }
 
+/* The fields a held page_table_free uses (ptf.h, A_FRAG), as an armed or ended hold leaves them. */
+static void frag_hold_clear(struct cpu *c)
+{
+	c->walk_done = false;
+	c->mm = 0;
+	c->tbl = TREF_NONE;
+	c->level = 0;
+	c->addr = 0;
+}
+
 int frag_hold(struct engine *e, int cpu)
 {
 	if (e->arch != ARCH_S390)
@@ -219,11 +229,7 @@ int frag_hold(struct engine *e, int cpu)
 	if (c->actor != A_NONE)
 		return -EBUSY;
 	c->actor = A_FRAG;
-	c->walk_done = false;
-	c->mm = 0;
-	c->tbl = TREF_NONE;
-	c->level = 0;
-	c->addr = 0;
+	frag_hold_clear(c);
 	return 0;
 }
 
@@ -289,11 +295,7 @@ int frag_end(struct engine *e, int cpu)
 		mmdrop(e, c->mm);
 	}
 	c->actor = A_NONE;
-	c->walk_done = false;
-	c->mm = 0;
-	c->tbl = TREF_NONE;
-	c->level = 0;
-	c->addr = 0;
+	frag_hold_clear(c);
 	e->locks_grew = true;
 	return 0;
 }
