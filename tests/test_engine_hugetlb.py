@@ -2,10 +2,11 @@
 the unshare hold and hugetlb.unshare_flush, against v6.6 rule by rule (docs/model-notes.md, "hugetlb PMD sharing")."""
 import pytest
 
-from conftest import G, M, W, figs, kind, results, run
+from conftest import G, M, W, events_at, figs, kind, results, run
 
 P = 2 * M  # PMD_SIZE on x86_64 and arm64/4K; PUD_SIZE is G there
 T = 4096   # one page table (a PUD or PMD table)
+EV_LEAF_ZAP = 6  # enum event (native_ext/ptf.h)
 PRE = {"hugetlb.unshare_flush": "before-a4a118f2eead"}
 
 
@@ -120,6 +121,19 @@ def test_the_last_sharer_frees_the_table_and_every_count_comes_back():
     r, f = figs(ops)
     assert results(r) == [0] * len(ops) and kind(r) is None  # the end-of-trace audit recounts bytes and leaves
     assert blocks(f, 9, 3) == (W, W + P, W + 2 * P)
+
+
+def test_an_unmap_zaps_every_huge_page_of_a_table_and_skips_a_pud_range_without_one():
+    # __unmap_hugepage_range: hugetlb_walk finds no PMD table in the first PUD range (address |= last_addr_mask),
+    # then zaps each huge page of the second one's table; the pages stay in the file (a new mapping sees them)
+    ops = [["exec", 1, -1], ["hugetlb_mmap", 1, W, 2 * G, 0, 0], ["fault", 1, W + G + P, 1],
+           ["fault", 1, W + G + 3 * P, 1], ["fault", 1, W + 2 * G - P, 1], ["munmap", 1, W, 2 * G],
+           ["hugetlb_mmap", 1, W + 4 * G, 2 * G, 0, 0], ["fault", 1, W + 5 * G + 3 * P, 0]]
+    r, f = figs(ops)
+    assert results(r) == [0] * len(ops) and kind(r) is None
+    assert blocks(f, 4, 1) == (W + G + P, W + G + 3 * P, W + 2 * G - P)
+    assert blocks(f, 5, 1) == ()
+    assert len(events_at(r, 5, EV_LEAF_ZAP)) == 3
 
 
 @pytest.mark.parametrize("arch,config", [("s390", {}), ("arm64", {"granule": 65536, "va_bits": 48})])

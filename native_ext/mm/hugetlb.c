@@ -269,6 +269,8 @@ static int huge_pmd_unshare(struct engine *e, int mm, uint64_t addr)
 	int pl = pud_lvl(e);
 	struct tref pt;
 	uint32_t pi;
+	if (pl < 0)
+		return 0; /* the PMD table is the top one: nothing shares it */
 	uint64_t pud = host_entry_at(e, mm, addr, pl, &pt, &pi);
 	if (g->fmt->kind(pl, pud) != E_TABLE)
 		return 0;
@@ -299,26 +301,49 @@ static bool __unmap_hugepage_range(struct engine *e, int mm, uint64_t start, uin
 {
 	const struct geom *g = &e->geom;
 	int ml = e->pmd_lvl;
-	uint64_t sz = pmd_size(e), ps = pud_share_size(e), lo = start, hi = end;
+	int pl = pud_lvl(e);
+	uint64_t sz = pmd_size(e), ps = pl >= 0 ? pud_share_size(e) : 0, lo = start, hi = end;
 	bool force_flush = false;
-	for (uint64_t addr = start; addr < end && addr >= start && !e->viol; addr += sz) {
+	/* one PUD range (one PMD table) at a time: the kernel's loop walks from the pgd at every huge page, and so
+	 * did this one (a third of a random trace's time went into exit's 512 walks of a 1 GiB mapping); the table,
+	 * and whether it is shared, are the same at every address of the range, so one walk per range does */
+	for (uint64_t addr = start; addr < end && addr >= start && !e->viol;) {
+		uint64_t next = pl >= 0 ? (addr & ~(ps - 1)) + ps : end;
+		if (next > end || next <= addr)
+			next = end;
 		struct tref tbl;
 		uint32_t idx;
+		/* hugetlb_walk (huge_pte_offset): no PMD table under the pud is NULL, and the loop skips the rest of the
+		 * PUD range (address |= last_addr_mask, hugetlb_mask_last_page: PUD_SIZE - PMD_SIZE) */
+		struct tref pmdt = TREF_NONE;
+		if (pl >= 0) {
+			uint64_t pud = host_entry_at(e, mm, addr, pl, &tbl, &idx);
+			if (g->fmt->kind(pl, pud) != E_TABLE) {
+				addr = next;
+				continue;
+			}
+			pmdt = tref_from_phys(e, g->fmt->addr(pl, pud));
+		}
 		if (huge_pmd_unshare(e, mm, addr)) {
 			uint64_t base = addr & ~(ps - 1);
 			lo = base < lo ? base : lo;
 			hi = base + ps > hi ? base + ps : hi;
 			force_flush = true;
-			addr = base + ps - sz; /* address |= last_addr_mask */
+			addr = next; /* address |= last_addr_mask */
 			continue;
 		}
-		uint64_t ent = host_entry_at(e, mm, addr, ml, &tbl, &idx);
-		if (g->fmt->kind(ml, ent) != E_LEAF)
-			continue;
-		uint64_t pfn = g->fmt->addr(ml, ent) >> 12;
-		entry_write(e, tbl, ml, idx, g->fmt->empty(ml));
-		emit(e, EV_LEAF_ZAP, ml, addr, pfn, mm);
-		data_put(e, pfn);
+		tbl = TREF_NONE;
+		host_entry_at(e, mm, addr, ml, &tbl, &idx);
+		bool one = pl >= 0 && tbl.blk == pmdt.blk && tbl.half == pmdt.half; /* else a walk per address */
+		for (; addr < next && !e->viol; addr += sz, idx++) {
+			uint64_t ent = one ? entry_get(e, tbl, idx) : host_entry_at(e, mm, addr, ml, &tbl, &idx);
+			if (g->fmt->kind(ml, ent) != E_LEAF)
+				continue;
+			uint64_t pfn = g->fmt->addr(ml, ent) >> 12;
+			entry_write(e, tbl, ml, idx, g->fmt->empty(ml));
+			emit(e, EV_LEAF_ZAP, ml, addr, pfn, mm);
+			data_put(e, pfn);
+		}
 	}
 	if (force_flush && e->knob[K_HUGETLB_UNSHARE_FLUSH] == UF_FIXED)
 		flush_tlb_range(e, mm, lo, hi); /* tlb_flush_mmu_tlbonly */
