@@ -484,11 +484,13 @@ def _step_share(tmp, arch="x86_64", depth=6, pids=1):
 def b8_core(tmp):
     """Per-core speed, scaling with jobs, the POR reduction factor and the depth reached in B8_TIME, each as a
     ratio of two runs in this run. "before": check.c as it was (one process, no POR, every successor digested:
-    PTFUZZ_CHECK_SAME=0); "after": the defaults (every core, --por, ptf_same)."""
+    PTFUZZ_CHECK_SAME=0, PTFUZZ_CHECK_NOOP=0); "after": the defaults (every core, --por, ptf_same, ptf_noop)."""
     arch, args = B8_CORE
     rows = []
     runs = {}
-    for label, extra, env in (("before", ["--jobs", "1", "--no-por"], {"PTFUZZ_CHECK_SAME": "0"}),
+    before = {"PTFUZZ_CHECK_SAME": "0", "PTFUZZ_CHECK_NOOP": "0"}
+    for label, extra, env in (("before", ["--jobs", "1", "--no-por"], before),
+                              ("one process without ptf_noop", ["--jobs", "1", "--no-por"], {"PTFUZZ_CHECK_NOOP": "0"}),
                               ("one process", ["--jobs", "1", "--no-por"], {}),
                               ("levels 1 job", ["--jobs", "1", "--por"], {}),
                               ("levels 2 jobs no por", ["--jobs", "2", "--no-por"], {}),
@@ -513,7 +515,7 @@ def b8_core(tmp):
                      "args": ["--pids", "1", "--depth", "6"], **share})
     for label, tool_args in (("before", ["--jobs", "1", "--no-por"]), ("after, static por", []), ("after", [])):
         for a in ("arm64", "x86_64"):
-            env = {"PTFUZZ_CHECK_SAME": "0"} if label == "before" else {}
+            env = before if label == "before" else {}
             if label == "after, static por":  # --por's static rules alone (before the state-dependent rule)
                 env = {"PTFUZZ_POR_APART": "0"}
             rec, wall, cpu = _check_run(["--arch", a, "--depth", "20", "--time", str(B8_TIME), *tool_args], env, tmp)
@@ -557,7 +559,11 @@ def ratios(results) -> dict:
     core = {r["config"]: r for r in results if r["id"] == "B8-core"}
     per = {k: v.get("states_per_cpu_s") for k, v in core.items()}
     if per.get("before") and per.get("one process"):
-        out["B8 states per CPU-s, one process, after / before (ptf_same)"] = round(per["one process"] / per["before"], 3)
+        out["B8 states per CPU-s, one process, after / before (ptf_same, ptf_noop)"] = round(
+            per["one process"] / per["before"], 3)
+    if per.get("one process without ptf_noop") and per.get("one process"):
+        out["B8 states per CPU-s, one process, with / without ptf_noop"] = round(
+            per["one process"] / per["one process without ptf_noop"], 3)
     share = core.get("instructions, one process", {}).get("step_share")
     if share:
         out["B8 states/s / the engine's own steps/s on the same steps (callgrind step share)"] = share

@@ -366,28 +366,62 @@ static int op_vm_destroy(struct engine *e, const uint64_t *a)
 /* cpu: the first argument names a cpu, checked once here (-EINVAL) */
 static const struct op_handler {
 	int (*fn)(struct engine *e, const uint64_t *a);
-	bool cpu;
+	bool cpu;               /* a[0] names a cpu (-EINVAL beyond MAX_CPUS) */
+	bool pid;               /* a[0] names a process, which must exist: -ESRCH before anything is touched */
+	enum actor_kind needs;  /* A_NONE, or the actor cpu a[0] must be running (the operation continues it): -EINVAL */
 } op_handlers[OP_NR] = {
 	[OP_SYSCTL_ALLOCATE_PGSTE] = { op_sysctl_allocate_pgste }, [OP_EXEC] = { op_exec }, [OP_FORK] = { op_fork },
-	[OP_EXIT] = { op_exit }, [OP_MMAP] = { op_mmap }, [OP_MUNMAP] = { op_munmap }, [OP_MADVISE] = { op_madvise },
-	[OP_FAULT] = { op_fault }, [OP_SPLIT] = { op_split }, [OP_SHM_MMAP] = { op_shm_mmap },
+	[OP_EXIT] = { op_exit, .pid = true }, [OP_MMAP] = { op_mmap, .pid = true },
+	[OP_MUNMAP] = { op_munmap, .pid = true }, [OP_MADVISE] = { op_madvise, .pid = true },
+	[OP_FAULT] = { op_fault, .pid = true }, [OP_SPLIT] = { op_split, .pid = true },
+	[OP_SHM_MMAP] = { op_shm_mmap, .pid = true },
 	[OP_RCU_LOCK] = { op_rcu_lock, true }, [OP_RCU_UNLOCK] = { op_rcu_unlock, true }, [OP_RCU_GP] = { op_rcu_gp },
-	[OP_WALK_BEGIN] = { op_walk_begin, true }, [OP_WALK_STEP] = { op_walk_step, true },
-	[OP_WALK_END] = { op_walk_end, true }, [OP_RMAP_BEGIN] = { op_rmap_begin, true },
+	[OP_WALK_BEGIN] = { op_walk_begin, true }, [OP_WALK_STEP] = { op_walk_step, true, .needs = A_WALK },
+	[OP_WALK_END] = { op_walk_end, true, .needs = A_WALK }, [OP_RMAP_BEGIN] = { op_rmap_begin, true },
 	[OP_UNMAP_MAPPING_BEGIN] = { op_unmap_mapping_begin, true },
-	[OP_RMAP_COMMIT] = { op_rmap_commit, true }, [OP_INVAL_HOLD] = { op_inval_hold, true },
-	[OP_INVAL_END] = { op_inval_end, true },
+	[OP_RMAP_COMMIT] = { op_rmap_commit, true, .needs = A_RMAP }, [OP_INVAL_HOLD] = { op_inval_hold, true },
+	[OP_INVAL_END] = { op_inval_end, true, .needs = A_INVAL },
 	[OP_VM_CREATE] = { op_vm_create }, [OP_MEMSLOT] = { op_memslot }, [OP_GUEST_FAULT] = { op_guest_fault },
-	[OP_GUEST_FAULT_BEGIN] = { op_guest_fault_begin, true }, [OP_GUEST_FAULT_COMMIT] = { op_guest_fault_commit, true },
+	[OP_GUEST_FAULT_BEGIN] = { op_guest_fault_begin, true },
+	[OP_GUEST_FAULT_COMMIT] = { op_guest_fault_commit, true, .needs = A_GFAULT },
 	[OP_VM_DESTROY] = { op_vm_destroy },
-	[OP_FRAG_HOLD] = { op_frag_hold, true }, [OP_FRAG_END] = { op_frag_end, true },
-	[OP_WALK_PIN] = { op_walk_pin, true }, [OP_COLLAPSE_HOLD] = { op_collapse_hold, true },
-	[OP_COLLAPSE_END] = { op_collapse_end, true }, [OP_TLB_ACCESS] = { op_tlb_access, true },
-	[OP_MREMAP] = { op_mremap }, [OP_MREMAP_HOLD] = { op_mremap_hold, true }, [OP_MREMAP_END] = { op_mremap_end, true },
-	[OP_KHUGEPAGED] = { op_khugepaged },
-	[OP_HUGETLB_MMAP] = { op_hugetlb_mmap }, [OP_UNSHARE_HOLD] = { op_unshare_hold, true },
-	[OP_UNSHARE_END] = { op_unshare_end, true },
+	[OP_FRAG_HOLD] = { op_frag_hold, true }, [OP_FRAG_END] = { op_frag_end, true, .needs = A_FRAG },
+	[OP_WALK_PIN] = { op_walk_pin, true, .needs = A_WALK }, [OP_COLLAPSE_HOLD] = { op_collapse_hold, true },
+	[OP_COLLAPSE_END] = { op_collapse_end, true, .needs = A_COLLAPSE }, [OP_TLB_ACCESS] = { op_tlb_access, true },
+	[OP_MREMAP] = { op_mremap, .pid = true }, [OP_MREMAP_HOLD] = { op_mremap_hold, true },
+	[OP_MREMAP_END] = { op_mremap_end, true, .needs = A_MREMAP },
+	[OP_KHUGEPAGED] = { op_khugepaged, .pid = true },
+	[OP_HUGETLB_MMAP] = { op_hugetlb_mmap, .pid = true }, [OP_UNSHARE_HOLD] = { op_unshare_hold, true },
+	[OP_UNSHARE_END] = { op_unshare_end, true, .needs = A_UNSHARE },
 };
+
+/* The dispatcher's preconditions (op_handlers' pid and needs): the errno of an operation that cannot start, found
+ * before it touches anything (each handler and kernel path checks the same again for its other callers). */
+static int op_precondition(const struct engine *e, const struct op_handler *h, const uint64_t *a)
+{
+	if (h->pid && proc_mm(e, a[0]) < 0)
+		return -ESRCH;
+	if (h->needs != A_NONE && e->cpus[a[0]].actor != h->needs)
+		return -EINVAL;
+	return 0;
+}
+
+/* Would ptf_step(e, op) certainly change nothing (ptf_same) and find nothing? True when a precondition fails and no
+ * held page_table_free or collapse window could make the operation wait (-EBUSY, counted as a wait) instead. The
+ * search then counts the successor without stepping a copy (docs/check.md): the step would only count its errno,
+ * and the oracle after it would see the state it saw after the parent's step. False means "not known". */
+bool ptf_noop(const struct engine *e, const uint64_t *op)
+{
+	if (op[0] >= OP_NR)
+		return false;
+	const struct op_handler *h = &op_handlers[op[0]];
+	if ((h->cpu || h->needs != A_NONE) && op[1] >= MAX_CPUS)
+		return false;
+	for (int cpu = 0; cpu < MAX_CPUS; cpu++)
+		if (e->cpus[cpu].actor == A_FRAG || e->cpus[cpu].actor == A_COLLAPSE)
+			return false;
+	return op_precondition(e, h, op + 1) != 0;
+}
 
 int ptf_step(struct engine *e, const uint64_t *op)
 {
@@ -405,6 +439,8 @@ int ptf_step(struct engine *e, const uint64_t *op)
 		; /* a page_table_free held inside mm->context.lock (Z4): the operation waits, nothing done */
 	else if ((ret = collapse_window_wait(e, op[0])) != 0)
 		; /* a collapse_huge_page held before its copy, mmap_lock for write (Z5): the same */
+	else if ((ret = op_precondition(e, &op_handlers[op[0]], op + 1)) != 0)
+		; /* no such process, or no such actor on the cpu: nothing done */
 	else
 		ret = op_handlers[op[0]].fn(e, op + 1);
 	if (ret > 0)

@@ -546,6 +546,8 @@ int ptf_init(struct engine *e, enum arch arch, const int *knobs, const uint64_t 
 void ptf_fini(struct engine *e);
 void engine_free(struct engine *e); /* ptf_fini and free: an engine on the heap */
 int ptf_step(struct engine *e, const uint64_t *op);
+/* would ptf_step change nothing and find nothing (a precondition of the operation fails)? false: not known */
+bool ptf_noop(const struct engine *e, const uint64_t *op);
 int ptf_finish(struct engine *e, bool teardown);
 int ptf_selftest(int which);
 uint64_t ptf_translate(struct engine *e, uint64_t pid, uint64_t va);

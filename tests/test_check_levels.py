@@ -197,6 +197,56 @@ def test_byte_compare_of_unchanged_steps_changes_no_count(monkeypatch):
     assert off == on and off[0][0] is CheckVerdict.VIOLATION
 
 
+def test_steps_decided_without_stepping_change_no_count(monkeypatch):
+    """ptf_noop (engine.c) lets the search count a successor whose precondition fails (no such process, no such actor
+    on the cpu) without stepping a copy: with it and without it (PTFUZZ_CHECK_NOOP=0), both searches see the same
+    states, depth by depth, and the same counterexample."""
+    def both(*args, **kw):
+        out = []
+        for flag in ("0", "1"):
+            monkeypatch.setenv("PTFUZZ_CHECK_NOOP", flag)
+            out.append([(r.verdict, r.depth, r.distinct, r.states, r.levels, r.blocked,
+                         None if r.trace is None else [list(o) for o in r.trace.ops])
+                        for r in (check(*args, **kw), check(*args, **kw, jobs=2))])
+        return out
+    for arch in ("s390", "arm64", "x86_64"):
+        off, on = both(arch, {}, 4, pids=2, cpus=2)
+        assert off == on, arch
+    off, on = both("x86_64", {"mm.table_free": "immediate"}, 7, pids=1)
+    assert off == on and off[0][0] is CheckVerdict.VIOLATION
+
+
+def test_an_operation_decided_without_a_step_would_have_changed_nothing():
+    """ptf_noop's soundness, differentially: from states along random walks over check's alphabet (every arch, 2
+    pids, 2 cpus, a VM), every operation it calls a no-op, stepped on a copy, fails, finds nothing and leaves the
+    digest as it was; and it does call some of them no-ops (an alphabet of processes' and actors' operations)."""
+    import random
+    from ptfuzz import _engine
+    from ptfuzz.engine import CONFIG_ORDER
+    from ptfuzz.names import ARCH_NAMES, knob_vector
+    from ptfuzz.search.check import ELFS, alphabet, domains
+    from ptfuzz.trace import CONFIG_DEFAULTS
+    cfg = tuple(int(CONFIG_DEFAULTS[k]) for k in CONFIG_ORDER)
+    rng = random.Random(7)
+    for arch in ("s390", "arm64", "x86_64"):
+        rows = alphabet(arch, domains(arch, {}, 2, 2, 1, 2))
+        noops = 0
+        for _ in range(40):
+            e = _engine.Engine(ARCH_NAMES.index(arch), knob_vector(arch, {}), cfg, tuple(ELFS[arch]))
+            for _ in range(rng.randrange(1, 10)):
+                d = e.digest()
+                for r in rows:
+                    if e.noop(r):
+                        noops += 1
+                        w = e.clone()
+                        assert w.step(r) < 0 and w.violation() is None and w.digest() == d, (arch, r)
+                r = rng.choice(rows[:1]) if rng.random() < 0.2 else rng.choice(rows)
+                e.step(r)
+                if e.violation():
+                    break
+        assert noops > 1000, arch
+
+
 def children(pid: int) -> list[int]:
     """The live children of pid, from /proc (no pgrep: under `make asan` LD_PRELOAD reaches every tool it starts)."""
     import os

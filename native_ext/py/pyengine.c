@@ -57,20 +57,18 @@ static int ready(EngineObject *self)
 	return 0;
 }
 
-/* step(op) -> result: op is (opcode, arg...) with at most 5 arguments (missing ones are 0). */
-static PyObject *Engine_step(EngineObject *self, PyObject *arg)
+/* An operation (opcode, arg...) with at most 5 arguments (missing ones are 0) into op: 0, or -1 with an exception. */
+static int parse_op(PyObject *arg, uint64_t op[OP_ARGS + 1])
 {
-	if (ready(self))
-		return NULL;
-	PyObject *seq = PySequence_Fast(arg, "step takes a sequence (opcode, args...)");
+	PyObject *seq = PySequence_Fast(arg, "an operation is a sequence (opcode, args...)");
 	if (!seq)
-		return NULL;
+		return -1;
 	Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-	uint64_t op[OP_ARGS + 1] = { 0 };
+	memset(op, 0, (OP_ARGS + 1) * sizeof(uint64_t));
 	if (n < 1 || n > OP_ARGS + 1) {
 		Py_DECREF(seq);
 		PyErr_SetString(PyExc_ValueError, "an operation is an opcode and at most 5 arguments");
-		return NULL;
+		return -1;
 	}
 	for (Py_ssize_t i = 0; i < n; i++) {
 		PyObject *v = PySequence_Fast_GET_ITEM(seq, i);
@@ -80,17 +78,35 @@ static PyObject *Engine_step(EngineObject *self, PyObject *arg)
 			s = (long long)PyLong_AsUnsignedLongLong(v);
 			if (PyErr_Occurred()) {
 				Py_DECREF(seq);
-				return NULL;
+				return -1;
 			}
 		}
 		op[i] = (uint64_t)s; /* -1 (elf) wraps to ~0, as the packed trace form has it */
 	}
 	Py_DECREF(seq);
+	return 0;
+}
+
+/* step(op) -> result */
+static PyObject *Engine_step(EngineObject *self, PyObject *arg)
+{
+	uint64_t op[OP_ARGS + 1];
+	if (ready(self) || parse_op(arg, op))
+		return NULL;
 	if (self->e->viol) {
 		PyErr_SetString(PyExc_RuntimeError, "the trace stopped at its first violation");
 		return NULL;
 	}
 	return PyLong_FromLong(ptf_step(self->e, op));
+}
+
+/* noop(op) -> bool: ptf_noop, what the search skips without a step (tests) */
+static PyObject *Engine_noop(EngineObject *self, PyObject *arg)
+{
+	uint64_t op[OP_ARGS + 1];
+	if (ready(self) || parse_op(arg, op))
+		return NULL;
+	return PyBool_FromLong(ptf_noop(self->e, op));
 }
 
 /* digest(groups=None) -> int; groups: ((pid_lo, pid_hi), (cpu_lo, cpu_hi), (vm_lo, vm_hi)) interchangeable */
@@ -214,6 +230,15 @@ static PyObject *Engine_finish(EngineObject *self, PyObject *args)
 	Py_RETURN_NONE;
 }
 
+/* same(other) -> bool: ptf_same (tests: what the search takes for "nothing changed") */
+static PyObject *Engine_same(EngineObject *self, PyObject *other)
+{
+	EngineObject *o = other_engine(self, other, "same");
+	if (!o)
+		return NULL;
+	return PyBool_FromLong(ptf_same(self->e, o->e));
+}
+
 /* same_tables(other) -> bool: both pools hold the same blocks, bookkeeping and words (tests: a restore is exact) */
 static PyObject *Engine_same_tables(EngineObject *self, PyObject *other)
 {
@@ -252,6 +277,8 @@ static PyMethodDef Engine_methods[] = {
 	{ "restore", (PyCFunction)Engine_restore, METH_O, "restore(other): become a copy of other" },
 	{ "finish", (PyCFunction)Engine_finish, METH_VARARGS, "finish(teardown=True): end-of-trace checks" },
 	{ "same_tables", (PyCFunction)Engine_same_tables, METH_O, "same_tables(other) -> bool (tests)" },
+	{ "noop", (PyCFunction)Engine_noop, METH_O, "noop((opcode, args...)) -> the step would change nothing (tests)" },
+	{ "same", (PyCFunction)Engine_same, METH_O, "same(other) -> ptf_same: the same state, byte for byte (tests)" },
 	{ "por_apart", (PyCFunction)Engine_por_apart, METH_VARARGS,
 	  "por_apart(after, p1, p2) -> --por's condition for p1's operation and p2's, which led to after (tests)" },
 	{ NULL, NULL, 0, NULL },

@@ -146,6 +146,8 @@ int checker_init(struct checker *k)
 	k->cached_parent = UINT32_MAX;
 	const char *env = getenv("PTFUZZ_CHECK_SAME");
 	k->same_test = !env || strcmp(env, "0");
+	env = getenv("PTFUZZ_CHECK_NOOP");
+	k->noop_test = !env || strcmp(env, "0");
 	uint64_t d;
 	if ((ret = digest(k, k->root, &d)) || (ret = seen_insert(k, d)) < 0 || (ret = node_add(k, 0, 0)))
 		return ret;
@@ -199,6 +201,10 @@ static int expand(struct checker *k, uint32_t n)
 		return ret;
 	bool dirty = true, store = k->depth + 1 < k->max_depth;
 	for (int a = 0; a < k->nalpha; a++) {
+		if (k->noop_test && ptf_noop(k->snap, &k->alpha[(size_t)a * (OP_ARGS + 1)])) {
+			k->generated++; /* decided without a step: it would fail and change nothing */
+			continue;
+		}
 		if (dirty && (ret = ptf_copy(k->work, k->snap)))
 			return ret;
 		dirty = false;

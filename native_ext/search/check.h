@@ -25,6 +25,7 @@ struct checker {
 	bool finish;           /* the teardown verdict of every new state */
 	uint64_t max_states;   /* 0: no bound; else stop (CHECK_FULL) at this many distinct states */
 	bool same_test;        /* ptf_same before each digest (checker_init: on unless PTFUZZ_CHECK_SAME=0) */
+	bool noop_test;        /* ptf_noop before each step (checker_init: on unless PTFUZZ_CHECK_NOOP=0) */
 
 	/* the search */
 	struct engine *root, *snap, *work, *parent_state;

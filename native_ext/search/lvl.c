@@ -175,6 +175,7 @@ struct lvl {
 	int groups[3][2];
 	bool use_groups, finish;
 	bool same_test; /* ptf_same before the digest (PTFUZZ_CHECK_SAME=0 turns it off: bench B8's "before") */
+	bool noop_test; /* ptf_noop before the step (PTFUZZ_CHECK_NOOP=0 turns it off: bench B8's "before") */
 	int nw, self;
 	const uint16_t *key;  /* --por: the order operations commute into, and */
 	const uint8_t *indep; /* nalpha x nalpha: 1 where two operations are independent */
@@ -324,6 +325,8 @@ struct lvl *lvl_new(int arch, const int *knobs, const uint64_t *config, const ui
 	L->sent.vals = false;
 	const char *env = getenv("PTFUZZ_CHECK_SAME");
 	L->same_test = !env || strcmp(env, "0");
+	env = getenv("PTFUZZ_CHECK_NOOP");
+	L->noop_test = !env || strcmp(env, "0");
 	L->cand.vals = true;
 	uint64_t d;
 	if (!(L->out = calloc((size_t)nw, sizeof(*L->out))) || engine_new(L, &L->stack[0]) || engine_new(L, &L->work) ||
@@ -486,6 +489,11 @@ int lvl_pass(struct lvl *L, int expand)
 		for (int a = 0; a < L->nalpha; a++) {
 			if (last >= 0 && L->indep && por_skips(L, a, last, apart)) {
 				L->pruned++;
+				continue;
+			}
+			if (L->noop_test && ptf_noop(s, op_of(L, a))) {
+				L->generated++; /* decided without a step: it would fail and change nothing */
+				L->unchanged++;
 				continue;
 			}
 			if (dirty && (ret = ptf_copy(L->work, s)))
