@@ -481,6 +481,61 @@ def _step_share(tmp, arch="x86_64", depth=6, pids=1):
     return {"instructions": figures, "step_share": round(figures["ptf_step"] / figures["checker_run"], 3)}
 
 
+B8_COMMUTE_STATES = param("B8_COMMUTE_STATES", 150, 40)
+
+
+def b8_commute():
+    """How much any partial-order reduction could prune, measured on check's own alphabet (arm64 and x86_64
+    defaults, 2 pids, 1 cpu, 1 VM): at states along random walks (1-7 operations that change something), every
+    pair of operations that each change the state is stepped in both orders from a copy; the pair commutes when
+    both orders reach the same digest with the same results and no violation. A sleep set can skip one order of
+    a commuting pair only, and a persistent set needs an operation that commutes with everything another one
+    could do, so the commuting share bounds every POR on this alphabet, whatever its independence rules; the
+    share --por's rules declare (ALWAYS or APART, ptfuzz/search/por.py) is beside it."""
+    import random
+    from ptfuzz import _engine
+    from ptfuzz.engine import CONFIG_ORDER
+    from ptfuzz.names import ARCH_NAMES, knob_vector
+    from ptfuzz.search.check import DEFAULTS, ELFS, alphabet, domains
+    from ptfuzz.search.por import ALWAYS, APART, independent
+    from ptfuzz.trace import CONFIG_DEFAULTS
+    cfg = tuple(int(CONFIG_DEFAULTS[k]) for k in CONFIG_ORDER)
+    rows = []
+    for arch in ("arm64", "x86_64"):
+        ops = alphabet(arch, domains(arch, {}, DEFAULTS["pids"], DEFAULTS["cpus"], DEFAULTS["vms"], DEFAULTS["addrs"]))
+        rng = random.Random(8)
+        states = changing = pairs = commuting = declared = 0
+        while states < B8_COMMUTE_STATES:
+            e = _engine.Engine(ARCH_NAMES.index(arch), knob_vector(arch, {}), cfg, tuple(ELFS[arch]))
+            for _ in range(rng.randrange(1, 8)):
+                d = e.digest()
+                moves = []
+                for op in ops:
+                    w = e.clone()
+                    r = w.step(op)
+                    if w.violation() is None and w.digest() != d:
+                        moves.append((op, r, w))
+                if not moves:
+                    break
+                states += 1
+                changing += len(moves)
+                for i in range(len(moves)):
+                    a, ra, wa = moves[i]
+                    for x, rx, wx in moves[i + 1:]:
+                        pairs += 1
+                        declared += independent(a, x) in (ALWAYS, APART)
+                        ax, xa = wa.clone(), wx.clone()
+                        rax, rxa = ax.step(x), xa.step(a)
+                        commuting += (ax.violation() is None and xa.violation() is None and rax == rx and rxa == ra
+                                      and ax.digest() == xa.digest())
+                e = rng.choice(moves)[2]
+        rows.append({"id": "B8-commute", "arch": arch, "alphabet": len(ops), "states": states,
+                     "changing_per_state": round(changing / states, 2), "pairs": pairs,
+                     "commuting_share": round(commuting / pairs, 4) if pairs else None,
+                     "declared_share": round(declared / pairs, 4) if pairs else None})
+    return rows
+
+
 def b8_core(tmp):
     """Per-core speed, scaling with jobs, the POR reduction factor and the depth reached in B8_TIME, each as a
     ratio of two runs in this run. "before": check.c as it was (one process, no POR, every successor digested:
@@ -610,7 +665,8 @@ SECTIONS = ("B1", "B2", "B3", "B3F", "B5", "B6", "B7", "B7K", "B8")
 
 def section(row_id: str) -> str:
     """The section a result row belongs to (B4 and the B3 controls come with B3)."""
-    return {"B4": "B3", "B3-control": "B3", "B3-features": "B3F", "B8-core": "B8", "B8-depth": "B8"}.get(row_id, row_id)
+    return {"B4": "B3", "B3-control": "B3", "B3-features": "B3F", "B8-core": "B8", "B8-depth": "B8",
+            "B8-commute": "B8"}.get(row_id, row_id)
 
 
 def main():
@@ -668,6 +724,7 @@ def main():
             b3 = [r for r in results if r["id"] == "B3"]
         if want("B8"):
             add(b8_core(tmp))
+            add(b8_commute())
             add(b8(tmp, b3))
         if want("B3F"):
             add(b3_features(tmp))
