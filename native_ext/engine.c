@@ -364,11 +364,19 @@ static int op_vm_destroy(struct engine *e, const uint64_t *a)
 }
 
 /* cpu: the first argument names a cpu, checked once here (-EINVAL) */
+/* The operations that start an actor holding locks across operations: their step checks the lock order after */
+static bool lock_taking(uint64_t opcode)
+{
+	return opcode == OP_WALK_BEGIN || opcode == OP_RMAP_BEGIN || opcode == OP_GUEST_FAULT_BEGIN ||
+	       opcode == OP_UNMAP_MAPPING_BEGIN;
+}
+
 static const struct op_handler {
 	int (*fn)(struct engine *e, const uint64_t *a);
 	bool cpu;               /* a[0] names a cpu (-EINVAL beyond MAX_CPUS) */
 	bool pid;               /* a[0] names a process, which must exist: -ESRCH before anything is touched */
 	enum actor_kind needs;  /* A_NONE, or the actor cpu a[0] must be running (the operation continues it): -EINVAL */
+	bool idle;              /* cpu a[0] must run no actor (the operation starts one there, or a user access): -EBUSY */
 } op_handlers[OP_NR] = {
 	[OP_SYSCTL_ALLOCATE_PGSTE] = { op_sysctl_allocate_pgste }, [OP_EXEC] = { op_exec }, [OP_FORK] = { op_fork },
 	[OP_EXIT] = { op_exit, .pid = true }, [OP_MMAP] = { op_mmap, .pid = true },
@@ -376,9 +384,9 @@ static const struct op_handler {
 	[OP_FAULT] = { op_fault, .pid = true }, [OP_SPLIT] = { op_split, .pid = true },
 	[OP_SHM_MMAP] = { op_shm_mmap, .pid = true },
 	[OP_RCU_LOCK] = { op_rcu_lock, true }, [OP_RCU_UNLOCK] = { op_rcu_unlock, true }, [OP_RCU_GP] = { op_rcu_gp },
-	[OP_WALK_BEGIN] = { op_walk_begin, true }, [OP_WALK_STEP] = { op_walk_step, true, .needs = A_WALK },
-	[OP_WALK_END] = { op_walk_end, true, .needs = A_WALK }, [OP_RMAP_BEGIN] = { op_rmap_begin, true },
-	[OP_UNMAP_MAPPING_BEGIN] = { op_unmap_mapping_begin, true },
+	[OP_WALK_BEGIN] = { op_walk_begin, true, .idle = true }, [OP_WALK_STEP] = { op_walk_step, true, .needs = A_WALK },
+	[OP_WALK_END] = { op_walk_end, true, .needs = A_WALK }, [OP_RMAP_BEGIN] = { op_rmap_begin, true, .idle = true },
+	[OP_UNMAP_MAPPING_BEGIN] = { op_unmap_mapping_begin, true, .idle = true },
 	[OP_RMAP_COMMIT] = { op_rmap_commit, true, .needs = A_RMAP }, [OP_INVAL_HOLD] = { op_inval_hold, true },
 	[OP_INVAL_END] = { op_inval_end, true, .needs = A_INVAL },
 	[OP_VM_CREATE] = { op_vm_create }, [OP_MEMSLOT] = { op_memslot }, [OP_GUEST_FAULT] = { op_guest_fault },
@@ -386,16 +394,16 @@ static const struct op_handler {
 	[OP_GUEST_FAULT_COMMIT] = { op_guest_fault_commit, true, .needs = A_GFAULT },
 	[OP_VM_DESTROY] = { op_vm_destroy },
 	[OP_FRAG_HOLD] = { op_frag_hold, true }, [OP_FRAG_END] = { op_frag_end, true, .needs = A_FRAG },
-	[OP_WALK_PIN] = { op_walk_pin, true, .needs = A_WALK }, [OP_COLLAPSE_HOLD] = { op_collapse_hold, true },
-	[OP_COLLAPSE_END] = { op_collapse_end, true, .needs = A_COLLAPSE }, [OP_TLB_ACCESS] = { op_tlb_access, true },
-	[OP_MREMAP] = { op_mremap, .pid = true }, [OP_MREMAP_HOLD] = { op_mremap_hold, true },
+	[OP_WALK_PIN] = { op_walk_pin, true, .needs = A_WALK }, [OP_COLLAPSE_HOLD] = { op_collapse_hold, true, .idle = true },
+	[OP_COLLAPSE_END] = { op_collapse_end, true, .needs = A_COLLAPSE }, [OP_TLB_ACCESS] = { op_tlb_access, true, .idle = true },
+	[OP_MREMAP] = { op_mremap, .pid = true }, [OP_MREMAP_HOLD] = { op_mremap_hold, true, .idle = true },
 	[OP_MREMAP_END] = { op_mremap_end, true, .needs = A_MREMAP },
 	[OP_KHUGEPAGED] = { op_khugepaged, .pid = true },
-	[OP_HUGETLB_MMAP] = { op_hugetlb_mmap, .pid = true }, [OP_UNSHARE_HOLD] = { op_unshare_hold, true },
+	[OP_HUGETLB_MMAP] = { op_hugetlb_mmap, .pid = true }, [OP_UNSHARE_HOLD] = { op_unshare_hold, true, .idle = true },
 	[OP_UNSHARE_END] = { op_unshare_end, true, .needs = A_UNSHARE },
 };
 
-/* The dispatcher's preconditions (op_handlers' pid and needs): the errno of an operation that cannot start, found
+/* The dispatcher's preconditions (op_handlers' pid, needs and idle): the errno of an operation that cannot start, found
  * before it touches anything (each handler and kernel path checks the same again for its other callers). */
 static int op_precondition(const struct engine *e, const struct op_handler *h, const uint64_t *a)
 {
@@ -403,6 +411,8 @@ static int op_precondition(const struct engine *e, const struct op_handler *h, c
 		return -ESRCH;
 	if (h->needs != A_NONE && e->cpus[a[0]].actor != h->needs)
 		return -EINVAL;
+	if (h->idle && e->cpus[a[0]].actor != A_NONE)
+		return -EBUSY;
 	return 0;
 }
 
@@ -417,6 +427,8 @@ bool ptf_noop(const struct engine *e, const uint64_t *op)
 	const struct op_handler *h = &op_handlers[op[0]];
 	if ((h->cpu || h->needs != A_NONE) && op[1] >= MAX_CPUS)
 		return false;
+	if (lock_taking(op[0]))
+		return false; /* its step checks lock order (lockdep_check) on the state as it is: let it */
 	for (int cpu = 0; cpu < MAX_CPUS; cpu++)
 		if (e->cpus[cpu].actor == A_FRAG || e->cpus[cpu].actor == A_COLLAPSE)
 			return false;
@@ -429,8 +441,7 @@ int ptf_step(struct engine *e, const uint64_t *op)
 	e->cur_opcode = (uint32_t)op[0];
 	e->self_cpu = -1;
 	e->ncur = 0;
-	e->locks_grew = op[0] == OP_WALK_BEGIN || op[0] == OP_RMAP_BEGIN || op[0] == OP_GUEST_FAULT_BEGIN ||
-			 op[0] == OP_UNMAP_MAPPING_BEGIN;
+	e->locks_grew = lock_taking(op[0]);
 	if (op[0] >= OP_NR)
 		ret = -ENOSYS;
 	else if (op_handlers[op[0]].cpu && op[1] >= MAX_CPUS)
@@ -440,7 +451,7 @@ int ptf_step(struct engine *e, const uint64_t *op)
 	else if ((ret = collapse_window_wait(e, op[0])) != 0)
 		; /* a collapse_huge_page held before its copy, mmap_lock for write (Z5): the same */
 	else if ((ret = op_precondition(e, &op_handlers[op[0]], op + 1)) != 0)
-		; /* no such process, or no such actor on the cpu: nothing done */
+		; /* no such process, no such actor on the cpu, or a busy cpu: nothing done */
 	else
 		ret = op_handlers[op[0]].fn(e, op + 1);
 	if (ret > 0)

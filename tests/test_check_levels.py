@@ -179,32 +179,17 @@ def test_time_limit_and_workers_torn_down():
     assert multiprocessing.active_children() == []
 
 
-def test_byte_compare_of_unchanged_steps_changes_no_count(monkeypatch):
-    """ptf_same (snap.c) spares the digest of a step that changed nothing: with it and without it
-    (PTFUZZ_CHECK_SAME=0), both searches see the same states, depth by depth, and the same counterexample."""
+@pytest.mark.parametrize("switch,unsafe", [
+    ("PTFUZZ_CHECK_SAME", ("s390", {"s390.pgste_decision": "convert-late", "mm.pmd_recheck": "no"}, 6)),
+    ("PTFUZZ_CHECK_NOOP", ("x86_64", {"mm.table_free": "immediate"}, 7))])
+def test_shortcuts_for_unchanged_steps_change_no_count(monkeypatch, switch, unsafe):
+    """ptf_same (snap.c) spares the digest of a step that changed nothing, ptf_noop (engine.c) the step of an
+    operation whose precondition fails (no such process, no such actor on the cpu, a busy cpu): with each and
+    without it (SWITCH=0), both searches see the same states, depth by depth, and the same counterexample."""
     def both(*args, **kw):
         out = []
         for flag in ("0", "1"):
-            monkeypatch.setenv("PTFUZZ_CHECK_SAME", flag)
-            out.append([(r.verdict, r.depth, r.distinct, r.states, r.levels,
-                         None if r.trace is None else [list(o) for o in r.trace.ops])
-                        for r in (check(*args, **kw), check(*args, **kw, jobs=2))])
-        return out
-    for arch in ("s390", "arm64", "x86_64"):
-        off, on = both(arch, {}, 4, pids=2, cpus=2)
-        assert off == on, arch
-    off, on = both("s390", {"s390.pgste_decision": "convert-late", "mm.pmd_recheck": "no"}, 6, pids=1)
-    assert off == on and off[0][0] is CheckVerdict.VIOLATION
-
-
-def test_steps_decided_without_stepping_change_no_count(monkeypatch):
-    """ptf_noop (engine.c) lets the search count a successor whose precondition fails (no such process, no such actor
-    on the cpu) without stepping a copy: with it and without it (PTFUZZ_CHECK_NOOP=0), both searches see the same
-    states, depth by depth, and the same counterexample."""
-    def both(*args, **kw):
-        out = []
-        for flag in ("0", "1"):
-            monkeypatch.setenv("PTFUZZ_CHECK_NOOP", flag)
+            monkeypatch.setenv(switch, flag)
             out.append([(r.verdict, r.depth, r.distinct, r.states, r.levels, r.blocked,
                          None if r.trace is None else [list(o) for o in r.trace.ops])
                         for r in (check(*args, **kw), check(*args, **kw, jobs=2))])
@@ -212,7 +197,8 @@ def test_steps_decided_without_stepping_change_no_count(monkeypatch):
     for arch in ("s390", "arm64", "x86_64"):
         off, on = both(arch, {}, 4, pids=2, cpus=2)
         assert off == on, arch
-    off, on = both("x86_64", {"mm.table_free": "immediate"}, 7, pids=1)
+    arch, knobs, depth = unsafe
+    off, on = both(arch, knobs, depth, pids=1)
     assert off == on and off[0][0] is CheckVerdict.VIOLATION
 
 
