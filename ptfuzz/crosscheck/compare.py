@@ -229,19 +229,23 @@ def trace_probes(side: "KernelSide", info: HostInfo, lo: int = WINDOW) -> dict[s
 
 class HugetlbPool:
     """HUGETLB_POOL huge pages added to vm.nr_hugepages for the run (root only) and given back afterwards.
-    reason: None when the pages are there, else why hugetlb_mmap traces are skipped."""
+    reason: None when the pages are there, else why hugetlb_mmap traces are skipped. read() and write(n) reach the
+    sysctl: this host's file by default, a guest's through its helper (crossguest.py); they raise OSError or
+    ValueError (HostError from a helper) when they cannot."""
     PATH = Path("/proc/sys/vm/nr_hugepages")
 
-    def __init__(self, pages: int = HUGETLB_POOL):
+    def __init__(self, pages: int = HUGETLB_POOL, read=None, write=None):
         self.pages, self.old, self.reason = pages, None, None
+        self.read = read or (lambda: int(self.PATH.read_text()))
+        self.write = write or (lambda n: self.PATH.write_text(str(n)))
         try:
-            old = int(self.PATH.read_text())
-            self.PATH.write_text(str(old + pages))
+            old = self.read()
+            self.write(old + pages)
             self.old = old
-            got = int(self.PATH.read_text())
+            got = self.read()
             if got < old + pages:
                 self.reason = f"the kernel gave only {got - old} of {pages} huge pages (vm.nr_hugepages)"
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, HostError) as e:
             self.reason = f"cannot add {pages} huge pages to vm.nr_hugepages: {getattr(e, 'strerror', None) or e}"
         if self.reason:
             self.restore()
@@ -249,10 +253,26 @@ class HugetlbPool:
     def restore(self) -> None:
         if self.old is not None:
             try:
-                self.PATH.write_text(str(self.old))
-            except OSError:
+                self.write(self.old)
+            except (OSError, ValueError, HostError):
                 pass
             self.old = None
+
+
+def hugetlb_setup(facts: HostFacts, host: Host, pool=HugetlbPool, where: str = "") -> None:
+    """facts.hugetlb (None: generated traces map shared hugetlb) and its note: the helper's hugetlbfs files, then
+    HUGETLB_POOL huge pages from pool(); the pool is given back when the helper closes."""
+    if not facts.info.hugetlb_files:
+        facts.hugetlb = "the helper has no hugetlbfs files (memfd_create MFD_HUGETLB failed)"
+    else:
+        p = pool()
+        host.on_close.append(p.restore)
+        facts.hugetlb = p.reason
+    if facts.hugetlb:
+        facts.notes.append(f"no shared hugetlb mappings in generated traces: {facts.hugetlb}")
+    else:
+        facts.notes.append(f"shared hugetlb mappings (PMD sharing) on {HUGETLB_POOL} huge pages added to "
+                           f"{where}vm.nr_hugepages for the run")
 
 
 def host_facts(host: Host) -> HostFacts:
@@ -270,17 +290,7 @@ def host_facts(host: Host) -> HostFacts:
         elif probes.get(probe):
             notes.append(f"the host shows {probe} but the model has no {knob} knob: disagreements expected")
     facts = HostFacts(arch, platform.release(), info, probes, config, knobs, notes)
-    if not info.hugetlb_files:
-        facts.hugetlb = "the helper has no hugetlbfs files (memfd_create MFD_HUGETLB failed)"
-    else:
-        pool = HugetlbPool()
-        host.on_close.append(pool.restore)
-        facts.hugetlb = pool.reason
-    if facts.hugetlb:
-        notes.append(f"no shared hugetlb mappings in generated traces: {facts.hugetlb}")
-    else:
-        notes.append(f"shared hugetlb mappings (PMD sharing) on {HUGETLB_POOL} huge pages added to vm.nr_hugepages "
-                     f"for the run")
+    hugetlb_setup(facts, host)
     return facts
 
 
@@ -491,6 +501,29 @@ def generate(arch: str, config: dict, seed: int, nops: int, hugetlb: bool = Fals
         gen.step()
     ops = tracemod.ops_from_list(gen.rows[:nops])
     return Trace(arch, ops, config=dict(config), meta={"found_by": "ptfuzz crosscheck", "seed": seed})
+
+
+def hugetlb_use(trace: Trace, kernel: list[Step]) -> tuple[bool, bool]:
+    """(the trace maps shared hugetlb, the kernel showed PMD sharing): sharing is a process whose figures show a
+    PMD-mapped block of the hugetlb range it never faulted since its exec (a fork copies no shared hugetlb entry:
+    vma_needs_copy, so a child sees the parent's pages only through a shared PMD table)."""
+    rows = [op_to_list(r) for r in trace.ops]
+    if not any(r[0] == "hugetlb_mmap" for r in rows):
+        return False, False
+    pmd = Layout.of(trace.arch, trace.config).pmd
+    faulted: dict[int, set] = {}
+    for row, step in zip(rows, kernel):
+        name, *args = row
+        if name == "exec" or name == "fork":
+            faulted[args[0] if name == "exec" else args[1]] = set()
+        elif name == "exit":
+            faulted.pop(args[0], None)
+        elif name == "fault":
+            faulted.setdefault(args[0], set()).add(args[1] & ~(pmd - 1))
+        for pid, (_, blocks) in step.procs.items():
+            if any(HUGETLB_BASE <= b < HUGETLB_BASE + HUGETLB_SPAN and b not in faulted.get(pid, ()) for b in blocks):
+                return True, True
+    return True, False
 
 
 # ---- the check ----
