@@ -167,11 +167,21 @@ def test_guest_hugetlb_gives_the_reason_when_traces_cannot_share(kw, arch, page,
     assert g.pages == 0  # nothing left added
 
 
-def test_guest_hugetlb_with_16k_pages_says_the_pud_range_is_64_gib():
+def test_with_16k_pages_hugetlb_mappings_cover_64_gib_pud_ranges():
+    from ptfuzz.crosscheck.compare import WINDOW, WINDOW_SPAN, generate, seeds, window_end
     from ptfuzz.crosscheck.crossguest import guest_hugetlb
+    from ptfuzz.trace import op_to_list
     facts = _facts(page=16384)
+    facts.config["va_bits"] = 47
     guest_hugetlb(facts, FakeGuest())
     assert facts.hugetlb is None and "64 GiB PUD range" in facts.notes[-1]
+    U = 64 << 30  # PMD_SIZE 32 MiB times 2048 entries: what a 16K kernel's want_pmd_share needs inside the VMA
+    assert window_end("arm64", facts.config) == WINDOW + 3 * U
+    assert window_end("arm64", {"granule": 4096, "va_bits": 48}) == WINDOW + WINDOW_SPAN
+    maps = [op_to_list(r) for s in seeds(2, 60) for r in generate("arm64", facts.config, s, 24, True).ops
+            if op_to_list(r)[0] == "hugetlb_mmap"]
+    assert maps and all(m[2] in (WINDOW + U, WINDOW + 2 * U) for m in maps)
+    assert any(m[3] == U for m in maps)
 
 
 def test_generated_guest_traces_map_shared_hugetlb_only_when_the_guest_has_it():

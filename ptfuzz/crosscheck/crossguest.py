@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .compare import (HUGETLB_POOL, PROBE_KNOBS, WINDOW, WINDOW_SPAN, Checker, HostFacts, HugetlbPool, KernelSide, Step,
-                      generate, hugetlb_setup, trace_probes)
+                      generate, hugetlb_setup, trace_probes, window_end)
 from .guest import Guest
 from .host import HostError, HostInfo
 from .kernels import Kernel
@@ -120,9 +120,9 @@ def guest_hugetlb(facts: HostFacts, guest: Guest) -> None:
         return
     hugetlb_setup(facts, guest, lambda: guest_pool(guest), "the guest's ")
     if not facts.hugetlb and facts.info.page_size > 4096:
-        facts.notes.append(f"with {facts.info.page_size >> 10}K pages a PMD table is shared only across a whole "
-                           f"{facts.info.pmd_size * (facts.info.page_size // 8) >> 30} GiB PUD range; the generator's "
-                           f"hugetlb mappings are 1 GiB at most, so they are checked unshared")
+        facts.notes.append(f"with {facts.info.page_size >> 10}K pages a PMD table is shared across a whole "
+                           f"{facts.info.pmd_size * (facts.info.page_size // 8) >> 30} GiB PUD range: the generator's "
+                           f"hugetlb mappings are that size, in a window of {window_end(facts.arch, facts.config) - WINDOW >> 30} GiB")
 
 
 def reboot(old: Guest, facts: HostFacts) -> Guest:
@@ -208,12 +208,7 @@ def parse_figall(reply: str) -> dict[int, tuple[int, tuple[int, ...]]]:
 class GuestChecker(Checker):
     def __init__(self, guest: Guest, facts: HostFacts, knobs: dict, out, minimize: bool = True):
         super().__init__(guest, facts, knobs, out, minimize)
-        self.kernel = GuestKernelSide(guest, WINDOW, WINDOW + WINDOW_SPAN)
-
-    def use(self, guest: Guest) -> None:
-        """After a reboot: the same checker on a fresh guest (the kernel side needs the window, too)."""
-        self.host = guest
-        self.kernel = GuestKernelSide(guest, WINDOW, WINDOW + WINDOW_SPAN)
+        self.kernel = GuestKernelSide(guest, WINDOW, window_end(facts.arch, facts.config))
 
 
 def open_guest(kernel: Kernel, timeout: float = 60.0) -> tuple[Guest, HostFacts]:
