@@ -796,9 +796,15 @@ static long long pagetables_kb(void)
 
 /* ---- probes: run in a throwaway child, in the window (nothing else lives there) ---- */
 
+/* The probes' addresses: 4 GiB apart, or one PUD range (what a PMD table maps times its entries) apart where that is
+ * larger, 64 GiB with arm64's 16K pages: each probe has a PMD table of its own, so "the caller has no PMD table"
+ * holds there too (probe_addr(8) of collapse_pmd_alloc shared one with probe_addr(9) on a 16K kernel) */
 static uint64_t probe_addr(int i)
 {
-    return 0x300000000000ULL + (uint64_t)i * (4ULL << 30);
+    uint64_t pud = pmd_size * ((uint64_t)page_size / 8), step = 4ULL << 30;
+    if (pud > step && pud <= (64ULL << 30))
+        step = pud;
+    return 0x300000000000ULL + (uint64_t)i * step;
 }
 
 static void *probe_map(int i, int advice)

@@ -114,6 +114,118 @@ def test_parse_figall():
         parse_figall("F 2 1 12288 1")
 
 
+# ---- shared hugetlb in a guest: its pool and facts, without QEMU ----
+
+class FakeGuest:
+    """What guest_hugetlb asks of a guest: the helper's hugepages / set_hugepages N, and on_close."""
+
+    def __init__(self, pages=0, gives=None, fails=False):
+        self.pages, self.gives, self.fails, self.on_close, self.asked = pages, gives, fails, [], []
+
+    def request(self, line):
+        self.asked.append(line)
+        if line.startswith("set_hugepages"):
+            if self.fails:
+                raise HostError("guest arm64-x: set_hugepages: /proc/sys/vm/nr_hugepages: Permission denied")
+            want = int(line.split()[1])
+            self.pages = want if self.gives is None else min(want, self.pages + self.gives)
+        return f"ok {self.pages}"
+
+
+def _facts(arch="arm64", page=4096, files=8):
+    from ptfuzz.crosscheck.compare import HostFacts
+    from ptfuzz.crosscheck.host import HostInfo
+    info = HostInfo(page, page * page // 8 if arch == "arm64" else 1 << 20, False, "scan", 0, 48, files)
+    return HostFacts(arch, "6.12.0", info, {}, {"granule": page, "va_bits": 48} if arch == "arm64" else {}, {}, [])
+
+
+def test_guest_hugetlb_adds_the_pool_to_the_guests_nr_hugepages_as_the_host_does():
+    from ptfuzz.crosscheck.compare import HUGETLB_POOL
+    from ptfuzz.crosscheck.crossguest import guest_hugetlb
+    g, facts = FakeGuest(pages=3), _facts()
+    guest_hugetlb(facts, g)
+    assert facts.hugetlb is None and g.pages == 3 + HUGETLB_POOL and g.asked[1] == f"set_hugepages {3 + HUGETLB_POOL}"
+    assert facts.notes[-1].startswith("shared hugetlb mappings (PMD sharing) on 64 huge pages added to the guest's ")
+    assert len(g.on_close) == 1  # the pool's restore, dropped by Guest.close: it goes with the guest
+
+
+@pytest.mark.parametrize("kw,arch,page,why", [
+    ({"files": 0}, "arm64", 4096, "no hugetlbfs files"),
+    ({"gives": 10}, "arm64", 4096, "the kernel gave only 10 of 64 huge pages"),
+    ({"fails": True}, "arm64", 4096, "cannot add 64 huge pages to vm.nr_hugepages: .*Permission denied"),
+    ({}, "s390", 4096, "s390 shares no PMD tables"),
+    ({}, "arm64", 65536, "64K pages shares no PMD tables"),
+])
+def test_guest_hugetlb_gives_the_reason_when_traces_cannot_share(kw, arch, page, why):
+    import re
+    from ptfuzz.crosscheck.crossguest import guest_hugetlb
+    files = kw.pop("files", 8)
+    g, facts = FakeGuest(**kw), _facts(arch, page, files)
+    guest_hugetlb(facts, g)
+    assert facts.hugetlb and re.search(why, facts.hugetlb), facts.hugetlb
+    assert facts.notes[-1] == f"no shared hugetlb mappings in generated traces: {facts.hugetlb}"
+    assert g.pages == 0  # nothing left added
+
+
+def test_with_16k_pages_hugetlb_mappings_cover_64_gib_pud_ranges():
+    from ptfuzz.crosscheck.compare import WINDOW, WINDOW_SPAN, generate, seeds, window_end
+    from ptfuzz.crosscheck.crossguest import guest_hugetlb
+    from ptfuzz.trace import op_to_list
+    facts = _facts(page=16384)
+    facts.config["va_bits"] = 47
+    guest_hugetlb(facts, FakeGuest())
+    assert facts.hugetlb is None and "64 GiB PUD range" in facts.notes[-1]
+    U = 64 << 30  # PMD_SIZE 32 MiB times 2048 entries: what a 16K kernel's want_pmd_share needs inside the VMA
+    assert window_end("arm64", facts.config) == WINDOW + 3 * U
+    assert window_end("arm64", {"granule": 4096, "va_bits": 48}) == WINDOW + WINDOW_SPAN
+    maps = [op_to_list(r) for s in seeds(2, 60) for r in generate("arm64", facts.config, s, 24, True).ops
+            if op_to_list(r)[0] == "hugetlb_mmap"]
+    assert maps and all(m[2] in (WINDOW + U, WINDOW + 2 * U) for m in maps)
+    assert any(m[3] == U for m in maps)
+
+
+def test_generated_guest_traces_map_shared_hugetlb_only_when_the_guest_has_it():
+    from ptfuzz.crosscheck.compare import seeds
+    from ptfuzz.crosscheck.crossguest import generate_for
+    from ptfuzz.names import OP_NUMBER
+    facts = _facts()
+    facts.probes = {"thp_enabled": 1}
+    hugetlb = OP_NUMBER["hugetlb_mmap"]
+
+    def count():
+        return sum(int((generate_for(facts, s, 24).ops[:, 0] == hugetlb).any()) for s in seeds(1, 40))
+    facts.hugetlb = None
+    assert count() > 5
+    facts.hugetlb = "not set up"
+    assert count() == 0
+
+
+def test_guest_memory_holds_the_pool(tmp_path):
+    from ptfuzz.crosscheck.guest import MEMORY_MB, guest_memory_mb
+    for page, key, extra in ((4096, "CONFIG_ARM64_4K_PAGES", 128), (16384, "CONFIG_ARM64_16K_PAGES", 2048),
+                             (65536, "CONFIG_ARM64_64K_PAGES", 0)):
+        (tmp_path / f"config-{page}").write_text(f"{key}=y\n")
+        k = K.Kernel("k", "arm64", tmp_path / "vmlinuz", config=tmp_path / f"config-{page}")
+        assert guest_memory_mb(k) == MEMORY_MB + extra
+    assert guest_memory_mb(K.Kernel("s", "s390", tmp_path / "vmlinuz")) == MEMORY_MB
+
+
+def test_hugetlb_use_counts_a_process_seeing_pages_it_never_faulted():
+    from ptfuzz.crosscheck.compare import HUGETLB_BASE as H, Step, hugetlb_use
+    from ptfuzz.trace import Trace, ops_from_list
+    M2 = 2 << 20
+    rows = [["exec", 1, -1], ["hugetlb_mmap", 1, H, 1 << 30, 0, 0], ["fault", 1, H, 1], ["fork", 1, 2],
+            ["fault", 2, H + M2, 0]]
+    t = Trace("arm64", ops_from_list(rows), config={"granule": 4096, "va_bits": 48})
+    own = [Step(0, {1: (0, ())}), Step(0, {1: (0, ())}), Step(0, {1: (8192, (H,))}),
+           Step(0, {1: (8192, (H,)), 2: (0, ())}), Step(0, {1: (8192, (H,)), 2: (8192, (H + M2,))})]
+    assert hugetlb_use(t, own) == (True, False)  # each process sees what it faulted: tables of their own
+    shared = own[:4] + [Step(0, {1: (8192, (H, H + M2)), 2: (8192, (H, H + M2))})]
+    assert hugetlb_use(t, shared) == (True, True)  # the child sees the parent's page: one PMD table
+    plain = Trace("arm64", ops_from_list(rows[:1]), config=t.config)
+    assert hugetlb_use(plain, own[:1]) == (False, False)
+
+
 HOST_HELPER = host_supported() is None and platform.machine() == "x86_64"
 
 
@@ -160,6 +272,44 @@ def test_a_foreign_kernel_boots_and_agrees_on_a_few_traces(tmp_path):
             o = checker.check(generate_for(facts, s, 16), f"t{i}")
             assert o.agree, o.disagreement.text()
     assert guest._proc is None  # torn down
+
+
+def _arm64_4k():
+    for name in ("arm64-6.12", "arm64-7.2", "arm64-6.1"):
+        try:
+            k = K.load(name)
+            K.qemu_binary(k.arch)
+            K.cross_cc(k.arch)
+            return k, None
+        except K.KernelError as exc:
+            why = str(exc)
+    return None, why
+
+
+ARM64, WHY_ARM64 = _arm64_4k()
+
+
+@pytest.mark.skipif(ARM64 is None, reason=f"no arm64 4K kernel to boot here ({WHY_ARM64}); make kernel-tools kernels")
+def test_an_arm64_guest_shares_hugetlb_pmd_tables_as_the_model_does():
+    """The guest's pool (vm.nr_hugepages) and hugetlbfs files: a forked child's fault shares the parent's PMD table and
+    sees its page, a DONTNEED unshares the whole PUD range; every figure as the model has it."""
+    from ptfuzz.crosscheck.compare import HUGETLB_BASE as H, HUGETLB_POOL, ModelSide, compare, hugetlb_use
+    from ptfuzz.crosscheck.crossguest import GuestKernelSide, open_guest
+    from ptfuzz.trace import Trace, ops_from_list
+    M2 = 2 << 20
+    rows = [["exec", 1, -1], ["hugetlb_mmap", 1, H, 1 << 30, 0, 0], ["fault", 1, H, 1], ["fork", 1, 2],
+            ["fault", 2, H + M2, 0], ["madvise", 2, H + 4 * M2, M2, 0], ["fault", 2, H + M2, 1]]
+    guest, facts = open_guest(ARM64)
+    with guest:
+        assert facts.hugetlb is None, facts.hugetlb
+        assert int(guest.request("hugepages").split()[1]) >= HUGETLB_POOL
+        ops = ops_from_list(rows)
+        kernel = GuestKernelSide(guest, W, W + (3 << 30)).run(ops)
+        model = ModelSide(facts.arch, facts.config, facts.knobs).run(ops)
+        assert compare(model, kernel, ops) is None
+        assert kernel[4].procs[2][1] == (H, H + M2) and kernel[5].procs[2][1] == ()
+        assert hugetlb_use(Trace("arm64", ops, config=facts.config), kernel) == (True, True)
+    assert guest._proc is None
 
 
 @pytest.mark.skipif(BOOT is None, reason=f"no foreign kernel to boot here ({WHY})")

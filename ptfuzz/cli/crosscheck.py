@@ -132,6 +132,8 @@ def _run_with_progress(side, checker, loaded, gen, seed, nops, json_out, err):
 def _summarize(side, checker, r, json_out: bool, kvm: bool = False) -> None:
     summary = {"traces": r.checked, "agree": r.agreed, "disagree": len(r.disagreements), "unstable": r.unstable,
                "knobs": checker.knobs, "host": side.describe(), "interrupted": r.interrupted}
+    if not kvm:
+        summary.update(hugetlb_traces=r.hugetlb, sharing_traces=r.sharing)
     if kvm:
         summary.update(kvm=True, seconds=round(r.elapsed, 1),
                        traces_per_second=round(r.checked / r.elapsed, 2) if r.elapsed > 0 else None,
@@ -151,6 +153,8 @@ def _summarize(side, checker, r, json_out: bool, kvm: bool = False) -> None:
     if kvm:
         line = (f"{r.agreed}/{r.checked} traces agree on every result and on what the guest sees "
                 f"({summary['traces_per_second']} traces/s)")
+    if not kvm and r.hugetlb:
+        line += f"; {r.hugetlb} map shared hugetlb, {r.sharing} of them showing a shared PMD table"
     if r.unstable:
         line += f" ({r.unstable} showed a disagreement that a second real run did not repeat)"
     if side.guest:
@@ -202,10 +206,9 @@ def _open_guest(name, image, arch, timeout, err):
     if name is not None and image is not None:
         raise UsageError("give --kernel or --kernel-image, not both")
     k = from_image(image, arch) if image is not None else _load_kernel(name, err)
-    from ..crosscheck.crossguest import generate_for
-    from ..crosscheck.guest import Guest
+    from ..crosscheck.crossguest import generate_for, reboot
     guest, facts = open_guest(k, timeout=timeout)
-    side = Side(guest, facts, GuestChecker, None, generate_for, lambda old: Guest(old.kernel, timeout=old.timeout))
+    side = Side(guest, facts, GuestChecker, None, generate_for, lambda old: reboot(old, facts))
     side.describe = lambda: describe(facts, side.host)
     return side
 

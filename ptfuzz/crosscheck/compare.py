@@ -26,7 +26,8 @@ HOST_OPS = ("exec", "fork", "exit", "mmap", "shm_mmap", "hugetlb_mmap", "munmap"
 # address space, so that page-table bytes of the window compare without either side's other tables.
 WINDOW = 0x200000000000
 WINDOW_SPAN = 3 << 30  # the generator's mappings in the first 1 GiB, its shared hugetlb ones (PUD-aligned) above
-# Shared hugetlb mappings (hugetlb_mmap): PUD-size, PUD-aligned, so that PMD tables are shared (want_pmd_share)
+# Shared hugetlb mappings (hugetlb_mmap): PUD-size, PUD-aligned, so that PMD tables are shared (want_pmd_share);
+# these with 4K pages, where PUD_SIZE is 1 GiB; share_size and window_end give every geometry's
 HUGETLB_BASE, HUGETLB_SPAN = WINDOW + (1 << 30), 2 << 30
 # Huge pages crosscheck adds to the pool (vm.nr_hugepages) for hugetlb_mmap's faults, and gives back at the end:
 # a trace faults at most one huge page per operation, and the files are emptied between traces
@@ -90,6 +91,27 @@ def compare(model: list[Step], kernel: list[Step], ops: np.ndarray) -> Disagreem
         return Disagreement(i, op_text(ops[i]), Figure.RESULT, None, "stopped" if len(model) == i else "ran",
                             "stopped" if len(kernel) == i else "ran")
     return None
+
+
+def share_size(arch: str, layout: Layout) -> int:
+    """PUD_SIZE as PMD sharing uses it: what one entry of the level above the PMD tables maps, PMD_SIZE times the
+    entries of a table (1 GiB with 4K pages, 64 GiB with arm64's 16K); 1 GiB where nothing is shared (s390, arm64
+    64K pages: no ARCH_WANT_HUGE_PMD_SHARE). The generator's whole-range hugetlb mappings are this size."""
+    if arch == "s390" or layout.page > 16384:
+        return 1 << 30
+    return layout.pmd * (layout.page // 8)
+
+
+def hugetlb_range(arch: str, layout: Layout) -> tuple[int, int]:
+    """(base, span) of the generator's shared hugetlb mappings: two PUD ranges above the first one of the window."""
+    pud = share_size(arch, layout)
+    return WINDOW + pud, 2 * pud
+
+
+def window_end(arch: str, config: dict) -> int:
+    """The end of the window the figures cover: WINDOW + WINDOW_SPAN with 4K pages, 192 GiB with 16K."""
+    base, span = hugetlb_range(arch, Layout.of(arch, config))
+    return max(WINDOW + WINDOW_SPAN, base + span)
 
 
 # ---- the two sides ----
@@ -229,19 +251,23 @@ def trace_probes(side: "KernelSide", info: HostInfo, lo: int = WINDOW) -> dict[s
 
 class HugetlbPool:
     """HUGETLB_POOL huge pages added to vm.nr_hugepages for the run (root only) and given back afterwards.
-    reason: None when the pages are there, else why hugetlb_mmap traces are skipped."""
+    reason: None when the pages are there, else why hugetlb_mmap traces are skipped. read() and write(n) reach the
+    sysctl: this host's file by default, a guest's through its helper (crossguest.py); they raise OSError or
+    ValueError (HostError from a helper) when they cannot."""
     PATH = Path("/proc/sys/vm/nr_hugepages")
 
-    def __init__(self, pages: int = HUGETLB_POOL):
+    def __init__(self, pages: int = HUGETLB_POOL, read=None, write=None):
         self.pages, self.old, self.reason = pages, None, None
+        self.read = read or (lambda: int(self.PATH.read_text()))
+        self.write = write or (lambda n: self.PATH.write_text(str(n)))
         try:
-            old = int(self.PATH.read_text())
-            self.PATH.write_text(str(old + pages))
+            old = self.read()
+            self.write(old + pages)
             self.old = old
-            got = int(self.PATH.read_text())
+            got = self.read()
             if got < old + pages:
                 self.reason = f"the kernel gave only {got - old} of {pages} huge pages (vm.nr_hugepages)"
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, HostError) as e:
             self.reason = f"cannot add {pages} huge pages to vm.nr_hugepages: {getattr(e, 'strerror', None) or e}"
         if self.reason:
             self.restore()
@@ -249,10 +275,26 @@ class HugetlbPool:
     def restore(self) -> None:
         if self.old is not None:
             try:
-                self.PATH.write_text(str(self.old))
-            except OSError:
+                self.write(self.old)
+            except (OSError, ValueError, HostError):
                 pass
             self.old = None
+
+
+def hugetlb_setup(facts: HostFacts, host: Host, pool=HugetlbPool, where: str = "") -> None:
+    """facts.hugetlb (None: generated traces map shared hugetlb) and its note: the helper's hugetlbfs files, then
+    HUGETLB_POOL huge pages from pool(); the pool is given back when the helper closes."""
+    if not facts.info.hugetlb_files:
+        facts.hugetlb = "the helper has no hugetlbfs files (memfd_create MFD_HUGETLB failed)"
+    else:
+        p = pool()
+        host.on_close.append(p.restore)
+        facts.hugetlb = p.reason
+    if facts.hugetlb:
+        facts.notes.append(f"no shared hugetlb mappings in generated traces: {facts.hugetlb}")
+    else:
+        facts.notes.append(f"shared hugetlb mappings (PMD sharing) on {HUGETLB_POOL} huge pages added to "
+                           f"{where}vm.nr_hugepages for the run")
 
 
 def host_facts(host: Host) -> HostFacts:
@@ -270,17 +312,7 @@ def host_facts(host: Host) -> HostFacts:
         elif probes.get(probe):
             notes.append(f"the host shows {probe} but the model has no {knob} knob: disagreements expected")
     facts = HostFacts(arch, platform.release(), info, probes, config, knobs, notes)
-    if not info.hugetlb_files:
-        facts.hugetlb = "the helper has no hugetlbfs files (memfd_create MFD_HUGETLB failed)"
-    else:
-        pool = HugetlbPool()
-        host.on_close.append(pool.restore)
-        facts.hugetlb = pool.reason
-    if facts.hugetlb:
-        notes.append(f"no shared hugetlb mappings in generated traces: {facts.hugetlb}")
-    else:
-        notes.append(f"shared hugetlb mappings (PMD sharing) on {HUGETLB_POOL} huge pages added to vm.nr_hugepages "
-                     f"for the run")
+    hugetlb_setup(facts, host)
     return facts
 
 
@@ -298,6 +330,8 @@ class HostGen:
         self.arch, self.c = arch, choices
         self.hugetlb = hugetlb and "hugetlb_mmap" in OP_NUMBER  # shared hugetlb mappings (PMD sharing)
         self.L = replace(layout, base=WINDOW, region=8 * layout.pmd)
+        self.pud = share_size(arch, layout)
+        self.hbase, self.hspan = hugetlb_range(arch, layout)
         self.pids: dict = {}  # pid -> list of (addr, len, flags) it mapped
         self.rows: list[list] = []  # [name, args...], as a trace's list form has them
 
@@ -338,11 +372,12 @@ class HostGen:
         self.pids[pid] = []
 
     def do_hugetlb(self):
-        """A shared mapping of one of two hugetlbfs files: mostly the whole PUD-aligned GiB (its PMD table shared
-        with the other mappers of the same offsets), sometimes a few huge pages or an offset hugetlbfs refuses."""
+        """A shared mapping of one of two hugetlbfs files: mostly a whole PUD-aligned range (1 GiB with 4K pages, 64 GiB
+        with 16K: its PMD table shared with the other mappers of the same offsets), sometimes a few huge pages or an
+        offset hugetlbfs refuses."""
         pid, L = self.pid(), self.L
-        pud = 1 << 30
-        addr = HUGETLB_BASE + self.c.below(HUGETLB_SPAN // pud) * pud
+        pud = self.pud
+        addr = self.hbase + self.c.below(self.hspan // pud) * pud
         length = self.c.pick([pud, pud, pud, L.pmd * (1 + self.c.below(4))])
         pgoff = self.c.pick([0, 0, 0, pud // 2 // L.page, 1])
         file = self.c.below(2)
@@ -361,7 +396,7 @@ class HostGen:
                     self.pids[other] = list(self.pids.get(pid, []))
                 oaddr = addr
             else:
-                oaddr = HUGETLB_BASE + self.c.below(HUGETLB_SPAN // pud) * pud
+                oaddr = self.hbase + self.c.below(self.hspan // pud) * pud
                 self.op("hugetlb_mmap", other, oaddr, length, file, pgoff)
                 self.pids[other].append((oaddr, length, 2))
             self.op("fault", other, oaddr + self.c.below(blocks) * L.pmd, self.c.below(2))
@@ -493,6 +528,30 @@ def generate(arch: str, config: dict, seed: int, nops: int, hugetlb: bool = Fals
     return Trace(arch, ops, config=dict(config), meta={"found_by": "ptfuzz crosscheck", "seed": seed})
 
 
+def hugetlb_use(trace: Trace, kernel: list[Step]) -> tuple[bool, bool]:
+    """(the trace maps shared hugetlb, the kernel showed PMD sharing): sharing is a process whose figures show a
+    PMD-mapped block of the hugetlb range it never faulted since its exec (a fork copies no shared hugetlb entry:
+    vma_needs_copy, so a child sees the parent's pages only through a shared PMD table)."""
+    rows = [op_to_list(r) for r in trace.ops]
+    if not any(r[0] == "hugetlb_mmap" for r in rows):
+        return False, False
+    layout = Layout.of(trace.arch, trace.config)
+    pmd, (base, span) = layout.pmd, hugetlb_range(trace.arch, layout)
+    faulted: dict[int, set] = {}
+    for row, step in zip(rows, kernel):
+        name, *args = row
+        if name == "exec" or name == "fork":
+            faulted[args[0] if name == "exec" else args[1]] = set()
+        elif name == "exit":
+            faulted.pop(args[0], None)
+        elif name == "fault":
+            faulted.setdefault(args[0], set()).add(args[1] & ~(pmd - 1))
+        for pid, (_, blocks) in step.procs.items():
+            if any(base <= b < base + span and b not in faulted.get(pid, ()) for b in blocks):
+                return True, True
+    return True, False
+
+
 # ---- the check ----
 
 # What the real side may make resident for one trace: every fault (and every write after a fork) can
@@ -541,8 +600,9 @@ class Checker:
     def __init__(self, host: Host, facts: HostFacts, knobs: dict, out: Path, minimize: bool = True):
         self.host, self.facts, self.out, self.minimize = host, facts, out, minimize
         self.knobs = {**facts.knobs, **knobs}
-        self.model = ModelSide(facts.arch, facts.config, self.knobs)
-        self.kernel = KernelSide(host)
+        hi = window_end(facts.arch, facts.config)
+        self.model = ModelSide(facts.arch, facts.config, self.knobs, WINDOW, hi)
+        self.kernel = KernelSide(host, WINDOW, hi)
 
     # what a filed disagreement says of itself (crosscheck --kvm's checker files under its own name)
     found_by, subdir, prefix = "ptfuzz crosscheck", None, "crosscheck"
@@ -550,7 +610,7 @@ class Checker:
     def use(self, host) -> None:
         """After a reboot: the same checker on a fresh helper."""
         self.host = host
-        self.kernel = type(self.kernel)(host)
+        self.kernel = type(self.kernel)(host, self.kernel.lo, self.kernel.hi)
 
     def disagreement(self, ops: np.ndarray):
         model, kernel = self.model.run(ops), self.kernel.run(ops)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .compare import PROBE_KNOBS, WINDOW, WINDOW_SPAN, Checker, HostFacts, KernelSide, Step, trace_probes
+from .compare import (HUGETLB_POOL, PROBE_KNOBS, WINDOW, WINDOW_SPAN, Checker, HostFacts, HugetlbPool, KernelSide, Step,
+                      generate, hugetlb_setup, trace_probes, window_end)
 from .guest import Guest
 from .host import HostError, HostInfo
 from .kernels import Kernel
@@ -85,7 +86,54 @@ def guest_facts(guest: Guest) -> HostFacts:
         notes.append("vm.allocate_pgste " + ("absent (7.2 has none)" if probes.get("allocate_pgste", -1) < 0
                                              else f"= {probes['allocate_pgste']}"))
     facts = HostFacts(arch, kv.get("release", "?"), info, probes, config, knobs, notes)
+    guest_hugetlb(facts, guest)
     return facts
+
+
+def guest_pool(guest: Guest, pages: int = HUGETLB_POOL) -> HugetlbPool:
+    """HugetlbPool on the guest's vm.nr_hugepages, through its helper (requests hugepages, set_hugepages N)."""
+    def read() -> int:
+        return int(guest.request("hugepages").split()[1])
+
+    def write(n: int) -> None:
+        guest.request(f"set_hugepages {int(n)}")
+    return HugetlbPool(pages, read, write)
+
+
+def no_pmd_sharing(arch: str, page_size: int) -> str | None:
+    """Why this guest's kernel shares no hugetlb PMD tables (v6.6 selects ARCH_WANT_HUGE_PMD_SHARE on arm64 with 4K
+    or 16K pages, not on s390), or None."""
+    if arch == "s390":
+        return "s390 shares no PMD tables (no ARCH_WANT_HUGE_PMD_SHARE), so there is no PMD sharing to check"
+    if page_size > 16384:
+        return f"arm64 with {page_size >> 10}K pages shares no PMD tables (no ARCH_WANT_HUGE_PMD_SHARE)"
+    return None
+
+
+def guest_hugetlb(facts: HostFacts, guest: Guest) -> None:
+    """facts.hugetlb and its note, as on the host (hugetlb_setup): the guest helper's hugetlbfs files and
+    HUGETLB_POOL huge pages added to the guest's vm.nr_hugepages (its memory is sized for them: guest_memory_mb)."""
+    why = no_pmd_sharing(facts.arch, facts.info.page_size)
+    if why:
+        facts.hugetlb = why
+        facts.notes.append(f"no shared hugetlb mappings in generated traces: {why}")
+        return
+    hugetlb_setup(facts, guest, lambda: guest_pool(guest), "the guest's ")
+    if not facts.hugetlb and facts.info.page_size > 4096:
+        facts.notes.append(f"with {facts.info.page_size >> 10}K pages a PMD table is shared across a whole "
+                           f"{facts.info.pmd_size * (facts.info.page_size // 8) >> 30} GiB PUD range: the generator's "
+                           f"hugetlb mappings are that size, in a window of {window_end(facts.arch, facts.config) - WINDOW >> 30} GiB")
+
+
+def reboot(old: Guest, facts: HostFacts) -> Guest:
+    """A fresh guest after one stopped, with the huge pages of the first one's pool again."""
+    guest = type(old)(old.kernel, timeout=old.timeout)
+    if facts.hugetlb is None:
+        pool = guest_pool(guest)
+        if pool.reason:
+            guest.close(kill=True)
+            raise HostError(f"{old.kernel.name}: a guest booted again: {pool.reason}")
+    return guest
 
 
 def has_thp(probes: dict) -> bool:
@@ -107,8 +155,7 @@ def without_thp(trace: Trace) -> Trace:
 
 
 def generate_for(facts: HostFacts, seed: int, nops: int) -> Trace:
-    from .compare import generate
-    t = generate(facts.arch, facts.config, seed, nops)
+    t = generate(facts.arch, facts.config, seed, nops, facts.hugetlb is None)
     return t if has_thp(facts.probes) or facts.knobs.get("s390.thp_hw") == "none" else without_thp(t)
 
 
@@ -161,12 +208,7 @@ def parse_figall(reply: str) -> dict[int, tuple[int, tuple[int, ...]]]:
 class GuestChecker(Checker):
     def __init__(self, guest: Guest, facts: HostFacts, knobs: dict, out, minimize: bool = True):
         super().__init__(guest, facts, knobs, out, minimize)
-        self.kernel = GuestKernelSide(guest, WINDOW, WINDOW + WINDOW_SPAN)
-
-    def use(self, guest: Guest) -> None:
-        """After a reboot: the same checker on a fresh guest (the kernel side needs the window, too)."""
-        self.host = guest
-        self.kernel = GuestKernelSide(guest, WINDOW, WINDOW + WINDOW_SPAN)
+        self.kernel = GuestKernelSide(guest, WINDOW, window_end(facts.arch, facts.config))
 
 
 def open_guest(kernel: Kernel, timeout: float = 60.0) -> tuple[Guest, HostFacts]:
@@ -178,4 +220,5 @@ def open_guest(kernel: Kernel, timeout: float = 60.0) -> tuple[Guest, HostFacts]
         raise
 
 
-__all__ = ["GuestChecker", "GuestKernelSide", "guest_facts", "open_guest", "describe", "HostInfo"]
+__all__ = ["GuestChecker", "GuestKernelSide", "guest_facts", "guest_hugetlb", "open_guest", "reboot", "describe",
+           "HostInfo"]

@@ -22,6 +22,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+from .compare import HUGETLB_POOL
 from .host import CFLAGS, SOURCE, Host, HostError, source_bytes
 from .kernels import Kernel, KernelError, cross_cc, kernels_dir, qemu_binary
 
@@ -98,9 +99,27 @@ def build_initramfs(helper: Path, pgste: Path | None = None, beside: dict | None
 
 
 CMDLINE = "quiet panic=-1 norandmaps rdinit=/init"
+MEMORY_MB = 2048  # what a guest runs traces in, besides crosscheck's pool of huge pages
 
 
-def qemu_command(kernel: Kernel, initrd: Path, memory_mb: int = 2048) -> list[str]:
+def page_size_of(kernel: Kernel) -> int:
+    """The kernel's page size from its config (4K when it has none: an image of the user's own)."""
+    for size, key in ((16384, "CONFIG_ARM64_16K_PAGES"), (65536, "CONFIG_ARM64_64K_PAGES")):
+        if kernel.arch == "arm64" and kernel.config_value(key) == "y":
+            return size
+    return 4096
+
+
+def guest_memory_mb(kernel: Kernel) -> int:
+    """The guest's memory: MEMORY_MB, and on arm64 room for the HUGETLB_POOL PMD-size huge pages crosscheck adds to
+    its vm.nr_hugepages (128 MiB with 4K pages, 2 GiB with 16K; s390 and 64K pages share no PMD tables: no pool)."""
+    page = page_size_of(kernel)
+    if kernel.arch != "arm64" or page > 16384:  # 64K pages share no PMD tables either (arch_want_huge_pmd_share)
+        return MEMORY_MB
+    return MEMORY_MB + (HUGETLB_POOL * page * (page // 8) >> 20)
+
+
+def qemu_command(kernel: Kernel, initrd: Path, memory_mb: int = MEMORY_MB) -> list[str]:
     qemu = qemu_binary(kernel.arch)
     common = ["-nodefaults", "-display", "none", "-no-reboot", "-m", str(memory_mb), "-smp", "1",
               "-kernel", str(kernel.image), "-initrd", str(initrd), "-serial", "stdio", "-net", "none"]
@@ -133,14 +152,17 @@ class Guest(Host):
     reply_heads = REPLY_HEADS
 
     def __init__(self, kernel: Kernel, timeout: float = 60.0, boot_timeout: float = BOOT_TIMEOUT,
-                 memory_mb: int = 2048):
+                 memory_mb: int | None = None):
         self.kernel, self.timeout = kernel, timeout
         self._buf = b""
         self._info = None
         self._proc = None
+        # what the run set up in the guest (crosscheck's pool of huge pages): it goes with the guest, which powers
+        # off at close, so nothing is given back by request
+        self.on_close: list = []
         self.console: deque[str] = deque(maxlen=200)  # what the guest said besides replies (boot log, oopses)
         self.initrd = self.initramfs(kernel)
-        self.command = qemu_command(kernel, self.initrd, memory_mb)
+        self.command = qemu_command(kernel, self.initrd, memory_mb or guest_memory_mb(kernel))
         self._stderr = tempfile.TemporaryFile()
         t0 = time.monotonic()
         try:
@@ -278,6 +300,7 @@ class Guest(Host):
 
     def close(self, kill: bool = False) -> None:
         proc = self._proc
+        self.on_close = []
         if proc is None:
             return
         self._proc = None

@@ -21,6 +21,9 @@
  *   pid PID                       -> ok OSPID           (for tests: the real pid)
  *   figall LO HI                  -> F N PID BYTES NB ADDR1 .. ADDRNB  PID ...  (figures of every live process)
  *   killall                       -> r 0                (every process exits: the end of a pipelined trace)
+ *   hugepages                     -> ok N               (vm.nr_hugepages; -1 when there is no such sysctl)
+ *   set_hugepages N               -> ok N               (writes vm.nr_hugepages, answers what it reads back:
+ *                                                        crosscheck's pool of huge pages in a guest)
  *   quit                          -> (no reply) as EOF; as a guest's init, powers the guest off
  * hello also says release=UNAME_R machine=UNAME_M guest=0|1 hugetlb_files=0|8.
  *
@@ -129,8 +132,28 @@ struct cmd {
 static const struct cmd cmds[] = {
     {"hello", 0}, {"probe", 0}, {"exec", 1}, {"fork", 2}, {"exit", 1}, {"mmap", 4}, {"shm_mmap", 5}, {"hugetlb_mmap", 5},
     {"munmap", 3}, {"madvise", 4}, {"fault", 3}, {"mremap", 5}, {"figures", 3}, {"pid", 1}, {"shm_reset", 0},
-    {"figall", 2}, {"quit", 0}, {"killall", 0},
+    {"figall", 2}, {"quit", 0}, {"killall", 0}, {"hugepages", 0}, {"set_hugepages", 1},
 };
+
+#define NR_HUGEPAGES "/proc/sys/vm/nr_hugepages"
+
+/* vm.nr_hugepages, after writing n to it when set (the kernel may give fewer pages than asked) */
+static int hugepages(int set, uint64_t n)
+{
+    if (set) {
+        char b[32];
+        int fd = open(NR_HUGEPAGES, O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+            return out("e set_hugepages: %s: %s", NR_HUGEPAGES, strerror(errno));
+        int len = snprintf(b, sizeof b, "%llu", (unsigned long long)n);
+        ssize_t w = write(fd, b, (size_t)len);
+        int e = errno;
+        close(fd);
+        if (w != len)
+            return out("e set_hugepages: %s: %s", NR_HUGEPAGES, w < 0 ? strerror(e) : "short write");
+    }
+    return out("ok %d", sysfs_word(NR_HUGEPAGES, NULL, 0));
+}
 
 static int handle(char *l)
 {
@@ -168,6 +191,8 @@ static int handle(char *l)
         shutdown_all();
     if (!strcmp(c->name, "figall"))
         return figall(a[0], a[1]);
+    if (!strcmp(c->name, "hugepages") || !strcmp(c->name, "set_hugepages"))
+        return hugepages(c->nargs, a[0]);
     if (!strcmp(c->name, "killall")) {
         for (int s = 0; s < NPROC; s++)
             kill_slot(s);

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .compare import Checker, generate, open_host, seeds
+from .compare import Checker, generate, hugetlb_use, open_host, seeds
 from .host import HostError
 
 
@@ -16,6 +16,8 @@ class RunResult:
     errors: list = field(default_factory=list)  # guest runs only: {"trace": name, "error": text}
     interrupted: bool = False
     elapsed: float = 0.0
+    hugetlb: int = 0   # traces with a hugetlb_mmap (for disagreements: their minimized form)
+    sharing: int = 0   # ... in which a process saw hugetlb pages it never faulted: a shared PMD table (hugetlb_use)
 
     @property
     def checked(self) -> int:
@@ -70,6 +72,9 @@ def run(side: Side, checker, loaded: list, gen: int, seed: int, nops: int, on_ou
                 continue
             r.agreed += o.agree
             r.unstable += o.unstable
+            uses, shares = hugetlb_use(o.trace, o.kernel)
+            r.hugetlb += uses
+            r.sharing += shares
             if not o.agree:
                 r.disagreements.append(o)
             if on_outcome:
