@@ -156,7 +156,8 @@ def _summarize(side, checker, r, json_out: bool, kvm: bool = False) -> None:
     if not kvm and r.hugetlb:
         line += f"; {r.hugetlb} map shared hugetlb, {r.sharing} of them showing a shared PMD table"
     if r.unstable:
-        line += f" ({r.unstable} showed a disagreement that a second real run did not repeat)"
+        line += (f" ({r.unstable} showed a disagreement that a second real run did not repeat, or repeated while the "
+                 f"host could not allocate a huge page it asked for)")
     if side.guest:
         h = side.host
         line += (f" on {h.kernel.name} (boot {h.boot_seconds:.1f} s, {summary['traces_per_second']} traces/s"

@@ -116,13 +116,37 @@ def window_end(arch: str, config: dict) -> int:
 
 # ---- the two sides ----
 
+# /proc/vmstat's counts of huge pages this host's kernel tried and failed to allocate (a fault or khugepaged fell back
+# to small pages, or the huge zero page could not be had): the model always gets its huge page
+THP_FAILURES = ("thp_fault_fallback", "thp_file_fallback", "thp_collapse_alloc_failed", "thp_zero_page_alloc_failed")
+
+
+def thp_failures() -> int:
+    """This host's THP allocation failures so far (0 where /proc/vmstat says nothing of them)."""
+    try:
+        text = Path("/proc/vmstat").read_text()
+    except OSError:
+        return 0
+    counts = dict(line.split() for line in text.splitlines() if line.count(" ") == 1)
+    return sum(int(counts.get(name, 0)) for name in THP_FAILURES)
+
+
 class KernelSide:
-    """Runs a trace for real through the helper; every process it created is gone afterwards."""
+    """Runs a trace for real through the helper; every process it created is gone afterwards. thp_failed: the
+    host failed to allocate a huge page during the last run (another process's memory, not the trace, decided it)."""
+    thp_failed = False
 
     def __init__(self, host: Host, lo: int = WINDOW, hi: int = WINDOW + WINDOW_SPAN):
         self.host, self.lo, self.hi = host, lo, hi
 
     def run(self, ops: np.ndarray) -> list[Step]:
+        failures = thp_failures()
+        try:
+            return self._run(ops)
+        finally:
+            self.thp_failed = thp_failures() > failures
+
+    def _run(self, ops: np.ndarray) -> list[Step]:
         live: set[int] = set()
         steps = []
         self.host.shm_reset()  # every trace starts with empty shm objects, as the model's do
@@ -628,9 +652,11 @@ class Checker:
         if d is None:
             return Outcome(name, trace, None, model, kernel)
         # The kernel is not deterministic everywhere (khugepaged may collapse a block between two
-        # operations): a disagreement counts only if a second real run shows it again.
+        # operations; a huge page the host cannot allocate now, its memory taken or fragmented by other
+        # processes, falls back to small pages): a disagreement counts only if a second real run shows it
+        # again, with every huge page it asked for allocated.
         d2, _, kernel2 = self.disagreement(ops)
-        if d2 is None or d2.to_doc() != d.to_doc():
+        if d2 is None or d2.to_doc() != d.to_doc() or getattr(self.kernel, "thp_failed", False):
             return Outcome(name, trace, None, model, kernel, unstable=True)
         small, before = ops, None
         if self.minimize:
