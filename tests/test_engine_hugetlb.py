@@ -93,6 +93,17 @@ def test_hugetlb_mappings_never_merge_at_mmap():
 
 # ---- unsharing ----
 
+def test_split_hugetlb_vmas_never_merge_again_so_a_part_shares_nothing():
+    # crosscheck against 6.18 (gen seed 2): MADV_HUGEPAGE on the first huge page splits the VMA; a second
+    # MADV_HUGEPAGE over both parts gives them equal flags, but hugetlb VMAs carry VM_DONTEXPAND (VM_SPECIAL) and
+    # vma_merge refuses them: two VMAs stay, neither covers the PUD range, and the child's fault shares no table
+    ops = [["exec", 3, -1], ["hugetlb_mmap", 3, W, G, 0, 0], ["madvise", 3, W, P, 1], ["fault", 3, W + G - 4096, 0],
+           ["madvise", 3, W, G + 4096, 1], ["fork", 3, 4], ["fault", 4, W, 0]]
+    r, f = figs(ops)
+    assert results(r) == [0, 0, 0, 0, -12, 0, 0] and kind(r) is None
+    assert blocks(f, 6, 4) == (W,) and blocks(f, 6, 3) == (W + G - P,)
+
+
 def test_dontneed_of_one_huge_page_unshares_the_whole_pud_range():
     ops = [["exec", 1, -1], ["hugetlb_mmap", 1, W, G, 0, 0], ["fault", 1, W, 1], ["fault", 1, W + P, 1],
            ["fork", 1, 2], ["fault", 2, W, 0], ["madvise", 2, W + 4 * P, P, 0], ["fault", 2, W + P, 0]]

@@ -43,7 +43,7 @@ int vma_insert_at(struct mm *m, int pos, struct vma v);
 void vma_remove_at(struct mm *m, int pos);
 bool is_mergeable_anon_vma(const struct engine *e, uint32_t src_anon, const struct vma *src,
 				  const struct vma *tgt, uint32_t tgt_anon);
-bool is_mergeable_vma(const struct vma *v, uint32_t flags, uint32_t file, bool may_remove);
+bool is_mergeable_vma(const struct vma *v, uint32_t flags, uint32_t file);
 bool pgoff_continues(const struct engine *e, const struct vma *lo, uint64_t boundary, uint64_t hi_pgoff);
 void dup_anon_vma(struct vma *dst, const struct vma *src);
 const struct vma *find_mergeable_anon_vma(struct mm *m, const struct vma *v);

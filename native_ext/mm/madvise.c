@@ -21,10 +21,10 @@ static int madvise_update_vma(struct engine *e, int mm, int i, uint64_t start, u
 	}
 	struct vma *prev = i > 0 && m->vmas[i - 1].end == cur.start ? &m->vmas[i - 1] : NULL;
 	struct vma *next = i + 1 < m->nvma && m->vmas[i + 1].start == cur.end ? &m->vmas[i + 1] : NULL;
-	bool mp = start == cur.start && prev && is_mergeable_vma(prev, newflags, cur.file, false) &&
+	bool mp = start == cur.start && prev && is_mergeable_vma(prev, newflags, cur.file) &&
 		  is_mergeable_anon_vma(e, cur.anon, &cur, prev, prev->anon) &&
 		  pgoff_continues(e, prev, prev->end, cur.pgoff);
-	bool mn = end == cur.end && next && is_mergeable_vma(next, newflags, cur.file, true) &&
+	bool mn = end == cur.end && next && is_mergeable_vma(next, newflags, cur.file) &&
 		  is_mergeable_anon_vma(e, cur.anon, &cur, next, next->anon) &&
 		  pgoff_continues(e, &cur, end, next->pgoff);
 	/* vma_merge and __split_vma take the rmap locks for write (vma_prepare); a flags change of the whole VMA

@@ -75,15 +75,15 @@ static void vma_link_plan(const struct engine *e, const struct vma *prev, const 
 		*mp_out = *mn_out = false; /* VM_HUGETLB | VM_DONTEXPAND: never a hugetlb neighbour's */
 		return;
 	}
-	bool mn = next && is_mergeable_vma(next, nv->flags, nv->file, true) &&
+	bool mn = next && is_mergeable_vma(next, nv->flags, nv->file) &&
 		  is_mergeable_anon_vma(e, 0, NULL, next, next->anon) && pgoff_continues(e, nv, nv->end, next->pgoff);
 	bool mp;
 	if (e->knob[K_MERGE_UNFAULTED] == 1) /* vma_merge_new_range: both sides, then prev against next */
-		mp = prev && is_mergeable_vma(prev, nv->flags, nv->file, false) &&
+		mp = prev && is_mergeable_vma(prev, nv->flags, nv->file) &&
 		     is_mergeable_anon_vma(e, 0, NULL, prev, prev->anon) &&
 		     (!mn || is_mergeable_anon_vma(e, prev->anon, prev, NULL, next->anon));
 	else /* mmap_region: prev is checked against the anon_vma of the next it would absorb */
-		mp = prev && is_mergeable_vma(prev, nv->flags, nv->file, false) &&
+		mp = prev && is_mergeable_vma(prev, nv->flags, nv->file) &&
 		     is_mergeable_anon_vma(e, mn ? next->anon : 0, mn ? next : NULL, prev, prev->anon);
 	*mp_out = mp && pgoff_continues(e, prev, prev->end, nv->pgoff);
 	*mn_out = mn;
@@ -312,9 +312,9 @@ static struct vma copy_vma_new(const struct engine *e, const struct vma *src, ui
 static bool copy_vma_plan(const struct engine *e, const struct vma *src, const struct vma *nv, const struct vma *prev,
 		   const struct vma *next, bool *mp_out, bool *mn_out)
 {
-	bool mp = prev && is_mergeable_vma(prev, nv->flags, nv->file, false) &&
+	bool mp = prev && is_mergeable_vma(prev, nv->flags, nv->file) &&
 		  is_mergeable_anon_vma(e, nv->anon, src, prev, prev->anon) && pgoff_continues(e, prev, nv->start, nv->pgoff);
-	bool mn = next && is_mergeable_vma(next, nv->flags, nv->file, true) &&
+	bool mn = next && is_mergeable_vma(next, nv->flags, nv->file) &&
 		  is_mergeable_anon_vma(e, nv->anon, src, next, next->anon) && pgoff_continues(e, nv, nv->end, next->pgoff);
 	if (mp && mn && !is_mergeable_anon_vma(e, prev->anon, prev, NULL, next->anon))
 		mn = false; /* vma_merge: prev and next must agree too, else prev alone */

@@ -486,7 +486,7 @@ static int mremap_expand(struct engine *e, int mm, struct vma *v, uint64_t delta
 		return -ENOMEM;
 	int pos = (int)(v - m->vmas);
 	struct vma *next = pos + 1 < m->nvma && m->vmas[pos + 1].start == end ? &m->vmas[pos + 1] : NULL;
-	bool mn = next && is_mergeable_vma(next, v->flags, v->file, true) &&
+	bool mn = next && is_mergeable_vma(next, v->flags, v->file) &&
 		  is_mergeable_anon_vma(e, v->anon, v, next, next->anon) && pgoff_continues(e, v, end, next->pgoff);
 	int ret = vma_rmap_wait(e, v); /* vma_prepare: the anon_vma and i_mmap for write */
 	if (!ret && mn)

@@ -52,10 +52,11 @@ bool is_mergeable_anon_vma(const struct engine *e, uint32_t src_anon, const stru
 	return src_anon == tgt_anon;
 }
 
-/* is_mergeable_vma: equal flags and file; a VMA that would be removed must not have vm_ops->close (hugetlb) */
-bool is_mergeable_vma(const struct vma *v, uint32_t flags, uint32_t file, bool may_remove)
+/* is_mergeable_vma: equal flags and file, and no hugetlb VMA: hugetlbfs_file_mmap gives every one VM_DONTEXPAND,
+ * which is VM_SPECIAL, and vma_merge returns NULL for VM_SPECIAL flags before it looks at a neighbour (mm/mmap.c) */
+bool is_mergeable_vma(const struct vma *v, uint32_t flags, uint32_t file)
 {
-	return v->flags == flags && v->file == file && !(may_remove && (v->flags & VMA_HUGETLB));
+	return v->flags == flags && v->file == file && !(flags & VMA_HUGETLB);
 }
 
 /* linear_page_index: the file page offset that addr maps in v (vm_pgoff counts pages of the arch's size). */
