@@ -244,19 +244,7 @@ def test_helper_figall_and_killall_pipeline_on_the_host():
 
 # ---- a foreign kernel under QEMU: a few traces, the same comparison ----
 
-def _bootable():
-    for name in ("arm64-6.1", "s390x-6.1", "arm64-7.2", "s390x-7.2", "arm64-6.12"):
-        try:
-            k = K.load(name)
-            K.qemu_binary(k.arch)
-            K.cross_cc(k.arch)
-            return k, None
-        except K.KernelError as exc:
-            why = str(exc)
-    return None, why
-
-
-BOOT, WHY = _bootable()
+BOOT, WHY = K.first_bootable(("arm64-6.1", "s390x-6.1", "arm64-7.2", "s390x-7.2", "arm64-6.12"))
 
 
 @pytest.mark.skipif(BOOT is None, reason=f"no foreign kernel to boot here ({WHY}); make kernel-tools kernels")
@@ -274,19 +262,7 @@ def test_a_foreign_kernel_boots_and_agrees_on_a_few_traces(tmp_path):
     assert guest._proc is None  # torn down
 
 
-def _arm64_4k():
-    for name in ("arm64-6.12", "arm64-7.2", "arm64-6.1"):
-        try:
-            k = K.load(name)
-            K.qemu_binary(k.arch)
-            K.cross_cc(k.arch)
-            return k, None
-        except K.KernelError as exc:
-            why = str(exc)
-    return None, why
-
-
-ARM64, WHY_ARM64 = _arm64_4k()
+ARM64, WHY_ARM64 = K.first_bootable(("arm64-6.12", "arm64-7.2", "arm64-6.1"))  # 4K pages
 
 
 @pytest.mark.skipif(ARM64 is None, reason=f"no arm64 4K kernel to boot here ({WHY_ARM64}); make kernel-tools kernels")

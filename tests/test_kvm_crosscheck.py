@@ -18,6 +18,7 @@ from ptfuzz import engine
 from ptfuzz import trace as tracemod
 from ptfuzz.crosscheck import kvm as kvmmod
 from ptfuzz.crosscheck.compare import seeds
+from ptfuzz.crosscheck.kernels import first_bootable
 from ptfuzz.crosscheck.kvm import (KVM_OPS, GuestAccess, KStep, KvmFacts, KvmHost, KvmKernelSide, KvmModelSide,
                                    check_kvm_trace, generate_kvm, kcompare, kvm_supported)
 from ptfuzz.errors import UsageError
@@ -274,21 +275,7 @@ def test_arm64_task_size_max_and_collapse_subblock_knobs():
             [-22, 0, 0, 0]
 
 
-def _arm64_kernel():
-    from ptfuzz.crosscheck import kernels as K
-    why = "no arm64 kernel fetched"
-    for name in ("arm64-7.2", "arm64-6.12", "arm64-6.1"):
-        try:
-            k = K.load(name)
-            K.qemu_binary(k.arch)
-            K.cross_cc(k.arch)
-            return k, None
-        except K.KernelError as exc:
-            why = str(exc)
-    return None, why
-
-
-ARM64, WHY64 = _arm64_kernel()
+ARM64, WHY64 = first_bootable(("arm64-7.2", "arm64-6.12", "arm64-6.1"))
 on_arm64_guest = pytest.mark.skipif(ARM64 is None, reason=f"no arm64 guest to boot here ({WHY64}); "
                                     "make kernel-tools, ptfuzz kernels fetch arm64-7.2")
 

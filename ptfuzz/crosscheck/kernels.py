@@ -174,6 +174,21 @@ def load(name: str) -> Kernel:
                   d / doc["config"] if doc.get("config") else None)
 
 
+def first_bootable(names) -> tuple[Kernel | None, str | None]:
+    """The first of names that is fetched and has its QEMU and cross compiler here (tests that boot one), else None
+    and why the last one is not."""
+    why = "no kernel named"
+    for name in names:
+        try:
+            k = load(name)
+            qemu_binary(k.arch)
+            cross_cc(k.arch)
+            return k, None
+        except KernelError as exc:
+            why = str(exc)
+    return None, why
+
+
 def from_image(path: Path, arch: str | None) -> Kernel:
     """A user's own kernel image (arm64 Image, or an s390 bzImage-like image); arch from --kernel-arch or its bytes."""
     path = Path(path)
