@@ -236,9 +236,7 @@ static int op_walk_step(struct engine *e, const uint64_t *a)
 
 static int op_walk_end(struct engine *e, const uint64_t *a)
 {
-	if (e->cpus[a[0]].actor != A_WALK)
-		return -EINVAL;
-	actor_end(e, (int)a[0]);
+	actor_end(e, (int)a[0]); /* op_handlers: the cpu runs a walker */
 	return 0;
 }
 
@@ -292,11 +290,10 @@ static int op_collapse_end(struct engine *e, const uint64_t *a)
 	return collapse_end(e, (int)a[0]);
 }
 
-/* a user access on a cpu no kernel path is stopped on (a walker with IRQs off, a thread holding a lock there) */
+/* a user access on a cpu no kernel path is stopped on (a walker with IRQs off, a thread holding a lock there:
+ * op_handlers' idle) */
 static int op_tlb_access(struct engine *e, const uint64_t *a)
 {
-	if (e->cpus[a[0]].actor != A_NONE)
-		return -EBUSY;
 	return tlb_access(e, (int)a[0], a[1], a[2], a[3] != 0);
 }
 
@@ -363,7 +360,6 @@ static int op_vm_destroy(struct engine *e, const uint64_t *a)
 	return kvm_destroy_vm(e, a[0]);
 }
 
-/* cpu: the first argument names a cpu, checked once here (-EINVAL) */
 /* The operations that start an actor holding locks across operations: their step checks the lock order after */
 static bool lock_taking(uint64_t opcode)
 {
@@ -371,6 +367,7 @@ static bool lock_taking(uint64_t opcode)
 	       opcode == OP_UNMAP_MAPPING_BEGIN;
 }
 
+/* cpu: the first argument names a cpu, checked once here (-EINVAL) */
 static const struct op_handler {
 	int (*fn)(struct engine *e, const uint64_t *a);
 	bool cpu;               /* a[0] names a cpu (-EINVAL beyond MAX_CPUS) */
@@ -425,7 +422,7 @@ bool ptf_noop(const struct engine *e, const uint64_t *op)
 	if (op[0] >= OP_NR)
 		return false;
 	const struct op_handler *h = &op_handlers[op[0]];
-	if ((h->cpu || h->needs != A_NONE) && op[1] >= MAX_CPUS)
+	if (h->cpu && op[1] >= MAX_CPUS)
 		return false;
 	if (lock_taking(op[0]))
 		return false; /* its step checks lock order (lockdep_check) on the state as it is: let it */
