@@ -206,19 +206,13 @@ def test_an_operation_decided_without_a_step_would_have_changed_nothing():
     """ptf_noop's soundness, differentially: from states along random walks over check's alphabet (every arch, 2
     pids, 2 cpus, a VM), every operation it calls a no-op, stepped on a copy, fails, finds nothing and leaves the
     digest as it was; and it does call some of them no-ops (an alphabet of processes' and actors' operations)."""
-    import random
-    from ptfuzz import _engine
-    from ptfuzz.engine import CONFIG_ORDER
-    from ptfuzz.names import ARCH_NAMES, knob_vector
-    from ptfuzz.search.check import ELFS, alphabet, domains
-    from ptfuzz.trace import CONFIG_DEFAULTS
-    cfg = tuple(int(CONFIG_DEFAULTS[k]) for k in CONFIG_ORDER)
+    from test_check import engine
     rng = random.Random(7)
     for arch in ("s390", "arm64", "x86_64"):
         rows = alphabet(arch, domains(arch, {}, 2, 2, 1, 2))
         noops = 0
         for _ in range(40):
-            e = _engine.Engine(ARCH_NAMES.index(arch), knob_vector(arch, {}), cfg, tuple(ELFS[arch]))
+            e = engine(arch)
             for _ in range(rng.randrange(1, 10)):
                 d = e.digest()
                 for r in rows:

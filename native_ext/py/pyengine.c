@@ -230,15 +230,6 @@ static PyObject *Engine_finish(EngineObject *self, PyObject *args)
 	Py_RETURN_NONE;
 }
 
-/* same(other) -> bool: ptf_same (tests: what the search takes for "nothing changed") */
-static PyObject *Engine_same(EngineObject *self, PyObject *other)
-{
-	EngineObject *o = other_engine(self, other, "same");
-	if (!o)
-		return NULL;
-	return PyBool_FromLong(ptf_same(self->e, o->e));
-}
-
 /* same_tables(other) -> bool: both pools hold the same blocks, bookkeeping and words (tests: a restore is exact) */
 static PyObject *Engine_same_tables(EngineObject *self, PyObject *other)
 {
@@ -278,7 +269,6 @@ static PyMethodDef Engine_methods[] = {
 	{ "finish", (PyCFunction)Engine_finish, METH_VARARGS, "finish(teardown=True): end-of-trace checks" },
 	{ "same_tables", (PyCFunction)Engine_same_tables, METH_O, "same_tables(other) -> bool (tests)" },
 	{ "noop", (PyCFunction)Engine_noop, METH_O, "noop((opcode, args...)) -> the step would change nothing (tests)" },
-	{ "same", (PyCFunction)Engine_same, METH_O, "same(other) -> ptf_same: the same state, byte for byte (tests)" },
 	{ "por_apart", (PyCFunction)Engine_por_apart, METH_VARARGS,
 	  "por_apart(after, p1, p2) -> --por's condition for p1's operation and p2's, which led to after (tests)" },
 	{ NULL, NULL, 0, NULL },

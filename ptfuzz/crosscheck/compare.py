@@ -93,11 +93,16 @@ def compare(model: list[Step], kernel: list[Step], ops: np.ndarray) -> Disagreem
     return None
 
 
+def shares_pmd_tables(arch: str, page: int) -> bool:
+    """v6.6 selects ARCH_WANT_HUGE_PMD_SHARE on x86 and on arm64 with 4K or 16K pages; not on s390 or arm64 64K."""
+    return arch != "s390" and page <= 16384
+
+
 def share_size(arch: str, layout: Layout) -> int:
     """PUD_SIZE as PMD sharing uses it: what one entry of the level above the PMD tables maps, PMD_SIZE times the
-    entries of a table (1 GiB with 4K pages, 64 GiB with arm64's 16K); 1 GiB where nothing is shared (s390, arm64
-    64K pages: no ARCH_WANT_HUGE_PMD_SHARE). The generator's whole-range hugetlb mappings are this size."""
-    if arch == "s390" or layout.page > 16384:
+    entries of a table (1 GiB with 4K pages, 64 GiB with arm64's 16K); 1 GiB where nothing is shared
+    (shares_pmd_tables). The generator's whole-range hugetlb mappings are this size."""
+    if not shares_pmd_tables(arch, layout.page):
         return 1 << 30
     return layout.pmd * (layout.page // 8)
 

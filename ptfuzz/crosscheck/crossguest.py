@@ -9,11 +9,12 @@ from __future__ import annotations
 import numpy as np
 
 from .compare import (HUGETLB_POOL, PROBE_KNOBS, WINDOW, WINDOW_SPAN, Checker, HostFacts, HugetlbPool, KernelSide, Step,
-                      generate, hugetlb_setup, trace_probes, window_end)
+                      generate, hugetlb_setup, share_size, shares_pmd_tables, trace_probes, window_end)
 from .guest import Guest
 from .host import HostError, HostInfo
 from .kernels import Kernel
 from ..names import KNOBS
+from ..search.fuzzgen import Layout
 from ..trace import Trace, op_to_list, ops_from_list
 
 
@@ -103,11 +104,11 @@ def guest_pool(guest: Guest, pages: int = HUGETLB_POOL) -> HugetlbPool:
 def no_pmd_sharing(arch: str, page_size: int) -> str | None:
     """Why this guest's kernel shares no hugetlb PMD tables (v6.6 selects ARCH_WANT_HUGE_PMD_SHARE on arm64 with 4K
     or 16K pages, not on s390), or None."""
+    if shares_pmd_tables(arch, page_size):
+        return None
     if arch == "s390":
         return "s390 shares no PMD tables (no ARCH_WANT_HUGE_PMD_SHARE), so there is no PMD sharing to check"
-    if page_size > 16384:
-        return f"arm64 with {page_size >> 10}K pages shares no PMD tables (no ARCH_WANT_HUGE_PMD_SHARE)"
-    return None
+    return f"arm64 with {page_size >> 10}K pages shares no PMD tables (no ARCH_WANT_HUGE_PMD_SHARE)"
 
 
 def guest_hugetlb(facts: HostFacts, guest: Guest) -> None:
@@ -121,7 +122,7 @@ def guest_hugetlb(facts: HostFacts, guest: Guest) -> None:
     hugetlb_setup(facts, guest, lambda: guest_pool(guest), "the guest's ")
     if not facts.hugetlb and facts.info.page_size > 4096:
         facts.notes.append(f"with {facts.info.page_size >> 10}K pages a PMD table is shared across a whole "
-                           f"{facts.info.pmd_size * (facts.info.page_size // 8) >> 30} GiB PUD range: the generator's "
+                           f"{share_size(facts.arch, Layout.of(facts.arch, facts.config)) >> 30} GiB PUD range: the generator's "
                            f"hugetlb mappings are that size, in a window of {window_end(facts.arch, facts.config) - WINDOW >> 30} GiB")
 
 

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from .compare import HUGETLB_POOL
+from .compare import HUGETLB_POOL, shares_pmd_tables
 from .host import CFLAGS, SOURCE, Host, HostError, source_bytes
 from .kernels import Kernel, KernelError, cross_cc, kernels_dir, qemu_binary
 
@@ -114,7 +114,7 @@ def guest_memory_mb(kernel: Kernel) -> int:
     """The guest's memory: MEMORY_MB, and on arm64 room for the HUGETLB_POOL PMD-size huge pages crosscheck adds to
     its vm.nr_hugepages (128 MiB with 4K pages, 2 GiB with 16K; s390 and 64K pages share no PMD tables: no pool)."""
     page = page_size_of(kernel)
-    if kernel.arch != "arm64" or page > 16384:  # 64K pages share no PMD tables either (arch_want_huge_pmd_share)
+    if not shares_pmd_tables(kernel.arch, page):
         return MEMORY_MB
     return MEMORY_MB + (HUGETLB_POOL * page * (page // 8) >> 20)
 
